@@ -1,0 +1,56 @@
+/* Tests of base/: error messages, file reading limits. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/err.h"
+#include "base/file.h"
+
+static void test_errf_and_prefix(void **state)
+{
+    (void)state;
+    pf_err err;
+    assert_int_equal(pf_errf(&err, "field %s: bad value %d", "x", 3), -1);
+    assert_string_equal(err.msg, "field x: bad value 3");
+    assert_int_equal(pf_err_prefix(&err, "config.json"), -1);
+    assert_string_equal(err.msg, "config.json: field x: bad value 3");
+    assert_int_equal(pf_errf(NULL, "ignored"), -1);
+}
+
+static void test_read_file_limits(void **state)
+{
+    (void)state;
+    pf_err err;
+    char path[] = "/tmp/pf_test_base_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "hello", 5), 5);
+    close(fd);
+    char *buf;
+    size_t len;
+    assert_int_equal(pf_read_file(path, 100, &buf, &len, &err), 0);
+    assert_int_equal(len, 5);
+    assert_string_equal(buf, "hello");
+    free(buf);
+    assert_int_equal(pf_read_file(path, 4, &buf, &len, &err), -1);
+    assert_non_null(strstr(err.msg, path));
+    assert_int_equal(pf_read_file("/tmp", 100, &buf, &len, &err), -1);
+    assert_non_null(strstr(err.msg, "not a regular file"));
+    assert_int_equal(pf_read_file("/nonexistent/x", 100, &buf, &len, &err), -1);
+    assert_non_null(strstr(err.msg, "/nonexistent/x"));
+    unlink(path);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_errf_and_prefix),
+        cmocka_unit_test(test_read_file_limits),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
