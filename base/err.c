@@ -24,9 +24,17 @@ int pf_err_prefix(pf_err *err, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(ctx, sizeof ctx, fmt, ap);
     va_end(ap);
-    char old[PF_ERR_MAX];
-    memcpy(old, err->msg, sizeof old);
-    snprintf(err->msg, sizeof err->msg, "%s: %s", ctx, old);
+    /* Compose in a buffer big enough for both parts, then truncate into msg. */
+    char both[2 * PF_ERR_MAX + 2];
+    size_t cl = strnlen(ctx, PF_ERR_MAX), ol = strnlen(err->msg, PF_ERR_MAX);
+    memcpy(both, ctx, cl);
+    both[cl] = ':';
+    both[cl + 1] = ' ';
+    memcpy(both + cl + 2, err->msg, ol);
+    both[cl + 2 + ol] = '\0';
+    size_t n = cl + 2 + ol < PF_ERR_MAX - 1 ? cl + 2 + ol : PF_ERR_MAX - 1;
+    memcpy(err->msg, both, n);
+    err->msg[n] = '\0';
     return -1;
 }
 
