@@ -63,6 +63,7 @@ typedef struct flight {
     int size, width, height;
     char *w_pre;
     pf_timings tm;
+    int started;         /* the lease holder reported it started working on it */
     int is_error;        /* the record is a producer-made error record */
     char *err_stage, *err_msg;
 } flight;
@@ -330,6 +331,7 @@ static void lease_lost(prod *p, flight *f, int count_attempt, const char *why)
     if (count_attempt)
         f->attempts++;
     f->peer = -1;
+    f->started = 0;
     if (count_attempt && f->attempts >= p->o->max_attempts) {
         char msg[700];
         snprintf(msg, sizeof msg, "gave up after %d attempts: %s", f->attempts, why);
@@ -361,7 +363,9 @@ static void peer_gone(prod *p, int pi, const char *why)
             char reason[300];
             snprintf(reason, sizeof reason, "worker %s %s", w->name, why);
             size_t before = p->n_fl;
-            lease_lost(p, f, 1, reason);
+            /* Only items the worker had started are suspects (a poison item kills its worker every time);
+             * items still waiting in its queue go back without an attempt counted. */
+            lease_lost(p, f, f->started, reason);
             n++;
             if (p->n_fl < before)
                 continue;   /* f was removed: the same index now holds another flight */
@@ -475,6 +479,7 @@ static void on_tensor(prod *p, int pi, pf_wire_in *in)
         f->tm.read_s = m->timings.read_s;
     f->stage = FL_READY;
     f->peer = -1;
+    f->started = 0;
     rd_push(p, f, 0);
 }
 
@@ -488,6 +493,7 @@ static void on_done(prod *p, int pi, pf_wire_in *in, double now)
     fl_drop_tensor(f);
     f->stage = FL_ACK;
     f->peer = -1;
+    f->started = 0;
     f->deadline = now + p->o->ack_timeout_s;
 }
 
@@ -558,6 +564,12 @@ static void handle(prod *p, pf_wire_in *in, double now)
     case PF_MSG_ACK:
         on_ack(p, in);
         break;
+    case PF_MSG_START: {
+        flight *f = fl_find(p, m->id);
+        if (f && f->peer == pi && key_matches(f, m))
+            f->started = 1;
+        break;
+    }
     case PF_MSG_BYE:
         pf_info(LOG, "%s %s left", role_name(p->peers[pi].role), p->peers[pi].name);
         peer_gone(p, pi, "left");

@@ -12,7 +12,7 @@ static const char *const g_type_names[PF_MSG_TYPE_COUNT] = {
     [PF_MSG_RESET] = "reset",   [PF_MSG_HB] = "hb",         [PF_MSG_CREDIT] = "credit",
     [PF_MSG_ITEM] = "item",     [PF_MSG_TENSOR] = "tensor", [PF_MSG_DONE] = "done",
     [PF_MSG_NACK] = "nack",     [PF_MSG_RESULT] = "result", [PF_MSG_ERROR] = "error",
-    [PF_MSG_ACK] = "ack",       [PF_MSG_BYE] = "bye",
+    [PF_MSG_ACK] = "ack",       [PF_MSG_BYE] = "bye",       [PF_MSG_START] = "start",
 };
 
 const char *pf_msg_type_name(pf_msg_type t)
@@ -387,6 +387,7 @@ static int check_required(const pf_msg *m, const char *tname, pf_err *err)
         return check_tensor(m, tname, err);
     case PF_MSG_DONE:
     case PF_MSG_NACK:
+    case PF_MSG_START:
         return require(tname, "id/key", item, err);
     case PF_MSG_RESULT:
         if (require(tname, "id/key", item, err) || require(tname, "path", m->path != NULL, err) ||

@@ -48,6 +48,7 @@ typedef enum pf_msg_type {
     PF_MSG_ERROR,     /* worker or producer -> sink: an item's error record */
     PF_MSG_ACK,       /* sink -> producer: these items' records are on disk */
     PF_MSG_BYE,       /* peer -> producer: I am leaving (after handing back my items) */
+    PF_MSG_START,     /* worker -> producer: I started working on this item (it was only queued before) */
     PF_MSG_TYPE_COUNT
 } pf_msg_type;
 

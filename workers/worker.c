@@ -99,7 +99,7 @@ struct rt {
     const pf_worker_opts *o;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    wq in, out;
+    wq in, out, started;
     int efd;
     int quit;        /* compute threads: exit */
     int fatal;       /* a batched step failed */
@@ -113,6 +113,16 @@ static void wake_main(rt *r)
     uint64_t one = 1;
     ssize_t n = write(r->efd, &one, sizeof one);
     (void)n;
+}
+
+/* Tell the main thread an item left the queue for a compute thread: the producer then knows which items
+ * were being worked on if this worker dies (only those are charged an attempt). */
+static void started_work(rt *r, pf_work *w)
+{
+    pthread_mutex_lock(&r->mu);
+    wq_push(&r->started, w);
+    pthread_mutex_unlock(&r->mu);
+    wake_main(r);
 }
 
 static void finish_work(rt *r, pf_work *w)
@@ -140,6 +150,7 @@ static void *item_thread(void *arg)
         pf_work *w = wq_pop(&r->in);
         pthread_mutex_unlock(&r->mu);
         w->t_start = pf_now();
+        started_work(r, w);
         r->o->ops->process(c->inst, w);
         finish_work(r, w);
     }
@@ -188,6 +199,7 @@ static void *batch_thread(void *arg)
         for (size_t i = 0; i < k; i++) {
             pf_err e = {{0}};
             take[i]->t_start = pf_now();
+            started_work(r, take[i]);
             if (ops->submit(c->inst, take[i], &e)) {
                 pf_work_fail(take[i], PF_WORK_RETRY, "%s", e.msg);
                 finish_work(r, take[i]);
@@ -403,6 +415,18 @@ static void answer(wstate *s, pf_work *w)
 
 static void drain_outputs(wstate *s)
 {
+    for (;;) {   /* starts first: a work is freed only below, after its start was reported */
+        pthread_mutex_lock(&s->r->mu);
+        pf_work *w = wq_pop(&s->r->started);
+        pthread_mutex_unlock(&s->r->mu);
+        if (!w)
+            break;
+        pf_msg m;
+        pf_msg_init(&m, PF_MSG_START);
+        m.id = w->in.id;
+        m.key = w->in.key;
+        send_prod(s, &m);
+    }
     for (;;) {
         pthread_mutex_lock(&s->r->mu);
         pf_work *w = wq_pop(&s->r->out);
@@ -705,6 +729,7 @@ out:
     free(s->held);
     free(r->in.v);
     free(r->out.v);
+    free(r->started.v);
     if (s->prod)
         zmq_close(s->prod);
     if (s->sink)
