@@ -357,6 +357,11 @@ static void peer_gone(prod *p, int pi, const char *why)
 {
     peer *w = &p->peers[pi];
     int n = 0;
+    /* If it reported no start at all (the start may die with the process), charge all its items: every
+     * worker death must charge something, or a poison item could crash workers forever. */
+    int any_started = 0;
+    for (size_t i = 0; i < p->n_fl; i++)
+        any_started |= p->fl[i]->peer == pi && p->fl[i]->started;
     for (size_t i = 0; i < p->n_fl;) {
         flight *f = p->fl[i];
         if (f->peer == pi && (f->stage == FL_PRE || f->stage == FL_INF)) {
@@ -365,7 +370,7 @@ static void peer_gone(prod *p, int pi, const char *why)
             size_t before = p->n_fl;
             /* Only items the worker had started are suspects (a poison item kills its worker every time);
              * items still waiting in its queue go back without an attempt counted. */
-            lease_lost(p, f, f->started, reason);
+            lease_lost(p, f, f->started || !any_started, reason);
             n++;
             if (p->n_fl < before)
                 continue;   /* f was removed: the same index now holds another flight */

@@ -333,9 +333,11 @@ static void on_record(sink *s, const pf_msg *m)
             return;
         }
         p.len = strlen(txt);
-        p.line = realloc(txt, p.len + 2);
+        p.line = malloc(p.len + 2);
+        if (p.line)
+            memcpy(p.line, txt, p.len);
+        free(txt);
         if (!p.line) {
-            free(txt);
             json_decref(p.rec);
             free(p.key);
             return;

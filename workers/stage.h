@@ -40,6 +40,7 @@ typedef struct pf_work {
     double prefill_s, decode_s;
     /* set by the runtime */
     double t_start, t_end;
+    int start_sent_;
 } pf_work;
 
 /* Set a work's outcome with a printf-style reason. */

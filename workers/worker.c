@@ -121,8 +121,18 @@ static void started_work(rt *r, pf_work *w)
 {
     pthread_mutex_lock(&r->mu);
     wq_push(&r->started, w);
-    pthread_mutex_unlock(&r->mu);
     wake_main(r);
+    /* Wait (briefly) until the main thread has sent the start: if this item crashes the process, the
+     * producer should know it was this one. */
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_nsec += 200 * 1000000L;
+    dl.tv_sec += dl.tv_nsec / 1000000000L;
+    dl.tv_nsec %= 1000000000L;
+    while (!w->start_sent_ && !r->quit)
+        if (pthread_cond_timedwait(&r->cv, &r->mu, &dl) == ETIMEDOUT)
+            break;
+    pthread_mutex_unlock(&r->mu);
 }
 
 static void finish_work(rt *r, pf_work *w)
@@ -415,28 +425,38 @@ static void answer(wstate *s, pf_work *w)
 
 static void drain_outputs(wstate *s)
 {
-    for (;;) {   /* starts first: a work is freed only below, after its start was reported */
-        pthread_mutex_lock(&s->r->mu);
-        pf_work *w = wq_pop(&s->r->started);
-        pthread_mutex_unlock(&s->r->mu);
-        if (!w)
-            break;
-        pf_msg m;
-        pf_msg_init(&m, PF_MSG_START);
-        m.id = w->in.id;
-        m.key = w->in.key;
-        send_prod(s, &m);
+    /* Take both queues in one critical section: a compute thread queues a work's start before its output,
+     * so every output taken here has its start taken here or earlier, and no start can refer to a work
+     * freed below. */
+    rt *r = s->r;
+    pthread_mutex_lock(&r->mu);
+    wq started = r->started, out = r->out;
+    memset(&r->started, 0, sizeof r->started);
+    memset(&r->out, 0, sizeof r->out);
+    pthread_mutex_unlock(&r->mu);
+    pf_work *w;
+    if (started.n) {
+        while ((w = wq_pop(&started))) {
+            pf_msg m;
+            pf_msg_init(&m, PF_MSG_START);
+            m.id = w->in.id;
+            m.key = w->in.key;
+            send_prod(s, &m);
+            pthread_mutex_lock(&r->mu);
+            w->start_sent_ = 1;
+            pthread_mutex_unlock(&r->mu);
+        }
+        pthread_mutex_lock(&r->mu);
+        pthread_cond_broadcast(&r->cv);
+        pthread_mutex_unlock(&r->mu);
     }
-    for (;;) {
-        pthread_mutex_lock(&s->r->mu);
-        pf_work *w = wq_pop(&s->r->out);
-        pthread_mutex_unlock(&s->r->mu);
-        if (!w)
-            break;
+    while ((w = wq_pop(&out))) {
         answer(s, w);
         held_remove(s, w);
         work_free(w);
     }
+    free(started.v);
+    free(out.v);
 }
 
 static void on_item(wstate *s, pf_wire_in *in)

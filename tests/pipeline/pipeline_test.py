@@ -452,6 +452,10 @@ def main():
     t0 = time.time()
     try:
         TESTS[a.test](a, d)
+        for p in PROCS:   # sanitizer reports in any process fail the test (even a killed one's)
+            text = open(p.log, errors="replace").read() if os.path.exists(p.log) else ""
+            check("ERROR: AddressSanitizer" not in text and "runtime error:" not in text and
+                  "ERROR: LeakSanitizer" not in text, "sanitizer report in %s" % p.log)
     except Fail as e:
         print("FAIL %s: %s (folder %s kept)" % (a.test, e, d))
         for p in PROCS:

@@ -59,6 +59,7 @@ static void pre_process(void *inst, pf_work *w)
         pf_work_fail(w, PF_WORK_FAILED, "test stage: %s is not an image", len ? "content" : "empty file");
     } else if (len >= 5 && !memcmp(b, "CRASH", 5)) {
         fprintf(stderr, "test stage: crashing on %s as asked\n", w->in.path);
+        usleep(50000);   /* like a decoder that dies partway through the file */
         abort();
     } else if (len >= 5 && !memcmp(b, "FLAKY", 5) && w->in.attempt == 0) {
         pf_work_fail(w, PF_WORK_RETRY, "test stage: flaky the first time");
