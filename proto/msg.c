@@ -606,9 +606,11 @@ int pf_msg_encode(const pf_msg *m, uint8_t **out, size_t *len, pf_err *err)
     KV_STR("instance", m->instance);
     if (m->pid >= 0)
         KV_INT("pid", m->pid);
-    if (m->type == PF_MSG_HELLO)
+    /* Fields are written for the types that carry them, and whenever set (so what decodes re-encodes). */
+    if (m->type == PF_MSG_HELLO || m->capacity)
         KV_INT("capacity", m->capacity);
-    if (m->type == PF_MSG_CREDIT || m->type == PF_MSG_TENSOR || m->type == PF_MSG_DONE || m->type == PF_MSG_NACK)
+    if (m->type == PF_MSG_CREDIT || m->type == PF_MSG_TENSOR || m->type == PF_MSG_DONE || m->type == PF_MSG_NACK ||
+        m->credit)
         KV_INT("credit", m->credit);
     if (m->type == PF_MSG_HB && (m->n_total || m->finished)) {
         KV_BOOL("finished", m->finished);
@@ -641,7 +643,7 @@ int pf_msg_encode(const pf_msg *m, uint8_t **out, size_t *len, pf_err *err)
     if (m->handback)
         KV_BOOL("handback", 1);
     KV_STR("text", m->text);
-    if (m->type == PF_MSG_RESULT) {
+    if (m->type == PF_MSG_RESULT || m->n_ids) {
         KEY("ids");
         msgpack_pack_array(&e->pk, m->n_ids);
         for (size_t i = 0; i < m->n_ids; i++)
@@ -658,7 +660,7 @@ int pf_msg_encode(const pf_msg *m, uint8_t **out, size_t *len, pf_err *err)
         KEY("timings");
         enc_timings(e, tm);
     }
-    if (m->type == PF_MSG_ACK) {
+    if (m->type == PF_MSG_ACK || m->n_acks) {
         KEY("acks");
         msgpack_pack_array(&e->pk, m->n_acks);
         for (size_t i = 0; i < m->n_acks; i++) {
