@@ -120,9 +120,7 @@ static int inf_submit(void *inst, pf_work *w, pf_err *err)
 static int inf_step(void *inst, pf_work ***done, size_t *n_done, pf_err *err)
 {
     inf_inst *p = inst;
-    /* items refused at submit are already in p->done; they were handed back at the previous call */
-    size_t keep = 0;
-    (void)keep;
+    /* items refused at submit are already in p->done; finished ones join them below */
     if (p->active > 0) {
         pf_gen_result *res = NULL;
         size_t nres = 0;
