@@ -1,10 +1,209 @@
-/* paliflow run: placeholder until issue 5 lands. */
-#include "cli/cli_util.h"
-#include "cli/commands.h"
+/* paliflow run: the whole pipeline in one process (embedded mode). */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
-int cmd_run(int argc, char **argv)
+#include "base/log.h"
+#include "cli/commands.h"
+#include "pipeline/config.h"
+#include "pipeline/embedded.h"
+#include "workers/stages.h"
+
+static void usage(FILE *out)
 {
-    (void)argc;
-    (void)argv;
-    return cli_not_yet("run", "issue 5");
+    fprintf(out,
+            "usage: paliflow run --model DIR --tokenizer FILE --task TASK --out FILE.jsonl [OPTIONS] PATH...\n"
+            "\n"
+            "Annotate every image under the PATHs in one process: a producer, preprocess threads, one inference\n"
+            "worker (continuous batching) and the sink, connected by inproc sockets, the same code and protocol\n"
+            "as the multi-process setup. One JSON line per file goes to FILE.jsonl; the job state is kept in\n"
+            "FILE.jsonl.db so an interrupted run resumes where it stopped. Exits 0 when every file has a record.\n"
+            "\n"
+            "  --model DIR              checkpoint folder (required)\n"
+            "  --tokenizer FILE         tokenizer.json (required)\n"
+            "  --task TASK              'caption en', 'ocr', 'answer en Q', 'detect cat ; dog', any prompt (required)\n"
+            "  --out FILE               JSON-lines output (required)\n"
+            "  --db FILE                job store (default FILE.jsonl.db)\n"
+            "  --image-size S           default: the model's\n"
+            "  --list FILE              also take the paths listed in FILE ('-' = stdin)\n"
+            "  --include GLOB, --exclude GLOB   filter files found in folders (repeatable)\n"
+            PF_TASK_OPTIONS_HELP
+            "  --preprocess-threads N   images decoded in parallel (default: cores, at most 4)\n"
+            "  --max-batch N            sequences generated together (8)\n"
+            "  --max-delay-ms N         when idle, wait this long for more items (20)\n"
+            "  --max-attempts N         tries before an item becomes an error record (3)\n"
+            "  --publish ENDPOINT       also publish every record on a PUB socket\n"
+            "  --progress MODE          auto | bar | lines | off\n"
+            "  --config FILE            options from FILE ('name = value' lines; the command line wins)\n"
+            "  --log-level LEVEL        error | warn | info | debug\n"
+            "  --help                   this text\n");
+}
+
+int cmd_run(int argc0, char **argv0)
+{
+    int argc;
+    char **argv;
+    pf_err err = {{0}};
+    if (pf_config_expand_argv(argc0, argv0, &argc, &argv, &err)) {
+        fprintf(stderr, "paliflow run: %s\n", err.msg);
+        return 2;
+    }
+    pf_embedded_opts eo;
+    memset(&eo, 0, sizeof eo);
+    pf_producer_opts_defaults(&eo.producer);
+    pf_sink_opts_defaults(&eo.sink);
+    eo.max_batch = 8;
+    eo.max_delay_ms = 20;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    eo.pre_threads = cores > 4 ? 4 : cores > 0 ? (int)cores : 1;
+    const char **include = calloc((size_t)argc, sizeof *include), **exclude = calloc((size_t)argc, sizeof *exclude);
+    size_t n_inc = 0, n_exc = 0;
+    const char *model = NULL, *tokenizer = NULL, *task = NULL, *db = NULL;
+    char *db_default = NULL;
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 0},        {"tokenizer", required_argument, 0, 0},
+        {"task", required_argument, 0, 0},         {"out", required_argument, 0, 0},
+        {"db", required_argument, 0, 0},           {"image-size", required_argument, 0, 0},
+        {"list", required_argument, 0, 0},         {"include", required_argument, 0, 0},
+        {"exclude", required_argument, 0, 0},      {"max-new-tokens", required_argument, 0, 0},
+        {"temperature", required_argument, 0, 0},  {"top-k", required_argument, 0, 0},
+        {"top-p", required_argument, 0, 0},        {"repetition-penalty", required_argument, 0, 0},
+        {"seed", required_argument, 0, 0},         {"autorotate", no_argument, 0, 0},
+        {"preprocess-threads", required_argument, 0, 0}, {"max-batch", required_argument, 0, 0},
+        {"max-delay-ms", required_argument, 0, 0}, {"max-attempts", required_argument, 0, 0},
+        {"publish", required_argument, 0, 0},      {"progress", required_argument, 0, 0},
+        {"log-level", required_argument, 0, 0},    {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    int rc = 2, idx, c;
+    long long iv;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", opts, &idx)) != -1) {
+        if (c == 'h') {
+            usage(stdout);
+            rc = 0;
+            goto out;
+        }
+        if (c != 0)
+            goto bad;
+        const char *name = opts[idx].name, *val = optarg;
+        int t = pf_task_option(name, val, &eo.producer.task, &err);
+        if (t < 0) {
+            fprintf(stderr, "paliflow run: %s\n", err.msg);
+            goto out;
+        }
+        if (t > 0)
+            continue;
+#define INT(opt, lo, hi, dst)                                                                                      \
+    else if (!strcmp(name, opt)) {                                                                                 \
+        if (pf_parse_int(val, lo, hi, &iv)) {                                                                      \
+            fprintf(stderr, "paliflow run: --%s: want an integer in [%lld, %lld], got '%s'\n", opt, (long long)lo,  \
+                    (long long)hi, val);                                                                           \
+            goto out;                                                                                              \
+        }                                                                                                          \
+        dst;                                                                                                       \
+    }
+        if (!strcmp(name, "model"))
+            model = val;
+        else if (!strcmp(name, "tokenizer"))
+            tokenizer = val;
+        else if (!strcmp(name, "task"))
+            task = val;
+        else if (!strcmp(name, "out"))
+            eo.sink.out = val;
+        else if (!strcmp(name, "db"))
+            db = val;
+        else if (!strcmp(name, "list"))
+            eo.producer.scan.list_file = val;
+        else if (!strcmp(name, "include"))
+            include[n_inc++] = val;
+        else if (!strcmp(name, "exclude"))
+            exclude[n_exc++] = val;
+        else if (!strcmp(name, "publish"))
+            eo.sink.publish = val;
+        INT("image-size", 1, 8192, eo.producer.image_size = (int)iv)
+        INT("preprocess-threads", 1, 256, eo.pre_threads = (int)iv)
+        INT("max-batch", 1, 4096, eo.max_batch = (int)iv)
+        INT("max-delay-ms", 0, 600000, eo.max_delay_ms = (int)iv)
+        INT("max-attempts", 1, 1000, eo.producer.max_attempts = (int)iv)
+        else if (!strcmp(name, "progress")) {
+            eo.producer.progress = !strcmp(val, "bar") ? 2 : !strcmp(val, "lines") ? 1 : !strcmp(val, "off") ? 0 : -1;
+            if (eo.producer.progress < 0 && strcmp(val, "auto")) {
+                fprintf(stderr, "paliflow run: --progress: want auto|bar|lines|off, got '%s'\n", val);
+                goto out;
+            }
+        } else if (!strcmp(name, "log-level") && pf_log_level_option(val))
+            goto out;
+#undef INT
+    }
+    if (!model || !tokenizer || !task || !eo.sink.out) {
+        fprintf(stderr, "paliflow run: --model, --tokenizer, --task and --out are required\n");
+        goto bad;
+    }
+    if (!*task) {
+        fprintf(stderr, "paliflow run: --task is empty\n");
+        goto bad;
+    }
+    if (optind == argc && !eo.producer.scan.list_file) {
+        fprintf(stderr, "paliflow run: give at least one PATH (file or folder) or --list FILE\n");
+        goto bad;
+    }
+    if (!db) {
+        size_t n = strlen(eo.sink.out) + 4;
+        db_default = malloc(n);
+        if (!db_default)
+            goto out;
+        snprintf(db_default, n, "%s.db", eo.sink.out);
+        db = db_default;
+    }
+    eo.producer.db = db;
+    eo.producer.task.prompt = task;
+    eo.producer.have_task = 1;
+    eo.producer.scan.roots = (const char *const *)(argv + optind);
+    eo.producer.scan.n_roots = (size_t)(argc - optind);
+    eo.producer.scan.include = include;
+    eo.producer.scan.n_include = n_inc;
+    eo.producer.scan.exclude = exclude;
+    eo.producer.scan.n_exclude = n_exc;
+    /* One process: a lost peer means a bug, not a network; keep the timeouts generous. */
+    eo.producer.hb_timeout = 60;
+    eo.sink.hb_timeout = 60;
+#ifdef PALIFLOW_HAVE_MODEL
+    static volatile sig_atomic_t stop;
+    pf_install_stop_signals(&stop);
+    eo.stop = &stop;
+    pf_preprocess_cfg pcfg = {0};
+    pf_inference_cfg icfg = {model, tokenizer};
+    eo.pre_ops = &pf_stage_preprocess_ops;
+    eo.pre_cfg = &pcfg;
+    eo.inf_ops = &pf_stage_inference_ops;
+    eo.inf_cfg = &icfg;
+    pf_job_stats st = {0};
+    int r = pf_embedded_run(&eo, &st, &err);
+    if (r < 0) {
+        fprintf(stderr, "paliflow run: %s\n", err.msg);
+        rc = 2;
+    } else if (r > 0) {
+        fprintf(stderr, "paliflow run: interrupted; rerun the same command to resume (job state in %s)\n", db);
+        rc = 1;
+    } else {
+        fprintf(stderr, "paliflow run: %lld files, %lld records, %lld errors -> %s (%.1f s)\n", (long long)st.total,
+                (long long)st.done, (long long)st.failed, eo.sink.out, st.seconds);
+        rc = 0;
+    }
+#else
+    fprintf(stderr, "paliflow run: this build has no model engine (model/generate.h is not merged yet)\n");
+    rc = 2;
+#endif
+    goto out;
+bad:
+    fprintf(stderr, "Run 'paliflow run --help' for the options.\n");
+    rc = 2;
+out:
+    free(include);
+    free(exclude);
+    free(db_default);
+    pf_config_free_argv(argc, argv);
+    return rc;
 }

@@ -1,0 +1,58 @@
+#!/usr/bin/env python3
+"""Print every record the paliflow sink publishes, as it is written.
+
+    sudo apt-get install python3-zmq python3-msgpack      # Debian packages
+    paliflow sink ... --publish tcp://*:5557 ...
+    python3 examples/consume_records.py tcp://SINK_HOST:5557 [--count N] [--jsonl]
+
+Each message is one msgpack map: {"v": 1, "type": "record", "path": ..., "key": ..., "task": ...,
+"text": ..., "ids": [...], "boxes": [...] (detect prompts), ...} or, for an item that failed,
+{"error": {"stage": ..., "message": ...}} instead of "text" (proto/PROTOCOL.md).
+
+PUB/SUB drops what is published before the subscription reaches the sink (ZeroMQ's "slow joiner"):
+start the consumer before the job, or read the JSON-lines file for a complete history.
+"""
+import argparse
+import json
+import sys
+
+import msgpack
+import zmq
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("endpoint", help="the sink's --publish endpoint, e.g. tcp://localhost:5557")
+    ap.add_argument("--count", type=int, default=0, help="exit after N records (0 = run until Ctrl-C)")
+    ap.add_argument("--jsonl", action="store_true", help="print each record as one JSON line")
+    a = ap.parse_args()
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.MAXMSGSIZE, 64 << 20)   # bound what a peer can make us buffer
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(a.endpoint)
+    n = 0
+    try:
+        while not a.count or n < a.count:
+            rec = msgpack.unpackb(sub.recv(), raw=False, max_buffer_size=64 << 20)
+            if not isinstance(rec, dict) or rec.get("v") != 1 or rec.get("type") != "record":
+                continue
+            n += 1
+            if a.jsonl:
+                print(json.dumps(rec, ensure_ascii=False), flush=True)
+            elif "error" in rec:
+                print("%s: ERROR (%s) %s" % (rec["path"], rec["error"]["stage"], rec["error"]["message"]), flush=True)
+            else:
+                boxes = "".join(" [%s %.0f,%.0f-%.0f,%.0f]" % (b["label"], b["x0"], b["y0"], b["x1"], b["y1"])
+                                for b in rec.get("boxes", []))
+                print("%s: %s%s" % (rec["path"], rec["text"], boxes), flush=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sub.close(0)
+        ctx.term()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+/* libFuzzer target: the bounded msgpack decoder (proto/mpcheck.c + proto/msg.c).
+ * Anything may come in; nothing may crash, leak or allocate beyond the limits. A message that decodes
+ * must re-encode and decode to the same fields. Build: cmake -S . -B build-fuzz -DPALIFLOW_FUZZ=ON
+ * -DCMAKE_C_COMPILER=clang-14 && cmake --build build-fuzz --target fuzz_proto
+ * Run:   build-fuzz/fuzz/fuzz_proto -max_total_time=300 -rss_limit_mb=512 CORPUS/ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proto/proto.h"
+
+static int same_str(const char *a, const char *b) { return (!a && !b) || (a && b && !strcmp(a, b)); }
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    pf_proto_limits lim = pf_proto_default_limits();
+    lim.max_msg_bytes = 1 << 20;
+    pf_msg m;
+    pf_err e;
+    if (pf_msg_decode(data, size, &lim, &m, &e) == 0) {
+        uint8_t *buf = NULL;
+        size_t len = 0;
+        if (pf_msg_encode(&m, &buf, &len, &e) == 0) {
+            pf_msg d;
+            if (pf_msg_decode(buf, len, &lim, &d, &e) != 0)
+                abort();   /* what we decoded, we must be able to send */
+            if (d.type != m.type || d.id != m.id || !same_str(d.key, m.key) || !same_str(d.path, m.path) ||
+                d.n_ids != m.n_ids || d.n_acks != m.n_acks || d.data_len != m.data_len ||
+                (m.n_ids && memcmp(d.ids, m.ids, m.n_ids * sizeof *m.ids)))
+                abort();
+            pf_msg_free(&d);
+            free(buf);
+        }
+    }
+    pf_msg_free(&m);
+    /* tight limits take other paths through the walker */
+    pf_proto_limits tight = {64, 3, 4, 16, 16, 16};
+    pf_msg_decode(data, size, &tight, &m, &e);
+    pf_msg_free(&m);
+    return 0;
+}

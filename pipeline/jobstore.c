@@ -1,0 +1,318 @@
+#include "pipeline/jobstore.h"
+
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+enum {
+    ST_META_GET, ST_META_SET, ST_HAS, ST_ADD, ST_NEXT, ST_GET, ST_LEASE, ST_REQUEUE, ST_FINISH, ST_COUNTS,
+    ST_COUNT
+};
+
+static const char *const g_sql[ST_COUNT] = {
+    [ST_META_GET] = "SELECT v FROM job WHERE k = ?1",
+    [ST_META_SET] = "INSERT INTO job(k, v) VALUES(?1, ?2) ON CONFLICT(k) DO UPDATE SET v = excluded.v",
+    [ST_HAS] = "SELECT 1 FROM items WHERE path = ?1",
+    [ST_ADD] = "INSERT OR IGNORE INTO items(path, key, size, state, attempts, updated) VALUES(?1, '', ?3, 0, 0, ?4)",
+    [ST_NEXT] = "SELECT id, path, key, size, attempts, state FROM items WHERE state = 0 AND id > ?1 ORDER BY id LIMIT ?2",
+    [ST_GET] = "SELECT id, path, key, size, attempts, state FROM items WHERE id = ?1",
+    [ST_LEASE] = "UPDATE items SET state = 1, stage = ?2, worker = ?3, deadline = ?4, updated = ?5, key = ?6 "
+                 "WHERE id = ?1 AND state IN (0, 1)",
+    [ST_REQUEUE] = "UPDATE items SET state = 0, attempts = ?2, error = ?3, stage = NULL, worker = NULL, "
+                   "deadline = NULL, updated = ?4 WHERE id = ?1 AND state IN (0, 1)",
+    [ST_FINISH] = "UPDATE items SET state = ?3, error = ?4, stage = NULL, worker = NULL, deadline = NULL, "
+                  "updated = ?5 WHERE id = ?1 AND key = ?2 AND state IN (0, 1)",
+    [ST_COUNTS] = "SELECT state, count(*) FROM items GROUP BY state",
+};
+
+struct pf_jobstore {
+    sqlite3 *db;
+    sqlite3_stmt *st[ST_COUNT];
+    int in_tx;
+    char *path;
+};
+
+static double unix_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int dberr(pf_jobstore *js, pf_err *err, const char *what)
+{
+    return pf_errf(err, "job store %s: %s: %s", js->path, what, sqlite3_errmsg(js->db));
+}
+
+static int exec(pf_jobstore *js, const char *sql, pf_err *err)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(js->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        pf_errf(err, "job store %s: %s", js->path, msg ? msg : sqlite3_errmsg(js->db));
+        sqlite3_free(msg);
+        return -1;
+    }
+    return 0;
+}
+
+int pf_jobstore_open(const char *path, pf_jobstore **out, pf_err *err)
+{
+    *out = NULL;
+    pf_jobstore *js = calloc(1, sizeof *js);
+    if (!js || !(js->path = strdup(path))) {
+        free(js);
+        return pf_errf(err, "job store %s: out of memory", path);
+    }
+    if (sqlite3_open_v2(path, &js->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) !=
+        SQLITE_OK) {
+        pf_errf(err, "job store %s: cannot open: %s", path, js->db ? sqlite3_errmsg(js->db) : "out of memory");
+        pf_jobstore_close(js);
+        return -1;
+    }
+    sqlite3_busy_timeout(js->db, 5000);
+    if (exec(js, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", err) ||
+        exec(js, "CREATE TABLE IF NOT EXISTS job(k TEXT PRIMARY KEY, v TEXT NOT NULL);"
+                 "CREATE TABLE IF NOT EXISTS items(id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE, "
+                 " key TEXT NOT NULL DEFAULT '', size INTEGER NOT NULL, state INTEGER NOT NULL DEFAULT 0, "
+                 " attempts INTEGER NOT NULL DEFAULT 0, stage TEXT, worker TEXT, deadline REAL, error TEXT, "
+                 " updated REAL);"
+                 "CREATE INDEX IF NOT EXISTS items_state ON items(state, id);",
+             err)) {
+        pf_jobstore_close(js);
+        return -1;
+    }
+    for (int i = 0; i < ST_COUNT; i++) {
+        if (sqlite3_prepare_v2(js->db, g_sql[i], -1, &js->st[i], NULL) != SQLITE_OK) {
+            dberr(js, err, "prepare");
+            pf_jobstore_close(js);
+            return -1;
+        }
+    }
+    *out = js;
+    return 0;
+}
+
+void pf_jobstore_close(pf_jobstore *js)
+{
+    if (!js)
+        return;
+    if (js->in_tx)
+        sqlite3_exec(js->db, "COMMIT", NULL, NULL, NULL);
+    for (int i = 0; i < ST_COUNT; i++)
+        sqlite3_finalize(js->st[i]);
+    sqlite3_close(js->db);
+    free(js->path);
+    free(js);
+}
+
+int pf_jobstore_begin(pf_jobstore *js, pf_err *err)
+{
+    if (js->in_tx)
+        return 0;
+    if (exec(js, "BEGIN IMMEDIATE", err))
+        return -1;
+    js->in_tx = 1;
+    return 0;
+}
+
+int pf_jobstore_commit(pf_jobstore *js, pf_err *err)
+{
+    if (!js->in_tx)
+        return 0;
+    js->in_tx = 0;
+    return exec(js, "COMMIT", err);
+}
+
+int pf_jobstore_in_tx(const pf_jobstore *js) { return js->in_tx; }
+
+static sqlite3_stmt *stmt(pf_jobstore *js, int which)
+{
+    sqlite3_stmt *s = js->st[which];
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    return s;
+}
+
+static int run_update(pf_jobstore *js, sqlite3_stmt *s, const char *what, int *changed, pf_err *err)
+{
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE)
+        return dberr(js, err, what);
+    if (changed)
+        *changed = sqlite3_changes(js->db) > 0;
+    return 0;
+}
+
+int pf_jobstore_meta_get(pf_jobstore *js, const char *k, char **v, pf_err *err)
+{
+    sqlite3_stmt *s = stmt(js, ST_META_GET);
+    sqlite3_bind_text(s, 1, k, -1, SQLITE_STATIC);
+    *v = NULL;
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        const unsigned char *t = sqlite3_column_text(s, 0);
+        *v = strdup(t ? (const char *)t : "");
+        sqlite3_reset(s);
+        return *v ? 0 : pf_errf(err, "job store: out of memory");
+    }
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE ? 0 : dberr(js, err, "read job settings");
+}
+
+int pf_jobstore_meta_set(pf_jobstore *js, const char *k, const char *v, pf_err *err)
+{
+    sqlite3_stmt *s = stmt(js, ST_META_SET);
+    sqlite3_bind_text(s, 1, k, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, v, -1, SQLITE_STATIC);
+    return run_update(js, s, "write job settings", NULL, err);
+}
+
+int pf_jobstore_has_path(pf_jobstore *js, const char *path, int *has, pf_err *err)
+{
+    sqlite3_stmt *s = stmt(js, ST_HAS);
+    sqlite3_bind_text(s, 1, path, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return dberr(js, err, "look up a path");
+    *has = rc == SQLITE_ROW;
+    return 0;
+}
+
+int pf_jobstore_add(pf_jobstore *js, const char *path, int64_t size, int64_t *id, pf_err *err)
+{
+    sqlite3_stmt *s = stmt(js, ST_ADD);
+    sqlite3_bind_text(s, 1, path, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 3, size);
+    sqlite3_bind_double(s, 4, unix_now());
+    int changed = 0;
+    if (run_update(js, s, "add an item", &changed, err))
+        return -1;
+    *id = changed ? sqlite3_last_insert_rowid(js->db) : -1;
+    return 0;
+}
+
+static int read_row(sqlite3_stmt *s, pf_item_row *r)
+{
+    memset(r, 0, sizeof *r);
+    r->id = sqlite3_column_int64(s, 0);
+    const unsigned char *p = sqlite3_column_text(s, 1);
+    const unsigned char *k = sqlite3_column_text(s, 2);
+    r->path = strdup(p ? (const char *)p : "");
+    snprintf(r->key, sizeof r->key, "%s", k ? (const char *)k : "");
+    r->size = sqlite3_column_int64(s, 3);
+    r->attempts = sqlite3_column_int(s, 4);
+    r->state = sqlite3_column_int(s, 5);
+    return r->path ? 0 : -1;
+}
+
+int pf_jobstore_next_queued(pf_jobstore *js, int64_t after_id, size_t max, pf_item_row *rows, size_t *n,
+                            pf_err *err)
+{
+    sqlite3_stmt *s = stmt(js, ST_NEXT);
+    sqlite3_bind_int64(s, 1, after_id);
+    sqlite3_bind_int64(s, 2, (sqlite3_int64)max);
+    *n = 0;
+    int rc;
+    while (*n < max && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (read_row(s, &rows[*n])) {
+            sqlite3_reset(s);
+            pf_item_rows_free(rows, *n);
+            *n = 0;
+            return pf_errf(err, "job store: out of memory");
+        }
+        (*n)++;
+    }
+    sqlite3_reset(s);
+    if (*n < max && rc != SQLITE_DONE) {
+        pf_item_rows_free(rows, *n);
+        *n = 0;
+        return dberr(js, err, "read queued items");
+    }
+    return 0;
+}
+
+void pf_item_rows_free(pf_item_row *rows, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(rows[i].path);
+        rows[i].path = NULL;
+    }
+}
+
+int pf_jobstore_get(pf_jobstore *js, int64_t id, pf_item_row *row, pf_err *err)
+{
+    sqlite3_stmt *s = stmt(js, ST_GET);
+    sqlite3_bind_int64(s, 1, id);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        int bad = read_row(s, row);
+        sqlite3_reset(s);
+        return bad ? pf_errf(err, "job store: out of memory") : 0;
+    }
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE ? pf_errf(err, "job store %s: no item %lld", js->path, (long long)id)
+                             : dberr(js, err, "read an item");
+}
+
+int pf_jobstore_lease(pf_jobstore *js, int64_t id, const char *key, const char *stage, const char *worker,
+                      double deadline_unix, pf_err *err)
+{
+    sqlite3_stmt *s = stmt(js, ST_LEASE);
+    sqlite3_bind_int64(s, 1, id);
+    sqlite3_bind_text(s, 6, key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, stage, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 3, worker, -1, SQLITE_STATIC);
+    sqlite3_bind_double(s, 4, deadline_unix);
+    sqlite3_bind_double(s, 5, unix_now());
+    return run_update(js, s, "lease an item", NULL, err);
+}
+
+int pf_jobstore_requeue(pf_jobstore *js, int64_t id, int attempts, const char *reason, pf_err *err)
+{
+    sqlite3_stmt *s = stmt(js, ST_REQUEUE);
+    sqlite3_bind_int64(s, 1, id);
+    sqlite3_bind_int(s, 2, attempts);
+    if (reason)
+        sqlite3_bind_text(s, 3, reason, -1, SQLITE_STATIC);
+    sqlite3_bind_double(s, 4, unix_now());
+    return run_update(js, s, "requeue an item", NULL, err);
+}
+
+int pf_jobstore_finish(pf_jobstore *js, int64_t id, const char *key, int ok, const char *error, int *changed,
+                       pf_err *err)
+{
+    sqlite3_stmt *s = stmt(js, ST_FINISH);
+    sqlite3_bind_int64(s, 1, id);
+    sqlite3_bind_text(s, 2, key, -1, SQLITE_STATIC);
+    sqlite3_bind_int(s, 3, ok ? PF_ITEM_DONE : PF_ITEM_FAILED);
+    if (error)
+        sqlite3_bind_text(s, 4, error, -1, SQLITE_STATIC);
+    sqlite3_bind_double(s, 5, unix_now());
+    return run_update(js, s, "finish an item", changed, err);
+}
+
+int pf_jobstore_reset_leases(pf_jobstore *js, int64_t *n, pf_err *err)
+{
+    if (exec(js, "UPDATE items SET state = 0, stage = NULL, worker = NULL, deadline = NULL WHERE state = 1", err))
+        return -1;
+    *n = sqlite3_changes(js->db);
+    return 0;
+}
+
+int pf_jobstore_counts(pf_jobstore *js, int64_t counts[4], pf_err *err)
+{
+    memset(counts, 0, 4 * sizeof counts[0]);
+    sqlite3_stmt *s = stmt(js, ST_COUNTS);
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        int st = sqlite3_column_int(s, 0);
+        if (st >= 0 && st < 4)
+            counts[st] = sqlite3_column_int64(s, 1);
+    }
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE ? 0 : dberr(js, err, "count items");
+}

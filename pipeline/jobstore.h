@@ -1,0 +1,70 @@
+/* jobstore.h - a job's durable state in SQLite (WAL): its settings and every item's state.
+ *
+ * Item states: queued -> leased (stage, worker, deadline) -> done | failed; a lost lease goes back to
+ * queued (attempts + 1). done and failed are final: nothing moves an item out of them, so a restarted
+ * producer never redoes a finished item. Writes are grouped in transactions by the caller (begin/commit
+ * around a loop iteration) so that millions of items cost few fsyncs. synchronous=NORMAL: a power cut may
+ * lose the last commits (never corrupt the file); the worst case is an item redone, which the sink's
+ * dedupe turns into no extra record.
+ */
+#ifndef PF_PIPELINE_JOBSTORE_H
+#define PF_PIPELINE_JOBSTORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/err.h"
+#include "proto/proto.h"
+
+typedef enum pf_item_state {
+    PF_ITEM_QUEUED = 0,
+    PF_ITEM_LEASED = 1,
+    PF_ITEM_DONE = 2,
+    PF_ITEM_FAILED = 3,
+} pf_item_state;
+
+typedef struct pf_jobstore pf_jobstore;
+
+typedef struct pf_item_row {
+    int64_t id;
+    char *path;                 /* malloc'd */
+    char key[PF_KEY_LEN + 1];
+    int64_t size;
+    int attempts;
+    int state;
+} pf_item_row;
+
+int pf_jobstore_open(const char *path, pf_jobstore **out, pf_err *err);
+void pf_jobstore_close(pf_jobstore *js);
+
+int pf_jobstore_begin(pf_jobstore *js, pf_err *err);
+int pf_jobstore_commit(pf_jobstore *js, pf_err *err);
+int pf_jobstore_in_tx(const pf_jobstore *js);
+
+/* Job settings (key/value text). get gives a malloc'd copy, or NULL when absent. */
+int pf_jobstore_meta_get(pf_jobstore *js, const char *k, char **v, pf_err *err);
+int pf_jobstore_meta_set(pf_jobstore *js, const char *k, const char *v, pf_err *err);
+
+int pf_jobstore_has_path(pf_jobstore *js, const char *path, int *has, pf_err *err);
+/* Add a queued item; *id = its id, or -1 when the path was already in the job. The key is computed when
+ * the item is first handed out (the producer reads the file then, so a scan never reads every byte twice). */
+int pf_jobstore_add(pf_jobstore *js, const char *path, int64_t size, int64_t *id, pf_err *err);
+
+/* Up to MAX queued items with id > after_id, in id order. Free rows with pf_item_rows_free. */
+int pf_jobstore_next_queued(pf_jobstore *js, int64_t after_id, size_t max, pf_item_row *rows, size_t *n,
+                            pf_err *err);
+void pf_item_rows_free(pf_item_row *rows, size_t n);
+int pf_jobstore_get(pf_jobstore *js, int64_t id, pf_item_row *row, pf_err *err);
+
+/* Transitions. Each only applies to an item that is not final; *changed (may be NULL) says if it did. */
+int pf_jobstore_lease(pf_jobstore *js, int64_t id, const char *key, const char *stage, const char *worker,
+                      double deadline_unix, pf_err *err);
+int pf_jobstore_requeue(pf_jobstore *js, int64_t id, int attempts, const char *reason, pf_err *err);
+int pf_jobstore_finish(pf_jobstore *js, int64_t id, const char *key, int ok, const char *error, int *changed,
+                       pf_err *err);
+/* At startup: every leased item back to queued (its workers belong to the previous run). */
+int pf_jobstore_reset_leases(pf_jobstore *js, int64_t *n, pf_err *err);
+/* counts[state] for the four states. */
+int pf_jobstore_counts(pf_jobstore *js, int64_t counts[4], pf_err *err);
+
+#endif

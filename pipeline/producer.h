@@ -1,0 +1,47 @@
+/* producer.h - the job's owner: scans the inputs into the job store, hands raw items to preprocess
+ * workers and preprocessed items to inference workers under credit, leases with deadlines, retries,
+ * and marks items done or failed when the sink acknowledges their records. Binds one ROUTER socket that
+ * preprocess workers, inference workers and the sink all connect to (proto/PROTOCOL.md).
+ */
+#ifndef PF_PIPELINE_PRODUCER_H
+#define PF_PIPELINE_PRODUCER_H
+
+#include <signal.h>
+#include <stdint.h>
+
+#include "base/err.h"
+#include "pipeline/scan.h"
+#include "proto/proto.h"
+
+typedef struct pf_producer_opts {
+    const char *bind;                 /* endpoint */
+    const char *db;                   /* job store file */
+    int have_task;                    /* task/image_size given (else taken from an existing job store) */
+    pf_task task;
+    int image_size;
+    pf_scan_opts scan;                /* no roots and no list: rescan the inputs stored in the job */
+    int path_only;                    /* send paths, not bytes (workers share the storage) */
+    int max_attempts;                 /* lost leases / retries before an item becomes an error record */
+    double preprocess_lease_s, inference_lease_s, ack_timeout_s;
+    double hb_interval, hb_timeout;
+    int max_ready;                    /* preprocessed items kept in memory waiting for inference */
+    size_t max_file_bytes;
+    pf_proto_limits lim;
+    int progress;                     /* -1 auto (bar on a terminal, lines otherwise), 0 off, 1 lines, 2 bar */
+    double progress_interval;         /* seconds between plain progress lines */
+    void *zctx;                       /* optional shared ZeroMQ context (embedded mode) */
+    volatile sig_atomic_t *stop;
+} pf_producer_opts;
+
+typedef struct pf_job_stats {
+    int64_t total, done, failed;
+    double seconds;
+} pf_job_stats;
+
+void pf_producer_opts_defaults(pf_producer_opts *o);
+
+/* Run the job. Returns 0 when every item is done or failed, 1 when stopped before that, -1 on a setup or
+ * fatal error (err says why). STATS (may be NULL) gets the final counts. */
+int pf_producer_run(const pf_producer_opts *o, pf_job_stats *stats, pf_err *err);
+
+#endif

@@ -1,0 +1,34 @@
+/* scan.h - enumerate a job's input files: folders (recursive, sorted, include/exclude globs, symlinked
+ * directories followed once: (dev, inode) of every directory is remembered, so links cannot loop), single
+ * files, and list files (one path per line, "-" = stdin).
+ *
+ * Every entry found is returned, including ones that cannot be read (broken links, fifos): the producer
+ * turns those into error records, so every file gets exactly one record. Paths are returned as found:
+ * ROOT joined with the relative path ("imgs" + "a/b.jpg" -> "imgs/a/b.jpg").
+ */
+#ifndef PF_PIPELINE_SCAN_H
+#define PF_PIPELINE_SCAN_H
+
+#include <stddef.h>
+
+#include "base/err.h"
+
+typedef struct pf_scan_opts {
+    const char *const *roots;     /* files or folders */
+    size_t n_roots;
+    const char *list_file;        /* optional */
+    const char *const *include;   /* globs on the file name or the path below the root; none = every file */
+    size_t n_include;
+    const char *const *exclude;   /* globs on file or folder names / paths below the root */
+    size_t n_exclude;
+} pf_scan_opts;
+
+typedef struct pf_scan pf_scan;
+
+/* Checks that every root exists (a missing root is a setup error). */
+int pf_scan_open(const pf_scan_opts *opts, pf_scan **out, pf_err *err);
+/* 1: *path is the next entry (valid until the next call); 0: done; -1: fatal error. */
+int pf_scan_next(pf_scan *s, const char **path, pf_err *err);
+void pf_scan_close(pf_scan *s);
+
+#endif

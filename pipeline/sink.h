@@ -1,0 +1,37 @@
+/* sink.h - the end of the pipeline: one JSON line per item in the output file, deduplicated by item
+ * (key + path), published on a PUB socket, and acknowledged to the producer once on disk.
+ *
+ * Durability: records are written in batches (--batch records or --flush-ms, whichever first), the file
+ * is fdatasync'ed, and only then are the batch's records published and acknowledged. So an acknowledged
+ * item is on disk; a record written but not yet synced when the sink dies may be lost, but it was never
+ * acknowledged, so the producer redoes the item. On restart the sink rebuilds its dedupe set from the
+ * output file (cutting off a torn last line), so redelivered items never give a second line.
+ */
+#ifndef PF_PIPELINE_SINK_H
+#define PF_PIPELINE_SINK_H
+
+#include <signal.h>
+
+#include "base/err.h"
+#include "proto/proto.h"
+
+typedef struct pf_sink_opts {
+    const char *bind;       /* ROUTER: results and error records from workers */
+    const char *publish;    /* PUB: every record as a msgpack map (optional) */
+    const char *producer;   /* DEALER: hello/heartbeats/acks to the producer, its error records back */
+    const char *out;        /* JSON-lines file */
+    const char *name;
+    int batch;              /* records per fsync batch */
+    double flush_s;         /* longest a record waits for its batch */
+    int fsync;              /* fdatasync before acknowledging (default 1) */
+    double hb_interval, hb_timeout;
+    int exit_when_done;     /* exit once the producer reports the job complete and all is flushed */
+    pf_proto_limits lim;
+    void *zctx;
+    volatile sig_atomic_t *stop;
+} pf_sink_opts;
+
+void pf_sink_opts_defaults(pf_sink_opts *o);
+int pf_sink_run(const pf_sink_opts *o, pf_err *err);
+
+#endif

@@ -1,0 +1,147 @@
+/* proto.h - the messages paliflow's roles exchange, and their bounded msgpack codec.
+ *
+ * Every message is one ZeroMQ frame holding one msgpack map with at least "v" (protocol version) and
+ * "t" (message type). proto/PROTOCOL.md documents every field; this header is the C view of it.
+ *
+ * Decoding is bounded: pf_mp_validate() walks the raw bytes first and rejects a message whose declared
+ * str/bin/array/map sizes exceed the bytes actually present or the configured limits, BEFORE msgpack-c
+ * allocates anything (msgpack-c's unpacker reserves an array of the declared size up front). Only a
+ * message that passed is handed to msgpack_unpack_next(), whose memory is then bounded by the limits.
+ */
+#ifndef PF_PROTO_PROTO_H
+#define PF_PROTO_PROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/err.h"
+
+#define PF_PROTO_VERSION 1
+
+/* Limits a decoder enforces. pf_proto_default_limits() gives the values PROTOCOL.md documents. */
+typedef struct pf_proto_limits {
+    size_t max_msg_bytes;     /* whole message (also ZMQ_MAXMSGSIZE on every socket) */
+    uint32_t max_depth;       /* nesting of arrays/maps */
+    uint32_t max_container;   /* elements of one array, pairs of one map */
+    uint32_t max_objects;     /* objects in the whole message */
+    uint32_t max_str;         /* bytes of one str */
+    size_t max_bin;           /* bytes of one bin */
+} pf_proto_limits;
+
+pf_proto_limits pf_proto_default_limits(void);
+
+/* Walk msgpack bytes: exactly one object, no trailing bytes, no ext types, sizes within BUF and LIM. */
+int pf_mp_validate(const uint8_t *buf, size_t len, const pf_proto_limits *lim, pf_err *err);
+
+typedef enum pf_msg_type {
+    PF_MSG_NONE = 0,
+    PF_MSG_HELLO,     /* peer -> producer: I am a worker/sink (role, name, capacity) */
+    PF_MSG_WELCOME,   /* producer -> peer: accepted, here is my instance id */
+    PF_MSG_RESET,     /* producer -> peer: I do not know you (I restarted): say hello again */
+    PF_MSG_HB,        /* heartbeat, both ways; from the producer it carries job progress */
+    PF_MSG_CREDIT,    /* worker -> producer: send me N more items */
+    PF_MSG_ITEM,      /* producer -> worker: one item to work on (raw bytes or preprocessed tensor) */
+    PF_MSG_TENSOR,    /* preprocess worker -> producer: the preprocessed image of an item */
+    PF_MSG_DONE,      /* worker -> producer: I sent this item's final record to the sink */
+    PF_MSG_NACK,      /* worker -> producer: give this item back (retry, or hand back on shutdown) */
+    PF_MSG_RESULT,    /* inference worker -> sink: generated text and ids */
+    PF_MSG_ERROR,     /* worker or producer -> sink: an item's error record */
+    PF_MSG_ACK,       /* sink -> producer: these items' records are on disk */
+    PF_MSG_BYE,       /* peer -> producer: I am leaving (after handing back my items) */
+    PF_MSG_START,     /* worker -> producer: I started working on this item (it was only queued before) */
+    PF_MSG_TYPE_COUNT
+} pf_msg_type;
+
+const char *pf_msg_type_name(pf_msg_type t);
+
+/* What to do with every item of a job: the prompt and the generation settings. */
+typedef struct pf_task {
+    const char *prompt;        /* "caption en", "ocr", "answer en <q>", "detect cat ; dog", any prompt */
+    int32_t max_new_tokens;
+    double temperature;        /* 0 = greedy */
+    int32_t top_k;             /* 0 = off */
+    double top_p;              /* 1 = off */
+    double repetition_penalty; /* 1 = off */
+    uint64_t seed;
+    int32_t autorotate;        /* apply EXIF orientation before resizing */
+} pf_task;
+
+void pf_task_defaults(pf_task *t);
+
+typedef struct pf_ack {
+    int64_t id;
+    const char *key;
+    int ok;                    /* 1: result record, 0: error record */
+} pf_ack;
+
+/* Timings carried along an item (seconds; < 0 = absent). */
+typedef struct pf_timings {
+    double read_s, preprocess_s, queue_s, prefill_s, decode_s, inference_s;
+} pf_timings;
+
+/* One decoded (or to-be-encoded) message. Which fields matter depends on the type (PROTOCOL.md).
+ * Strings are NUL-terminated and live in the message's arena; `data` (bin) points INTO the buffer that
+ * was decoded: keep that buffer alive while using it. Absent strings are NULL, absent ints 0 or -1. */
+typedef struct pf_msg {
+    pf_msg_type type;
+    uint32_t version;
+    /* peers */
+    const char *role;          /* hello: "preprocess" | "inference" | "sink" */
+    const char *name;          /* sender's name (worker id) */
+    const char *host;
+    int64_t pid;
+    const char *instance;      /* producer run id (welcome, hb, reset; echoed in credit/tensor/done) */
+    int64_t capacity;          /* hello: items the worker can hold */
+    int64_t credit;            /* credit: n; tensor/done/nack: credit returned with it */
+    int32_t finished;          /* hb from the producer: the job is complete */
+    int64_t n_total, n_done, n_failed;   /* hb from the producer: progress */
+    /* item */
+    int64_t id;                /* item id inside the job (stable across producer restarts) */
+    const char *key;           /* content hash + settings hash */
+    const char *path;          /* path as the producer found it */
+    int32_t attempt;
+    int32_t has_task;
+    pf_task task;
+    int32_t image_size;        /* S: the model input the job was made for */
+    int32_t path_only;         /* item: no bytes, read `path` from shared storage */
+    const uint8_t *data;       /* item: file bytes; tensor/item(inference): uint8 [S,S,3] HWC RGB */
+    size_t data_len;
+    int32_t width, height;     /* original image size (tensor, result) */
+    double lease_s;            /* item: lease duration */
+    /* outcome */
+    const char *stage;         /* error/nack: "producer" | "preprocess" | "inference" */
+    const char *message;       /* error/nack: reason */
+    int32_t handback;          /* nack: not a failure (worker shutting down): no attempt counted */
+    const char *text;
+    int32_t *ids;              /* result: generated ids (heap, owned by the message) */
+    size_t n_ids;
+    int32_t stopped_by_eos;
+    const char *w_preprocess;  /* names of the workers that handled the item */
+    const char *w_inference;
+    pf_timings timings;
+    pf_ack *acks;              /* ack: heap, owned */
+    size_t n_acks;
+    /* owned memory */
+    char *arena_;
+    size_t arena_len_, arena_cap_;
+} pf_msg;
+
+void pf_msg_init(pf_msg *m, pf_msg_type type);
+void pf_msg_free(pf_msg *m);
+
+/* Decode BUF (validated first). On success M holds the fields; M must be pf_msg_free'd either way. */
+int pf_msg_decode(const uint8_t *buf, size_t len, const pf_proto_limits *lim, pf_msg *m, pf_err *err);
+
+/* Encode M into a fresh malloc'd buffer (*out, *len); free with free(). */
+int pf_msg_encode(const pf_msg *m, uint8_t **out, size_t *len, pf_err *err);
+
+/* Canonical settings hash of a task + image size (xxh3-64), and item key = content hash + settings:
+ * "<32 hex xxh3-128 of the file bytes>-<16 hex settings hash>" (49 chars + NUL). */
+uint64_t pf_task_hash(const pf_task *t, int image_size);
+#define PF_KEY_LEN 49
+void pf_item_key(const void *bytes, size_t len, uint64_t settings_hash, char out[PF_KEY_LEN + 1]);
+
+/* True if the prompt asks for detection ("detect ..."): records then carry boxes. */
+int pf_task_is_detect(const char *prompt);
+
+#endif

@@ -1,0 +1,154 @@
+#include "proto/wire.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void *pf_wire_socket(void *ctx, int type, const pf_proto_limits *lim, int linger_ms, pf_err *err)
+{
+    void *s = zmq_socket(ctx, type);
+    if (!s) {
+        pf_errf(err, "zmq_socket: %s", zmq_strerror(errno));
+        return NULL;
+    }
+    int64_t maxmsg = (int64_t)lim->max_msg_bytes;
+    int hwm = 100000;
+    if (zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) ||
+        zmq_setsockopt(s, ZMQ_LINGER, &linger_ms, sizeof linger_ms) ||
+        zmq_setsockopt(s, ZMQ_SNDHWM, &hwm, sizeof hwm) || zmq_setsockopt(s, ZMQ_RCVHWM, &hwm, sizeof hwm)) {
+        pf_errf(err, "zmq_setsockopt: %s", zmq_strerror(errno));
+        zmq_close(s);
+        return NULL;
+    }
+    return s;
+}
+
+int pf_wire_bind(void *sock, const char *endpoint, pf_err *err)
+{
+    if (zmq_bind(sock, endpoint) != 0)
+        return pf_errf(err, "bind %s: %s", endpoint, zmq_strerror(errno));
+    return 0;
+}
+
+int pf_wire_connect(void *sock, const char *endpoint, pf_err *err)
+{
+    if (zmq_connect(sock, endpoint) != 0)
+        return pf_errf(err, "connect %s: %s", endpoint, zmq_strerror(errno));
+    return 0;
+}
+
+static void free_buf(void *data, void *hint)
+{
+    (void)hint;
+    free(data);
+}
+
+int pf_wire_send_raw(void *sock, const void *ident, size_t ident_len, uint8_t *buf, size_t len, pf_err *err)
+{
+    if (ident) {
+        if (zmq_send(sock, ident, ident_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
+            int e = errno;
+            free(buf);
+            errno = e;
+            return pf_errf(err, "send: %s", zmq_strerror(e));
+        }
+    }
+    zmq_msg_t msg;
+    if (zmq_msg_init_data(&msg, buf, len, free_buf, NULL) != 0) {
+        free(buf);
+        return pf_errf(err, "zmq_msg_init_data: %s", zmq_strerror(errno));
+    }
+    if (zmq_msg_send(&msg, sock, ZMQ_DONTWAIT) < 0) {
+        int e = errno;
+        zmq_msg_close(&msg);   /* frees buf */
+        errno = e;
+        return pf_errf(err, "send: %s", zmq_strerror(e));
+    }
+    return 0;
+}
+
+int pf_wire_send(void *sock, const void *ident, size_t ident_len, const pf_msg *m, pf_err *err)
+{
+    uint8_t *buf;
+    size_t len;
+    if (pf_msg_encode(m, &buf, &len, err))
+        return -1;
+    return pf_wire_send_raw(sock, ident, ident_len, buf, len, err);
+}
+
+static void drain_more(void *sock)
+{
+    int more = 1;
+    size_t sz = sizeof more;
+    while (zmq_getsockopt(sock, ZMQ_RCVMORE, &more, &sz) == 0 && more) {
+        zmq_msg_t junk;
+        zmq_msg_init(&junk);
+        if (zmq_msg_recv(&junk, sock, 0) < 0) {
+            zmq_msg_close(&junk);
+            break;
+        }
+        zmq_msg_close(&junk);
+    }
+}
+
+int pf_wire_recv(void *sock, int has_ident, const pf_proto_limits *lim, pf_wire_in *in, pf_err *err)
+{
+    memset(in, 0, sizeof *in);
+    if (has_ident) {
+        int n = zmq_recv(sock, in->ident, sizeof in->ident, ZMQ_DONTWAIT);
+        if (n < 0) {
+            if (errno == EAGAIN)
+                return 0;
+            pf_errf(err, "recv: %s", zmq_strerror(errno));
+            return errno == ETERM || errno == ENOTSOCK ? -2 : -1;
+        }
+        in->ident_len = (size_t)n > sizeof in->ident ? sizeof in->ident : (size_t)n;
+        int more = 0;
+        size_t sz = sizeof more;
+        zmq_getsockopt(sock, ZMQ_RCVMORE, &more, &sz);
+        if (!more)
+            return pf_errf(err, "message without payload");
+    }
+    zmq_msg_init(&in->frame);
+    in->frame_open = 1;
+    if (zmq_msg_recv(&in->frame, sock, has_ident ? 0 : ZMQ_DONTWAIT) < 0) {
+        int e = errno;
+        pf_wire_in_close(in);
+        if (e == EAGAIN && !has_ident)
+            return 0;
+        pf_errf(err, "recv: %s", zmq_strerror(e));
+        return e == ETERM || e == ENOTSOCK ? -2 : -1;
+    }
+    if (zmq_msg_more(&in->frame)) {
+        drain_more(sock);
+        pf_wire_in_close(in);
+        return pf_errf(err, "message with unexpected extra frames");
+    }
+    if (pf_msg_decode(zmq_msg_data(&in->frame), zmq_msg_size(&in->frame), lim, &in->msg, err)) {
+        pf_wire_in_close(in);
+        return -1;
+    }
+    return 1;
+}
+
+void pf_wire_in_close(pf_wire_in *in)
+{
+    pf_msg_free(&in->msg);
+    if (in->frame_open)
+        zmq_msg_close(&in->frame);
+    in->frame_open = 0;
+}
+
+const char *pf_wire_ident_str(const uint8_t *ident, size_t len, char *buf, size_t cap)
+{
+    size_t j = 0;
+    for (size_t i = 0; i < len && j + 5 < cap; i++) {
+        if (ident[i] >= 0x20 && ident[i] < 0x7f)
+            buf[j++] = (char)ident[i];
+        else
+            j += (size_t)snprintf(buf + j, cap - j, "\\x%02x", ident[i]);
+    }
+    buf[j < cap ? j : cap - 1] = '\0';
+    return buf;
+}

@@ -1,0 +1,44 @@
+/* wire.h - ZeroMQ sockets that carry pf_msg: limits on every socket, zero-copy sends, bounded receives. */
+#ifndef PF_PROTO_WIRE_H
+#define PF_PROTO_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <zmq.h>
+
+#include "base/err.h"
+#include "proto/proto.h"
+
+/* A socket with the options every paliflow socket gets: ZMQ_MAXMSGSIZE = lim->max_msg_bytes (the peer is
+ * disconnected on a larger frame, before it is buffered), LINGER linger_ms, and generous HWMs (flow control
+ * is done with credit, not by blocking sockets). */
+void *pf_wire_socket(void *ctx, int type, const pf_proto_limits *lim, int linger_ms, pf_err *err);
+int pf_wire_bind(void *sock, const char *endpoint, pf_err *err);
+int pf_wire_connect(void *sock, const char *endpoint, pf_err *err);
+
+/* Encode M and send it (with a leading routing-id frame if ident != NULL). Never blocks: returns -1 with
+ * errno EAGAIN (peer's queue full), EHOSTUNREACH (unknown peer on a ROUTER_MANDATORY socket), ... */
+int pf_wire_send(void *sock, const void *ident, size_t ident_len, const pf_msg *m, pf_err *err);
+
+/* Send pre-encoded bytes (ownership of BUF passes to ZeroMQ, freed with free()). */
+int pf_wire_send_raw(void *sock, const void *ident, size_t ident_len, uint8_t *buf, size_t len, pf_err *err);
+
+typedef struct pf_wire_in {
+    uint8_t ident[256];
+    size_t ident_len;
+    zmq_msg_t frame;      /* the payload; msg.data points into it */
+    int frame_open;
+    pf_msg msg;
+} pf_wire_in;
+
+/* Receive one message without blocking. Returns 1 and fills IN (release with pf_wire_in_close) when a
+ * valid message arrived; 0 when none was waiting; -1 when one arrived but was malformed (err says why;
+ * IN->ident names the sender when has_ident; the frames are consumed); -2 when the socket is dead
+ * (context terminated). */
+int pf_wire_recv(void *sock, int has_ident, const pf_proto_limits *lim, pf_wire_in *in, pf_err *err);
+void pf_wire_in_close(pf_wire_in *in);
+
+/* A printable form of a routing id (for logs). */
+const char *pf_wire_ident_str(const uint8_t *ident, size_t len, char *buf, size_t cap);
+
+#endif

@@ -1,0 +1,472 @@
+#!/usr/bin/env python3
+"""Process-level pipeline tests: real producer and sink processes (build/paliflow) with workers running
+the test stages (test_worker), over ipc/tcp/inproc; faults (kill -9), restarts, the PUB socket, a poison
+item, and a multi-host run in network namespaces.
+
+usage: pipeline_test.py TEST --paliflow PATH --worker PATH      (TEST: e2e embedded faults restart pub
+poison netns). Exit 0 pass, 1 fail, 77 skipped. Every process started here is killed on the way out,
+whatever happens."""
+import argparse
+import atexit
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+
+PROCS = []
+NETNS = []
+CLEANUP_DIRS = []
+
+
+def cleanup():
+    for p in PROCS:
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except OSError:
+                pass
+    for p in PROCS:
+        try:
+            p.wait(timeout=5)
+        except Exception:
+            pass
+    for ns in NETNS:
+        subprocess.run(["ip", "netns", "del", ns], stderr=subprocess.DEVNULL)
+    for d in CLEANUP_DIRS:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+atexit.register(cleanup)
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(1))
+
+
+class Fail(Exception):
+    pass
+
+
+def check(cond, msg):
+    if not cond:
+        raise Fail(msg)
+
+
+def start(cmd, log, netns=None):
+    if netns:
+        cmd = ["ip", "netns", "exec", netns] + cmd
+    f = open(log, "ab")
+    env = dict(os.environ, PALIFLOW_LOG=os.environ.get("PALIFLOW_LOG", "info"))
+    p = subprocess.Popen(cmd, stdout=f, stderr=f, start_new_session=True, env=env)
+    p.log = log
+    PROCS.append(p)
+    return p
+
+
+def kill9(p):
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except OSError:
+        pass
+    p.wait(timeout=10)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def make_inputs(root, n_good=30, extra=True):
+    """Files with known contents; returns {path: kind} with kind 'good' or 'bad'."""
+    files = {}
+    os.makedirs(os.path.join(root, "in", "sub", "deeper"))
+    for i in range(n_good):
+        sub = ["", "sub", os.path.join("sub", "deeper")][i % 3]
+        p = os.path.join(root, "in", sub, "img%03d.jpg" % i)
+        with open(p, "wb") as f:
+            f.write(hashlib.sha256(b"%d" % i).digest() * (2 + i % 5))
+        files[p] = "good"
+    if extra:
+        p = os.path.join(root, "in", "bad.jpg")
+        with open(p, "wb") as f:
+            f.write(b"BAD: not an image")
+        files[p] = "bad"
+        p = os.path.join(root, "in", "empty.png")
+        open(p, "wb").close()
+        files[p] = "bad"
+        p = os.path.join(root, "in", "dangling.jpg")
+        os.symlink("/nonexistent/image.jpg", p)
+        files[p] = "bad"
+        p = os.path.join(root, "in", "sub", "dup_of_img000.jpg")   # same bytes as img000: its own record
+        shutil.copy(os.path.join(root, "in", "img000.jpg"), p)
+        files[p] = "good"
+        p = os.path.join(root, "in", "sub", "flaky.jpg")
+        with open(p, "wb") as f:
+            f.write(b"FLAKY but fine the second time")
+        files[p] = "good"
+        os.symlink(os.path.join(root, "in"), os.path.join(root, "in", "sub", "deeper", "loop"))  # a loop
+    return files
+
+
+def expected_text(path):
+    b = open(path, "rb").read()
+    rgb = (b * (8 // len(b) + 1))[:8]
+    return "test: %s len=%d" % (rgb.hex(), len(b))
+
+
+def read_records(out):
+    recs = []
+    if not os.path.exists(out):
+        return recs
+    with open(out, "rb") as f:
+        for line in f:
+            check(line.endswith(b"\n"), "torn line in the output: %r" % line[:80])
+            recs.append(json.loads(line))
+    return recs
+
+
+def verify(out, files, db=None, detect=False):
+    recs = read_records(out)
+    paths = [r["path"] for r in recs]
+    dups = sorted(set(p for p in paths if paths.count(p) > 1))
+    check(not dups, "duplicate records for %s" % dups[:5])
+    missing = sorted(set(files) - set(paths))
+    check(not missing, "no record for %d files, e.g. %s" % (len(missing), missing[:5]))
+    extra = sorted(set(paths) - set(files))
+    check(not extra, "records for unknown paths %s" % extra[:5])
+    keys = {}
+    for r in recs:
+        kind = files[r["path"]]
+        for k in ("path", "key", "task"):
+            check(k in r, "record without %s: %s" % (k, r))
+        if kind == "bad":
+            check("error" in r and "stage" in r["error"] and "message" in r["error"],
+                  "bad file without an error record: %s" % r)
+        else:
+            check("error" not in r, "good file got an error: %s" % r)
+            if detect:
+                check(len(r.get("boxes", [])) == 2 and r["boxes"][0]["label"] == "cat", "boxes: %s" % r)
+            else:
+                check(r["text"] == expected_text(r["path"]), "wrong text for %s: %s" % (r["path"], r["text"]))
+            check(r["workers"].get("preprocess") and r["workers"].get("inference"), "worker ids: %s" % r)
+        keys.setdefault(r["key"], []).append(r["path"])
+    if db:
+        con = sqlite3.connect(db)
+        states = dict(con.execute("SELECT state, count(*) FROM items GROUP BY state").fetchall())
+        con.close()
+        good = sum(1 for k in files.values() if k == "good")
+        check(states.get(2, 0) == good and states.get(3, 0) == len(files) - good and
+              not states.get(0) and not states.get(1), "job store states %s" % states)
+    return recs
+
+
+def wait_exit(p, timeout, what):
+    try:
+        return p.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise Fail("%s did not finish within %d s (log %s)" % (what, timeout, p.log))
+
+
+def wait_records(out, n, timeout):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        try:
+            if len(read_records(out)) >= n:
+                return
+        except (Fail, ValueError):
+            pass
+        time.sleep(0.05)
+    raise Fail("fewer than %d records after %d s" % (n, timeout))
+
+
+HB = ["--heartbeat", "0.2", "--heartbeat-timeout", "1.5"]
+
+
+class Job:
+    def __init__(self, a, d, prod_ep, sink_ep, pub_ep=None, task="caption en", bind_prod=None, bind_sink=None):
+        self.a, self.d = a, d
+        self.prod_ep, self.sink_ep, self.pub_ep = prod_ep, sink_ep, pub_ep
+        self.bind_prod = bind_prod or prod_ep
+        self.bind_sink = bind_sink or sink_ep
+        self.out = os.path.join(d, "out.jsonl")
+        self.db = os.path.join(d, "job.sqlite")
+        self.task = task
+        self.n = 0
+
+    def log(self, name):
+        self.n += 1
+        return os.path.join(self.d, "%02d_%s.log" % (self.n, name))
+
+    def producer(self, extra=(), netns=None):
+        cmd = [self.a.paliflow, "producer", "--bind", self.bind_prod, "--db", self.db, "--task", self.task,
+               "--image-size", "8", "--progress", "lines", "--progress-interval", "1",
+               "--ack-timeout", "5", "--max-attempts", "3"] + HB + list(extra) + [os.path.join(self.d, "in")]
+        return start(cmd, self.log("producer"), netns)
+
+    def sink(self, netns=None):
+        cmd = [self.a.paliflow, "sink", "--bind", self.bind_sink, "--producer", self.prod_ep.replace("*", "127.0.0.1"),
+               "--out", self.out, "--batch", "8", "--flush-ms", "20"] + HB
+        if self.pub_ep:
+            cmd += ["--publish", self.pub_ep]
+        return start(cmd, self.log("sink"), netns)
+
+    def worker(self, role, extra=(), netns=None, prod=None, sink=None):
+        cmd = [self.a.worker, role, "--producer", prod or self.prod_ep, "--sink", sink or self.sink_ep] + HB + \
+              ["--drain-timeout", "5"] + list(extra)
+        return start(cmd, self.log(role), netns)
+
+
+def t_e2e(a, d):
+    """ipc endpoints; 2 preprocess workers, 1 inference worker; bad files; duplicates; a symlink loop."""
+    files = make_inputs(d)
+    j = Job(a, d, "ipc://%s/prod.sock" % d, "ipc://%s/sink.sock" % d)
+    j.sink()
+    p = j.producer()
+    for _ in range(2):
+        j.worker("preprocess", ["--threads", "2", "--exit-when-done"])
+    j.worker("inference", ["--max-batch", "4", "--exit-when-done"])
+    check(wait_exit(p, 60, "producer") == 0, "producer exit status %s" % p.returncode)
+    verify(j.out, files, j.db)
+    for w in PROCS:
+        if "preprocess" in w.log or "inference" in w.log:
+            check(wait_exit(w, 20, "worker") == 0, "a worker did not exit 0 (%s)" % w.log)
+    # rerun on the finished job: nothing to do, exits 0, output unchanged
+    before = open(j.out, "rb").read()
+    p2 = j.producer()
+    check(wait_exit(p2, 30, "producer rerun") == 0, "rerun exit status")
+    check(open(j.out, "rb").read() == before, "rerun changed the output")
+
+
+def t_embedded(a, d):
+    """The embedded runner (threads + inproc) with the test stages; detect prompt -> boxes; resume."""
+    files = make_inputs(d)
+    out = os.path.join(d, "out.jsonl")
+    cmd = [a.worker, "embedded", "--task", "detect cat ; dog", "--out", out, "--image-size", "8",
+           "--db", os.path.join(d, "job.sqlite"), os.path.join(d, "in")]
+    p = start(cmd, os.path.join(d, "embedded.log"))
+    check(wait_exit(p, 60, "embedded run") == 0, "embedded exit status %s" % p.returncode)
+    recs = verify(out, files, os.path.join(d, "job.sqlite"), detect=True)
+    r = next(r for r in recs if "boxes" in r)
+    w, h = r["image"]["width"], r["image"]["height"]
+    b = r["boxes"][0]
+    check(abs(b["y0"] - 100 / 1023 * h) < 1e-6 and abs(b["x1"] - 400 / 1023 * w) < 1e-6, "box mapping %s" % r)
+    check(r["boxes"][1]["x1"] == w and r["boxes"][1]["y1"] == h, "full-image box %s" % r)
+    # a model that takes another image size answers every item with an error record
+    out2 = os.path.join(d, "out2.jsonl")
+    cmd = [a.worker, "embedded", "--task", "ocr", "--out", out2, "--image-size", "8", "--model-size", "16",
+           "--db", os.path.join(d, "job2.sqlite"), os.path.join(d, "in")]
+    p = start(cmd, os.path.join(d, "embedded2.log"))
+    check(wait_exit(p, 60, "embedded run 2") == 0, "embedded 2 exit status")
+    recs = read_records(out2)
+    check(len(recs) == len(files), "embedded 2: %d records for %d files" % (len(recs), len(files)))
+    mism = [r for r in recs if files[r["path"]] == "good"]
+    check(all("error" in r and r["error"]["stage"] == "inference" and "16 px" in r["error"]["message"]
+              for r in mism), "size mismatch records: %s" % mism[:1])
+
+
+def t_faults(a, d):
+    """kill -9 a preprocess worker and an inference worker mid-job; replacements finish it."""
+    files = make_inputs(d, n_good=60)
+    j = Job(a, d, "tcp://127.0.0.1:%d" % free_port(), "tcp://127.0.0.1:%d" % free_port())
+    j.sink()
+    p = j.producer()
+    pre = j.worker("preprocess", ["--delay-ms", "40", "--threads", "2"])
+    inf = j.worker("inference", ["--delay-ms", "15", "--max-batch", "4"])
+    wait_records(j.out, 12, 60)
+    kill9(pre)
+    kill9(inf)
+    n_at_kill = len(read_records(j.out))
+    check(n_at_kill < len(files), "the job finished before the kill; make it slower")
+    time.sleep(0.5)
+    j.worker("preprocess", ["--delay-ms", "5", "--threads", "2", "--exit-when-done"])
+    j.worker("inference", ["--delay-ms", "5", "--exit-when-done"])
+    check(wait_exit(p, 90, "producer") == 0, "producer exit status %s" % p.returncode)
+    verify(j.out, files, j.db)
+    log = open(p.log).read()
+    check("requeued" in log, "the producer never requeued the dead workers' items")
+
+
+def t_restart(a, d):
+    """kill -9 and restart the producer, then the sink: the job resumes, one record per file."""
+    files = make_inputs(d, n_good=60)
+    j = Job(a, d, "tcp://127.0.0.1:%d" % free_port(), "tcp://127.0.0.1:%d" % free_port())
+    sink = j.sink()
+    p = j.producer()
+    j.worker("preprocess", ["--delay-ms", "30", "--threads", "2", "--exit-when-done"])
+    j.worker("inference", ["--delay-ms", "10", "--exit-when-done"])
+    wait_records(j.out, 10, 60)
+    kill9(p)
+    time.sleep(1.0)
+    p = j.producer()
+    wait_records(j.out, 30, 60)
+    kill9(sink)
+    time.sleep(0.5)
+    sink = j.sink()
+    check(wait_exit(p, 120, "producer") == 0, "producer exit status %s" % p.returncode)
+    verify(j.out, files, j.db)
+    # a torn last line (sink killed mid-write) is cut on restart and the item rewritten once
+    recs = read_records(j.out)
+    kill9(sink)
+    with open(j.out, "rb") as f:
+        lines = f.read().splitlines(keepends=True)
+    with open(j.out, "wb") as f:
+        f.writelines(lines[:-1])
+        f.write(lines[-1][: len(lines[-1]) // 2])
+    con = sqlite3.connect(j.db)
+    con.execute("UPDATE items SET state = 0 WHERE path = ?", (recs[-1]["path"],))
+    con.commit()
+    con.close()
+    j.sink()
+    p = j.producer()
+    j.worker("preprocess", ["--exit-when-done"])
+    j.worker("inference", ["--exit-when-done"])
+    check(wait_exit(p, 60, "producer (torn line)") == 0, "producer exit status")
+    verify(j.out, files, j.db)
+
+
+def t_pub(a, d):
+    """A subscriber on the sink's PUB socket receives every record (msgpack maps)."""
+    try:
+        import msgpack
+        import zmq
+    except ImportError:
+        print("SKIP: python3-zmq / python3-msgpack not installed")
+        sys.exit(77)
+    files = make_inputs(d)
+    pub = "tcp://127.0.0.1:%d" % free_port()
+    j = Job(a, d, "ipc://%s/prod.sock" % d, "ipc://%s/sink.sock" % d, pub_ep=pub)
+    j.sink()
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.setsockopt(zmq.MAXMSGSIZE, 64 << 20)
+    sub.connect(pub)
+    time.sleep(0.5)   # let the subscription reach the PUB socket before the first record
+    p = j.producer()
+    j.worker("preprocess", ["--exit-when-done"])
+    j.worker("inference", ["--exit-when-done"])
+    got = []
+    t0 = time.time()
+    while len(got) < len(files) and time.time() - t0 < 60:
+        if sub.poll(200):
+            got.append(msgpack.unpackb(sub.recv(), raw=False))
+    check(wait_exit(p, 60, "producer") == 0, "producer exit status")
+    recs = verify(j.out, files, j.db)
+    check(len(got) == len(recs), "subscriber got %d records, the file has %d" % (len(got), len(recs)))
+    check(sorted((r["path"], r["key"]) for r in got) == sorted((r["path"], r["key"]) for r in recs),
+          "published records differ from the file")
+    check(all(r["v"] == 1 and r["type"] == "record" for r in got), "envelope fields")
+    sub.close(0)
+    ctx.term()
+
+
+def t_poison(a, d):
+    """An item that crashes every worker that touches it becomes an error record after N attempts; the
+    supervisor here restarts crashed workers, like systemd would."""
+    files = make_inputs(d, n_good=6, extra=False)
+    p_crash = os.path.join(d, "in", "crash.jpg")
+    with open(p_crash, "wb") as f:
+        f.write(b"CRASH on purpose")
+    files[p_crash] = "bad"
+    j = Job(a, d, "ipc://%s/prod.sock" % d, "ipc://%s/sink.sock" % d)
+    j.sink()
+    p = j.producer(["--max-attempts", "2"])
+    pre = j.worker("preprocess", ["--exit-when-done"])
+    j.worker("inference", ["--exit-when-done"])
+    restarts = 0
+    t0 = time.time()
+    while p.poll() is None and time.time() - t0 < 60:
+        if pre.poll() is not None and pre.returncode != 0:
+            restarts += 1
+            pre = j.worker("preprocess", ["--exit-when-done"])
+        time.sleep(0.1)
+    check(wait_exit(p, 5, "producer") == 0, "producer exit status %s" % p.returncode)
+    recs = verify(j.out, files, j.db)
+    r = next(r for r in recs if r["path"] == p_crash)
+    check("gave up after 2 attempts" in r["error"]["message"], "poison record: %s" % r)
+    check(restarts >= 2, "expected the poison item to crash 2 workers, saw %d" % restarts)
+
+
+def t_netns(a, d):
+    """Producer and sink in one network namespace, workers in two others (veth links), joining after the
+    job started."""
+    if os.geteuid() != 0 or not shutil.which("ip"):
+        print("SKIP: the multi-host test needs root and iproute2 (ip netns); CI runs it as root")
+        sys.exit(77)
+    tag = "%d" % (os.getpid() % 100000)
+    hub, w1, w2 = "pfh" + tag, "pfa" + tag, "pfb" + tag
+    for ns in (hub, w1, w2):
+        r = subprocess.run(["ip", "netns", "add", ns], capture_output=True, text=True)
+        check(r.returncode == 0, "running as root but cannot create network namespace %s: %s" % (ns, r.stderr.strip()))
+        NETNS.append(ns)
+    # Test-only addresses inside namespaces this test creates (never routed anywhere else).
+    links = [(w1, "10.231.1.1", "10.231.1.2", "va" + tag), (w2, "10.231.2.1", "10.231.2.2", "vb" + tag)]
+    sh = lambda *c: subprocess.run(list(c), check=True, capture_output=True)
+    sh("ip", "-n", hub, "link", "set", "lo", "up")
+    for ns, hub_ip, ip, veth in links:
+        sh("ip", "link", "add", veth + "h", "netns", hub, "type", "veth", "peer", "name", veth + "w", "netns", ns)
+        sh("ip", "-n", hub, "addr", "add", hub_ip + "/24", "dev", veth + "h")
+        sh("ip", "-n", ns, "addr", "add", ip + "/24", "dev", veth + "w")
+        sh("ip", "-n", hub, "link", "set", veth + "h", "up")
+        sh("ip", "-n", ns, "link", "set", veth + "w", "up")
+        sh("ip", "-n", ns, "link", "set", "lo", "up")
+    files = make_inputs(d, n_good=40)
+    j = Job(a, d, "tcp://127.0.0.1:7001", "tcp://127.0.0.1:7002", bind_prod="tcp://*:7001",
+            bind_sink="tcp://*:7002")
+    j.sink(netns=hub)
+    p = j.producer(netns=hub)
+    time.sleep(1.5)   # the job is running (scanned, waiting for workers) before anyone joins
+    check(p.poll() is None, "producer exited early")
+    for ns, hub_ip, ip, veth in links:
+        pe, se = "tcp://%s:7001" % hub_ip, "tcp://%s:7002" % hub_ip
+        j.worker("preprocess", ["--delay-ms", "10", "--exit-when-done", "--name", "pre-" + ns], netns=ns,
+                 prod=pe, sink=se)
+        j.worker("inference", ["--exit-when-done", "--name", "inf-" + ns], netns=ns, prod=pe, sink=se)
+    check(wait_exit(p, 90, "producer") == 0, "producer exit status %s" % p.returncode)
+    recs = verify(j.out, files, j.db)
+    used = set(r["workers"].get("preprocess") for r in recs if "error" not in r)
+    check(used == {"pre-" + w1, "pre-" + w2}, "expected both namespaces' workers to work, got %s" % used)
+
+
+TESTS = {"e2e": t_e2e, "embedded": t_embedded, "faults": t_faults, "restart": t_restart, "pub": t_pub,
+         "poison": t_poison, "netns": t_netns}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("test", choices=sorted(TESTS))
+    ap.add_argument("--paliflow", required=True)
+    ap.add_argument("--worker", required=True)
+    ap.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
+    a = ap.parse_args()
+    d = tempfile.mkdtemp(prefix="pf_%s_" % a.test)
+    t0 = time.time()
+    try:
+        TESTS[a.test](a, d)
+        for p in PROCS:   # sanitizer reports in any process fail the test (even a killed one's)
+            text = open(p.log, errors="replace").read() if os.path.exists(p.log) else ""
+            check("ERROR: AddressSanitizer" not in text and "runtime error:" not in text and
+                  "ERROR: LeakSanitizer" not in text, "sanitizer report in %s" % p.log)
+    except Fail as e:
+        print("FAIL %s: %s (folder %s kept)" % (a.test, e, d))
+        for p in PROCS:
+            if os.path.exists(p.log):
+                print("---- %s (last lines)" % p.log)
+                print("".join(open(p.log, errors="replace").readlines()[-15:]))
+        cleanup()
+        return 1
+    if not a.keep:
+        CLEANUP_DIRS.append(d)
+    print("PASS %s (%.1f s)" % (a.test, time.time() - t0))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+/* Test stages: stand-ins for the image library and the model with the same stage interface, so the
+ * pipeline's machinery (credit, leases, retries, faults, batching) is tested for real. Never linked into
+ * the paliflow binary.
+ *
+ * Preprocess: the "image" is the file's bytes. Content "BAD..." or an empty file -> error record;
+ * "CRASH..." -> abort() (a poison pill that kills the worker); "FLAKY..." -> retry on the first attempt.
+ * Otherwise rgb[i] = bytes[i % len], width = len, height = 1 + len % 7.
+ * Inference (batched): each item takes `steps` step() calls; text = "test: <hex of the first 8 rgb bytes>
+ * len=<width>"; detect prompts get "<loc0100><loc0200><loc0300><loc0400> cat ; <loc...> dog". */
+#ifndef PF_TEST_STAGES_H
+#define PF_TEST_STAGES_H
+
+#include "workers/stage.h"
+
+typedef struct pf_test_stage_cfg {
+    int delay_ms;        /* per item (preprocess) or per step (inference) */
+    int steps;           /* inference: steps per item */
+    int model_size;      /* inference: the image size the "model" takes (0 = any) */
+} pf_test_stage_cfg;
+
+extern const pf_stage_ops pf_test_preprocess_ops;
+extern const pf_stage_ops pf_test_inference_ops;
+
+#endif

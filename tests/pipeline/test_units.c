@@ -1,0 +1,382 @@
+/* pipeline units: detection boxes, job store state machine and resume, scanner, key set, config files. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "pipeline/boxes.h"
+#include "pipeline/config.h"
+#include "pipeline/jobstore.h"
+#include "pipeline/keyset.h"
+#include "pipeline/scan.h"
+
+static char g_tmp[256];
+
+static int setup_tmp(void **state)
+{
+    (void)state;
+    snprintf(g_tmp, sizeof g_tmp, "/tmp/pf_units_XXXXXX");
+    return mkdtemp(g_tmp) ? 0 : -1;
+}
+
+static int teardown_tmp(void **state)
+{
+    (void)state;
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+/* ---------- boxes ---------- */
+
+static void parse(const char *text, int w, int h, pf_box **b, size_t *n)
+{
+    pf_err e = {{0}};
+    assert_int_equal(pf_boxes_parse(text, w, h, b, n, &e), 0);
+}
+
+static void test_boxes_valid(void **state)
+{
+    (void)state;
+    pf_box *b;
+    size_t n;
+    parse("<loc0100><loc0200><loc0300><loc0400> cat", 2046, 1023, &b, &n);
+    assert_int_equal(n, 1);
+    assert_string_equal(b[0].label, "cat");
+    assert_int_equal(b[0].loc[0], 100);
+    assert_int_equal(b[0].loc[3], 400);
+    /* y from the height, x from the width: the resize ignored the aspect ratio */
+    assert_true(b[0].y0 == 100.0 && b[0].x0 == 400.0 && b[0].y1 == 300.0 && b[0].x1 == 800.0);
+    pf_boxes_free(b, n);
+    /* 1023 maps onto the full size */
+    parse("<loc0000><loc0000><loc1023><loc1023> all", 640, 480, &b, &n);
+    assert_int_equal(n, 1);
+    assert_true(b[0].x1 == 640.0 && b[0].y1 == 480.0 && b[0].x0 == 0.0);
+    pf_boxes_free(b, n);
+}
+
+static void test_boxes_several_and_labels(void **state)
+{
+    (void)state;
+    pf_box *b;
+    size_t n;
+    parse("<loc0010><loc0020><loc0030><loc0040> traffic light ; <loc0100><loc0110><loc0500><loc0600> cat ; "
+          "<loc0001><loc0002><loc0003><loc0004> hot  dog ",
+          1023, 1023, &b, &n);
+    assert_int_equal(n, 3);
+    assert_string_equal(b[0].label, "traffic light");
+    assert_string_equal(b[1].label, "cat");
+    assert_string_equal(b[2].label, "hot  dog");
+    assert_true(b[1].x1 == 600.0);
+    pf_boxes_free(b, n);
+    /* objects back to back without " ; ", and segmentation tokens after the box */
+    char seg[256] = "<loc0010><loc0020><loc0030><loc0040>";
+    for (int i = 0; i < 16; i++)
+        strcat(seg, "<seg012>");
+    strcat(seg, " person<loc0050><loc0060><loc0070><loc0080> dog");
+    parse(seg, 100, 100, &b, &n);
+    assert_int_equal(n, 2);
+    assert_string_equal(b[0].label, "person");
+    assert_string_equal(b[1].label, "dog");
+    pf_boxes_free(b, n);
+    /* empty label, text before the first box */
+    parse("noise <loc0010><loc0020><loc0030><loc0040>", 10, 10, &b, &n);
+    assert_int_equal(n, 1);
+    assert_string_equal(b[0].label, "");
+    pf_boxes_free(b, n);
+}
+
+static void test_boxes_broken(void **state)
+{
+    (void)state;
+    pf_box *b;
+    size_t n;
+    parse("", 10, 10, &b, &n);
+    assert_int_equal(n, 0);
+    free(b);
+    parse("a caption with no boxes", 10, 10, &b, &n);
+    assert_int_equal(n, 0);
+    free(b);
+    /* truncated: three locs, then the output stopped */
+    parse("<loc0010><loc0020><loc0030>", 10, 10, &b, &n);
+    assert_int_equal(n, 0);
+    free(b);
+    /* truncated first object, complete second one */
+    parse("<loc0010><loc0020> cat ; <loc0010><loc0020><loc0030><loc0040> dog", 10, 10, &b, &n);
+    assert_int_equal(n, 1);
+    assert_string_equal(b[0].label, "dog");
+    pf_boxes_free(b, n);
+    /* out of order corners (y1 < y0, or x1 == x0): invalid in big_vision too */
+    parse("<loc0500><loc0020><loc0100><loc0040> a ; <loc0010><loc0040><loc0030><loc0040> b ; "
+          "<loc0010><loc0020><loc0030><loc0040> c",
+          10, 10, &b, &n);
+    assert_int_equal(n, 1);
+    assert_string_equal(b[0].label, "c");
+    pf_boxes_free(b, n);
+    /* not loc tokens: 3 or 5 digits, value over 1023, unterminated */
+    parse("<loc010><loc0020><loc0030><loc0040><loc0050> x ; <loc1024><loc0001><loc0002><loc0003> y ; <loc00", 10, 10,
+          &b, &n);
+    assert_int_equal(n, 1);   /* <loc0020>..<loc0050>: four valid in a row after the 3-digit one */
+    assert_int_equal(b[0].loc[0], 20);
+    pf_boxes_free(b, n);
+}
+
+/* ---------- job store ---------- */
+
+static void test_jobstore(void **state)
+{
+    (void)state;
+    char path[300];
+    snprintf(path, sizeof path, "%s/job.sqlite", g_tmp);
+    pf_jobstore *js;
+    pf_err e = {{0}};
+    assert_int_equal(pf_jobstore_open(path, &js, &e), 0);
+    int64_t id1, id2, id3, again;
+    assert_int_equal(pf_jobstore_begin(js, &e), 0);
+    assert_int_equal(pf_jobstore_add(js, "a.jpg", 10, &id1, &e), 0);
+    assert_int_equal(pf_jobstore_add(js, "b.jpg", 20, &id2, &e), 0);
+    assert_int_equal(pf_jobstore_add(js, "c.jpg", 30, &id3, &e), 0);
+    assert_int_equal(pf_jobstore_add(js, "a.jpg", 10, &again, &e), 0);
+    assert_int_equal(again, -1);
+    assert_int_equal(pf_jobstore_meta_set(js, "task", "{\"prompt\":\"ocr\"}", &e), 0);
+    assert_int_equal(pf_jobstore_commit(js, &e), 0);
+    int has = 0;
+    assert_int_equal(pf_jobstore_has_path(js, "b.jpg", &has, &e), 0);
+    assert_true(has);
+    assert_int_equal(pf_jobstore_has_path(js, "zz.jpg", &has, &e), 0);
+    assert_false(has);
+    /* a -> leased -> done; b -> leased -> requeued (attempt 1) -> leased; c -> failed */
+    assert_int_equal(pf_jobstore_lease(js, id1, "K1", "preprocess", "w1", 1e9, &e), 0);
+    assert_int_equal(pf_jobstore_lease(js, id2, "K2", "inference", "w2", 1e9, &e), 0);
+    assert_int_equal(pf_jobstore_requeue(js, id2, 1, "worker died", &e), 0);
+    assert_int_equal(pf_jobstore_lease(js, id2, "K2", "preprocess", "w3", 1e9, &e), 0);
+    assert_int_equal(pf_jobstore_lease(js, id3, "K3", "preprocess", "w1", 1e9, &e), 0);
+    int changed = 0;
+    assert_int_equal(pf_jobstore_finish(js, id1, "WRONG", 1, NULL, &changed, &e), 0);
+    assert_false(changed);   /* the key must match */
+    assert_int_equal(pf_jobstore_finish(js, id1, "K1", 1, NULL, &changed, &e), 0);
+    assert_true(changed);
+    assert_int_equal(pf_jobstore_finish(js, id3, "K3", 0, "corrupt", &changed, &e), 0);
+    assert_true(changed);
+    /* final states do not move */
+    assert_int_equal(pf_jobstore_requeue(js, id1, 5, "late", &e), 0);
+    assert_int_equal(pf_jobstore_lease(js, id3, "K3", "preprocess", "w9", 1e9, &e), 0);
+    assert_int_equal(pf_jobstore_finish(js, id1, "K1", 0, "dup", &changed, &e), 0);
+    assert_false(changed);
+    int64_t c[4];
+    assert_int_equal(pf_jobstore_counts(js, c, &e), 0);
+    assert_int_equal(c[PF_ITEM_QUEUED], 0);
+    assert_int_equal(c[PF_ITEM_LEASED], 1);
+    assert_int_equal(c[PF_ITEM_DONE], 1);
+    assert_int_equal(c[PF_ITEM_FAILED], 1);
+    pf_jobstore_close(js);
+
+    /* resume: the lease of the dead run goes back to the queue, attempts kept, finals untouched */
+    assert_int_equal(pf_jobstore_open(path, &js, &e), 0);
+    int64_t reset = 0;
+    assert_int_equal(pf_jobstore_reset_leases(js, &reset, &e), 0);
+    assert_int_equal(reset, 1);
+    pf_item_row rows[8];
+    size_t n = 0;
+    assert_int_equal(pf_jobstore_next_queued(js, 0, 8, rows, &n, &e), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(rows[0].id, id2);
+    assert_string_equal(rows[0].path, "b.jpg");
+    assert_int_equal(rows[0].attempts, 1);
+    pf_item_rows_free(rows, n);
+    assert_int_equal(pf_jobstore_next_queued(js, id2, 8, rows, &n, &e), 0);
+    assert_int_equal(n, 0);
+    char *v = NULL;
+    assert_int_equal(pf_jobstore_meta_get(js, "task", &v, &e), 0);
+    assert_string_equal(v, "{\"prompt\":\"ocr\"}");
+    free(v);
+    assert_int_equal(pf_jobstore_meta_get(js, "nothing", &v, &e), 0);
+    assert_null(v);
+    pf_item_row r;
+    assert_int_equal(pf_jobstore_get(js, id3, &r, &e), 0);
+    assert_int_equal(r.state, PF_ITEM_FAILED);
+    pf_item_rows_free(&r, 1);
+    pf_jobstore_close(js);
+    /* not a database */
+    snprintf(path, sizeof path, "%s/notdb.sqlite", g_tmp);
+    FILE *f = fopen(path, "w");
+    fputs("this is not sqlite, it is plain text and long enough to be a header..........", f);
+    fclose(f);
+    assert_int_equal(pf_jobstore_open(path, &js, &e), -1);
+    assert_non_null(strstr(e.msg, path));
+}
+
+/* ---------- scanner ---------- */
+
+static void touch(const char *rel)
+{
+    char p[512];
+    snprintf(p, sizeof p, "%s/%s", g_tmp, rel);
+    FILE *f = fopen(p, "w");
+    assert_non_null(f);
+    fputs(rel, f);
+    fclose(f);
+}
+
+static void mk(const char *rel)
+{
+    char p[512];
+    snprintf(p, sizeof p, "%s/%s", g_tmp, rel);
+    assert_int_equal(mkdir(p, 0755), 0);
+}
+
+static size_t scan_all(const char *const *roots, size_t nr, const char *const *inc, size_t ni, const char *const *exc,
+                       size_t ne, const char *list, char out[][512], size_t max)
+{
+    pf_scan_opts o = {roots, nr, list, inc, ni, exc, ne};
+    pf_scan *s;
+    pf_err e = {{0}};
+    assert_int_equal(pf_scan_open(&o, &s, &e), 0);
+    size_t n = 0;
+    const char *p;
+    int r;
+    while ((r = pf_scan_next(s, &p, &e)) == 1) {
+        assert_true(n < max);
+        snprintf(out[n++], 512, "%s", p + strlen(g_tmp));
+        if (getenv("PF_DEBUG_SCAN"))
+            fprintf(stderr, "scan: %s\n", p);
+    }
+    assert_int_equal(r, 0);
+    pf_scan_close(s);
+    return n;
+}
+
+static void test_scan(void **state)
+{
+    (void)state;
+    mk("imgs");
+    mk("imgs/sub");
+    mk("imgs/sub/deeper");
+    mk("imgs/skip");
+    touch("imgs/b.jpg");
+    touch("imgs/a.png");
+    touch("imgs/notes.txt");
+    touch("imgs/sub/c.jpg");
+    touch("imgs/sub/deeper/d.JPG");
+    touch("imgs/skip/e.jpg");
+    char p[512], t[512];
+    /* a symlink loop back to the root, a link to a sibling folder, a dangling link */
+    snprintf(p, sizeof p, "%s/imgs/sub/deeper/loop", g_tmp);
+    snprintf(t, sizeof t, "%s/imgs", g_tmp);
+    assert_int_equal(symlink(t, p), 0);
+    snprintf(p, sizeof p, "%s/imgs/dangling.jpg", g_tmp);
+    assert_int_equal(symlink("/nonexistent/x.jpg", p), 0);
+    char root[512];
+    snprintf(root, sizeof root, "%s/imgs", g_tmp);
+    const char *roots[] = {root};
+    char out[32][512];
+    size_t n = scan_all(roots, 1, NULL, 0, NULL, 0, NULL, out, 32);
+    /* sorted, each file once despite the loop, the dangling link reported (it gets an error record) */
+    const char *want[] = {"/imgs/a.png", "/imgs/b.jpg", "/imgs/dangling.jpg", "/imgs/notes.txt",
+                          "/imgs/skip/e.jpg", "/imgs/sub/c.jpg", "/imgs/sub/deeper/d.JPG"};
+    assert_int_equal(n, 7);
+    for (size_t i = 0; i < n; i++)
+        assert_string_equal(out[i], want[i]);
+    /* include/exclude globs on names and relative paths */
+    const char *inc[] = {"*.jpg", "*.JPG"};
+    const char *exc[] = {"skip", "dangling*"};
+    n = scan_all(roots, 1, inc, 2, exc, 2, NULL, out, 32);
+    assert_int_equal(n, 3);
+    assert_string_equal(out[0], "/imgs/b.jpg");
+    assert_string_equal(out[2], "/imgs/sub/deeper/d.JPG");
+    const char *inc2[] = {"sub/*.jpg"};
+    n = scan_all(roots, 1, inc2, 1, NULL, 0, NULL, out, 32);
+    assert_int_equal(n, 1);
+    assert_string_equal(out[0], "/imgs/sub/c.jpg");
+    /* a list file: files as listed, folders walked, blank lines skipped */
+    char list[512];
+    snprintf(list, sizeof list, "%s/list.txt", g_tmp);
+    FILE *f = fopen(list, "w");
+    fprintf(f, "%s/imgs/a.png\n\n%s/imgs/skip\r\n", g_tmp, g_tmp);
+    fclose(f);
+    n = scan_all(NULL, 0, NULL, 0, NULL, 0, list, out, 32);
+    assert_int_equal(n, 2);
+    assert_string_equal(out[0], "/imgs/a.png");
+    assert_string_equal(out[1], "/imgs/skip/e.jpg");
+    /* a missing root is an error */
+    const char *missing[] = {"/nonexistent/folder"};
+    pf_scan_opts o = {missing, 1, NULL, NULL, 0, NULL, 0};
+    pf_scan *s;
+    pf_err e = {{0}};
+    assert_int_equal(pf_scan_open(&o, &s, &e), -1);
+    assert_non_null(strstr(e.msg, "/nonexistent/folder"));
+}
+
+/* ---------- key set, config ---------- */
+
+static void test_keyset(void **state)
+{
+    (void)state;
+    pf_keyset s;
+    pf_keyset_init(&s);
+    for (uint64_t i = 0; i < 5000; i++)
+        assert_int_equal(pf_keyset_add(&s, i * 7919, i), 1);
+    assert_int_equal(pf_keyset_add(&s, 0, 0), 0);   /* i = 0 added (0, 0) already */
+    for (uint64_t i = 0; i < 5000; i++) {
+        assert_true(pf_keyset_has(&s, i * 7919, i));
+        assert_false(pf_keyset_has(&s, i * 7919, i + 1));
+        assert_int_equal(pf_keyset_add(&s, i * 7919, i), 0);
+    }
+    assert_int_equal(pf_keyset_size(&s), 5000);
+    pf_keyset_free(&s);
+}
+
+static void test_config(void **state)
+{
+    (void)state;
+    char path[300];
+    snprintf(path, sizeof path, "%s/x.conf", g_tmp);
+    FILE *f = fopen(path, "w");
+    fprintf(f, "# comment\nbind = tcp://*:5555\n  include = \"*.jpg\"\nexit-when-done\n\n");
+    fclose(f);
+    char a0[] = "producer", a1[] = "--config", a3[] = "--include=*.png", a4[] = "dir";
+    char *argv[] = {a0, a1, path, a3, a4, NULL};
+    int argc2;
+    char **argv2;
+    pf_err e = {{0}};
+    assert_int_equal(pf_config_expand_argv(5, argv, &argc2, &argv2, &e), 0);
+    assert_int_equal(argc2, 6);
+    assert_string_equal(argv2[0], "producer");
+    assert_string_equal(argv2[1], "--bind=tcp://*:5555");
+    assert_string_equal(argv2[2], "--include=*.jpg");
+    assert_string_equal(argv2[3], "--exit-when-done");
+    assert_string_equal(argv2[4], "--include=*.png");
+    assert_string_equal(argv2[5], "dir");
+    assert_null(argv2[6]);
+    pf_config_free_argv(argc2, argv2);
+    f = fopen(path, "w");
+    fprintf(f, "bad line here = 1\n");
+    fclose(f);
+    assert_int_equal(pf_config_expand_argv(5, argv, &argc2, &argv2, &e), -1);
+    assert_non_null(strstr(e.msg, "line 1"));
+    long long iv;
+    double dv;
+    assert_int_equal(pf_parse_int("12", 0, 20, &iv), 0);
+    assert_int_equal(pf_parse_int("12x", 0, 20, &iv), -1);
+    assert_int_equal(pf_parse_int("21", 0, 20, &iv), -1);
+    assert_int_equal(pf_parse_double("0.5", 0, 1, &dv), 0);
+    assert_int_equal(pf_parse_double("nan", 0, 1, &dv), -1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_boxes_valid), cmocka_unit_test(test_boxes_several_and_labels),
+        cmocka_unit_test(test_boxes_broken), cmocka_unit_test(test_jobstore),
+        cmocka_unit_test(test_scan),         cmocka_unit_test(test_keyset),
+        cmocka_unit_test(test_config),
+    };
+    return cmocka_run_group_tests(tests, setup_tmp, teardown_tmp);
+}

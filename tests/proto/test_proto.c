@@ -1,0 +1,385 @@
+/* proto: round trips of every message type, and hostile bytes rejected before any allocation. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <msgpack.h>
+
+#include "proto/proto.h"
+
+static pf_proto_limits L;
+
+static uint8_t *enc(const pf_msg *m, size_t *len)
+{
+    uint8_t *buf = NULL;
+    pf_err e = {{0}};
+    assert_int_equal(pf_msg_encode(m, &buf, len, &e), 0);
+    return buf;
+}
+
+static void test_roundtrip_item(void **state)
+{
+    (void)state;
+    pf_msg m;
+    pf_msg_init(&m, PF_MSG_ITEM);
+    m.id = 42;
+    m.key = "00112233445566778899aabbccddeeff-0123456789abcdef";
+    m.path = "imgs/a b/ü.jpg";
+    m.attempt = 2;
+    m.has_task = 1;
+    m.task.prompt = "detect cat ; dog";
+    m.task.max_new_tokens = 17;
+    m.task.temperature = 0.7;
+    m.task.top_k = 5;
+    m.task.top_p = 0.9;
+    m.task.repetition_penalty = 1.1;
+    m.task.seed = 0xfedcba9876543210ull;
+    m.task.autorotate = 1;
+    m.image_size = 224;
+    m.lease_s = 12.5;
+    static const uint8_t bytes[] = {0xff, 0xd8, 0x00, 0x01, 0x02};
+    m.data = bytes;
+    m.data_len = sizeof bytes;
+    size_t len;
+    uint8_t *buf = enc(&m, &len);
+    pf_msg d;
+    pf_err e = {{0}};
+    assert_int_equal(pf_msg_decode(buf, len, &L, &d, &e), 0);
+    assert_int_equal(d.type, PF_MSG_ITEM);
+    assert_int_equal(d.version, PF_PROTO_VERSION);
+    assert_int_equal(d.id, 42);
+    assert_string_equal(d.key, m.key);
+    assert_string_equal(d.path, m.path);
+    assert_int_equal(d.attempt, 2);
+    assert_string_equal(d.task.prompt, "detect cat ; dog");
+    assert_int_equal(d.task.max_new_tokens, 17);
+    assert_true(d.task.temperature == 0.7 && d.task.top_p == 0.9 && d.task.repetition_penalty == 1.1);
+    assert_int_equal(d.task.top_k, 5);
+    assert_true(d.task.seed == 0xfedcba9876543210ull);
+    assert_int_equal(d.task.autorotate, 1);
+    assert_int_equal(d.image_size, 224);
+    assert_true(d.lease_s == 12.5);
+    assert_int_equal(d.data_len, sizeof bytes);
+    assert_memory_equal(d.data, bytes, sizeof bytes);
+    /* bin payloads are not copied: they point into the decoded buffer */
+    assert_true(d.data >= buf && d.data < buf + len);
+    pf_msg_free(&d);
+    free(buf);
+}
+
+static void test_roundtrip_tensor_result_ack(void **state)
+{
+    (void)state;
+    /* tensor: [S,S,3] uint8 */
+    int S = 4;
+    uint8_t rgb[4 * 4 * 3];
+    for (size_t i = 0; i < sizeof rgb; i++)
+        rgb[i] = (uint8_t)(i * 7);
+    pf_msg t;
+    pf_msg_init(&t, PF_MSG_TENSOR);
+    t.id = 7;
+    t.key = "k";
+    t.image_size = S;
+    t.width = 640;
+    t.height = 480;
+    t.data = rgb;
+    t.data_len = sizeof rgb;
+    t.credit = 1;
+    t.instance = "inst";
+    t.timings.preprocess_s = 0.25;
+    size_t len;
+    uint8_t *buf = enc(&t, &len);
+    pf_msg d;
+    pf_err e = {{0}};
+    assert_int_equal(pf_msg_decode(buf, len, &L, &d, &e), 0);
+    assert_int_equal(d.width, 640);
+    assert_int_equal(d.height, 480);
+    assert_int_equal(d.credit, 1);
+    assert_string_equal(d.instance, "inst");
+    assert_true(d.timings.preprocess_s == 0.25 && d.timings.decode_s < 0);
+    assert_memory_equal(d.data, rgb, sizeof rgb);
+    pf_msg_free(&d);
+    free(buf);
+    /* a tensor whose data does not hold S*S*3 bytes is refused */
+    t.data_len = sizeof rgb - 1;
+    buf = enc(&t, &len);
+    assert_int_equal(pf_msg_decode(buf, len, &L, &d, &e), -1);
+    assert_non_null(strstr(e.msg, "data holds"));
+    pf_msg_free(&d);
+    free(buf);
+
+    /* result */
+    pf_msg r;
+    pf_msg_init(&r, PF_MSG_RESULT);
+    int32_t ids[] = {256000, -1, 2147483647, 108};
+    r.id = 3;
+    r.key = "kk";
+    r.path = "p";
+    r.has_task = 1;
+    r.task.prompt = "caption en";
+    r.text = "a cat";
+    r.ids = ids;
+    r.n_ids = 4;
+    r.stopped_by_eos = 1;
+    r.w_preprocess = "w1";
+    r.w_inference = "w2";
+    buf = enc(&r, &len);
+    assert_int_equal(pf_msg_decode(buf, len, &L, &d, &e), 0);
+    assert_int_equal(d.n_ids, 4);
+    assert_memory_equal(d.ids, ids, sizeof ids);
+    assert_string_equal(d.text, "a cat");
+    assert_string_equal(d.w_preprocess, "w1");
+    assert_string_equal(d.w_inference, "w2");
+    assert_int_equal(d.stopped_by_eos, 1);
+    pf_msg_free(&d);
+    free(buf);
+
+    /* ack */
+    pf_ack acks[3] = {{1, "a", 1}, {2, "b", 0}, {9000000000ll, "c", 1}};
+    pf_msg a;
+    pf_msg_init(&a, PF_MSG_ACK);
+    a.acks = acks;
+    a.n_acks = 3;
+    buf = enc(&a, &len);
+    assert_int_equal(pf_msg_decode(buf, len, &L, &d, &e), 0);
+    assert_int_equal(d.n_acks, 3);
+    assert_true(d.acks[2].id == 9000000000ll);
+    assert_string_equal(d.acks[1].key, "b");
+    assert_int_equal(d.acks[1].ok, 0);
+    pf_msg_free(&d);
+    free(buf);
+
+    /* hello / credit / hb / error */
+    pf_msg h;
+    pf_msg_init(&h, PF_MSG_HELLO);
+    h.role = "inference";
+    h.name = "w";
+    h.capacity = 10;
+    buf = enc(&h, &len);
+    assert_int_equal(pf_msg_decode(buf, len, &L, &d, &e), 0);
+    assert_int_equal(d.capacity, 10);
+    pf_msg_free(&d);
+    free(buf);
+    h.role = "boss";
+    buf = enc(&h, &len);
+    assert_int_equal(pf_msg_decode(buf, len, &L, &d, &e), -1);
+    pf_msg_free(&d);
+    free(buf);
+    pf_msg er;
+    pf_msg_init(&er, PF_MSG_ERROR);
+    er.id = 1;
+    er.key = "k";
+    er.path = "x";
+    er.has_task = 1;
+    er.task.prompt = "ocr";
+    er.stage = "preprocess";
+    er.message = "truncated";
+    buf = enc(&er, &len);
+    assert_int_equal(pf_msg_decode(buf, len, &L, &d, &e), 0);
+    assert_string_equal(d.message, "truncated");
+    pf_msg_free(&d);
+    free(buf);
+}
+
+/* Every proper prefix of a valid message is refused cleanly, and so is every single-byte change that
+ * breaks it (those that still parse must still pass the schema checks: no crash either way). */
+static void test_truncation_and_flips(void **state)
+{
+    (void)state;
+    pf_msg m;
+    pf_msg_init(&m, PF_MSG_RESULT);
+    int32_t ids[] = {1, 2, 3};
+    m.id = 5;
+    m.key = "key";
+    m.path = "path";
+    m.has_task = 1;
+    m.task.prompt = "caption en";
+    m.text = "txt";
+    m.ids = ids;
+    m.n_ids = 3;
+    size_t len;
+    uint8_t *buf = enc(&m, &len);
+    for (size_t cut = 0; cut < len; cut++) {
+        pf_msg d;
+        pf_err e = {{0}};
+        assert_int_equal(pf_msg_decode(buf, cut, &L, &d, &e), -1);
+        pf_msg_free(&d);
+    }
+    uint8_t *copy = malloc(len);
+    for (size_t i = 0; i < len; i++)
+        for (int v = 0; v < 256; v += 5) {
+            memcpy(copy, buf, len);
+            copy[i] = (uint8_t)v;
+            pf_msg d;
+            pf_err e = {{0}};
+            pf_msg_decode(copy, len, &L, &d, &e);
+            pf_msg_free(&d);
+        }
+    free(copy);
+    free(buf);
+}
+
+static int decode_bytes(const uint8_t *b, size_t n, const pf_proto_limits *lim, char *why, size_t cap)
+{
+    pf_msg d;
+    pf_err e = {{0}};
+    int rc = pf_msg_decode(b, n, lim, &d, &e);
+    pf_msg_free(&d);
+    snprintf(why, cap, "%s", e.msg);
+    return rc;
+}
+
+static void test_hostile(void **state)
+{
+    (void)state;
+    char why[PF_ERR_MAX];
+    /* array32 declaring 4 billion entries in 5 bytes: msgpack-c would reserve ~100 GB */
+    static const uint8_t big_array[] = {0xdd, 0xff, 0xff, 0xff, 0xff};
+    assert_int_equal(decode_bytes(big_array, sizeof big_array, &L, why, sizeof why), -1);
+    assert_non_null(strstr(why, "limit"));
+    pf_proto_limits loose = L;
+    loose.max_container = UINT32_MAX;
+    assert_int_equal(decode_bytes(big_array, sizeof big_array, &loose, why, sizeof why), -1);
+    assert_non_null(strstr(why, "remain"));
+    /* map32 with 2^31 pairs */
+    static const uint8_t big_map[] = {0xdf, 0x80, 0x00, 0x00, 0x00, 0xa1, 'v'};
+    assert_int_equal(decode_bytes(big_map, sizeof big_map, &loose, why, sizeof why), -1);
+    /* str32 / bin32 declaring more than present */
+    static const uint8_t big_str[] = {0x81, 0xa1, 'v', 0xdb, 0x7f, 0xff, 0xff, 0xff, 'x'};
+    assert_int_equal(decode_bytes(big_str, sizeof big_str, &loose, why, sizeof why), -1);
+    static const uint8_t big_bin[] = {0x81, 0xa1, 'v', 0xc6, 0x00, 0x00, 0x10, 0x00, 1, 2, 3};
+    assert_int_equal(decode_bytes(big_bin, sizeof big_bin, &L, why, sizeof why), -1);
+    assert_non_null(strstr(why, "remain"));
+    /* nesting deeper than the limit */
+    uint8_t deep[64];
+    memset(deep, 0x91, sizeof deep);
+    deep[63] = 0xc0;
+    assert_int_equal(decode_bytes(deep, sizeof deep, &L, why, sizeof why), -1);
+    assert_non_null(strstr(why, "nesting"));
+    /* ext types, the never-used byte, trailing bytes, non-map root, non-string key */
+    static const uint8_t ext[] = {0xd4, 0x01, 0x00};
+    assert_int_equal(decode_bytes(ext, sizeof ext, &L, why, sizeof why), -1);
+    static const uint8_t c1[] = {0xc1};
+    assert_int_equal(decode_bytes(c1, sizeof c1, &L, why, sizeof why), -1);
+    static const uint8_t trailing[] = {0x80, 0x00};
+    assert_int_equal(decode_bytes(trailing, sizeof trailing, &L, why, sizeof why), -1);
+    assert_non_null(strstr(why, "trailing"));
+    static const uint8_t root_array[] = {0x90};
+    assert_int_equal(decode_bytes(root_array, sizeof root_array, &L, why, sizeof why), -1);
+    static const uint8_t int_key[] = {0x81, 0x01, 0x01};
+    assert_int_equal(decode_bytes(int_key, sizeof int_key, &L, why, sizeof why), -1);
+    assert_int_equal(decode_bytes(NULL, 0, &L, why, sizeof why), -1);
+    /* too many objects in total */
+    pf_proto_limits small = L;
+    small.max_objects = 10;
+    uint8_t many[32] = {0x9f};
+    for (int i = 1; i < 16; i++)
+        many[i] = 0x01;
+    assert_int_equal(decode_bytes(many, 16, &small, why, sizeof why), -1);
+    assert_non_null(strstr(why, "objects"));
+    /* message bigger than the limit */
+    small = L;
+    small.max_msg_bytes = 4;
+    assert_int_equal(decode_bytes(many, 16, &small, why, sizeof why), -1);
+}
+
+/* Build a map by hand with msgpack-c, to send what our encoder never would. */
+static uint8_t *pack_fields(size_t *len, const char *type, int version, int bad_field)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 6);
+    msgpack_pack_str_with_body(&pk, "v", 1);
+    msgpack_pack_int(&pk, version);
+    msgpack_pack_str_with_body(&pk, "type", 4);
+    msgpack_pack_str_with_body(&pk, type, strlen(type));
+    msgpack_pack_str_with_body(&pk, "id", 2);
+    if (bad_field == 1)
+        msgpack_pack_int(&pk, -5);
+    else
+        msgpack_pack_int(&pk, 5);
+    msgpack_pack_str_with_body(&pk, "key", 3);
+    if (bad_field == 2)
+        msgpack_pack_str_with_body(&pk, "a\0b", 3);
+    else
+        msgpack_pack_str_with_body(&pk, "ab", 2);
+    msgpack_pack_str_with_body(&pk, "credit", 6);
+    if (bad_field == 3)
+        msgpack_pack_str_with_body(&pk, "ten", 3);
+    else
+        msgpack_pack_int(&pk, 1);
+    msgpack_pack_str_with_body(&pk, "future_field", 12);
+    msgpack_pack_array(&pk, 1);
+    msgpack_pack_nil(&pk);
+    *len = sb.size;
+    return (uint8_t *)msgpack_sbuffer_release(&sb);
+}
+
+static void test_schema(void **state)
+{
+    (void)state;
+    char why[PF_ERR_MAX];
+    size_t len;
+    uint8_t *b = pack_fields(&len, "done", 1, 0);
+    assert_int_equal(decode_bytes(b, len, &L, why, sizeof why), 0);   /* unknown fields are ignored */
+    free(b);
+    b = pack_fields(&len, "done", 2, 0);
+    assert_int_equal(decode_bytes(b, len, &L, why, sizeof why), -1);
+    assert_non_null(strstr(why, "version"));
+    free(b);
+    b = pack_fields(&len, "launch", 1, 0);
+    assert_int_equal(decode_bytes(b, len, &L, why, sizeof why), -1);
+    assert_non_null(strstr(why, "unknown type"));
+    free(b);
+    for (int bad = 1; bad <= 3; bad++) {
+        b = pack_fields(&len, "done", 1, bad);
+        assert_int_equal(decode_bytes(b, len, &L, why, sizeof why), -1);
+        free(b);
+    }
+    /* an item without a task is refused */
+    b = pack_fields(&len, "item", 1, 0);
+    assert_int_equal(decode_bytes(b, len, &L, why, sizeof why), -1);
+    assert_non_null(strstr(why, "item"));
+    free(b);
+}
+
+static void test_keys(void **state)
+{
+    (void)state;
+    pf_task t;
+    pf_task_defaults(&t);
+    t.prompt = "caption en";
+    uint64_t h1 = pf_task_hash(&t, 224), h2 = pf_task_hash(&t, 448);
+    assert_true(h1 != h2);
+    t.max_new_tokens = 10;
+    assert_true(pf_task_hash(&t, 224) != h1);
+    char k1[PF_KEY_LEN + 1], k2[PF_KEY_LEN + 1], k3[PF_KEY_LEN + 1];
+    pf_item_key("abc", 3, h1, k1);
+    pf_item_key("abc", 3, h1, k2);
+    pf_item_key("abd", 3, h1, k3);
+    assert_int_equal(strlen(k1), PF_KEY_LEN);
+    assert_string_equal(k1, k2);
+    assert_string_not_equal(k1, k3);
+    assert_memory_equal(k1 + 32, k3 + 32, 17);   /* same settings part */
+    assert_true(pf_task_is_detect("detect cat ; dog"));
+    assert_true(pf_task_is_detect("detect"));
+    assert_false(pf_task_is_detect("detector"));
+    assert_false(pf_task_is_detect("caption en"));
+}
+
+int main(void)
+{
+    L = pf_proto_default_limits();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_roundtrip_item),      cmocka_unit_test(test_roundtrip_tensor_result_ack),
+        cmocka_unit_test(test_truncation_and_flips), cmocka_unit_test(test_hostile),
+        cmocka_unit_test(test_schema),              cmocka_unit_test(test_keys),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,179 @@
+/* stage_inference.c - the inference stage: preprocessed uint8 image + task -> generated ids and text,
+ * with continuous batching: items join the generator between decode steps and leave when finished.
+ * The same calls as `paliflow generate` (processor -> generator -> decode), so the pipeline's text and
+ * ids equal generate's for the same image, prompt and model (issue 12). */
+#include "workers/stages.h"
+
+#ifdef PALIFLOW_HAVE_MODEL
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/generate.h"
+#include "model/model.h"
+#include "model/processor.h"
+#include "model/tokenizer.h"
+#include "workers/image.h"
+
+typedef struct inf_inst {
+    pf_model *model;
+    pf_tokenizer *tok;
+    pf_generator *gen;
+    int image_size, n_image_tokens;
+    float *pixels;              /* scratch [3, S, S] */
+    pf_work **done;             /* finished since the last step (incl. items refused at submit) */
+    size_t n_done, cap_done;
+    size_t active;
+} inf_inst;
+
+static void inf_destroy(void *inst)
+{
+    inf_inst *p = inst;
+    if (!p)
+        return;
+    /* MERGE: use the model helper's destructors if they are named differently. */
+    pf_generator_free(p->gen);
+    pf_tokenizer_free(p->tok);
+    pf_model_free(p->model);
+    free(p->pixels);
+    free(p->done);
+    free(p);
+}
+
+static void *inf_create(const void *cfgp, pf_err *err)
+{
+    const pf_inference_cfg *cfg = cfgp;
+    inf_inst *p = calloc(1, sizeof *p);
+    if (!p) {
+        pf_errf(err, "out of memory");
+        return NULL;
+    }
+    if (pf_model_load(cfg->model_dir, &p->model, err) || pf_tokenizer_load(cfg->tokenizer, &p->tok, err) ||
+        pf_generator_create(p->model, &p->gen, err)) {
+        inf_destroy(p);
+        return NULL;
+    }
+    const pf_config *c = pf_model_config(p->model);
+    /* MERGE: field names of pf_config as the model helper defines them. */
+    p->image_size = c->vision.image_size;
+    p->n_image_tokens = c->num_image_tokens;
+    p->pixels = malloc((size_t)p->image_size * p->image_size * 3 * sizeof *p->pixels);
+    if (!p->pixels) {
+        pf_errf(err, "out of memory");
+        inf_destroy(p);
+        return NULL;
+    }
+    return p;
+}
+
+static int push_done(inf_inst *p, pf_work *w)
+{
+    if (p->n_done == p->cap_done) {
+        size_t nc = p->cap_done ? 2 * p->cap_done : 16;
+        pf_work **nd = realloc(p->done, nc * sizeof *nd);
+        if (!nd)
+            return -1;
+        p->done = nd;
+        p->cap_done = nc;
+    }
+    p->done[p->n_done++] = w;
+    return 0;
+}
+
+static int inf_submit(void *inst, pf_work *w, pf_err *err)
+{
+    inf_inst *p = inst;
+    if (w->in.image_size != p->image_size) {
+        pf_work_fail(w, PF_WORK_FAILED, "the item was preprocessed for %d px but the model takes %d px "
+                     "(producer --image-size must match the model)", w->in.image_size, p->image_size);
+        return push_done(p, w) ? pf_errf(err, "out of memory") : 0;
+    }
+    pf_img_to_pixels(w->in.data, p->image_size, p->pixels);
+    pf_proc_row row;
+    memset(&row, 0, sizeof row);
+    pf_err e = {{0}};
+    if (pf_processor_build(p->tok, w->in.task.prompt, NULL, p->n_image_tokens, 1, &row, &e)) {
+        pf_work_fail(w, PF_WORK_FAILED, "prompt: %s", e.msg);
+        return push_done(p, w) ? pf_errf(err, "out of memory") : 0;
+    }
+    const pf_task *t = &w->in.task;
+    pf_gen_request req = {
+        .pixels = p->pixels,
+        .num_images = 1,
+        .ids = row.input_ids.v,
+        .n_ids = row.input_ids.n,
+        .params = {.max_new_tokens = t->max_new_tokens, .temperature = (float)t->temperature, .top_k = t->top_k,
+                   .top_p = (float)t->top_p, .repetition_penalty = (float)t->repetition_penalty, .seed = t->seed},
+        .tag = (uint64_t)(uintptr_t)w,
+    };
+    int rc = pf_generator_submit(p->gen, &req, &e);   /* copies its inputs */
+    pf_proc_row_free(&row);                          /* MERGE: the processor's row destructor */
+    if (rc) {
+        pf_work_fail(w, PF_WORK_RETRY, "%s", e.msg);
+        return push_done(p, w) ? pf_errf(err, "out of memory") : 0;
+    }
+    p->active++;
+    return 0;
+}
+
+static int inf_step(void *inst, pf_work ***done, size_t *n_done, pf_err *err)
+{
+    inf_inst *p = inst;
+    /* items refused at submit are already in p->done; finished ones join them below */
+    if (p->active > 0) {
+        pf_gen_result *res = NULL;
+        size_t nres = 0;
+        if (pf_generator_step(p->gen, &res, &nres, err))
+            return -1;
+        for (size_t i = 0; i < nres; i++) {
+            pf_work *w = (pf_work *)(uintptr_t)res[i].tag;
+            p->active--;
+            if (res[i].error) {
+                pf_work_fail(w, PF_WORK_RETRY, "%s", res[i].error);
+            } else {
+                w->ids = malloc((res[i].n_ids ? res[i].n_ids : 1) * sizeof *w->ids);
+                if (!w->ids) {
+                    pf_work_fail(w, PF_WORK_RETRY, "out of memory");
+                } else {
+                    memcpy(w->ids, res[i].ids, res[i].n_ids * sizeof *w->ids);
+                    w->n_ids = res[i].n_ids;
+                    size_t len = 0;
+                    pf_err e = {{0}};
+                    if (pf_tokenizer_decode(p->tok, w->ids, w->n_ids, 1, &w->text, &len, &e))
+                        pf_work_fail(w, PF_WORK_FAILED, "decode: %s", e.msg);
+                    w->stopped_by_eos = res[i].stopped_by_eos;
+                    w->prefill_s = res[i].prefill_s;
+                    w->decode_s = res[i].decode_s;
+                }
+            }
+            if (push_done(p, w))
+                return pf_errf(err, "out of memory");
+        }
+        pf_gen_results_free(res, nres);   /* MERGE: the generator's result destructor */
+    }
+    *done = p->done;
+    *n_done = p->n_done;
+    p->n_done = 0;   /* the array stays valid until the next call, as stage.h promises */
+    return 0;
+}
+
+static size_t inf_active(const void *inst)
+{
+    const inf_inst *p = inst;
+    return p->active + p->n_done;
+}
+
+static int inf_image_size(const void *inst) { return ((const inf_inst *)inst)->image_size; }
+
+const pf_stage_ops pf_stage_inference_ops = {
+    .name = "inference",
+    .create = inf_create,
+    .destroy = inf_destroy,
+    .submit = inf_submit,
+    .step = inf_step,
+    .active = inf_active,
+    .image_size = inf_image_size,
+};
+
+#endif

@@ -1,0 +1,93 @@
+/* stage_preprocess.c - the preprocess stage: image bytes (or a shared-storage path) -> uint8 [S,S,3].
+ * Decoding, EXIF, pixel limits and the Pillow-exact resize are the image library's (workers/image.h). */
+#include "workers/stages.h"
+
+#ifdef PALIFLOW_HAVE_IMAGE
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/file.h"
+#include "workers/image.h"
+
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+static int g_init_rc;
+static pf_err g_init_err;
+
+static void init_once(void) { g_init_rc = pf_img_init(&g_init_err); }
+
+typedef struct pre_inst {
+    pf_preprocess_cfg cfg;
+} pre_inst;
+
+static void *pre_create(const void *cfg, pf_err *err)
+{
+    pthread_once(&g_once, init_once);
+    if (g_init_rc) {
+        pf_errf(err, "%s", g_init_err.msg);
+        return NULL;
+    }
+    pre_inst *p = calloc(1, sizeof *p);
+    if (!p) {
+        pf_errf(err, "out of memory");
+        return NULL;
+    }
+    if (cfg)
+        p->cfg = *(const pf_preprocess_cfg *)cfg;
+    if (!p->cfg.max_pixels)
+        p->cfg.max_pixels = 178956970ull;
+    return p;
+}
+
+static void pre_destroy(void *inst) { free(inst); }
+
+static void pre_process(void *inst, pf_work *w)
+{
+    pre_inst *p = inst;
+    const void *bytes = w->in.data;
+    size_t len = w->in.data_len;
+    pf_map map = {0};
+    pf_err e = {{0}};
+    if (w->in.path_only) {
+        double t = pf_now();
+        if (pf_map_file(w->in.path, &map, &e)) {
+            /* maybe this host lacks the mount: let another worker try (bounded by --max-attempts) */
+            pf_work_fail(w, PF_WORK_RETRY, "%s", e.msg);
+            return;
+        }
+        bytes = map.data;
+        len = map.size;
+        w->read_s = pf_now() - t;
+    }
+    pf_img_opts opts = {.size = w->in.image_size, .autorotate = w->in.task.autorotate, .max_pixels = p->cfg.max_pixels};
+    pf_img img;
+    memset(&img, 0, sizeof img);
+    pf_img_errkind kind = PF_IMG_OK;
+    if (pf_img_load_buffer(bytes ? bytes : "", len, w->in.path, &opts, &img, &kind, &e)) {
+        /* bad input is final; I/O and internal trouble may pass on another try */
+        pf_work_fail(w, kind == PF_IMG_IO || kind == PF_IMG_INTERNAL ? PF_WORK_RETRY : PF_WORK_FAILED, "%s", e.msg);
+    } else {
+        size_t n = (size_t)img.size * (size_t)img.size * 3;
+        w->rgb = malloc(n);
+        if (!w->rgb) {
+            pf_work_fail(w, PF_WORK_RETRY, "out of memory");
+        } else {
+            memcpy(w->rgb, img.rgb, n);
+            w->size = img.size;
+            w->width = img.orig_width;
+            w->height = img.orig_height;
+        }
+        pf_img_free(&img);
+    }
+    pf_unmap(&map);
+}
+
+const pf_stage_ops pf_stage_preprocess_ops = {
+    .name = "preprocess",
+    .create = pre_create,
+    .destroy = pre_destroy,
+    .process = pre_process,
+};
+
+#endif

@@ -1,0 +1,27 @@
+/* stages.h - the product's real stages. They call the image library (workers/image.h) and the model
+ * (model/model.h, generate.h, tokenizer.h, processor.h); the build defines PALIFLOW_HAVE_IMAGE and
+ * PALIFLOW_HAVE_MODEL when those headers exist (workers/CMakeLists.txt), and the commands that need a
+ * missing stage say so instead of running. Test stages live in tests/ and are never reachable from the
+ * paliflow binary. */
+#ifndef PF_WORKERS_STAGES_H
+#define PF_WORKERS_STAGES_H
+
+#include "workers/stage.h"
+
+typedef struct pf_preprocess_cfg {
+    uint64_t max_pixels;       /* refuse larger images before decoding (0 = Pillow's 178956970) */
+} pf_preprocess_cfg;
+
+typedef struct pf_inference_cfg {
+    const char *model_dir;
+    const char *tokenizer;
+} pf_inference_cfg;
+
+#ifdef PALIFLOW_HAVE_IMAGE
+extern const pf_stage_ops pf_stage_preprocess_ops;
+#endif
+#ifdef PALIFLOW_HAVE_MODEL
+extern const pf_stage_ops pf_stage_inference_ops;
+#endif
+
+#endif
