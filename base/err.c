@@ -26,7 +26,18 @@ int pf_err_prefix(pf_err *err, const char *fmt, ...)
     va_end(ap);
     char old[PF_ERR_MAX];
     memcpy(old, err->msg, sizeof old);
-    snprintf(err->msg, sizeof err->msg, "%s: %s", ctx, old);
+    /* Built by hand: snprintf("%s: %s") of two full buffers trips -Werror=format-truncation. */
+    size_t k = strlen(ctx);
+    memcpy(err->msg, ctx, k + 1);
+    if (k + 2 < sizeof err->msg) {
+        memcpy(err->msg + k, ": ", 3);
+        k += 2;
+        size_t rest = strnlen(old, sizeof old);
+        if (rest > sizeof err->msg - 1 - k)
+            rest = sizeof err->msg - 1 - k;
+        memcpy(err->msg + k, old, rest);
+        err->msg[k + rest] = '\0';
+    }
     return -1;
 }
 
