@@ -94,9 +94,11 @@ typedef struct pf_ref_attn {
 
 /* Tiled attention with online softmax. q [nq][heads*hd] are the queries at key indices q0..q0+nq-1;
  * k, v: nk keys with row stride kv_stride floats; out [nq][heads*hd]. out may alias q.
- * Needs 2 * 32 * head_dim floats of tiles; returns -1 only if those cannot be allocated. */
+ * work: pf_ref_attention_work_floats(head_dim) floats of tiles, or NULL to allocate them here (returns -1
+ * only if that fails). */
 int pf_ref_attention(const pf_ref_attn *a, const float *q, size_t nq, size_t q0, const float *k, const float *v,
-                      size_t nk, size_t kv_stride, float *out);
+                     size_t nk, size_t kv_stride, float *out, float *work);
+size_t pf_ref_attention_work_floats(int head_dim);
 
 void pf_ref_rmsnorm(float *y, const float *x, const float *w, size_t n, size_t d, float eps);
 void pf_ref_layernorm(float *y, const float *x, const float *w, const float *b, size_t n, size_t d, float eps);

@@ -75,7 +75,8 @@ void pf_ref_linear(float *y, const float *x, const float *w, const float *b, siz
     ob = ob < 4 ? 4 : ob & ~(size_t)3;
     for (size_t o0 = 0; o0 < out; o0 += ob) {
         size_t o1 = o0 + ob < out ? o0 + ob : out;
-        for (size_t i = 0; i < n; i++) {
+        size_t i = 0;
+        for (; i < n; i++) {
             const float *xi = x + i * in;
             float *yi = y + i * out;
             size_t o = o0;
@@ -83,10 +84,11 @@ void pf_ref_linear(float *y, const float *x, const float *w, const float *b, siz
                 dot4(xi, w + o * in, w + (o + 1) * in, w + (o + 2) * in, w + (o + 3) * in, in, yi + o);
             for (; o < o1; o++)
                 yi[o] = dot(xi, w + o * in, in);
-            if (b)
-                for (o = o0; o < o1; o++)
-                    yi[o] += b[o];
         }
+        if (b)
+            for (i = 0; i < n; i++)
+                for (size_t o = o0; o < o1; o++)
+                    y[i * out + o] += b[o];
     }
 }
 
@@ -170,6 +172,29 @@ void pf_ref_rope(float *x, size_t n, int heads, int head_dim, const int64_t *pos
 #define BQ 32
 #define BK 64
 
+/* exp(x) for the softmax (x <= 0 after subtracting the running max), branch-free so the loop over a key
+ * block vectorizes: Cephes' expf (range reduction by ln 2 split in two, degree-5 polynomial), within 2 ulp
+ * of libm. Inputs below -87.3 flush towards 0 (the caller zeroes masked keys itself). */
+static inline float exp_softmax(float x)
+{
+    x = x < -87.3f ? -87.3f : x;
+    float t = x * 1.44269504088896341f + 12582912.0f; /* round(x / ln 2) by the 1.5 * 2^23 trick */
+    float n = t - 12582912.0f;
+    float r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    float y = p * r * r + r + 1.0f;
+    int32_t e = ((int32_t)n + 127) << 23; /* 2^n; n >= -126 here */
+    float scale;
+    memcpy(&scale, &e, sizeof scale);
+    return y * scale;
+}
+
 static inline int visible(const pf_ref_attn *a, size_t i, size_t j)
 {
     if (a->window > 0 && (long long)j <= (long long)i - a->window)
@@ -179,19 +204,20 @@ static inline int visible(const pf_ref_attn *a, size_t i, size_t j)
     return a->token_type ? a->token_type[j] == 0 : j < a->n_bidir;
 }
 
+size_t pf_ref_attention_work_floats(int head_dim) { return (size_t)(2 * BQ + BK) * (size_t)head_dim; }
+
 PF_CLONES
 int pf_ref_attention(const pf_ref_attn *a, const float *q, size_t nq, size_t q0, const float *k, const float *v,
-                      size_t nk, size_t kv_stride, float *out)
+                     size_t nk, size_t kv_stride, float *out, float *work)
 {
     const int hd = a->head_dim, group = a->heads / a->kv_heads;
     const size_t qstride = (size_t)a->heads * (size_t)hd;
-    float *qtile = malloc(sizeof(float) * BQ * (size_t)hd);
-    float *acc = malloc(sizeof(float) * BQ * (size_t)hd);
-    if (!qtile || !acc) {
-        free(qtile);
-        free(acc);
+    float *own = work ? NULL : malloc(sizeof(float) * pf_ref_attention_work_floats(hd));
+    if (!work && !own)
         return -1;
-    }
+    float *qtile = work ? work : own;                 /* [BQ][hd] */
+    float *acc = qtile + (size_t)BQ * (size_t)hd;     /* [BQ][hd] */
+    float *kt = acc + (size_t)BQ * (size_t)hd;        /* key block transposed: [hd][BK] */
     float s[BQ][BK], m[BQ], l[BQ];
     for (int h = 0; h < a->heads; h++) {
         const size_t koff = (size_t)(h / group) * (size_t)hd;
@@ -211,40 +237,62 @@ int pf_ref_attention(const pf_ref_attn *a, const float *q, size_t nq, size_t q0,
                     continue;
                 if (!a->token_type && j0 > imax && j0 >= a->n_bidir)
                     continue;
+                /* Scores vectorized across the block's keys: s[r][c] = sum_d q[r][d] * kt[d][c], summed in
+                 * d order (no horizontal reductions). */
+                for (int d = 0; d < hd; d++) {
+                    float *ktd = kt + (size_t)d * BK;
+                    for (size_t c = 0; c < kb; c++)
+                        ktd[c] = k[(j0 + c) * kv_stride + koff + (size_t)d];
+                    for (size_t c = kb; c < BK; c++)
+                        ktd[c] = 0;
+                }
                 for (size_t r = 0; r < nb; r++) {
                     size_t i = imin + r;
+                    const float *qr = qtile + r * (size_t)hd;
+                    float *sr = s[r];
+                    for (int c = 0; c < BK; c++)
+                        sr[c] = 0;
+                    for (int d = 0; d < hd; d++) {
+                        float qd = qr[d];
+                        const float *ktd = kt + (size_t)d * BK;
+                        for (int c = 0; c < BK; c++)
+                            sr[c] += qd * ktd[c];
+                    }
+                    size_t c;
                     float bm = -INFINITY;
-                    for (size_t c = 0; c < kb; c++) {
-                        size_t j = j0 + c;
-                        if (!visible(a, i, j)) {
-                            s[r][c] = -INFINITY;
+                    for (c = 0; c < kb; c++) {
+                        if (!visible(a, i, j0 + c)) {
+                            sr[c] = -INFINITY;
                             continue;
                         }
-                        float x = dot(qtile + r * (size_t)hd, k + j * kv_stride + koff, (size_t)hd) * a->scale;
+                        float x = sr[c] * a->scale;
                         if (a->softcap > 0)
                             x = tanhf(x / a->softcap) * a->softcap;
-                        s[r][c] = x;
+                        sr[c] = x;
                         bm = x > bm ? x : bm;
                     }
                     if (bm == -INFINITY)
                         continue;
                     /* Online softmax: rescale what was accumulated to the new running max. */
                     float mnew = m[r] > bm ? m[r] : bm;
-                    float alpha = expf(m[r] - mnew); /* exp(-inf) = 0 on the first visible block */
+                    float alpha = m[r] == -INFINITY ? 0.0f : exp_softmax(m[r] - mnew); /* 0 on the first block */
                     float *ar = acc + r * (size_t)hd;
                     if (alpha != 1.0f) {
                         for (int d = 0; d < hd; d++)
                             ar[d] *= alpha;
                     }
-                    float sum = 0;
-                    for (size_t c = 0; c < kb; c++) {
-                        if (s[r][c] == -INFINITY)
+                    float p[BK], sum = 0;
+                    for (c = 0; c < kb; c++) {
+                        float e = exp_softmax(sr[c] - mnew);
+                        p[c] = sr[c] == -INFINITY ? 0.0f : e;
+                    }
+                    for (c = 0; c < kb; c++) {
+                        if (p[c] == 0.0f)
                             continue;
-                        float p = expf(s[r][c] - mnew);
-                        sum += p;
+                        sum += p[c];
                         const float *vr = v + (j0 + c) * kv_stride + koff;
                         for (int d = 0; d < hd; d++)
-                            ar[d] += p * vr[d];
+                            ar[d] += p[c] * vr[d];
                     }
                     l[r] = l[r] * alpha + sum;
                     m[r] = mnew;
@@ -258,7 +306,6 @@ int pf_ref_attention(const pf_ref_attn *a, const float *q, size_t nq, size_t q0,
             }
         }
     }
-    free(qtile);
-    free(acc);
+    free(own);
     return 0;
 }

@@ -179,7 +179,7 @@ int pf_ref_decoder(const pf_model *m, float *x, size_t n, const int32_t *token_t
         pf_ref_attn a = attn_params(m, l);
         a.n_bidir = n;            /* inference: the whole row attends to itself (quirk 8) */
         a.token_type = token_type; /* training: prefix-LM (quirk 9) */
-        if (pf_ref_attention(&a, q, n, 0, K, V, n, kvd, q) != 0) {
+        if (pf_ref_attention(&a, q, n, 0, K, V, n, kvd, q, NULL) != 0) {
             pf_errf(err, "decoder: out of memory");
             goto done;
         }
@@ -268,7 +268,8 @@ int pf_ref_decode(const pf_model *m, pf_ref_kv *const *kvs, const int32_t *token
     float *kk = scratch_get(s, 3, n * kvd), *vv = scratch_get(s, 4, n * kvd);
     float *g = scratch_get(s, 5, ch * I), *u = scratch_get(s, 6, ch * I);
     int64_t *pos = (int64_t *)(void *)scratch_get(s, 7, 2 * n);
-    if (!x || !h || !q || !kk || !vv || !g || !u || !pos)
+    float *work = scratch_get(s, 8, pf_ref_attention_work_floats(t->head_dim));
+    if (!x || !h || !q || !kk || !vv || !g || !u || !pos || !work)
         return pf_errf(err, "decode: out of memory for %zu sequences", n);
 
     float norm = embed_normalizer(m);
@@ -293,8 +294,7 @@ int pf_ref_decode(const pf_model *m, pf_ref_kv *const *kvs, const int32_t *token
             memcpy(K + kv->len * kvd, kk + i * kvd, kvd * sizeof(float));
             memcpy(V + kv->len * kvd, vv + i * kvd, kvd * sizeof(float));
             /* The new token sees every cached position and itself (window by position distance, quirk 12). */
-            if (pf_ref_attention(&a, q + i * qd, 1, kv->len, K, V, kv->len + 1, kvd, q + i * qd) != 0)
-                return pf_errf(err, "decode: out of memory");
+            pf_ref_attention(&a, q + i * qd, 1, kv->len, K, V, kv->len + 1, kvd, q + i * qd, work);
         }
         pf_ref_linear(h, q, L->o, NULL, n, qd, D);
         add_residual(x, h, L->post_ff_norm ? L->post_attn_norm : NULL, n, D, t->rms_norm_eps);

@@ -37,7 +37,7 @@ static int vision_layer(const pf_vision_config *vc, const pf_vision_layer_w *L, 
     pf_ref_linear(v, h, L->v_w, L->v_b, P, D, D);
     pf_ref_attn a = {.heads = vc->heads, .kv_heads = vc->heads, .head_dim = vc->head_dim,
                      .scale = (float)pow((double)vc->head_dim, -0.5), .n_bidir = P};
-    if (pf_ref_attention(&a, q, P, 0, k, v, P, D, q) != 0) /* no mask: every patch sees every patch */
+    if (pf_ref_attention(&a, q, P, 0, k, v, P, D, q, NULL) != 0) /* no mask: every patch sees every patch */
         return -1;
     pf_ref_linear(h, q, L->o_w, L->o_b, P, D, D);
     for (size_t i = 0; i < P * D; i++)
