@@ -15,8 +15,6 @@
 #include "model/safetensors.h"
 #include "model/score.h"
 
-#define MAX_OUTPUTS 256
-
 typedef struct gout {
     char name[96];
     pf_dtype dtype; /* F32 or I64 */
@@ -36,8 +34,9 @@ typedef struct gcase {
     int64_t *ids, *mask, *tt, *labels; /* [B][T]; tt/labels NULL when absent */
     float *pixels;                     /* [B][C][S][S] */
     size_t img_floats;
-    gout out[MAX_OUTPUTS];
-    int n_out;
+    gout **out; /* individually allocated: pointers stay valid while more are added */
+    int n_out, cap_out;
+    int want_all_debug; /* --dump: keep every debug tensor; else only those expected.safetensors has */
     /* row being run (debug collection) */
     int64_t row;
     size_t *pos_map; /* real positions of the row */
@@ -47,12 +46,19 @@ typedef struct gcase {
 static gout *out_get(gcase *c, const char *name, pf_dtype dt, int ndim, const int64_t *shape)
 {
     for (int i = 0; i < c->n_out; i++)
-        if (strcmp(c->out[i].name, name) == 0)
-            return &c->out[i];
-    if (c->n_out == MAX_OUTPUTS)
+        if (strcmp(c->out[i]->name, name) == 0)
+            return c->out[i];
+    if (c->n_out == c->cap_out) {
+        int cap = c->cap_out ? 2 * c->cap_out : 32;
+        gout **v = realloc(c->out, (size_t)cap * sizeof *v);
+        if (!v)
+            return NULL;
+        c->out = v;
+        c->cap_out = cap;
+    }
+    gout *o = calloc(1, sizeof *o);
+    if (!o)
         return NULL;
-    gout *o = &c->out[c->n_out];
-    memset(o, 0, sizeof *o);
     snprintf(o->name, sizeof o->name, "%s", name);
     o->dtype = dt;
     o->ndim = ndim;
@@ -65,9 +71,11 @@ static gout *out_get(gcase *c, const char *name, pf_dtype dt, int ndim, const in
         o->i = calloc(o->numel ? o->numel : 1, sizeof(int64_t));
     else
         o->f = calloc(o->numel ? o->numel : 1, sizeof(float));
-    if (!o->i && !o->f)
+    if (!o->i && !o->f) {
+        free(o);
         return NULL;
-    c->n_out++;
+    }
+    c->out[c->n_out++] = o;
     return o;
 }
 
@@ -77,6 +85,8 @@ static void on_debug(void *ctx, const char *name, const float *x, size_t rows, s
     gcase *c = ctx;
     char full[96];
     snprintf(full, sizeof full, "debug/%s", name);
+    if (!c->want_all_debug && !pf_st_find(&c->exp, full))
+        return;
     int vision = strncmp(name, "vision_", 7) == 0;
     int64_t shape[3] = {c->B, vision ? (int64_t)rows : c->T, (int64_t)cols};
     gout *o = out_get(c, full, PF_DT_F32, 3, shape);
@@ -356,8 +366,8 @@ static int compare_one(gcase *c, const pf_st_tensor *t, FILE *rep, int required,
     const char *name = t->name;
     gout *o = NULL;
     for (int i = 0; i < c->n_out; i++)
-        if (strcmp(c->out[i].name, name) == 0)
-            o = &c->out[i];
+        if (strcmp(c->out[i]->name, name) == 0)
+            o = c->out[i];
     json_t *tol = json_object_get(json_object_get(c->json, "tolerances"), name);
     if (!o) {
         if (required)
@@ -442,11 +452,12 @@ static int dump(gcase *c, const char *path, pf_err *err)
     if (!e)
         return pf_errf(err, "out of memory");
     for (int i = 0; i < c->n_out; i++) {
-        e[i].name = c->out[i].name;
-        e[i].dtype = c->out[i].dtype;
-        e[i].ndim = c->out[i].ndim;
-        memcpy(e[i].shape, c->out[i].shape, sizeof c->out[i].shape);
-        e[i].data = c->out[i].dtype == PF_DT_I64 ? (const void *)c->out[i].i : (const void *)c->out[i].f;
+        const gout *o = c->out[i];
+        e[i].name = o->name;
+        e[i].dtype = o->dtype;
+        e[i].ndim = o->ndim;
+        memcpy(e[i].shape, o->shape, sizeof o->shape);
+        e[i].data = o->dtype == PF_DT_I64 ? (const void *)o->i : (const void *)o->f;
     }
     int rc = pf_st_write(path, e, (size_t)c->n_out, "{\"producer\": \"paliflow golden\"}", err);
     free(e);
@@ -465,9 +476,11 @@ static void case_free(gcase *c)
     free(c->labels);
     free(c->pixels);
     for (int i = 0; i < c->n_out; i++) {
-        free(c->out[i].f);
-        free(c->out[i].i);
+        free(c->out[i]->f);
+        free(c->out[i]->i);
+        free(c->out[i]);
     }
+    free(c->out);
 }
 
 static int run(gcase *c, const pf_golden_opts *opts, int *passed, pf_err *err)
@@ -530,6 +543,7 @@ int pf_golden_run_case(const char *case_dir, const pf_golden_opts *opts, int *pa
     gcase c;
     memset(&c, 0, sizeof c);
     c.dir = case_dir;
+    c.want_all_debug = opts && opts->dump_path;
     *passed = 0;
     int rc = run(&c, opts, passed, err);
     case_free(&c);
