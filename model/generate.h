@@ -30,7 +30,8 @@ typedef struct pf_gen_result {
     size_t n_ids;
     int stopped_by_eos;
     char *error;   /* NULL, or why this request failed (the others go on) */
-    double prefill_s, decode_s;
+    double prefill_s; /* this request's prefill (vision + prompt) */
+    double decode_s;  /* wall time of the decode steps it took part in (shared with its batch) */
 } pf_gen_result;
 
 /* The compute behind a generator. `ctx` is per generator (scratch), `seq` per sequence (KV cache). */
