@@ -142,35 +142,48 @@ static int parse_header(pf_st_file *f, const uint8_t *hdr, size_t hlen, const ui
     return check_overlaps(f, err);
 }
 
+/* Validate the whole file image buf[0, size) and index its tensors (which point into buf). */
+static int parse_buffer(pf_st_file *out, const uint8_t *buf, size_t size, pf_err *err)
+{
+    const char *path = out->path;
+    if (size < 8)
+        return pf_errf(err, "%s: file is %zu bytes, too short for a safetensors header", path, size);
+    uint64_t hlen = 0;
+    for (int i = 7; i >= 0; i--)
+        hlen = (hlen << 8) | buf[i];
+    if (hlen > PF_ST_MAX_HEADER || hlen > size - 8)
+        return pf_errf(err, "%s: header length %llu exceeds the file (%zu bytes) or the %u-byte limit: truncated "
+                            "or not a safetensors file",
+                       path, (unsigned long long)hlen, size, PF_ST_MAX_HEADER);
+    const uint8_t *data = buf + 8 + hlen;
+    size_t dsize = size - 8 - (size_t)hlen;
+    return parse_header(out, buf + 8, (size_t)hlen, data, dsize, err);
+}
+
 int pf_st_open(const char *path, pf_st_file *out, pf_err *err)
 {
     memset(out, 0, sizeof *out);
     out->path = strdup(path);
     if (!out->path)
         return pf_errf(err, "%s: out of memory", path);
-    if (pf_map_file(path, &out->map, err) != 0)
-        goto fail;
-    if (out->map.size < 8) {
-        pf_errf(err, "%s: file is %zu bytes, too short for a safetensors header", path, out->map.size);
-        goto fail;
+    if (pf_map_file(path, &out->map, err) != 0 || parse_buffer(out, out->map.data, out->map.size, err) != 0) {
+        pf_st_close(out);
+        return -1;
     }
-    uint64_t hlen = 0;
-    for (int i = 7; i >= 0; i--)
-        hlen = (hlen << 8) | out->map.data[i];
-    if (hlen > PF_ST_MAX_HEADER || hlen > out->map.size - 8) {
-        pf_errf(err, "%s: header length %llu exceeds the file (%zu bytes) or the %u-byte limit: truncated or "
-                     "not a safetensors file",
-                path, (unsigned long long)hlen, out->map.size, PF_ST_MAX_HEADER);
-        goto fail;
-    }
-    const uint8_t *data = out->map.data + 8 + hlen;
-    size_t dsize = out->map.size - 8 - (size_t)hlen;
-    if (parse_header(out, out->map.data + 8, (size_t)hlen, data, dsize, err) != 0)
-        goto fail;
     return 0;
-fail:
-    pf_st_close(out);
-    return -1;
+}
+
+int pf_st_open_memory(const char *name, const uint8_t *buf, size_t size, pf_st_file *out, pf_err *err)
+{
+    memset(out, 0, sizeof *out);
+    out->path = strdup(name);
+    if (!out->path)
+        return pf_errf(err, "%s: out of memory", name);
+    if (parse_buffer(out, buf, size, err) != 0) {
+        pf_st_close(out);
+        return -1;
+    }
+    return 0;
 }
 
 void pf_st_close(pf_st_file *f)

@@ -37,6 +37,9 @@ typedef struct pf_st_file {
 } pf_st_file;
 
 int pf_st_open(const char *path, pf_st_file *out, pf_err *err);
+/* The same validation over a caller's buffer holding a whole file (fuzzing, tests). Tensors point into
+ * buf, which must outlive the pf_st_file; name is used in messages. */
+int pf_st_open_memory(const char *name, const uint8_t *buf, size_t size, pf_st_file *out, pf_err *err);
 void pf_st_close(pf_st_file *f);
 /* Binary search by name; NULL if absent. */
 const pf_st_tensor *pf_st_find(const pf_st_file *f, const char *name);
