@@ -289,8 +289,15 @@ static int bpe_word(const pf_tokenizer *tok, const char *w, size_t wlen, enc_scr
             return -1;
         bpe_merge *heap = s->heap;
         size_t hn = 0;
-        for (size_t i = 0; i + 1 < n; i++)
-            push_pair(tok, heap, &hn, syms, (int32_t)i, (int32_t)i + 1);
+        /* the initial pairs are most of the lookups: prefetch their slots a batch ahead, the merge table
+         * (16 MB for Gemma) does not fit in cache */
+        for (size_t i = 0; i + 1 < n; i += 16) {
+            size_t e = i + 16 < n - 1 ? i + 16 : n - 1;
+            for (size_t j = i; j < e; j++)
+                pf_tok_merges_prefetch(&tok->merges, pf_tok_merge_key(syms[j].c, syms[j + 1].c));
+            for (size_t j = i; j < e; j++)
+                push_pair(tok, heap, &hn, syms, (int32_t)j, (int32_t)j + 1);
+        }
         while (hn > 0) {
             bpe_merge top = heap_pop(heap, &hn);
             bpe_sym *l = &syms[top.pos];
@@ -313,6 +320,10 @@ static int bpe_word(const pf_tokenizer *tok, const char *w, size_t wlen, enc_scr
             r->len = 0;
             if (l->next >= 0)
                 syms[l->next].prev = (int32_t)top.pos;
+            if (l->prev >= 0)
+                pf_tok_merges_prefetch(&tok->merges, pf_tok_merge_key(syms[l->prev].c, l->c));
+            if (l->next >= 0)
+                pf_tok_merges_prefetch(&tok->merges, pf_tok_merge_key(l->c, syms[l->next].c));
             if (l->prev >= 0)
                 push_pair(tok, heap, &hn, syms, l->prev, (int32_t)top.pos);
             if (l->next >= 0)

@@ -31,12 +31,18 @@ void *pf_tok_big_alloc(size_t size, pf_err *err, const char *what)
             pf_errf(err, "%s: out of memory (%zu bytes)", what, size);
         return p;
     }
+    /* huge pages need 2 MiB alignment: map 2 MiB more and trim the ends */
     size_t len = (size + PF_HUGE - 1) & ~(size_t)(PF_HUGE - 1);
-    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) {
+    char *raw = mmap(NULL, len + PF_HUGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED) {
         pf_errf(err, "%s: out of memory (%zu bytes)", what, len);
         return NULL;
     }
+    char *p = (char *)(((uintptr_t)raw + PF_HUGE - 1) & ~(uintptr_t)(PF_HUGE - 1));
+    if (p > raw)
+        munmap(raw, (size_t)(p - raw));
+    if (raw + len + PF_HUGE > p + len)
+        munmap(p + len, (size_t)(raw + len + PF_HUGE - (p + len)));
 #ifdef MADV_HUGEPAGE
     madvise(p, len, MADV_HUGEPAGE);
 #endif
@@ -131,6 +137,89 @@ int32_t pf_tok_strmap_get(const pf_tok_strmap *m, const char *pool, const void *
     }
 }
 
+/* ---- model vocabulary ---- */
+
+uint64_t pf_tok_str_hash(const char *s, size_t len)
+{
+    return XXH3_64bits(s, len);
+}
+
+int pf_tok_vmap_init(pf_tok_vocabmap *m, size_t expected, pf_err *err)
+{
+    memset(m, 0, sizeof *m);
+    size_t slots = pow2_at_least(expected * 2 + 1); /* load <= 0.5 */
+    m->bytes = slots * sizeof(pf_tok_vslot);
+    m->slots = pf_tok_big_alloc(m->bytes, err, "vocabulary table");
+    if (!m->slots)
+        return -1;
+    m->mask = slots - 1;
+    return 0;
+}
+
+void pf_tok_vmap_free(pf_tok_vocabmap *m)
+{
+    pf_tok_big_free(m->slots, m->bytes);
+    memset(m, 0, sizeof *m);
+}
+
+/* The query's length field and zero-padded prefix, compared with the slot in two fixed-size compares. */
+typedef struct vkey {
+    uint16_t len;
+    char pre[PF_TOK_VPRE];
+} vkey;
+
+static inline vkey make_vkey(const char *s, size_t len)
+{
+    vkey k;
+    memset(&k, 0, sizeof k);
+    k.len = (uint16_t)(len < 0xFFFF ? len : 0xFFFF);
+    memcpy(k.pre, s, len < PF_TOK_VPRE ? len : PF_TOK_VPRE);
+    return k;
+}
+
+static inline bool vslot_eq(const pf_tok_vslot *sl, const vkey *k, const char *pool, const pf_tok_span *spans,
+                            const char *s, size_t len)
+{
+    if (sl->len != k->len || memcmp(sl->pre, k->pre, PF_TOK_VPRE) != 0)
+        return false;
+    if (len <= PF_TOK_VPRE)
+        return true;
+    const pf_tok_span *sp = &spans[sl->idp1 - 1];
+    return sp->len == len && memcmp(pool + sp->off + PF_TOK_VPRE, s + PF_TOK_VPRE, len - PF_TOK_VPRE) == 0;
+}
+
+int32_t pf_tok_vmap_find(const pf_tok_vocabmap *m, const char *pool, const pf_tok_span *spans, uint64_t h,
+                         const char *s, size_t len)
+{
+    vkey k = make_vkey(s, len);
+    for (size_t i = (size_t)h & m->mask;; i = (i + 1) & m->mask) {
+        const pf_tok_vslot *sl = &m->slots[i];
+        if (sl->idp1 == 0)
+            return -1;
+        if (vslot_eq(sl, &k, pool, spans, s, len))
+            return (int32_t)(sl->idp1 - 1);
+    }
+}
+
+int pf_tok_vmap_insert(pf_tok_vocabmap *m, const char *pool, const pf_tok_span *spans, uint64_t h, const char *s,
+                       size_t len, uint32_t id, uint32_t *existing)
+{
+    vkey k = make_vkey(s, len);
+    for (size_t i = (size_t)h & m->mask;; i = (i + 1) & m->mask) {
+        pf_tok_vslot *sl = &m->slots[i];
+        if (sl->idp1 == 0) {
+            sl->idp1 = id + 1;
+            sl->len = k.len;
+            memcpy(sl->pre, k.pre, PF_TOK_VPRE);
+            return 1;
+        }
+        if (vslot_eq(sl, &k, pool, spans, s, len)) {
+            *existing = sl->idp1 - 1;
+            return 0;
+        }
+    }
+}
+
 /* ---- merge pairs ---- */
 
 int pf_tok_merges_init(pf_tok_merges *m, size_t expected, pf_err *err)
@@ -141,7 +230,6 @@ int pf_tok_merges_init(pf_tok_merges *m, size_t expected, pf_err *err)
     m->slots = pf_tok_big_alloc(m->bytes, err, "merges table");
     if (!m->slots)
         return -1;
-    memset(m->slots, 0xFF, m->bytes);
     m->mask = slots - 1;
     return 0;
 }
@@ -157,14 +245,14 @@ void pf_tok_merges_put(pf_tok_merges *m, int32_t a, int32_t b, uint32_t rank, in
     uint64_t key = ((uint64_t)(uint32_t)a << 32) | (uint32_t)b;
     for (size_t i = (size_t)pf_tok_pair_hash(key) & m->mask;; i = (i + 1) & m->mask) {
         pf_tok_merge_slot *s = &m->slots[i];
-        if (s->key == UINT64_MAX) {
-            s->key = key;
+        if (s->key == 0) {
+            s->key = key + 1;
             s->rank = rank;
             s->new_id = new_id;
             m->count++;
             return;
         }
-        if (s->key == key) {
+        if (s->key == key + 1) {
             s->rank = rank;
             s->new_id = new_id;
             return;
