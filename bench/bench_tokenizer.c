@@ -138,10 +138,12 @@ int main(int argc, char **argv)
     double cj = median(c_join, RUNS), cl = median(c_line, RUNS);
     printf("encode joined: %zu bytes -> %zu tokens, median %.2f ms = %.2f MB/s wall, %.2f MB/s CPU\n", jl,
            tok_join, mj * 1e3, jl / mj / 1e6, jl / cj / 1e6);
-    printf("encode per line: %zu texts, %zu bytes -> %zu tokens, median %.2f ms = %.2f MB/s wall (%.1f us/text), "
+    printf("encode per line: %zu texts, %zu bytes -> %zu tokens, median %.2f ms = %.2f MB/s wall (%.1f "
+           "us/text), "
            "%.2f MB/s CPU\n",
            n, total, tok_line, ml * 1e3, total / ml / 1e6, ml / (double)n * 1e6, total / cl / 1e6);
-    printf("targets: load < 250 ms, encode >= 5 MB/s; Rust reference (README): load 1143 ms, 1.97 / 2.44 MB/s\n");
+    printf("targets: load < 250 ms, encode >= 5 MB/s; Rust reference (README): load 1143 ms, 1.97 / 2.44 "
+           "MB/s\n");
 
     pf_ids_free(&ids);
     pf_tokenizer_free(tok);

@@ -17,27 +17,27 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: paliflow tokenize --tokenizer FILE [--decode [--skip-special] | --processor]\n"
-            "\n"
-            "Read JSON lines on stdin and write one JSON line per input line on stdout, in order.\n"
-            "  (default)      {\"text\": \"...\"}  ->  {\"ids\": [...]}   (no special tokens added)\n"
-            "  --decode       {\"ids\": [...]}   ->  {\"text\": \"...\"}  (unknown ids are dropped)\n"
-            "  --skip-special with --decode: drop special tokens (skip_special_tokens=True); a line's own\n"
-            "                 \"skip_special\": true/false overrides the flag\n"
-            "  --processor    PaliGemmaProcessor text inputs:\n"
-            "                 {\"prompt\", \"suffix\" (string or null), \"image_seq_len\", \"num_images\"}\n"
-            "                   -> {\"input_ids\", \"token_type_ids\", \"labels\"} (the last two null without suffix)\n"
-            "                 {\"prompts\", \"suffixes\" (list or null), \"image_seq_len\", \"num_images\": [...],\n"
-            "                  \"padding\": \"longest\", \"padding_side\": \"left\"|\"right\"}\n"
-            "                   -> {\"input_ids\", \"attention_mask\", \"token_type_ids\", \"labels\"} (2-D)\n"
-            "\n"
-            "options:\n"
-            "  -t, --tokenizer FILE   tokenizer.json (Hugging Face format)\n"
-            "  -h, --help             show this help\n"
-            "\n"
-            "A line that cannot be processed gives {\"error\": \"line N: ...\"} and processing goes on; the exit\n"
-            "status is then 1. Exit status 2: usage error or the tokenizer cannot be loaded.\n");
+    fputs("usage: paliflow tokenize --tokenizer FILE [--decode [--skip-special] | --processor]\n"
+          "\n"
+          "Read JSON lines on stdin and write one JSON line per input line on stdout, in order.\n"
+          "  (default)      {\"text\": \"...\"}  ->  {\"ids\": [...]}   (no special tokens added)\n"
+          "  --decode       {\"ids\": [...]}   ->  {\"text\": \"...\"}  (unknown ids are dropped)\n"
+          "  --skip-special with --decode: drop special tokens (skip_special_tokens=True); a line's\n"
+          "                 own \"skip_special\": true/false overrides the flag\n"
+          "  --processor    PaliGemmaProcessor text inputs:\n"
+          "                 {\"prompt\", \"suffix\" (string or null), \"image_seq_len\", \"num_images\"}\n"
+          "                   -> {\"input_ids\", \"token_type_ids\", \"labels\"} (null without suffix)\n"
+          "                 {\"prompts\", \"suffixes\" (list or null), \"image_seq_len\",\n"
+          "                  \"num_images\": [...], \"padding\": \"longest\", \"padding_side\": \"left\"}\n"
+          "                   -> {\"input_ids\", \"attention_mask\", \"token_type_ids\", \"labels\"} (2-D)\n"
+          "\n"
+          "options:\n"
+          "  -t, --tokenizer FILE   tokenizer.json (Hugging Face format)\n"
+          "  -h, --help             show this help\n"
+          "\n"
+          "A line that cannot be processed gives {\"error\": \"line N: ...\"} and processing goes on;\n"
+          "the exit status is then 1. Exit status 2: usage error or the tokenizer cannot be loaded.\n",
+          out);
 }
 
 /* ---- output helpers ---- */
@@ -201,7 +201,8 @@ static json_t *do_processor_single(const pf_tokenizer *tok, json_t *in, pf_err *
                 err) != 0)
         return NULL;
     json_t *ni = json_object_get(in, "num_images");
-    if (ni && !json_is_null(ni) && get_int(ni, "\"num_images\"", 0, PF_PROC_MAX_IMAGE_TOKENS, &nimg, err) != 0)
+    if (ni && !json_is_null(ni) &&
+        get_int(ni, "\"num_images\"", 0, PF_PROC_MAX_IMAGE_TOKENS, &nimg, err) != 0)
         return NULL;
     if (!prompt.s)
         prompt = (pf_proc_text){"", 0};
@@ -317,9 +318,12 @@ enum { MODE_ENCODE, MODE_DECODE, MODE_PROCESSOR };
 int cmd_tokenize(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"tokenizer", required_argument, NULL, 't'}, {"decode", no_argument, NULL, 'd'},
-        {"skip-special", no_argument, NULL, 's'},    {"processor", no_argument, NULL, 'p'},
-        {"help", no_argument, NULL, 'h'},            {NULL, 0, NULL, 0},
+        {"tokenizer", required_argument, NULL, 't'},
+        {"decode", no_argument, NULL, 'd'},
+        {"skip-special", no_argument, NULL, 's'},
+        {"processor", no_argument, NULL, 'p'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     const char *path = NULL;
     bool decode = false, skip = false, proc = false;

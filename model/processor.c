@@ -16,6 +16,8 @@ typedef struct sbuf {
 
 static int sb_add(sbuf *b, const char *s, size_t len, pf_err *err)
 {
+    if (len == 0)
+        return 0;
     if (len > b->cap - b->n) {
         size_t cap = b->cap ? b->cap : 256;
         while (cap - b->n < len) {
@@ -59,7 +61,8 @@ static int prompt_string(pf_proc_text prompt, bool any_image, int image_seq_len,
             return pf_errf(err, "processor: %d x %d image tokens is more than the limit of %d", image_seq_len,
                            num_images, PF_PROC_MAX_IMAGE_TOKENS);
         if (sb_repeat(b, IMAGE, IMAGE_LEN, (size_t)image_seq_len * (size_t)num_images, err) != 0 ||
-            sb_add(b, BOS, sizeof BOS - 1, err) != 0 || sb_add(b, p, len, err) != 0 || sb_add(b, "\n", 1, err) != 0)
+            sb_add(b, BOS, sizeof BOS - 1, err) != 0 || sb_add(b, p, len, err) != 0 ||
+            sb_add(b, "\n", 1, err) != 0)
             return -1;
         return 0;
     }
@@ -68,8 +71,8 @@ static int prompt_string(pf_proc_text prompt, bool any_image, int image_seq_len,
     for (const char *q = p; (q = memmem(q, len - (size_t)(q - p), IMAGE, IMAGE_LEN)) != NULL; q += IMAGE_LEN)
         count++;
     if ((uint64_t)count * (uint64_t)image_seq_len > PF_PROC_MAX_IMAGE_TOKENS)
-        return pf_errf(err, "processor: %zu x %d image tokens is more than the limit of %d", count, image_seq_len,
-                       PF_PROC_MAX_IMAGE_TOKENS);
+        return pf_errf(err, "processor: %zu x %d image tokens is more than the limit of %d", count,
+                       image_seq_len, PF_PROC_MAX_IMAGE_TOKENS);
     sbuf e = {0};
     size_t i = 0;
     while (i < len) {
@@ -106,8 +109,8 @@ static int row_ids(const pf_tokenizer *tok, pf_proc_text prompt, const pf_proc_t
                    int image_seq_len, int num_images, sbuf *b, pf_ids *ids, size_t *n_prefix, pf_err *err)
 {
     if (image_seq_len < 0 || num_images < 0)
-        return pf_errf(err, "processor: image_seq_len and num_images must be >= 0 (got %d, %d)", image_seq_len,
-                       num_images);
+        return pf_errf(err, "processor: image_seq_len and num_images must be >= 0 (got %d, %d)",
+                       image_seq_len, num_images);
     if (prompt_string(prompt, any_image, image_seq_len, num_images, b, err) != 0)
         return -1;
     ids->n = 0;
@@ -116,7 +119,8 @@ static int row_ids(const pf_tokenizer *tok, pf_proc_text prompt, const pf_proc_t
     *n_prefix = ids->n;
     if (suffix && suffix->s) {
         b->n = 0;
-        if (sb_add(b, suffix->s, suffix->len, err) != 0 || (!any_image && sb_add(b, EOS, sizeof EOS - 1, err) != 0))
+        if (sb_add(b, suffix->s, suffix->len, err) != 0 ||
+            (!any_image && sb_add(b, EOS, sizeof EOS - 1, err) != 0))
             return -1;
         if (pf_tokenizer_encode(tok, b->p, b->n, ids, err) != 0)
             return pf_err_prefix(err, "processor: suffix");
@@ -171,9 +175,9 @@ void pf_proc_row_free(pf_proc_row *row)
     row->has_suffix = 0;
 }
 
-int pf_processor_build_batch(const pf_tokenizer *tok, const pf_proc_text *prompts, const pf_proc_text *suffixes,
-                             size_t n, int image_seq_len, const int *num_images, pf_proc_pad_side side,
-                             pf_proc_batch *out, pf_err *err)
+int pf_processor_build_batch(const pf_tokenizer *tok, const pf_proc_text *prompts,
+                             const pf_proc_text *suffixes, size_t n, int image_seq_len, const int *num_images,
+                             pf_proc_pad_side side, pf_proc_batch *out, pf_err *err)
 {
     memset(out, 0, sizeof *out);
     int32_t pad_id = pf_tokenizer_token_to_id(tok, PAD);

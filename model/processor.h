@@ -54,9 +54,9 @@ typedef struct pf_proc_batch {
 } pf_proc_batch;
 
 /* prompts[n]; suffixes NULL (none) or suffixes[n] (every .s non-NULL); num_images[n]. Padding "longest". */
-int pf_processor_build_batch(const pf_tokenizer *tok, const pf_proc_text *prompts, const pf_proc_text *suffixes,
-                             size_t n, int image_seq_len, const int *num_images, pf_proc_pad_side side,
-                             pf_proc_batch *out, pf_err *err);
+int pf_processor_build_batch(const pf_tokenizer *tok, const pf_proc_text *prompts,
+                             const pf_proc_text *suffixes, size_t n, int image_seq_len, const int *num_images,
+                             pf_proc_pad_side side, pf_proc_batch *out, pf_err *err);
 void pf_proc_batch_free(pf_proc_batch *b);
 
 #endif

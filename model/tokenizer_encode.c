@@ -32,8 +32,8 @@ typedef struct bpe_sym {
 typedef struct bpe_merge {
     uint32_t rank, pos; /* heap order: lowest rank, then leftmost position */
     int32_t new_id;
-    int32_t a, b;       /* the pair this entry was pushed for */
-    uint32_t tl;        /* tlen(a) + tlen(b) */
+    int32_t a, b; /* the pair this entry was pushed for */
+    uint32_t tl;  /* tlen(a) + tlen(b) */
 } bpe_merge;
 
 typedef struct enc_scratch {
@@ -212,8 +212,8 @@ static inline void sym_add(const pf_tokenizer *tok, bpe_sym *syms, size_t *n, in
         syms[i - 1].next = (int32_t)i;
 }
 
-static inline void push_pair(const pf_tokenizer *tok, bpe_merge *heap, size_t *hn, const bpe_sym *syms, int32_t l,
-                             int32_t r)
+static inline void push_pair(const pf_tokenizer *tok, bpe_merge *heap, size_t *hn, const bpe_sym *syms,
+                             int32_t l, int32_t r)
 {
     uint32_t rank;
     int32_t new_id;
@@ -222,7 +222,8 @@ static inline void push_pair(const pf_tokenizer *tok, bpe_merge *heap, size_t *h
                   (bpe_merge){rank, (uint32_t)l, new_id, syms[l].c, syms[r].c, syms[l].tlen + syms[r].tlen});
 }
 
-static int bpe_word(const pf_tokenizer *tok, const char *w, size_t wlen, enc_scratch *s, pf_ids *out, pf_err *err)
+static int bpe_word(const pf_tokenizer *tok, const char *w, size_t wlen, enc_scratch *s, pf_ids *out,
+                    pf_err *err)
 {
     if (wlen == 0)
         return 0;
@@ -309,8 +310,8 @@ static int bpe_word(const pf_tokenizer *tok, const char *w, size_t wlen, enc_scr
                  * tlen(l) + tlen(r) == tlen(new): check the lengths first, look up only then. */
                 uint32_t rank;
                 int32_t nid;
-                if (l->tlen + r->tlen != top.tl || !pf_tok_merges_get(&tok->merges, l->c, r->c, &rank, &nid) ||
-                    nid != top.new_id)
+                if (l->tlen + r->tlen != top.tl ||
+                    !pf_tok_merges_get(&tok->merges, l->c, r->c, &rank, &nid) || nid != top.new_id)
                     continue;
             }
             l->c = top.new_id;
@@ -403,13 +404,28 @@ static int split_added(const pf_tokenizer *tok, const pf_tok_trie *trie, const c
     return 0;
 }
 
-static int bpe_piece(const pf_tokenizer *tok, const char *p, size_t len, enc_scratch *s, pf_ids *out, pf_err *err)
+static int bpe_piece(const pf_tokenizer *tok, const char *p, size_t len, enc_scratch *s, pf_ids *out,
+                     pf_err *err)
 {
-    return bpe_word(tok, p, len, s, out, err);
+    if (!tok->split_at_space)
+        return bpe_word(tok, p, len, s, out, err);
+    /* cut before every U+2581 that follows another character (exact, see check_word_split) */
+    static const char SP[] = "\xE2\x96\x81";
+    size_t start = 0;
+    for (const char *h = p + 1; (h = memmem(h, len - (size_t)(h - p), SP, 3)) != NULL; h += 3) {
+        size_t at = (size_t)(h - p);
+        if (at >= 3 && memcmp(h - 3, SP, 3) == 0)
+            continue;
+        if (bpe_word(tok, p + start, at - start, s, out, err) != 0)
+            return -1;
+        start = at;
+    }
+    return bpe_word(tok, p + start, len - start, s, out, err);
 }
 
 /* A piece of raw text between non-normalized added tokens: normalize, then the normalized added tokens. */
-static int raw_piece(const pf_tokenizer *tok, const char *p, size_t len, enc_scratch *s, pf_ids *out, pf_err *err)
+static int raw_piece(const pf_tokenizer *tok, const char *p, size_t len, enc_scratch *s, pf_ids *out,
+                     pf_err *err)
 {
     size_t nlen;
     if (pf_tok_normalize(tok, p, len, &s->norm, &s->norm_cap, &nlen, err) != 0)

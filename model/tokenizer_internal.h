@@ -51,8 +51,8 @@ void pf_tok_vmap_free(pf_tok_vocabmap *m);
 int32_t pf_tok_vmap_find(const pf_tok_vocabmap *m, const char *pool, const pf_tok_span *spans, uint64_t h,
                          const char *s, size_t len);
 /* Returns 1 if inserted, 0 if present (*existing = its id). */
-int pf_tok_vmap_insert(pf_tok_vocabmap *m, const char *pool, const pf_tok_span *spans, uint64_t h, const char *s,
-                       size_t len, uint32_t id, uint32_t *existing);
+int pf_tok_vmap_insert(pf_tok_vocabmap *m, const char *pool, const pf_tok_span *spans, uint64_t h,
+                       const char *s, size_t len, uint32_t id, uint32_t *existing);
 static inline void pf_tok_vmap_prefetch(const pf_tok_vocabmap *m, uint64_t h)
 {
     __builtin_prefetch(&m->slots[h & m->mask]);
@@ -72,13 +72,13 @@ typedef struct pf_tok_merges {
 
 /* ---- byte trie for added-token matching (leftmost-longest) ---- */
 typedef struct pf_tok_trie {
-    uint32_t root[256];  /* child of the root for each first byte; 0 = none */
+    uint32_t root[256];   /* child of the root for each first byte; 0 = none */
     uint32_t *edge_start; /* [n_nodes + 1]: edges of node i are edges[edge_start[i] .. edge_start[i+1]) */
-    uint8_t *edge_byte;  /* sorted per node */
+    uint8_t *edge_byte;   /* sorted per node */
     uint32_t *edge_to;
-    int32_t *value;      /* [n_nodes]: index into pf_tokenizer.added (-1: not a pattern end) */
+    int32_t *value; /* [n_nodes]: index into pf_tokenizer.added (-1: not a pattern end) */
     uint32_t n_nodes;
-    bool empty;          /* no patterns at all */
+    bool empty; /* no patterns at all */
 } pf_tok_trie;
 
 /* ---- added tokens ---- */
@@ -105,7 +105,7 @@ typedef struct pf_tok_dec {
     size_t pattern_len;
     char *content; /* Replace: replacement; Strip: the character (UTF-8) */
     size_t content_len;
-    uint32_t strip_char;           /* Strip: code point */
+    uint32_t strip_char;            /* Strip: code point */
     size_t strip_start, strip_stop; /* Strip: how many to remove at each end */
 } pf_tok_dec;
 
@@ -117,34 +117,37 @@ struct pf_tokenizer {
     char *pool;
     size_t pool_len, pool_bytes;
 
-    uint32_t n_ids;            /* highest id + 1 */
-    pf_tok_span *model_tok;    /* [n_ids] model vocab string of each id (len PF_TOK_NO_ID: none) */
-    pf_tok_span *any_tok;      /* [n_ids] id_to_token: added content first, then model string */
-    uint8_t *id_flags;         /* [n_ids] PF_TOKF_* */
+    uint32_t n_ids;         /* highest id + 1 */
+    pf_tok_span *model_tok; /* [n_ids] model vocab string of each id (len PF_TOK_NO_ID: none) */
+    pf_tok_span *any_tok;   /* [n_ids] id_to_token: added content first, then model string */
+    uint8_t *id_flags;      /* [n_ids] PF_TOKF_* */
     size_t id_tables_bytes;
     uint32_t model_vocab_count; /* number of model vocab entries (BPE get_vocab_size) */
 
-    pf_tok_vocabmap vocab;     /* model vocab: string -> id */
-    pf_tok_strmap added_map;   /* added tokens: content -> id */
+    pf_tok_vocabmap vocab;   /* model vocab: string -> id */
+    pf_tok_strmap added_map; /* added tokens: content -> id */
     pf_tok_merges merges;
 
     /* single code point -> model id (two levels: 0x1100 blocks of 256), for BPE's first split */
-    int32_t *cp_block;         /* [0x1100] index of the block in cp_ids, -1: no token in this block */
-    int32_t *cp_ids;           /* [n_blocks * 256] id or -1 */
+    int32_t *cp_block; /* [0x1100] index of the block in cp_ids, -1: no token in this block */
+    int32_t *cp_ids;   /* [n_blocks * 256] id or -1 */
     size_t cp_ids_count;
-    int32_t byte_id[256];      /* "<0xHH>" ids for byte fallback, -1 if absent */
+    int32_t byte_id[256]; /* "<0xHH>" ids for byte fallback, -1 if absent */
 
     /* BPE options */
-    bool has_unk;              /* unk_token configured */
-    int32_t unk_id;            /* -1 if the unk token is not in the vocab (an error only when needed) */
+    bool has_unk;   /* unk_token configured */
+    int32_t unk_id; /* -1 if the unk token is not in the vocab (an error only when needed) */
     char *unk_token;
     bool fuse_unk, byte_fallback, ignore_merges;
-    uint32_t max_token_len;    /* longest model vocab string in bytes */
+    uint32_t max_token_len; /* longest model vocab string in bytes */
+    /* BPE words may be cut before every U+2581 that follows another character (see tokenizer_load.c,
+     * check_word_split): no merge can cross such a point, so the pieces are merged independently. */
+    bool split_at_space;
 
     pf_tok_added *added;
     size_t n_added;
-    pf_tok_trie trie_raw;      /* normalized=false tokens, matched on the raw text */
-    pf_tok_trie trie_norm;     /* normalized=true tokens, matched on normalized pieces */
+    pf_tok_trie trie_raw;  /* normalized=false tokens, matched on the raw text */
+    pf_tok_trie trie_norm; /* normalized=true tokens, matched on normalized pieces */
 
     pf_tok_norm *norm;
     size_t n_norm;

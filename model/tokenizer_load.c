@@ -220,7 +220,8 @@ static int as_uint(const cJSON *v, double max, uint64_t *out)
     return 0;
 }
 
-static int get_uint(const cJSON *obj, const char *key, const char *where, double max, uint64_t *out, pf_err *err)
+static int get_uint(const cJSON *obj, const char *key, const char *where, double max, uint64_t *out,
+                    pf_err *err)
 {
     const cJSON *v;
     if (get_field(obj, key, where, &v, err) != 0)
@@ -318,7 +319,8 @@ static int parse_normalizer(pf_tokenizer *tok, const cJSON *j, const char *where
     pf_tok_norm step = {0};
     if (strcmp(type, "Replace") == 0) {
         const char *pat, *content;
-        if (get_string_pattern(j, where, &pat, err) != 0 || get_string(j, "content", where, &content, err) != 0)
+        if (get_string_pattern(j, where, &pat, err) != 0 ||
+            get_string(j, "content", where, &content, err) != 0)
             return -1;
         step.kind = PF_NORM_REPLACE;
         step.pattern_len = strlen(pat);
@@ -339,7 +341,8 @@ static int parse_normalizer(pf_tokenizer *tok, const cJSON *j, const char *where
         step.content = dup_mem(prepend, step.content_len);
         step.pattern = dup_mem("", 0);
     } else {
-        return pf_errf(err, "%s: normalizer type \"%s\" is not supported (supported: Replace, Prepend, Sequence)",
+        return pf_errf(err,
+                       "%s: normalizer type \"%s\" is not supported (supported: Replace, Prepend, Sequence)",
                        where, type);
     }
     if (!step.pattern || !step.content) {
@@ -389,7 +392,8 @@ static int parse_decoder(pf_tokenizer *tok, const cJSON *j, const char *where, i
         return 0;
     } else if (strcmp(type, "Replace") == 0) {
         const char *pat, *content;
-        if (get_string_pattern(j, where, &pat, err) != 0 || get_string(j, "content", where, &content, err) != 0)
+        if (get_string_pattern(j, where, &pat, err) != 0 ||
+            get_string(j, "content", where, &content, err) != 0)
             return -1;
         step.kind = PF_DEC_REPLACE;
         step.pattern_len = strlen(pat);
@@ -412,7 +416,8 @@ static int parse_decoder(pf_tokenizer *tok, const cJSON *j, const char *where, i
         const char *content;
         uint64_t start, stop;
         if (get_string(j, "content", where, &content, err) != 0 ||
-            get_uint(j, "start", where, 1e9, &start, err) != 0 || get_uint(j, "stop", where, 1e9, &stop, err) != 0)
+            get_uint(j, "start", where, 1e9, &start, err) != 0 ||
+            get_uint(j, "stop", where, 1e9, &stop, err) != 0)
             return -1;
         size_t clen = strlen(content);
         uint32_t cp;
@@ -423,10 +428,11 @@ static int parse_decoder(pf_tokenizer *tok, const cJSON *j, const char *where, i
         step.strip_start = (size_t)start;
         step.strip_stop = (size_t)stop;
     } else {
-        return pf_errf(err,
-                       "%s: decoder type \"%s\" is not supported (supported: Replace, ByteFallback, Fuse, Strip, "
-                       "Sequence)",
-                       where, type);
+        return pf_errf(
+            err,
+            "%s: decoder type \"%s\" is not supported (supported: Replace, ByteFallback, Fuse, Strip, "
+            "Sequence)",
+            where, type);
     }
     return add_dec(tok, step, err);
 }
@@ -484,7 +490,8 @@ static int parse_model_options(pf_tokenizer *tok, const cJSON *model, load_ctx *
         if (!tok->unk_token)
             return pf_errf(err, "model.unk_token: out of memory");
     }
-    if (get_field(model, "vocab", w, &lc->vocab, err) != 0 || get_field(model, "merges", w, &lc->merges, err) != 0)
+    if (get_field(model, "vocab", w, &lc->vocab, err) != 0 ||
+        get_field(model, "merges", w, &lc->merges, err) != 0)
         return -1;
     if (!lc->vocab || !cJSON_IsObject(lc->vocab))
         return pf_errf(err, "model.vocab: expected an object, got %s", type_name(lc->vocab));
@@ -620,8 +627,8 @@ static int merge_parse(const cJSON *c, bool legacy, size_t idx, merge_job *j, pf
         j->blen = strlen(j->b);
         return 1;
     }
-    if (!cJSON_IsArray(c) || !c->child || !c->child->next || c->child->next->next || !cJSON_IsString(c->child) ||
-        !cJSON_IsString(c->child->next))
+    if (!cJSON_IsArray(c) || !c->child || !c->child->next || c->child->next->next ||
+        !cJSON_IsString(c->child) || !cJSON_IsString(c->child->next))
         return pf_errf(err, "model.merges[%zu]: expected a pair of strings [\"a\", \"b\"]", idx);
     j->a = c->child->valuestring;
     j->b = c->child->next->valuestring;
@@ -673,7 +680,9 @@ static int fill_merges(pf_tokenizer *tok, load_ctx *lc, pf_err *err)
             merge_job *j = &job[k];
             j->ia = pf_tok_vmap_find(v, tok->pool, tok->model_tok, j->ha, j->a, j->alen);
             j->ib = pf_tok_vmap_find(v, tok->pool, tok->model_tok, j->hb, j->b, j->blen);
-            j->iab = j->cat ? pf_tok_vmap_find(v, tok->pool, tok->model_tok, j->hab, j->cat, j->alen + j->blen) : -1;
+            j->iab = j->cat
+                         ? pf_tok_vmap_find(v, tok->pool, tok->model_tok, j->hab, j->cat, j->alen + j->blen)
+                         : -1;
             if (j->ia < 0 || j->ib < 0) {
                 bool first = j->ia < 0;
                 pf_errf(err, "model.merges[%zu]: token \"%s\" is not in the vocabulary", j->idx,
@@ -681,8 +690,8 @@ static int fill_merges(pf_tokenizer *tok, load_ctx *lc, pf_err *err)
                 goto out;
             }
             if (j->iab < 0) {
-                pf_errf(err, "model.merges[%zu]: merged token \"%s\" + \"%s\" is not in the vocabulary", j->idx,
-                        show(j->a, j->alen, b, sizeof b), show(j->b, j->blen, b2, sizeof b2));
+                pf_errf(err, "model.merges[%zu]: merged token \"%s\" + \"%s\" is not in the vocabulary",
+                        j->idx, show(j->a, j->alen, b, sizeof b), show(j->b, j->blen, b2, sizeof b2));
                 goto out;
             }
             j->key = pf_tok_merge_key(j->ia, j->ib);
@@ -745,7 +754,8 @@ static int parse_added(pf_tokenizer *tok, load_ctx *lc, pf_err *err)
             return pf_errf(err, "%s (\"%s\"): single_word=true is not supported", where,
                            show(content, len, b, sizeof b));
         if (pf_tok_added_get(tok, content, len) >= 0)
-            return pf_errf(err, "%s: \"%s\" appears twice in added_tokens", where, show(content, len, b, sizeof b));
+            return pf_errf(err, "%s: \"%s\" appears twice in added_tokens", where,
+                           show(content, len, b, sizeof b));
         int32_t mid = pf_tok_vocab_get(tok, content, len);
         uint32_t id;
         if (mid >= 0) {
@@ -756,8 +766,9 @@ static int parse_added(pf_tokenizer *tok, load_ctx *lc, pf_err *err)
             id = (max_added >= lc->vocab_count || lc->vocab_count == 0) ? max_added + 1 : lc->vocab_count;
         }
         if (id != file_id)
-            return pf_errf(err, "%s (\"%s\"): id %llu in the file, but the tokenizers library would assign %u", where,
-                           show(content, len, b, sizeof b), (unsigned long long)file_id, id);
+            return pf_errf(err,
+                           "%s (\"%s\"): id %llu in the file, but the tokenizers library would assign %u",
+                           where, show(content, len, b, sizeof b), (unsigned long long)file_id, id);
         if (id >= lc->id_cap)
             return pf_errf(err, "%s: id %u out of range", where, id);
         t.id = id;
@@ -765,8 +776,8 @@ static int parse_added(pf_tokenizer *tok, load_ctx *lc, pf_err *err)
         size_t k = tok->n_added++;
         tok->added[k] = t;
         uint32_t dummy;
-        pf_tok_strmap_insert(&tok->added_map, tok->pool, &tok->added->content, sizeof(pf_tok_added), content, len,
-                             (uint32_t)k, &dummy);
+        pf_tok_strmap_insert(&tok->added_map, tok->pool, &tok->added->content, sizeof(pf_tok_added), content,
+                             len, (uint32_t)k, &dummy);
         if (!any_added || id > max_added)
             max_added = id;
         any_added = true;
@@ -808,7 +819,8 @@ static int build_tries(pf_tokenizer *tok, pf_err *err)
                     owned[k] = buf;
                     if (olen == 0) {
                         char b[80];
-                        pf_errf(err, "added token \"%s\": normalizes to an empty string", show(s, len, b, sizeof b));
+                        pf_errf(err, "added token \"%s\": normalizes to an empty string",
+                                show(s, len, b, sizeof b));
                         goto out;
                     }
                     s = buf;
@@ -834,6 +846,36 @@ out:
     free(lens);
     free(vals);
     return rc;
+}
+
+/* Can BPE words be cut before each U+2581 ("▁") that follows another character? Only if no merge can
+ * ever join the two sides: the right side's first symbol is the token "▁" itself (1), the left side's
+ * last symbol string ends in a character other than "▁" (a text character, '>' of a byte token, or the
+ * last character of a non-empty unk token not ending in "▁") (3), and no token contains such a character
+ * followed by "▁" (2), so no pair across the cut has its concatenation in the vocabulary. ignore_merges
+ * looks words up whole, so it disables the cut (4). True for Gemma; checked, not assumed. */
+static void check_word_split(pf_tokenizer *tok)
+{
+    static const char SP[] = "\xE2\x96\x81";
+    tok->split_at_space = false;
+    if (tok->ignore_merges || tok->cp_block[0x2581 >> 8] < 0 ||
+        tok->cp_ids[(size_t)tok->cp_block[0x2581 >> 8] * 256 + 0x81] < 0)
+        return;
+    if (tok->has_unk) {
+        size_t ul = strlen(tok->unk_token);
+        if (ul == 0 || (ul >= 3 && memcmp(tok->unk_token + ul - 3, SP, 3) == 0))
+            return;
+    }
+    for (uint32_t id = 0; id < tok->n_ids; id++) {
+        const pf_tok_span *sp = &tok->model_tok[id];
+        if (sp->len == PF_TOK_NO_ID || sp->len < 4)
+            continue;
+        const char *t = tok->pool + sp->off;
+        for (const char *h = t + 1; (h = memmem(h, sp->len - (size_t)(h - t), SP, 3)) != NULL; h++)
+            if (h - t < 3 || memcmp(h - 3, SP, 3) != 0)
+                return;
+    }
+    tok->split_at_space = true;
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -872,7 +914,8 @@ static int check_top_level(pf_tokenizer *tok, const cJSON *root, load_ctx *lc, p
         /* TemplateProcessing only adds special tokens; encode never asks for them and PaliGemmaProcessor
          * replaces the template with one that adds none, so it has no effect on any output here. */
     }
-    if (get_field(root, "normalizer", "tokenizer", &v, err) != 0 || parse_normalizer(tok, v, "normalizer", 0, err) != 0)
+    if (get_field(root, "normalizer", "tokenizer", &v, err) != 0 ||
+        parse_normalizer(tok, v, "normalizer", 0, err) != 0)
         return -1;
     if (get_field(root, "decoder", "tokenizer", &v, err) != 0)
         return -1;
@@ -985,6 +1028,7 @@ static int build(pf_tokenizer *tok, const cJSON *root, pf_err *err)
         if (tok->added[k].special)
             tok->id_flags[tok->added[k].id] |= PF_TOKF_SPECIAL;
     }
+    check_word_split(tok);
     return build_tries(tok, err);
 }
 
@@ -1034,8 +1078,8 @@ int pf_tokenizer_load_mem(const char *data, size_t len, const char *name, pf_tok
         return pf_errf(err, "%s: NUL byte at offset %zu (not a JSON text)", name, (size_t)(nul - data));
     const char *esc = find_nul_escape(data, len);
     if (esc)
-        return pf_errf(err, "%s: string with \\u0000 at byte %zu: NUL characters in tokens are not supported", name,
-                       (size_t)(esc - data));
+        return pf_errf(err, "%s: string with \\u0000 at byte %zu: NUL characters in tokens are not supported",
+                       name, (size_t)(esc - data));
 
     pf_tokenizer *tok = calloc(1, sizeof *tok);
     if (!tok)
@@ -1063,8 +1107,8 @@ int pf_tokenizer_load_mem(const char *data, size_t len, const char *name, pf_tok
 #endif
     pthread_mutex_unlock(&g_cjson_lock);
 
-    pf_debug("tokenizer", "%s: JSON parse %.1f ms (%zu bytes, tree %zu bytes)", name, (pf_now() - t0) * 1e3, len,
-             ar.total);
+    pf_debug("tokenizer", "%s: JSON parse %.1f ms (%zu bytes, tree %zu bytes)", name, (pf_now() - t0) * 1e3,
+             len, ar.total);
     int rc;
     if (!root) {
         rc = ar.exhausted ? pf_errf(err, "JSON tree too large for memory (limit %zu bytes)", ar.limit)

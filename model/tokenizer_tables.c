@@ -201,8 +201,8 @@ int32_t pf_tok_vmap_find(const pf_tok_vocabmap *m, const char *pool, const pf_to
     }
 }
 
-int pf_tok_vmap_insert(pf_tok_vocabmap *m, const char *pool, const pf_tok_span *spans, uint64_t h, const char *s,
-                       size_t len, uint32_t id, uint32_t *existing)
+int pf_tok_vmap_insert(pf_tok_vocabmap *m, const char *pool, const pf_tok_span *spans, uint64_t h,
+                       const char *s, size_t len, uint32_t id, uint32_t *existing)
 {
     vkey k = make_vkey(s, len);
     for (size_t i = (size_t)h & m->mask;; i = (i + 1) & m->mask) {

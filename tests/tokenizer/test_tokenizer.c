@@ -38,9 +38,10 @@ static char *make_json(const tok_spec *s)
              "'pre_tokenizer':null,'post_processor':null,'decoder':%s,%s"
              "'model':{'type':'BPE','dropout':null,'unk_token':%s,'continuing_subword_prefix':null,"
              "'end_of_word_suffix':null,'fuse_unk':%s,'byte_fallback':%s,%s'vocab':%s,'merges':%s}}",
-             s->added ? s->added : "[]", s->normalizer ? s->normalizer : "null", s->decoder ? s->decoder : "null",
-             s->top_extra ? s->top_extra : "", s->unk ? s->unk : "null", s->fuse_unk ? "true" : "false",
-             s->byte_fallback ? "true" : "false", s->model_extra ? s->model_extra : "", s->vocab, s->merges);
+             s->added ? s->added : "[]", s->normalizer ? s->normalizer : "null",
+             s->decoder ? s->decoder : "null", s->top_extra ? s->top_extra : "", s->unk ? s->unk : "null",
+             s->fuse_unk ? "true" : "false", s->byte_fallback ? "true" : "false",
+             s->model_extra ? s->model_extra : "", s->vocab, s->merges);
     char *r = q(buf);
     free(buf);
     return r;
@@ -145,7 +146,7 @@ static void test_bpe_ties_leftmost(void **state)
     (void)state;
     tok_spec s = {.vocab = V_ABC, .merges = "['a a']"};
     pf_tokenizer *tok = load_spec(&s);
-    EXPECT(tok, "aaa", 6, 0);     /* leftmost pair merges first */
+    EXPECT(tok, "aaa", 6, 0); /* leftmost pair merges first */
     EXPECT(tok, "aaaaa", 6, 6, 0);
     pf_tokenizer_free(tok);
 }
@@ -185,22 +186,34 @@ static void test_byte_fallback(void **state)
     (void)state;
     tok_spec s = {.vocab = V_BYTES, .merges = "[]", .unk = "'<unk>'", .fuse_unk = 1, .byte_fallback = 1};
     pf_tokenizer *tok = load_spec(&s);
-    EXPECT(tok, "a\xE2\x82\xAC" "b", 1, 2, 3, 4, 7); /* a € b */
-    EXPECT(tok, "\xC3\xA9", 5, 6);                  /* é */
+    EXPECT(tok,
+           "a\xE2\x82\xAC"
+           "b",
+           1, 2, 3, 4, 7);         /* a € b */
+    EXPECT(tok, "\xC3\xA9", 5, 6); /* é */
     /* ü (C3 BC): no <0xBC> -> unk; two of them fused */
-    EXPECT(tok, "a\xC3\xBC\xC3\xBC" "b", 1, 0, 7);
+    EXPECT(tok,
+           "a\xC3\xBC\xC3\xBC"
+           "b",
+           1, 0, 7);
     /* Rust quirk: a pending unk is emitted after the bytes of a following byte-fallback char */
     EXPECT(tok, "\xC3\xBC\xC3\xA9", 5, 6, 0);
     pf_tokenizer_free(tok);
 
     tok_spec s2 = {.vocab = V_BYTES, .merges = "[]", .unk = "'<unk>'", .fuse_unk = 0, .byte_fallback = 0};
     tok = load_spec(&s2);
-    EXPECT(tok, "a\xC3\xA9\xC3\xA9" "b", 1, 0, 0, 7); /* no fusing, no byte fallback */
+    EXPECT(tok,
+           "a\xC3\xA9\xC3\xA9"
+           "b",
+           1, 0, 0, 7); /* no fusing, no byte fallback */
     pf_tokenizer_free(tok);
 
     tok_spec s3 = {.vocab = V_BYTES, .merges = "[]", .unk = NULL};
     tok = load_spec(&s3);
-    EXPECT(tok, "a\xC3\xA9" "b", 1, 7); /* no unk token: unknown chars vanish */
+    EXPECT(tok,
+           "a\xC3\xA9"
+           "b",
+           1, 7); /* no unk token: unknown chars vanish */
     pf_tokenizer_free(tok);
 
     tok_spec s4 = {.vocab = V_BYTES, .merges = "[]", .unk = "'<nope>'"};
@@ -243,18 +256,20 @@ static void test_ignore_merges(void **state)
 
 /* ---- added tokens and the normalizer ---- */
 
-static const char *V_SP = "{'<unk>':0,'\\u2581':1,'h':2,'i':3,'\\u2581h':4,'hi':5,'\\u2581hi':6,'x':7,'y':8,'<':9,"
-                          "'m':10,'>':11,'a':12,'b':13,'c':14,'d':15}";
+static const char *V_SP =
+    "{'<unk>':0,'\\u2581':1,'h':2,'i':3,'\\u2581h':4,'hi':5,'\\u2581hi':6,'x':7,'y':8,'<':9,"
+    "'m':10,'>':11,'a':12,'b':13,'c':14,'d':15}";
 static const char *M_SP = "['\\u2581 h','h i','\\u2581h i']";
 static const char *N_SP = "{'type':'Replace','pattern':{'String':' '},'content':'\\u2581'}";
 
 static char *added(const char *content, int id, int special, int normalized, int lstrip, int rstrip)
 {
     char buf[512];
-    snprintf(buf, sizeof buf,
-             "{'id':%d,'content':'%s','single_word':false,'lstrip':%s,'rstrip':%s,'normalized':%s,'special':%s}", id,
-             content, lstrip ? "true" : "false", rstrip ? "true" : "false", normalized ? "true" : "false",
-             special ? "true" : "false");
+    snprintf(
+        buf, sizeof buf,
+        "{'id':%d,'content':'%s','single_word':false,'lstrip':%s,'rstrip':%s,'normalized':%s,'special':%s}",
+        id, content, lstrip ? "true" : "false", rstrip ? "true" : "false", normalized ? "true" : "false",
+        special ? "true" : "false");
     return strdup(buf);
 }
 
@@ -266,7 +281,28 @@ static void test_normalizer_replace(void **state)
     EXPECT(tok, " hi", 6);
     EXPECT(tok, "hi hi", 5, 6);
     EXPECT(tok, "\xE2\x96\x81hi", 6); /* a literal U+2581 is the same after normalization */
-    EXPECT(tok, "\thi", 0, 5);         /* only U+0020 is replaced */
+    EXPECT(tok, "\thi", 0, 5);        /* only U+0020 is replaced */
+    pf_tokenizer_free(tok);
+}
+
+static void test_merge_across_space(void **state)
+{
+    (void)state;
+    /* a vocabulary with a token "a\u2581b": merges may cross U+2581, so BPE words must not be cut there */
+    tok_spec s = {.vocab = "{'a':0,'\\u2581':1,'b':2,'a\\u2581':3,'a\\u2581b':4,'\\u2581b':5}",
+                  .merges = "['a \\u2581','a\\u2581 b','\\u2581 b']",
+                  .normalizer = N_SP};
+    pf_tokenizer *tok = load_spec(&s);
+    EXPECT(tok, "a b", 4);
+    EXPECT(tok, "b b", 2, 5);
+    pf_tokenizer_free(tok);
+    /* without such tokens the cut is taken (same ids as merging the whole word) */
+    tok_spec s2 = {.vocab = "{'a':0,'\\u2581':1,'b':2,'\\u2581b':5,'ab':6}",
+                   .merges = "['\\u2581 b','a b']",
+                   .normalizer = N_SP};
+    tok = load_spec(&s2);
+    EXPECT(tok, "a b", 0, 5);
+    EXPECT(tok, "ab ab  b", 6, 1, 6, 1, 5);
     pf_tokenizer_free(tok);
 }
 
@@ -275,7 +311,8 @@ static void test_added_normalized_flag(void **state)
     (void)state;
     /* normalized=false: the token is matched in the raw text only; normalized=true: its normalized form is
      * matched in the normalized text (" " -> U+2581), so a raw space or a literal U+2581 both match. */
-    char *b0 = added("xy", 16, 0, 0, 0, 0), *b1 = added("x y", 16, 0, 1, 0, 0), *b2 = added("x y", 16, 0, 0, 0, 0);
+    char *b0 = added("xy", 16, 0, 0, 0, 0), *b1 = added("x y", 16, 0, 1, 0, 0),
+         *b2 = added("x y", 16, 0, 0, 0, 0);
     char l0[600], l1[600], l2[600];
     snprintf(l0, sizeof l0, "[%s]", b0);
     snprintf(l1, sizeof l1, "[%s]", b1);
@@ -288,7 +325,8 @@ static void test_added_normalized_flag(void **state)
     EXPECT(tok, "x y", 7, 1, 8);
     pf_tokenizer_free(tok);
 
-    s.added = l1; /* normalized "x y" -> matches "x\u2581y" in normalized text, i.e. raw "x y" or "x\u2581y" */
+    s.added =
+        l1; /* normalized "x y" -> matches "x\u2581y" in normalized text, i.e. raw "x y" or "x\u2581y" */
     tok = load_spec(&s);
     EXPECT(tok, "x y", 16);
     EXPECT(tok, "x\xE2\x96\x81y", 16);
@@ -309,11 +347,12 @@ static void test_added_leftmost_longest(void **state)
 {
     (void)state;
     char list[1200];
-    char *t1 = added("ab", 16, 0, 0, 0, 0), *t2 = added("abc", 17, 0, 0, 0, 0), *t3 = added("bcd", 18, 1, 0, 0, 0);
+    char *t1 = added("ab", 16, 0, 0, 0, 0), *t2 = added("abc", 17, 0, 0, 0, 0),
+         *t3 = added("bcd", 18, 1, 0, 0, 0);
     snprintf(list, sizeof list, "[%s,%s,%s]", t1, t2, t3);
     tok_spec s = {.vocab = V_SP, .merges = M_SP, .normalizer = N_SP, .unk = "'<unk>'", .added = list};
     pf_tokenizer *tok = load_spec(&s);
-    EXPECT(tok, "abcd", 17, 15);   /* earliest start wins, then the longest: abc + d */
+    EXPECT(tok, "abcd", 17, 15); /* earliest start wins, then the longest: abc + d */
     EXPECT(tok, "xbcdab", 7, 18, 16);
     EXPECT(tok, "aabcdd", 12, 17, 15, 15);
     assert_int_equal(pf_tokenizer_token_to_id(tok, "abc"), 17);
@@ -355,7 +394,8 @@ static void test_added_strip(void **state)
 static void test_single_word_rejected(void **state)
 {
     (void)state;
-    tok_spec s = {.vocab = V_SP, .merges = M_SP,
+    tok_spec s = {.vocab = V_SP,
+                  .merges = M_SP,
                   .added = "[{'id':16,'content':'<m>','single_word':true,'lstrip':false,'rstrip':false,"
                            "'normalized':false,'special':true}]"};
     expect_load_error(&s, "single_word");
@@ -363,27 +403,34 @@ static void test_single_word_rejected(void **state)
 
 /* ---- decoders ---- */
 
-static const char *D_GEMMA = "{'type':'Sequence','decoders':[{'type':'Replace','pattern':{'String':'\\u2581'},"
-                             "'content':' '},{'type':'ByteFallback'},{'type':'Fuse'}]}";
+static const char *D_GEMMA =
+    "{'type':'Sequence','decoders':[{'type':'Replace','pattern':{'String':'\\u2581'},"
+    "'content':' '},{'type':'ByteFallback'},{'type':'Fuse'}]}";
 
 static void test_decode_byte_fallback(void **state)
 {
     (void)state;
-    tok_spec s = {.vocab = "{'<unk>':0,'\\u2581':1,'h':2,'<0xE3>':3,'<0x81>':4,'<0x82>':5,'<0xFF>':6,'<0x+F>':7,"
-                           "'<0x41>':8,'<s>':9,'\\u2581\\u2581':10}",
-                  .merges = "[]", .decoder = D_GEMMA, .unk = "'<unk>'",
+    tok_spec s = {.vocab =
+                      "{'<unk>':0,'\\u2581':1,'h':2,'<0xE3>':3,'<0x81>':4,'<0x82>':5,'<0xFF>':6,'<0x+F>':7,"
+                      "'<0x41>':8,'<s>':9,'\\u2581\\u2581':10}",
+                  .merges = "[]",
+                  .decoder = D_GEMMA,
+                  .unk = "'<unk>'",
                   .added = "[{'id':9,'content':'<s>','single_word':false,'lstrip':false,'rstrip':false,"
                            "'normalized':false,'special':true}]"};
     pf_tokenizer *tok = load_spec(&s);
     DECODE(tok, 0, " h", 1, 2);
-    DECODE(tok, 0, "\xE3\x81\x82", 3, 4, 5);                     /* valid run */
-    DECODE(tok, 0, "\xEF\xBF\xBD\xEF\xBF\xBD", 3, 4);            /* truncated: one U+FFFD per byte */
+    DECODE(tok, 0, "\xE3\x81\x82", 3, 4, 5);          /* valid run */
+    DECODE(tok, 0, "\xEF\xBF\xBD\xEF\xBF\xBD", 3, 4); /* truncated: one U+FFFD per byte */
     DECODE(tok, 0, "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBDh", 3, 4, 5, 6, 2);
-    DECODE(tok, 0, "\x0F" "A", 7, 8);                              /* "<0x+F>" parses as 0x0F, like Rust */
+    DECODE(tok, 0,
+           "\x0F"
+           "A",
+           7, 8); /* "<0x+F>" parses as 0x0F, like Rust */
     DECODE(tok, 0, "\xEF\xBF\xBD\xEF\xBF\xBD<s>\xEF\xBF\xBD", 3, 4, 9, 5); /* a token splits the run */
-    DECODE(tok, 1, "\xE3\x81\x82", 3, 4, 9, 5);                   /* skipped before the decoder: joined */
+    DECODE(tok, 1, "\xE3\x81\x82", 3, 4, 9, 5); /* skipped before the decoder: joined */
     DECODE(tok, 0, "  h", 10, 2);
-    DECODE(tok, 0, "h", 2, 99, -5, 1000000);                      /* unknown ids are dropped */
+    DECODE(tok, 0, "h", 2, 99, -5, 1000000); /* unknown ids are dropped */
     DECODE(tok, 0, "", 99);
     pf_tokenizer_free(tok);
 }
@@ -402,12 +449,14 @@ static void test_llama_style(void **state)
 {
     (void)state;
     /* Prepend + Replace normalizer, Strip decoder (Llama / old Gemma files) */
-    tok_spec s = {.vocab = V_SP, .merges = M_SP,
+    tok_spec s = {.vocab = V_SP,
+                  .merges = M_SP,
                   .normalizer = "{'type':'Sequence','normalizers':[{'type':'Prepend','prepend':'\\u2581'},"
                                 "{'type':'Replace','pattern':{'String':' '},'content':'\\u2581'}]}",
-                  .decoder = "{'type':'Sequence','decoders':[{'type':'Replace','pattern':{'String':'\\u2581'},"
-                             "'content':' '},{'type':'ByteFallback'},{'type':'Fuse'},"
-                             "{'type':'Strip','content':' ','start':1,'stop':0}]}",
+                  .decoder =
+                      "{'type':'Sequence','decoders':[{'type':'Replace','pattern':{'String':'\\u2581'},"
+                      "'content':' '},{'type':'ByteFallback'},{'type':'Fuse'},"
+                      "{'type':'Strip','content':' ','start':1,'stop':0}]}",
                   .unk = "'<unk>'"};
     pf_tokenizer *tok = load_spec(&s);
     EXPECT(tok, "hi", 6);
@@ -556,11 +605,16 @@ static void test_malformed(void **state)
         {{.vocab = V_ABC, .merges = "[]", .model_extra = "'dropout':0.1,"}, "duplicate key"},
         {{.vocab = V_ABC, .merges = "[]", .model_extra = "'fuse_unk':1,"}, "duplicate key"},
         {{.vocab = V_ABC, .merges = "[]", .normalizer = "{'type':'NFKC'}"}, "normalizer type \"NFKC\""},
-        {{.vocab = V_ABC, .merges = "[]", .normalizer = "{'type':'Replace','pattern':{'Regex':' '},'content':'x'}"},
+        {{.vocab = V_ABC,
+          .merges = "[]",
+          .normalizer = "{'type':'Replace','pattern':{'Regex':' '},'content':'x'}"},
          "Regex"},
-        {{.vocab = V_ABC, .merges = "[]", .normalizer = "{'type':'Replace','pattern':{'String':''},'content':'x'}"},
+        {{.vocab = V_ABC,
+          .merges = "[]",
+          .normalizer = "{'type':'Replace','pattern':{'String':''},'content':'x'}"},
          "empty pattern"},
-        {{.vocab = V_ABC, .merges = "[]", .normalizer = "{'type':'Sequence','normalizers':7}"}, "normalizers"},
+        {{.vocab = V_ABC, .merges = "[]", .normalizer = "{'type':'Sequence','normalizers':7}"},
+         "normalizers"},
         {{.vocab = V_ABC, .merges = "[]", .normalizer = "[1]"}, "expected an object"},
         {{.vocab = V_ABC, .merges = "[]", .decoder = "{'type':'Metaspace'}"}, "decoder type \"Metaspace\""},
         {{.vocab = V_ABC, .merges = "[]", .decoder = "{'type':'Strip','content':'ab','start':1,'stop':0}"},
@@ -570,16 +624,20 @@ static void test_malformed(void **state)
         {{.vocab = V_ABC, .merges = "[]", .top_extra = "'truncation':{'max_length':5},"}, "duplicate key"},
         {{.vocab = V_ABC, .merges = "[]", .added = "{}"}, "added_tokens: expected an array"},
         {{.vocab = V_ABC, .merges = "[]", .added = "[{'id':3,'content':'ab'}]"}, "missing field"},
-        {{.vocab = V_ABC, .merges = "[]",
+        {{.vocab = V_ABC,
+          .merges = "[]",
           .added = "[{'id':9,'content':'zz','single_word':false,'lstrip':false,'rstrip':false,"
                    "'normalized':false,'special':true}]"},
          "would assign 8"},
-        {{.vocab = V_ABC, .merges = "[]",
-          .added = "[{'id':8,'content':'zz','single_word':false,'lstrip':false,'rstrip':false,"
-                   "'normalized':false,'special':true},{'id':8,'content':'zz','single_word':false,'lstrip':false,"
-                   "'rstrip':false,'normalized':false,'special':true}]"},
+        {{.vocab = V_ABC,
+          .merges = "[]",
+          .added =
+              "[{'id':8,'content':'zz','single_word':false,'lstrip':false,'rstrip':false,"
+              "'normalized':false,'special':true},{'id':8,'content':'zz','single_word':false,'lstrip':false,"
+              "'rstrip':false,'normalized':false,'special':true}]"},
          "appears twice"},
-        {{.vocab = V_ABC, .merges = "[]",
+        {{.vocab = V_ABC,
+          .merges = "[]",
           .added = "[{'id':8,'content':'zz','single_word':false,'lstrip':0,'rstrip':false,"
                    "'normalized':false,'special':true}]"},
          "lstrip: expected a boolean"},
@@ -665,6 +723,7 @@ int main(void)
         cmocka_unit_test(test_invalid_utf8_input),
         cmocka_unit_test(test_ignore_merges),
         cmocka_unit_test(test_normalizer_replace),
+        cmocka_unit_test(test_merge_across_space),
         cmocka_unit_test(test_added_normalized_flag),
         cmocka_unit_test(test_added_leftmost_longest),
         cmocka_unit_test(test_added_strip),

@@ -210,12 +210,13 @@ static void test_decode_cases(void **state)
         }
         char *out;
         size_t len;
-        assert_int_equal(pf_tokenizer_decode(g_tok, ids, n, json_is_true(json_object_get(c, "skip_special")), &out,
-                                             &len, &err),
+        assert_int_equal(pf_tokenizer_decode(g_tok, ids, n, json_is_true(json_object_get(c, "skip_special")),
+                                             &out, &len, &err),
                          0);
         if (len != json_string_length(want) || memcmp(out, json_string_value(want), len) != 0) {
             if (bad < 10)
-                fprintf(stderr, "decode[%zu]: got \"%.*s\" want \"%s\"\n", i, (int)len, out, json_string_value(want));
+                fprintf(stderr, "decode[%zu]: got \"%.*s\" want \"%s\"\n", i, (int)len, out,
+                        json_string_value(want));
             bad++;
         }
         free(out);
@@ -261,7 +262,8 @@ static void test_processor_cases(void **state)
             if (!p.s)
                 p = (pf_proc_text){"", 0};
             int nimg = (int)json_integer_value(json_object_get(c, "num_images"));
-            if (pf_processor_build_n(g_tok, p, text_of(json_object_get(c, "suffix")), seq, nimg, &row, &err) != 0) {
+            if (pf_processor_build_n(g_tok, p, text_of(json_object_get(c, "suffix")), seq, nimg, &row,
+                                     &err) != 0) {
                 fprintf(stderr, "processor[%zu]: %s\n", i, err.msg);
                 bad++;
                 continue;
@@ -274,7 +276,8 @@ static void test_processor_cases(void **state)
             else
                 ok = ok && json_is_null(tt) && json_is_null(lab);
             if (!ok) {
-                show_mismatch("processor", i, row.input_ids.v, row.input_ids.n, json_object_get(c, "input_ids"));
+                show_mismatch("processor", i, row.input_ids.v, row.input_ids.n,
+                              json_object_get(c, "input_ids"));
                 bad++;
             }
             pf_proc_row_free(&row);
@@ -294,8 +297,9 @@ static void test_processor_cases(void **state)
         assert_string_equal(json_string_value(json_object_get(c, "padding_side")), "left");
         pf_proc_batch b;
         int has_sfx = sfx && !json_is_null(sfx);
-        assert_int_equal(pf_processor_build_batch(g_tok, p, has_sfx ? s : NULL, n, seq, ni, PF_PROC_PAD_LEFT, &b, &err),
-                         0);
+        assert_int_equal(
+            pf_processor_build_batch(g_tok, p, has_sfx ? s : NULL, n, seq, ni, PF_PROC_PAD_LEFT, &b, &err),
+            0);
         int ok = check_matrix(b.input_ids, b.rows, b.cols, json_object_get(c, "input_ids")) &&
                  check_matrix(b.attention_mask, b.rows, b.cols, json_object_get(c, "attention_mask"));
         if (has_sfx)
@@ -333,7 +337,8 @@ static void test_variant_cases(void **state)
     json_array_foreach(added, i, a)
     {
         if (regexec(&re, json_string_value(json_object_get(a, "content")), 0, NULL, 0) == 0) {
-            json_object_set_new(a, "normalized", json_boolean(!json_is_true(json_object_get(a, "normalized"))));
+            json_object_set_new(a, "normalized",
+                                json_boolean(!json_is_true(json_object_get(a, "normalized"))));
             flipped++;
         }
     }
@@ -362,7 +367,8 @@ static void test_variant_cases(void **state)
     for (size_t k = 0; k < l.n; k++) {
         json_t *c = l.v[k], *text = json_object_get(c, "text");
         ids.n = 0;
-        assert_int_equal(pf_tokenizer_encode(g_tok, json_string_value(text), json_string_length(text), &ids, &err), 0);
+        assert_int_equal(
+            pf_tokenizer_encode(g_tok, json_string_value(text), json_string_length(text), &ids, &err), 0);
         int eq = ids_equal(ids.v, ids.n, json_object_get(c, "ids"));
         assert_int_equal(eq, json_is_true(json_object_get(c, "same_as_primary")));
         same += eq;
@@ -389,7 +395,8 @@ static void *encode_all(void *p)
         for (size_t i = 0; i < a->l->n; i++) {
             json_t *c = a->l->v[i], *text = json_object_get(c, "text");
             ids.n = 0;
-            if (pf_tokenizer_encode(g_tok, json_string_value(text), json_string_length(text), &ids, &err) != 0 ||
+            if (pf_tokenizer_encode(g_tok, json_string_value(text), json_string_length(text), &ids, &err) !=
+                    0 ||
                 !ids_equal(ids.v, ids.n, json_object_get(c, "ids")))
                 a->bad++;
         }
@@ -480,10 +487,10 @@ static void test_long_inputs(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_encode_cases),      cmocka_unit_test(test_roundtrip_cases),
-        cmocka_unit_test(test_decode_cases),      cmocka_unit_test(test_processor_cases),
-        cmocka_unit_test(test_variant_cases),     cmocka_unit_test(test_threads),
-        cmocka_unit_test(test_concurrent_loads),  cmocka_unit_test(test_long_inputs),
+        cmocka_unit_test(test_encode_cases),     cmocka_unit_test(test_roundtrip_cases),
+        cmocka_unit_test(test_decode_cases),     cmocka_unit_test(test_processor_cases),
+        cmocka_unit_test(test_variant_cases),    cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_concurrent_loads), cmocka_unit_test(test_long_inputs),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
