@@ -866,13 +866,14 @@ static void check_word_split(pf_tokenizer *tok)
         if (ul == 0 || (ul >= 3 && memcmp(tok->unk_token + ul - 3, SP, 3) == 0))
             return;
     }
+    /* (2), skipping quickly over tokens without a 0xE2 byte */
     for (uint32_t id = 0; id < tok->n_ids; id++) {
         const pf_tok_span *sp = &tok->model_tok[id];
         if (sp->len == PF_TOK_NO_ID || sp->len < 4)
             continue;
-        const char *t = tok->pool + sp->off;
-        for (const char *h = t + 1; (h = memmem(h, sp->len - (size_t)(h - t), SP, 3)) != NULL; h++)
-            if (h - t < 3 || memcmp(h - 3, SP, 3) != 0)
+        const char *t = tok->pool + sp->off, *end = t + sp->len;
+        for (const char *h = t + 1; (h = memchr(h, 0xE2, (size_t)(end - h))) != NULL; h++)
+            if (end - h >= 3 && memcmp(h, SP, 3) == 0 && (h - t < 3 || memcmp(h - 3, SP, 3) != 0))
                 return;
     }
     tok->split_at_space = true;
