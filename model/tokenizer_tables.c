@@ -17,15 +17,16 @@
 
 /* ---- big allocations ----
  * On this kind of VM a 4 KiB page fault costs ~10 us: a 16 MiB table faulted page by page costs ~40 ms,
- * the same table on transparent huge pages ~1 ms. So tables >= 2 MiB get their own mapping with
- * MADV_HUGEPAGE (a no-op where THP is disabled). Anonymous mappings come zeroed. */
+ * the same table on transparent huge pages ~1 ms. So tables >= 1 MiB get their own mapping, rounded up
+ * to whole 2 MiB pages, with MADV_HUGEPAGE (a no-op where THP is disabled). Anonymous mappings come
+ * zeroed. */
 #define PF_HUGE (2u << 20)
 
 void *pf_tok_big_alloc(size_t size, pf_err *err, const char *what)
 {
     if (size == 0)
         size = 1;
-    if (size < PF_HUGE) {
+    if (size < PF_HUGE / 2) {
         void *p = calloc(1, size);
         if (!p)
             pf_errf(err, "%s: out of memory (%zu bytes)", what, size);
@@ -55,7 +56,7 @@ void pf_tok_big_free(void *p, size_t size)
         return;
     if (size == 0)
         size = 1;
-    if (size < PF_HUGE) {
+    if (size < PF_HUGE / 2) {
         free(p);
         return;
     }
