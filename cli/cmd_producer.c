@@ -42,6 +42,8 @@ static void usage(FILE *out)
             "  --progress MODE          auto | bar | lines | off (auto: bar on a terminal)\n"
             "  --progress-interval S    seconds between progress lines (10)\n"
             "  --report FILE            write the job report (JSON: counts, throughput, error reasons) at the end\n"
+            "  --stay                   when the job is complete keep running (heartbeats, metrics) until SIGTERM,\n"
+            "                           then exit 0 (for service managers that restart exited processes)\n"
             "security (a tcp --bind needs CURVE keys or --insecure):\n"
             PF_SECURITY_SERVER_HELP
             PF_METRICS_HELP
@@ -73,6 +75,7 @@ static const struct option g_opts[] = {
     {"max-file-mb", required_argument, 0, 0},   {"max-message-mb", required_argument, 0, 0},
     {"progress", required_argument, 0, 0},      {"progress-interval", required_argument, 0, 0},
     {"report", required_argument, 0, 0},        {"log-level", required_argument, 0, 0},
+    {"stay", no_argument, 0, 0},
     PF_SERVICE_LONG_OPTIONS,                    {"help", no_argument, 0, 'h'},
     {0, 0, 0, 0}};
 
@@ -142,6 +145,8 @@ static int parse(int argc, char **argv, producer_cli *c)
             o->path_only = 1;
         else if (!strcmp(name, "report"))
             o->report = val;
+        else if (!strcmp(name, "stay"))
+            o->stay = 1;
         NUM("image-size", 1, 8192, o->image_size = (int)dv)
         NUM("max-attempts", 1, 1000, o->max_attempts = (int)dv)
         NUM("preprocess-lease", 0.1, 1e7, o->preprocess_lease_s = dv)

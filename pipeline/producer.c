@@ -1383,16 +1383,26 @@ int pf_producer_run(const pf_producer_opts *o, pf_job_stats *stats, pf_err *err)
         if (pf_jobstore_commit(p->js, err))
             goto out;
         if (now - last_hb >= o->hb_interval) {
-            send_heartbeats(p, 0);
+            send_heartbeats(p, complete);
             last_hb = now;
         }
         pf_progress_update(&p->prog, p->total, p->done, p->failed, p->done - p->at_start_done,
                            count_role(p, ROLE_PRE), count_role(p, ROLE_INF), sink_alive(p), p->scanning);
         if (now - p->last_gauges >= 0.1)
             update_gauges(p, now);
-        if (!p->scanning && p->total == p->done + p->failed && p->n_fl == 0 && p->pq_n == 0) {
+        if (!complete && !p->scanning && p->total == p->done + p->failed && p->n_fl == 0 && p->pq_n == 0) {
             complete = 1;
-            break;
+            if (!o->stay)
+                break;
+            /* --stay: keep answering peers (the job is finished) and serving metrics until stopped */
+            send_heartbeats(p, 1);
+            last_hb = now;
+            pf_metric_set(p->m.complete, 1);
+            pf_info(LOG, "job complete: %lld items, %lld done, %lld failed, %.1f s; staying up (--stay) until "
+                    "SIGTERM", (long long)p->total, (long long)p->done, (long long)p->failed, pf_now() - p->t0);
+            pf_err re = {{0}};
+            if (o->report && write_report(p, 1, &re))
+                pf_error(LOG, "%s", re.msg);
         }
     }
 stopped:

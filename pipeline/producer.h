@@ -34,6 +34,7 @@ typedef struct pf_producer_opts {
     volatile sig_atomic_t *stop;
     const pf_security *sec;           /* CURVE keys / --insecure (NULL: plain sockets, library use) */
     const char *report;               /* write the job report (JSON) here when the run ends (optional) */
+    int stay;                         /* after completion keep serving (finished heartbeats, metrics) until stopped */
     /* SIGHUP: when *reload is set, the loop clears it, calls on_reload(reload_arg) (which may change the
      * reloadable fields of this struct: max_attempts, leases, ack/heartbeat timeouts, max_ready,
      * progress_interval) and re-reads the CURVE allow-list. */

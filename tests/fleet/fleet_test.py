@@ -381,7 +381,8 @@ def t_metrics(a, d):
     ports = {r: free_port() for r in ("producer", "sink", "pre", "inf")}
     f = Fleet(a, d, "ipc://%s/prod.sock" % d, "ipc://%s/sink.sock" % d)
     f.sink(["--metrics", "127.0.0.1:%d" % ports["sink"]])
-    prod = f.producer(["--metrics", "127.0.0.1:%d" % ports["producer"]])
+    # --stay: the producer keeps serving after the job completes, so its final counters can be read
+    prod = f.producer(["--metrics", "127.0.0.1:%d" % ports["producer"], "--stay"])
     f.worker("preprocess", ["--threads", "2", "--delay-ms", "20", "--metrics", "127.0.0.1:%d" % ports["pre"]])
     inf = f.worker("inference", ["--max-batch", "4", "--delay-ms", "30", "--metrics", "127.0.0.1:%d" % ports["inf"]])
     # mid-run: the producer's view adds up, and every family is there
@@ -414,11 +415,21 @@ def t_metrics(a, d):
              "serving" in logtext(lonely) else False, 10, "lonely worker's metrics")
     code, why = scrape(lonely_port, "/readyz")
     check(code == 503 and "not ready" in why, "a worker without a producer is not ready: %d %s" % (code, why))
-    check(wait_exit(prod, 60, "producer") == 0, "producer exit status %s" % prod.returncode)
+    wait_for(lambda: "staying up (--stay)" in logtext(prod), 60, "the job to complete")
+    check(prod.poll() is None, "producer --stay exited")
     recs = verify(f.out, files, f.db)
     results = [r for r in recs if "error" not in r]
     errors = [r for r in recs if "error" in r]
     time.sleep(0.5)
+    pm, _ = parse_metrics(scrape(ports["producer"])[1])
+    check(mval(pm, "paliflow_producer_job_complete") == 1, "job_complete gauge")
+    check(mval(pm, "paliflow_producer_items", state="done") == len(results) and
+          mval(pm, "paliflow_producer_items", state="failed") == len(errors), "producer done/failed vs the file")
+    check(mval(pm, "paliflow_producer_finished_total", outcome="done") == len(results) and
+          mval(pm, "paliflow_producer_finished_total", outcome="failed") == len(errors), "producer finished_total")
+    check(mval(pm, "paliflow_producer_leased_total", stage="inference") >= len(results), "inference leases")
+    check(mval(pm, "paliflow_producer_error_records_total", stage="producer") == 1, "the dangling link's record")
+    check_histograms(pm)
     sm, _ = parse_metrics(scrape(ports["sink"])[1])
     check(mval(sm, "paliflow_sink_records_in_file") == len(recs), "sink records_in_file %s, file %d" %
           (mval(sm, "paliflow_sink_records_in_file"), len(recs)))
@@ -455,7 +466,7 @@ def t_metrics(a, d):
         if p.poll() is None:
             os.kill(p.pid, signal.SIGTERM)
     for p in pt.PROCS:
-        check(wait_exit(p, 20, p.log) == 0 or p is lonely, "%s did not exit 0 on SIGTERM" % p.log)
+        check(wait_exit(p, 20, p.log) == 0, "%s did not exit 0 on SIGTERM" % p.log)
     del inf
 
 
