@@ -341,9 +341,11 @@ int pf_allowlist_load(const char *path, pf_allowlist *out, pf_err *err)
             if (!p)
                 rc = pf_errf(err, "out of memory");
             else if (stat(p, &fs) == 0 && S_ISREG(fs.st_mode)) {
-                char fallback[64];
-                snprintf(fallback, sizeof fallback, "%s", nm);
-                fallback[strcspn(fallback, ".")] = '\0';
+                char fallback[64];   /* the file name without its extension names the key */
+                size_t fl = strcspn(nm, ".");
+                fl = fl < sizeof fallback - 1 ? fl : sizeof fallback - 1;
+                memcpy(fallback, nm, fl);
+                fallback[fl] = '\0';
                 rc = allow_file(out, p, fallback, err);
             }
             free(p);

@@ -2,7 +2,7 @@
 """Fleet tests (issue 10): CURVE on the wire, metrics, graceful drain, SIGHUP reloads, keygen, job reports.
 Real producer and sink processes (build/paliflow) with workers running the test stages (test_worker).
 
-usage: fleet_test.py TEST --paliflow PATH --worker PATH      (TEST: keygen curve wire metrics drain reload)
+usage: fleet_test.py TEST --paliflow PATH --worker PATH      (TEST: keygen embedded curve wire metrics drain reload)
 Exit 0 pass, 1 fail, 77 skipped. Every process started here is killed on the way out."""
 import argparse
 import json
@@ -579,7 +579,29 @@ def t_reload(a, d):
     check(wait_exit(w2, 20, "w2") == 0, "w2 exit status")
 
 
-TESTS = {"keygen": t_keygen, "curve": t_curve, "wire": t_wire, "metrics": t_metrics, "drain": t_drain,
+def t_embedded(a, d):
+    """The embedded runner (what `paliflow run` uses) writes the job report too, and a rerun of the finished
+    job reports it complete with nothing done in that run."""
+    files = make_inputs(d, n_good=12)
+    out, report, db = os.path.join(d, "out.jsonl"), os.path.join(d, "report.json"), os.path.join(d, "job.sqlite")
+    cmd = [a.worker, "embedded", "--task", "caption en", "--out", out, "--image-size", "8", "--db", db,
+           "--report", report, os.path.join(d, "in")]
+    p = start(cmd, os.path.join(d, "embedded.log"))
+    check(wait_exit(p, 60, "embedded run") == 0, "embedded exit status %s" % p.returncode)
+    recs = verify(out, files, db)
+    rep = json.load(open(report))
+    errors = [r for r in recs if "error" in r]
+    check(rep["status"] == "complete" and rep["items"]["done"] == len(recs) - len(errors) and
+          rep["items"]["failed"] == len(errors) and rep["items"]["done_this_run"] == len(recs) - len(errors),
+          "embedded report: %s" % rep["items"])
+    p = start(cmd, os.path.join(d, "embedded2.log"))
+    check(wait_exit(p, 60, "embedded rerun") == 0, "rerun exit status %s" % p.returncode)
+    rep = json.load(open(report))
+    check(rep["items"]["done_this_run"] == 0 and rep["items"]["done"] == len(recs) - len(errors),
+          "rerun report: %s" % rep["items"])
+
+
+TESTS = {"keygen": t_keygen, "embedded": t_embedded, "curve": t_curve, "wire": t_wire, "metrics": t_metrics, "drain": t_drain,
          "reload": t_reload}
 
 
