@@ -1,9 +1,9 @@
 /* paliflow inference-worker: run the model on preprocessed images (connects to producer and sink). */
-#include <getopt.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "base/log.h"
+#include "cli/cli_worker.h"
 #include "cli/commands.h"
 #include "pipeline/config.h"
 #include "workers/stages.h"
@@ -17,12 +17,16 @@ static void usage(FILE *out)
                  "Load the model once, pull preprocessed images from the producer and generate with continuous\n"
                  "batching: up to --max-batch sequences decode together and new items join between steps. Results\n"
                  "go to the sink. An item made for another image size than the model's becomes an error record.\n"
+                 "SIGTERM/SIGINT finishes the batch in progress (up to --drain-timeout), hands the rest back and\n"
+                 "exits 0. SIGHUP re-reads --config.\n"
                  "\n"
                  "  --model DIR              checkpoint folder (config.json + *.safetensors) (required)\n"
                  "  --tokenizer FILE         tokenizer.json (required)\n"
                  "  --max-batch N            sequences generated together (8)\n"
                  "  --max-delay-ms N         when idle, wait this long for more items before starting (20)\n"
-                 PF_WORKER_OPTIONS_HELP);
+                 PF_WORKER_OPTIONS_HELP
+                 "security (tcp endpoints need CURVE keys or --insecure):\n" PF_SECURITY_CLIENT_HELP
+                 PF_METRICS_HELP);
 }
 
 int cmd_inference_worker(int argc0, char **argv0)
@@ -34,62 +38,33 @@ int cmd_inference_worker(int argc0, char **argv0)
         fprintf(stderr, "paliflow inference-worker: %s\n", err.msg);
         return 2;
     }
-    pf_worker_opts o;
-    pf_worker_opts_defaults(&o);
-    const char *model = NULL, *tokenizer = NULL;
-    static const struct option opts[] = {
-        {"producer", required_argument, 0, 0},  {"sink", required_argument, 0, 0},
-        {"model", required_argument, 0, 0},     {"tokenizer", required_argument, 0, 0},
-        {"name", required_argument, 0, 0},      {"max-batch", required_argument, 0, 0},
-        {"max-delay-ms", required_argument, 0, 0}, {"credit", required_argument, 0, 0},
-        {"heartbeat", required_argument, 0, 0}, {"heartbeat-timeout", required_argument, 0, 0},
-        {"drain-timeout", required_argument, 0, 0}, {"exit-when-done", no_argument, 0, 0},
-        {"max-message-mb", required_argument, 0, 0}, {"log-level", required_argument, 0, 0},
-        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
-    int rc = 2, idx, c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, &idx)) != -1) {
-        if (c == 'h') {
-            usage(stdout);
-            rc = 0;
-            goto out;
-        }
-        if (c != 0)
-            goto bad;
-        const char *name = opts[idx].name;
-        if (!strcmp(name, "log-level")) {
-            if (pf_log_level_option(optarg))
-                goto out;
-        } else if (!strcmp(name, "model")) {
-            model = optarg;
-        } else if (!strcmp(name, "tokenizer")) {
-            tokenizer = optarg;
-        } else if (pf_worker_option(name, optarg, &o, &err) < 0) {
-            fprintf(stderr, "paliflow inference-worker: %s\n", err.msg);
-            goto out;
-        }
+    static cli_worker c;
+    cli_worker_init(&c, "inference-worker", 1, argc0, argv0);
+    int rc = cli_worker_parse(&c, argc, argv, usage);
+    if (rc == 1) {
+        rc = 0;
+        goto out;
     }
-    if (optind < argc) {
-        fprintf(stderr, "paliflow inference-worker: unexpected argument '%s'\n", argv[optind]);
+    if (rc)
         goto bad;
-    }
-    if (!o.producer || !o.sink || !model || !tokenizer) {
+    if (!c.o.producer || !c.o.sink || !c.model || !c.tokenizer) {
         fprintf(stderr, "paliflow inference-worker: --producer, --sink, --model and --tokenizer are required\n");
         goto bad;
     }
 #ifdef PALIFLOW_HAVE_MODEL
     static volatile sig_atomic_t stop;
-    pf_install_stop_signals(&stop);
-    o.stop = &stop;
-    pf_inference_cfg cfg = {model, tokenizer};
-    o.ops = &pf_stage_inference_ops;
-    o.stage_cfg = &cfg;
-    if (pf_worker_run(&o, &err)) {
+    if ((rc = cli_worker_start(&c, &stop)))
+        goto bad;
+    pf_inference_cfg cfg = {c.model, c.tokenizer};
+    c.o.ops = &pf_stage_inference_ops;
+    c.o.stage_cfg = &cfg;
+    if (pf_worker_run(&c.o, &err)) {
         fprintf(stderr, "paliflow inference-worker: %s\n", err.msg);
         rc = 1;
     } else {
         rc = 0;
     }
+    cli_worker_stop(&c);
 #else
     fprintf(stderr, "paliflow inference-worker: this build has no model engine (model/generate.h is not merged "
                     "yet)\n");

@@ -8,6 +8,7 @@
 #include "cli/commands.h"
 #include "pipeline/config.h"
 #include "pipeline/producer.h"
+#include "pipeline/service.h"
 
 static void usage(FILE *out)
 {
@@ -17,7 +18,8 @@ static void usage(FILE *out)
             "Queue every file under the PATHs (folders are walked recursively) for TASK and hand the items out to\n"
             "preprocess and inference workers that connect to ENDPOINT. The sink connects here too. Job state is\n"
             "kept in FILE.sqlite: rerun with the same --db to resume (done items are never redone; --task and\n"
-            "--image-size may then be left out). Exits 0 when every item is done or failed.\n"
+            "--image-size may then be left out). Exits 0 when every item is done or failed, 1 when stopped\n"
+            "(SIGTERM/SIGINT: the job store is committed and closed; rerun to resume). SIGHUP re-reads --config.\n"
             "\n"
             "  --bind ENDPOINT          tcp://*:5555, ipc:///run/paliflow.sock, inproc://... (required)\n"
             "  --db FILE                job store (SQLite, WAL) (required)\n"
@@ -39,9 +41,189 @@ static void usage(FILE *out)
             "  --max-message-mb N       ZMQ_MAXMSGSIZE and decoder limit (64)\n"
             "  --progress MODE          auto | bar | lines | off (auto: bar on a terminal)\n"
             "  --progress-interval S    seconds between progress lines (10)\n"
+            "  --report FILE            write the job report (JSON: counts, throughput, error reasons) at the end\n"
+            "  --stay                   when the job is complete keep running (heartbeats, metrics) until SIGTERM,\n"
+            "                           then exit 0 (for service managers that restart exited processes)\n"
+            "security (a tcp --bind needs CURVE keys or --insecure):\n"
+            PF_SECURITY_SERVER_HELP
+            PF_METRICS_HELP
             "  --config FILE            options from FILE ('name = value' lines; the command line wins)\n"
             "  --log-level LEVEL        error | warn | info | debug\n"
             "  --help                   this text\n");
+}
+
+typedef struct producer_cli {
+    pf_producer_opts o;
+    pf_service svc;
+    const char **include, **exclude;
+    size_t n_inc, n_exc;
+    const char *task;
+} producer_cli;
+
+static const struct option g_opts[] = {
+    {"bind", required_argument, 0, 0},          {"db", required_argument, 0, 0},
+    {"task", required_argument, 0, 0},          {"image-size", required_argument, 0, 0},
+    {"list", required_argument, 0, 0},          {"include", required_argument, 0, 0},
+    {"exclude", required_argument, 0, 0},       {"max-new-tokens", required_argument, 0, 0},
+    {"temperature", required_argument, 0, 0},   {"top-k", required_argument, 0, 0},
+    {"top-p", required_argument, 0, 0},         {"repetition-penalty", required_argument, 0, 0},
+    {"seed", required_argument, 0, 0},          {"autorotate", no_argument, 0, 0},
+    {"path-only", no_argument, 0, 0},           {"max-attempts", required_argument, 0, 0},
+    {"preprocess-lease", required_argument, 0, 0}, {"inference-lease", required_argument, 0, 0},
+    {"ack-timeout", required_argument, 0, 0},   {"heartbeat", required_argument, 0, 0},
+    {"heartbeat-timeout", required_argument, 0, 0}, {"max-ready", required_argument, 0, 0},
+    {"max-file-mb", required_argument, 0, 0},   {"max-message-mb", required_argument, 0, 0},
+    {"progress", required_argument, 0, 0},      {"progress-interval", required_argument, 0, 0},
+    {"report", required_argument, 0, 0},        {"log-level", required_argument, 0, 0},
+    {"stay", no_argument, 0, 0},
+    PF_SERVICE_LONG_OPTIONS,                    {"help", no_argument, 0, 'h'},
+    {0, 0, 0, 0}};
+
+static int cli_init(producer_cli *c, int argc)
+{
+    memset(c, 0, sizeof *c);
+    pf_producer_opts_defaults(&c->o);
+    c->include = calloc((size_t)argc + 1, sizeof *c->include);
+    c->exclude = calloc((size_t)argc + 1, sizeof *c->exclude);
+    return c->include && c->exclude ? 0 : -1;
+}
+
+static void cli_free(producer_cli *c)
+{
+    free(c->include);
+    free(c->exclude);
+}
+
+/* 0 parsed, 1 --help printed, 2 usage error (message printed). */
+static int parse(int argc, char **argv, producer_cli *c)
+{
+    pf_err err = {{0}};
+    pf_producer_opts *o = &c->o;
+    double dv;
+    int idx, ch;
+    optind = 0;   /* full getopt reset (a reload parses again) */
+    opterr = 1;
+    while ((ch = getopt_long(argc, argv, "h", g_opts, &idx)) != -1) {
+        if (ch == 'h') {
+            usage(stdout);
+            return 1;
+        }
+        if (ch != 0)
+            return 2;
+        const char *name = g_opts[idx].name, *val = optarg;
+        int t = pf_task_option(name, val, &o->task, &err);
+        if (t == 0)
+            t = pf_service_option(name, val, &c->svc, &err);
+        if (t < 0) {
+            fprintf(stderr, "paliflow producer: %s\n", err.msg);
+            return 2;
+        }
+        if (t > 0)
+            continue;
+#define NUM(opt, lo, hi, dst)                                                                                      \
+    else if (!strcmp(name, opt)) {                                                                                 \
+        if (pf_parse_double(val, lo, hi, &dv)) {                                                                   \
+            fprintf(stderr, "paliflow producer: --%s: want a number in [%g, %g], got '%s'\n", opt, (double)lo,      \
+                    (double)hi, val);                                                                              \
+            return 2;                                                                                              \
+        }                                                                                                          \
+        dst;                                                                                                       \
+    }
+        if (!strcmp(name, "bind"))
+            o->bind = val;
+        else if (!strcmp(name, "db"))
+            o->db = val;
+        else if (!strcmp(name, "task"))
+            c->task = val;
+        else if (!strcmp(name, "list"))
+            o->scan.list_file = val;
+        else if (!strcmp(name, "include"))
+            c->include[c->n_inc++] = val;
+        else if (!strcmp(name, "exclude"))
+            c->exclude[c->n_exc++] = val;
+        else if (!strcmp(name, "path-only"))
+            o->path_only = 1;
+        else if (!strcmp(name, "report"))
+            o->report = val;
+        else if (!strcmp(name, "stay"))
+            o->stay = 1;
+        NUM("image-size", 1, 8192, o->image_size = (int)dv)
+        NUM("max-attempts", 1, 1000, o->max_attempts = (int)dv)
+        NUM("preprocess-lease", 0.1, 1e7, o->preprocess_lease_s = dv)
+        NUM("inference-lease", 0.1, 1e7, o->inference_lease_s = dv)
+        NUM("ack-timeout", 0.1, 1e7, o->ack_timeout_s = dv)
+        NUM("heartbeat", 0.01, 3600, o->hb_interval = dv)
+        NUM("heartbeat-timeout", 0.05, 1e6, o->hb_timeout = dv)
+        NUM("max-ready", 1, 1e6, o->max_ready = (int)dv)
+        NUM("max-file-mb", 0.001, 4096, o->max_file_bytes = (size_t)(dv * 1048576))
+        NUM("max-message-mb", 1, 4096, o->lim.max_msg_bytes = o->lim.max_bin = (size_t)(dv * 1048576))
+        NUM("progress-interval", 0.01, 1e6, o->progress_interval = dv)
+        else if (!strcmp(name, "progress")) {
+            if (!strcmp(val, "auto"))
+                o->progress = -1;
+            else if (!strcmp(val, "bar"))
+                o->progress = 2;
+            else if (!strcmp(val, "lines"))
+                o->progress = 1;
+            else if (!strcmp(val, "off"))
+                o->progress = 0;
+            else {
+                fprintf(stderr, "paliflow producer: --progress: want auto|bar|lines|off, got '%s'\n", val);
+                return 2;
+            }
+        } else if (!strcmp(name, "log-level")) {
+            if (pf_log_level_option(val))
+                return 2;
+        }
+#undef NUM
+    }
+    return 0;
+}
+
+typedef struct reload_ctx {
+    int argc0;
+    char **argv0;
+    producer_cli *live;
+} reload_ctx;
+
+/* SIGHUP: parse the command line and config file again; apply what is safe to change mid-job. */
+static void on_reload(void *arg)
+{
+    reload_ctx *r = arg;
+    pf_err err = {{0}};
+    int argc;
+    char **argv;
+    pf_info("config", "SIGHUP: reloading the configuration");
+    if (pf_config_expand_argv(r->argc0, r->argv0, &argc, &argv, &err)) {
+        pf_error("config", "reload: %s (nothing changed)", err.msg);
+        return;
+    }
+    producer_cli fresh;
+    if (cli_init(&fresh, argc) == 0 && parse(argc, argv, &fresh) == 0) {
+        pf_producer_opts *o = &r->live->o;
+        const pf_producer_opts *n = &fresh.o;
+        pf_service_log_change("max-attempts", o->max_attempts, n->max_attempts);
+        pf_service_log_change("preprocess-lease", o->preprocess_lease_s, n->preprocess_lease_s);
+        pf_service_log_change("inference-lease", o->inference_lease_s, n->inference_lease_s);
+        pf_service_log_change("ack-timeout", o->ack_timeout_s, n->ack_timeout_s);
+        pf_service_log_change("heartbeat-timeout", o->hb_timeout, n->hb_timeout);
+        pf_service_log_change("max-ready", o->max_ready, n->max_ready);
+        pf_service_log_change("progress-interval", o->progress_interval, n->progress_interval);
+        o->max_attempts = n->max_attempts;
+        o->preprocess_lease_s = n->preprocess_lease_s;
+        o->inference_lease_s = n->inference_lease_s;
+        o->ack_timeout_s = n->ack_timeout_s;
+        o->hb_timeout = n->hb_timeout;
+        o->max_ready = n->max_ready;
+        o->progress_interval = n->progress_interval;
+        if (strcmp(o->bind, n->bind ? n->bind : "") != 0 || strcmp(o->db, n->db ? n->db : "") != 0)
+            pf_warn("config", "reload: --bind/--db changed: restart the producer to apply");
+        pf_service_reloaded(&r->live->svc, &fresh.svc);
+    } else {
+        pf_error("config", "reload: the configuration does not parse (nothing changed)");
+    }
+    cli_free(&fresh);
+    pf_config_free_argv(argc, argv);
 }
 
 int cmd_producer(int argc0, char **argv0)
@@ -53,133 +235,66 @@ int cmd_producer(int argc0, char **argv0)
         fprintf(stderr, "paliflow producer: %s\n", err.msg);
         return 2;
     }
-    pf_producer_opts o;
-    pf_producer_opts_defaults(&o);
-    const char **include = calloc((size_t)argc, sizeof *include), **exclude = calloc((size_t)argc, sizeof *exclude);
-    size_t n_inc = 0, n_exc = 0;
-    const char *task = NULL;
-    long long iv;
-    double dv;
+    producer_cli c;
     int rc = 2;
-    static const struct option opts[] = {
-        {"bind", required_argument, 0, 0},          {"db", required_argument, 0, 0},
-        {"task", required_argument, 0, 0},          {"image-size", required_argument, 0, 0},
-        {"list", required_argument, 0, 0},          {"include", required_argument, 0, 0},
-        {"exclude", required_argument, 0, 0},       {"max-new-tokens", required_argument, 0, 0},
-        {"temperature", required_argument, 0, 0},   {"top-k", required_argument, 0, 0},
-        {"top-p", required_argument, 0, 0},         {"repetition-penalty", required_argument, 0, 0},
-        {"seed", required_argument, 0, 0},          {"autorotate", no_argument, 0, 0},
-        {"path-only", no_argument, 0, 0},           {"max-attempts", required_argument, 0, 0},
-        {"preprocess-lease", required_argument, 0, 0}, {"inference-lease", required_argument, 0, 0},
-        {"ack-timeout", required_argument, 0, 0},   {"heartbeat", required_argument, 0, 0},
-        {"heartbeat-timeout", required_argument, 0, 0}, {"max-ready", required_argument, 0, 0},
-        {"max-file-mb", required_argument, 0, 0},   {"max-message-mb", required_argument, 0, 0},
-        {"progress", required_argument, 0, 0},      {"progress-interval", required_argument, 0, 0},
-        {"log-level", required_argument, 0, 0},     {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
-    int idx, c;
-    optind = 1;
-    opterr = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, &idx)) != -1) {
-        if (c == 'h') {
-            usage(stdout);
-            rc = 0;
-            goto out;
-        }
-        if (c != 0)
-            goto bad;
-        const char *name = opts[idx].name, *val = optarg;
-        int t = pf_task_option(name, val, &o.task, &err);
-        if (t < 0) {
-            fprintf(stderr, "paliflow producer: %s\n", err.msg);
-            goto out;
-        }
-        if (t > 0)
-            continue;
-#define NUM(opt, lo, hi, dst)                                                                                      \
-    else if (!strcmp(name, opt)) {                                                                                 \
-        if (pf_parse_double(val, lo, hi, &dv)) {                                                                   \
-            fprintf(stderr, "paliflow producer: --%s: want a number in [%g, %g], got '%s'\n", opt, (double)lo,      \
-                    (double)hi, val);                                                                              \
-            goto out;                                                                                              \
-        }                                                                                                          \
-        dst;                                                                                                       \
+    if (cli_init(&c, argc)) {
+        fprintf(stderr, "paliflow producer: out of memory\n");
+        goto out;
     }
-        if (!strcmp(name, "bind"))
-            o.bind = val;
-        else if (!strcmp(name, "db"))
-            o.db = val;
-        else if (!strcmp(name, "task"))
-            task = val;
-        else if (!strcmp(name, "list"))
-            o.scan.list_file = val;
-        else if (!strcmp(name, "include"))
-            include[n_inc++] = val;
-        else if (!strcmp(name, "exclude"))
-            exclude[n_exc++] = val;
-        else if (!strcmp(name, "path-only"))
-            o.path_only = 1;
-        NUM("image-size", 1, 8192, o.image_size = (int)dv)
-        NUM("max-attempts", 1, 1000, o.max_attempts = (int)dv)
-        NUM("preprocess-lease", 0.1, 1e7, o.preprocess_lease_s = dv)
-        NUM("inference-lease", 0.1, 1e7, o.inference_lease_s = dv)
-        NUM("ack-timeout", 0.1, 1e7, o.ack_timeout_s = dv)
-        NUM("heartbeat", 0.01, 3600, o.hb_interval = dv)
-        NUM("heartbeat-timeout", 0.05, 1e6, o.hb_timeout = dv)
-        NUM("max-ready", 1, 1e6, o.max_ready = (int)dv)
-        NUM("max-file-mb", 0.001, 4096, o.max_file_bytes = (size_t)(dv * 1048576))
-        NUM("max-message-mb", 1, 4096, o.lim.max_msg_bytes = o.lim.max_bin = (size_t)(dv * 1048576))
-        NUM("progress-interval", 0.01, 1e6, o.progress_interval = dv)
-        else if (!strcmp(name, "progress")) {
-            if (!strcmp(val, "auto"))
-                o.progress = -1;
-            else if (!strcmp(val, "bar"))
-                o.progress = 2;
-            else if (!strcmp(val, "lines"))
-                o.progress = 1;
-            else if (!strcmp(val, "off"))
-                o.progress = 0;
-            else {
-                fprintf(stderr, "paliflow producer: --progress: want auto|bar|lines|off, got '%s'\n", val);
-                goto out;
-            }
-        } else if (!strcmp(name, "log-level")) {
-            if (pf_log_level_option(val))
-                goto out;
-        }
-#undef NUM
+    pf_producer_opts *o = &c.o;
+    int pr = parse(argc, argv, &c);
+    if (pr == 1) {
+        rc = 0;
+        goto out;
     }
-    (void)iv;
-    if (!o.bind || !o.db) {
+    if (pr)
+        goto bad;
+    if (!o->bind || !o->db) {
         fprintf(stderr, "paliflow producer: --bind and --db are required\n");
         goto bad;
     }
-    if (task) {
-        if (o.image_size <= 0) {
+    if (c.task) {
+        if (o->image_size <= 0) {
             fprintf(stderr, "paliflow producer: --task needs --image-size (the model's image size)\n");
             goto bad;
         }
-        if (!*task) {
+        if (!*c.task) {
             fprintf(stderr, "paliflow producer: --task is empty\n");
             goto bad;
         }
-        o.task.prompt = task;
-        o.have_task = 1;
+        o->task.prompt = c.task;
+        o->have_task = 1;
+    }
+    if (pf_security_load(&c.svc.sec, &err) || pf_security_check_bind(&c.svc.sec, "--bind", o->bind, &err)) {
+        fprintf(stderr, "paliflow producer: %s\n", err.msg);
+        goto bad;
     }
     /* The file size limit must fit in a message with its envelope. */
-    if (o.max_file_bytes + 65536 > o.lim.max_msg_bytes)
-        o.max_file_bytes = o.lim.max_msg_bytes - 65536;
-    o.scan.roots = (const char *const *)(argv + optind);
-    o.scan.n_roots = (size_t)(argc - optind);
-    o.scan.include = include;
-    o.scan.n_include = n_inc;
-    o.scan.exclude = exclude;
-    o.scan.n_exclude = n_exc;
+    if (o->max_file_bytes + 65536 > o->lim.max_msg_bytes)
+        o->max_file_bytes = o->lim.max_msg_bytes - 65536;
+    o->scan.roots = (const char *const *)(argv + optind);
+    o->scan.n_roots = (size_t)(argc - optind);
+    o->scan.include = c.include;
+    o->scan.n_include = c.n_inc;
+    o->scan.exclude = c.exclude;
+    o->scan.n_exclude = c.n_exc;
+    if (pf_service_start(&c.svc, &err)) {
+        fprintf(stderr, "paliflow producer: %s\n", err.msg);
+        pf_service_stop(&c.svc);
+        rc = 2;
+        goto out;
+    }
     static volatile sig_atomic_t stop;
     pf_install_stop_signals(&stop);
-    o.stop = &stop;
+    o->stop = &stop;
+    o->sec = &c.svc.sec;
+    reload_ctx rl = {argc0, argv0, &c};
+    o->reload = &c.svc.reload;
+    o->on_reload = on_reload;
+    o->reload_arg = &rl;
     pf_job_stats st;
-    int r = pf_producer_run(&o, &st, &err);
+    int r = pf_producer_run(o, &st, &err);
+    pf_service_stop(&c.svc);
     if (r < 0) {
         fprintf(stderr, "paliflow producer: %s\n", err.msg);
         rc = 2;
@@ -191,8 +306,7 @@ bad:
     fprintf(stderr, "Run 'paliflow producer --help' for the options.\n");
     rc = 2;
 out:
-    free(include);
-    free(exclude);
+    cli_free(&c);
     pf_config_free_argv(argc, argv);
     return rc;
 }

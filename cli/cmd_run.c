@@ -9,6 +9,7 @@
 #include "cli/commands.h"
 #include "pipeline/config.h"
 #include "pipeline/embedded.h"
+#include "pipeline/service.h"
 #include "workers/stages.h"
 
 static void usage(FILE *out)
@@ -35,6 +36,9 @@ static void usage(FILE *out)
             "  --max-delay-ms N         when idle, wait this long for more items (20)\n"
             "  --max-attempts N         tries before an item becomes an error record (3)\n"
             "  --publish ENDPOINT       also publish every record on a PUB socket\n"
+            "  --report FILE            write the job report (JSON: counts, throughput, error reasons) at the end\n"
+            PF_METRICS_HELP
+            "  (a tcp --publish needs --curve-server-key and --curve-allow, or --insecure)\n"
             "  --progress MODE          auto | bar | lines | off\n"
             "  --config FILE            options from FILE ('name = value' lines; the command line wins)\n"
             "  --log-level LEVEL        error | warn | info | debug\n"
@@ -52,6 +56,8 @@ int cmd_run(int argc0, char **argv0)
     }
     pf_embedded_opts eo;
     memset(&eo, 0, sizeof eo);
+    pf_service svc;   /* --metrics, and CURVE for a tcp --publish */
+    memset(&svc, 0, sizeof svc);
     pf_producer_opts_defaults(&eo.producer);
     pf_sink_opts_defaults(&eo.sink);
     eo.max_batch = 8;
@@ -75,6 +81,7 @@ int cmd_run(int argc0, char **argv0)
         {"max-delay-ms", required_argument, 0, 0}, {"max-attempts", required_argument, 0, 0},
         {"publish", required_argument, 0, 0},      {"progress", required_argument, 0, 0},
         {"log-level", required_argument, 0, 0},    {"help", no_argument, 0, 'h'},
+        {"report", required_argument, 0, 0},       PF_SERVICE_LONG_OPTIONS,
         {0, 0, 0, 0}};
     int rc = 2, idx, c;
     long long iv;
@@ -122,6 +129,14 @@ int cmd_run(int argc0, char **argv0)
             exclude[n_exc++] = val;
         else if (!strcmp(name, "publish"))
             eo.sink.publish = val;
+        else if (!strcmp(name, "report"))
+            eo.producer.report = val;
+        else if ((t = pf_service_option(name, val, &svc, &err)) != 0) {
+            if (t < 0) {
+                fprintf(stderr, "paliflow run: %s\n", err.msg);
+                goto out;
+            }
+        }
         INT("image-size", 1, 8192, eo.producer.image_size = (int)iv)
         INT("preprocess-threads", 1, 256, eo.pre_threads = (int)iv)
         INT("max-batch", 1, 4096, eo.max_batch = (int)iv)
@@ -169,7 +184,18 @@ int cmd_run(int argc0, char **argv0)
     /* One process: a lost peer means a bug, not a network; keep the timeouts generous. */
     eo.producer.hb_timeout = 60;
     eo.sink.hb_timeout = 60;
+    if (pf_security_load(&svc.sec, &err) ||
+        (eo.sink.publish && pf_security_check_bind(&svc.sec, "--publish", eo.sink.publish, &err))) {
+        fprintf(stderr, "paliflow run: %s\n", err.msg);
+        goto bad;
+    }
+    eo.sink.sec = &svc.sec;
 #ifdef PALIFLOW_HAVE_MODEL
+    if (pf_service_start(&svc, &err)) {
+        fprintf(stderr, "paliflow run: %s\n", err.msg);
+        rc = 2;
+        goto out;
+    }
     static volatile sig_atomic_t stop;
     pf_install_stop_signals(&stop);
     eo.stop = &stop;
@@ -201,6 +227,7 @@ bad:
     fprintf(stderr, "Run 'paliflow run --help' for the options.\n");
     rc = 2;
 out:
+    pf_service_stop(&svc);
     free(include);
     free(exclude);
     free(db_default);

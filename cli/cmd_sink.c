@@ -6,6 +6,7 @@
 #include "base/log.h"
 #include "cli/commands.h"
 #include "pipeline/config.h"
+#include "pipeline/service.h"
 #include "pipeline/sink.h"
 
 static void usage(FILE *out)
@@ -16,7 +17,8 @@ static void usage(FILE *out)
             "Receive results and error records from the workers on --bind, append one JSON line per item to\n"
             "FILE.jsonl (an item already in the file is never written again, also across restarts), publish every\n"
             "record as a msgpack map on --publish (PUB), and acknowledge records to the producer once they are\n"
-            "on disk (fdatasync per batch).\n"
+            "on disk (fdatasync per batch). SIGTERM/SIGINT: the last batch is written, synced and acknowledged,\n"
+            "then the sink exits 0. SIGHUP re-reads --config.\n"
             "\n"
             "  --bind ENDPOINT          where workers send results, e.g. tcp://*:5556 (required)\n"
             "  --publish ENDPOINT       PUB socket for subscribers, e.g. tcp://*:5557\n"
@@ -30,9 +32,134 @@ static void usage(FILE *out)
             "  --heartbeat-timeout S    producer silent this long is reported (10)\n"
             "  --exit-when-done         exit 0 once the producer reports the job complete\n"
             "  --max-message-mb N       ZMQ_MAXMSGSIZE and decoder limit (64)\n"
+            "security (tcp endpoints need CURVE keys or --insecure; the sink is a server on --bind/--publish and a\n"
+            "client of the producer: its server key pair doubles as its client pair, and the producer always admits\n"
+            "its own key, so a hub sharing one key pair needs no more):\n"
+            PF_SECURITY_SERVER_HELP
+            "  --curve-client-key FILE  a separate client certificate for the connection to the producer\n"
+            "  --curve-server-public K  the producer's public key (default: this sink's own server key)\n"
+            PF_METRICS_HELP
             "  --config FILE            options from FILE ('name = value' lines; the command line wins)\n"
             "  --log-level LEVEL        error | warn | info | debug\n"
             "  --help                   this text\n");
+}
+
+typedef struct sink_cli {
+    pf_sink_opts o;
+    pf_service svc;
+} sink_cli;
+
+static const struct option g_opts[] = {
+    {"bind", required_argument, 0, 0},      {"publish", required_argument, 0, 0},
+    {"producer", required_argument, 0, 0},  {"out", required_argument, 0, 0},
+    {"batch", required_argument, 0, 0},     {"flush-ms", required_argument, 0, 0},
+    {"no-fsync", no_argument, 0, 0},        {"name", required_argument, 0, 0},
+    {"heartbeat", required_argument, 0, 0}, {"heartbeat-timeout", required_argument, 0, 0},
+    {"exit-when-done", no_argument, 0, 0},  {"max-message-mb", required_argument, 0, 0},
+    {"log-level", required_argument, 0, 0}, PF_SERVICE_LONG_OPTIONS,
+    {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
+
+static void cli_init(sink_cli *c)
+{
+    memset(c, 0, sizeof *c);
+    pf_sink_opts_defaults(&c->o);
+}
+
+/* 0 parsed, 1 --help printed, 2 usage error (message printed). */
+static int parse(int argc, char **argv, sink_cli *c)
+{
+    pf_err err = {{0}};
+    pf_sink_opts *o = &c->o;
+    int idx, ch;
+    double v;
+    optind = 0;
+    opterr = 1;
+    while ((ch = getopt_long(argc, argv, "h", g_opts, &idx)) != -1) {
+        if (ch == 'h') {
+            usage(stdout);
+            return 1;
+        }
+        if (ch != 0)
+            return 2;
+        const char *name = g_opts[idx].name, *val = optarg;
+        int t = pf_service_option(name, val, &c->svc, &err);
+        if (t < 0) {
+            fprintf(stderr, "paliflow sink: %s\n", err.msg);
+            return 2;
+        }
+        if (t > 0)
+            continue;
+#define NUM(opt, lo, hi, dst)                                                                                      \
+    else if (!strcmp(name, opt)) {                                                                                 \
+        if (pf_parse_double(val, lo, hi, &v)) {                                                                    \
+            fprintf(stderr, "paliflow sink: --%s: want a number in [%g, %g], got '%s'\n", opt, (double)lo,          \
+                    (double)hi, val);                                                                              \
+            return 2;                                                                                              \
+        }                                                                                                          \
+        dst;                                                                                                       \
+    }
+        if (!strcmp(name, "bind"))
+            o->bind = val;
+        else if (!strcmp(name, "publish"))
+            o->publish = val;
+        else if (!strcmp(name, "producer"))
+            o->producer = val;
+        else if (!strcmp(name, "out"))
+            o->out = val;
+        else if (!strcmp(name, "no-fsync"))
+            o->fsync = 0;
+        else if (!strcmp(name, "name"))
+            o->name = val;
+        else if (!strcmp(name, "exit-when-done"))
+            o->exit_when_done = 1;
+        NUM("batch", 1, 1e6, o->batch = (int)v)
+        NUM("flush-ms", 0, 1e7, o->flush_s = v / 1000)
+        NUM("heartbeat", 0.01, 3600, o->hb_interval = v)
+        NUM("heartbeat-timeout", 0.05, 1e6, o->hb_timeout = v)
+        NUM("max-message-mb", 1, 4096, o->lim.max_msg_bytes = o->lim.max_bin = (size_t)(v * 1048576))
+        else if (!strcmp(name, "log-level") && pf_log_level_option(val))
+            return 2;
+#undef NUM
+    }
+    if (optind < argc) {
+        fprintf(stderr, "paliflow sink: unexpected argument '%s'\n", argv[optind]);
+        return 2;
+    }
+    return 0;
+}
+
+typedef struct reload_ctx {
+    int argc0;
+    char **argv0;
+    sink_cli *live;
+} reload_ctx;
+
+static void on_reload(void *arg)
+{
+    reload_ctx *r = arg;
+    pf_err err = {{0}};
+    int argc;
+    char **argv;
+    pf_info("config", "SIGHUP: reloading the configuration");
+    if (pf_config_expand_argv(r->argc0, r->argv0, &argc, &argv, &err)) {
+        pf_error("config", "reload: %s (nothing changed)", err.msg);
+        return;
+    }
+    sink_cli fresh;
+    cli_init(&fresh);
+    if (parse(argc, argv, &fresh) == 0) {
+        pf_sink_opts *o = &r->live->o;
+        pf_service_log_change("batch", o->batch, fresh.o.batch);
+        pf_service_log_change("flush-ms", o->flush_s * 1000, fresh.o.flush_s * 1000);
+        pf_service_log_change("heartbeat-timeout", o->hb_timeout, fresh.o.hb_timeout);
+        o->batch = fresh.o.batch;
+        o->flush_s = fresh.o.flush_s;
+        o->hb_timeout = fresh.o.hb_timeout;
+        pf_service_reloaded(&r->live->svc, &fresh.svc);
+    } else {
+        pf_error("config", "reload: the configuration does not parse (nothing changed)");
+    }
+    pf_config_free_argv(argc, argv);
 }
 
 int cmd_sink(int argc0, char **argv0)
@@ -44,78 +171,47 @@ int cmd_sink(int argc0, char **argv0)
         fprintf(stderr, "paliflow sink: %s\n", err.msg);
         return 2;
     }
-    pf_sink_opts o;
-    pf_sink_opts_defaults(&o);
-    static const struct option opts[] = {
-        {"bind", required_argument, 0, 0},      {"publish", required_argument, 0, 0},
-        {"producer", required_argument, 0, 0},  {"out", required_argument, 0, 0},
-        {"batch", required_argument, 0, 0},     {"flush-ms", required_argument, 0, 0},
-        {"no-fsync", no_argument, 0, 0},        {"name", required_argument, 0, 0},
-        {"heartbeat", required_argument, 0, 0}, {"heartbeat-timeout", required_argument, 0, 0},
-        {"exit-when-done", no_argument, 0, 0},  {"max-message-mb", required_argument, 0, 0},
-        {"log-level", required_argument, 0, 0}, {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
-    int rc = 2, idx, c;
-    double v;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, &idx)) != -1) {
-        if (c == 'h') {
-            usage(stdout);
-            rc = 0;
-            goto out;
-        }
-        if (c != 0)
-            goto bad;
-        const char *name = opts[idx].name, *val = optarg;
-#define NUM(opt, lo, hi, dst)                                                                                      \
-    else if (!strcmp(name, opt)) {                                                                                 \
-        if (pf_parse_double(val, lo, hi, &v)) {                                                                    \
-            fprintf(stderr, "paliflow sink: --%s: want a number in [%g, %g], got '%s'\n", opt, (double)lo,          \
-                    (double)hi, val);                                                                              \
-            goto out;                                                                                              \
-        }                                                                                                          \
-        dst;                                                                                                       \
+    sink_cli c;
+    cli_init(&c);
+    pf_sink_opts *o = &c.o;
+    int rc = 2;
+    int pr = parse(argc, argv, &c);
+    if (pr == 1) {
+        rc = 0;
+        goto out;
     }
-        if (!strcmp(name, "bind"))
-            o.bind = val;
-        else if (!strcmp(name, "publish"))
-            o.publish = val;
-        else if (!strcmp(name, "producer"))
-            o.producer = val;
-        else if (!strcmp(name, "out"))
-            o.out = val;
-        else if (!strcmp(name, "no-fsync"))
-            o.fsync = 0;
-        else if (!strcmp(name, "name"))
-            o.name = val;
-        else if (!strcmp(name, "exit-when-done"))
-            o.exit_when_done = 1;
-        NUM("batch", 1, 1e6, o.batch = (int)v)
-        NUM("flush-ms", 0, 1e7, o.flush_s = v / 1000)
-        NUM("heartbeat", 0.01, 3600, o.hb_interval = v)
-        NUM("heartbeat-timeout", 0.05, 1e6, o.hb_timeout = v)
-        NUM("max-message-mb", 1, 4096, o.lim.max_msg_bytes = o.lim.max_bin = (size_t)(v * 1048576))
-        else if (!strcmp(name, "log-level") && pf_log_level_option(val))
-            goto out;
-#undef NUM
-    }
-    if (optind < argc) {
-        fprintf(stderr, "paliflow sink: unexpected argument '%s'\n", argv[optind]);
+    if (pr)
         goto bad;
-    }
-    if (!o.bind || !o.producer || !o.out) {
+    if (!o->bind || !o->producer || !o->out) {
         fprintf(stderr, "paliflow sink: --bind, --producer and --out are required\n");
         goto bad;
     }
+    if (pf_security_load(&c.svc.sec, &err) || pf_security_check_bind(&c.svc.sec, "--bind", o->bind, &err) ||
+        (o->publish && pf_security_check_bind(&c.svc.sec, "--publish", o->publish, &err)) ||
+        pf_security_check_connect(&c.svc.sec, "--producer", o->producer, &err)) {
+        fprintf(stderr, "paliflow sink: %s\n", err.msg);
+        goto bad;
+    }
+    if (pf_service_start(&c.svc, &err)) {
+        fprintf(stderr, "paliflow sink: %s\n", err.msg);
+        pf_service_stop(&c.svc);
+        goto out;
+    }
     static volatile sig_atomic_t stop;
     pf_install_stop_signals(&stop);
-    o.stop = &stop;
-    if (pf_sink_run(&o, &err)) {
+    o->stop = &stop;
+    o->sec = &c.svc.sec;
+    reload_ctx rl = {argc0, argv0, &c};
+    o->reload = &c.svc.reload;
+    o->on_reload = on_reload;
+    o->reload_arg = &rl;
+    if (pf_sink_run(o, &err)) {
         fprintf(stderr, "paliflow sink: %s\n", err.msg);
         rc = 1;
     } else {
         rc = 0;
     }
+    pf_service_stop(&c.svc);
     goto out;
 bad:
     fprintf(stderr, "Run 'paliflow sink --help' for the options.\n");

@@ -4,6 +4,8 @@
     sudo apt-get install python3-zmq python3-msgpack      # Debian packages
     paliflow sink ... --publish tcp://*:5557 ...
     python3 examples/consume_records.py tcp://SINK_HOST:5557 [--count N] [--jsonl]
+    # a sink with CURVE on (--curve-server-key): this consumer needs its own key pair, allowed by the sink
+    python3 examples/consume_records.py tcp://SINK_HOST:5557 --client-key me.key_secret --server-public hub.key
 
 Each message is one msgpack map: {"v": 1, "type": "record", "path": ..., "key": ..., "task": ...,
 "text": ..., "ids": [...], "boxes": [...] (detect prompts), ...} or, for an item that failed,
@@ -25,9 +27,17 @@ def main():
     ap.add_argument("endpoint", help="the sink's --publish endpoint, e.g. tcp://localhost:5557")
     ap.add_argument("--count", type=int, default=0, help="exit after N records (0 = run until Ctrl-C)")
     ap.add_argument("--jsonl", action="store_true", help="print each record as one JSON line")
+    ap.add_argument("--client-key", help="CURVE: this consumer's secret certificate (paliflow keygen)")
+    ap.add_argument("--server-public", help="CURVE: the sink's public certificate")
     a = ap.parse_args()
     ctx = zmq.Context()
     sub = ctx.socket(zmq.SUB)
+    if a.client_key or a.server_public:
+        import zmq.auth   # reads paliflow's (czmq-style) certificate files
+        if not (a.client_key and a.server_public):
+            ap.error("CURVE needs both --client-key and --server-public")
+        sub.curve_publickey, sub.curve_secretkey = zmq.auth.load_certificate(a.client_key)
+        sub.curve_serverkey, _ = zmq.auth.load_certificate(a.server_public)
     sub.setsockopt(zmq.MAXMSGSIZE, 64 << 20)   # bound what a peer can make us buffer
     sub.setsockopt(zmq.SUBSCRIBE, b"")
     sub.connect(a.endpoint)

@@ -192,6 +192,26 @@ void pf_install_stop_signals(volatile sig_atomic_t *flag)
     signal(SIGPIPE, SIG_IGN);
 }
 
+static volatile sig_atomic_t *g_reload;
+
+static void on_hup(int sig)
+{
+    (void)sig;
+    if (g_reload)
+        *g_reload = 1;
+}
+
+void pf_install_reload_signal(volatile sig_atomic_t *flag)
+{
+    g_reload = flag;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_hup;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGHUP, &sa, NULL);
+}
+
 #include "base/log.h"
 
 int pf_task_option(const char *name, const char *val, pf_task *t, pf_err *err)

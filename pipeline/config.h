@@ -24,6 +24,8 @@ int pf_parse_double(const char *s, double lo, double hi, double *out);
 
 /* SIGINT/SIGTERM set *flag (graceful stop); a second signal exits at once (status 130). SIGPIPE ignored. */
 void pf_install_stop_signals(volatile sig_atomic_t *flag);
+/* SIGHUP sets *flag (reload the config file where safe: pipeline/service.h). */
+void pf_install_reload_signal(volatile sig_atomic_t *flag);
 
 #include "proto/proto.h"
 

@@ -316,3 +316,20 @@ int pf_jobstore_counts(pf_jobstore *js, int64_t counts[4], pf_err *err)
     sqlite3_reset(s);
     return rc == SQLITE_DONE ? 0 : dberr(js, err, "count items");
 }
+
+int pf_jobstore_error_reasons(pf_jobstore *js, size_t max, void (*cb)(const char *reason, int64_t n, void *arg),
+                              void *arg, pf_err *err)
+{
+    sqlite3_stmt *s = NULL;
+    if (sqlite3_prepare_v2(js->db,
+                           "SELECT coalesce(error, ''), count(*) AS n FROM items WHERE state = 3 GROUP BY 1 "
+                           "ORDER BY n DESC, 1 LIMIT ?1",
+                           -1, &s, NULL) != SQLITE_OK)
+        return dberr(js, err, "error reasons");
+    sqlite3_bind_int64(s, 1, (sqlite3_int64)max);
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+        cb((const char *)sqlite3_column_text(s, 0), sqlite3_column_int64(s, 1), arg);
+    sqlite3_finalize(s);
+    return rc == SQLITE_DONE ? 0 : dberr(js, err, "error reasons");
+}

@@ -66,5 +66,9 @@ int pf_jobstore_finish(pf_jobstore *js, int64_t id, const char *key, int ok, con
 int pf_jobstore_reset_leases(pf_jobstore *js, int64_t *n, pf_err *err);
 /* counts[state] for the four states. */
 int pf_jobstore_counts(pf_jobstore *js, int64_t counts[4], pf_err *err);
+/* The failed items' reasons, grouped: CB(reason, count, arg) for each distinct reason, most frequent first
+ * (at most MAX groups; reason "" = none stored). */
+int pf_jobstore_error_reasons(pf_jobstore *js, size_t max, void (*cb)(const char *reason, int64_t n, void *arg),
+                              void *arg, pf_err *err);
 
 #endif

@@ -14,6 +14,7 @@
 
 #include "base/file.h"
 #include "base/log.h"
+#include "base/metrics.h"
 #include "pipeline/jobstore.h"
 #include "pipeline/keyset.h"
 #include "pipeline/progress.h"
@@ -64,6 +65,7 @@ typedef struct flight {
     char *w_pre;
     pf_timings tm;
     int started;         /* the lease holder reported it started working on it */
+    double t_lease;      /* when the current lease began (metrics) */
     int is_error;        /* the record is a producer-made error record */
     char *err_stage, *err_msg;
 } flight;
@@ -101,7 +103,73 @@ typedef struct prod {
     double t0;
     pf_progress prog;
     int rr_pre, rr_inf;
+    pf_zap *zap;
+    double t0_unix;
+    /* this run's statistics (metrics and the job report); index 0 preprocess, 1 inference */
+    int64_t requeued[2], expired[2], handed_back[2], joined[4], lost[4];
+    int64_t done_run, failed_run;
+    pf_rate rate;
+    double last_gauges;
+    struct {
+        pf_metric *items[6], *queue[2], *job_items, *leased[2], *retried[2], *expired[2], *handed_back[2];
+        pf_metric *finished[2], *errors[3], *workers[4], *joined[4], *lost[4], *hb_age[4], *stage_s[2];
+        pf_metric *ips, *complete, *scanning;
+    } m;
 } prod;
+
+static void metrics_init(prod *p)
+{
+    static const char *const states[6] = {"queued", "leased", "ready", "awaiting_ack", "done", "failed"};
+    static const char *const stages[2] = {"stage=\"preprocess\"", "stage=\"inference\""};
+    static const char *const roles[4] = {"", "role=\"preprocess\"", "role=\"inference\"", "role=\"sink\""};
+    char l[64];
+    for (int i = 0; i < 6; i++) {
+        snprintf(l, sizeof l, "state=\"%s\"", states[i]);
+        p->m.items[i] = pf_gauge("paliflow_producer_items", l,
+                                 "Items of the job by state (queued: not handed out yet; leased: held by a worker; "
+                                 "ready: preprocessed, waiting for inference; awaiting_ack: record sent, not yet on "
+                                 "disk; done; failed: error record written)");
+    }
+    p->m.queue[0] = pf_gauge("paliflow_producer_queue_depth", "queue=\"preprocess\"",
+                             "Items waiting for a worker: raw (preprocess) or preprocessed (inference)");
+    p->m.queue[1] = pf_gauge("paliflow_producer_queue_depth", "queue=\"inference\"",
+                             "Items waiting for a worker: raw (preprocess) or preprocessed (inference)");
+    p->m.job_items = pf_gauge("paliflow_producer_job_items", "", "Items in the job (grows while the scan runs)");
+    for (int k = 0; k < 2; k++) {
+        p->m.leased[k] = pf_counter("paliflow_producer_leased_total", stages[k], "Items handed to a worker (leases)");
+        p->m.retried[k] = pf_counter("paliflow_producer_retried_total", stages[k],
+                                     "Leases lost (expired, worker gone, handed back, retry asked) and requeued");
+        p->m.expired[k] = pf_counter("paliflow_producer_leases_expired_total", stages[k],
+                                     "Leases whose deadline passed");
+        p->m.handed_back[k] = pf_counter("paliflow_producer_handed_back_total", stages[k],
+                                         "Items a leaving worker handed back (no attempt counted)");
+        p->m.stage_s[k] = pf_histogram("paliflow_producer_lease_seconds", stages[k],
+                                       "Seconds from handing an item out to getting its result back",
+                                       pf_buckets_seconds, pf_buckets_seconds_n);
+    }
+    p->m.finished[0] = pf_counter("paliflow_producer_finished_total", "outcome=\"done\"",
+                                  "Items finished in this run (record on disk)");
+    p->m.finished[1] = pf_counter("paliflow_producer_finished_total", "outcome=\"failed\"",
+                                  "Items finished in this run (record on disk)");
+    static const char *const estages[3] = {"stage=\"producer\"", "stage=\"preprocess\"", "stage=\"inference\""};
+    for (int k = 0; k < 3; k++)
+        p->m.errors[k] = pf_counter("paliflow_producer_error_records_total", estages[k],
+                                    "Error records the producer made (unreadable file, gave up after N attempts)");
+    for (int r = 1; r < 4; r++) {
+        p->m.workers[r] = pf_gauge("paliflow_producer_workers", roles[r], "Connected peers by role");
+        p->m.joined[r] = pf_counter("paliflow_producer_workers_joined_total", roles[r], "Peers that joined");
+        p->m.lost[r] = pf_counter("paliflow_producer_workers_lost_total", roles[r],
+                                  "Peers that left or went silent");
+        p->m.hb_age[r] = pf_gauge("paliflow_producer_heartbeat_age_seconds", roles[r],
+                                  "Longest time since a connected peer of this role was heard from");
+    }
+    p->m.ips = pf_gauge("paliflow_producer_images_per_second", "", "Items finished per second (last 60 s)");
+    p->m.complete = pf_gauge("paliflow_producer_job_complete", "", "1 once every item is done or failed");
+    p->m.scanning = pf_gauge("paliflow_producer_scanning", "", "1 while the inputs are being listed");
+    pf_rate_init(&p->rate, 60);
+}
+
+static int stage_index(int fl_stage) { return fl_stage == FL_INF ? 1 : 0; }
 
 /* ---------- small containers ---------- */
 
@@ -320,6 +388,7 @@ static void make_error_record(prod *p, flight *f, const char *stage, const char 
     f->is_error = 1;
     f->stage = FL_SINKQ;
     f->peer = -1;
+    pf_metric_add(p->m.errors[!strcmp(stage, "producer") ? 0 : !strcmp(stage, "preprocess") ? 1 : 2], 1);
     pf_info(LOG, "%s: error record (%s): %s", f->path, stage, msg);
 }
 
@@ -340,6 +409,8 @@ static void lease_lost(prod *p, flight *f, int count_attempt, const char *why)
         make_error_record(p, f, stage, msg);
         return;
     }
+    p->requeued[stage_index(f->stage)]++;
+    pf_metric_add(p->m.retried[stage_index(f->stage)], 1);
     pf_info(LOG, "%s: %s; retrying (attempt %d of %d)", f->path, why, f->attempts + 1, p->o->max_attempts);
     tx(p);
     dbcheck(pf_jobstore_requeue(p->js, f->id, f->attempts, why, &e), &e);
@@ -380,6 +451,8 @@ static void peer_gone(prod *p, int pi, const char *why)
         i++;
     }
     pf_warn(LOG, "%s worker %s %s; %d of its items requeued", role_name(w->role), w->name, why, n);
+    p->lost[w->role]++;
+    pf_metric_add(p->m.lost[w->role], 1);
     w->used = 0;
 }
 
@@ -394,9 +467,10 @@ static void finish(prod *p, int64_t id, const char *key, int ok, const char *err
     }
     if (changed) {
         if (ok)
-            p->done++;
+            p->done++, p->done_run++;
         else
-            p->failed++;
+            p->failed++, p->failed_run++;
+        pf_metric_add(p->m.finished[ok ? 0 : 1], 1);
         pf_keyset_add(&p->finished, (uint64_t)id, 1);
     }
 }
@@ -426,6 +500,8 @@ static void on_hello(prod *p, pf_wire_in *in, double now)
         w->role = !strcmp(m->role, "preprocess") ? ROLE_PRE : !strcmp(m->role, "inference") ? ROLE_INF : ROLE_SINK;
         pf_info(LOG, "%s %s joined (%s, pid %lld, capacity %lld)", role_name(w->role), w->name,
                 m->host ? m->host : "?", (long long)m->pid, (long long)m->capacity);
+        p->joined[w->role]++;
+        pf_metric_add(p->m.joined[w->role], 1);
         if (w->role == ROLE_SINK) {   /* results may be waiting in worker queues for this sink: give it time */
             for (size_t i = 0; i < p->n_fl; i++)
                 if (p->fl[i]->stage == FL_ACK)
@@ -474,6 +550,7 @@ static void on_tensor(prod *p, int pi, pf_wire_in *in)
         return;
     }
     memcpy(f->rgb, m->data, m->data_len);
+    pf_metric_observe(p->m.stage_s[0], pf_now() - f->t_lease);
     f->size = m->image_size;
     f->width = m->width;
     f->height = m->height;
@@ -495,6 +572,13 @@ static void on_done(prod *p, int pi, pf_wire_in *in, double now)
     flight *f = fl_find(p, m->id);
     if (!f || (f->stage != FL_PRE && f->stage != FL_INF) || !key_matches(f, m))
         return;
+    pf_metric_observe(p->m.stage_s[stage_index(f->stage)], now - f->t_lease);
+    if (m->stage && m->message) {   /* an error record: its reason goes to the job store on the ack */
+        free(f->err_stage);
+        free(f->err_msg);
+        f->err_stage = strdup(m->stage);
+        f->err_msg = strdup(m->message);
+    }
     fl_drop_tensor(f);
     f->stage = FL_ACK;
     f->peer = -1;
@@ -512,6 +596,10 @@ static void on_nack(prod *p, int pi, pf_wire_in *in)
     char why[700];
     snprintf(why, sizeof why, "%s worker %s: %s", m->stage ? m->stage : "?", p->peers[pi].name,
              m->message ? m->message : "gave the item back");
+    if (m->handback) {
+        p->handed_back[stage_index(f->stage)]++;
+        pf_metric_add(p->m.handed_back[stage_index(f->stage)], 1);
+    }
     lease_lost(p, f, !m->handback, why);
 }
 
@@ -521,10 +609,12 @@ static void on_ack(prod *p, pf_wire_in *in)
     for (size_t i = 0; i < m->n_acks; i++) {
         const pf_ack *a = &m->acks[i];
         flight *f = fl_find(p, a->id);
-        const char *errmsg = NULL;
         if (f && strcmp(f->key, a->key) == 0) {
-            errmsg = f->is_error ? f->err_msg : NULL;
-            finish(p, a->id, a->key, a->ok, a->ok ? NULL : (errmsg ? errmsg : "error record"));
+            /* the job store keeps "stage: reason" of error records (the job report groups them) */
+            char reason[800];
+            snprintf(reason, sizeof reason, "%s: %s", f->err_stage ? f->err_stage : "unknown",
+                     f->err_msg ? f->err_msg : "error record");
+            finish(p, a->id, a->key, a->ok, a->ok ? NULL : reason);
             fl_remove(p, f);
         } else {
             /* From a previous run, or a late duplicate: the store ignores it unless the key matches. */
@@ -721,6 +811,8 @@ static void dispatch_pre(prod *p, double now)
         p->peers[pi].credit--;
         f->stage = FL_PRE;
         f->peer = pi;
+        f->t_lease = now;
+        pf_metric_add(p->m.leased[0], 1);
         f->deadline = now + p->o->preprocess_lease_s;
         pf_err e2 = {{0}};
         tx(p);
@@ -764,6 +856,8 @@ static void dispatch_inf(prod *p, double now)
         p->peers[pi].credit--;
         f->stage = FL_INF;
         f->peer = pi;
+        f->t_lease = now;
+        pf_metric_add(p->m.leased[1], 1);
         f->deadline = now + p->o->inference_lease_s;
         pf_err e2 = {{0}};
         tx(p);
@@ -820,6 +914,8 @@ static void expire(prod *p, double now)
             char why[200];
             snprintf(why, sizeof why, "lease expired on worker %s",
                      f->peer >= 0 ? p->peers[f->peer].name : "(gone)");
+            p->expired[stage_index(f->stage)]++;
+            pf_metric_add(p->m.expired[stage_index(f->stage)], 1);
             lease_lost(p, f, 1, why);
         } else if (f->stage == FL_ACK && have_sink && now > f->deadline) {
             if (f->is_error) {
@@ -1071,12 +1167,144 @@ static void send_heartbeats(prod *p, int finished)
     }
 }
 
+static void update_gauges(prod *p, double now)
+{
+    int64_t n[6] = {0};
+    for (size_t i = 0; i < p->n_fl; i++) {
+        int st = p->fl[i]->stage;
+        n[st == FL_PRE || st == FL_INF ? 1 : st == FL_READY ? 2 : 3]++;
+    }
+    n[0] = p->total - p->done - p->failed - (int64_t)p->n_fl;
+    n[4] = p->done;
+    n[5] = p->failed;
+    for (int i = 0; i < 6; i++)
+        pf_metric_set(p->m.items[i], (double)(n[i] > 0 ? n[i] : 0));
+    pf_metric_set(p->m.queue[0], (double)(n[0] > 0 ? n[0] : 0));
+    pf_metric_set(p->m.queue[1], (double)n[2]);
+    pf_metric_set(p->m.job_items, (double)p->total);
+    for (int r = 1; r < 4; r++) {
+        double age = 0;
+        for (int i = 0; i < p->n_peers; i++)
+            if (p->peers[i].used && p->peers[i].role == r && now - p->peers[i].last_seen > age)
+                age = now - p->peers[i].last_seen;
+        pf_metric_set(p->m.workers[r], count_role(p, r));
+        pf_metric_set(p->m.hb_age[r], age);
+    }
+    pf_metric_set(p->m.ips, pf_rate_update(&p->rate, now, (double)(p->done_run + p->failed_run)));
+    pf_metric_set(p->m.scanning, p->scanning);
+    p->last_gauges = now;
+}
+
+/* SIGHUP: the command re-reads its config file into the reloadable options; the allow-list is re-read. */
+static void reload(prod *p)
+{
+    *p->o->reload = 0;
+    if (p->o->on_reload)
+        p->o->on_reload(p->o->reload_arg);
+    pf_err e = {{0}};
+    if (p->zap && pf_zap_reload(p->zap, p->o->sec->allow_path, &e))
+        pf_error(LOG, "reload: %s (the previous allow-list stays)", e.msg);
+    p->prog.interval = p->o->progress_interval;
+}
+
+static void iso_time(double unix_s, char *buf, size_t cap)
+{
+    time_t t = (time_t)unix_s;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+typedef struct reasons_acc {
+    json_t *by_reason, *by_stage;
+    int64_t n;
+} reasons_acc;
+
+static void add_reason(const char *reason, int64_t n, void *arg)
+{
+    reasons_acc *a = arg;
+    /* "stage: message" (what the producer stores); older stores may hold the message alone */
+    const char *colon = strstr(reason, ": ");
+    char stage[32] = "unknown";
+    if (colon && (size_t)(colon - reason) < sizeof stage && strspn(reason, "abcdefghijklmnopqrstuvwxyz") ==
+                                                                  (size_t)(colon - reason)) {
+        memcpy(stage, reason, (size_t)(colon - reason));
+        stage[colon - reason] = '\0';
+    }
+    json_t *prev = json_object_get(a->by_stage, stage);
+    json_object_set_new(a->by_stage, stage, json_integer(json_integer_value(prev) + n));
+    json_array_append_new(a->by_reason, json_pack("{s:s, s:I}", "reason", reason, "count", (json_int_t)n));
+    a->n += n;
+}
+
+static int write_report(prod *p, int complete, pf_err *err)
+{
+    double now_unix = unix_now(), secs = pf_now() - p->t0;
+    char started[32], finished[32];
+    iso_time(p->t0_unix, started, sizeof started);
+    iso_time(now_unix, finished, sizeof finished);
+    reasons_acc acc = {json_array(), json_object(), 0};
+    /* Reasons of every failed item of the job (not only this run's), largest groups first. */
+    if (pf_jobstore_error_reasons(p->js, 50, add_reason, &acc, err)) {
+        json_decref(acc.by_reason);
+        json_decref(acc.by_stage);
+        return -1;
+    }
+    int64_t done_run = p->done_run, failed_run = p->failed_run;
+    json_t *workers = json_object();
+    for (int r = 1; r < 4; r++)
+        json_object_set_new(workers, role_name(r),
+                            json_pack("{s:I, s:I}", "joined", (json_int_t)p->joined[r], "lost", (json_int_t)p->lost[r]));
+    json_t *j = json_pack(
+        "{s:s, s:s, s:{s:s, s:s, s:i, s:s}, s:s, s:s, s:f,"
+        " s:{s:I, s:I, s:I, s:I, s:I, s:I},"
+        " s:{s:f, s:f},"
+        " s:{s:I, s:I, s:I, s:{s:{s:I, s:I, s:I}, s:{s:I, s:I, s:I}}},"
+        " s:o, s:{s:I, s:o, s:o}}",
+        "paliflow_report", "job", "status", complete ? "complete" : "interrupted",
+        "job", "db", p->o->db, "task", p->prompt ? p->prompt : "", "image_size", p->image_size, "instance", p->instance,
+        "started_at", started, "finished_at", finished, "seconds", secs,
+        "items", "total", (json_int_t)p->total, "done", (json_int_t)p->done, "failed", (json_int_t)p->failed,
+        "remaining", (json_int_t)(p->total - p->done - p->failed), "done_this_run", (json_int_t)done_run,
+        "failed_this_run", (json_int_t)failed_run,
+        "throughput", "items_per_second", secs > 0 ? (double)(done_run + failed_run) / secs : 0.0,
+        "done_per_second", secs > 0 ? (double)done_run / secs : 0.0,
+        "retries", "requeued", (json_int_t)(p->requeued[0] + p->requeued[1]),
+        "leases_expired", (json_int_t)(p->expired[0] + p->expired[1]),
+        "handed_back", (json_int_t)(p->handed_back[0] + p->handed_back[1]),
+        "by_stage", "preprocess", "requeued", (json_int_t)p->requeued[0], "leases_expired", (json_int_t)p->expired[0],
+        "handed_back", (json_int_t)p->handed_back[0], "inference", "requeued", (json_int_t)p->requeued[1],
+        "leases_expired", (json_int_t)p->expired[1], "handed_back", (json_int_t)p->handed_back[1],
+        "workers", workers,
+        "errors", "count", (json_int_t)p->failed, "by_stage", acc.by_stage, "by_reason", acc.by_reason);
+    if (!j)
+        return pf_errf(err, "--report %s: cannot build the report (out of memory?)", p->o->report);
+    char *txt = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_decref(j);
+    if (!txt)
+        return pf_errf(err, "--report %s: out of memory", p->o->report);
+    size_t n = strlen(txt);
+    char *withnl = realloc(txt, n + 2);
+    if (!withnl) {
+        free(txt);
+        return pf_errf(err, "--report %s: out of memory", p->o->report);
+    }
+    withnl[n] = '\n';
+    withnl[n + 1] = '\0';
+    int rc = pf_write_file_atomic(p->o->report, withnl, n + 1, err);
+    free(withnl);
+    return rc ? pf_err_prefix(err, "--report") : 0;
+}
+
 int pf_producer_run(const pf_producer_opts *o, pf_job_stats *stats, pf_err *err)
 {
     prod P = {0}, *p = &P;
     p->o = o;
     p->t0 = pf_now();
+    p->t0_unix = unix_now();
     pf_keyset_init(&p->finished);
+    metrics_init(p);
+    pf_health_register("producer", 60);
     int rc = -1;
     void *ctx = o->zctx ? o->zctx : zmq_ctx_new();
     if (!ctx)
@@ -1106,8 +1334,12 @@ int pf_producer_run(const pf_producer_opts *o, pf_job_stats *stats, pf_err *err)
         goto out;
     int one = 1;
     zmq_setsockopt(p->sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
-    if (pf_wire_bind(p->sock, o->bind, err))
+    if (pf_security_curve_bind(o->sec, o->bind) &&
+        pf_zap_start(ctx, o->sec->allow_path, o->sec->server.public_key, &p->zap, err))
         goto out;
+    if (pf_secure_bind(p->sock, o->bind, o->sec, err))
+        goto out;
+    pf_health_ready("producer", 1);
     pf_info(LOG, "job: task '%s', image size %d, bound %s (instance %s)", p->prompt, p->image_size, o->bind,
             p->instance);
     pf_progress_init(&p->prog, o->progress, o->progress_interval, "producer");
@@ -1119,6 +1351,9 @@ int pf_producer_run(const pf_producer_opts *o, pf_job_stats *stats, pf_err *err)
         if (zmq_poll(&it, 1, busy ? 0 : 50) < 0 && errno == ETERM)
             break;
         double now = pf_now();
+        pf_health_tick("producer");
+        if (o->reload && *o->reload)
+            reload(p);
         for (int k = 0; k < 1000; k++) {
             pf_wire_in in;
             pf_err e = {{0}};
@@ -1148,14 +1383,26 @@ int pf_producer_run(const pf_producer_opts *o, pf_job_stats *stats, pf_err *err)
         if (pf_jobstore_commit(p->js, err))
             goto out;
         if (now - last_hb >= o->hb_interval) {
-            send_heartbeats(p, 0);
+            send_heartbeats(p, complete);
             last_hb = now;
         }
         pf_progress_update(&p->prog, p->total, p->done, p->failed, p->done - p->at_start_done,
                            count_role(p, ROLE_PRE), count_role(p, ROLE_INF), sink_alive(p), p->scanning);
-        if (!p->scanning && p->total == p->done + p->failed && p->n_fl == 0 && p->pq_n == 0) {
+        if (now - p->last_gauges >= 0.1)
+            update_gauges(p, now);
+        if (!complete && !p->scanning && p->total == p->done + p->failed && p->n_fl == 0 && p->pq_n == 0) {
             complete = 1;
-            break;
+            if (!o->stay)
+                break;
+            /* --stay: keep answering peers (the job is finished) and serving metrics until stopped */
+            send_heartbeats(p, 1);
+            last_hb = now;
+            pf_metric_set(p->m.complete, 1);
+            pf_info(LOG, "job complete: %lld items, %lld done, %lld failed, %.1f s; staying up (--stay) until "
+                    "SIGTERM", (long long)p->total, (long long)p->done, (long long)p->failed, pf_now() - p->t0);
+            pf_err re = {{0}};
+            if (o->report && write_report(p, 1, &re))
+                pf_error(LOG, "%s", re.msg);
         }
     }
 stopped:
@@ -1179,6 +1426,7 @@ stopped:
         }
         pf_info(LOG, "job complete: %lld items, %lld done, %lld failed, %.1f s", (long long)p->total,
                 (long long)p->done, (long long)p->failed, pf_now() - p->t0);
+        pf_metric_set(p->m.complete, 1);
         rc = 0;
     } else {
         pf_info(LOG, "stopped: %lld of %lld items finished; rerun with --db %s to resume",
@@ -1192,8 +1440,19 @@ out:
         stats->failed = p->failed;
         stats->seconds = pf_now() - p->t0;
     }
+    update_gauges(p, pf_now());
+    if (o->report && p->js && rc >= 0) {
+        pf_err re = {{0}};
+        if (write_report(p, rc == 0, &re))
+            pf_error(LOG, "%s", re.msg);
+        else
+            pf_info(LOG, "job report written to %s", o->report);
+    }
+    pf_health_ready("producer", 0);
+    pf_health_unregister("producer");
     if (p->sock)
         zmq_close(p->sock);
+    pf_zap_stop(p->zap);
     if (!o->zctx)
         zmq_ctx_term(ctx);
     pf_scan_close(p->scan);

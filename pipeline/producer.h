@@ -12,6 +12,7 @@
 #include "base/err.h"
 #include "pipeline/scan.h"
 #include "proto/proto.h"
+#include "proto/security.h"
 
 typedef struct pf_producer_opts {
     const char *bind;                 /* endpoint */
@@ -31,12 +32,29 @@ typedef struct pf_producer_opts {
     double progress_interval;         /* seconds between plain progress lines */
     void *zctx;                       /* optional shared ZeroMQ context (embedded mode) */
     volatile sig_atomic_t *stop;
+    const pf_security *sec;           /* CURVE keys / --insecure (NULL: plain sockets, library use) */
+    const char *report;               /* write the job report (JSON) here when the run ends (optional) */
+    int stay;                         /* after completion keep serving (finished heartbeats, metrics) until stopped */
+    /* SIGHUP: when *reload is set, the loop clears it, calls on_reload(reload_arg) (which may change the
+     * reloadable fields of this struct: max_attempts, leases, ack/heartbeat timeouts, max_ready,
+     * progress_interval) and re-reads the CURVE allow-list. */
+    volatile sig_atomic_t *reload;
+    void (*on_reload)(void *arg);
+    void *reload_arg;
 } pf_producer_opts;
 
 typedef struct pf_job_stats {
     int64_t total, done, failed;
     double seconds;
 } pf_job_stats;
+
+/* The job report (--report): img2dataset-style statistics of the job and this run, as JSON:
+ *   {"status": "complete"|"interrupted", "job": {db, task, image_size, instance}, "started_at",
+ *    "finished_at", "seconds", "items": {total, done, failed, remaining, done_this_run, failed_this_run},
+ *    "throughput": {items_per_second, done_per_second}, "retries": {requeued, leases_expired, handed_back,
+ *    by_stage}, "workers": {preprocess|inference|sink: {joined, lost}},
+ *    "errors": {"count", "by_stage": {stage: n}, "by_reason": [{"reason", "count"}] (largest first, top 50)}}
+ * Written atomically (write + fsync + rename). */
 
 void pf_producer_opts_defaults(pf_producer_opts *o);
 

@@ -16,6 +16,7 @@
 
 #include "base/file.h"
 #include "base/log.h"
+#include "base/metrics.h"
 #include "pipeline/boxes.h"
 #include "pipeline/keyset.h"
 #include "proto/wire.h"
@@ -210,8 +211,63 @@ typedef struct sink {
     char instance[40];
     int welcomed, finished;
     double last_heard, last_hb, last_hello;
-    int64_t written, dups;
+    int64_t written, dups, in_file, tokens;
+    pf_zap *zap;
+    pf_sock_watch *watch;
+    pf_rate rate_records, rate_tokens;
+    struct {
+        pf_metric *records[2], *dups, *in_file, *batches, *fsync_s, *tokens, *rps, *tps, *connected;
+        pf_metric *timing[6], *errors[3];
+    } m;
 } sink;
+
+static void metrics_init(sink *s)
+{
+    s->m.records[0] = pf_counter("paliflow_sink_records_total", "kind=\"result\"",
+                                 "Records written to the output file in this run");
+    s->m.records[1] = pf_counter("paliflow_sink_records_total", "kind=\"error\"",
+                                 "Records written to the output file in this run");
+    s->m.dups = pf_counter("paliflow_sink_duplicates_total", "",
+                           "Records received again for an item already in the file (acknowledged, not written)");
+    s->m.in_file = pf_gauge("paliflow_sink_records_in_file", "",
+                            "Records in the output file (found at start + written since)");
+    s->m.batches = pf_counter("paliflow_sink_batches_total", "", "Write + fdatasync batches");
+    s->m.fsync_s = pf_histogram("paliflow_sink_flush_seconds", "", "Seconds to write and fdatasync one batch",
+                                pf_buckets_seconds, pf_buckets_seconds_n);
+    s->m.tokens = pf_counter("paliflow_sink_tokens_total", "", "Generated tokens in the records written");
+    s->m.rps = pf_gauge("paliflow_sink_records_per_second", "", "Records written per second (last 60 s)");
+    s->m.tps = pf_gauge("paliflow_sink_tokens_per_second", "", "Generated tokens written per second (last 60 s)");
+    s->m.connected = pf_gauge("paliflow_sink_producer_connected", "", "1 while the producer answers");
+    static const char *const names[6] = {"read", "preprocess", "queue", "prefill", "decode", "inference"};
+    for (int i = 0; i < 6; i++) {
+        char l[48];
+        snprintf(l, sizeof l, "stage=\"%s\"", names[i]);
+        s->m.timing[i] = pf_histogram("paliflow_stage_seconds", l,
+                                      "Per-stage seconds of the items written (from the records' timings)",
+                                      pf_buckets_seconds, pf_buckets_seconds_n);
+    }
+    static const char *const st[3] = {"stage=\"producer\"", "stage=\"preprocess\"", "stage=\"inference\""};
+    for (int i = 0; i < 3; i++)
+        s->m.errors[i] = pf_counter("paliflow_sink_error_records_total", st[i], "Error records written, by stage");
+    pf_rate_init(&s->rate_records, 60);
+    pf_rate_init(&s->rate_tokens, 60);
+}
+
+static void observe_record(sink *s, const pf_msg *m)
+{
+    const pf_timings *t = &m->timings;
+    const double v[6] = {t->read_s, t->preprocess_s, t->queue_s, t->prefill_s, t->decode_s, t->inference_s};
+    for (int i = 0; i < 6; i++)
+        if (v[i] >= 0)
+            pf_metric_observe(s->m.timing[i], v[i]);
+    if (m->type == PF_MSG_RESULT) {
+        s->tokens += (int64_t)m->n_ids;
+        pf_metric_add(s->m.tokens, (double)m->n_ids);
+    } else {
+        int k = m->stage && !strcmp(m->stage, "producer") ? 0 : m->stage && !strcmp(m->stage, "preprocess") ? 1 : 2;
+        pf_metric_add(s->m.errors[k], 1);
+    }
+}
 
 static int load_existing(sink *s, pf_err *err)
 {
@@ -266,6 +322,7 @@ static int load_existing(sink *s, pf_err *err)
     if (records)
         pf_info(LOG, "%s: %lld records already written (kept; their items will not be written again)", s->o->out,
                 (long long)records);
+    s->in_file = records;
     return 0;
 }
 
@@ -275,8 +332,12 @@ static void send_prod(sink *s, pf_msg *m)
     m->name = s->name;
     if (s->instance[0])
         m->instance = s->instance;
-    if (pf_wire_send(s->psock, NULL, 0, m, &e))
-        pf_warn(LOG, "to producer (%s): %s", pf_msg_type_name(m->type), e.msg);
+    if (pf_wire_send(s->psock, NULL, 0, m, &e)) {
+        if (errno == EAGAIN)   /* not connected: the producer is down or refused our key (see the watch) */
+            pf_debug(LOG, "to producer (%s): %s", pf_msg_type_name(m->type), e.msg);
+        else
+            pf_warn(LOG, "to producer (%s): %s", pf_msg_type_name(m->type), e.msg);
+    }
 }
 
 static void send_hello(sink *s, double now)
@@ -325,6 +386,7 @@ static void on_record(sink *s, const pf_msg *m)
         s->dups++;
         pf_debug(LOG, "%s: duplicate record dropped (acknowledged again)", m->path);
     } else {
+        observe_record(s, m);
         p.rec = make_record(m);
         char *txt = json_dumps(p.rec, JSON_COMPACT);
         if (!txt) {
@@ -373,6 +435,7 @@ static int flush_batch(sink *s, pf_err *err)
     if (!s->n_batch)
         return 0;
     size_t total = 0;
+    double t_flush = pf_now();
     for (size_t i = 0; i < s->n_batch; i++)
         total += s->batch[i].len;
     if (total) {
@@ -390,6 +453,8 @@ static int flush_batch(sink *s, pf_err *err)
             return pf_errf(err, "%s: write failed: %s", s->o->out, strerror(errno));
         if (s->o->fsync && fdatasync(s->fd) != 0)
             return pf_errf(err, "%s: fdatasync failed: %s", s->o->out, strerror(errno));
+        pf_metric_add(s->m.batches, 1);
+        pf_metric_observe(s->m.fsync_s, pf_now() - t_flush);
     }
     pf_ack *acks = calloc(s->n_batch, sizeof *acks);
     for (size_t i = 0; i < s->n_batch; i++) {
@@ -408,8 +473,13 @@ static int flush_batch(sink *s, pf_err *err)
                 pf_debug(LOG, "publish: %s", zmq_strerror(errno));
             msgpack_sbuffer_destroy(&sb);
         }
-        if (!p->is_dup)
+        if (!p->is_dup) {
             s->written++;
+            s->in_file++;
+            pf_metric_add(s->m.records[p->ok ? 0 : 1], 1);
+        } else {
+            pf_metric_add(s->m.dups, 1);
+        }
         if (acks) {
             acks[i].id = p->id;
             acks[i].key = p->key;
@@ -483,11 +553,14 @@ int pf_sink_run(const pf_sink_opts *o, pf_err *err)
         snprintf(s->name, sizeof s->name, "%s-sink-%d", host, (int)getpid());
     }
     int rc = -1;
+    metrics_init(s);
+    pf_health_register("sink", 60);
     void *ctx = o->zctx ? o->zctx : zmq_ctx_new();
     if (!ctx)
         return pf_errf(err, "zmq_ctx_new failed");
     if (load_existing(s, err))
         goto out;
+    pf_metric_set(s->m.in_file, (double)s->in_file);
     s->fd = open(o->out, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (s->fd < 0) {
         pf_errf(err, "%s: %s", o->out, strerror(errno));
@@ -495,16 +568,27 @@ int pf_sink_run(const pf_sink_opts *o, pf_err *err)
     }
     s->rsock = pf_wire_socket(ctx, ZMQ_ROUTER, &o->lim, 0, err);
     s->psock = s->rsock ? pf_wire_socket(ctx, ZMQ_DEALER, &o->lim, 2000, err) : NULL;
-    if (!s->psock || pf_wire_bind(s->rsock, o->bind, err))
+    if (!s->psock)
+        goto out;
+    if ((pf_security_curve_bind(o->sec, o->bind) || (o->publish && pf_security_curve_bind(o->sec, o->publish))) &&
+        pf_zap_start(ctx, o->sec->allow_path, o->sec->server.public_key, &s->zap, err))
+        goto out;
+    if (pf_secure_bind(s->rsock, o->bind, o->sec, err))
         goto out;
     if (o->publish) {
         s->pub = pf_wire_socket(ctx, ZMQ_PUB, &o->lim, 1000, err);
-        if (!s->pub || pf_wire_bind(s->pub, o->publish, err))
+        if (!s->pub || pf_secure_bind(s->pub, o->publish, o->sec, err))
             goto out;
     }
     zmq_setsockopt(s->psock, ZMQ_ROUTING_ID, s->name, strlen(s->name));
-    if (pf_wire_connect(s->psock, o->producer, err))
+    if (o->sec && pf_endpoint_is_network(o->producer)) {
+        char peer[300];
+        snprintf(peer, sizeof peer, "producer %s", o->producer);
+        s->watch = pf_sock_watch_start(ctx, s->psock, o->producer, peer);
+    }
+    if (pf_secure_connect(s->psock, o->producer, o->sec, o->sec ? o->sec->server_public : NULL, err))
         goto out;
+    pf_health_ready("sink", 1);
     pf_info(LOG, "%s: writing %s, results on %s, publishing on %s, producer %s", s->name, o->out, o->bind,
             o->publish ? o->publish : "(none)", o->producer);
     double now = pf_now();
@@ -517,6 +601,16 @@ int pf_sink_run(const pf_sink_opts *o, pf_err *err)
         if (zmq_poll(it, 2, timeout) < 0 && errno == ETERM)
             break;
         now = pf_now();
+        pf_health_tick("sink");
+        pf_sock_watch_poll(s->watch);
+        if (o->reload && *o->reload) {
+            *o->reload = 0;
+            if (o->on_reload)
+                o->on_reload(o->reload_arg);
+            pf_err re = {{0}};
+            if (s->zap && pf_zap_reload(s->zap, o->sec->allow_path, &re))
+                pf_error(LOG, "reload: %s (the previous allow-list stays)", re.msg);
+        }
         for (int k = 0; k < 1000; k++) {
             pf_wire_in in;
             pf_err e = {{0}};
@@ -569,6 +663,10 @@ int pf_sink_run(const pf_sink_opts *o, pf_err *err)
         } else if (silent && now - s->last_heard <= o->hb_timeout) {
             silent = 0;
         }
+        pf_metric_set(s->m.in_file, (double)s->in_file);
+        pf_metric_set(s->m.connected, !silent && s->welcomed);
+        pf_metric_set(s->m.rps, pf_rate_update(&s->rate_records, now, (double)s->written));
+        pf_metric_set(s->m.tps, pf_rate_update(&s->rate_tokens, now, (double)s->tokens));
         if (o->exit_when_done && s->finished && s->n_batch == 0) {
             pf_info(LOG, "job complete: exiting");
             break;
@@ -586,16 +684,24 @@ out:
         free(s->batch[i].key);
     }
     free(s->batch);
+    pf_metric_set(s->m.in_file, (double)s->in_file);
+    pf_health_ready("sink", 0);
+    pf_health_unregister("sink");
+    pf_sock_watch_stop(s->watch);
     if (s->pub)
         zmq_close(s->pub);
     if (s->rsock)
         zmq_close(s->rsock);
     if (s->psock)
         zmq_close(s->psock);
+    pf_zap_stop(s->zap);
     if (!o->zctx)
         zmq_ctx_term(ctx);
-    if (s->fd >= 0)
+    if (s->fd >= 0) {
+        if (o->fsync && fsync(s->fd) != 0)
+            pf_error(LOG, "%s: fsync on close: %s", o->out, strerror(errno));
         close(s->fd);
+    }
     pf_keyset_free(&s->seen);
     return rc;
 }

@@ -14,6 +14,7 @@
 
 #include "base/err.h"
 #include "proto/proto.h"
+#include "proto/security.h"
 
 typedef struct pf_sink_opts {
     const char *bind;       /* ROUTER: results and error records from workers */
@@ -29,6 +30,11 @@ typedef struct pf_sink_opts {
     pf_proto_limits lim;
     void *zctx;
     volatile sig_atomic_t *stop;
+    const pf_security *sec;  /* CURVE keys / --insecure (NULL: plain sockets, library use) */
+    /* SIGHUP: on_reload(reload_arg) may change batch, flush_s, hb_timeout; the allow-list is re-read. */
+    volatile sig_atomic_t *reload;
+    void (*on_reload)(void *arg);
+    void *reload_arg;
 } pf_sink_opts;
 
 void pf_sink_opts_defaults(pf_sink_opts *o);

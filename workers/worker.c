@@ -15,6 +15,7 @@
 
 #include "base/file.h"
 #include "base/log.h"
+#include "base/metrics.h"
 #include "proto/wire.h"
 
 void pf_work_fail(pf_work *w, int status, const char *fmt, ...)
@@ -106,6 +107,7 @@ struct rt {
     char fatal_msg[PF_ERR_MAX];
     compute *cs;
     int n_cs;
+    pf_metric *m_batch;
 };
 
 static void wake_main(rt *r)
@@ -215,6 +217,9 @@ static void *batch_thread(void *arg)
                 finish_work(r, take[i]);
             }
         }
+        size_t batch = ops->active(c->inst);
+        if (batch)
+            pf_metric_observe(r->m_batch, (double)batch);
         pf_work **done = NULL;
         size_t n_done = 0;
         pf_err e = {{0}};
@@ -251,7 +256,45 @@ typedef struct wstate {
     int finished_seen;
     int stopping;
     double stop_at;
+    char health[48];
+    pf_sock_watch *watch_prod, *watch_sink;
+    int64_t n_items, n_tokens;
+    pf_rate rate_items, rate_tokens;
+    struct {
+        pf_metric *items[3], *handed_back, *held, *capacity, *stage_s, *queue_s, *tokens, *ips, *tps, *connected;
+    } m;
 } wstate;
+
+static void metrics_init(wstate *s)
+{
+    char l[64];
+    const char *role = s->o->ops->name;
+    static const char *const outcomes[3] = {"ok", "failed", "retry"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(l, sizeof l, "role=\"%s\",outcome=\"%s\"", role, outcomes[i]);
+        s->m.items[i] = pf_counter("paliflow_worker_items_total", l,
+                                   "Items this worker finished: ok, failed (error record), retry (given back)");
+    }
+    snprintf(l, sizeof l, "role=\"%s\"", role);
+    s->m.handed_back = pf_counter("paliflow_worker_handed_back_total", l,
+                                  "Items handed back unfinished (shutting down, drain timeout, stage failure)");
+    s->m.held = pf_gauge("paliflow_worker_items_held", l, "Items held (queued here or in progress)");
+    s->m.capacity = pf_gauge("paliflow_worker_capacity", l, "Items this worker holds at most (its credit)");
+    s->m.stage_s = pf_histogram("paliflow_worker_stage_seconds", l, "Seconds of compute per item",
+                                pf_buckets_seconds, pf_buckets_seconds_n);
+    s->m.queue_s = pf_histogram("paliflow_worker_queue_seconds", l,
+                                "Seconds an item waited in this worker before compute", pf_buckets_seconds,
+                                pf_buckets_seconds_n);
+    s->m.tokens = pf_counter("paliflow_worker_tokens_total", l, "Tokens generated");
+    s->m.ips = pf_gauge("paliflow_worker_images_per_second", l, "Items finished per second (last 30 s)");
+    s->m.tps = pf_gauge("paliflow_worker_tokens_per_second", l, "Tokens generated per second (last 30 s)");
+    s->m.connected = pf_gauge("paliflow_worker_producer_connected", l, "1 while welcomed by a live producer");
+    s->r->m_batch = pf_histogram("paliflow_worker_batch_size", l, "Sequences advanced together per step",
+                                 pf_buckets_batch, pf_buckets_batch_n);
+    pf_metric_set(s->m.capacity, s->capacity);
+    pf_rate_init(&s->rate_items, 30);
+    pf_rate_init(&s->rate_tokens, 30);
+}
 
 static const char *role_of(const pf_worker_opts *o) { return o->ops->name; }
 
@@ -261,8 +304,13 @@ static void send_prod(wstate *s, pf_msg *m)
     m->name = s->name;
     if (!m->instance && s->instance[0])
         m->instance = s->instance;
-    if (pf_wire_send(s->prod, NULL, 0, m, &e))
-        pf_warn(role_of(s->o), "to producer (%s): %s", pf_msg_type_name(m->type), e.msg);
+    if (pf_wire_send(s->prod, NULL, 0, m, &e)) {
+        /* EAGAIN: not connected (producer down, or our key refused: the socket watch says which) */
+        if (errno == EAGAIN)
+            pf_debug(role_of(s->o), "to producer (%s): %s", pf_msg_type_name(m->type), e.msg);
+        else
+            pf_warn(role_of(s->o), "to producer (%s): %s", pf_msg_type_name(m->type), e.msg);
+    }
 }
 
 static void send_sink(wstate *s, pf_msg *m)
@@ -284,7 +332,7 @@ static void send_hello(wstate *s, double now)
     pf_err e = {{0}};
     m.name = s->name;
     if (pf_wire_send(s->prod, NULL, 0, &m, &e))
-        pf_warn(role_of(s->o), "hello: %s", e.msg);
+        pf_debug(role_of(s->o), "hello: %s", e.msg);
     s->last_hello = now;
 }
 
@@ -338,6 +386,8 @@ static void send_nack(wstate *s, const pf_msg *in, int handback, const char *why
     m.message = why;
     m.handback = handback;
     m.credit = s->stopping ? 0 : 1;
+    if (handback)
+        pf_metric_add(s->m.handed_back, 1);
     send_prod(s, &m);
 }
 
@@ -371,6 +421,14 @@ static void answer(wstate *s, pf_work *w)
     }
     const char *wpre = inference ? in->w_preprocess : s->name;
     const char *winf = inference ? s->name : NULL;
+    pf_metric_add(s->m.items[w->status == PF_WORK_OK ? 0 : w->status == PF_WORK_FAILED ? 1 : 2], 1);
+    pf_metric_observe(s->m.stage_s, took);
+    pf_metric_observe(s->m.queue_s, w->t_start - w->t_received);
+    s->n_items++;
+    if (w->status == PF_WORK_OK && inference) {
+        s->n_tokens += (int64_t)w->n_ids;
+        pf_metric_add(s->m.tokens, (double)w->n_ids);
+    }
     if (w->status == PF_WORK_RETRY) {
         pf_warn(role_of(s->o), "%s: %s (handing it back to be retried)", in->path, w->message);
         send_nack(s, in, 0, w->message);
@@ -420,6 +478,10 @@ static void answer(wstate *s, pf_work *w)
     d.id = in->id;
     d.key = in->key;
     d.credit = s->stopping ? 0 : 1;
+    if (r.type == PF_MSG_ERROR) {   /* the reason, for the job store and the job report */
+        d.stage = r.stage;
+        d.message = r.message;
+    }
     send_prod(s, &d);
 }
 
@@ -623,6 +685,9 @@ int pf_worker_run(const pf_worker_opts *o, pf_err *err)
     s->capacity = o->capacity > 0 ? o->capacity
                   : batched      ? (o->max_batch > 0 ? o->max_batch : 1) + 2
                                  : 2 * (o->threads > 0 ? o->threads : 1);
+    metrics_init(s);
+    snprintf(s->health, sizeof s->health, "worker-%s", o->ops->name);
+    pf_health_register(s->health, 60);
     void *ctx = o->zctx ? o->zctx : zmq_ctx_new();
     int rc = -1;
     if (r->efd < 0) {
@@ -640,7 +705,19 @@ int pf_worker_run(const pf_worker_opts *o, pf_err *err)
     if (!s->sink)
         goto out;
     zmq_setsockopt(s->prod, ZMQ_ROUTING_ID, s->name, strlen(s->name));
-    if (pf_wire_connect(s->prod, o->producer, err) || pf_wire_connect(s->sink, o->sink, err))
+    if (o->sec) {
+        char peer[300];
+        if (pf_endpoint_is_network(o->producer)) {
+            snprintf(peer, sizeof peer, "producer %s", o->producer);
+            s->watch_prod = pf_sock_watch_start(ctx, s->prod, o->producer, peer);
+        }
+        if (pf_endpoint_is_network(o->sink)) {
+            snprintf(peer, sizeof peer, "sink %s", o->sink);
+            s->watch_sink = pf_sock_watch_start(ctx, s->sink, o->sink, peer);
+        }
+    }
+    if (pf_secure_connect(s->prod, o->producer, o->sec, o->sec ? o->sec->server_public : NULL, err) ||
+        pf_secure_connect(s->sink, o->sink, o->sec, o->sec ? o->sec->sink_public : NULL, err))
         goto out;
     pf_info(role_of(o), "%s: producer %s, sink %s, capacity %d", s->name, o->producer, o->sink, s->capacity);
     double now = pf_now();
@@ -652,6 +729,14 @@ int pf_worker_run(const pf_worker_opts *o, pf_err *err)
         if (pr < 0 && errno == ETERM)
             break;
         now = pf_now();
+        pf_health_tick(s->health);
+        pf_sock_watch_poll(s->watch_prod);
+        pf_sock_watch_poll(s->watch_sink);
+        if (o->reload && *o->reload) {
+            *o->reload = 0;
+            if (o->on_reload)
+                o->on_reload(o->reload_arg);
+        }
         if (items[1].revents & ZMQ_POLLIN) {
             uint64_t v;
             ssize_t nr = read(r->efd, &v, sizeof v);
@@ -725,6 +810,12 @@ int pf_worker_run(const pf_worker_opts *o, pf_err *err)
                 break;
             }
         }
+        int connected = s->welcomed && !s->producer_silent;
+        pf_health_ready(s->health, connected);
+        pf_metric_set(s->m.connected, connected);
+        pf_metric_set(s->m.held, (double)s->n_held);
+        pf_metric_set(s->m.ips, pf_rate_update(&s->rate_items, now, (double)s->n_items));
+        pf_metric_set(s->m.tps, pf_rate_update(&s->rate_tokens, now, (double)s->n_tokens));
         if (o->exit_when_done && s->finished_seen && s->n_held == 0) {
             pf_info(role_of(o), "job complete: exiting");
             break;
@@ -750,6 +841,11 @@ out:
     free(r->in.v);
     free(r->out.v);
     free(r->started.v);
+    pf_metric_set(s->m.held, 0);
+    pf_metric_set(s->m.connected, 0);
+    pf_health_unregister(s->health);
+    pf_sock_watch_stop(s->watch_prod);
+    pf_sock_watch_stop(s->watch_sink);
     if (s->prod)
         zmq_close(s->prod);
     if (s->sink)

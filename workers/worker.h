@@ -12,6 +12,7 @@
 
 #include "base/err.h"
 #include "proto/proto.h"
+#include "proto/security.h"
 #include "workers/stage.h"
 
 typedef struct pf_worker_opts {
@@ -32,6 +33,11 @@ typedef struct pf_worker_opts {
     int n_instances;
     void *zctx;                    /* optional ZeroMQ context (embedded mode: inproc endpoints) */
     volatile sig_atomic_t *stop;   /* graceful stop when it becomes non-zero */
+    const pf_security *sec;        /* CURVE keys / --insecure (NULL: plain sockets, library use) */
+    /* SIGHUP: on_reload(reload_arg) may change drain_timeout, hb_timeout (read on every iteration). */
+    volatile sig_atomic_t *reload;
+    void (*on_reload)(void *arg);
+    void *reload_arg;
 } pf_worker_opts;
 
 void pf_worker_opts_defaults(pf_worker_opts *o);

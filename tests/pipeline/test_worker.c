@@ -10,6 +10,7 @@
 #include "base/log.h"
 #include "pipeline/config.h"
 #include "pipeline/embedded.h"
+#include "pipeline/service.h"
 #include "test_stages.h"
 #include "workers/worker.h"
 
@@ -45,7 +46,9 @@ int main(int argc, char **argv)
         {"model-size", required_argument, 0, 0}, {"task", required_argument, 0, 0},
         {"out", required_argument, 0, 0},      {"image-size", required_argument, 0, 0},
         {"db", required_argument, 0, 0},       {"log-level", required_argument, 0, 0},
+        {"report", required_argument, 0, 0},   PF_SERVICE_LONG_OPTIONS,
         {0, 0, 0, 0}};
+    static pf_service svc;
     int idx, c;
     pf_err err = {{0}};
     while ((c = getopt_long(argc, argv, "", opts, &idx)) != -1) {
@@ -66,9 +69,16 @@ int main(int argc, char **argv)
             eo.producer.db = val;
         else if (!strcmp(name, "image-size"))
             eo.producer.image_size = atoi(val);
+        else if (!strcmp(name, "report"))
+            eo.producer.report = val;
         else if (!strcmp(name, "log-level")) {
             if (pf_log_level_option(val))
                 return 2;
+        } else if (pf_service_option(name, val, &svc, &err)) {
+            if (err.msg[0]) {
+                fprintf(stderr, "test_worker: %s\n", err.msg);
+                return 2;
+            }
         } else {
             if (!strcmp(name, "threads"))
                 eo.pre_threads = atoi(val);
@@ -79,6 +89,10 @@ int main(int argc, char **argv)
                 return 2;
             }
         }
+    }
+    if (pf_service_start(&svc, &err)) {
+        fprintf(stderr, "test_worker: %s\n", err.msg);
+        return 2;
     }
     pf_install_stop_signals(&g_stop);
     if (!strcmp(mode, "embedded")) {
@@ -108,7 +122,15 @@ int main(int argc, char **argv)
     o.ops = !strcmp(mode, "preprocess") ? &pf_test_preprocess_ops : &pf_test_inference_ops;
     o.stage_cfg = &cfg;
     o.stop = &g_stop;
-    if (pf_worker_run(&o, &err)) {
+    o.sec = &svc.sec;
+    if (pf_security_check_connect(&svc.sec, "--producer", o.producer, &err) ||
+        pf_security_check_connect(&svc.sec, "--sink", o.sink, &err)) {
+        fprintf(stderr, "test_worker: %s\n", err.msg);
+        return 2;
+    }
+    int rc = pf_worker_run(&o, &err);
+    pf_service_stop(&svc);
+    if (rc) {
         fprintf(stderr, "test_worker: %s\n", err.msg);
         return 1;
     }
