@@ -1,0 +1,238 @@
+/* resample.c - the streaming two-pass resampler (see resample.h) and the scalar reference port. */
+#include "workers/resample.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "workers/resample_kernels.h"
+
+/* Coefficient tables above this size are recomputed on the fly instead (only absurd aspect ratios, e.g.
+ * 100000000 x 1, get there; normal images need a few KB). */
+#define PF_RS_MAX_TABLE (32u << 20)
+#define PF_RS_BIAS (1 << (PF_RS_PRECISION_BITS - 1))
+
+static inline uint8_t clip8(int32_t ss)
+{
+    int32_t v = ss >> PF_RS_PRECISION_BITS; /* arithmetic shift, as Pillow's clip8 */
+    return v < 0 ? 0 : v > 255 ? 255 : (uint8_t)v;
+}
+
+/* ---- horizontal pass ------------------------------------------------------------------------------ */
+
+size_t pf_rs_hscratch_size(const pf_rs_axis *ax)
+{
+    return pf_rs_kernel_scratch_size(ax);
+}
+
+/* Pillow's ImagingResampleHorizontal_8bpc for 3 bands, reading u8 RGB directly. */
+static void horizontal_row_scalar(const pf_rs_axis *ax, const uint8_t *in, uint8_t *out)
+{
+    for (int xx = 0; xx < ax->out_size; xx++) {
+        int xmin = ax->bounds[2 * xx], n = ax->bounds[2 * xx + 1];
+        int32_t s0 = PF_RS_BIAS, s1 = PF_RS_BIAS, s2 = PF_RS_BIAS;
+        const uint8_t *p = in + (size_t)xmin * 3;
+        for (int x = 0; x < n; x++) {
+            int32_t k = pf_rs_axis_coeff(ax, xx, x);
+            s0 += p[3 * x + 0] * k;
+            s1 += p[3 * x + 1] * k;
+            s2 += p[3 * x + 2] * k;
+        }
+        out[3 * xx + 0] = clip8(s0);
+        out[3 * xx + 1] = clip8(s1);
+        out[3 * xx + 2] = clip8(s2);
+    }
+}
+
+void pf_rs_horizontal_row(const pf_rs_axis *ax, const uint8_t *in, uint8_t *out, void *scratch)
+{
+    if (scratch && ax->k)
+        pf_rs_kernel_horizontal(ax, in, out, scratch);
+    else
+        horizontal_row_scalar(ax, in, out);
+}
+
+/* ---- streaming resampler -------------------------------------------------------------------------- */
+
+/* Largest number of output rows whose vertical window contains one input row. */
+static int max_active_rows(const pf_rs_axis *ay)
+{
+    int best = 0, lo = 0, hi = 0;
+    for (int y = 0; y < ay->in_size; y++) {
+        while (hi < ay->out_size && ay->bounds[2 * hi] <= y)
+            hi++;
+        while (lo < hi && ay->bounds[2 * lo] + ay->bounds[2 * lo + 1] <= y)
+            lo++;
+        if (hi - lo > best)
+            best = hi - lo;
+    }
+    return best;
+}
+
+int pf_resampler_init(pf_resampler *r, int in_w, int in_h, int out_w, int out_h, uint8_t *out, pf_err *err)
+{
+    memset(r, 0, sizeof *r);
+    if (in_w < 1 || in_h < 1 || out_w < 1 || out_h < 1)
+        return pf_errf(err, "resample: bad sizes %dx%d -> %dx%d", in_w, in_h, out_w, out_h);
+    r->in_w = in_w;
+    r->in_h = in_h;
+    r->out_w = out_w;
+    r->out_h = out_h;
+    r->out = out;
+    r->need_h = out_w != in_w;
+    r->need_v = out_h != in_h;
+    if (pf_rs_axis_init(&r->ay, in_h, out_h, 0, err))
+        return -1;
+    r->y_first = r->ay.bounds[0];
+    r->y_last = r->ay.bounds[2 * (out_h - 1)] + r->ay.bounds[2 * (out_h - 1) + 1];
+    if (r->need_h) {
+        if (pf_rs_axis_init(&r->ax, in_w, out_w, PF_RS_MAX_TABLE, err))
+            goto fail;
+        size_t hs = pf_rs_hscratch_size(&r->ax);
+        r->hrow = malloc((size_t)out_w * 3);
+        r->hscratch = hs ? malloc(hs) : NULL;
+        if (!r->hrow || (hs && !r->hscratch)) {
+            pf_errf(err, "resample: out of memory for a %d-pixel row", in_w);
+            goto fail;
+        }
+    }
+    if (r->need_v) {
+        r->ring = max_active_rows(&r->ay);
+        r->acc = malloc((size_t)r->ring * (size_t)out_w * 3 * sizeof(int32_t));
+        if (!r->acc) {
+            pf_errf(err, "resample: out of memory for %d accumulator rows", r->ring);
+            goto fail;
+        }
+    }
+    return 0;
+fail:
+    pf_resampler_free(r);
+    return -1;
+}
+
+void pf_resampler_free(pf_resampler *r)
+{
+    pf_rs_axis_free(&r->ax);
+    pf_rs_axis_free(&r->ay);
+    free(r->acc);
+    free(r->hrow);
+    free(r->hscratch);
+    r->acc = NULL;
+    r->hrow = NULL;
+    r->hscratch = NULL;
+}
+
+static void finish_row(pf_resampler *r, int yy)
+{
+    size_t n = (size_t)r->out_w * 3;
+    const int32_t *acc = r->acc + (size_t)(yy % r->ring) * n;
+    uint8_t *dst = r->out + (size_t)yy * n;
+    for (size_t i = 0; i < n; i++)
+        dst[i] = clip8(acc[i]);
+}
+
+void pf_resampler_push(pf_resampler *r, const uint8_t *row)
+{
+    int y = r->y_next;
+    if (y >= r->in_h)
+        return;
+    r->y_next++;
+    if (y < r->y_first || y >= r->y_last)
+        return;
+    const uint8_t *h = row;
+    if (r->need_h) {
+        pf_rs_horizontal_row(&r->ax, row, r->hrow, r->hscratch);
+        h = r->hrow;
+    }
+    size_t n = (size_t)r->out_w * 3;
+    if (!r->need_v) {
+        memcpy(r->out + (size_t)y * n, h, n);
+        r->lo = y + 1;
+        return;
+    }
+    const int *b = r->ay.bounds;
+    while (r->hi < r->out_h && b[2 * r->hi] <= y) {
+        int32_t *acc = r->acc + (size_t)(r->hi % r->ring) * n;
+        for (size_t i = 0; i < n; i++)
+            acc[i] = PF_RS_BIAS;
+        r->hi++;
+    }
+    for (int yy = r->lo; yy < r->hi; yy++) {
+        int t = y - b[2 * yy];
+        if (t >= b[2 * yy + 1])
+            continue;
+        pf_rs_kernel_accumulate(r->acc + (size_t)(yy % r->ring) * n, h, pf_rs_axis_coeff(&r->ay, yy, t), n);
+    }
+    while (r->lo < r->hi && b[2 * r->lo] + b[2 * r->lo + 1] <= y + 1) {
+        finish_row(r, r->lo);
+        r->lo++;
+    }
+}
+
+int pf_resampler_finished(const pf_resampler *r)
+{
+    return r->lo >= r->out_h;
+}
+
+int pf_resample_rgb(const uint8_t *in, int in_w, int in_h, size_t stride, uint8_t *out, int out_w, int out_h,
+                    pf_err *err)
+{
+    pf_resampler r;
+    if (pf_resampler_init(&r, in_w, in_h, out_w, out_h, out, err))
+        return -1;
+    for (int y = 0; y < in_h; y++)
+        pf_resampler_push(&r, in + (size_t)y * stride);
+    int ok = pf_resampler_finished(&r);
+    pf_resampler_free(&r);
+    return ok ? 0 : pf_errf(err, "resample: internal error: output incomplete");
+}
+
+/* ---- reference ------------------------------------------------------------------------------------ */
+
+int pf_resample_rgb_reference(const uint8_t *in, int in_w, int in_h, size_t stride, uint8_t *out, int out_w,
+                              int out_h, pf_err *err)
+{
+    pf_rs_axis ax, ay;
+    if (pf_rs_axis_init(&ay, in_h, out_h, SIZE_MAX, err))
+        return -1;
+    int need_h = out_w != in_w, need_v = out_h != in_h;
+    int y0 = ay.bounds[0], y1 = ay.bounds[2 * (out_h - 1)] + ay.bounds[2 * (out_h - 1) + 1];
+    const uint8_t *src = in;
+    size_t src_stride = stride;
+    uint8_t *tmp = NULL;
+    if (need_h) {
+        if (pf_rs_axis_init(&ax, in_w, out_w, SIZE_MAX, err)) {
+            pf_rs_axis_free(&ay);
+            return -1;
+        }
+        tmp = malloc((size_t)(y1 - y0) * (size_t)out_w * 3);
+        if (!tmp) {
+            pf_rs_axis_free(&ax);
+            pf_rs_axis_free(&ay);
+            return pf_errf(err, "resample: out of memory");
+        }
+        for (int y = y0; y < y1; y++)
+            horizontal_row_scalar(&ax, in + (size_t)y * stride, tmp + (size_t)(y - y0) * out_w * 3);
+        pf_rs_axis_free(&ax);
+        src = tmp;
+        src_stride = (size_t)out_w * 3;
+    } else {
+        y0 = 0; /* the vertical pass reads the input directly */
+    }
+    if (need_v) {
+        for (int yy = 0; yy < out_h; yy++) {
+            int ymin = ay.bounds[2 * yy] - y0, n = ay.bounds[2 * yy + 1];
+            for (int xx = 0; xx < out_w * 3; xx++) {
+                int32_t ss = PF_RS_BIAS;
+                for (int y = 0; y < n; y++)
+                    ss += src[(size_t)(ymin + y) * src_stride + xx] * pf_rs_axis_coeff(&ay, yy, y);
+                out[(size_t)yy * out_w * 3 + xx] = clip8(ss);
+            }
+        }
+    } else {
+        for (int y = 0; y < out_h; y++)
+            memcpy(out + (size_t)y * out_w * 3, src + (size_t)y * src_stride, (size_t)out_w * 3);
+    }
+    free(tmp);
+    pf_rs_axis_free(&ay);
+    return 0;
+}
