@@ -38,6 +38,7 @@ static void vips_log_to_debug(const gchar *domain, GLogLevelFlags level, const g
     /* libvips and the codec libraries report per-file problems as warnings; we report them as errors
      * with the file name instead, so keep stderr to one line per failed file. */
     pf_debug("image", "libvips: %s", msg);
+    pf_img_vips_note_warning(msg);
 }
 
 static void do_init(void)

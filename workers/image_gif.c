@@ -8,7 +8,7 @@
  *     the graphic control extension sets one, else with index 0; the frame is decoded into its rectangle;
  *   - mode "P" when the frame's palette (local, else global) is not the identity grey ramp, else "L"
  *     (pixel value = index); convert("RGB") looks indices up in a 256-entry palette whose unset entries
- *     are black.
+ *     are Pillow's grey ramp (i, i, i).
  * The LZW decoder below mirrors GifDecode.c (same table limits, same error cases), so damaged data fails
  * where Pillow fails: codes out of range -> corrupt; data ending before the frame is complete ->
  * truncated. Memory: one byte per canvas pixel, checked against the pixel limit before decoding.
@@ -377,6 +377,8 @@ int pf_img_gif_open(const uint8_t *b, size_t len, pf_img_dec *d, pf_img_errkind 
         g->buf = b;
         g->len = len;
         g->grey = pal == NULL;
+        for (int i = 0; i < 256; i++) /* entries the file does not set: Pillow's grey ramp */
+            g->pal[3 * i] = g->pal[3 * i + 1] = g->pal[3 * i + 2] = (uint8_t)i;
         if (pal)
             memcpy(g->pal, pal, pal_n < sizeof g->pal ? pal_n : sizeof g->pal);
         g->fill = transparency >= 0 ? transparency : 0;

@@ -79,7 +79,11 @@ void pf_img_oriented_size(int o, int w, int h, int *ow, int *oh);
 /* Row y of the oriented image (ow pixels, RGB) from the stored image (w x h, RGB, packed). */
 void pf_img_oriented_row(int o, const uint8_t *img, int w, int h, int y, uint8_t *dst);
 
-/* Messages of libvips (thread-safe copy of the global error buffer, first line only, cleared). */
+/* Messages of libvips (thread-safe copy of the global error buffer, first line only, cleared). When
+ * libvips gives no reason, the last warning the codec library printed in this thread is used (libpng
+ * and libtiff explain problems in warnings: "IHDR: CRC error"). */
 void pf_img_vips_error(char *dst, size_t cap);
+void pf_img_vips_note_warning(const char *msg); /* from the log handler (runs in the decoding thread) */
+void pf_img_vips_clear_warning(void);
 
 #endif

@@ -28,6 +28,25 @@ typedef struct vips_dec {
     size_t len;
 } vips_dec;
 
+static _Thread_local char tl_warning[256];
+
+void pf_img_vips_note_warning(const char *msg)
+{
+    /* keep the first line of the latest warning, skipping libvips' own summaries */
+    if (!msg || strncmp(msg, "error in tile", 13) == 0 || strstr(msg, "warnings"))
+        return;
+    size_t n = strcspn(msg, "\n");
+    if (n >= sizeof tl_warning)
+        n = sizeof tl_warning - 1;
+    memcpy(tl_warning, msg, n);
+    tl_warning[n] = '\0';
+}
+
+void pf_img_vips_clear_warning(void)
+{
+    tl_warning[0] = '\0';
+}
+
 void pf_img_vips_error(char *dst, size_t cap)
 {
     char *msg = vips_error_buffer_copy(); /* copies and clears (libvips' buffer is global, locked) */
@@ -45,6 +64,12 @@ void pf_img_vips_error(char *dst, size_t cap)
         memcpy(dst, p, n);
         dst[n] = '\0';
         g_free(msg);
+    }
+    if (tl_warning[0]) {
+        size_t used = strlen(dst);
+        snprintf(dst + used, cap - used, "%s%s", used ? " (" : "", tl_warning);
+        if (used && strlen(dst) + 1 < cap)
+            strcat(dst, ")");
     }
     if (!dst[0])
         snprintf(dst, cap, "libvips gave no reason");
@@ -134,7 +159,7 @@ static int vips_next(pf_img_dec *d, const uint8_t **rows, size_t *stride, int *n
         char msg[512];
         pf_img_vips_error(msg, sizeof msg);
         *kind = classify(v, msg);
-        return pf_errf(err, "%s data damaged at row %d: %s", pf_img_format_name(v->fmt), v->y, msg);
+        return pf_errf(err, "%s decoding failed at row %d: %s", pf_img_format_name(v->fmt), v->y, msg);
     }
     const uint8_t *p = (const uint8_t *)VIPS_REGION_ADDR(v->reg, 0, v->y);
     size_t lskip = (size_t)VIPS_REGION_LSKIP(v->reg);
@@ -183,6 +208,7 @@ int pf_img_vips_open(pf_img_format f, const uint8_t *buf, size_t len, pf_img_dec
     d->next = vips_next;
     d->close = vips_close;
     void *b = (void *)buf; /* libvips' buffer loaders take void * but only read */
+    pf_img_vips_clear_warning();
     int rc = -1;
     switch (f) {
     case PF_FMT_JPEG:
