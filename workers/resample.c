@@ -19,12 +19,8 @@ static inline uint8_t clip8(int32_t ss)
 
 /* ---- horizontal pass ------------------------------------------------------------------------------ */
 
-size_t pf_rs_hscratch_size(const pf_rs_axis *ax)
-{
-    return pf_rs_kernel_scratch_size(ax);
-}
-
-/* Pillow's ImagingResampleHorizontal_8bpc for 3 bands, reading u8 RGB directly. */
+/* Pillow's ImagingResampleHorizontal_8bpc for 3 bands, reading u8 RGB directly (the reference, and the
+ * path for rows too wide for the block kernel or coefficients too many to tabulate). */
 static void horizontal_row_scalar(const pf_rs_axis *ax, const uint8_t *in, uint8_t *out)
 {
     for (int xx = 0; xx < ax->out_size; xx++) {
@@ -43,15 +39,11 @@ static void horizontal_row_scalar(const pf_rs_axis *ax, const uint8_t *in, uint8
     }
 }
 
-void pf_rs_horizontal_row(const pf_rs_axis *ax, const uint8_t *in, uint8_t *out, void *scratch)
-{
-    if (scratch && ax->k)
-        pf_rs_kernel_horizontal(ax, in, out, scratch);
-    else
-        horizontal_row_scalar(ax, in, out);
-}
-
 /* ---- streaming resampler -------------------------------------------------------------------------- */
+
+/* The gather ring holds the vertical window plus one horizontal block; above this size (reductions of
+ * thousands of rows into one) the vertical pass accumulates row by row instead. */
+#define PF_RS_GATHER_MAX_BYTES (16u << 20)
 
 /* Largest number of output rows whose vertical window contains one input row. */
 static int max_active_rows(const pf_rs_axis *ay)
@@ -80,30 +72,44 @@ int pf_resampler_init(pf_resampler *r, int in_w, int in_h, int out_w, int out_h,
     r->out = out;
     r->need_h = out_w != in_w;
     r->need_v = out_h != in_h;
-    if (pf_rs_axis_init(&r->ay, in_h, out_h, 0, err))
+    r->row_len = (size_t)out_w * 3;
+    r->row_stride = (r->row_len + PF_RS_ROW_ALIGN - 1) / PF_RS_ROW_ALIGN * PF_RS_ROW_ALIGN;
+    if (pf_rs_axis_init(&r->ay, in_h, out_h, PF_RS_MAX_TABLE, err))
         return -1;
     r->y_first = r->ay.bounds[0];
     r->y_last = r->ay.bounds[2 * (out_h - 1)] + r->ay.bounds[2 * (out_h - 1) + 1];
     if (r->need_h) {
         if (pf_rs_axis_init(&r->ax, in_w, out_w, PF_RS_MAX_TABLE, err))
             goto fail;
-        size_t hs = pf_rs_hscratch_size(&r->ax);
-        r->hrow = malloc((size_t)out_w * 3);
-        r->hscratch = hs ? malloc(hs) : NULL;
-        if (!r->hrow || (hs && !r->hscratch)) {
-            pf_errf(err, "resample: out of memory for a %d-pixel row", in_w);
-            goto fail;
+        if (r->ax.k && in_w <= PF_RS_MAX_BLOCK_WIDTH) {
+            r->block = calloc((size_t)in_w * PF_RS_LANES, sizeof *r->block);
+            if (!r->block)
+                goto oom;
         }
     }
+    r->hrows = calloc(PF_RS_BLOCK_ROWS, r->row_stride);
+    if (!r->hrows)
+        goto oom;
     if (r->need_v) {
-        r->ring = max_active_rows(&r->ay);
-        r->acc = malloc((size_t)r->ring * (size_t)out_w * 3 * sizeof(int32_t));
-        if (!r->acc) {
-            pf_errf(err, "resample: out of memory for %d accumulator rows", r->ring);
-            goto fail;
+        size_t ring = (size_t)r->ay.kstride + PF_RS_BLOCK_ROWS;
+        if (ring * r->row_stride <= PF_RS_GATHER_MAX_BYTES) {
+            r->gather = 1;
+            r->ring = (int)ring;
+            r->vring = calloc(ring, r->row_stride);
+            r->vrows = malloc((size_t)r->ay.kstride * sizeof *r->vrows);
+            r->vk = malloc((size_t)r->ay.kstride * sizeof *r->vk);
+            if (!r->vring || !r->vrows || !r->vk)
+                goto oom;
+        } else {
+            r->ring = max_active_rows(&r->ay);
+            r->acc = malloc((size_t)r->ring * r->row_len * sizeof(int32_t));
+            if (!r->acc)
+                goto oom;
         }
     }
     return 0;
+oom:
+    pf_errf(err, "resample: out of memory for %dx%d -> %dx%d", in_w, in_h, out_w, out_h);
 fail:
     pf_resampler_free(r);
     return -1;
@@ -113,21 +119,84 @@ void pf_resampler_free(pf_resampler *r)
 {
     pf_rs_axis_free(&r->ax);
     pf_rs_axis_free(&r->ay);
+    free(r->block);
+    free(r->hrows);
+    free(r->vring);
+    free(r->vrows);
+    free(r->vk);
     free(r->acc);
-    free(r->hrow);
-    free(r->hscratch);
-    r->acc = NULL;
-    r->hrow = NULL;
-    r->hscratch = NULL;
+    r->block = NULL;
+    r->hrows = r->vring = NULL;
+    r->vrows = NULL;
+    r->vk = r->acc = NULL;
 }
 
-static void finish_row(pf_resampler *r, int yy)
+/* Accumulate mode: output row yy is complete. */
+static void finish_acc_row(pf_resampler *r, int yy)
 {
-    size_t n = (size_t)r->out_w * 3;
-    const int32_t *acc = r->acc + (size_t)(yy % r->ring) * n;
-    uint8_t *dst = r->out + (size_t)yy * n;
-    for (size_t i = 0; i < n; i++)
+    const int32_t *acc = r->acc + (size_t)(yy % r->ring) * r->row_len;
+    uint8_t *dst = r->out + (size_t)yy * r->row_len;
+    for (size_t i = 0; i < r->row_len; i++)
         dst[i] = clip8(acc[i]);
+}
+
+/* Where the horizontal result of input row y goes. */
+static uint8_t *hdest(pf_resampler *r, int y, int slot)
+{
+    if (!r->need_v)
+        return r->out + (size_t)y * r->row_len;
+    if (r->gather)
+        return r->vring + (size_t)(y % r->ring) * r->row_stride;
+    return r->hrows + (size_t)slot * r->row_stride;
+}
+
+/* Input row y has passed the horizontal stage; its result is at h (== hdest). */
+static void vertical_row_done(pf_resampler *r, int y, const uint8_t *h)
+{
+    if (!r->need_v) {
+        r->lo = y + 1;
+        return;
+    }
+    const int *b = r->ay.bounds;
+    if (r->gather) {
+        while (r->lo < r->out_h && b[2 * r->lo] + b[2 * r->lo + 1] <= y + 1) {
+            int yy = r->lo, ymin = b[2 * yy], n = b[2 * yy + 1];
+            for (int t = 0; t < n; t++) {
+                r->vrows[t] = r->vring + (size_t)((ymin + t) % r->ring) * r->row_stride;
+                r->vk[t] = pf_rs_axis_coeff(&r->ay, yy, t);
+            }
+            pf_rs_kernel_vgather(r->vrows, r->vk, n, r->row_len, r->out + (size_t)yy * r->row_len);
+            r->lo++;
+        }
+        return;
+    }
+    while (r->hi < r->out_h && b[2 * r->hi] <= y) {
+        int32_t *acc = r->acc + (size_t)(r->hi % r->ring) * r->row_len;
+        for (size_t i = 0; i < r->row_len; i++)
+            acc[i] = PF_RS_BIAS;
+        r->hi++;
+    }
+    for (int yy = r->lo; yy < r->hi; yy++) {
+        int t = y - b[2 * yy];
+        if (t < b[2 * yy + 1])
+            pf_rs_kernel_accumulate(r->acc + (size_t)(yy % r->ring) * r->row_len, h, pf_rs_axis_coeff(&r->ay, yy, t),
+                                    r->row_len);
+    }
+    while (r->lo < r->hi && b[2 * r->lo] + b[2 * r->lo + 1] <= y + 1) {
+        finish_acc_row(r, r->lo);
+        r->lo++;
+    }
+}
+
+static void flush_block(pf_resampler *r)
+{
+    uint8_t *dst[PF_RS_BLOCK_ROWS];
+    for (int i = 0; i < r->block_rows; i++)
+        dst[i] = hdest(r, r->block_y0 + i, i);
+    pf_rs_kernel_hblock(&r->ax, r->block, r->block_rows, dst);
+    for (int i = 0; i < r->block_rows; i++)
+        vertical_row_done(r, r->block_y0 + i, dst[i]);
+    r->block_rows = 0;
 }
 
 void pf_resampler_push(pf_resampler *r, const uint8_t *row)
@@ -138,34 +207,20 @@ void pf_resampler_push(pf_resampler *r, const uint8_t *row)
     r->y_next++;
     if (y < r->y_first || y >= r->y_last)
         return;
-    const uint8_t *h = row;
-    if (r->need_h) {
-        pf_rs_horizontal_row(&r->ax, row, r->hrow, r->hscratch);
-        h = r->hrow;
-    }
-    size_t n = (size_t)r->out_w * 3;
-    if (!r->need_v) {
-        memcpy(r->out + (size_t)y * n, h, n);
-        r->lo = y + 1;
+    if (r->block) {
+        if (r->block_rows == 0)
+            r->block_y0 = y;
+        pf_rs_block_put_row(r->block, r->in_w, r->block_rows++, row);
+        if (r->block_rows == PF_RS_BLOCK_ROWS || y == r->y_last - 1)
+            flush_block(r);
         return;
     }
-    const int *b = r->ay.bounds;
-    while (r->hi < r->out_h && b[2 * r->hi] <= y) {
-        int32_t *acc = r->acc + (size_t)(r->hi % r->ring) * n;
-        for (size_t i = 0; i < n; i++)
-            acc[i] = PF_RS_BIAS;
-        r->hi++;
-    }
-    for (int yy = r->lo; yy < r->hi; yy++) {
-        int t = y - b[2 * yy];
-        if (t >= b[2 * yy + 1])
-            continue;
-        pf_rs_kernel_accumulate(r->acc + (size_t)(yy % r->ring) * n, h, pf_rs_axis_coeff(&r->ay, yy, t), n);
-    }
-    while (r->lo < r->hi && b[2 * r->lo] + b[2 * r->lo + 1] <= y + 1) {
-        finish_row(r, r->lo);
-        r->lo++;
-    }
+    uint8_t *h = hdest(r, y, 0);
+    if (r->need_h)
+        horizontal_row_scalar(&r->ax, row, h);
+    else
+        memcpy(h, row, r->row_len);
+    vertical_row_done(r, y, h);
 }
 
 int pf_resampler_finished(const pf_resampler *r)

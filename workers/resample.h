@@ -53,12 +53,20 @@ typedef struct pf_resampler {
     int y_next;          /* next input row expected */
     int y_first, y_last; /* input rows [y_first, y_last) are used (Pillow's ybox) */
     int lo;              /* first output row not yet finished */
-    int hi;              /* output rows [lo, hi) are active (have received at least one input row) */
-    int ring;            /* accumulator rows */
-    int32_t *acc;        /* ring * out_w * 3 */
-    int32_t *kbuf;       /* per active output row: the coefficient for the current input row */
-    uint8_t *hrow;       /* out_w * 3: the current row after the horizontal pass */
-    void *hscratch;      /* per-row scratch of the horizontal kernel */
+    int hi;              /* accumulate mode: output rows [lo, hi) have received input rows */
+    size_t row_len;      /* out_w * 3 */
+    size_t row_stride;   /* row_len rounded up for the vector kernels */
+    /* horizontal pass: blocks of rows interleaved for the vector kernel, or the scalar path */
+    uint16_t *block;     /* in_w * PF_RS_LANES samples (NULL: scalar path) */
+    int block_rows, block_y0;
+    uint8_t *hrows;      /* scalar path / accumulate mode: PF_RS_BLOCK_ROWS rows of row_stride */
+    /* vertical pass: gather (ring of horizontally resampled rows, summed in registers) or accumulate */
+    int gather;
+    int ring;            /* rows in the ring (gather) or accumulator rows (accumulate) */
+    uint8_t *vring;      /* gather: ring * row_stride */
+    int32_t *acc;        /* accumulate: ring * row_len */
+    const uint8_t **vrows; /* gather: row pointers of one output row */
+    int32_t *vk;           /* gather: its coefficients */
     uint8_t *out;
 } pf_resampler;
 
@@ -76,9 +84,5 @@ int pf_resample_rgb(const uint8_t *in, int in_w, int in_h, size_t stride, uint8_
  * oracle the tests compare the fast streaming path against. */
 int pf_resample_rgb_reference(const uint8_t *in, int in_w, int in_h, size_t stride, uint8_t *out, int out_w,
                               int out_h, pf_err *err);
-
-/* The horizontal pass of one row (exposed for tests and the benchmark). scratch: see pf_rs_hscratch_size. */
-size_t pf_rs_hscratch_size(const pf_rs_axis *ax);
-void pf_rs_horizontal_row(const pf_rs_axis *ax, const uint8_t *in, uint8_t *out, void *scratch);
 
 #endif

@@ -1,66 +1,114 @@
-/* resample_kernels.c - vectorisable inner loops of the resampler.
+/* resample_kernels.c - the vectorised inner loops of the resampler.
  *
  * Exactness: Pillow sums u8 * int32 coefficients in int32 (no overflow is possible: the coefficients of
- * one output sum in absolute value to < 1.3 * 2^22). Integer sums do not depend on order, so any
- * vectorisation gives the same bits.
+ * one output sum in absolute value to < 1.3 * 2^22, checked in tests/image/test_resample.c). Integer sums
+ * do not depend on order, so any vectorisation gives Pillow's bits.
  *
- * The horizontal pass first widens the RGB row to 4 int32 lanes per pixel (RGBX) so each tap is one
- * 128-bit multiply-add for all channels; the compiler vectorises the clean loops. On x86-64, AVX2 and
- * AVX-512 clones are selected at run time (GCC/clang target_clones, resolved by the dynamic loader), never
- * assumed.
+ * The loops use GCC/clang generic vectors (16 x int32 accumulators kept in registers) rather than
+ * ISA-specific intrinsics: the compiler lowers them to SSE2, AVX2 or AVX-512. On x86-64 with GCC, AVX2
+ * and AVX-512 clones are selected at run time by the dynamic loader (target_clones), never assumed.
  */
 #include "workers/resample_kernels.h"
 
-#define PF_RS_BIAS (1 << (PF_RS_PRECISION_BITS - 1))
-#define PF_RS_MAX_SCRATCH_PIXELS (1 << 22) /* 64 MB of scratch at most; wider rows take the scalar path */
+#include <string.h>
 
-#if defined(__x86_64__) && defined(__has_attribute)
-#if __has_attribute(target_clones) && !defined(PF_NO_CLONES)
-#define PF_CLONES __attribute__((target_clones("default", "avx2", "avx512f")))
-#endif
-#endif
-#ifndef PF_CLONES
+#define PF_RS_BIAS (1 << (PF_RS_PRECISION_BITS - 1))
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(PF_NO_CLONES)
+#define PF_CLONES __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
+#else
 #define PF_CLONES
 #endif
 
+typedef uint8_t v16u8 __attribute__((vector_size(16)));
+typedef uint16_t v16u16 __attribute__((vector_size(32)));
+typedef int32_t v16i32 __attribute__((vector_size(64)));
+
 static inline uint8_t clip8(int32_t ss)
 {
-    int32_t v = ss >> PF_RS_PRECISION_BITS;
+    int32_t v = ss >> PF_RS_PRECISION_BITS; /* arithmetic shift, as Pillow's clip8 table index */
     return v < 0 ? 0 : v > 255 ? 255 : (uint8_t)v;
 }
 
-size_t pf_rs_kernel_scratch_size(const pf_rs_axis *ax)
+/* 16 bytes -> 16 x int32 (in two widening steps: GCC 12 scalarises a direct u8 -> i32 conversion) */
+static inline __attribute__((always_inline)) v16i32 load16(const uint8_t *p)
 {
-    if (!ax->k || ax->in_size > PF_RS_MAX_SCRATCH_PIXELS)
-        return 0;
-    return (size_t)ax->in_size * 4 * sizeof(int32_t);
+    v16u8 b;
+    memcpy(&b, p, sizeof b); /* unaligned */
+    return __builtin_convertvector(__builtin_convertvector(b, v16u16), v16i32);
+}
+
+/* 16 x u16 -> 16 x int32 */
+static inline __attribute__((always_inline)) v16i32 load16w(const uint16_t *p)
+{
+    v16u16 b;
+    memcpy(&b, p, sizeof b);
+    return __builtin_convertvector(b, v16i32);
+}
+
+/* clip8 on 16 lanes, narrowed to bytes */
+static inline __attribute__((always_inline)) v16u8 clip16(v16i32 acc)
+{
+    v16i32 v = acc >> PF_RS_PRECISION_BITS;
+    v &= ~(v < 0);           /* negative -> 0 (comparisons give -1 / 0 lanes) */
+    v16i32 over = v > 255;
+    v = (v & ~over) | (255 & over);
+    return __builtin_convertvector(v, v16u8);
+}
+
+void pf_rs_block_put_row(uint16_t *restrict block, int in_w, int r, const uint8_t *restrict row)
+{
+    uint16_t *dst = block + 3 * r;
+    for (int x = 0; x < in_w; x++) {
+        dst[(size_t)x * PF_RS_LANES + 0] = row[3 * x + 0];
+        dst[(size_t)x * PF_RS_LANES + 1] = row[3 * x + 1];
+        dst[(size_t)x * PF_RS_LANES + 2] = row[3 * x + 2];
+    }
 }
 
 PF_CLONES
-void pf_rs_kernel_horizontal(const pf_rs_axis *ax, const uint8_t *restrict in, uint8_t *restrict out,
-                             void *scratch)
+void pf_rs_kernel_hblock(const pf_rs_axis *ax, const uint16_t *restrict block, int nrows, uint8_t *const *dst)
 {
-    int32_t *restrict px = scratch;
-    int in_w = ax->in_size;
-    for (int x = 0; x < in_w; x++) {
-        px[4 * x + 0] = in[3 * x + 0];
-        px[4 * x + 1] = in[3 * x + 1];
-        px[4 * x + 2] = in[3 * x + 2];
-        px[4 * x + 3] = 0;
-    }
     const int *bounds = ax->bounds;
     const int kstride = ax->kstride;
+    const v16i32 bias = (v16i32){0} + PF_RS_BIAS;
     for (int xx = 0; xx < ax->out_size; xx++) {
         const int32_t *restrict k = ax->k + (size_t)xx * (size_t)kstride;
-        const int32_t *restrict p = px + 4 * (size_t)bounds[2 * xx];
+        const uint16_t *restrict p = block + (size_t)bounds[2 * xx] * PF_RS_LANES;
         int n = bounds[2 * xx + 1];
-        int32_t s[4] = {PF_RS_BIAS, PF_RS_BIAS, PF_RS_BIAS, PF_RS_BIAS};
-        for (int t = 0; t < n; t++)
-            for (int c = 0; c < 4; c++)
-                s[c] += p[4 * t + c] * k[t];
-        out[3 * xx + 0] = clip8(s[0]);
-        out[3 * xx + 1] = clip8(s[1]);
-        out[3 * xx + 2] = clip8(s[2]);
+        v16i32 acc0 = bias, acc1 = (v16i32){0};
+        int t = 0;
+        for (; t + 1 < n; t += 2) { /* two chains hide the multiply latency */
+            acc0 += load16w(p + (size_t)t * PF_RS_LANES) * k[t];
+            acc1 += load16w(p + (size_t)(t + 1) * PF_RS_LANES) * k[t + 1];
+        }
+        if (t < n)
+            acc0 += load16w(p + (size_t)t * PF_RS_LANES) * k[t];
+        v16u8 o = clip16(acc0 + acc1);
+        uint8_t lanes[PF_RS_LANES];
+        memcpy(lanes, &o, sizeof lanes);
+        for (int r = 0; r < nrows; r++)
+            memcpy(dst[r] + 3 * (size_t)xx, lanes + 3 * r, 3);
+    }
+}
+
+PF_CLONES
+void pf_rs_kernel_vgather(const uint8_t *const *rows, const int32_t *k, int n, size_t len, uint8_t *restrict out)
+{
+    const v16i32 bias = (v16i32){0} + PF_RS_BIAS;
+    for (size_t i = 0; i < len; i += 64) {
+        v16i32 a0 = bias, a1 = bias, a2 = bias, a3 = bias;
+        for (int t = 0; t < n; t++) {
+            const uint8_t *r = rows[t] + i;
+            int32_t kt = k[t];
+            a0 += load16(r) * kt;
+            a1 += load16(r + 16) * kt;
+            a2 += load16(r + 32) * kt;
+            a3 += load16(r + 48) * kt;
+        }
+        v16u8 o[4] = {clip16(a0), clip16(a1), clip16(a2), clip16(a3)};
+        size_t m = len - i < 64 ? len - i : 64; /* rows are padded to 64; the output is not */
+        memcpy(out + i, o, m);
     }
 }
 

@@ -7,11 +7,25 @@
 
 #include "workers/resample.h"
 
-/* Bytes of scratch the fast horizontal kernel needs for this axis; 0 = use the scalar path. */
-size_t pf_rs_kernel_scratch_size(const pf_rs_axis *ax);
-/* One row through the horizontal pass (needs ax->k and the scratch). */
-void pf_rs_kernel_horizontal(const pf_rs_axis *ax, const uint8_t *in, uint8_t *out, void *scratch);
-/* acc[i] += k * h[i] for i < n (the vertical pass, one input row into one output row). */
+/* The horizontal pass works on blocks of PF_RS_BLOCK_ROWS input rows interleaved per pixel into
+ * PF_RS_LANES 16-bit lanes: lane 3 * r + c holds channel c of row r (the last lane is padding), so one
+ * tap of one output pixel is a single PF_RS_LANES-wide multiply-add for all rows and channels. */
+#define PF_RS_BLOCK_ROWS 5
+#define PF_RS_LANES 16
+
+/* Widest input row the block kernel takes (its block buffer is in_w * 32 bytes); wider rows take the
+ * scalar path. */
+#define PF_RS_MAX_BLOCK_WIDTH (1 << 20)
+
+/* Put row r (RGB, in_w pixels) of the current block into the interleaved block buffer. */
+void pf_rs_block_put_row(uint16_t *block, int in_w, int r, const uint8_t *row);
+/* Horizontal pass of a block: rows 0..nrows-1 of the block into dst[r] (out_w * 3 bytes each). */
+void pf_rs_kernel_hblock(const pf_rs_axis *ax, const uint16_t *block, int nrows, uint8_t *const *dst);
+/* Vertical pass of one output row: out[i] = clip(bias + sum_t k[t] * rows[t][i]) for i < len. The rows
+ * must be readable up to len rounded up to PF_RS_ROW_ALIGN bytes. */
+#define PF_RS_ROW_ALIGN 64
+void pf_rs_kernel_vgather(const uint8_t *const *rows, const int32_t *k, int n, size_t len, uint8_t *out);
+/* acc[i] += k * h[i] for i < n (vertical pass by accumulation, for extreme reductions). */
 void pf_rs_kernel_accumulate(int32_t *acc, const uint8_t *h, int32_t k, size_t n);
 
 #endif
