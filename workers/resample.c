@@ -83,7 +83,9 @@ int pf_resampler_init(pf_resampler *r, int in_w, int in_h, int out_w, int out_h,
             goto fail;
         if (r->ax.k && in_w <= PF_RS_MAX_BLOCK_WIDTH) {
             r->block = calloc((size_t)in_w * PF_RS_LANES, sizeof *r->block);
-            if (!r->block)
+            r->stage_stride = (size_t)in_w * 3 + 4;
+            r->stage = calloc(PF_RS_BLOCK_ROWS + 1, r->stage_stride);
+            if (!r->block || !r->stage)
                 goto oom;
         }
     }
@@ -92,10 +94,10 @@ int pf_resampler_init(pf_resampler *r, int in_w, int in_h, int out_w, int out_h,
         goto oom;
     if (r->need_v) {
         size_t ring = (size_t)r->ay.kstride + PF_RS_BLOCK_ROWS;
-        if (ring * r->row_stride <= PF_RS_GATHER_MAX_BYTES) {
+        if (ring * r->row_stride * sizeof(uint16_t) <= PF_RS_GATHER_MAX_BYTES) {
             r->gather = 1;
             r->ring = (int)ring;
-            r->vring = calloc(ring, r->row_stride);
+            r->vring = calloc(ring * r->row_stride, sizeof *r->vring);
             r->vrows = malloc((size_t)r->ay.kstride * sizeof *r->vrows);
             r->vk = malloc((size_t)r->ay.kstride * sizeof *r->vk);
             if (!r->vring || !r->vrows || !r->vk)
@@ -120,13 +122,14 @@ void pf_resampler_free(pf_resampler *r)
     pf_rs_axis_free(&r->ax);
     pf_rs_axis_free(&r->ay);
     free(r->block);
+    free(r->stage);
     free(r->hrows);
     free(r->vring);
     free(r->vrows);
     free(r->vk);
     free(r->acc);
-    r->block = NULL;
-    r->hrows = r->vring = NULL;
+    r->block = r->vring = NULL;
+    r->stage = r->hrows = NULL;
     r->vrows = NULL;
     r->vk = r->acc = NULL;
 }
@@ -140,17 +143,21 @@ static void finish_acc_row(pf_resampler *r, int yy)
         dst[i] = clip8(acc[i]);
 }
 
-/* Where the horizontal result of input row y goes. */
+/* Where the horizontal result of input row y goes: an output row (no vertical pass), a ring slot (gather,
+ * 16-bit) or a scratch row (accumulate). */
 static uint8_t *hdest(pf_resampler *r, int y, int slot)
 {
     if (!r->need_v)
         return r->out + (size_t)y * r->row_len;
-    if (r->gather)
-        return r->vring + (size_t)(y % r->ring) * r->row_stride;
     return r->hrows + (size_t)slot * r->row_stride;
 }
 
-/* Input row y has passed the horizontal stage; its result is at h (== hdest). */
+static uint16_t *ring_row(const pf_resampler *r, int y)
+{
+    return r->vring + (size_t)(y % r->ring) * r->row_stride;
+}
+
+/* Input row y has passed the horizontal stage; its result is at h (gather: already in the ring). */
 static void vertical_row_done(pf_resampler *r, int y, const uint8_t *h)
 {
     if (!r->need_v) {
@@ -162,7 +169,7 @@ static void vertical_row_done(pf_resampler *r, int y, const uint8_t *h)
         while (r->lo < r->out_h && b[2 * r->lo] + b[2 * r->lo + 1] <= y + 1) {
             int yy = r->lo, ymin = b[2 * yy], n = b[2 * yy + 1];
             for (int t = 0; t < n; t++) {
-                r->vrows[t] = r->vring + (size_t)((ymin + t) % r->ring) * r->row_stride;
+                r->vrows[t] = ring_row(r, ymin + t);
                 r->vk[t] = pf_rs_axis_coeff(&r->ay, yy, t);
             }
             pf_rs_kernel_vgather(r->vrows, r->vk, n, r->row_len, r->out + (size_t)yy * r->row_len);
@@ -191,9 +198,16 @@ static void vertical_row_done(pf_resampler *r, int y, const uint8_t *h)
 static void flush_block(pf_resampler *r)
 {
     uint8_t *dst[PF_RS_BLOCK_ROWS];
-    for (int i = 0; i < r->block_rows; i++)
+    uint16_t *dst16[PF_RS_BLOCK_ROWS];
+    const uint8_t *rows[PF_RS_BLOCK_ROWS];
+    for (int i = 0; i < PF_RS_BLOCK_ROWS; i++) /* missing rows of a short last block read the zero row */
+        rows[i] = r->stage + (size_t)(i < r->block_rows ? i : PF_RS_BLOCK_ROWS) * r->stage_stride;
+    pf_rs_block_pack(r->block, r->in_w, rows);
+    for (int i = 0; i < r->block_rows; i++) {
         dst[i] = hdest(r, r->block_y0 + i, i);
-    pf_rs_kernel_hblock(&r->ax, r->block, r->block_rows, dst);
+        dst16[i] = r->gather ? ring_row(r, r->block_y0 + i) : NULL;
+    }
+    pf_rs_kernel_hblock(&r->ax, r->block, r->block_rows, dst, r->gather ? dst16 : NULL);
     for (int i = 0; i < r->block_rows; i++)
         vertical_row_done(r, r->block_y0 + i, dst[i]);
     r->block_rows = 0;
@@ -210,7 +224,7 @@ void pf_resampler_push(pf_resampler *r, const uint8_t *row)
     if (r->block) {
         if (r->block_rows == 0)
             r->block_y0 = y;
-        pf_rs_block_put_row(r->block, r->in_w, r->block_rows++, row);
+        memcpy(r->stage + (size_t)r->block_rows++ * r->stage_stride, row, (size_t)r->in_w * 3);
         if (r->block_rows == PF_RS_BLOCK_ROWS || y == r->y_last - 1)
             flush_block(r);
         return;
@@ -220,6 +234,8 @@ void pf_resampler_push(pf_resampler *r, const uint8_t *row)
         horizontal_row_scalar(&r->ax, row, h);
     else
         memcpy(h, row, r->row_len);
+    if (r->gather)
+        pf_rs_widen_row(h, r->row_len, ring_row(r, y));
     vertical_row_done(r, y, h);
 }
 

@@ -55,17 +55,19 @@ typedef struct pf_resampler {
     int lo;              /* first output row not yet finished */
     int hi;              /* accumulate mode: output rows [lo, hi) have received input rows */
     size_t row_len;      /* out_w * 3 */
-    size_t row_stride;   /* row_len rounded up for the vector kernels */
+    size_t row_stride;   /* row_len rounded up for the vector kernels (elements) */
     /* horizontal pass: blocks of rows interleaved for the vector kernel, or the scalar path */
     uint16_t *block;     /* in_w * PF_RS_LANES samples (NULL: scalar path) */
+    uint8_t *stage;      /* PF_RS_BLOCK_ROWS input rows copied until the block is full, + a zero row */
+    size_t stage_stride;
     int block_rows, block_y0;
     uint8_t *hrows;      /* scalar path / accumulate mode: PF_RS_BLOCK_ROWS rows of row_stride */
     /* vertical pass: gather (ring of horizontally resampled rows, summed in registers) or accumulate */
     int gather;
     int ring;            /* rows in the ring (gather) or accumulator rows (accumulate) */
-    uint8_t *vring;      /* gather: ring * row_stride */
+    uint16_t *vring;     /* gather: ring * row_stride, 16-bit copies of horizontal results */
     int32_t *acc;        /* accumulate: ring * row_len */
-    const uint8_t **vrows; /* gather: row pointers of one output row */
+    const uint16_t **vrows; /* gather: row pointers of one output row */
     int32_t *vk;           /* gather: its coefficients */
     uint8_t *out;
 } pf_resampler;

@@ -17,14 +17,19 @@
  * scalar path. */
 #define PF_RS_MAX_BLOCK_WIDTH (1 << 20)
 
-/* Put row r (RGB, in_w pixels) of the current block into the interleaved block buffer. */
-void pf_rs_block_put_row(uint16_t *block, int in_w, int r, const uint8_t *row);
-/* Horizontal pass of a block: rows 0..nrows-1 of the block into dst[r] (out_w * 3 bytes each). */
-void pf_rs_kernel_hblock(const pf_rs_axis *ax, const uint16_t *block, int nrows, uint8_t *const *dst);
+/* Interleave PF_RS_BLOCK_ROWS staged rows (RGB, in_w pixels, each readable for 3 * in_w + 1 bytes) into
+ * the block buffer. */
+void pf_rs_block_pack(uint16_t *block, int in_w, const uint8_t *const *rows);
+/* Horizontal pass of a block: rows 0..nrows-1 of the block into dst[r] (out_w * 3 bytes each), or into
+ * dst16[r] as 16-bit values when dst16 is not NULL (the vertical ring). */
+void pf_rs_kernel_hblock(const pf_rs_axis *ax, const uint16_t *block, int nrows, uint8_t *const *dst,
+                         uint16_t *const *dst16);
 /* Vertical pass of one output row: out[i] = clip(bias + sum_t k[t] * rows[t][i]) for i < len. The rows
- * must be readable up to len rounded up to PF_RS_ROW_ALIGN bytes. */
+ * (16-bit copies of the horizontal results) must be readable up to len rounded up to PF_RS_ROW_ALIGN. */
 #define PF_RS_ROW_ALIGN 64
-void pf_rs_kernel_vgather(const uint8_t *const *rows, const int32_t *k, int n, size_t len, uint8_t *out);
+void pf_rs_kernel_vgather(const uint16_t *const *rows, const int32_t *k, int n, size_t len, uint8_t *out);
+/* dst[i] = src[i] for i < n (a row into the 16-bit ring). */
+void pf_rs_widen_row(const uint8_t *src, size_t n, uint16_t *dst);
 /* acc[i] += k * h[i] for i < n (vertical pass by accumulation, for extreme reductions). */
 void pf_rs_kernel_accumulate(int32_t *acc, const uint8_t *h, int32_t k, size_t n);
 
