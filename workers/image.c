@@ -178,11 +178,26 @@ static void store_row(void *ctx, int y, const uint8_t *row)
     memcpy(f->px + (size_t)y * f->stride, row, f->stride);
 }
 
+/* The orientation to apply. Pillow 9.4 ignores EXIF orientation on open, except for TIFF: its
+ * TiffImagePlugin.load_end transposes by the Orientation tag (274) on every load. ImageOps.exif_transpose
+ * (autorotate) then applies the orientation once more, so a TIFF gets it twice: identity for the flips,
+ * 180 degrees for the quarter turns (6, 8). Mirrored exactly, since the reference is Pillow. */
+static int effective_orientation(pf_img_format f, int stored, int autorotate)
+{
+    int o = stored >= 2 && stored <= 8 ? stored : 1;
+    if (f != PF_FMT_TIFF)
+        return autorotate ? o : 1;
+    if (!autorotate)
+        return o;
+    return o == 6 || o == 8 ? 3 : 1; /* o applied twice */
+}
+
 static int decode_resize(const uint8_t *buf, size_t len, const pf_img_opts *opts, pf_img *out,
                          pf_img_errkind *kind, pf_err *err)
 {
     pf_img_dec d;
-    if (open_decoder(pf_img_sniff(buf, len), buf, len, &d, kind, err))
+    pf_img_format fmt = pf_img_sniff(buf, len);
+    if (open_decoder(fmt, buf, len, &d, kind, err))
         return -1;
     int rc = -1;
     uint8_t *full = NULL, *row = NULL;
@@ -196,7 +211,7 @@ static int decode_resize(const uint8_t *buf, size_t len, const pf_img_opts *opts
                 (unsigned long long)pixels, (unsigned long long)limit);
         goto done;
     }
-    int o = opts->autorotate && d.orientation >= 2 && d.orientation <= 8 ? d.orientation : 1;
+    int o = effective_orientation(fmt, d.orientation, opts->autorotate);
     int ow, oh, S = opts->size;
     pf_img_oriented_size(o, d.width, d.height, &ow, &oh);
     out->rgb = malloc((size_t)S * (size_t)S * 3);

@@ -8,7 +8,8 @@
  *   2. colour rules of Pillow's convert("RGB"): alpha dropped without compositing, palette looked up,
  *      1-bit -> 0/255, grey replicated, 16-bit -> v >> 8 (also for 16-bit grey, a documented deviation
  *      from Pillow's clipping), CMYK -> RGB with Pillow's integer formula, first GIF frame, ICC profiles
- *      ignored, EXIF orientation ignored unless opts->autorotate (then ImageOps.exif_transpose first);
+ *      ignored, EXIF orientation ignored unless opts->autorotate (then ImageOps.exif_transpose first),
+ *      except that, as in Pillow, a TIFF's Orientation tag is always applied (and twice with autorotate);
  *   3. resize to S x S ignoring the aspect ratio with our port of Pillow's bicubic resampler
  *      (workers/resample.h, bit-exact), streaming: no full-resolution float image, and for the plain
  *      (non-rotated) path not even a full-resolution 8-bit copy;

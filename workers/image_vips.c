@@ -3,9 +3,11 @@
  * The loader is chosen by our own sniffing (image_sniff.c) and called by name, with sequential access
  * (libvips then decodes on demand as we pull rows: no full-resolution copy) and `fail_on` so damaged data
  * is an error:
- *   - JPEG: VIPS_FAIL_ON_WARNING. libjpeg reports entropy-data damage ("Corrupt JPEG data: ...") only as
- *     a warning and fills with grey; Pillow fails on such files ("broken data stream"), so must we. The
- *     price: a JPEG with a harmless libjpeg warning (e.g. stray bytes before a marker) is refused too.
+ *   - JPEG: VIPS_FAIL_ON_WARNING. libjpeg reports entropy-data damage ("Corrupt JPEG data: premature end
+ *     of data segment", "bad Huffman code", ...) only as a warning and fills with grey; Pillow fails on
+ *     such files ("broken data stream"), so must we. libjpeg also warns about harmless things Pillow
+ *     accepts (stray bytes before a marker, odd SOS parameters, unknown JFIF revision): when every
+ *     warning is of that kind the file is decoded again with VIPS_FAIL_ON_TRUNCATED (jpeg_benign_only).
  *   - PNG, WebP, TIFF: VIPS_FAIL_ON_ERROR. Their libraries warn about harmless things (unknown TIFF
  *     tags, sRGB profile quirks) that Pillow accepts, while real damage is an error anyway.
  * Every other libvips loader is blocked in pf_img_init (untrusted ones included).
@@ -23,6 +25,7 @@ typedef struct vips_dec {
     pf_img_layout layout;
     int bpp; /* bytes per pixel of the decoded layout */
     int y, strip;
+    int lenient;   /* JPEG reloaded with fail_on=truncated after harmless warnings */
     uint8_t *conv; /* strip * width * 3, for layouts other than RGB8 */
     const uint8_t *buf;
     size_t len;
@@ -53,26 +56,41 @@ void pf_img_vips_error(char *dst, size_t cap)
     if (!cap)
         return;
     dst[0] = '\0';
-    if (msg) {
-        /* first non-empty line, without libvips' class prefix noise */
-        const char *p = msg;
+    size_t used = 0;
+    /* every line, joined with "; " so the reason stays one line */
+    for (const char *p = msg ? msg : ""; *p && used + 1 < cap;) {
+        size_t n = strcspn(p, "\n");
+        if (n) {
+            int w = snprintf(dst + used, cap - used, "%s%.*s", used ? "; " : "", (int)n, p);
+            used = w < 0 ? used : used + (size_t)w < cap ? used + (size_t)w : cap - 1;
+        }
+        p += n;
         while (*p == '\n')
             p++;
-        size_t n = strcspn(p, "\n");
-        if (n >= cap)
-            n = cap - 1;
-        memcpy(dst, p, n);
-        dst[n] = '\0';
-        g_free(msg);
     }
-    if (tl_warning[0]) {
-        size_t used = strlen(dst);
-        snprintf(dst + used, cap - used, "%s%s", used ? " (" : "", tl_warning);
-        if (used && strlen(dst) + 1 < cap)
-            strcat(dst, ")");
-    }
+    g_free(msg);
+    if (tl_warning[0] && used + 4 < cap)
+        snprintf(dst + used, cap - used, used ? " (%s)" : "%s", tl_warning);
     if (!dst[0])
         snprintf(dst, cap, "libvips gave no reason");
+}
+
+/* Are all of libjpeg's complaints ones Pillow shrugs off (its decoder ignores warnings and only fails
+ * on fatal errors or missing data)? Damage to the entropy-coded data is never benign here. */
+static int jpeg_benign_only(const char *msg)
+{
+    static const char *const damage[] = {"premature end", "Premature end", "bad Huffman", "bad arithmetic",
+                                         "found marker", "Huffman", "truncat"};
+    static const char *const harmless[] = {"extraneous bytes before marker", "unknown JFIF revision",
+                                           "Invalid SOS parameters", "Unknown Adobe color transform",
+                                           "Inconsistent progression sequence", "bad ICC marker"};
+    for (size_t i = 0; i < sizeof damage / sizeof damage[0]; i++)
+        if (strstr(msg, damage[i]))
+            return 0;
+    for (size_t i = 0; i < sizeof harmless / sizeof harmless[0]; i++)
+        if (strstr(msg, harmless[i]))
+            return 1;
+    return 0;
 }
 
 /* Decide truncated vs corrupt for a failed libvips call. */
@@ -146,6 +164,71 @@ static pf_img_layout layout_of(VipsImage *im, char *why, size_t cap)
     return PF_LAYOUT_NONE;
 }
 
+/* Run the loader (header only: pixels are decoded as regions are prepared) and make our region. */
+static int vips_load(vips_dec *v, int lenient, char *msg, size_t cap)
+{
+    if (v->reg)
+        g_object_unref(v->reg);
+    if (v->im)
+        g_object_unref(v->im);
+    v->reg = NULL;
+    v->im = NULL;
+    v->lenient = lenient;
+    pf_img_vips_clear_warning();
+    /* libvips' error buffer is process-wide: drop what earlier (lenient, warning-only) decodes left in it.
+     * With several threads a message of another file can still slip into ours; the verdict does not
+     * depend on it except that foreign "damage" text makes a lenient retry less likely (safe side). */
+    vips_error_clear();
+    void *b = (void *)v->buf; /* libvips' buffer loaders take void * but only read */
+    VipsAccess seq = VIPS_ACCESS_SEQUENTIAL;
+    int rc = -1;
+    switch (v->fmt) {
+    case PF_FMT_JPEG:
+        rc = vips_jpegload_buffer(b, v->len, &v->im, "access", seq, "fail_on",
+                                  lenient ? VIPS_FAIL_ON_TRUNCATED : VIPS_FAIL_ON_WARNING, NULL);
+        break;
+    case PF_FMT_PNG:
+        rc = vips_pngload_buffer(b, v->len, &v->im, "access", seq, "fail_on", VIPS_FAIL_ON_ERROR, NULL);
+        break;
+    case PF_FMT_WEBP:
+        rc = vips_webpload_buffer(b, v->len, &v->im, "access", seq, "fail_on", VIPS_FAIL_ON_ERROR, NULL);
+        break;
+    case PF_FMT_TIFF:
+        rc = vips_tiffload_buffer(b, v->len, &v->im, "access", seq, "fail_on", VIPS_FAIL_ON_ERROR, NULL);
+        break;
+    default:
+        snprintf(msg, cap, "no libvips loader for %s", pf_img_format_name(v->fmt));
+        return -1;
+    }
+    if (rc == 0 && !(v->reg = vips_region_new(v->im)))
+        rc = -1;
+    if (rc)
+        pf_img_vips_error(msg, cap);
+    return rc;
+}
+
+/* Prepare rows [y, y + h) of the current image. */
+static int prepare(vips_dec *v, int y, int h, int width)
+{
+    VipsRect r = {0, y, width, h};
+    return vips_region_prepare(v->reg, &r);
+}
+
+/* After harmless libjpeg warnings: load again leniently and skip the rows already delivered. */
+static int jpeg_reload_lenient(vips_dec *v, int width, char *msg, size_t cap)
+{
+    if (vips_load(v, 1, msg, cap))
+        return -1;
+    for (int y = 0; y < v->y; y += v->strip) {
+        int h = v->y - y < v->strip ? v->y - y : v->strip;
+        if (prepare(v, y, h, width)) {
+            pf_img_vips_error(msg, cap);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static int vips_next(pf_img_dec *d, const uint8_t **rows, size_t *stride, int *n, pf_img_errkind *kind,
                      pf_err *err)
 {
@@ -154,13 +237,23 @@ static int vips_next(pf_img_dec *d, const uint8_t **rows, size_t *stride, int *n
     if (v->y >= d->height)
         return 0;
     int h = d->height - v->y < v->strip ? d->height - v->y : v->strip;
-    VipsRect r = {0, v->y, d->width, h};
-    if (vips_region_prepare(v->reg, &r)) {
+    if (prepare(v, v->y, h, d->width)) {
         char msg[512];
         pf_img_vips_error(msg, sizeof msg);
+        int retried = 0;
+        if (v->fmt == PF_FMT_JPEG && !v->lenient && jpeg_benign_only(msg)) {
+            retried = 1;
+            if (jpeg_reload_lenient(v, d->width, msg, sizeof msg) == 0) {
+                if (prepare(v, v->y, h, d->width) == 0)
+                    goto ok;
+                pf_img_vips_error(msg, sizeof msg);
+            }
+        }
         *kind = classify(v, msg);
-        return pf_errf(err, "%s decoding failed at row %d: %s", pf_img_format_name(v->fmt), v->y, msg);
+        return pf_errf(err, "%s decoding failed at row %d: %s%s", pf_img_format_name(v->fmt), v->y, msg,
+                       retried ? " (after a lenient retry)" : "");
     }
+ok:;
     const uint8_t *p = (const uint8_t *)VIPS_REGION_ADDR(v->reg, 0, v->y);
     size_t lskip = (size_t)VIPS_REGION_LSKIP(v->reg);
     if (v->layout == PF_LAYOUT_RGB8) {
@@ -207,34 +300,11 @@ int pf_img_vips_open(pf_img_format f, const uint8_t *buf, size_t len, pf_img_dec
     d->state = v;
     d->next = vips_next;
     d->close = vips_close;
-    void *b = (void *)buf; /* libvips' buffer loaders take void * but only read */
-    pf_img_vips_clear_warning();
-    int rc = -1;
-    switch (f) {
-    case PF_FMT_JPEG:
-        rc = vips_jpegload_buffer(b, len, &v->im, "access", VIPS_ACCESS_SEQUENTIAL, "fail_on",
-                                  VIPS_FAIL_ON_WARNING, NULL);
-        break;
-    case PF_FMT_PNG:
-        rc = vips_pngload_buffer(b, len, &v->im, "access", VIPS_ACCESS_SEQUENTIAL, "fail_on", VIPS_FAIL_ON_ERROR,
-                                 NULL);
-        break;
-    case PF_FMT_WEBP:
-        rc = vips_webpload_buffer(b, len, &v->im, "access", VIPS_ACCESS_SEQUENTIAL, "fail_on",
-                                  VIPS_FAIL_ON_ERROR, NULL);
-        break;
-    case PF_FMT_TIFF:
-        rc = vips_tiffload_buffer(b, len, &v->im, "access", VIPS_ACCESS_SEQUENTIAL, "fail_on",
-                                  VIPS_FAIL_ON_ERROR, NULL);
-        break;
-    default:
-        vips_close(d);
-        *kind = PF_IMG_INTERNAL;
-        return pf_errf(err, "no libvips loader for %s", pf_img_format_name(f));
-    }
+    char msg[512];
+    int rc = vips_load(v, 0, msg, sizeof msg);
+    if (rc && f == PF_FMT_JPEG && jpeg_benign_only(msg))
+        rc = vips_load(v, 1, msg, sizeof msg);
     if (rc) {
-        char msg[512];
-        pf_img_vips_error(msg, sizeof msg);
         *kind = classify(v, msg);
         vips_close(d);
         return pf_errf(err, "invalid %s header: %s", pf_img_format_name(f), msg);
@@ -269,15 +339,6 @@ int pf_img_vips_open(pf_img_format f, const uint8_t *buf, size_t len, pf_img_dec
             *kind = PF_IMG_INTERNAL;
             return pf_errf(err, "out of memory for a %d-pixel-wide strip", d->width);
         }
-    }
-    /* a region is created lazily: the header check above must not start decoding */
-    v->reg = vips_region_new(im);
-    if (!v->reg) {
-        char msg[512];
-        pf_img_vips_error(msg, sizeof msg);
-        vips_close(d);
-        *kind = PF_IMG_INTERNAL;
-        return pf_errf(err, "libvips: %s", msg);
     }
     return 0;
 }

@@ -24,12 +24,6 @@ typedef uint8_t v16u8 __attribute__((vector_size(16)));
 typedef uint16_t v16u16 __attribute__((vector_size(32)));
 typedef int32_t v16i32 __attribute__((vector_size(64)));
 
-static inline uint8_t clip8(int32_t ss)
-{
-    int32_t v = ss >> PF_RS_PRECISION_BITS; /* arithmetic shift, as Pillow's clip8 table index */
-    return v < 0 ? 0 : v > 255 ? 255 : (uint8_t)v;
-}
-
 /* 16 x u16 -> 16 x int32 */
 static inline __attribute__((always_inline)) v16i32 load16w(const uint16_t *p)
 {

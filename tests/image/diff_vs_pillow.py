@@ -234,8 +234,23 @@ raw("p5_4000.pgm", b"P5\n120 80\n4000\n" + (a[:, :, 1].astype(np.uint32) * 4000 
 raw("p3_plain.ppm", b"P3\n4 2\n# c\n255\n" + b" ".join(str(int(v)).encode() for v in a[:2, :4].ravel()) + b"\n")
 raw("p2_plain.pgm", b"P2 3 2 100\n0 50 100\n25 75 99\n")
 raw("p1_plain.pbm", b"P1\n5 3\n10101\n0 1 0 1 0\n11111\n")
-# autorotate variants: exif_o*.jpg again with --autorotate
-rot_cases = ["exif_o%d.jpg" % o for o in range(1, 9)]
+# EXIF orientation in other containers: PNG eXIf, WebP EXIF chunk, the TIFF Orientation tag
+ex6 = Image.Exif()
+ex6[0x0112] = 6
+save(exif_base, "exif_o6.png", exif=ex6.tobytes())
+ex3 = Image.Exif()
+ex3[0x0112] = 3
+save(exif_base, "exif_o3.webp", exif=ex3.tobytes(), lossless=True)
+save(exif_base, "orient_o8.tif", tiffinfo={274: 8})  # Pillow applies a TIFF's orientation on load
+save(exif_base, "orient_o6_lzw.tif", tiffinfo={274: 6}, compression="tiff_lzw")
+save(exif_base, "orient_o2.tif", tiffinfo={274: 2})
+# harmless libjpeg warning (stray bytes before a marker): Pillow decodes it, so must we
+jq = open(os.path.join(TMP, "q75_420.jpg"), "rb").read()
+k = jq.index(b"\xff\xc4")
+raw("stray_bytes.jpg", jq[:k] + b"\x00\x00\x00" + jq[k:])
+# autorotate variants: exif_o*.jpg and the other containers again with --autorotate
+rot_cases = ["exif_o%d.jpg" % o for o in range(1, 9)] + ["exif_o6.png", "exif_o3.webp", "orient_o8.tif",
+                                                          "orient_o6_lzw.tif", "orient_o2.tif"]
 
 # files Pillow refuses that we must refuse too (one line each, no tensor)
 refuse = {}
