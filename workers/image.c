@@ -115,8 +115,11 @@ static int open_decoder(pf_img_format f, const uint8_t *buf, size_t len, pf_img_
                         pf_err *err)
 {
     switch (f) {
-    case PF_FMT_JPEG:
     case PF_FMT_PNG:
+        if (pf_img_png_check(buf, len, kind, err))
+            return -1;
+        return pf_img_vips_open(f, buf, len, d, kind, err);
+    case PF_FMT_JPEG:
     case PF_FMT_WEBP:
     case PF_FMT_TIFF:
         return pf_img_vips_open(f, buf, len, d, kind, err);

@@ -26,6 +26,10 @@ typedef enum pf_img_format {
 pf_img_format pf_img_sniff(const uint8_t *buf, size_t len);
 const char *pf_img_format_name(pf_img_format f);
 
+/* PNG: Pillow verifies the CRC of every chunk before the first IDAT (libpng only warns about ancillary
+ * ones) and fails on a chunk cut short. Same here, before libvips sees the file. */
+int pf_img_png_check(const uint8_t *buf, size_t len, pf_img_errkind *kind, pf_err *err);
+
 /* Heuristic for a failed decode: does the data look cut short (no end marker, chunk past the end)? */
 int pf_img_looks_truncated(pf_img_format f, const uint8_t *buf, size_t len);
 

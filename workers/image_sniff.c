@@ -2,6 +2,7 @@
 #include "workers/image_internal.h"
 
 #include <string.h>
+#include <zlib.h>
 
 static int starts(const uint8_t *b, size_t n, const char *magic, size_t m)
 {
@@ -94,5 +95,34 @@ int pf_img_looks_truncated(pf_img_format f, const uint8_t *b, size_t n)
     }
     default:
         return 0;
+    }
+}
+
+int pf_img_png_check(const uint8_t *b, size_t n, pf_img_errkind *kind, pf_err *err)
+{
+    size_t off = 8;
+    for (;;) {
+        if (n - off < 8) {
+            *kind = PF_IMG_TRUNCATED;
+            return pf_errf(err, "PNG ends before its image data");
+        }
+        uint64_t clen = be32(b + off);
+        const uint8_t *type = b + off + 4;
+        if (memcmp(type, "IDAT", 4) == 0)
+            return 0; /* Pillow stops checking here: from IDAT on, libpng verifies */
+        if (memcmp(type, "IEND", 4) == 0) {
+            *kind = PF_IMG_CORRUPT;
+            return pf_errf(err, "PNG has no image data (IEND before IDAT)");
+        }
+        if (clen > n - off - 12) {
+            *kind = PF_IMG_TRUNCATED;
+            return pf_errf(err, "PNG chunk %.4s is cut short", (const char *)type);
+        }
+        uLong crc = crc32(crc32(0L, Z_NULL, 0), type, (uInt)(clen + 4));
+        if (crc != be32(b + off + 8 + clen)) {
+            *kind = PF_IMG_CORRUPT;
+            return pf_errf(err, "PNG chunk %.4s: CRC mismatch", (const char *)type);
+        }
+        off += 12 + (size_t)clen;
     }
 }

@@ -273,6 +273,27 @@ bad("trunc.bmp", bm[: len(bm) - 500])
 bad("trunc.ppm", open(os.path.join(TMP, "rgb.ppm"), "rb").read()[:-10])
 bad("p2_too_big.pgm", b"P2 2 1 10\n5 11\n")
 bad("not_image.png", b"hello world\n" * 10)
+bad("no_eoi.jpg", jp[:-2])  # Pillow: "image file is truncated"
+
+
+def flip_chunk_crc(data, ctype):
+    o = 8
+    while o < len(data):
+        n = struct.unpack(">I", data[o:o + 4])[0]
+        if data[o + 4:o + 8] == ctype:
+            e = bytearray(data)
+            e[o + 8 + n] ^= 0xFF
+            return bytes(e)
+        o += 12 + n
+    raise ValueError(ctype)
+
+
+info_png = os.path.join(TMP, "text_chunk.png")
+from PIL import PngImagePlugin
+pi = PngImagePlugin.PngInfo()
+pi.add_text("comment", "hello")
+b.save(info_png, pnginfo=pi)
+bad("bad_text_crc.png", flip_chunk_crc(open(info_png, "rb").read(), b"tEXt"))  # Pillow checks pre-IDAT CRCs
 
 
 # --- reference
