@@ -2,17 +2,21 @@
  *
  * What it reproduces (transformers 4.47 SiglipImageProcessor fed with Pillow 9.4's Image.open + convert
  * ("RGB"), the recipe of ../shared/golden/images/README.md):
- *   1. decode with libvips, format sniffed from the content (never the file name); only trusted loaders
- *      (JPEG, PNG, GIF, WebP, TIFF) plus our own small PNM and BMP readers; truncated or corrupt data is
- *      an error; the pixel count is checked from the header before any pixel is decoded;
+ *   1. decode, format sniffed from the content (never the file name): JPEG, PNG, WebP and TIFF with
+ *      libvips' trusted loaders called by name (every other loader blocked), GIF (first frame), BMP and
+ *      PNM with our own small readers that follow Pillow where libvips differs or only has untrusted
+ *      loaders; truncated or corrupt data is an error (libvips fail_on, PNG chunk CRCs, our readers'
+ *      bounds checks); the pixel count is checked from the header (GIF: the logical screen) before any
+ *      pixel is decoded, default Pillow's MAX_IMAGE_PIXELS;
  *   2. colour rules of Pillow's convert("RGB"): alpha dropped without compositing, palette looked up,
  *      1-bit -> 0/255, grey replicated, 16-bit -> v >> 8 (also for 16-bit grey, a documented deviation
  *      from Pillow's clipping), CMYK -> RGB with Pillow's integer formula, first GIF frame, ICC profiles
  *      ignored, EXIF orientation ignored unless opts->autorotate (then ImageOps.exif_transpose first),
  *      except that, as in Pillow, a TIFF's Orientation tag is always applied (and twice with autorotate);
  *   3. resize to S x S ignoring the aspect ratio with our port of Pillow's bicubic resampler
- *      (workers/resample.h, bit-exact), streaming: no full-resolution float image, and for the plain
- *      (non-rotated) path not even a full-resolution 8-bit copy;
+ *      (workers/resample.h, bit-exact), streaming: no full-resolution float image, and on the plain
+ *      (non-rotated) path not even a full-resolution 8-bit copy (rows are resampled as libvips decodes
+ *      them; an applied orientation keeps the decoded 8-bit image, bounded by the pixel limit);
  *   4. pixel_values = (u8 / 255.0f - 0.5f) / 0.5f as float32 [3, S, S] (pf_img_to_pixels).
  *
  * Wire format between workers: the preprocess worker sends the uint8 [S, S, 3] (HWC, RGB) image of step 3,
@@ -21,7 +25,13 @@
  *
  * Thread safety: call pf_img_init once (it is idempotent and thread-safe); every other function may be
  * called from any number of threads at once. Errors fill pf_err with one line that names the file (or
- * the `name` given for buffers) and the reason, and set *kind.
+ * the `name` given for buffers) and the reason, and set *kind. pf_img_init also sets process-wide
+ * libvips options (no operation cache, concurrency 1, loaders blocked) and glibc malloc thresholds
+ * (decode buffers stay in the heap; see image.c).
+ *
+ * Known deviations from Pillow 9.4, all on the refusing side: a PNG whose IDAT CRC is wrong is refused
+ * (Pillow does not check IDAT CRCs; libpng does); pixel counts between Pillow's warning and error
+ * thresholds are refused; 32-bit integer, float and signed TIFF/PNM samples are refused as unsupported.
  */
 #ifndef PF_WORKERS_IMAGE_H
 #define PF_WORKERS_IMAGE_H

@@ -114,7 +114,7 @@ int pf_img_png_check(const uint8_t *b, size_t n, pf_img_errkind *kind, pf_err *e
             *kind = PF_IMG_CORRUPT;
             return pf_errf(err, "PNG has no image data (IEND before IDAT)");
         }
-        if (clen > n - off - 12) {
+        if (n - off < 12 || clen > n - off - 12) {
             *kind = PF_IMG_TRUNCATED;
             return pf_errf(err, "PNG chunk %.4s is cut short", (const char *)type);
         }

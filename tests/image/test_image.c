@@ -235,6 +235,51 @@ static void test_pixel_values(void **state)
             assert_true(chw[c * 4 + p] == pf_img_pixel_value(rgb[p * 3 + c]));
 }
 
+/* Found by fuzz_image: a PNG cut 11 bytes into a chunk header made the CRC walk read past the end. */
+static void test_fuzz_regressions(void **state)
+{
+    (void)state;
+    static const uint8_t png_cut_in_chunk[] = {
+        0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44,
+        0x52, 0x00, 0x00, 0xfd, 0xe8, 0x00, 0x00, 0xfd, 0xe8, 0x08, 0x00, 0x00, 0x00, 0x00, 0x87,
+        0x3c, 0x86, 0xd6, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52, 0x0c, 0x6a, 0x82};
+    pf_img img;
+    pf_img_errkind kind;
+    pf_err err;
+    pf_img_opts o = {.size = 16};
+    assert_int_equal(pf_img_load_buffer(png_cut_in_chunk, sizeof png_cut_in_chunk, "fuzz", &o, &img, &kind, &err), -1);
+    assert_int_equal(kind, PF_IMG_TRUNCATED);
+}
+
+/* Every format cut at many lengths: refused (never a crash, never "internal"), or decoded. */
+static void test_prefixes(void **state)
+{
+    (void)state;
+    static const char *const files[] = {"tiny_3x5.png", "foo_5x3_indexed.png", "grace_icc.jpg", "no_time_anim.gif",
+                                        "coffee_lossy_alpha.webp", "ihc_lzw.tif", "color_24.bmp",
+                                        "horse_1bit.png", "coffee_prog_444.jpg"};
+    for (size_t f = 0; f < sizeof files / sizeof files[0]; f++) {
+        char path[512], *data;
+        size_t len;
+        pf_err err;
+        snprintf(path, sizeof path, IMG_DIR "/%s", files[f]);
+        assert_int_equal(pf_read_file(path, 1 << 24, &data, &len, &err), 0);
+        size_t step = len / 97 + 1;
+        for (size_t cut = 0; cut < len; cut += cut < 256 ? 1 : step) {
+            pf_img img;
+            pf_img_errkind kind;
+            pf_img_opts o = {.size = 8, .autorotate = (int)(cut & 1)};
+            if (pf_img_load_buffer(data, cut, "cut", &o, &img, &kind, &err) == 0) {
+                pf_img_free(&img);
+                continue;
+            }
+            if (kind == PF_IMG_OK || kind == PF_IMG_INTERNAL || !strstr(err.msg, "cut"))
+                fail_msg("%s cut at %zu: kind %s, %s", files[f], cut, pf_img_errkind_name(kind), err.msg);
+        }
+        free(data);
+    }
+}
+
 static void test_errkind_names(void **state)
 {
     (void)state;
@@ -264,6 +309,7 @@ int main(void)
         cmocka_unit_test(test_bad_files),       cmocka_unit_test(test_bad_buffers),
         cmocka_unit_test(test_threads_mixed),   cmocka_unit_test(test_max_pixels_option),
         cmocka_unit_test(test_pixel_values),    cmocka_unit_test(test_errkind_names),
+        cmocka_unit_test(test_fuzz_regressions), cmocka_unit_test(test_prefixes),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
