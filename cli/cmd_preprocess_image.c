@@ -73,9 +73,10 @@ static void *worker(void *arg)
         item *it = &j->items[i];
         if (it->duplicate)
             continue;
-        if (!g_utf8_validate(it->path, -1, NULL)) {
+        if (!g_utf8_validate(it->path, -1, NULL) || strcmp(it->path, "__metadata__") == 0) {
             it->kind = PF_IMG_UNSUPPORTED;
-            pf_errf(&it->err, "%s: file name is not valid UTF-8, so it cannot be a safetensors key", it->path);
+            pf_errf(&it->err, "%s: file name cannot be a safetensors key (%s)", it->path,
+                    strcmp(it->path, "__metadata__") == 0 ? "reserved name" : "not valid UTF-8");
             continue;
         }
         pf_img_load_file(it->path, &j->opts, &it->img, &it->kind, &it->err);

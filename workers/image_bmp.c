@@ -369,9 +369,10 @@ int pf_img_bmp_open(const uint8_t *b, size_t len, pf_img_dec *d, pf_img_errkind 
         m->row_bytes = (size_t)((rawmode_bits[m->rm] * width + 7) / 8);
         if (m->row_bytes > m->stride)
             FAIL(PF_IMG_CORRUPT, "BMP row layout is inconsistent (%u bits per pixel with a grey palette)", bits);
-        /* every row must be there (Pillow: "image file is truncated") */
+        /* every row must be there (Pillow: "image file is truncated"); no overflow: rows are counted
+         * against what the file can hold before multiplying */
         uint64_t need = offset + (height - 1) * (uint64_t)m->stride + m->row_bytes;
-        if (offset > len || need > len)
+        if (offset > len || (height - 1) > (len - offset) / m->stride || need > len)
             FAIL(PF_IMG_TRUNCATED, "BMP pixel data is cut short (%llu bytes needed, %zu present)",
                  (unsigned long long)need, len);
     } else if (offset >= len) {
