@@ -51,7 +51,6 @@ int cmd_inference_worker(int argc0, char **argv0)
         fprintf(stderr, "paliflow inference-worker: --producer, --sink, --model and --tokenizer are required\n");
         goto bad;
     }
-#ifdef PALIFLOW_HAVE_MODEL
     static volatile sig_atomic_t stop;
     if ((rc = cli_worker_start(&c, &stop)))
         goto bad;
@@ -65,11 +64,6 @@ int cmd_inference_worker(int argc0, char **argv0)
         rc = 0;
     }
     cli_worker_stop(&c);
-#else
-    fprintf(stderr, "paliflow inference-worker: this build has no model engine (model/generate.h is not merged "
-                    "yet)\n");
-    rc = 2;
-#endif
     goto out;
 bad:
     fprintf(stderr, "Run 'paliflow inference-worker --help' for the options.\n");

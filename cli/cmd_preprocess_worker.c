@@ -42,7 +42,6 @@ int cmd_preprocess_worker(int argc0, char **argv0)
     }
     if (rc)
         goto bad;
-#ifdef PALIFLOW_HAVE_IMAGE
     static volatile sig_atomic_t stop;
     if ((rc = cli_worker_start(&c, &stop)))
         goto bad;
@@ -56,11 +55,6 @@ int cmd_preprocess_worker(int argc0, char **argv0)
         rc = 0;
     }
     cli_worker_stop(&c);
-#else
-    fprintf(stderr, "paliflow preprocess-worker: this build has no image library (workers/image.h is not merged "
-                    "yet)\n");
-    rc = 2;
-#endif
     goto out;
 bad:
     fprintf(stderr, "Run 'paliflow preprocess-worker --help' for the options.\n");

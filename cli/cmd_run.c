@@ -190,7 +190,6 @@ int cmd_run(int argc0, char **argv0)
         goto bad;
     }
     eo.sink.sec = &svc.sec;
-#ifdef PALIFLOW_HAVE_MODEL
     if (pf_service_start(&svc, &err)) {
         fprintf(stderr, "paliflow run: %s\n", err.msg);
         rc = 2;
@@ -218,10 +217,6 @@ int cmd_run(int argc0, char **argv0)
                 (long long)st.done, (long long)st.failed, eo.sink.out, st.seconds);
         rc = 0;
     }
-#else
-    fprintf(stderr, "paliflow run: this build has no model engine (model/generate.h is not merged yet)\n");
-    rc = 2;
-#endif
     goto out;
 bad:
     fprintf(stderr, "Run 'paliflow run --help' for the options.\n");

@@ -4,7 +4,6 @@
  * ids equal generate's for the same image, prompt and model (issue 12). */
 #include "workers/stages.h"
 
-#ifdef PALIFLOW_HAVE_MODEL
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -176,4 +175,3 @@ const pf_stage_ops pf_stage_inference_ops = {
     .image_size = inf_image_size,
 };
 
-#endif

@@ -2,7 +2,6 @@
  * Decoding, EXIF, pixel limits and the Pillow-exact resize are the image library's (workers/image.h). */
 #include "workers/stages.h"
 
-#ifdef PALIFLOW_HAVE_IMAGE
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -90,4 +89,3 @@ const pf_stage_ops pf_stage_preprocess_ops = {
     .process = pre_process,
 };
 
-#endif

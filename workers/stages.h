@@ -1,8 +1,6 @@
 /* stages.h - the product's real stages. They call the image library (workers/image.h) and the model
- * (model/model.h, generate.h, tokenizer.h, processor.h); the build defines PALIFLOW_HAVE_IMAGE and
- * PALIFLOW_HAVE_MODEL when those headers exist (workers/CMakeLists.txt), and the commands that need a
- * missing stage say so instead of running. Test stages live in tests/ and are never reachable from the
- * paliflow binary. */
+ * (model/model.h, generate.h, tokenizer.h, processor.h). Test stages live in tests/ and are never
+ * reachable from the paliflow binary. */
 #ifndef PF_WORKERS_STAGES_H
 #define PF_WORKERS_STAGES_H
 
@@ -17,11 +15,7 @@ typedef struct pf_inference_cfg {
     const char *tokenizer;
 } pf_inference_cfg;
 
-#ifdef PALIFLOW_HAVE_IMAGE
 extern const pf_stage_ops pf_stage_preprocess_ops;
-#endif
-#ifdef PALIFLOW_HAVE_MODEL
 extern const pf_stage_ops pf_stage_inference_ops;
-#endif
 
 #endif

@@ -1,0 +1,143 @@
+/* resample_kernels.c - the vectorised inner loops of the resampler.
+ *
+ * Exactness: Pillow sums u8 * int32 coefficients in int32 (no overflow is possible: the coefficients of
+ * one output sum in absolute value to < 1.3 * 2^22, checked in tests/image/test_resample.c). Integer sums
+ * do not depend on order, so any vectorisation gives Pillow's bits.
+ *
+ * The loops use GCC/clang generic vectors (16 x int32 accumulators kept in registers) rather than
+ * ISA-specific intrinsics: the compiler lowers them to SSE2, AVX2 or AVX-512. On x86-64 with GCC, AVX2
+ * and AVX-512 clones are selected at run time by the dynamic loader (target_clones), never assumed.
+ */
+#include "workers/resample_kernels.h"
+
+#include <string.h>
+
+#define PF_RS_BIAS (1 << (PF_RS_PRECISION_BITS - 1))
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(PF_NO_CLONES)
+#define PF_CLONES __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
+#else
+#define PF_CLONES
+#endif
+
+typedef uint8_t v16u8 __attribute__((vector_size(16)));
+typedef uint16_t v16u16 __attribute__((vector_size(32)));
+typedef int32_t v16i32 __attribute__((vector_size(64)));
+
+/* 16 x u16 -> 16 x int32 */
+static inline __attribute__((always_inline)) v16i32 load16w(const uint16_t *p)
+{
+    v16u16 b;
+    memcpy(&b, p, sizeof b);
+    return __builtin_convertvector(b, v16i32);
+}
+
+/* clip8 on 16 lanes, narrowed to bytes */
+static inline __attribute__((always_inline)) v16u8 clip16(v16i32 acc)
+{
+    v16i32 v = acc >> PF_RS_PRECISION_BITS;
+    v &= ~(v < 0);           /* negative -> 0 (comparisons give -1 / 0 lanes) */
+    v16i32 over = v > 255;
+    v = (v & ~over) | (255 & over);
+    return __builtin_convertvector(v, v16u8);
+}
+
+static inline uint64_t rgb_at(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4); /* the staged rows are padded: the 4th byte is always readable */
+    return v & 0xffffff;
+}
+
+/* Spread 3 bytes into 3 u16 lanes: 0x00BBGGRR -> 0x0000_00BB_00GG_00RR. */
+static inline uint64_t spread3(uint64_t v)
+{
+    return (v & 0xff) | (v & 0xff00) << 8 | (v & 0xff0000) << 16;
+}
+
+void pf_rs_block_pack(uint16_t *restrict block, int in_w, const uint8_t *const *rows)
+{
+    const uint8_t *r0 = rows[0], *r1 = rows[1], *r2 = rows[2], *r3 = rows[3], *r4 = rows[4];
+    for (size_t x = 0; x < (size_t)in_w; x++) {
+        uint64_t a = spread3(rgb_at(r0 + 3 * x)), b = spread3(rgb_at(r1 + 3 * x));
+        uint64_t c = spread3(rgb_at(r2 + 3 * x)), d = spread3(rgb_at(r3 + 3 * x));
+        uint64_t e = spread3(rgb_at(r4 + 3 * x));
+        /* lanes: a0 a1 a2 b0 | b1 b2 c0 c1 | c2 d0 d1 d2 | e0 e1 e2 pad */
+        uint64_t w0 = a | b << 48, w1 = b >> 16 | c << 32, w2 = c >> 32 | d << 16;
+        uint16_t *o = block + x * PF_RS_LANES; /* four 8-byte stores: no store-to-load forwarding stall */
+        memcpy(o, &w0, 8);
+        memcpy(o + 4, &w1, 8);
+        memcpy(o + 8, &w2, 8);
+        memcpy(o + 12, &e, 8);
+    }
+}
+
+PF_CLONES
+void pf_rs_kernel_hblock(const pf_rs_axis *ax, const uint16_t *restrict block, int nrows, uint8_t *const *dst,
+                         uint16_t *const *dst16)
+{
+    const int *bounds = ax->bounds;
+    const int kstride = ax->kstride;
+    const v16i32 bias = (v16i32){0} + PF_RS_BIAS;
+    for (int xx = 0; xx < ax->out_size; xx++) {
+        const int32_t *restrict k = ax->k + (size_t)xx * (size_t)kstride;
+        const uint16_t *restrict p = block + (size_t)bounds[2 * xx] * PF_RS_LANES;
+        int n = bounds[2 * xx + 1];
+        v16i32 acc0 = bias, acc1 = (v16i32){0};
+        int t = 0;
+        for (; t + 1 < n; t += 2) { /* two chains hide the multiply latency */
+            acc0 += load16w(p + (size_t)t * PF_RS_LANES) * k[t];
+            acc1 += load16w(p + (size_t)(t + 1) * PF_RS_LANES) * k[t + 1];
+        }
+        if (t < n)
+            acc0 += load16w(p + (size_t)t * PF_RS_LANES) * k[t];
+        v16u8 o = clip16(acc0 + acc1);
+        uint8_t lanes[PF_RS_LANES];
+        memcpy(lanes, &o, sizeof lanes);
+        if (dst16) {
+            for (int r = 0; r < nrows; r++) {
+                uint16_t *d = dst16[r] + 3 * (size_t)xx;
+                d[0] = lanes[3 * r];
+                d[1] = lanes[3 * r + 1];
+                d[2] = lanes[3 * r + 2];
+            }
+        } else {
+            for (int r = 0; r < nrows; r++)
+                memcpy(dst[r] + 3 * (size_t)xx, lanes + 3 * r, 3);
+        }
+    }
+}
+
+PF_CLONES
+void pf_rs_kernel_vgather(const uint16_t *const *rows, const int32_t *k, int n, size_t len, uint8_t *restrict out)
+{
+    const v16i32 bias = (v16i32){0} + PF_RS_BIAS;
+    for (size_t i = 0; i < len; i += 64) {
+        v16i32 a0 = bias, a1 = bias, a2 = bias, a3 = bias;
+        for (int t = 0; t < n; t++) {
+            const uint16_t *r = rows[t] + i;
+            int32_t kt = k[t];
+            a0 += load16w(r) * kt;
+            a1 += load16w(r + 16) * kt;
+            a2 += load16w(r + 32) * kt;
+            a3 += load16w(r + 48) * kt;
+        }
+        v16u8 o[4] = {clip16(a0), clip16(a1), clip16(a2), clip16(a3)};
+        size_t m = len - i < 64 ? len - i : 64; /* rows are padded to 64; the output is not */
+        memcpy(out + i, o, m);
+    }
+}
+
+PF_CLONES
+void pf_rs_widen_row(const uint8_t *restrict src, size_t n, uint16_t *restrict dst)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] = src[i];
+}
+
+PF_CLONES
+void pf_rs_kernel_accumulate(int32_t *restrict acc, const uint8_t *restrict h, int32_t k, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        acc[i] += h[i] * k;
+}
