@@ -1,10 +1,288 @@
-/* paliflow generate: placeholder until issue 8/12 lands. */
+/* paliflow generate: image files + prompt(s) -> generated token ids and text, one JSON line per image.
+ *
+ * Every image is decoded and resized exactly as SiglipImageProcessor does (workers/image.h), the prompt
+ * is built as PaliGemmaProcessor does, and all images run as ONE batch through the generator (continuous
+ * batching: each row gives exactly what it gives alone). The prompt -> request -> text path is
+ * model/annotate.h, the same code the pipeline's inference stage runs. */
+#include <getopt.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/file.h"
+#include "base/log.h"
 #include "cli/cli_util.h"
 #include "cli/commands.h"
+#include "model/annotate.h"
+#include "model/generate.h"
+#include "model/model.h"
+#include "model/tokenizer.h"
+#include "pipeline/boxes.h"
+#include "proto/proto.h"
+#include "workers/image.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: paliflow generate --model DIR [--tokenizer FILE] --prompt P [--prompt P ...] [options] IMAGE...\n"
+            "\n"
+            "Run PaliGemma on image files and print one JSON line per image, in order:\n"
+            "  {\"image\": PATH, \"ids\": [new token ids], \"text\": decoded text (special tokens skipped),\n"
+            "   \"boxes\": [...] for detect prompts}  or  {\"image\": PATH, \"error\": reason}\n"
+            "All images run as one batch; each gives exactly what it gives alone.\n"
+            "\n"
+            "options:\n"
+            "  --model DIR             Hugging Face PaliGemma checkpoint folder (config.json + safetensors)\n"
+            "  --tokenizer FILE        tokenizer.json (default: DIR/tokenizer.json)\n"
+            "  --prompt P              e.g. \"caption en\", \"ocr\", \"answer en what is this?\", \"detect cat\";\n"
+            "                          once for every image, or once per image (paired in order)\n"
+            "  --max-new-tokens N      at most N new tokens per image (default 64); <eos> stops earlier\n"
+            "  --temperature T         sample with temperature T (default 0: greedy)\n"
+            "  --top-k K, --top-p P    sampling filters (default off)\n"
+            "  --repetition-penalty R  (default 1: off)\n"
+            "  --seed S                sampling seed (default 0); same seed, same tokens\n"
+            "  --autorotate            apply EXIF orientation before resizing (default off, as transformers)\n"
+            "  --log-level L           error|warn|info|debug\n"
+            "  -h, --help              this help\n"
+            "Exit status: 0 all images succeeded, 1 some failed (the others are printed), 2 usage/setup error.\n");
+}
+
+typedef struct gen_opts {
+    const char *model_dir, *tokenizer;
+    const char **prompts;
+    int n_prompts;
+    pf_sample_params params;
+    int autorotate;
+} gen_opts;
+
+static int parse_args(int argc, char **argv, gen_opts *o)
+{
+    static const struct option longopts[] = {
+        {"model", required_argument, 0, 'm'},        {"tokenizer", required_argument, 0, 't'},
+        {"prompt", required_argument, 0, 'p'},       {"max-new-tokens", required_argument, 0, 'n'},
+        {"temperature", required_argument, 0, 'T'},  {"top-k", required_argument, 0, 'k'},
+        {"top-p", required_argument, 0, 'P'},        {"repetition-penalty", required_argument, 0, 'r'},
+        {"seed", required_argument, 0, 's'},         {"autorotate", no_argument, 0, 'a'},
+        {"log-level", required_argument, 0, 'L'},    {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    o->params = pf_sample_params_default();
+    o->params.max_new_tokens = 64;
+    o->prompts = calloc((size_t)argc, sizeof *o->prompts);
+    if (!o->prompts)
+        return -1;
+    int c;
+    char *end;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'm': o->model_dir = optarg; break;
+        case 't': o->tokenizer = optarg; break;
+        case 'p': o->prompts[o->n_prompts++] = optarg; break;
+        case 'n':
+            o->params.max_new_tokens = (int)strtol(optarg, &end, 10);
+            if (*end || o->params.max_new_tokens < 1 || o->params.max_new_tokens > 1 << 20) {
+                fprintf(stderr, "paliflow generate: --max-new-tokens: want an integer >= 1, got '%s'\n", optarg);
+                return -1;
+            }
+            break;
+        case 'T': o->params.temperature = strtof(optarg, NULL); break;
+        case 'k': o->params.top_k = (int)strtol(optarg, NULL, 10); break;
+        case 'P': o->params.top_p = strtof(optarg, NULL); break;
+        case 'r': o->params.repetition_penalty = strtof(optarg, NULL); break;
+        case 's': o->params.seed = strtoull(optarg, NULL, 10); break;
+        case 'a': o->autorotate = 1; break;
+        case 'L': {
+            pf_log_level lvl;
+            if (pf_log_parse_level(optarg, &lvl) != 0) {
+                fprintf(stderr, "paliflow generate: --log-level: unknown level '%s'\n", optarg);
+                return -1;
+            }
+            pf_log_set_level(lvl);
+            break;
+        }
+        case 'h': usage(stdout); exit(0);
+        default: return -1;
+        }
+    }
+    int n_images = argc - optind;
+    if (!o->model_dir || o->n_prompts == 0 || n_images == 0) {
+        fprintf(stderr, "paliflow generate: --model, --prompt and at least one IMAGE are required\n");
+        return -1;
+    }
+    if (o->n_prompts != 1 && o->n_prompts != n_images) {
+        fprintf(stderr, "paliflow generate: %d prompts for %d images: give one prompt, or one per image\n",
+                o->n_prompts, n_images);
+        return -1;
+    }
+    return 0;
+}
+
+/* One image's state from file to printed line. */
+typedef struct gen_item {
+    const char *path, *prompt;
+    pf_img img;
+    float *pixels;
+    pf_annot_input in;
+    pf_gen_result res;
+    char *error;
+} gen_item;
+
+static void print_item(const pf_tokenizer *tok, const gen_item *it)
+{
+    json_t *line = json_object();
+    json_object_set_new(line, "image", json_string(it->path));
+    const char *error = it->error ? it->error : it->res.error;
+    if (error) {
+        json_object_set_new(line, "error", json_string(error));
+    } else {
+        json_t *ids = json_array();
+        for (size_t i = 0; i < it->res.n_ids; i++)
+            json_array_append_new(ids, json_integer(it->res.ids[i]));
+        json_object_set_new(line, "ids", ids);
+        char *text = NULL;
+        size_t len = 0;
+        pf_err err;
+        if (pf_annot_text(tok, it->res.ids, it->res.n_ids, &text, &len, &err) != 0) {
+            json_object_set_new(line, "error", json_string(err.msg));
+        } else {
+            json_object_set_new(line, "text", json_stringn(text, len));
+            if (pf_task_is_detect(it->prompt)) {
+                pf_box *b = NULL;
+                size_t nb = 0;
+                json_t *boxes = json_array();
+                if (pf_boxes_parse(text, it->img.orig_width, it->img.orig_height, &b, &nb, &err) == 0)
+                    for (size_t i = 0; i < nb; i++)
+                        json_array_append_new(boxes, json_pack("{s:s, s:f, s:f, s:f, s:f}", "label", b[i].label, "x0",
+                                                               b[i].x0, "y0", b[i].y0, "x1", b[i].x1, "y1", b[i].y1));
+                pf_boxes_free(b, nb);
+                json_object_set_new(line, "boxes", boxes);
+            }
+            free(text);
+        }
+        json_object_set_new(line, "stopped_by_eos", json_boolean(it->res.stopped_by_eos));
+    }
+    char *s = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII);
+    if (s)
+        puts(s);
+    free(s);
+    json_decref(line);
+}
+
+/* Decode every image and submit it; failures are recorded on the item. */
+static void prepare_items(gen_item *items, size_t n, const pf_tokenizer *tok, const pf_config *cfg,
+                          const gen_opts *o, pf_generator *gen)
+{
+    pf_img_opts io = {.size = cfg->vision.image_size, .autorotate = o->autorotate};
+    size_t S = (size_t)cfg->vision.image_size;
+    for (size_t i = 0; i < n; i++) {
+        gen_item *it = &items[i];
+        pf_err err;
+        pf_img_errkind kind;
+        if (pf_img_load_file(it->path, &io, &it->img, &kind, &err) != 0) {
+            it->error = strdup(err.msg);
+            continue;
+        }
+        it->pixels = malloc(3 * S * S * sizeof *it->pixels);
+        if (!it->pixels) {
+            it->error = strdup("out of memory");
+            continue;
+        }
+        pf_img_to_pixels(it->img.rgb, (int)S, it->pixels);
+        if (pf_annot_prepare(tok, cfg, it->prompt, it->pixels, &o->params, i, &it->in, &err) != 0 ||
+            pf_generator_submit(gen, &it->in.req, &err) != 0) {
+            it->error = strdup(err.msg);
+            continue;
+        }
+        /* the generator copied pixels and ids: release them now, they can be large at 896 px */
+        free(it->pixels);
+        it->pixels = NULL;
+        pf_annot_input_free(&it->in);
+    }
+}
+
+static int run_batch(gen_item *items, pf_generator *gen, pf_err *err)
+{
+    while (pf_generator_active(gen) > 0) {
+        pf_gen_result *done = NULL;
+        size_t n_done = 0;
+        if (pf_generator_step(gen, &done, &n_done, err) != 0)
+            return -1;
+        for (size_t i = 0; i < n_done; i++) {
+            items[done[i].tag].res = done[i];
+            memset(&done[i], 0, sizeof done[i]); /* ownership moved to the item */
+        }
+        pf_gen_results_free(done, n_done);
+    }
+    return 0;
+}
 
 int cmd_generate(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    return cli_not_yet("generate", "issue 8/12");
+    if (cli_wants_help(argc, argv)) {
+        usage(stdout);
+        return 0;
+    }
+    gen_opts o = {0};
+    if (parse_args(argc, argv, &o) != 0) {
+        usage(stderr);
+        free(o.prompts);
+        return 2;
+    }
+    size_t n = (size_t)(argc - optind);
+    char **paths = argv + optind;
+    pf_err err;
+    pf_model *model = NULL;
+    pf_tokenizer *tok = NULL;
+    pf_generator *gen = NULL;
+    char *tok_path = o.tokenizer ? strdup(o.tokenizer) : pf_path_join(o.model_dir, "tokenizer.json");
+    int rc = 2;
+    if (pf_img_init(&err) != 0 || pf_model_load(o.model_dir, &model, &err) != 0 ||
+        pf_tokenizer_load(tok_path, &tok, &err) != 0 || pf_generator_create(model, &gen, &err) != 0) {
+        fprintf(stderr, "paliflow generate: %s\n", err.msg);
+        goto done;
+    }
+    gen_item *items = calloc(n, sizeof *items);
+    if (!items) {
+        fprintf(stderr, "paliflow generate: out of memory\n");
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        items[i].path = paths[i];
+        items[i].prompt = o.prompts[o.n_prompts == 1 ? 0 : i];
+    }
+    prepare_items(items, n, tok, pf_model_config(model), &o, gen);
+    if (run_batch(items, gen, &err) != 0) {
+        fprintf(stderr, "paliflow generate: %s\n", err.msg);
+    } else {
+        rc = 0;
+        for (size_t i = 0; i < n; i++) {
+            print_item(tok, &items[i]);
+            if (items[i].error || items[i].res.error) {
+                /* image errors already name the file; generation errors may not */
+                const char *why = items[i].error ? items[i].error : items[i].res.error;
+                if (strstr(why, items[i].path))
+                    fprintf(stderr, "paliflow generate: %s\n", why);
+                else
+                    fprintf(stderr, "paliflow generate: %s: %s\n", items[i].path, why);
+                rc = 1;
+            }
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        pf_img_free(&items[i].img);
+        free(items[i].pixels);
+        pf_annot_input_free(&items[i].in);
+        pf_gen_result_free(&items[i].res);
+        free(items[i].error);
+    }
+    free(items);
+done:
+    pf_generator_free(gen);
+    pf_tokenizer_free(tok);
+    pf_model_free(model);
+    free(tok_path);
+    free(o.prompts);
+    return rc;
 }

@@ -1,14 +1,14 @@
 /* stage_inference.c - the inference stage: preprocessed uint8 image + task -> generated ids and text,
  * with continuous batching: items join the generator between decode steps and leave when finished.
- * The same calls as `paliflow generate` (processor -> generator -> decode), so the pipeline's text and
- * ids equal generate's for the same image, prompt and model (issue 12). */
+ * Prompt -> request -> text is model/annotate.h, the code `paliflow generate` runs, so the pipeline's
+ * text and ids equal generate's for the same image, prompt and model (issue 12). */
 #include "workers/stages.h"
-
 
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/annotate.h"
 #include "model/generate.h"
 #include "model/model.h"
 #include "model/processor.h"
@@ -31,7 +31,6 @@ static void inf_destroy(void *inst)
     inf_inst *p = inst;
     if (!p)
         return;
-    /* MERGE: use the model helper's destructors if they are named differently. */
     pf_generator_free(p->gen);
     pf_tokenizer_free(p->tok);
     pf_model_free(p->model);
@@ -54,7 +53,6 @@ static void *inf_create(const void *cfgp, pf_err *err)
         return NULL;
     }
     const pf_config *c = pf_model_config(p->model);
-    /* MERGE: field names of pf_config as the model helper defines them. */
     p->image_size = c->vision.image_size;
     p->n_image_tokens = c->num_image_tokens;
     p->pixels = malloc((size_t)p->image_size * p->image_size * 3 * sizeof *p->pixels);
@@ -89,25 +87,19 @@ static int inf_submit(void *inst, pf_work *w, pf_err *err)
         return push_done(p, w) ? pf_errf(err, "out of memory") : 0;
     }
     pf_img_to_pixels(w->in.data, p->image_size, p->pixels);
-    pf_proc_row row;
-    memset(&row, 0, sizeof row);
+    const pf_task *t = &w->in.task;
+    pf_sample_params params = {.max_new_tokens = t->max_new_tokens, .temperature = (float)t->temperature,
+                               .top_k = t->top_k, .top_p = (float)t->top_p,
+                               .repetition_penalty = (float)t->repetition_penalty, .seed = t->seed};
+    pf_annot_input in;
     pf_err e = {{0}};
-    if (pf_processor_build(p->tok, w->in.task.prompt, NULL, p->n_image_tokens, 1, &row, &e)) {
-        pf_work_fail(w, PF_WORK_FAILED, "prompt: %s", e.msg);
+    if (pf_annot_prepare(p->tok, pf_model_config(p->model), t->prompt, p->pixels, &params,
+                         (uint64_t)(uintptr_t)w, &in, &e)) {
+        pf_work_fail(w, PF_WORK_FAILED, "%s", e.msg);
         return push_done(p, w) ? pf_errf(err, "out of memory") : 0;
     }
-    const pf_task *t = &w->in.task;
-    pf_gen_request req = {
-        .pixels = p->pixels,
-        .num_images = 1,
-        .ids = row.input_ids.v,
-        .n_ids = row.input_ids.n,
-        .params = {.max_new_tokens = t->max_new_tokens, .temperature = (float)t->temperature, .top_k = t->top_k,
-                   .top_p = (float)t->top_p, .repetition_penalty = (float)t->repetition_penalty, .seed = t->seed},
-        .tag = (uint64_t)(uintptr_t)w,
-    };
-    int rc = pf_generator_submit(p->gen, &req, &e);   /* copies its inputs */
-    pf_proc_row_free(&row);                          /* MERGE: the processor's row destructor */
+    int rc = pf_generator_submit(p->gen, &in.req, &e); /* copies its inputs */
+    pf_annot_input_free(&in);
     if (rc) {
         pf_work_fail(w, PF_WORK_RETRY, "%s", e.msg);
         return push_done(p, w) ? pf_errf(err, "out of memory") : 0;
@@ -139,7 +131,7 @@ static int inf_step(void *inst, pf_work ***done, size_t *n_done, pf_err *err)
                     w->n_ids = res[i].n_ids;
                     size_t len = 0;
                     pf_err e = {{0}};
-                    if (pf_tokenizer_decode(p->tok, w->ids, w->n_ids, 1, &w->text, &len, &e))
+                    if (pf_annot_text(p->tok, w->ids, w->n_ids, &w->text, &len, &e))
                         pf_work_fail(w, PF_WORK_FAILED, "decode: %s", e.msg);
                     w->stopped_by_eos = res[i].stopped_by_eos;
                     w->prefill_s = res[i].prefill_s;
@@ -149,7 +141,7 @@ static int inf_step(void *inst, pf_work ***done, size_t *n_done, pf_err *err)
             if (push_done(p, w))
                 return pf_errf(err, "out of memory");
         }
-        pf_gen_results_free(res, nres);   /* MERGE: the generator's result destructor */
+        pf_gen_results_free(res, nres);
     }
     *done = p->done;
     *n_done = p->n_done;
