@@ -4,6 +4,9 @@
   generate  - every case through `paliflow generate` (grouped like the golden checker: singles by
               (checkpoint, prompt) in one call, each batch group in one call with per-image prompts);
               ids and text must match exactly.
+  corpus    - the embedded pipeline over the whole shared image corpus (good, hostile and non-image
+              files) with a golden tiny model: exactly one record per file, a text record for every good
+              image, an error record (stage preprocess) for every file of images/bad/ and every non-image.
   pipeline  - the embedded pipeline (`paliflow run`) over the same images and prompts must give, for every
               file, the same ids and text as `generate` (one code path) and as the golden.
 
@@ -134,14 +137,56 @@ def check_pipeline(args, golden, cases, gen_results):
     return errors
 
 
+def check_corpus(args, golden):
+    errors = []
+    images = os.path.join(golden, "images")
+    files = sorted(os.path.join(d, f) for d, _, fs in os.walk(images) for f in fs)
+    with tempfile.TemporaryDirectory(prefix="pf_corpus_") as tmp:
+        out = os.path.join(tmp, "out.jsonl")
+        cmd = [args.paliflow, "run", "--model", os.path.join(golden, "e2e", "checkpoints", "pg1_gemma_tiny"),
+               "--tokenizer", args.tokenizer, "--task", "caption en", "--max-new-tokens", "3", "--progress", "off",
+               "--out", out, images]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        if proc.returncode != 0:
+            return [f"corpus: {' '.join(cmd)} exited {proc.returncode}: {proc.stderr[-2000:]}"]
+        with open(out, encoding="utf-8") as f:
+            recs = [json.loads(line) for line in f if line.strip()]
+    by_path = collections.defaultdict(list)
+    for r in recs:
+        by_path[r["path"]].append(r)
+    for path in files:
+        rs = by_path.pop(path, [])
+        if len(rs) != 1:
+            errors.append(f"corpus: {path}: {len(rs)} records, expected exactly 1")
+            continue
+        r = rs[0]
+        hostile = os.sep + "bad" + os.sep in path
+        is_image = path.lower().endswith((".jpg", ".png", ".gif", ".webp", ".tif", ".bmp")) and not hostile
+        if is_image and "text" not in r:
+            errors.append(f"corpus: {path}: expected a text record, got {r.get('error')}")
+        if not is_image:
+            err = r.get("error")
+            if not err or err.get("stage") != "preprocess" or path not in err.get("message", ""):
+                errors.append(f"corpus: {path}: expected a preprocess error record naming the file, got {r}")
+    for path in by_path:
+        errors.append(f"corpus: record for {path}, which is not a file of the corpus")
+    print(f"corpus: {len(recs)} records for {len(files)} files")
+    return errors
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=["generate", "pipeline"])
+    ap.add_argument("mode", choices=["generate", "pipeline", "corpus"])
     ap.add_argument("--paliflow", required=True)
     ap.add_argument("--golden", required=True, help="the shared golden folder (holds e2e/ and images/)")
     ap.add_argument("--tokenizer", help="default: GOLDEN/tokenizer/tokenizer.json")
     args = ap.parse_args()
     args.tokenizer = args.tokenizer or os.path.join(args.golden, "tokenizer", "tokenizer.json")
+    if args.mode == "corpus":
+        errors = check_corpus(args, args.golden)
+        for e in errors:
+            print("MISMATCH " + e)
+        return 1 if errors else 0
     cases = load_cases(args.golden)
     errors, gen_results = check_generate(args, args.golden, cases)
     if args.mode == "pipeline":
