@@ -133,7 +133,7 @@ static json_t *make_record(const pf_msg *m)
     json_object_set_new(rec, "key", jstr(m->key));
     json_object_set_new(rec, "task", jstr(m->task.prompt));
     if (m->type == PF_MSG_RESULT) {
-        json_object_set_new(rec, "text", jstr(m->text));
+        json_object_set_new(rec, "text", m->text ? json_stringn(m->text, m->text_len) : json_null());
         if (pf_task_is_detect(m->task.prompt)) {
             pf_box *b = NULL;
             size_t nb = 0;

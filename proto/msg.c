@@ -137,6 +137,24 @@ static int get_str(pf_msg *m, const msgpack_object *o, const char **out)
     return 0;
 }
 
+/* Like get_str, but NUL bytes are data (generated text may decode byte tokens to NUL). */
+static int get_str_n(pf_msg *m, const msgpack_object *o, const char **out, size_t *len)
+{
+    *len = 0;
+    if (o->type == MSGPACK_OBJECT_NIL) {
+        *out = NULL;
+        return 0;
+    }
+    if (o->type != MSGPACK_OBJECT_STR)
+        return -1;
+    const char *s = arena_put(m, o->via.str.ptr, o->via.str.size);
+    if (!s)
+        return -1;
+    *out = s;
+    *len = o->via.str.size;
+    return 0;
+}
+
 static int key_is(const msgpack_object *k, const char *name)
 {
     size_t n = strlen(name);
@@ -297,7 +315,11 @@ static int decode_field(pf_msg *m, const msgpack_object *k, const msgpack_object
     STRF("path", path)
     STRF("stage", stage)
     STRF("message", message)
-    STRF("text", text)
+    if (key_is(k, "text")) {
+        if (get_str_n(m, v, &m->text, &m->text_len))
+            BAD("text");
+        return 0;
+    }
     INTF("pid", pid, 0, INT64_MAX)
     INTF("capacity", capacity, 0, 1 << 20)
     INTF("credit", credit, 0, 1 << 20)
@@ -642,7 +664,12 @@ int pf_msg_encode(const pf_msg *m, uint8_t **out, size_t *len, pf_err *err)
     KV_STR("message", m->message);
     if (m->handback)
         KV_BOOL("handback", 1);
-    KV_STR("text", m->text);
+    if (m->text) {
+        KEY("text");
+        size_t tl = m->text_len ? m->text_len : strlen(m->text);
+        msgpack_pack_str(&e->pk, tl);
+        msgpack_pack_str_body(&e->pk, m->text, tl);
+    }
     if (m->type == PF_MSG_RESULT || m->n_ids) {
         KEY("ids");
         msgpack_pack_array(&e->pk, m->n_ids);

@@ -112,7 +112,8 @@ typedef struct pf_msg {
     const char *stage;         /* error/nack: "producer" | "preprocess" | "inference" */
     const char *message;       /* error/nack: reason */
     int32_t handback;          /* nack: not a failure (worker shutting down): no attempt counted */
-    const char *text;
+    const char *text;          /* result: generated text; may hold NUL bytes (byte tokens): use text_len */
+    size_t text_len;
     int32_t *ids;              /* result: generated ids (heap, owned by the message) */
     size_t n_ids;
     int32_t stopped_by_eos;

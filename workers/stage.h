@@ -34,6 +34,7 @@ typedef struct pf_work {
     double read_s;            /* time spent reading the file (path-only mode) */
     /* inference output (malloc'd, freed by the runtime) */
     char *text;
+    size_t text_len;          /* text may hold NUL bytes (decoded byte tokens) */
     int32_t *ids;
     size_t n_ids;
     int stopped_by_eos;

@@ -129,9 +129,8 @@ static int inf_step(void *inst, pf_work ***done, size_t *n_done, pf_err *err)
                 } else {
                     memcpy(w->ids, res[i].ids, res[i].n_ids * sizeof *w->ids);
                     w->n_ids = res[i].n_ids;
-                    size_t len = 0;
                     pf_err e = {{0}};
-                    if (pf_annot_text(p->tok, w->ids, w->n_ids, &w->text, &len, &e))
+                    if (pf_annot_text(p->tok, w->ids, w->n_ids, &w->text, &w->text_len, &e))
                         pf_work_fail(w, PF_WORK_FAILED, "decode: %s", e.msg);
                     w->stopped_by_eos = res[i].stopped_by_eos;
                     w->prefill_s = res[i].prefill_s;

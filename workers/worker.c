@@ -454,6 +454,7 @@ static void answer(wstate *s, pf_work *w)
     if (w->status == PF_WORK_OK) {
         pf_msg_init(&r, PF_MSG_RESULT);
         r.text = w->text ? w->text : "";
+        r.text_len = w->text ? w->text_len : 0;
         r.ids = w->ids;
         r.n_ids = w->n_ids;
         r.stopped_by_eos = w->stopped_by_eos;

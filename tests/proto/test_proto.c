@@ -137,6 +137,15 @@ static void test_roundtrip_tensor_result_ack(void **state)
     assert_int_equal(d.stopped_by_eos, 1);
     pf_msg_free(&d);
     free(buf);
+    /* generated text may hold NUL bytes (the byte token <0x00>): they travel with the length */
+    r.text = "a\0b";
+    r.text_len = 3;
+    buf = enc(&r, &len);
+    assert_int_equal(pf_msg_decode(buf, len, &L, &d, &e), 0);
+    assert_int_equal(d.text_len, 3);
+    assert_memory_equal(d.text, "a\0b", 3);
+    pf_msg_free(&d);
+    free(buf);
 
     /* ack */
     pf_ack acks[3] = {{1, "a", 1}, {2, "b", 0}, {9000000000ll, "c", 1}};
