@@ -18,6 +18,7 @@
 #include "base/file.h"
 #include "base/log.h"
 #include "model/cpu.h"
+#include "model/dtype.h"
 #include "model/mm.h"
 #include "model/roofline.h"
 
@@ -51,8 +52,8 @@ static int prefill(pf_precision p)
         return -1;
     }
     printf("\n[%s] prefill: oneDNN, weights as loaded\n", pf_precision_name(p));
-    printf("%-20s %6s %6s %6s  %-22s %-24s %9s %10s %9s\n", "shape", "M", "K", "N", "layout", "impl", "ms", "GFLOP/s",
-           "1st ms");
+    printf("%-20s %6s %6s %6s  %-22s %-24s %9s %9s %10s %9s\n", "shape", "M", "K", "N", "layout", "impl", "ms",
+           "best ms", "GFLOP/s", "1st ms");
     double flop = 0, time = 0;
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         if (g_quick && shapes[i].m > 1024)
@@ -64,9 +65,9 @@ static int prefill(pf_precision p)
             pf_mm_engine_destroy(e);
             return -1;
         }
-        printf("%-20s %6lld %6lld %6lld  %-22s %-24s %9.2f %10.1f %9.1f\n", shapes[i].what, (long long)shapes[i].m,
-               (long long)shapes[i].k, (long long)shapes[i].n, r.layout, r.impl, r.ms_median, r.gflops_median,
-               r.first_call_ms);
+        printf("%-20s %6lld %6lld %6lld  %-22s %-24s %9.2f %9.2f %10.1f %9.1f\n", shapes[i].what,
+               (long long)shapes[i].m, (long long)shapes[i].k, (long long)shapes[i].n, r.layout, r.impl, r.ms_median,
+               r.ms_best, r.gflops_median, r.first_call_ms);
         flop += 2.0 * (double)shapes[i].m * (double)shapes[i].k * (double)shapes[i].n;
         time += r.ms_median / 1e3;
         fflush(stdout);
@@ -80,55 +81,132 @@ typedef struct variant {
     const char *name;
     pf_mm_layout layout;
     unsigned flags;
+    pf_mm_engine *e;
+    pf_mm_ctx *c;
+    pf_linear *lins[32];
+    int copies;
+    double ts[64];
 } variant;
 
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void variant_free(variant *v)
+{
+    for (int i = 0; i < v->copies; i++)
+        pf_linear_destroy(v->lins[i]);
+    v->copies = 0;
+    pf_mm_ctx_destroy(v->c);
+    pf_mm_engine_destroy(v->e);
+    v->c = NULL;
+    v->e = NULL;
+}
+
+/* Engine + enough weight copies (>= 512 MB, at most 32) that calls stream from memory, not cache. */
+static int variant_make(variant *v, pf_precision p, int64_t k, int64_t n, const uint16_t *w, pf_err *err)
+{
+    pf_mm_options o = {.precision = p, .layout = v->layout};
+    if (pf_mm_engine_create(&o, &v->e, err) || pf_mm_ctx_create(v->e, &v->c, err))
+        return -1;
+    do {
+        if (pf_linear_create1(v->e, v->name, n, k, PF_DT_BF16, w, NULL, PF_DT_F32, &v->lins[v->copies], err))
+            return -1;
+        v->copies++;
+    } while (v->copies < 32 && (size_t)v->copies * pf_linear_bytes(v->lins[0]) < ((size_t)512 << 20));
+    return 0;
+}
+
+static int time_variant(variant *v, int64_t m, const float *x, float *y, int rep, pf_err *err)
+{
+    const pf_linear *l = v->lins[rep % v->copies];
+    double t0 = pf_now();
+    if (pf_linear_forward(v->c, l, m, x, pf_linear_k(l), y, pf_linear_n(l), v->flags, err))
+        return -1;
+    v->ts[rep] = pf_now() - t0;
+    return 0;
+}
+
+/* Decode shapes: all paths of one shape are timed interleaved (A B C A B C ...), so a neighbour's burst
+ * of load hits them alike and the ratios stay meaningful on a shared machine. */
 static int decode(pf_precision p)
 {
     static const struct {
         const char *what;
         int64_t k, n;
     } shapes[] = {{"gate/up (PG1)", 2048, 16384}, {"down (PG1)", 16384, 2048}, {"LM head", 2048, 257216}};
-    const int64_t ms[] = {1, 4, 16, 64};
-    variant fv[] = {{"onednn/packed", PF_LAYOUT_AUTO, PF_LINEAR_FORCE_ONEDNN},
-                    {"onednn/row-major", PF_LAYOUT_ROWMAJOR, PF_LINEAR_FORCE_ONEDNN},
-                    {"kernel/row-major", PF_LAYOUT_ROWMAJOR, PF_LINEAR_FORCE_KERNEL}};
-    variant iv[] = {{"onednn dynamic", PF_LAYOUT_AUTO, PF_LINEAR_FORCE_ONEDNN},
-                    {"kernel weight-only", PF_LAYOUT_AUTO, PF_LINEAR_FORCE_INT8_WO},
-                    {"kernel dynamic", PF_LAYOUT_AUTO, PF_LINEAR_FORCE_INT8_DYN}};
+    const int64_t ms[] = {1, 2, 4, 8, 16, 32, 64};
+    variant fv[3] = {{.name = "onednn/packed", .layout = PF_LAYOUT_AUTO, .flags = PF_LINEAR_FORCE_ONEDNN},
+                     {.name = "onednn/row-major", .layout = PF_LAYOUT_ROWMAJOR, .flags = PF_LINEAR_FORCE_ONEDNN},
+                     {.name = "kernel/row-major", .layout = PF_LAYOUT_ROWMAJOR, .flags = PF_LINEAR_FORCE_KERNEL}};
+    variant iv[3] = {{.name = "onednn dynamic", .layout = PF_LAYOUT_AUTO, .flags = PF_LINEAR_FORCE_ONEDNN},
+                     {.name = "kernel weight-only", .layout = PF_LAYOUT_AUTO, .flags = PF_LINEAR_FORCE_INT8_WO},
+                     {.name = "kernel dynamic", .layout = PF_LAYOUT_AUTO, .flags = PF_LINEAR_FORCE_INT8_DYN}};
     variant *vs = p == PF_PREC_INT8 ? iv : fv;
-    printf("\n[%s] decode: weights streamed per call vs triad %.1f GB/s (bound = bytes / triad)\n",
-           pf_precision_name(p), g_triad);
-    printf("%-14s %5s %6s %7s  %-19s %-32s %9s %8s %8s %9s %8s\n", "shape", "M", "K", "N", "path", "impl", "ms", "GB/s",
-           "x bound", "GFLOP/s", "MB");
+    const int reps = g_reps > 64 ? 64 : g_reps;
+    printf("\n[%s] decode: weights streamed per call vs triad %.1f GB/s (bound = weight bytes / triad);\n"
+           "paths timed interleaved, %d reps each\n", pf_precision_name(p), g_triad, reps);
+    printf("%-14s %4s %6s %7s  %-19s %-38s %8s %8s %7s %7s %8s %6s\n", "shape", "M", "K", "N", "path", "impl", "ms",
+           "best ms", "GB/s", "x bound", "GFLOP/s", "MB");
+    pf_err err;
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         if (g_quick && s == 1)
             continue;
-        int nm = shapes[s].n > 100000 ? 3 : 4; /* LM head: M <= 16 (only the last token's logits) */
-        for (int v = 0; v < 3; v++) {
-            pf_mm_options o = {.precision = p, .layout = vs[v].layout};
-            pf_mm_engine *e;
-            pf_err err;
-            if (pf_mm_engine_create(&o, &e, &err) != 0) {
-                fprintf(stderr, "bench_gemm: %s\n", err.msg);
-                return -1;
-            }
-            pf_gemm_result r[4];
-            pf_gemm_opts go = {.reps = g_reps, .flags = vs[v].flags};
-            int rc = pf_roofline_gemm_multi(e, NULL, shapes[s].k, shapes[s].n, ms, nm, &go, r, &err);
-            pf_mm_engine_destroy(e);
-            if (rc != 0) {
-                printf("%-14s %-19s: %s\n", shapes[s].what, vs[v].name, err.msg);
-                continue;
-            }
-            for (int i = 0; i < nm; i++) {
-                double bound_ms = (double)r[i].weight_bytes / (g_triad * 1e9) * 1e3;
-                printf("%-14s %5lld %6lld %7lld  %-19s %-32s %9.3f %8.1f %8.2f %9.1f %8.0f\n", shapes[s].what,
-                       (long long)ms[i], (long long)shapes[s].k, (long long)shapes[s].n, vs[v].name, r[i].impl,
-                       r[i].ms_median, r[i].weight_gbs_median, r[i].ms_median / bound_ms, r[i].gflops_median,
-                       (double)r[i].weight_bytes / 1e6);
-            }
-            fflush(stdout);
+        const int64_t k = shapes[s].k, n = shapes[s].n;
+        int nm = n > 100000 ? 5 : 7; /* LM head: M <= 16 (only the last token of each sequence) */
+        uint16_t *w = malloc((size_t)n * (size_t)k * 2);
+        float *x = malloc(sizeof(float) * 64 * (size_t)k), *y = malloc(sizeof(float) * 64 * (size_t)n);
+        if (!w || !x || !y) {
+            fprintf(stderr, "bench_gemm: out of memory\n");
+            return -1;
         }
+        for (size_t i = 0; i < (size_t)n * (size_t)k; i++) {
+            uint64_t h = (i + 1) * 0x9e3779b97f4a7c15ull;
+            h ^= h >> 29;
+            w[i] = pf_f32_to_bf16(((float)(h & 0xffff) / 32768.0f - 1.0f) * 1.7f / 45.0f);
+        }
+        for (size_t i = 0; i < 64 * (size_t)k; i++)
+            x[i] = (float)((int)((i * 2654435761u) >> 7 & 1023) - 512) / 256.0f;
+        /* f32 LM heads are 2.1 GB each: run those paths one after the other to stay within memory */
+        bool one_at_a_time = (double)n * (double)k * (p == PF_PREC_FP32 ? 4 : 2) * 3 > 4e9;
+        for (int g = 0; g < (one_at_a_time ? 3 : 1); g++) {
+            int v0 = one_at_a_time ? g : 0, v1 = one_at_a_time ? g + 1 : 3;
+            for (int v = v0; v < v1; v++)
+                if (variant_make(&vs[v], p, k, n, w, &err)) {
+                    fprintf(stderr, "bench_gemm: %s\n", err.msg);
+                    return -1;
+                }
+            for (int i = 0; i < nm; i++) {
+                char impl[3][128];
+                for (int v = v0; v < v1; v++) {
+                    if (pf_linear_impl(vs[v].c, vs[v].lins[0], ms[i], vs[v].flags, impl[v], sizeof impl[v], &err))
+                        snprintf(impl[v], sizeof impl[v], "%.100s", err.msg);
+                    for (int c = 0; c < vs[v].copies; c++) /* warm: primitives, page faults */
+                        if (time_variant(&vs[v], ms[i], x, y, c % 64, &err))
+                            return fprintf(stderr, "bench_gemm: %s\n", err.msg), -1;
+                }
+                for (int r = 0; r < reps; r++)
+                    for (int v = v0; v < v1; v++)
+                        if (time_variant(&vs[v], ms[i], x, y, r, &err))
+                            return fprintf(stderr, "bench_gemm: %s\n", err.msg), -1;
+                for (int v = v0; v < v1; v++) {
+                    qsort(vs[v].ts, (size_t)reps, sizeof(double), cmp_d);
+                    double med = vs[v].ts[reps / 2], best = vs[v].ts[0];
+                    size_t bytes = pf_linear_bytes(vs[v].lins[0]);
+                    double bound = (double)bytes / (g_triad * 1e9);
+                    printf("%-14s %4lld %6lld %7lld  %-19s %-38s %8.3f %8.3f %7.1f %7.2f %8.1f %6.0f\n",
+                           shapes[s].what, (long long)ms[i], (long long)k, (long long)n, vs[v].name, impl[v],
+                           med * 1e3, best * 1e3, (double)bytes / med / 1e9, med / bound,
+                           2.0 * (double)ms[i] * (double)k * (double)n / med / 1e9, (double)bytes / 1e6);
+                }
+                fflush(stdout);
+            }
+            for (int v = v0; v < v1; v++)
+                variant_free(&vs[v]);
+        }
+        free(w), free(x), free(y);
     }
     return 0;
 }

@@ -83,7 +83,16 @@ INLINE T512 __m512 ldm_s8(const void *w, int64_t k, __mmask16 m)
         __m512 a00 = _mm512_setzero_ps(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00;    \
         __m512 a13 = a00, a20 = a00, a21 = a00, a22 = a00, a23 = a00, a30 = a00, a31 = a00, a32 = a00;         \
         __m512 a33 = a00;                                                                                      \
-        for (int64_t k = 0; k < kv; k += 16) {                                                                 \
+        int64_t k0 = 0;                                                                                        \
+        if (MB == 1) { /* one activation row: a second accumulator set on odd steps hides FMA latency */       \
+            for (; k0 + 32 <= kv; k0 += 32) {                                                                  \
+                __m512 v0 = LD(w0, k0), v1 = LD(w1, k0), v2 = LD(w2, k0), v3 = LD(w3, k0);                     \
+                FMA_ROW(0, _mm512_loadu_ps(x0 + k0));                                                          \
+                v0 = LD(w0, k0 + 16), v1 = LD(w1, k0 + 16), v2 = LD(w2, k0 + 16), v3 = LD(w3, k0 + 16);         \
+                FMA_ROW(1, _mm512_loadu_ps(x0 + k0 + 16));                                                     \
+            }                                                                                                  \
+        }                                                                                                      \
+        for (int64_t k = k0; k < kv; k += 16) {                                                                \
             __m512 v0 = LD(w0, k), v1 = LD(w1, k), v2 = LD(w2, k), v3 = LD(w3, k);                             \
             FMA_ROW(0, _mm512_loadu_ps(x0 + k));                                                               \
             if (MB > 1)                                                                                        \
@@ -103,6 +112,10 @@ INLINE T512 __m512 ldm_s8(const void *w, int64_t k, __mmask16 m)
                 FMA_ROW(2, _mm512_maskz_loadu_ps(tail, x2 + k));                                               \
             if (MB > 3)                                                                                        \
                 FMA_ROW(3, _mm512_maskz_loadu_ps(tail, x3 + k));                                               \
+        }                                                                                                      \
+        if (MB == 1) {                                                                                         \
+            a00 = _mm512_add_ps(a00, a10), a01 = _mm512_add_ps(a01, a11);                                      \
+            a02 = _mm512_add_ps(a02, a12), a03 = _mm512_add_ps(a03, a13);                                      \
         }                                                                                                      \
         OUT_ROW(0);                                                                                            \
         OUT_ROW(1);                                                                                            \
@@ -185,7 +198,18 @@ INLINE T512 __m512i dot_bw(__m512i acc, __m512i x, __m512i w)
         __m512i a00 = _mm512_setzero_si512(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00;           \
         __m512i a12 = a00, a13 = a00, a20 = a00, a21 = a00, a22 = a00, a23 = a00, a30 = a00, a31 = a00;        \
         __m512i a32 = a00, a33 = a00;                                                                          \
-        for (int64_t k = 0; k < kv; k += 64) {                                                                 \
+        int64_t k0 = 0;                                                                                        \
+        if (MB == 1) { /* second accumulator set on odd steps, as in DEF_TILE */                               \
+            for (; k0 + 128 <= kv; k0 += 128) {                                                                \
+                __m512i v0 = _mm512_loadu_si512(w0 + k0), v1 = _mm512_loadu_si512(w1 + k0);                    \
+                __m512i v2 = _mm512_loadu_si512(w2 + k0), v3 = _mm512_loadu_si512(w3 + k0);                    \
+                DOT_ROW(DOT, 0, _mm512_loadu_si512(x0 + k0));                                                  \
+                v0 = _mm512_loadu_si512(w0 + k0 + 64), v1 = _mm512_loadu_si512(w1 + k0 + 64);                  \
+                v2 = _mm512_loadu_si512(w2 + k0 + 64), v3 = _mm512_loadu_si512(w3 + k0 + 64);                  \
+                DOT_ROW(DOT, 1, _mm512_loadu_si512(x0 + k0 + 64));                                             \
+            }                                                                                                  \
+        }                                                                                                      \
+        for (int64_t k = k0; k < kv; k += 64) {                                                                \
             __m512i v0 = _mm512_loadu_si512(w0 + k), v1 = _mm512_loadu_si512(w1 + k);                         \
             __m512i v2 = _mm512_loadu_si512(w2 + k), v3 = _mm512_loadu_si512(w3 + k);                         \
             DOT_ROW(DOT, 0, _mm512_loadu_si512(x0 + k));                                                       \
@@ -207,6 +231,10 @@ INLINE T512 __m512i dot_bw(__m512i acc, __m512i x, __m512i w)
                 DOT_ROW(DOT, 2, _mm512_maskz_loadu_epi8(tail, x2 + k));                                        \
             if (MB > 3)                                                                                        \
                 DOT_ROW(DOT, 3, _mm512_maskz_loadu_epi8(tail, x3 + k));                                        \
+        }                                                                                                      \
+        if (MB == 1) {                                                                                         \
+            a00 = _mm512_add_epi32(a00, a10), a01 = _mm512_add_epi32(a01, a11);                                \
+            a02 = _mm512_add_epi32(a02, a12), a03 = _mm512_add_epi32(a03, a13);                                \
         }                                                                                                      \
         OUT_ROW_I(0);                                                                                          \
         OUT_ROW_I(1);                                                                                          \

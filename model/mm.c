@@ -3,6 +3,7 @@
 
 #include <dnnl.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,10 +14,16 @@
 #include "model/kernels.h"
 #include "model/quant.h"
 
-/* Defaults from bench_gemm measurements (see the bench's table): our kernels beat oneDNN on row-major
- * weights for decode-sized M; int8 weight-only is as fast as dynamic while bandwidth-bound. */
+/* Defaults from bench_gemm (AMD EPYC Zen 5, 2 threads; AVX2 measured with PALIFLOW_MAX_ISA=avx2):
+ *  - fp32 on plain (AVX2 gemm:jit) weights: our kernel beats oneDNN up to M=16 (M=2: 2.0x, M=4: 1.7x,
+ *    M=16: 1.13x) and loses from M=32. bf16/fp32 on AVX-512 use oneDNN's packed layout, which is at the
+ *    bandwidth bound for M <= 4 already (our kernels cannot read it; they were no faster on row-major).
+ *  - int8: our dynamic kernel beats oneDNN's gemm:jit at every decode M (AVX-512 VNNI: M=1 1.25x, M=2-8
+ *    1.6-2.8x, M=64 equal; AVX2: 6.5x at M=1, 1.5x at M=64); weight-only is slower than dynamic at every
+ *    M (f32 conversions make it compute-bound even at M=1) and stays available as an option. */
 #define DEFAULT_KERNEL_MAX_M 16
-#define DEFAULT_INT8_WO_MAX_M 2
+#define DEFAULT_INT8_KERNEL_MAX_M 64
+#define DEFAULT_INT8_WO_MAX_M (-1)
 #define DEFAULT_LAYOUT_M 1024
 #define CACHE_CAP 256
 
@@ -88,6 +95,8 @@ int pf_mm_engine_create(const pf_mm_options *opt, pf_mm_engine **out, pf_err *er
         return -1;
     if (o.kernel_max_m == 0)
         o.kernel_max_m = DEFAULT_KERNEL_MAX_M;
+    if (o.int8_kernel_max_m == 0)
+        o.int8_kernel_max_m = DEFAULT_INT8_KERNEL_MAX_M;
     if (o.int8_wo_max_m == 0)
         o.int8_wo_max_m = DEFAULT_INT8_WO_MAX_M;
     if (o.layout_m <= 0)
@@ -131,11 +140,12 @@ void pf_mm_engine_describe(const pf_mm_engine *e, char *buf, size_t len)
     char cpu[200];
     pf_cpu_describe(cpu, sizeof cpu);
     const pf_precision_support *ps = pf_precision_probe();
-    int n = snprintf(buf, len, "precision %s (oneDNN %s), kernels %s for M <= %d", pf_precision_name(e->prec),
-                     ps->impl[e->prec], e->kt->name, e->opt.kernel_max_m);
+    int n = snprintf(buf, len, "precision %s (oneDNN %s), kernels %s for M <= %d on row-major weights",
+                     pf_precision_name(e->prec), ps->impl[e->prec], e->kt->name,
+                     e->prec == PF_PREC_INT8 ? e->opt.int8_kernel_max_m : e->opt.kernel_max_m);
     if (e->prec == PF_PREC_INT8 && n > 0 && (size_t)n < len)
-        n += snprintf(buf + n, len - (size_t)n, " (weight-only M <= %d, weights +-%d)", e->opt.int8_wo_max_m,
-                      e->qmax);
+        n += snprintf(buf + n, len - (size_t)n, " (int8 dynamic; weight-only for M <= %d; weights +-%d)",
+                      e->opt.int8_wo_max_m, e->qmax);
     if (n > 0 && (size_t)n < len)
         snprintf(buf + n, len - (size_t)n, "; %s", cpu);
 }
@@ -636,6 +646,27 @@ static uint64_t key_hash(const pf_dnnl_mm *mm)
     return h;
 }
 
+/* Each distinct (precision, implementation) is logged once per process at info level, so a run shows
+ * which oneDNN kernels it got without debug logging; every primitive is logged at debug level. */
+static void log_first_use(pf_precision prec, const char *impl, const char *name, const pf_dnnl_mm *mm)
+{
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    static char seen[32][96];
+    static int nseen;
+    char key[96];
+    snprintf(key, sizeof key, "%s %s", pf_precision_name(prec), impl);
+    pthread_mutex_lock(&lock);
+    bool found = false;
+    for (int i = 0; i < nseen && !found; i++)
+        found = strcmp(seen[i], key) == 0;
+    if (!found && nseen < 32)
+        memcpy(seen[nseen++], key, sizeof key);
+    pthread_mutex_unlock(&lock);
+    if (!found)
+        pf_info("mm", "oneDNN %s matmul: %s (first used by %s, M=%lld K=%lld N=%lld)", pf_precision_name(prec), impl,
+                name, (long long)mm->m, (long long)mm->k, (long long)mm->n);
+}
+
 /* Find or create the primitive for this shape. */
 static prim_entry *get_prim(pf_mm_ctx *c, const pf_linear *l, const pf_dnnl_mm *mm, pf_err *err)
 {
@@ -670,6 +701,7 @@ static prim_entry *get_prim(pf_mm_ctx *c, const pf_linear *l, const pf_dnnl_mm *
     }
     snprintf(p->impl, sizeof p->impl, "%s", pf_dnnl_impl(pd));
     p->is_ref = pf_dnnl_impl_is_ref(p->impl);
+    log_first_use(mm->prec, p->impl, l->name, mm);
     pf_debug("mm", "%s: %s matmul M=%lld K=%lld N=%lld%s%s: %s", l->name, pf_precision_name(mm->prec),
              (long long)mm->m, (long long)mm->k, (long long)mm->n, mm->bias ? " +bias" : "",
              mm->accumulate ? " +sum" : "", p->impl);
@@ -714,7 +746,7 @@ static mm_path choose_path(const pf_mm_engine *e, const pf_linear *l, int64_t m,
     if ((flags & PF_LINEAR_FORCE_ONEDNN) || !l->rowmajor)
         return PATH_ONEDNN;
     bool forced = flags & (PF_LINEAR_FORCE_KERNEL | PF_LINEAR_FORCE_INT8_WO | PF_LINEAR_FORCE_INT8_DYN);
-    if (!forced && m > e->opt.kernel_max_m)
+    if (!forced && m > (e->prec == PF_PREC_INT8 ? e->opt.int8_kernel_max_m : e->opt.kernel_max_m))
         return PATH_ONEDNN;
     if (e->prec != PF_PREC_INT8)
         return PATH_KERNEL;

@@ -44,8 +44,11 @@ typedef enum pf_mm_layout {
 
 typedef struct pf_mm_options {
     pf_precision precision; /* AUTO is resolved with pf_precision_resolve */
-    int kernel_max_m;       /* our kernels for M <= this on row-major weights; 0 = default, -1 = never */
-    int int8_wo_max_m;      /* int8 kernels: weight-only for M <= this, dynamic above; 0 = default, -1 = never */
+    int kernel_max_m;       /* fp32/bf16: our kernels for M <= this on row-major weights; 0 = default (16),
+                             * -1 = never */
+    int int8_kernel_max_m;  /* int8: our kernels for M <= this; 0 = default (64), -1 = never */
+    int int8_wo_max_m;      /* int8 kernels: weight-only for M <= this, dynamic above; 0 = default (-1:
+                             * never, dynamic is faster at every M measured), -1 = never */
     int64_t layout_m;       /* M at which oneDNN picks the weights layout; 0 = default (1024) */
     pf_mm_layout layout;
     bool allow_ref;         /* run oneDNN `ref:` implementations instead of failing */
