@@ -141,10 +141,12 @@ static int decode(pf_precision p)
     variant fv[3] = {{.name = "onednn/packed", .layout = PF_LAYOUT_AUTO, .flags = PF_LINEAR_FORCE_ONEDNN},
                      {.name = "onednn/row-major", .layout = PF_LAYOUT_ROWMAJOR, .flags = PF_LINEAR_FORCE_ONEDNN},
                      {.name = "kernel/row-major", .layout = PF_LAYOUT_ROWMAJOR, .flags = PF_LINEAR_FORCE_KERNEL}};
-    variant iv[3] = {{.name = "onednn dynamic", .layout = PF_LAYOUT_AUTO, .flags = PF_LINEAR_FORCE_ONEDNN},
-                     {.name = "kernel weight-only", .layout = PF_LAYOUT_AUTO, .flags = PF_LINEAR_FORCE_INT8_WO},
-                     {.name = "kernel dynamic", .layout = PF_LAYOUT_AUTO, .flags = PF_LINEAR_FORCE_INT8_DYN}};
+    variant iv[4] = {{.name = "onednn/packed", .layout = PF_LAYOUT_AUTO, .flags = PF_LINEAR_FORCE_ONEDNN},
+                     {.name = "onednn/row-major", .layout = PF_LAYOUT_ROWMAJOR, .flags = PF_LINEAR_FORCE_ONEDNN},
+                     {.name = "kernel/row-major", .layout = PF_LAYOUT_ROWMAJOR, .flags = PF_LINEAR_FORCE_INT8_DYN},
+                     {.name = "kernel-wo/row-major", .layout = PF_LAYOUT_ROWMAJOR, .flags = PF_LINEAR_FORCE_INT8_WO}};
     variant *vs = p == PF_PREC_INT8 ? iv : fv;
+    const int nv = p == PF_PREC_INT8 ? 4 : 3;
     const int reps = g_reps > 64 ? 64 : g_reps;
     printf("\n[%s] decode: weights streamed per call vs triad %.1f GB/s (bound = weight bytes / triad);\n"
            "paths timed interleaved, %d reps each\n", pf_precision_name(p), g_triad, reps);
@@ -170,16 +172,16 @@ static int decode(pf_precision p)
         for (size_t i = 0; i < 64 * (size_t)k; i++)
             x[i] = (float)((int)((i * 2654435761u) >> 7 & 1023) - 512) / 256.0f;
         /* f32 LM heads are 2.1 GB each: run those paths one after the other to stay within memory */
-        bool one_at_a_time = (double)n * (double)k * (p == PF_PREC_FP32 ? 4 : 2) * 3 > 4e9;
-        for (int g = 0; g < (one_at_a_time ? 3 : 1); g++) {
-            int v0 = one_at_a_time ? g : 0, v1 = one_at_a_time ? g + 1 : 3;
+        bool one_at_a_time = (double)n * (double)k * (p == PF_PREC_FP32 ? 4 : p == PF_PREC_BF16 ? 2 : 1) * nv > 4e9;
+        for (int g = 0; g < (one_at_a_time ? nv : 1); g++) {
+            int v0 = one_at_a_time ? g : 0, v1 = one_at_a_time ? g + 1 : nv;
             for (int v = v0; v < v1; v++)
                 if (variant_make(&vs[v], p, k, n, w, &err)) {
                     fprintf(stderr, "bench_gemm: %s\n", err.msg);
                     return -1;
                 }
             for (int i = 0; i < nm; i++) {
-                char impl[3][128];
+                char impl[4][128];
                 for (int v = v0; v < v1; v++) {
                     if (pf_linear_impl(vs[v].c, vs[v].lins[0], ms[i], vs[v].flags, impl[v], sizeof impl[v], &err))
                         snprintf(impl[v], sizeof impl[v], "%.100s", err.msg);

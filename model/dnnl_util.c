@@ -57,21 +57,24 @@ dnnl_status_t pf_dnnl_matmul_pd(const pf_dnnl_mm *mm, dnnl_primitive_desc_t *pd)
     dnnl_engine_t eng = pf_dnnl_engine(NULL);
     if (!eng)
         return dnnl_runtime_error;
-    dnnl_data_type_t xdt = mm->prec == PF_PREC_BF16 ? dnnl_bf16 : mm->prec == PF_PREC_INT8 ? dnnl_s8 : dnnl_f32;
+    bool int8 = mm->prec == PF_PREC_INT8;
+    dnnl_data_type_t xdt = mm->prec == PF_PREC_BF16 ? dnnl_bf16 : int8 ? dnnl_u8 : dnnl_f32;
+    dnnl_data_type_t wdt = mm->prec == PF_PREC_BF16 ? dnnl_bf16 : int8 ? dnnl_s8 : dnnl_f32;
+    dnnl_data_type_t ydt = int8 ? dnnl_s32 : dnnl_f32;
     dnnl_memory_desc_t xmd, wmd, bmd, ymd;
     dnnl_dims_t xd = {mm->m, mm->k}, wd = {mm->k, mm->n}, bd = {1, mm->n}, yd = {mm->m, mm->n};
     dnnl_dims_t xs = {mm->ldx, 1}, ys = {mm->ldy, 1};
     dnnl_status_t s;
     if ((s = dnnl_memory_desc_init_by_strides(&xmd, 2, xd, xdt, xs)) != dnnl_success ||
-        (s = dnnl_memory_desc_init_by_strides(&ymd, 2, yd, dnnl_f32, ys)) != dnnl_success ||
+        (s = dnnl_memory_desc_init_by_strides(&ymd, 2, yd, ydt, ys)) != dnnl_success ||
         (s = dnnl_memory_desc_init_by_tag(&bmd, 2, bd, dnnl_f32, dnnl_ab)) != dnnl_success)
         return s;
     if (mm->wmd)
         wmd = *mm->wmd;
-    else if ((s = dnnl_memory_desc_init_by_tag(&wmd, 2, wd, xdt, dnnl_format_tag_any)) != dnnl_success)
+    else if ((s = dnnl_memory_desc_init_by_tag(&wmd, 2, wd, wdt, dnnl_format_tag_any)) != dnnl_success)
         return s;
-    /* int8: the bias is added by the caller after the per-row activation scale (see pf_dnnl_mm). */
-    bool md_bias = mm->bias && mm->prec != PF_PREC_INT8;
+    /* int8: the bias is added by the caller with the scales (see pf_dnnl_mm). */
+    bool md_bias = mm->bias && !int8;
     dnnl_matmul_desc_t md;
     if ((s = dnnl_matmul_desc_init(&md, &xmd, &wmd, md_bias ? &bmd : NULL, &ymd)) != dnnl_success)
         return s;
@@ -79,11 +82,7 @@ dnnl_status_t pf_dnnl_matmul_pd(const pf_dnnl_mm *mm, dnnl_primitive_desc_t *pd)
     if ((s = dnnl_primitive_attr_create(&attr)) != dnnl_success)
         return s;
     s = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
-    if (s == dnnl_success && mm->prec == PF_PREC_INT8) {
-        float runtime = DNNL_RUNTIME_F32_VAL;
-        s = dnnl_primitive_attr_set_output_scales(attr, 1, 1 << 1, &runtime);
-    }
-    if (s == dnnl_success)
+    if (s == dnnl_success && !int8)
         s = set_post_ops(attr, mm);
     if (s == dnnl_success)
         s = dnnl_primitive_desc_create(pd, &md, attr, eng, NULL);

@@ -16,17 +16,20 @@ dnnl_engine_t pf_dnnl_engine(pf_err *err);
 
 const char *pf_dnnl_status_name(dnnl_status_t s);
 
-/* What a matmul computes: y[M,N] (row stride ldy, f32) = x[M,K] (row stride ldx) . W^T, where the source
- * type follows the precision (f32, bf16, or s8 with per-row scales), plus options. */
+/* What a matmul computes: y[M,N] (row stride ldy) = x[M,K] (row stride ldx) . W^T. Per precision:
+ *   FP32  f32 x f32 -> f32 (+ bias, + sum post-op)
+ *   BF16  bf16 x bf16 -> f32 (+ bias, + sum post-op)
+ *   INT8  u8 x s8 -> s32, nothing else: the activations arrive quantized per row and offset by +128; the
+ *         caller turns the exact integer sums into floats (undoing the offset with the weights' row sums,
+ *         applying activation and weight scales, bias, accumulation). oneDNN 2.6 cannot apply per-row
+ *         scales without its reference kernel, and run-time per-column output scales move it from the
+ *         fast brgemm kernels to gemm:jit, so no attribute is used at all. */
 typedef struct pf_dnnl_mm {
     pf_precision prec;        /* FP32, BF16 or INT8 */
     int64_t m, k, n;
     int64_t ldx, ldy;         /* row strides in elements */
-    bool bias;                /* f32 bias [N] */
-    bool accumulate;          /* y += result (sum post-op) */
-    /* INT8: output scales per N given at run time (the weight scales); no bias. oneDNN 2.6 has no per-row
-     * scale that keeps a non-reference kernel (a binary multiply by an [M,1] tensor gives ref_int8), so the
-     * caller applies the activation row scales and the bias afterwards. */
+    bool bias;                /* f32 bias [N] (ignored for INT8) */
+    bool accumulate;          /* y += result (sum post-op; ignored for INT8) */
     const dnnl_memory_desc_t *wmd; /* weights [K,N]; NULL = format_tag_any (let oneDNN choose) */
 } pf_dnnl_mm;
 

@@ -98,11 +98,24 @@ INLINE float sc_s8(const void *w, int64_t k)
         const float *x0 = g->x + m0 * g->ldx, *x1 = x0 + (MB > 1) * g->ldx;                                    \
         __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a03 = a00;                                     \
         __m256 a10 = a00, a11 = a00, a12 = a00, a13 = a00;                                                     \
-        for (int64_t k = 0; k < kv; k += 8) {                                                                  \
+        int64_t k0 = 0;                                                                                        \
+        if (MB == 1) { /* one activation row: second accumulator set on odd steps hides FMA latency */         \
+            for (; k0 + 16 <= kv; k0 += 16) {                                                                  \
+                __m256 v0 = LD(w0, k0), v1 = LD(w1, k0), v2 = LD(w2, k0), v3 = LD(w3, k0);                     \
+                FMA_ROW(0, _mm256_loadu_ps(x0 + k0));                                                          \
+                v0 = LD(w0, k0 + 8), v1 = LD(w1, k0 + 8), v2 = LD(w2, k0 + 8), v3 = LD(w3, k0 + 8);             \
+                FMA_ROW(1, _mm256_loadu_ps(x0 + k0 + 8));                                                      \
+            }                                                                                                  \
+        }                                                                                                      \
+        for (int64_t k = k0; k < kv; k += 8) {                                                                 \
             __m256 v0 = LD(w0, k), v1 = LD(w1, k), v2 = LD(w2, k), v3 = LD(w3, k);                             \
             FMA_ROW(0, _mm256_loadu_ps(x0 + k));                                                               \
             if (MB > 1)                                                                                        \
                 FMA_ROW(1, _mm256_loadu_ps(x1 + k));                                                           \
+        }                                                                                                      \
+        if (MB == 1) {                                                                                         \
+            a00 = _mm256_add_ps(a00, a10), a01 = _mm256_add_ps(a01, a11);                                      \
+            a02 = _mm256_add_ps(a02, a12), a03 = _mm256_add_ps(a03, a13);                                      \
         }                                                                                                      \
         OUT_ROW(0, SC);                                                                                        \
         OUT_ROW(1, SC);                                                                                        \
@@ -179,7 +192,22 @@ INLINE T2 __m256i dot_plain(__m256i acc, __m256i x, __m256i w)
         const uint8_t *x0 = g->xq + m0 * K, *x1 = x0 + (MB > 1) * K;                                           \
         __m256i a00 = _mm256_setzero_si256(), a01 = a00, a02 = a00, a03 = a00;                                 \
         __m256i a10 = a00, a11 = a00, a12 = a00, a13 = a00;                                                    \
-        for (int64_t k = 0; k < kv; k += 32) {                                                                 \
+        int64_t k0 = 0;                                                                                        \
+        if (MB == 1) { /* second accumulator set on odd steps, as in DEF_TILE */                               \
+            for (; k0 + 64 <= kv; k0 += 64) {                                                                  \
+                __m256i v0 = _mm256_loadu_si256((const __m256i *)(w0 + k0));                                   \
+                __m256i v1 = _mm256_loadu_si256((const __m256i *)(w1 + k0));                                   \
+                __m256i v2 = _mm256_loadu_si256((const __m256i *)(w2 + k0));                                   \
+                __m256i v3 = _mm256_loadu_si256((const __m256i *)(w3 + k0));                                   \
+                DOT_ROW(DOT, 0, _mm256_loadu_si256((const __m256i *)(x0 + k0)));                               \
+                v0 = _mm256_loadu_si256((const __m256i *)(w0 + k0 + 32));                                      \
+                v1 = _mm256_loadu_si256((const __m256i *)(w1 + k0 + 32));                                      \
+                v2 = _mm256_loadu_si256((const __m256i *)(w2 + k0 + 32));                                      \
+                v3 = _mm256_loadu_si256((const __m256i *)(w3 + k0 + 32));                                      \
+                DOT_ROW(DOT, 1, _mm256_loadu_si256((const __m256i *)(x0 + k0 + 32)));                          \
+            }                                                                                                  \
+        }                                                                                                      \
+        for (int64_t k = k0; k < kv; k += 32) {                                                                \
             __m256i v0 = _mm256_loadu_si256((const __m256i *)(w0 + k));                                        \
             __m256i v1 = _mm256_loadu_si256((const __m256i *)(w1 + k));                                        \
             __m256i v2 = _mm256_loadu_si256((const __m256i *)(w2 + k));                                        \
@@ -187,6 +215,10 @@ INLINE T2 __m256i dot_plain(__m256i acc, __m256i x, __m256i w)
             DOT_ROW(DOT, 0, _mm256_loadu_si256((const __m256i *)(x0 + k)));                                    \
             if (MB > 1)                                                                                        \
                 DOT_ROW(DOT, 1, _mm256_loadu_si256((const __m256i *)(x1 + k)));                                \
+        }                                                                                                      \
+        if (MB == 1) {                                                                                         \
+            a00 = _mm256_add_epi32(a00, a10), a01 = _mm256_add_epi32(a01, a11);                                \
+            a02 = _mm256_add_epi32(a02, a12), a03 = _mm256_add_epi32(a03, a13);                                \
         }                                                                                                      \
         OUT_ROW_I(0);                                                                                          \
         OUT_ROW_I(1);                                                                                          \

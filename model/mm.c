@@ -14,13 +14,14 @@
 #include "model/kernels.h"
 #include "model/quant.h"
 
-/* Defaults from bench_gemm (AMD EPYC Zen 5, 2 threads; AVX2 measured with PALIFLOW_MAX_ISA=avx2):
- *  - fp32 on plain (AVX2 gemm:jit) weights: our kernel beats oneDNN up to M=16 (M=2: 2.0x, M=4: 1.7x,
- *    M=16: 1.13x) and loses from M=32. bf16/fp32 on AVX-512 use oneDNN's packed layout, which is at the
- *    bandwidth bound for M <= 4 already (our kernels cannot read it; they were no faster on row-major).
- *  - int8: our dynamic kernel beats oneDNN's gemm:jit at every decode M (AVX-512 VNNI: M=1 1.25x, M=2-8
- *    1.6-2.8x, M=64 equal; AVX2: 6.5x at M=1, 1.5x at M=64); weight-only is slower than dynamic at every
- *    M (f32 conversions make it compute-bound even at M=1) and stays available as an option. */
+/* Defaults from bench_gemm (AMD EPYC Zen 5, 2 threads; AVX2 measured with PALIFLOW_MAX_ISA=avx2). They
+ * only matter where weights are row-major, i.e. where oneDNN prefers plain layouts (AVX2 gemm:jit): on
+ * AVX-512 every precision gets oneDNN's packed brgemm layout, at least as fast as our kernels at every M.
+ *  - fp32 on AVX2: our kernel beats gemm:jit up to M=16 (M=2: 2.0x, M=4: 1.7x, M=16: 1.13x), loses from
+ *    M=32.
+ *  - int8 on AVX2: our dynamic kernel beats gemm:jit (u8 x s8 -> s32) at every decode M (M=1: 2.5x,
+ *    M=4: 1.9x, M=16: 1.5x, M=64: 1.1x). Weight-only int8 is slower than dynamic at every M (the f32
+ *    conversions make it compute-bound even at M=1); it stays available as an option. */
 #define DEFAULT_KERNEL_MAX_M 16
 #define DEFAULT_INT8_KERNEL_MAX_M 64
 #define DEFAULT_INT8_WO_MAX_M (-1)
@@ -47,7 +48,7 @@ struct pf_linear {
     bool w_mapped;
     float *bias, *wscale;
     int32_t *wsum;
-    dnnl_memory_t wmem, bmem, smem;
+    dnnl_memory_t wmem, bmem;
 };
 
 typedef struct prim_entry {
@@ -258,7 +259,7 @@ static int choose_layout(pf_linear *l, pf_err *err)
 {
     const pf_mm_engine *e = l->e;
     dnnl_dims_t wd = {l->k, l->n};
-    bool rowmajor = e->prec == PF_PREC_INT8 || e->opt.layout == PF_LAYOUT_ROWMAJOR;
+    bool rowmajor = e->opt.layout == PF_LAYOUT_ROWMAJOR;
     if (!rowmajor) {
         pf_dnnl_mm mm = {.prec = e->prec, .m = e->opt.layout_m, .k = l->k, .n = l->n, .ldx = l->k, .ldy = l->n};
         dnnl_primitive_desc_t pd;
@@ -348,11 +349,12 @@ static int fill_rowmajor(pf_linear *l, const pf_linear_desc *d, pf_err *err)
     return rc;
 }
 
-static int reorder_chunk(pf_linear *l, const float *tmp, int64_t r0, int64_t rows, pf_err *err)
+/* Reorder rows [r0, r0+rows) given row-major (f32, or s8 for int8) into their place in the packed layout. */
+static int reorder_chunk(pf_linear *l, const void *tmp, dnnl_data_type_t dt, int64_t r0, int64_t rows, pf_err *err)
 {
     dnnl_memory_desc_t smd, dmd;
     dnnl_dims_t dims = {l->k, rows}, strides = {1, l->k}, offs = {0, r0};
-    dnnl_status_t s = dnnl_memory_desc_init_by_strides(&smd, 2, dims, dnnl_f32, strides);
+    dnnl_status_t s = dnnl_memory_desc_init_by_strides(&smd, 2, dims, dt, strides);
     if (s == dnnl_success)
         s = dnnl_memory_desc_init_submemory(&dmd, &l->wmd, dims, offs);
     dnnl_primitive_desc_t pd = NULL;
@@ -400,17 +402,27 @@ static int fill_packed(pf_linear *l, const pf_linear_desc *d, pf_err *err)
         chunk = blk;
     if (chunk > l->n)
         chunk = l->n;
+    bool int8 = l->e->prec == PF_PREC_INT8;
     float *tmp = malloc((size_t)chunk * (size_t)l->k * sizeof(float));
-    if (!tmp)
+    int8_t *q = int8 ? malloc((size_t)chunk * (size_t)l->k) : NULL;
+    if (!tmp || (int8 && !q)) {
+        free(tmp);
         return pf_errf(err, "%s: out of memory converting weights", l->name);
+    }
     int rc = 0;
     for (int64_t r0 = 0; r0 < l->n && rc == 0; r0 += chunk) {
         int64_t rows = l->n - r0 < chunk ? l->n - r0 : chunk;
         rc = gather_rows(l, d, r0, rows, tmp, err);
+        if (rc == 0 && int8) {
+#pragma omp parallel for schedule(static) if (rows * l->k > (1 << 16))
+            for (int64_t i = 0; i < rows; i++)
+                l->wscale[r0 + i] = pf_quant_row_s8(tmp + i * l->k, l->k, l->e->qmax, q + i * l->k, &l->wsum[r0 + i]);
+        }
         if (rc == 0)
-            rc = reorder_chunk(l, tmp, r0, rows, err);
+            rc = reorder_chunk(l, int8 ? (const void *)q : tmp, int8 ? dnnl_s8 : dnnl_f32, r0, rows, err);
     }
     free(tmp);
+    free(q);
     return rc;
 }
 
@@ -487,13 +499,6 @@ int pf_linear_create(const pf_mm_engine *e, const pf_linear_desc *d, pf_linear *
             if (s == dnnl_success)
                 s = dnnl_memory_create(&l->bmem, &bmd, e->eng, l->bias);
         }
-        if (s == dnnl_success && l->wscale) {
-            dnnl_memory_desc_t smd;
-            dnnl_dims_t sd = {n};
-            s = dnnl_memory_desc_init_by_tag(&smd, 1, sd, dnnl_f32, dnnl_a);
-            if (s == dnnl_success)
-                s = dnnl_memory_create(&l->smem, &smd, e->eng, l->wscale);
-        }
         if (s != dnnl_success)
             rc = pf_errf(err, "%s: oneDNN memory: %s", l->name, pf_dnnl_status_name(s));
     }
@@ -523,8 +528,6 @@ void pf_linear_destroy(pf_linear *l)
         dnnl_memory_destroy(l->wmem);
     if (l->bmem)
         dnnl_memory_destroy(l->bmem);
-    if (l->smem)
-        dnnl_memory_destroy(l->smem);
     big_free(l->w, l->alloc_bytes, l->w_mapped);
     free(l->bias);
     free(l->wscale);
@@ -761,8 +764,10 @@ static mm_path choose_path(const pf_mm_engine *e, const pf_linear *l, int64_t m,
  * gemm:jit, which cannot read packed weights and falls back to ref:any. The forward copies strided rows. */
 static void fill_mm(const pf_linear *l, int64_t m, unsigned flags, pf_dnnl_mm *mm)
 {
+    bool int8 = l->e->prec == PF_PREC_INT8; /* int8: bias and accumulation happen in our epilogue */
     *mm = (pf_dnnl_mm){.prec = l->e->prec, .m = m, .k = l->k, .n = l->n, .ldx = l->k, .ldy = l->n,
-                       .bias = l->bias != NULL, .accumulate = (flags & PF_LINEAR_ACCUMULATE) != 0, .wmd = &l->wmd};
+                       .bias = l->bias != NULL && !int8,
+                       .accumulate = (flags & PF_LINEAR_ACCUMULATE) != 0 && !int8, .wmd = &l->wmd};
 }
 
 static int check_args(const pf_linear *l, int64_t m, const float *x, int64_t ldx, const float *y, int64_t ldy,
@@ -829,21 +834,25 @@ static void copy_rows(int64_t m, int64_t n, const float *src, int64_t lds, float
         memcpy(dst + i * ldd, src + i * lds, (size_t)n * sizeof(float));
 }
 
-/* y[i][:] = y[i][:] * scale[i] + bias (or / scale[i] when divide): the int8 activation row scales, which
- * oneDNN 2.6 cannot apply per row without falling back to its reference kernel. */
-static void scale_rows(int64_t m, int64_t n, float *y, int64_t ldy, const float *scale, const float *bias,
-                       bool divide)
+/* int8: y[i][j] (=|+=) (acc[i][j] - 128 wsum[j]) xs[i] ws[j] + b[j], from oneDNN's exact s32 sums of
+ * (q_x + 128) * q_w, in the same order of float operations as our kernels. acc may alias y (dense). */
+static void int8_epilogue(const pf_linear *l, int64_t m, const int32_t *acc, const float *xs, float *y, int64_t ldy,
+                          bool accumulate)
 {
-#pragma omp parallel for schedule(static) if (m * n >= (1 << 16))
+    const int64_t n = l->n;
+    const float *ws = l->wscale, *b = l->bias;
+    const int32_t *wsum = l->wsum;
+#pragma omp parallel for schedule(static) if (m * n >= (1 << 15))
     for (int64_t i = 0; i < m; i++) {
+        const int32_t *a = acc + i * n;
         float *r = y + i * ldy;
-        const float s = divide ? 1.0f / scale[i] : scale[i];
-        if (bias)
-            for (int64_t j = 0; j < n; j++)
-                r[j] = r[j] * s + bias[j];
-        else
-            for (int64_t j = 0; j < n; j++)
-                r[j] *= s;
+        const float x = xs[i];
+        for (int64_t j = 0; j < n; j++) {
+            float v = (float)(a[j] - 128 * wsum[j]) * x * ws[j];
+            if (b)
+                v += b[j];
+            r[j] = accumulate ? r[j] + v : v;
+        }
     }
 }
 
@@ -888,13 +897,15 @@ int pf_linear_forward(pf_mm_ctx *c, const pf_linear *l, int64_t m, const float *
                        (long long)m);
     const void *src = x;
     const pf_kernels *kt = c->e->kt;
-    bool acc = (flags & PF_LINEAR_ACCUMULATE) != 0;
-    float *yd = y; /* dense output: y itself, or a scratch copy when y has a row stride */
-    if (ldy != l->n) {
+    bool acc = (flags & PF_LINEAR_ACCUMULATE) != 0, int8 = c->e->prec == PF_PREC_INT8;
+    /* Dense output: y itself, or scratch when y has a row stride (or, for int8, when the old y must be
+     * kept for accumulation: oneDNN writes the integer sums, our epilogue combines). */
+    float *yd = y;
+    if (ldy != l->n || (int8 && acc)) {
         if (grow((void **)&c->ybuf, &c->ybuf_cap, (size_t)m * (size_t)l->n * sizeof(float), err))
             return -1;
         yd = c->ybuf;
-        if (acc)
+        if (acc && !int8)
             copy_rows(m, l->n, y, ldy, yd, l->n);
     }
     if (c->e->prec == PF_PREC_FP32 && ldx != l->k) {
@@ -911,7 +922,7 @@ int pf_linear_forward(pf_mm_ctx *c, const pf_linear *l, int64_t m, const float *
         if (grow(&c->xbuf, &c->xbuf_cap, (size_t)m * (size_t)l->k, err) ||
             grow((void **)&c->xscale, &c->xscale_cap, (size_t)m * sizeof(float), err))
             return -1;
-        quantize(kt, m, l->k, x, ldx, c->xbuf, c->xscale, 0);
+        quantize(kt, m, l->k, x, ldx, c->xbuf, c->xscale, 128);
         src = c->xbuf;
     }
     if (p->scratch_size) {
@@ -931,22 +942,16 @@ int pf_linear_forward(pf_mm_ctx *c, const pf_linear *l, int64_t m, const float *
     args[na++] = (dnnl_exec_arg_t){DNNL_ARG_DST, p->ymem};
     if (p->scratch)
         args[na++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, p->scratch};
-    bool int8 = c->e->prec == PF_PREC_INT8;
-    if (int8) {
-        args[na++] = (dnnl_exec_arg_t){DNNL_ARG_ATTR_OUTPUT_SCALES, l->smem};
-        if (acc) /* y = xs * (y / xs + ws * acc) + b: the old y rides the sum post-op */
-            scale_rows(m, l->n, yd, l->n, c->xscale, NULL, true);
-    } else if (l->bias) {
+    if (!int8 && l->bias)
         args[na++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, l->bmem};
-    }
     dnnl_status_t s = dnnl_primitive_execute(p->prim, c->stream, na, args);
     if (s == dnnl_success)
         s = dnnl_stream_wait(c->stream);
     if (s != dnnl_success)
         return pf_errf(err, "%s: oneDNN matmul M=%lld: %s", l->name, (long long)m, pf_dnnl_status_name(s));
     if (int8)
-        scale_rows(m, l->n, yd, l->n, c->xscale, l->bias, false);
-    if (yd != y)
+        int8_epilogue(l, m, (const int32_t *)(const void *)yd, c->xscale, y, ldy, acc);
+    else if (yd != y)
         copy_rows(m, l->n, yd, l->n, y, ldy);
     return 0;
 }

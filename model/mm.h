@@ -8,15 +8,16 @@
  *                 batch, oneDNN needs fixed M: runtime M dims fall back to slow or ref: kernels in 2.6),
  *                 activation buffers, scratchpad. No allocation once warm.
  *
- * Weights, per precision:
- *   fp32/bf16  oneDNN's preferred layout for a prefill-sized M (format_tag any + reorder) when it is a
- *              blocked one; if oneDNN wants a plain layout (AVX2 gemm), row-major [N,K] so our small-M
- *              kernels can read it too. bf16 runs with bf16 activations (converted per call, round to
- *              nearest even), f32 accumulation and output.
- *   int8       row-major s8 [N,K] with one symmetric scale per output row (see quant.h). Large M: oneDNN
- *              s8 x s8 with activations quantized per row (dynamic, symmetric) and both scales applied in
- *              oneDNN's post-ops. Small M: our kernels, either weight-only (f32 activations x dequantized
- *              weights) or dynamic (VNNI), chosen by M (pf_mm_options).
+ * Weights are converted once, into oneDNN's preferred layout for a prefill-sized M (format_tag any +
+ * reorder) when that is a blocked one (AVX-512: brgemm, fastest at every M, decode included); when oneDNN
+ * wants a plain layout (AVX2: gemm:jit) they are stored row-major [N,K], which oneDNN reads for large M and
+ * our kernels (kernels.h) read for decode-sized M, where they beat gemm:jit.
+ *   fp32  f32 activations and weights.
+ *   bf16  activations converted per call to bf16 (round to nearest even), f32 accumulation and output.
+ *   int8  s8 weights with one symmetric scale per output row (quant.h); activations quantized per call,
+ *         per row, symmetric (dynamic quantization) and offset to u8; oneDNN (or our kernel) computes the
+ *         exact integer sums, our epilogue applies offset, row and column scales, bias, accumulation.
+ *         Our kernels also offer weight-only int8 (f32 activations), slower at every M measured.
  * Every oneDNN primitive's implementation is logged (debug) and a `ref:` one is an error unless allowed.
  *
  * Threads: oneDNN and our kernels use OpenMP (all cores by default; OMP_NUM_THREADS to limit).
