@@ -49,10 +49,12 @@ typedef struct pf_kernels {
     pf_gemv_fn f32, bf16, s8, u8s8;
     /* f32 -> bf16, round to nearest even, NaN kept (same bits as pf_f32_to_bf16). */
     void (*to_bf16)(const float *x, uint16_t *dst, size_t n);
-    /* Per-row symmetric quantization of x[m][ldx] (k columns): scale[i] = max|x[i]| / 127 (1 if the row is
-     * all zero), q = round_even(x / scale) in [-127, 127], stored as (uint8_t)(q + offset) with offset 0 (s8)
-     * or 128 (u8), rows of k bytes. */
-    void (*quant_rows)(const float *x, int64_t ldx, int64_t m, int64_t k, uint8_t *dst, float *scale, int offset);
+    /* Per-row symmetric quantization of x[m][ldx] (k columns): scale[i] = max|x[i]| / qmax (1 if the row is
+     * all zero), q = round_even(x * (qmax / max|x[i]|)) in [-qmax, qmax], stored as (uint8_t)(q + offset)
+     * with offset 0 (s8) or 128 (u8), rows of k bytes. qmax <= 127. Activations use 127; weights use the
+     * engine's range (quant.h). */
+    void (*quant_rows)(const float *x, int64_t ldx, int64_t m, int64_t k, uint8_t *dst, float *scale, int offset,
+                       int qmax);
 } pf_kernels;
 
 /* The kernels for this CPU (after PALIFLOW_MAX_ISA). */

@@ -254,10 +254,12 @@ static T2 void to_bf16(const float *x, uint16_t *dst, size_t n)
         dst[i] = pf_f32_to_bf16(x[i]);
 }
 
-static T2 void quant_rows(const float *x, int64_t ldx, int64_t m, int64_t k, uint8_t *dst, float *scale, int offset)
+static T2 void quant_rows(const float *x, int64_t ldx, int64_t m, int64_t k, uint8_t *dst, float *scale, int offset,
+                          int qmax)
 {
     const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-    const __m256i lo = _mm256_set1_epi32(-127), hi = _mm256_set1_epi32(127);
+    const __m256i lo = _mm256_set1_epi32(-qmax), hi = _mm256_set1_epi32(qmax);
+    const float qm = (float)qmax;
     const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     const __m256i flip = _mm256_set1_epi8((char)(offset ? 0x80 : 0)); /* s8 -> u8 (+128) by flipping the sign bit */
     for (int64_t i = 0; i < m; i++) {
@@ -274,7 +276,7 @@ static T2 void quant_rows(const float *x, int64_t ldx, int64_t m, int64_t k, uin
             float a = r[j] < 0 ? -r[j] : r[j];
             amax = a > amax ? a : amax;
         }
-        float s = amax > 0.0f ? amax / 127.0f : 1.0f, inv = amax > 0.0f ? 127.0f / amax : 1.0f;
+        float s = amax > 0.0f ? amax / qm : 1.0f, inv = amax > 0.0f ? qm / amax : 1.0f;
         scale[i] = s;
         const __m256 vinv = _mm256_set1_ps(inv);
         uint8_t *d = dst + i * k;
@@ -290,7 +292,7 @@ static T2 void quant_rows(const float *x, int64_t ldx, int64_t m, int64_t k, uin
         }
         for (; j < k; j++) {
             float q = __builtin_nearbyintf(r[j] * inv);
-            q = q > 127.0f ? 127.0f : q < -127.0f ? -127.0f : q;
+            q = q > qm ? qm : q < -qm ? -qm : q == q ? q : 0.0f; /* NaN -> 0 */
             d[j] = (uint8_t)((int)q + offset);
         }
     }

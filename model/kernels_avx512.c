@@ -269,10 +269,11 @@ static T512 void to_bf16(const float *x, uint16_t *dst, size_t n)
 }
 
 static T512 void quant_rows(const float *x, int64_t ldx, int64_t m, int64_t k, uint8_t *dst, float *scale,
-                            int offset)
+                            int offset, int qmax)
 {
     const __m512i off = _mm512_set1_epi32(offset);
-    const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+    const __m512i lo = _mm512_set1_epi32(-qmax), hi = _mm512_set1_epi32(qmax);
+    const float qm = (float)qmax;
     for (int64_t i = 0; i < m; i++) {
         const float *r = x + i * ldx;
         __m512 vmax = _mm512_setzero_ps();
@@ -284,7 +285,7 @@ static T512 void quant_rows(const float *x, int64_t ldx, int64_t m, int64_t k, u
             float a = r[j] < 0 ? -r[j] : r[j];
             amax = a > amax ? a : amax;
         }
-        float s = amax > 0.0f ? amax / 127.0f : 1.0f, inv = amax > 0.0f ? 127.0f / amax : 1.0f;
+        float s = amax > 0.0f ? amax / qm : 1.0f, inv = amax > 0.0f ? qm / amax : 1.0f;
         scale[i] = s;
         const __m512 vinv = _mm512_set1_ps(inv);
         uint8_t *d = dst + i * k;
@@ -295,7 +296,7 @@ static T512 void quant_rows(const float *x, int64_t ldx, int64_t m, int64_t k, u
         }
         for (; j < k; j++) {
             float q = __builtin_nearbyintf(r[j] * inv);
-            q = q > 127.0f ? 127.0f : q < -127.0f ? -127.0f : q;
+            q = q > qm ? qm : q < -qm ? -qm : q == q ? q : 0.0f; /* NaN -> 0 */
             d[j] = (uint8_t)((int)q + offset);
         }
     }

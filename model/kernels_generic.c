@@ -69,18 +69,20 @@ static void to_bf16(const float *x, uint16_t *dst, size_t n)
         dst[i] = pf_f32_to_bf16(x[i]);
 }
 
-static void quant_rows(const float *x, int64_t ldx, int64_t m, int64_t k, uint8_t *dst, float *scale, int offset)
+static void quant_rows(const float *x, int64_t ldx, int64_t m, int64_t k, uint8_t *dst, float *scale, int offset,
+                       int qmax)
 {
+    const float qm = (float)qmax;
     for (int64_t i = 0; i < m; i++) {
         const float *r = x + i * ldx;
         float amax = 0.0f;
         for (int64_t j = 0; j < k; j++)
             amax = fmaxf(amax, fabsf(r[j]));
-        float s = amax > 0.0f ? amax / 127.0f : 1.0f, inv = amax > 0.0f ? 127.0f / amax : 1.0f;
+        float s = amax > 0.0f ? amax / qm : 1.0f, inv = amax > 0.0f ? qm / amax : 1.0f;
         scale[i] = s;
         for (int64_t j = 0; j < k; j++) {
-            float q = nearbyintf(r[j] * inv);
-            q = q > 127.0f ? 127.0f : q < -127.0f ? -127.0f : q;
+            float q = (r[j] * inv + 12582912.0f) - 12582912.0f; /* round half to even, |value| <= 127 */
+            q = q > qm ? qm : q < -qm ? -qm : q == q ? q : 0.0f; /* NaN -> 0 */
             dst[i * k + j] = (uint8_t)((int)q + offset);
         }
     }

@@ -202,6 +202,15 @@ static void read_row_f32(const pf_linear_desc *d, int64_t r, float *dst)
     const pf_linear_part *p = part_of(d, r, &row);
     int64_t ld = p->ld ? p->ld : d->k;
     const uint8_t *src = (const uint8_t *)p->w + (size_t)row * (size_t)ld * pf_dtype_size(p->dtype);
+    if (p->dtype == PF_DT_BF16) { /* the common case (checkpoints are bf16): inline, so it vectorizes */
+        for (int64_t i = 0; i < d->k; i++) {
+            uint16_t h;
+            memcpy(&h, src + 2 * i, 2);
+            uint32_t u = (uint32_t)h << 16;
+            memcpy(&dst[i], &u, 4);
+        }
+        return;
+    }
     pf_convert_to_f32(p->dtype, src, (size_t)d->k, dst);
 }
 
@@ -319,6 +328,18 @@ static int gather_rows(const pf_linear *l, const pf_linear_desc *d, int64_t r0, 
     return 0;
 }
 
+/* pf_quant_row_s8, vectorized by the kernels' tier (same numbers: round half to even, symmetric). */
+static float quant_weight_row(const pf_linear *l, const float *w, int8_t *q, int32_t *sum)
+{
+    float scale;
+    l->e->kt->quant_rows(w, l->k, 1, l->k, (uint8_t *)q, &scale, 0, l->e->qmax);
+    int32_t s = 0;
+    for (int64_t i = 0; i < l->k; i++)
+        s += q[i];
+    *sum = s;
+    return scale;
+}
+
 static int fill_rowmajor(pf_linear *l, const pf_linear_desc *d, pf_err *err)
 {
     const int64_t k = l->k, chunk = 256;
@@ -341,7 +362,7 @@ static int fill_rowmajor(pf_linear *l, const pf_linear_desc *d, pf_err *err)
                 for (int64_t j = 0; j < k; j++)
                     dst[j] = pf_f32_to_bf16(src[j]);
             } else {
-                l->wscale[r] = pf_quant_row_s8(src, k, l->e->qmax, (int8_t *)l->w + r * (size_t)k, &l->wsum[r]);
+                l->wscale[r] = quant_weight_row(l, src, (int8_t *)l->w + r * (size_t)k, &l->wsum[r]);
             }
         }
     }
@@ -349,48 +370,77 @@ static int fill_rowmajor(pf_linear *l, const pf_linear_desc *d, pf_err *err)
     return rc;
 }
 
-/* Reorder rows [r0, r0+rows) given row-major (f32, or s8 for int8) into their place in the packed layout. */
-static int reorder_chunk(pf_linear *l, const void *tmp, dnnl_data_type_t dt, int64_t r0, int64_t rows, pf_err *err)
+/* A reorder from row-major rows (f32, or s8 for int8) into `rows` rows of the packed layout, built once per
+ * chunk size and pointed at each chunk in turn: a submemory descriptor at each chunk's own offset would be
+ * a new primitive (a JIT compile) per chunk. */
+typedef struct chunk_reorder {
+    dnnl_primitive_t prim;
+    dnnl_memory_t src, dst;
+    int64_t rows;
+} chunk_reorder;
+
+static void chunk_reorder_free(chunk_reorder *r)
+{
+    if (r->prim)
+        dnnl_primitive_destroy(r->prim);
+    if (r->src)
+        dnnl_memory_destroy(r->src);
+    if (r->dst)
+        dnnl_memory_destroy(r->dst);
+    memset(r, 0, sizeof *r);
+}
+
+static dnnl_status_t chunk_reorder_make(const pf_linear *l, dnnl_data_type_t dt, int64_t rows, chunk_reorder *r)
 {
     dnnl_memory_desc_t smd, dmd;
-    dnnl_dims_t dims = {l->k, rows}, strides = {1, l->k}, offs = {0, r0};
+    dnnl_dims_t dims = {l->k, rows}, strides = {1, l->k}, offs = {0, 0};
+    dnnl_primitive_desc_t pd = NULL;
+    r->rows = rows;
     dnnl_status_t s = dnnl_memory_desc_init_by_strides(&smd, 2, dims, dt, strides);
     if (s == dnnl_success)
         s = dnnl_memory_desc_init_submemory(&dmd, &l->wmd, dims, offs);
-    dnnl_primitive_desc_t pd = NULL;
-    dnnl_primitive_t prim = NULL;
-    dnnl_memory_t sm = NULL, dm = NULL;
-    dnnl_stream_t st = NULL;
     if (s == dnnl_success)
         s = dnnl_reorder_primitive_desc_create(&pd, &smd, l->e->eng, &dmd, l->e->eng, NULL);
     if (s == dnnl_success)
-        s = dnnl_primitive_create(&prim, pd);
+        s = dnnl_primitive_create(&r->prim, pd);
     if (s == dnnl_success)
-        s = dnnl_memory_create(&sm, &smd, l->e->eng, (void *)tmp);
+        s = dnnl_memory_create(&r->src, &smd, l->e->eng, DNNL_MEMORY_NONE);
     if (s == dnnl_success)
-        s = dnnl_memory_create(&dm, &dmd, l->e->eng, l->w);
-    if (s == dnnl_success)
-        s = dnnl_stream_create(&st, l->e->eng, dnnl_stream_default_flags);
-    if (s == dnnl_success) {
-        dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, sm}, {DNNL_ARG_TO, dm}};
-        s = dnnl_primitive_execute(prim, st, 2, args);
-        if (s == dnnl_success)
-            s = dnnl_stream_wait(st);
-    }
-    if (st)
-        dnnl_stream_destroy(st);
-    if (sm)
-        dnnl_memory_destroy(sm);
-    if (dm)
-        dnnl_memory_destroy(dm);
-    if (prim)
-        dnnl_primitive_destroy(prim);
+        s = dnnl_memory_create(&r->dst, &dmd, l->e->eng, DNNL_MEMORY_NONE);
     if (pd)
         dnnl_primitive_desc_destroy(pd);
+    return s;
+}
+
+/* Rows [r0, r0+rows) into their place: N blocks are the outer dimension of the layouts oneDNN picks for
+ * matmul weights (BA...), so a chunk starting on a block boundary starts at (r0 / block) * stride[N]. */
+static int reorder_chunk(pf_linear *l, chunk_reorder *r, const void *tmp, int64_t r0, dnnl_stream_t st, pf_err *err)
+{
+    const dnnl_blocking_desc_t *b = &l->wmd.format_desc.blocking;
+    int64_t blk = 1;
+    for (int i = 0; i < b->inner_nblks; i++)
+        if (b->inner_idxs[i] == 1)
+            blk *= b->inner_blks[i];
+    size_t esz = l->e->prec == PF_PREC_FP32 ? 4 : l->e->prec == PF_PREC_BF16 ? 2 : 1;
+    size_t off = (size_t)(r0 / blk) * (size_t)b->strides[1] * esz;
+    dnnl_memory_set_data_handle(r->src, (void *)tmp);
+    dnnl_memory_set_data_handle(r->dst, (uint8_t *)l->w + off);
+    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, r->src}, {DNNL_ARG_TO, r->dst}};
+    dnnl_status_t s = dnnl_primitive_execute(r->prim, st, 2, args);
+    if (s == dnnl_success)
+        s = dnnl_stream_wait(st);
     if (s != dnnl_success)
         return pf_errf(err, "%s: reorder of weight rows %lld..%lld into %s: %s", l->name, (long long)r0,
-                       (long long)(r0 + rows), l->layout, pf_dnnl_status_name(s));
+                       (long long)(r0 + r->rows), l->layout, pf_dnnl_status_name(s));
     return 0;
+}
+
+/* The packed layouts we accept: plain strides over (K, N) blocks with N blocks outermost. */
+static bool n_blocks_outermost(const dnnl_memory_desc_t *md)
+{
+    const dnnl_blocking_desc_t *b = &md->format_desc.blocking;
+    return md->format_kind == dnnl_blocked && md->ndims == 2 && md->offset0 == 0 &&
+           b->strides[1] >= b->strides[0] && md->extra.flags == 0;
 }
 
 static int fill_packed(pf_linear *l, const pf_linear_desc *d, pf_err *err)
@@ -402,25 +452,42 @@ static int fill_packed(pf_linear *l, const pf_linear_desc *d, pf_err *err)
         chunk = blk;
     if (chunk > l->n)
         chunk = l->n;
+    if (!n_blocks_outermost(&l->wmd))
+        return pf_errf(err, "%s: oneDNN chose a weights layout (%s) whose N blocks are not outermost", l->name,
+                       l->layout);
     bool int8 = l->e->prec == PF_PREC_INT8;
+    dnnl_data_type_t dt = int8 ? dnnl_s8 : dnnl_f32;
     float *tmp = malloc((size_t)chunk * (size_t)l->k * sizeof(float));
     int8_t *q = int8 ? malloc((size_t)chunk * (size_t)l->k) : NULL;
-    if (!tmp || (int8 && !q)) {
-        free(tmp);
-        return pf_errf(err, "%s: out of memory converting weights", l->name);
-    }
+    chunk_reorder full = {0}, last = {0};
+    dnnl_stream_t st = NULL;
     int rc = 0;
+    if (!tmp || (int8 && !q))
+        rc = pf_errf(err, "%s: out of memory converting weights", l->name);
+    dnnl_status_t s = dnnl_success;
+    if (rc == 0)
+        s = dnnl_stream_create(&st, l->e->eng, dnnl_stream_default_flags);
+    if (rc == 0 && s == dnnl_success)
+        s = chunk_reorder_make(l, dt, chunk, &full);
+    if (rc == 0 && s == dnnl_success && l->n % chunk)
+        s = chunk_reorder_make(l, dt, l->n % chunk, &last);
+    if (rc == 0 && s != dnnl_success)
+        rc = pf_errf(err, "%s: reorder into %s: %s", l->name, l->layout, pf_dnnl_status_name(s));
     for (int64_t r0 = 0; r0 < l->n && rc == 0; r0 += chunk) {
         int64_t rows = l->n - r0 < chunk ? l->n - r0 : chunk;
         rc = gather_rows(l, d, r0, rows, tmp, err);
         if (rc == 0 && int8) {
 #pragma omp parallel for schedule(static) if (rows * l->k > (1 << 16))
             for (int64_t i = 0; i < rows; i++)
-                l->wscale[r0 + i] = pf_quant_row_s8(tmp + i * l->k, l->k, l->e->qmax, q + i * l->k, &l->wsum[r0 + i]);
+                l->wscale[r0 + i] = quant_weight_row(l, tmp + i * l->k, q + i * l->k, &l->wsum[r0 + i]);
         }
         if (rc == 0)
-            rc = reorder_chunk(l, int8 ? (const void *)q : tmp, int8 ? dnnl_s8 : dnnl_f32, r0, rows, err);
+            rc = reorder_chunk(l, rows == chunk ? &full : &last, int8 ? (const void *)q : tmp, r0, st, err);
     }
+    chunk_reorder_free(&full);
+    chunk_reorder_free(&last);
+    if (st)
+        dnnl_stream_destroy(st);
     free(tmp);
     free(q);
     return rc;
@@ -824,7 +891,7 @@ static void quantize(const pf_kernels *kt, int64_t m, int64_t k, const float *x,
 {
 #pragma omp parallel for schedule(static) if (m * k >= (1 << 17))
     for (int64_t i = 0; i < m; i++)
-        kt->quant_rows(x + i * ldx, ldx, 1, k, dst + i * k, scale + i, offset);
+        kt->quant_rows(x + i * ldx, ldx, 1, k, dst + i * k, scale + i, offset, 127);
 }
 
 static void copy_rows(int64_t m, int64_t n, const float *src, int64_t lds, float *dst, int64_t ldd)

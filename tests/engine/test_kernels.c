@@ -13,6 +13,7 @@
 
 #include "model/dtype.h"
 #include "model/kernels.h"
+#include "model/quant.h"
 
 static uint64_t g_rng = 88172645463325252ull;
 static uint32_t rnd(void)
@@ -234,23 +235,36 @@ static void test_quant_rows_exact(void **state)
         if (!kt)
             continue;
         for (int k = 1; k <= K; k += 4)
-            for (int off = 0; off <= 128; off += 128) {
-                uint8_t a[M * K], b[M * K];
-                float sa[M], sb[M];
-                gen->quant_rows(x, LD, M, k, a, sa, off);
-                kt->quant_rows(x, LD, M, k, b, sb, off);
-                assert_memory_equal(sa, sb, sizeof(float) * M);
-                assert_memory_equal(a, b, (size_t)(M * k));
-                assert_true(sa[2] == 1.0f);
-                for (int i = 0; i < M; i++)
-                    for (int j = 0; j < k; j++) {
-                        int q = (int)a[i * k + j] - off;
-                        if (off == 0)
-                            q = (int8_t)a[i * k + j];
-                        assert_true(q >= -127 && q <= 127);
-                        assert_true(fabsf((float)q * sa[i] - x[i * LD + j]) <= 0.5001f * sa[i]);
+            for (int off = 0; off <= 128; off += 128)
+                for (int qmax = 63; qmax <= 127; qmax += 64) {
+                    uint8_t a[M * K], b[M * K];
+                    float sa[M], sb[M];
+                    gen->quant_rows(x, LD, M, k, a, sa, off, qmax);
+                    kt->quant_rows(x, LD, M, k, b, sb, off, qmax);
+                    assert_memory_equal(sa, sb, sizeof(float) * M);
+                    assert_memory_equal(a, b, (size_t)(M * k));
+                    assert_true(sa[2] == 1.0f);
+                    for (int i = 0; i < M; i++) {
+                        for (int j = 0; j < k; j++) {
+                            int q = (int)a[i * k + j] - off;
+                            if (off == 0)
+                                q = (int8_t)a[i * k + j];
+                            assert_true(q >= -qmax && q <= qmax);
+                            assert_true(fabsf((float)q * sa[i] - x[i * LD + j]) <= 0.5001f * sa[i]);
+                        }
+                        /* the weight quantizer of quant.h gives the same numbers (the engine uses the kernels) */
+                        if (off == 0) {
+                            int8_t w[K];
+                            int32_t sum, want = 0;
+                            float sc = pf_quant_row_s8(x + i * LD, k, qmax, w, &sum);
+                            assert_true(sc == sa[i]);
+                            assert_memory_equal(w, a + i * k, (size_t)k);
+                            for (int j = 0; j < k; j++)
+                                want += w[j];
+                            assert_int_equal(sum, want);
+                        }
                     }
-            }
+                }
     }
 }
 
