@@ -377,6 +377,7 @@ typedef struct chunk_reorder {
     dnnl_primitive_t prim;
     dnnl_memory_t src, dst;
     int64_t rows;
+    bool at_offset; /* the descriptor holds the chunk's offset: point it at the start of the weights */
 } chunk_reorder;
 
 static void chunk_reorder_free(chunk_reorder *r)
@@ -390,12 +391,17 @@ static void chunk_reorder_free(chunk_reorder *r)
     memset(r, 0, sizeof *r);
 }
 
-static dnnl_status_t chunk_reorder_make(const pf_linear *l, dnnl_data_type_t dt, int64_t rows, chunk_reorder *r)
+/* first_row < 0: a reorder for any chunk of `rows` rows starting on a block boundary (pointed at it by
+ * reorder_chunk); first_row >= 0: for exactly the rows from first_row to the end (the last chunk, which may
+ * end inside a block: oneDNN handles that only as a submemory that reaches the end of the tensor). */
+static dnnl_status_t chunk_reorder_make(const pf_linear *l, dnnl_data_type_t dt, int64_t rows, int64_t first_row,
+                                        chunk_reorder *r)
 {
     dnnl_memory_desc_t smd, dmd;
-    dnnl_dims_t dims = {l->k, rows}, strides = {1, l->k}, offs = {0, 0};
+    dnnl_dims_t dims = {l->k, rows}, strides = {1, l->k}, offs = {0, first_row < 0 ? 0 : first_row};
     dnnl_primitive_desc_t pd = NULL;
     r->rows = rows;
+    r->at_offset = first_row >= 0;
     dnnl_status_t s = dnnl_memory_desc_init_by_strides(&smd, 2, dims, dt, strides);
     if (s == dnnl_success)
         s = dnnl_memory_desc_init_submemory(&dmd, &l->wmd, dims, offs);
@@ -422,7 +428,7 @@ static int reorder_chunk(pf_linear *l, chunk_reorder *r, const void *tmp, int64_
         if (b->inner_idxs[i] == 1)
             blk *= b->inner_blks[i];
     size_t esz = l->e->prec == PF_PREC_FP32 ? 4 : l->e->prec == PF_PREC_BF16 ? 2 : 1;
-    size_t off = (size_t)(r0 / blk) * (size_t)b->strides[1] * esz;
+    size_t off = r->at_offset ? 0 : (size_t)(r0 / blk) * (size_t)b->strides[1] * esz;
     dnnl_memory_set_data_handle(r->src, (void *)tmp);
     dnnl_memory_set_data_handle(r->dst, (uint8_t *)l->w + off);
     dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, r->src}, {DNNL_ARG_TO, r->dst}};
@@ -468,9 +474,9 @@ static int fill_packed(pf_linear *l, const pf_linear_desc *d, pf_err *err)
     if (rc == 0)
         s = dnnl_stream_create(&st, l->e->eng, dnnl_stream_default_flags);
     if (rc == 0 && s == dnnl_success)
-        s = chunk_reorder_make(l, dt, chunk, &full);
+        s = chunk_reorder_make(l, dt, chunk, -1, &full);
     if (rc == 0 && s == dnnl_success && l->n % chunk)
-        s = chunk_reorder_make(l, dt, l->n % chunk, &last);
+        s = chunk_reorder_make(l, dt, l->n % chunk, l->n - l->n % chunk, &last);
     if (rc == 0 && s != dnnl_success)
         rc = pf_errf(err, "%s: reorder into %s: %s", l->name, l->layout, pf_dnnl_status_name(s));
     for (int64_t r0 = 0; r0 < l->n && rc == 0; r0 += chunk) {
