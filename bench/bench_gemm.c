@@ -6,7 +6,7 @@
  * several copies (>= 768 MB) so decode does not run from cache. Timings are medians; the machine may be
  * shared, so compare ratios within one run.
  *
- * usage: bench_gemm [--precision all|fp32|bf16|int8] [--set all|prefill|decode] [--reps N] [--quick]
+ * usage: bench_gemm [--precision all|fp32|bf16|int8] [--set all|prefill|decode|runtime] [--reps N] [--quick]
  */
 #include <dnnl.h>
 #include <getopt.h>
@@ -220,25 +220,29 @@ static void runtime_m(void)
     dnnl_stream_t st;
     if (dnnl_engine_create(&eng, dnnl_cpu, 0) || dnnl_stream_create(&st, eng, dnnl_stream_default_flags))
         return;
-    printf("\nrun-time M (one primitive for every M) vs fixed M, oneDNN f32 K=2048 N=2048, weights format any:\n");
+    printf("\nrun-time M (one primitive for every M) vs fixed M, oneDNN K=2048 N=2048, weights format any:\n");
     const int64_t K = 2048, N = 2048, Ms[] = {16, 512};
+    bool bf16_ok = pf_precision_probe()->ok[PF_PREC_BF16];
+    for (int dt = 0; dt < (bf16_ok ? 2 : 1); dt++)
     for (int rt = 0; rt < 2; rt++)
         for (int i = 0; i < 2; i++) {
+            dnnl_data_type_t xdt = dt ? dnnl_bf16 : dnnl_f32;
+            size_t esz = dt ? 2 : 4;
             int64_t M = Ms[i];
             dnnl_memory_desc_t xmd, wmd, ymd, xc, yc;
             dnnl_dims_t xd = {rt ? DNNL_RUNTIME_DIM_VAL : M, K}, wd = {K, N}, yd = {rt ? DNNL_RUNTIME_DIM_VAL : M, N};
             dnnl_dims_t xs = {K, 1}, ys = {N, 1}, xcd = {M, K}, ycd = {M, N};
-            dnnl_memory_desc_init_by_strides(&xmd, 2, xd, dnnl_f32, xs);
+            dnnl_memory_desc_init_by_strides(&xmd, 2, xd, xdt, xs);
             dnnl_memory_desc_init_by_strides(&ymd, 2, yd, dnnl_f32, ys);
-            dnnl_memory_desc_init_by_strides(&xc, 2, xcd, dnnl_f32, xs);
+            dnnl_memory_desc_init_by_strides(&xc, 2, xcd, xdt, xs);
             dnnl_memory_desc_init_by_strides(&yc, 2, ycd, dnnl_f32, ys);
-            dnnl_memory_desc_init_by_tag(&wmd, 2, wd, dnnl_f32, dnnl_format_tag_any);
+            dnnl_memory_desc_init_by_tag(&wmd, 2, wd, xdt, dnnl_format_tag_any);
             dnnl_matmul_desc_t md;
             dnnl_primitive_desc_t pd;
             dnnl_primitive_t prim;
             if (dnnl_matmul_desc_init(&md, &xmd, &wmd, NULL, &ymd) ||
                 dnnl_primitive_desc_create(&pd, &md, NULL, eng, NULL)) {
-                printf("  %s M=%lld: unimplemented\n", rt ? "run-time" : "fixed", (long long)M);
+                printf("  %-4s %s M=%lld: unimplemented\n", dt ? "bf16" : "f32", rt ? "run-time" : "fixed", (long long)M);
                 continue;
             }
             const char *impl = "?";
@@ -251,7 +255,7 @@ static void runtime_m(void)
             dnnl_memory_create(&ym, &yc, eng, DNNL_MEMORY_ALLOCATE);
             void *ptr;
             dnnl_memory_get_data_handle(xm, &ptr);
-            memset(ptr, 0, (size_t)(M * K * 4));
+            memset(ptr, 0, (size_t)M * (size_t)K * esz);
             dnnl_memory_get_data_handle(wm, &ptr);
             memset(ptr, 0, dnnl_memory_desc_get_size(wq));
             dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, ym}};
@@ -270,8 +274,8 @@ static void runtime_m(void)
                         ts[a] = ts[b];
                         ts[b] = t;
                     }
-            printf("  %-9s M=%-4lld %-22s %8.3f ms %8.1f GFLOP/s\n", rt ? "run-time" : "fixed", (long long)M, impl,
-                   ts[4] * 1e3, 2.0 * (double)M * K * N / ts[4] / 1e9);
+            printf("  %-4s %-9s M=%-4lld %-22s %8.3f ms %8.1f GFLOP/s\n", dt ? "bf16" : "f32", rt ? "run-time" : "fixed",
+                   (long long)M, impl, ts[4] * 1e3, 2.0 * (double)M * K * N / ts[4] / 1e9);
             dnnl_memory_destroy(xm), dnnl_memory_destroy(wm), dnnl_memory_destroy(ym);
             dnnl_primitive_destroy(prim);
             dnnl_primitive_desc_destroy(pd);
@@ -297,7 +301,7 @@ int main(int argc, char **argv)
         case 'r': g_reps = atoi(optarg) > 0 ? atoi(optarg) : 7; break;
         case 'q': g_quick = true; break;
         case 'h':
-            printf("usage: bench_gemm [--precision all|fp32|bf16|int8] [--set all|prefill|decode] [--reps N] "
+            printf("usage: bench_gemm [--precision all|fp32|bf16|int8] [--set all|prefill|decode|runtime] [--reps N] "
                    "[--quick]\n");
             return 0;
         default: return 2;
@@ -323,7 +327,7 @@ int main(int argc, char **argv)
     g_triad = tr.gbs_median;
     printf("triad over %.2f GB: %.1f GB/s median, %.1f best (%d reps)\n", (double)tr.bytes / 1e9, tr.gbs_median,
            tr.gbs_best, tr.reps);
-    for (int p = PF_PREC_FP32; p < PF_PREC_COUNT; p++) {
+    for (int p = PF_PREC_FP32; p < PF_PREC_COUNT && strcmp(set, "runtime") != 0; p++) {
         if (strcmp(prec, "all") != 0 && strcmp(prec, pf_precision_name((pf_precision)p)) != 0)
             continue;
         if (!ps->ok[p]) {
@@ -337,7 +341,7 @@ int main(int argc, char **argv)
             return 1;
     }
     line();
-    if (strcmp(set, "all") == 0)
+    if (strcmp(set, "all") == 0 || strcmp(set, "runtime") == 0)
         runtime_m();
     /* the machine is shared: a second triad shows how much the bandwidth moved during the run */
     if (pf_roofline_triad((size_t)1200 << 20, 7, &tr, &err) == 0)
