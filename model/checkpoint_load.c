@@ -255,6 +255,9 @@ int pf_model_load(const char *dir, pf_model **out, pf_err *err)
     pf_debug("model", "%s: %s text (%d layers, hidden %d), SigLIP %dpx (%d layers), layout v%d, %zu MB converted",
              dir, m->cfg.text.kind == PF_TEXT_GEMMA2 ? "gemma2" : "gemma", m->cfg.text.layers, m->cfg.text.hidden,
              m->cfg.vision.image_size, m->cfg.vision.layers, (int)m->layout, m->arena_floats * 4 >> 20);
+    if (m->cfg.random_weights)
+        pf_warn("model", "%s holds RANDOM weights (made by paliflow make-random-checkpoint): everything it "
+                "generates is noise. Use a real checkpoint (e.g. google/paligemma-3b-mix-224) for real output.", dir);
     *out = m;
     return 0;
 }

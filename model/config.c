@@ -269,6 +269,7 @@ int pf_config_parse(const char *text, size_t len, const char *name, pf_config *c
         goto done;
     }
     c->num_image_tokens = c->vision.num_patches;
+    c->random_weights = json_is_true(json_object_get(root, "paliflow_random_weights"));
     char where[512];
     snprintf(where, sizeof where, "%s: text_config", name);
     int got = parse_eos(root, c->text.vocab_size, c, name, err);

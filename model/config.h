@@ -76,6 +76,7 @@ typedef struct pf_config {
     int eos_ids[PF_CFG_MAX_EOS]; /* eos_token_id: int or list; generation_config.json overrides */
     int n_eos;
     int tie_word_embeddings; /* text_config.tie_word_embeddings (true) */
+    int random_weights;      /* "paliflow_random_weights": true, set by make-random-checkpoint: output is noise */
 } pf_config;
 
 /* Parse config.json at PATH. If DIR/generation_config.json exists next to it, its eos_token_id is used

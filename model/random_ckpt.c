@@ -321,6 +321,8 @@ char *pf_rc_config_json(const pf_rc_spec *s, pf_dtype dtype)
     set_int(root, "projection_dim", s->projection_dim);
     json_object_set_new(root, "torch_dtype", json_string(dtype == PF_DT_F32 ? "float32" : "bfloat16"));
     json_object_set_new(root, "transformers_version", json_string("4.47.0"));
+    /* transformers ignores unknown keys; paliflow warns loudly that this model's output is noise */
+    json_object_set_new(root, "paliflow_random_weights", json_true());
 
     /* PaliGemma's default text config: GemmaConfig(hidden 2048, 18 layers, 16384, 8 heads, 1 kv, vocab 257152).
      * Class defaults: GemmaConfig 3072/28/24576/16/16/256000, Gemma2Config 2304/26/9216/8/4/256000. */
