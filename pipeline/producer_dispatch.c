@@ -1,0 +1,196 @@
+/* producer_dispatch.c - handing items out under credit: raw items (file bytes, or the path with
+ * --path-only) to preprocess workers while fewer than --max-ready images are in memory, preprocessed
+ * items to inference workers, round-robin over the workers with credit. Each hand-out is a lease. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "base/file.h"
+#include "base/log.h"
+#include "pipeline/producer_internal.h"
+
+/* Read a whole regular file without blocking on fifos or devices. */
+static int read_item(const char *path, size_t max, uint8_t **out, size_t *len, char *why, size_t why_cap)
+{
+    *out = NULL;
+    *len = 0;
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(why, why_cap, "cannot open: %s", strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        snprintf(why, why_cap, "not a regular file");
+        close(fd);
+        return -1;
+    }
+    if ((uint64_t)st.st_size > max) {
+        snprintf(why, why_cap, "file of %lld bytes exceeds the limit of %zu bytes (--max-file-mb)",
+                 (long long)st.st_size, max);
+        close(fd);
+        return -1;
+    }
+    size_t cap = (size_t)st.st_size + 1;
+    uint8_t *buf = malloc(cap);
+    if (!buf) {
+        snprintf(why, why_cap, "out of memory for %zu bytes", cap);
+        close(fd);
+        return -1;
+    }
+    size_t n = 0;
+    for (;;) {
+        if (n == cap - 1)   /* the file grew since fstat: read what the limit allows */
+            break;
+        ssize_t r = read(fd, buf + n, cap - 1 - n);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            snprintf(why, why_cap, "read error: %s", strerror(errno));
+            free(buf);
+            close(fd);
+            return -1;
+        }
+        if (r == 0)
+            break;
+        n += (size_t)r;
+    }
+    close(fd);
+    *out = buf;
+    *len = n;
+    return 0;
+}
+
+static int next_peer(prod *p, int role, int *rr)
+{
+    int n = p->n_peers;
+    for (int k = 0; k < n; k++) {
+        int i = (*rr + k) % n;
+        if (p->peers[i].used && p->peers[i].role == role && p->peers[i].credit > 0) {
+            *rr = (i + 1) % n;
+            return i;
+        }
+    }
+    return -1;
+}
+
+void pf_prod_dispatch_pre(prod *p, double now)
+{
+    size_t in_memory = pf_prod_count_stage(p, FL_PRE) + pf_prod_count_stage(p, FL_READY);
+    while (p->pq_n > 0 && in_memory < (size_t)p->o->max_ready) {
+        int pi = next_peer(p, ROLE_PRE, &p->rr_pre);
+        if (pi < 0)
+            return;
+        pending e;
+        pf_prod_queue_pop(p, &e);
+        if (pf_keyset_has(&p->finished, (uint64_t)e.id, 1) || pf_prod_flight_find(p, e.id)) {
+            free(e.path);
+            continue;
+        }
+        flight *f = pf_prod_flight_new(p, e.id, e.path, e.attempts);
+        free(e.path);
+        if (!f) {
+            pf_error(LOG, "out of memory");
+            return;
+        }
+        uint8_t *bytes = NULL;
+        size_t len = 0;
+        char why[400];
+        double t_read = pf_now();
+        if (read_item(f->path, p->o->max_file_bytes, &bytes, &len, why, sizeof why)) {
+            pf_item_key("", 0, p->settings, f->key);
+            pf_err e2 = {{0}};
+            pf_prod_tx(p);
+            pf_prod_dbcheck(pf_jobstore_lease(p->js, f->id, f->key, "producer", "producer", pf_prod_unix_now(), &e2),
+                            &e2);
+            pf_prod_make_error_record(p, f, "producer", why);
+            continue;
+        }
+        f->tm.read_s = pf_now() - t_read;
+        pf_item_key(bytes, len, p->settings, f->key);
+        pf_msg m;
+        pf_msg_init(&m, PF_MSG_ITEM);
+        m.id = f->id;
+        m.key = f->key;
+        m.path = f->path;
+        m.attempt = f->attempts;
+        m.has_task = 1;
+        m.task = p->task;
+        m.image_size = p->image_size;
+        m.lease_s = p->o->preprocess_lease_s;
+        if (p->o->path_only) {
+            m.path_only = 1;
+        } else {
+            m.data = bytes ? bytes : (const uint8_t *)"";
+            m.data_len = len;
+        }
+        int bad = pf_prod_send_to(p, pi, &m);
+        free(bytes);
+        if (bad) {   /* the worker vanished: put the item back untouched */
+            pf_prod_queue_push(p, f->id, f->path, f->attempts, 1);
+            pf_prod_flight_remove(p, f);
+            pf_prod_peer_gone(p, pi, "is unreachable");
+            continue;
+        }
+        p->peers[pi].credit--;
+        f->stage = FL_PRE;
+        f->peer = pi;
+        f->t_lease = now;
+        pf_metric_add(p->m.leased[0], 1);
+        f->deadline = now + p->o->preprocess_lease_s;
+        pf_err e2 = {{0}};
+        pf_prod_tx(p);
+        pf_prod_dbcheck(pf_jobstore_lease(p->js, f->id, f->key, "preprocess", p->peers[pi].name,
+                                  pf_prod_unix_now() + p->o->preprocess_lease_s, &e2),
+                &e2);
+        in_memory++;
+    }
+}
+
+void pf_prod_dispatch_inf(prod *p, double now)
+{
+    while (p->rd_n > 0) {
+        int pi = next_peer(p, ROLE_INF, &p->rr_inf);
+        if (pi < 0)
+            return;
+        flight *f = pf_prod_ready_pop(p);
+        if (!f)
+            return;
+        pf_msg m;
+        pf_msg_init(&m, PF_MSG_ITEM);
+        m.id = f->id;
+        m.key = f->key;
+        m.path = f->path;
+        m.attempt = f->attempts;
+        m.has_task = 1;
+        m.task = p->task;
+        m.image_size = f->size;
+        m.width = f->width;
+        m.height = f->height;
+        m.data = f->rgb;
+        m.data_len = (size_t)f->size * (size_t)f->size * 3;
+        m.w_preprocess = f->w_pre;
+        m.timings = f->tm;
+        m.lease_s = p->o->inference_lease_s;
+        if (pf_prod_send_to(p, pi, &m)) {
+            pf_prod_ready_push(p, f, 1);
+            pf_prod_peer_gone(p, pi, "is unreachable");
+            continue;
+        }
+        p->peers[pi].credit--;
+        f->stage = FL_INF;
+        f->peer = pi;
+        f->t_lease = now;
+        pf_metric_add(p->m.leased[1], 1);
+        f->deadline = now + p->o->inference_lease_s;
+        pf_err e2 = {{0}};
+        pf_prod_tx(p);
+        pf_prod_dbcheck(pf_jobstore_lease(p->js, f->id, f->key, "inference", p->peers[pi].name,
+                                  pf_prod_unix_now() + p->o->inference_lease_s, &e2),
+                &e2);
+    }
+}

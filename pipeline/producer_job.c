@@ -1,0 +1,244 @@
+/* producer_job.c - the producer's side of the job store: one transaction per loop iteration, the job's
+ * task settings (stored on the first run, checked on a resume), the inputs (stored so that an interrupted
+ * scan can continue) and the scan itself, done in bounded chunks between socket polls. */
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "base/file.h"
+#include "base/log.h"
+#include "pipeline/producer_internal.h"
+
+int pf_prod_tx(prod *p)
+{
+    pf_err e = {{0}};
+    if (!pf_jobstore_in_tx(p->js) && pf_jobstore_begin(p->js, &e)) {
+        pf_error(LOG, "%s", e.msg);
+        return -1;
+    }
+    return 0;
+}
+
+void pf_prod_dbcheck(int rc, const pf_err *e)
+{
+    if (rc)
+        pf_error(LOG, "%s", e->msg);
+}
+
+static char *task_json(const pf_task *t, int image_size)
+{
+    json_t *j = json_pack("{s:s, s:i, s:f, s:i, s:f, s:f, s:I, s:b, s:i}", "prompt", t->prompt ? t->prompt : "",
+                          "max_new_tokens", t->max_new_tokens, "temperature", t->temperature, "top_k", t->top_k,
+                          "top_p", t->top_p, "repetition_penalty", t->repetition_penalty, "seed",
+                          (json_int_t)t->seed, "autorotate", t->autorotate, "image_size", image_size);
+    char *s = j ? json_dumps(j, JSON_SORT_KEYS | JSON_COMPACT) : NULL;
+    json_decref(j);
+    return s;
+}
+
+static int task_from_json(const char *s, pf_task *t, char **prompt, int *image_size, pf_err *err)
+{
+    json_error_t je;
+    json_t *j = json_loads(s, 0, &je);
+    if (!j)
+        return pf_errf(err, "job store: task settings are not JSON: %s", je.text);
+    pf_task_defaults(t);
+    const char *pr = NULL;
+    json_int_t seed = 0;
+    int autorot = 0;
+    if (json_unpack_ex(j, &je, 0, "{s:s, s:i, s:F, s:i, s:F, s:F, s:I, s:b, s:i}", "prompt", &pr, "max_new_tokens",
+                       &t->max_new_tokens, "temperature", &t->temperature, "top_k", &t->top_k, "top_p", &t->top_p,
+                       "repetition_penalty", &t->repetition_penalty, "seed", &seed, "autorotate", &autorot,
+                       "image_size", image_size)) {
+        json_decref(j);
+        return pf_errf(err, "job store: task settings: %s", je.text);
+    }
+    t->seed = (uint64_t)seed;
+    t->autorotate = autorot;
+    *prompt = strdup(pr);
+    json_decref(j);
+    t->prompt = *prompt;
+    return *prompt ? 0 : pf_errf(err, "out of memory");
+}
+
+int pf_prod_setup_job(prod *p, pf_err *err)
+{
+    const pf_producer_opts *o = p->o;
+    char *stored = NULL;
+    if (pf_jobstore_meta_get(p->js, "task", &stored, err))
+        return -1;
+    if (stored) {
+        pf_task st;
+        char *sprompt = NULL;
+        int ssize = 0;
+        int rc = task_from_json(stored, &st, &sprompt, &ssize, err);
+        free(stored);
+        if (rc)
+            return -1;
+        if (o->have_task) {
+            uint64_t a = pf_task_hash(&st, ssize), b = pf_task_hash(&o->task, o->image_size);
+            if (a != b) {
+                pf_errf(err, "%s holds a job for task '%s' (image size %d) with other settings than given; "
+                        "resume with the same --task and settings, or use a new --db", o->db, sprompt, ssize);
+                free(sprompt);
+                return -1;
+            }
+        }
+        p->task = st;
+        p->prompt = sprompt;
+        p->image_size = ssize;
+        pf_info(LOG, "resuming the job in %s: task '%s', image size %d", o->db, p->prompt, p->image_size);
+    } else {
+        if (!o->have_task)
+            return pf_errf(err, "%s holds no job yet: give --task and --image-size", o->db);
+        p->task = o->task;
+        p->prompt = strdup(o->task.prompt);
+        if (!p->prompt)
+            return pf_errf(err, "out of memory");
+        p->task.prompt = p->prompt;
+        p->image_size = o->image_size;
+        char *js = task_json(&p->task, p->image_size);
+        if (!js)
+            return pf_errf(err, "out of memory");
+        int rc = pf_jobstore_meta_set(p->js, "task", js, err);
+        free(js);
+        if (rc)
+            return -1;
+    }
+    p->settings = pf_task_hash(&p->task, p->image_size);
+    return 0;
+}
+
+/* Inputs: the given ones (stored for later resumes), or the stored ones when none are given. */
+int pf_prod_setup_scan(prod *p, pf_err *err)
+{
+    const pf_producer_opts *o = p->o;
+    int given = o->scan.n_roots > 0 || o->scan.list_file;
+    char *scan_complete = NULL;
+    if (pf_jobstore_meta_get(p->js, "scan_complete", &scan_complete, err))
+        return -1;
+    int complete = scan_complete && !strcmp(scan_complete, "1");
+    free(scan_complete);
+    if (given) {
+        json_t *roots = json_array();
+        for (size_t i = 0; i < o->scan.n_roots; i++)
+            json_array_append_new(roots, json_string(o->scan.roots[i]));
+        json_t *inc = json_array(), *exc = json_array();
+        for (size_t i = 0; i < o->scan.n_include; i++)
+            json_array_append_new(inc, json_string(o->scan.include[i]));
+        for (size_t i = 0; i < o->scan.n_exclude; i++)
+            json_array_append_new(exc, json_string(o->scan.exclude[i]));
+        json_t *j = json_pack("{s:o, s:o, s:o, s:s?}", "roots", roots, "include", inc, "exclude", exc, "list",
+                              o->scan.list_file);
+        char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+        json_decref(j);
+        if (!s || pf_jobstore_meta_set(p->js, "inputs", s, err) || pf_jobstore_meta_set(p->js, "scan_complete", "0", err)) {
+            free(s);
+            return s ? -1 : pf_errf(err, "out of memory");
+        }
+        free(s);
+        if (pf_scan_open(&o->scan, &p->scan, err))
+            return -1;
+        p->scanning = 1;
+        return 0;
+    }
+    if (complete)
+        return 0;
+    char *s = NULL;
+    if (pf_jobstore_meta_get(p->js, "inputs", &s, err))
+        return -1;
+    if (!s) {
+        if (p->total == 0)
+            return pf_errf(err, "no inputs: give folders, files or --list");
+        return 0;
+    }
+    json_error_t je;
+    json_t *j = json_loads(s, 0, &je);
+    free(s);
+    if (!j)
+        return pf_errf(err, "job store: stored inputs are not JSON");
+    json_t *roots = json_object_get(j, "roots"), *inc = json_object_get(j, "include"),
+           *exc = json_object_get(j, "exclude"), *list = json_object_get(j, "list");
+    size_t nr = json_array_size(roots), ni = json_array_size(inc), ne = json_array_size(exc);
+    const char **vr = calloc(nr + 1, sizeof *vr), **vi = calloc(ni + 1, sizeof *vi), **ve = calloc(ne + 1, sizeof *ve);
+    int rc = -1;
+    if (vr && vi && ve) {
+        for (size_t i = 0; i < nr; i++)
+            vr[i] = json_string_value(json_array_get(roots, i));
+        for (size_t i = 0; i < ni; i++)
+            vi[i] = json_string_value(json_array_get(inc, i));
+        for (size_t i = 0; i < ne; i++)
+            ve[i] = json_string_value(json_array_get(exc, i));
+        pf_scan_opts so = {vr, nr, json_string_value(list), vi, ni, ve, ne};
+        rc = pf_scan_open(&so, &p->scan, err);   /* copies the strings */
+    } else {
+        pf_errf(err, "out of memory");
+    }
+    free(vr);
+    free(vi);
+    free(ve);
+    json_decref(j);
+    if (rc)
+        return -1;
+    p->scanning = 1;
+    pf_info(LOG, "continuing the interrupted scan of the stored inputs");
+    return 0;
+}
+
+/* Scan a bounded chunk of the inputs so the sockets stay served while millions of files are listed. */
+int pf_prod_scan_some(prod *p, double budget_s, pf_err *err)
+{
+    double t_end = pf_now() + budget_s;
+    int added = 0;
+    for (int k = 0; k < 2000; k++) {
+        const char *path;
+        int r = pf_scan_next(p->scan, &path, err);
+        if (r < 0)
+            return -1;
+        if (r == 0) {
+            p->scanning = 0;
+            pf_prod_tx(p);
+            if (pf_jobstore_meta_set(p->js, "scan_complete", "1", err))
+                return -1;
+            pf_info(LOG, "scan complete: %lld items in the job", (long long)p->total);
+            break;
+        }
+        struct stat st;
+        int64_t size = stat(path, &st) == 0 ? (int64_t)st.st_size : -1;
+        int64_t id;
+        pf_prod_tx(p);
+        if (pf_jobstore_add(p->js, path, size, &id, err))
+            return -1;
+        if (id >= 0) {
+            p->total++;
+            added++;
+        }
+        if ((k & 63) == 63 && pf_now() > t_end)
+            break;
+    }
+    if (added)
+        p->db_exhausted = 0;
+    return 0;
+}
+
+void pf_prod_refill(prod *p)
+{
+    if (p->pq_n >= 256 || p->db_exhausted)
+        return;
+    pf_item_row rows[256];
+    size_t n = 0;
+    pf_err e = {{0}};
+    if (pf_jobstore_next_queued(p->js, p->cursor, 256, rows, &n, &e)) {
+        pf_error(LOG, "%s", e.msg);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!pf_prod_flight_find(p, rows[i].id))
+            pf_prod_queue_push(p, rows[i].id, rows[i].path, rows[i].attempts, 0);
+        p->cursor = rows[i].id;
+    }
+    pf_item_rows_free(rows, n);
+    if (n < 256)
+        p->db_exhausted = 1;
+}

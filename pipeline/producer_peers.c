@@ -1,0 +1,164 @@
+/* producer_peers.c - the peers on the producer's ROUTER socket (workers and sinks, known by routing id):
+ * hello/welcome, credit, heartbeats, and the dispatch of every incoming message to its handler. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/log.h"
+#include "pipeline/producer_internal.h"
+
+int pf_prod_peer_find(prod *p, const uint8_t *ident, size_t len)
+{
+    for (int i = 0; i < p->n_peers; i++)
+        if (p->peers[i].used && p->peers[i].ident_len == len && memcmp(p->peers[i].ident, ident, len) == 0)
+            return i;
+    return -1;
+}
+
+const char *pf_prod_role_name(int role)
+{
+    return role == ROLE_PRE ? "preprocess" : role == ROLE_INF ? "inference" : "sink";
+}
+
+int pf_prod_count_role(const prod *p, int role)
+{
+    int n = 0;
+    for (int i = 0; i < p->n_peers; i++)
+        n += p->peers[i].used && p->peers[i].role == role;
+    return n;
+}
+
+int pf_prod_send_to(prod *p, int pi, pf_msg *m)
+{
+    pf_err e = {{0}};
+    m->instance = p->instance;
+    if (pf_wire_send(p->sock, p->peers[pi].ident, p->peers[pi].ident_len, m, &e)) {
+        pf_debug(LOG, "to %s (%s): %s", p->peers[pi].name, pf_msg_type_name(m->type), e.msg);
+        return -1;
+    }
+    return 0;
+}
+
+static void send_reset(prod *p, const uint8_t *ident, size_t len)
+{
+    pf_msg m;
+    pf_msg_init(&m, PF_MSG_RESET);
+    m.instance = p->instance;
+    pf_err e = {{0}};
+    pf_wire_send(p->sock, ident, len, &m, &e);
+}
+
+void pf_prod_send_heartbeats(prod *p, int finished)
+{
+    for (int i = 0; i < p->n_peers; i++) {
+        if (!p->peers[i].used)
+            continue;
+        pf_msg m;
+        pf_msg_init(&m, PF_MSG_HB);
+        m.finished = finished;
+        m.n_total = p->total ? p->total : 1;
+        m.n_done = p->done;
+        m.n_failed = p->failed;
+        pf_prod_send_to(p, i, &m);
+    }
+}
+
+static void on_hello(prod *p, pf_wire_in *in, double now)
+{
+    pf_msg *m = &in->msg;
+    int pi = pf_prod_peer_find(p, in->ident, in->ident_len);
+    if (pi < 0) {
+        for (pi = 0; pi < p->n_peers && p->peers[pi].used; pi++)
+            ;
+        if (pi == p->n_peers) {
+            peer *np = realloc(p->peers, (size_t)(p->n_peers + 1) * sizeof *np);
+            if (!np)
+                return;
+            p->peers = np;
+            p->n_peers++;
+        }
+        peer *w = &p->peers[pi];
+        memset(w, 0, sizeof *w);
+        w->used = 1;
+        memcpy(w->ident, in->ident, in->ident_len);
+        w->ident_len = in->ident_len;
+        snprintf(w->name, sizeof w->name, "%s", m->name);
+        w->role = !strcmp(m->role, "preprocess") ? ROLE_PRE : !strcmp(m->role, "inference") ? ROLE_INF : ROLE_SINK;
+        pf_info(LOG, "%s %s joined (%s, pid %lld, capacity %lld)", pf_prod_role_name(w->role), w->name,
+                m->host ? m->host : "?", (long long)m->pid, (long long)m->capacity);
+        p->joined[w->role]++;
+        pf_metric_add(p->m.joined[w->role], 1);
+        if (w->role == ROLE_SINK) {   /* results may be waiting in worker queues for this sink: give it time */
+            for (size_t i = 0; i < p->n_fl; i++)
+                if (p->fl[i]->stage == FL_ACK)
+                    p->fl[i]->deadline = now + p->o->ack_timeout_s;
+        }
+    }
+    /* A repeated hello keeps the worker's leases (it still holds them) but restarts its credit: it
+     * re-announces its free slots after our welcome. */
+    p->peers[pi].credit = 0;
+    p->peers[pi].last_seen = now;
+    pf_msg w;
+    pf_msg_init(&w, PF_MSG_WELCOME);
+    pf_prod_send_to(p, pi, &w);
+}
+
+void pf_prod_add_credit(prod *p, int pi, const pf_msg *m)
+{
+    if (m->instance && strcmp(m->instance, p->instance) == 0) {
+        p->peers[pi].credit += m->credit;
+        if (p->peers[pi].credit > (1 << 20))
+            p->peers[pi].credit = 1 << 20;
+    }
+}
+
+void pf_prod_handle(prod *p, pf_wire_in *in, double now)
+{
+    pf_msg *m = &in->msg;
+    if (m->type == PF_MSG_HELLO) {
+        on_hello(p, in, now);
+        return;
+    }
+    int pi = pf_prod_peer_find(p, in->ident, in->ident_len);
+    if (pi < 0) {
+        if (m->type != PF_MSG_BYE)
+            send_reset(p, in->ident, in->ident_len);
+        /* Outcomes from workers of a previous run still count: a result the sink wrote is acknowledged
+         * by the sink, a tensor for an item we do not track is dropped. */
+        if (m->type == PF_MSG_ACK)
+            pf_prod_on_ack(p, in);
+        return;
+    }
+    p->peers[pi].last_seen = now;
+    switch (m->type) {
+    case PF_MSG_HB:
+        break;
+    case PF_MSG_CREDIT:
+        pf_prod_add_credit(p, pi, m);
+        break;
+    case PF_MSG_TENSOR:
+        pf_prod_on_tensor(p, pi, in);
+        break;
+    case PF_MSG_DONE:
+        pf_prod_on_done(p, pi, in, now);
+        break;
+    case PF_MSG_NACK:
+        pf_prod_on_nack(p, pi, in);
+        break;
+    case PF_MSG_ACK:
+        pf_prod_on_ack(p, in);
+        break;
+    case PF_MSG_START: {
+        flight *f = pf_prod_flight_find(p, m->id);
+        if (f && f->peer == pi && pf_prod_key_matches(f, m))
+            f->started = 1;
+        break;
+    }
+    case PF_MSG_BYE:
+        pf_info(LOG, "%s %s left", pf_prod_role_name(p->peers[pi].role), p->peers[pi].name);
+        pf_prod_peer_gone(p, pi, "left");
+        break;
+    default:
+        pf_debug(LOG, "ignoring %s from %s", pf_msg_type_name(m->type), p->peers[pi].name);
+    }
+}

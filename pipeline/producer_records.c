@@ -1,0 +1,114 @@
+/* producer_records.c - the end of an item: its record goes to the sink (a worker's result or error, or an
+ * error record the producer makes itself), and the item is marked done or failed in the job store only
+ * when the sink acknowledges the record (after fdatasync). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/log.h"
+#include "pipeline/producer_internal.h"
+
+void pf_prod_make_error_record(prod *p, flight *f, const char *stage, const char *msg)
+{
+    pf_prod_flight_drop_tensor(f);
+    free(f->err_stage);
+    free(f->err_msg);
+    f->err_stage = strdup(stage);
+    f->err_msg = strdup(msg);
+    f->is_error = 1;
+    f->stage = FL_SINKQ;
+    f->peer = -1;
+    pf_metric_add(p->m.errors[!strcmp(stage, "producer") ? 0 : !strcmp(stage, "preprocess") ? 1 : 2], 1);
+    pf_info(LOG, "%s: error record (%s): %s", f->path, stage, msg);
+}
+
+void pf_prod_on_done(prod *p, int pi, pf_wire_in *in, double now)
+{
+    pf_msg *m = &in->msg;
+    pf_prod_add_credit(p, pi, m);
+    flight *f = pf_prod_flight_find(p, m->id);
+    if (!f || (f->stage != FL_PRE && f->stage != FL_INF) || !pf_prod_key_matches(f, m))
+        return;
+    pf_metric_observe(p->m.stage_s[pf_prod_stage_index(f->stage)], now - f->t_lease);
+    if (m->stage && m->message) {   /* an error record: its reason goes to the job store on the ack */
+        free(f->err_stage);
+        free(f->err_msg);
+        f->err_stage = strdup(m->stage);
+        f->err_msg = strdup(m->message);
+    }
+    pf_prod_flight_drop_tensor(f);
+    f->stage = FL_ACK;
+    f->peer = -1;
+    f->started = 0;
+    f->deadline = now + p->o->ack_timeout_s;
+}
+
+static void finish(prod *p, int64_t id, const char *key, int ok, const char *errmsg)
+{
+    pf_err e = {{0}};
+    int changed = 0;
+    pf_prod_tx(p);
+    if (pf_jobstore_finish(p->js, id, key, ok, errmsg, &changed, &e)) {
+        pf_error(LOG, "%s", e.msg);
+        return;
+    }
+    if (changed) {
+        if (ok)
+            p->done++, p->done_run++;
+        else
+            p->failed++, p->failed_run++;
+        pf_metric_add(p->m.finished[ok ? 0 : 1], 1);
+        pf_keyset_add(&p->finished, (uint64_t)id, 1);
+    }
+}
+
+void pf_prod_on_ack(prod *p, pf_wire_in *in)
+{
+    pf_msg *m = &in->msg;
+    for (size_t i = 0; i < m->n_acks; i++) {
+        const pf_ack *a = &m->acks[i];
+        flight *f = pf_prod_flight_find(p, a->id);
+        if (f && strcmp(f->key, a->key) == 0) {
+            /* the job store keeps "stage: reason" of error records (the job report groups them) */
+            char reason[800];
+            snprintf(reason, sizeof reason, "%s: %s", f->err_stage ? f->err_stage : "unknown",
+                     f->err_msg ? f->err_msg : "error record");
+            finish(p, a->id, a->key, a->ok, a->ok ? NULL : reason);
+            pf_prod_flight_remove(p, f);
+        } else {
+            /* From a previous run, or a late duplicate: the store ignores it unless the key matches. */
+            finish(p, a->id, a->key, a->ok, a->ok ? NULL : "error record");
+        }
+    }
+}
+
+/* Producer-made error records go to a live sink; they are acknowledged like any record. */
+void pf_prod_flush_sink_queue(prod *p, double now)
+{
+    int si = -1;
+    for (int i = 0; i < p->n_peers; i++)
+        if (p->peers[i].used && p->peers[i].role == ROLE_SINK)
+            si = i;
+    if (si < 0)
+        return;
+    for (size_t i = 0; i < p->n_fl; i++) {
+        flight *f = p->fl[i];
+        if (f->stage != FL_SINKQ)
+            continue;
+        pf_msg m;
+        pf_msg_init(&m, PF_MSG_ERROR);
+        m.id = f->id;
+        m.key = f->key;
+        m.path = f->path;
+        m.has_task = 1;
+        m.task = p->task;
+        m.image_size = p->image_size;
+        m.stage = f->err_stage;
+        m.message = f->err_msg;
+        m.w_preprocess = f->w_pre;
+        if (pf_prod_send_to(p, si, &m) == 0) {
+            f->stage = FL_ACK;
+            f->deadline = now + p->o->ack_timeout_s;
+        }
+    }
+}
