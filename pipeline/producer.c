@@ -44,6 +44,131 @@ static void reload(prod *p)
     p->prog.interval = p->o->progress_interval;
 }
 
+static void make_instance(prod *p)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    snprintf(p->instance, sizeof p->instance, "%08lx%04x", (unsigned long)ts.tv_sec,
+             (unsigned)((ts.tv_nsec ^ getpid()) & 0xffff));
+}
+
+/* Open the job store, load or store the job's settings, return the previous run's leases to the queue,
+ * and open the scan of the inputs. */
+static int open_job(prod *p, pf_err *err)
+{
+    const pf_producer_opts *o = p->o;
+    if (pf_jobstore_open(o->db, &p->js, err))
+        return -1;
+    if (pf_jobstore_begin(p->js, err) || pf_prod_setup_job(p, err))
+        return -1;
+    int64_t reset = 0, counts[4];
+    if (pf_jobstore_reset_leases(p->js, &reset, err) || pf_jobstore_counts(p->js, counts, err))
+        return -1;
+    p->total = counts[0] + counts[1] + counts[2] + counts[3];
+    p->done = p->at_start_done = counts[PF_ITEM_DONE];
+    p->failed = counts[PF_ITEM_FAILED];
+    if (p->total)
+        pf_info(LOG, "job store: %lld items, %lld done, %lld failed, %lld to do (%lld leases of the previous run "
+                "returned to the queue)", (long long)p->total, (long long)p->done, (long long)p->failed,
+                (long long)(p->total - p->done - p->failed), (long long)reset);
+    if (pf_prod_setup_scan(p, err) || pf_jobstore_commit(p->js, err))
+        return -1;
+    return 0;
+}
+
+/* The ROUTER socket every peer connects to; CURVE with the ZAP handler when the endpoint needs it. */
+static int open_socket(prod *p, void *ctx, pf_err *err)
+{
+    const pf_producer_opts *o = p->o;
+    p->sock = pf_wire_socket(ctx, ZMQ_ROUTER, &o->lim, 1000, err);
+    if (!p->sock)
+        return -1;
+    int one = 1;
+    zmq_setsockopt(p->sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+    if (pf_security_curve_bind(o->sec, o->bind) &&
+        pf_zap_start(ctx, o->sec->allow_path, o->sec->server.public_key, &p->zap, err))
+        return -1;
+    return pf_secure_bind(p->sock, o->bind, o->sec, err);
+}
+
+/* Handle what has arrived (at most 1000 messages, so the rest of the loop keeps running). Returns -2 when
+ * the socket is dead (context terminated), else 0. */
+static int receive(prod *p, double now)
+{
+    for (int k = 0; k < 1000; k++) {
+        pf_wire_in in;
+        pf_err e = {{0}};
+        int got = pf_wire_recv(p->sock, 1, &p->o->lim, &in, &e);
+        if (got == 0)
+            break;
+        if (got == -2)
+            return -2;
+        if (got < 0) {
+            char id[128];
+            pf_warn(LOG, "bad message from %s: %s", pf_wire_ident_str(in.ident, in.ident_len, id, sizeof id),
+                    e.msg);
+            continue;
+        }
+        pf_prod_handle(p, &in, now);
+        pf_wire_in_close(&in);
+    }
+    return 0;
+}
+
+/* Every item is done or failed, and nothing is left to scan or hand out. */
+static int job_finished(const prod *p)
+{
+    return !p->scanning && p->total == p->done + p->failed && p->n_fl == 0 && p->pq_n == 0;
+}
+
+/* --stay: keep answering peers (the job is finished) and serving metrics until stopped. */
+static void stay_up(prod *p)
+{
+    pf_prod_send_heartbeats(p, 1);
+    pf_metric_set(p->m.complete, 1);
+    pf_info(LOG, "job complete: %lld items, %lld done, %lld failed, %.1f s; staying up (--stay) until "
+            "SIGTERM", (long long)p->total, (long long)p->done, (long long)p->failed, pf_now() - p->t0);
+    pf_err re = {{0}};
+    if (p->o->report && pf_prod_write_report(p, 1, &re))
+        pf_error(LOG, "%s", re.msg);
+}
+
+/* Tell everyone the job is complete (workers started with --exit-when-done leave), three times over
+ * 0.3 s, dropping what they send meanwhile. */
+static void say_finished(prod *p)
+{
+    for (int k = 0; k < 3; k++) {
+        pf_prod_send_heartbeats(p, 1);
+        zmq_pollitem_t it = {p->sock, 0, ZMQ_POLLIN, 0};
+        zmq_poll(&it, 1, 100);
+        for (int j = 0; j < 100; j++) {
+            pf_wire_in in;
+            pf_err e = {{0}};
+            int got = pf_wire_recv(p->sock, 1, &p->o->lim, &in, &e);
+            if (got <= 0)
+                break;
+            pf_wire_in_close(&in);
+        }
+    }
+}
+
+static void prod_free(prod *p)
+{
+    pf_scan_close(p->scan);
+    pf_jobstore_close(p->js);
+    while (p->n_fl)
+        pf_prod_flight_remove(p, p->fl[p->n_fl - 1]);
+    free(p->fl);
+    pending e;
+    while (pf_prod_queue_pop(p, &e))
+        free(e.path);
+    free(p->pq);
+    free(p->ready);
+    free(p->peers);
+    free(p->prompt);
+    pf_keyset_free(&p->finished);
+}
+
 int pf_producer_run(const pf_producer_opts *o, pf_job_stats *stats, pf_err *err)
 {
     prod P = {0}, *p = &P;
@@ -57,35 +182,8 @@ int pf_producer_run(const pf_producer_opts *o, pf_job_stats *stats, pf_err *err)
     void *ctx = o->zctx ? o->zctx : zmq_ctx_new();
     if (!ctx)
         return pf_errf(err, "zmq_ctx_new failed");
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    snprintf(p->instance, sizeof p->instance, "%08lx%04x", (unsigned long)ts.tv_sec,
-             (unsigned)((ts.tv_nsec ^ getpid()) & 0xffff));
-    if (pf_jobstore_open(o->db, &p->js, err))
-        goto out;
-    if (pf_jobstore_begin(p->js, err) || pf_prod_setup_job(p, err))
-        goto out;
-    int64_t reset = 0, counts[4];
-    if (pf_jobstore_reset_leases(p->js, &reset, err) || pf_jobstore_counts(p->js, counts, err))
-        goto out;
-    p->total = counts[0] + counts[1] + counts[2] + counts[3];
-    p->done = p->at_start_done = counts[PF_ITEM_DONE];
-    p->failed = counts[PF_ITEM_FAILED];
-    if (p->total)
-        pf_info(LOG, "job store: %lld items, %lld done, %lld failed, %lld to do (%lld leases of the previous run "
-                "returned to the queue)", (long long)p->total, (long long)p->done, (long long)p->failed,
-                (long long)(p->total - p->done - p->failed), (long long)reset);
-    if (pf_prod_setup_scan(p, err) || pf_jobstore_commit(p->js, err))
-        goto out;
-    p->sock = pf_wire_socket(ctx, ZMQ_ROUTER, &o->lim, 1000, err);
-    if (!p->sock)
-        goto out;
-    int one = 1;
-    zmq_setsockopt(p->sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
-    if (pf_security_curve_bind(o->sec, o->bind) &&
-        pf_zap_start(ctx, o->sec->allow_path, o->sec->server.public_key, &p->zap, err))
-        goto out;
-    if (pf_secure_bind(p->sock, o->bind, o->sec, err))
+    make_instance(p);
+    if (open_job(p, err) || open_socket(p, ctx, err))
         goto out;
     pf_health_ready("producer", 1);
     pf_info(LOG, "job: task '%s', image size %d, bound %s (instance %s)", p->prompt, p->image_size, o->bind,
@@ -95,35 +193,20 @@ int pf_producer_run(const pf_producer_opts *o, pf_job_stats *stats, pf_err *err)
     int complete = 0;
     while (!(o->stop && *o->stop)) {
         zmq_pollitem_t it = {p->sock, 0, ZMQ_POLLIN, 0};
-        int busy = p->scanning;
+        int busy = p->scanning;   /* scanning: poll without waiting, the scan is the work */
         if (zmq_poll(&it, 1, busy ? 0 : 50) < 0 && errno == ETERM)
             break;
         double now = pf_now();
         pf_health_tick("producer");
         if (o->reload && *o->reload)
             reload(p);
-        for (int k = 0; k < 1000; k++) {
-            pf_wire_in in;
-            pf_err e = {{0}};
-            int got = pf_wire_recv(p->sock, 1, &o->lim, &in, &e);
-            if (got == 0)
-                break;
-            if (got == -2)
-                goto stopped;
-            if (got < 0) {
-                char id[128];
-                pf_warn(LOG, "bad message from %s: %s", pf_wire_ident_str(in.ident, in.ident_len, id, sizeof id),
-                        e.msg);
-                continue;
-            }
-            pf_prod_handle(p, &in, now);
-            pf_wire_in_close(&in);
-        }
+        if (receive(p, now) == -2)
+            break;
         if (p->scanning && pf_prod_scan_some(p, 0.05, err))
             goto out;
         pf_prod_refill(p);
         pf_prod_expire(p, now);
-        if (pf_prod_sink_alive(p)) {
+        if (pf_prod_sink_alive(p)) {   /* no sink, no new work: its records would have nowhere to go */
             pf_prod_dispatch_pre(p, now);
             pf_prod_dispatch_inf(p, now);
             pf_prod_flush_sink_queue(p, now);
@@ -139,40 +222,19 @@ int pf_producer_run(const pf_producer_opts *o, pf_job_stats *stats, pf_err *err)
                            p->scanning);
         if (now - p->last_gauges >= 0.1)
             pf_prod_update_gauges(p, now);
-        if (!complete && !p->scanning && p->total == p->done + p->failed && p->n_fl == 0 && p->pq_n == 0) {
+        if (!complete && job_finished(p)) {
             complete = 1;
             if (!o->stay)
                 break;
-            /* --stay: keep answering peers (the job is finished) and serving metrics until stopped */
-            pf_prod_send_heartbeats(p, 1);
+            stay_up(p);
             last_hb = now;
-            pf_metric_set(p->m.complete, 1);
-            pf_info(LOG, "job complete: %lld items, %lld done, %lld failed, %.1f s; staying up (--stay) until "
-                    "SIGTERM", (long long)p->total, (long long)p->done, (long long)p->failed, pf_now() - p->t0);
-            pf_err re = {{0}};
-            if (o->report && pf_prod_write_report(p, 1, &re))
-                pf_error(LOG, "%s", re.msg);
         }
     }
-stopped:
     if (pf_jobstore_commit(p->js, err))
         goto out;
     pf_progress_finish(&p->prog, p->total, p->done, p->failed);
     if (complete) {
-        /* Tell everyone; workers started with --exit-when-done leave. */
-        for (int k = 0; k < 3; k++) {
-            pf_prod_send_heartbeats(p, 1);
-            zmq_pollitem_t it = {p->sock, 0, ZMQ_POLLIN, 0};
-            zmq_poll(&it, 1, 100);
-            for (int j = 0; j < 100; j++) {
-                pf_wire_in in;
-                pf_err e = {{0}};
-                int got = pf_wire_recv(p->sock, 1, &o->lim, &in, &e);
-                if (got <= 0)
-                    break;
-                pf_wire_in_close(&in);
-            }
-        }
+        say_finished(p);
         pf_info(LOG, "job complete: %lld items, %lld done, %lld failed, %.1f s", (long long)p->total,
                 (long long)p->done, (long long)p->failed, pf_now() - p->t0);
         pf_metric_set(p->m.complete, 1);
@@ -204,18 +266,6 @@ out:
     pf_zap_stop(p->zap);
     if (!o->zctx)
         zmq_ctx_term(ctx);
-    pf_scan_close(p->scan);
-    pf_jobstore_close(p->js);
-    while (p->n_fl)
-        pf_prod_flight_remove(p, p->fl[p->n_fl - 1]);
-    free(p->fl);
-    pending e;
-    while (pf_prod_queue_pop(p, &e))
-        free(e.path);
-    free(p->pq);
-    free(p->ready);
-    free(p->peers);
-    free(p->prompt);
-    pf_keyset_free(&p->finished);
+    prod_free(p);
     return rc;
 }

@@ -78,6 +78,45 @@ static int next_peer(prod *p, int role, int *rr)
     return -1;
 }
 
+/* What every item message carries; the caller adds the stage's payload. */
+static void item_msg(const prod *p, const flight *f, pf_msg *m)
+{
+    pf_msg_init(m, PF_MSG_ITEM);
+    m->id = f->id;
+    m->key = f->key;
+    m->path = f->path;
+    m->attempt = f->attempts;
+    m->has_task = 1;
+    m->task = p->task;
+}
+
+/* The item went out to worker PI for one credit: it is leased to it now, in memory and in the job store. */
+static void lease_to(prod *p, flight *f, int pi, int stage, double lease_s, double now)
+{
+    int k = pf_prod_stage_index(stage);
+    p->peers[pi].credit--;
+    f->stage = stage;
+    f->peer = pi;
+    f->t_lease = now;
+    pf_metric_add(p->m.leased[k], 1);
+    f->deadline = now + lease_s;
+    pf_err e = {{0}};
+    pf_prod_tx(p);
+    pf_prod_dbcheck(pf_jobstore_lease(p->js, f->id, f->key, k ? "inference" : "preprocess", p->peers[pi].name,
+                                      pf_prod_unix_now() + lease_s, &e),
+                    &e);
+}
+
+/* A file that cannot be read ends its item here: the producer makes its error record (stage "producer"). */
+static void unreadable(prod *p, flight *f, const char *why)
+{
+    pf_item_key("", 0, p->settings, f->key);
+    pf_err e = {{0}};
+    pf_prod_tx(p);
+    pf_prod_dbcheck(pf_jobstore_lease(p->js, f->id, f->key, "producer", "producer", pf_prod_unix_now(), &e), &e);
+    pf_prod_make_error_record(p, f, "producer", why);
+}
+
 void pf_prod_dispatch_pre(prod *p, double now)
 {
     size_t in_memory = pf_prod_count_stage(p, FL_PRE) + pf_prod_count_stage(p, FL_READY);
@@ -102,24 +141,13 @@ void pf_prod_dispatch_pre(prod *p, double now)
         char why[400];
         double t_read = pf_now();
         if (read_item(f->path, p->o->max_file_bytes, &bytes, &len, why, sizeof why)) {
-            pf_item_key("", 0, p->settings, f->key);
-            pf_err e2 = {{0}};
-            pf_prod_tx(p);
-            pf_prod_dbcheck(pf_jobstore_lease(p->js, f->id, f->key, "producer", "producer", pf_prod_unix_now(), &e2),
-                            &e2);
-            pf_prod_make_error_record(p, f, "producer", why);
+            unreadable(p, f, why);
             continue;
         }
         f->tm.read_s = pf_now() - t_read;
         pf_item_key(bytes, len, p->settings, f->key);
         pf_msg m;
-        pf_msg_init(&m, PF_MSG_ITEM);
-        m.id = f->id;
-        m.key = f->key;
-        m.path = f->path;
-        m.attempt = f->attempts;
-        m.has_task = 1;
-        m.task = p->task;
+        item_msg(p, f, &m);
         m.image_size = p->image_size;
         m.lease_s = p->o->preprocess_lease_s;
         if (p->o->path_only) {
@@ -136,17 +164,7 @@ void pf_prod_dispatch_pre(prod *p, double now)
             pf_prod_peer_gone(p, pi, "is unreachable");
             continue;
         }
-        p->peers[pi].credit--;
-        f->stage = FL_PRE;
-        f->peer = pi;
-        f->t_lease = now;
-        pf_metric_add(p->m.leased[0], 1);
-        f->deadline = now + p->o->preprocess_lease_s;
-        pf_err e2 = {{0}};
-        pf_prod_tx(p);
-        pf_prod_dbcheck(pf_jobstore_lease(p->js, f->id, f->key, "preprocess", p->peers[pi].name,
-                                  pf_prod_unix_now() + p->o->preprocess_lease_s, &e2),
-                &e2);
+        lease_to(p, f, pi, FL_PRE, p->o->preprocess_lease_s, now);
         in_memory++;
     }
 }
@@ -161,13 +179,7 @@ void pf_prod_dispatch_inf(prod *p, double now)
         if (!f)
             return;
         pf_msg m;
-        pf_msg_init(&m, PF_MSG_ITEM);
-        m.id = f->id;
-        m.key = f->key;
-        m.path = f->path;
-        m.attempt = f->attempts;
-        m.has_task = 1;
-        m.task = p->task;
+        item_msg(p, f, &m);
         m.image_size = f->size;
         m.width = f->width;
         m.height = f->height;
@@ -181,16 +193,6 @@ void pf_prod_dispatch_inf(prod *p, double now)
             pf_prod_peer_gone(p, pi, "is unreachable");
             continue;
         }
-        p->peers[pi].credit--;
-        f->stage = FL_INF;
-        f->peer = pi;
-        f->t_lease = now;
-        pf_metric_add(p->m.leased[1], 1);
-        f->deadline = now + p->o->inference_lease_s;
-        pf_err e2 = {{0}};
-        pf_prod_tx(p);
-        pf_prod_dbcheck(pf_jobstore_lease(p->js, f->id, f->key, "inference", p->peers[pi].name,
-                                  pf_prod_unix_now() + p->o->inference_lease_s, &e2),
-                &e2);
+        lease_to(p, f, pi, FL_INF, p->o->inference_lease_s, now);
     }
 }
