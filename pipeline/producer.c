@@ -91,27 +91,15 @@ static int open_socket(prod *p, void *ctx, pf_err *err)
     return pf_secure_bind(p->sock, o->bind, o->sec, err);
 }
 
-/* Handle what has arrived (at most 1000 messages, so the rest of the loop keeps running). Returns -2 when
- * the socket is dead (context terminated), else 0. */
-static int receive(prod *p, double now)
+typedef struct recv_ctx {
+    prod *p;
+    double now;
+} recv_ctx;
+
+static int on_message(void *arg, pf_wire_in *in)
 {
-    for (int k = 0; k < 1000; k++) {
-        pf_wire_in in;
-        pf_err e = {{0}};
-        int got = pf_wire_recv(p->sock, 1, &p->o->lim, &in, &e);
-        if (got == 0)
-            break;
-        if (got == -2)
-            return -2;
-        if (got < 0) {
-            char id[128];
-            pf_warn(LOG, "bad message from %s: %s", pf_wire_ident_str(in.ident, in.ident_len, id, sizeof id),
-                    e.msg);
-            continue;
-        }
-        pf_prod_handle(p, &in, now);
-        pf_wire_in_close(&in);
-    }
+    recv_ctx *c = arg;
+    pf_prod_handle(c->p, in, c->now);
     return 0;
 }
 
@@ -200,7 +188,8 @@ int pf_producer_run(const pf_producer_opts *o, pf_job_stats *stats, pf_err *err)
         pf_health_tick("producer");
         if (o->reload && *o->reload)
             reload(p);
-        if (receive(p, now) == -2)
+        /* at most 1000 messages per iteration, so that the scan, leases and dispatch keep running */
+        if (pf_wire_drain(p->sock, 1, &o->lim, 1000, LOG, NULL, on_message, &(recv_ctx){p, now}) == -2)
             break;
         if (p->scanning && pf_prod_scan_some(p, 0.05, err))
             goto out;

@@ -1,9 +1,12 @@
+/* wire.c - see wire.h. */
 #include "proto/wire.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "base/log.h"
 
 void *pf_wire_socket(void *ctx, int type, const pf_proto_limits *lim, int linger_ms, pf_err *err)
 {
@@ -138,6 +141,31 @@ void pf_wire_in_close(pf_wire_in *in)
     if (in->frame_open)
         zmq_msg_close(&in->frame);
     in->frame_open = 0;
+}
+
+int pf_wire_drain(void *sock, int has_ident, const pf_proto_limits *lim, int max, const char *component,
+                  const char *from, int (*on_msg)(void *arg, pf_wire_in *in), void *arg)
+{
+    for (int k = 0; k < max; k++) {
+        pf_wire_in in;
+        pf_err e = {{0}};
+        int got = pf_wire_recv(sock, has_ident, lim, &in, &e);
+        if (got == 0)
+            return 0;
+        if (got == -2)
+            return -2;
+        if (got < 0) {
+            char id[128];
+            pf_warn(component, "bad message from %s: %s",
+                    from ? from : pf_wire_ident_str(in.ident, in.ident_len, id, sizeof id), e.msg);
+            continue;
+        }
+        int rc = on_msg(arg, &in);
+        pf_wire_in_close(&in);
+        if (rc)
+            return -1;
+    }
+    return 0;
 }
 
 const char *pf_wire_ident_str(const uint8_t *ident, size_t len, char *buf, size_t cap)

@@ -38,6 +38,14 @@ typedef struct pf_wire_in {
 int pf_wire_recv(void *sock, int has_ident, const pf_proto_limits *lim, pf_wire_in *in, pf_err *err);
 void pf_wire_in_close(pf_wire_in *in);
 
+/* Hand what is waiting on SOCK to ON_MSG(ARG, IN), at most MAX messages, so that a busy socket cannot starve
+ * the caller's loop (IN is closed after ON_MSG returns). A malformed message is logged as a warning of
+ * COMPONENT, naming FROM or, when FROM is NULL, the sender's routing id, and dropped (it counts towards MAX).
+ * ON_MSG returns 0 to go on, -1 to stop. Returns 0 when nothing more is waiting or MAX were taken, -1 when
+ * ON_MSG stopped, -2 when the socket is dead (context terminated). */
+int pf_wire_drain(void *sock, int has_ident, const pf_proto_limits *lim, int max, const char *component,
+                  const char *from, int (*on_msg)(void *arg, pf_wire_in *in), void *arg);
+
 /* A printable form of a routing id (for logs). */
 const char *pf_wire_ident_str(const uint8_t *ident, size_t len, char *buf, size_t cap);
 
