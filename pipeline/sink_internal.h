@@ -1,0 +1,64 @@
+/* sink_internal.h - the sink's state, shared by pipeline/sink*.c only (the API is sink.h).
+ *
+ * One thread: sink.c runs the sockets (results and error records from workers on the ROUTER, the producer's
+ * heartbeats and its own error records on the DEALER); sink_output.c turns each record into a line of the
+ * output file, deduplicated, written and fdatasync'ed in batches, then published and acknowledged.
+ */
+#ifndef PF_PIPELINE_SINK_INTERNAL_H
+#define PF_PIPELINE_SINK_INTERNAL_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "base/metrics.h"
+#include "pipeline/keyset.h"
+#include "pipeline/sink.h"
+
+#define LOG "sink"
+
+/* A record waiting in the batch for its write + fdatasync. */
+typedef struct pend {
+    char *line;            /* JSON + '\n' */
+    size_t len;
+    json_t *rec;
+    int64_t id;
+    char *key;
+    int ok;
+    int is_dup;            /* already on disk: acknowledge only */
+} pend;
+
+typedef struct sink {
+    const pf_sink_opts *o;
+    int fd;
+    pf_keyset seen;
+    void *rsock, *psock, *pub;
+    pend *batch;
+    size_t n_batch, cap_batch;
+    double batch_t0;
+    char name[128];
+    char instance[40];
+    int welcomed, finished;
+    double last_heard, last_hb, last_hello;
+    int64_t written, dups, in_file, tokens;
+    pf_zap *zap;
+    pf_sock_watch *watch;
+    pf_rate rate_records, rate_tokens;
+    struct {
+        pf_metric *records[2], *dups, *in_file, *batches, *fsync_s, *tokens, *rps, *tps, *connected;
+        pf_metric *timing[6], *errors[3];
+    } m;
+} sink;
+
+/* sink_output.c */
+/* Rebuild the dedupe set from the output file (cutting off a torn last line left by a crash). */
+int pf_sink_load_existing(sink *s, pf_err *err);
+/* Take a result or error record: dedupe it and add it to the batch. */
+void pf_sink_on_record(sink *s, const pf_msg *m);
+/* Write, sync, publish, acknowledge the batch. */
+int pf_sink_flush_batch(sink *s, pf_err *err);
+void pf_sink_batch_free(sink *s);
+
+/* sink.c */
+void pf_sink_send_prod(sink *s, pf_msg *m);
+
+#endif

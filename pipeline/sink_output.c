@@ -1,0 +1,283 @@
+/* sink_output.c - what the sink does with a record: drop it if the item already has one in the output
+ * file (identity: key + path, kept in memory and rebuilt from the file at start), else add it to the batch;
+ * a batch is written with one write and one fdatasync, and only then published and acknowledged, so an
+ * acknowledged record is on disk (sink.h). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+#include <zmq.h>
+
+#include "base/file.h"
+#include "base/log.h"
+#include "pipeline/record.h"
+#include "pipeline/sink_internal.h"
+
+/* Dedupe identity of a record: the item key plus the path (two files with the same bytes are two items,
+ * each with its own record). */
+static XXH128_hash_t record_id(const char *key, const char *path)
+{
+    XXH3_state_t *st = XXH3_createState();
+    XXH128_hash_t h = {0, 0};
+    if (!st)
+        return h;
+    XXH3_128bits_reset(st);
+    XXH3_128bits_update(st, key, strlen(key) + 1);   /* with the NUL as a separator */
+    XXH3_128bits_update(st, path, strlen(path));
+    h = XXH3_128bits_digest(st);
+    XXH3_freeState(st);
+    return h;
+}
+
+static void observe_record(sink *s, const pf_msg *m)
+{
+    const pf_timings *t = &m->timings;
+    const double v[6] = {t->read_s, t->preprocess_s, t->queue_s, t->prefill_s, t->decode_s, t->inference_s};
+    for (int i = 0; i < 6; i++)
+        if (v[i] >= 0)
+            pf_metric_observe(s->m.timing[i], v[i]);
+    if (m->type == PF_MSG_RESULT) {
+        s->tokens += (int64_t)m->n_ids;
+        pf_metric_add(s->m.tokens, (double)m->n_ids);
+    } else {
+        int k = m->stage && !strcmp(m->stage, "producer") ? 0 : m->stage && !strcmp(m->stage, "preprocess") ? 1 : 2;
+        pf_metric_add(s->m.errors[k], 1);
+    }
+}
+
+/* A crash mid-write can leave a last line without its '\n' (never acknowledged): cut it off at GOOD, the end
+ * of the last whole line, so that the next record starts a line of its own. */
+static int cut_torn_line(sink *s, off_t good, pf_err *err)
+{
+    struct stat st;
+    if (stat(s->o->out, &st) == 0 && st.st_size > good) {
+        pf_warn(LOG, "%s: cutting a torn last line (%lld bytes) left by a crash", s->o->out,
+                (long long)(st.st_size - good));
+        if (truncate(s->o->out, good) != 0)
+            return pf_errf(err, "%s: cannot cut the torn last line: %s", s->o->out, strerror(errno));
+    }
+    return 0;
+}
+
+int pf_sink_load_existing(sink *s, pf_err *err)
+{
+    FILE *f = fopen(s->o->out, "r");
+    if (!f) {
+        if (errno == ENOENT)
+            return 0;
+        return pf_errf(err, "%s: %s", s->o->out, strerror(errno));
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    off_t good = 0, pos = 0;
+    int64_t records = 0, bad = 0;
+    while ((n = getline(&line, &cap, f)) > 0) {
+        pos += n;
+        if (line[n - 1] != '\n')
+            break;   /* torn last line (the sink died mid-write): cut below */
+        good = pos;
+        json_error_t je;
+        json_t *j = json_loadb(line, (size_t)n, 0, &je);
+        const char *key = j ? json_string_value(json_object_get(j, "key")) : NULL;
+        const char *path = j ? json_string_value(json_object_get(j, "path")) : NULL;
+        if (key && path) {
+            XXH128_hash_t h = record_id(key, path);
+            if (pf_keyset_add(&s->seen, h.high64, h.low64) < 0) {
+                json_decref(j);
+                free(line);
+                fclose(f);
+                return pf_errf(err, "%s: out of memory loading %lld records", s->o->out, (long long)records);
+            }
+            records++;
+        } else {
+            bad++;
+        }
+        json_decref(j);
+    }
+    free(line);
+    int rerr = ferror(f);
+    fclose(f);
+    if (rerr)
+        return pf_errf(err, "%s: read error", s->o->out);
+    if (cut_torn_line(s, good, err))
+        return -1;
+    if (bad)
+        pf_warn(LOG, "%s: %lld lines are not records of ours (ignored)", s->o->out, (long long)bad);
+    if (records)
+        pf_info(LOG, "%s: %lld records already written (kept; their items will not be written again)", s->o->out,
+                (long long)records);
+    s->in_file = records;
+    return 0;
+}
+
+static int batch_add(sink *s, pend *p)
+{
+    if (s->n_batch == s->cap_batch) {
+        size_t nc = s->cap_batch ? 2 * s->cap_batch : 64;
+        pend *nb = realloc(s->batch, nc * sizeof *nb);
+        if (!nb)
+            return -1;
+        s->batch = nb;
+        s->cap_batch = nc;
+    }
+    if (s->n_batch == 0)
+        s->batch_t0 = pf_now();
+    s->batch[s->n_batch++] = *p;
+    return 0;
+}
+
+static void pend_free(pend *p)
+{
+    free(p->line);
+    json_decref(p->rec);
+    free(p->key);
+}
+
+/* REC as one line of the output file, '\n' included (NULL: out of memory). */
+static char *json_line(const json_t *rec, size_t *len)
+{
+    char *txt = json_dumps(rec, JSON_COMPACT);
+    if (!txt)
+        return NULL;
+    size_t n = strlen(txt);
+    char *line = malloc(n + 2);
+    if (line) {
+        memcpy(line, txt, n);
+        line[n] = '\n';
+        line[n + 1] = '\0';
+        *len = n + 1;
+    }
+    free(txt);
+    return line;
+}
+
+void pf_sink_on_record(sink *s, const pf_msg *m)
+{
+    XXH128_hash_t h = record_id(m->key, m->path);
+    pend p = {0};
+    p.id = m->id;
+    p.key = strdup(m->key);
+    p.ok = m->type == PF_MSG_RESULT;
+    if (!p.key)
+        return;
+    /* Mark as seen now so a duplicate inside the same batch is caught too; a crash before the batch is
+     * synced loses the mark with the record, and the item is redone. */
+    int added = pf_keyset_add(&s->seen, h.high64, h.low64);
+    if (added <= 0) {
+        p.is_dup = 1;
+        s->dups++;
+        pf_debug(LOG, "%s: duplicate record dropped (acknowledged again)", m->path);
+    } else {
+        observe_record(s, m);
+        p.rec = pf_record_make(m);
+        p.line = json_line(p.rec, &p.len);
+        if (!p.line) {
+            pend_free(&p);
+            return;
+        }
+    }
+    if (batch_add(s, &p))
+        pend_free(&p);
+}
+
+static int write_all(int fd, const char *buf, size_t len)
+{
+    while (len) {
+        ssize_t w = write(fd, buf, len);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        buf += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
+/* One write and one fdatasync for the whole batch (duplicates have no line; a batch of only them writes
+ * nothing). */
+static int write_batch(sink *s, pf_err *err)
+{
+    size_t total = 0;
+    double t_flush = pf_now();
+    for (size_t i = 0; i < s->n_batch; i++)
+        total += s->batch[i].len;
+    if (!total)
+        return 0;
+    char *buf = malloc(total);
+    if (!buf)
+        return pf_errf(err, "out of memory writing %zu bytes", total);
+    size_t k = 0;
+    for (size_t i = 0; i < s->n_batch; i++) {
+        memcpy(buf + k, s->batch[i].line ? s->batch[i].line : "", s->batch[i].len);
+        k += s->batch[i].len;
+    }
+    int bad = write_all(s->fd, buf, total);
+    free(buf);
+    if (bad)
+        return pf_errf(err, "%s: write failed: %s", s->o->out, strerror(errno));
+    if (s->o->fsync && fdatasync(s->fd) != 0)
+        return pf_errf(err, "%s: fdatasync failed: %s", s->o->out, strerror(errno));
+    pf_metric_add(s->m.batches, 1);
+    pf_metric_observe(s->m.fsync_s, pf_now() - t_flush);
+    return 0;
+}
+
+/* Subscribers get records that are on disk; a slow one loses records (PUB drops), never stalls the sink. */
+static void publish(sink *s, const json_t *rec)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    pf_record_pack(rec, &sb);
+    if (zmq_send(s->pub, sb.data, sb.size, ZMQ_DONTWAIT) < 0)
+        pf_debug(LOG, "publish: %s", zmq_strerror(errno));
+    msgpack_sbuffer_destroy(&sb);
+}
+
+int pf_sink_flush_batch(sink *s, pf_err *err)
+{
+    if (!s->n_batch)
+        return 0;
+    if (write_batch(s, err))
+        return -1;
+    pf_ack *acks = calloc(s->n_batch, sizeof *acks);
+    for (size_t i = 0; i < s->n_batch; i++) {
+        pend *p = &s->batch[i];
+        if (p->rec && s->pub)
+            publish(s, p->rec);
+        if (!p->is_dup) {
+            s->written++;
+            s->in_file++;
+            pf_metric_add(s->m.records[p->ok ? 0 : 1], 1);
+        } else {
+            pf_metric_add(s->m.dups, 1);
+        }
+        if (acks) {
+            acks[i].id = p->id;
+            acks[i].key = p->key;
+            acks[i].ok = p->ok;
+        }
+    }
+    if (acks) {
+        pf_msg m;
+        pf_msg_init(&m, PF_MSG_ACK);
+        m.acks = acks;
+        m.n_acks = s->n_batch;
+        pf_sink_send_prod(s, &m);
+        free(acks);
+    }
+    pf_sink_batch_free(s);
+    return 0;
+}
+
+void pf_sink_batch_free(sink *s)
+{
+    for (size_t i = 0; i < s->n_batch; i++)
+        pend_free(&s->batch[i]);
+    s->n_batch = 0;
+}
