@@ -1,0 +1,211 @@
+/* worker_compute.c - the compute threads: a per-item stage runs on `threads` threads (one stage instance
+ * each), a batched stage on one thread that admits new items between steps (continuous batching) and, when
+ * idle, waits up to --max-delay-ms for a burst of items to start together. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base/file.h"
+#include "base/log.h"
+#include "workers/worker_internal.h"
+
+int pf_worker_wq_push(wq *q, pf_work *w)
+{
+    if (q->n == q->cap) {
+        size_t nc = q->cap ? 2 * q->cap : 16;
+        pf_work **nv = malloc(nc * sizeof *nv);
+        if (!nv)
+            return -1;
+        for (size_t i = 0; i < q->n; i++)
+            nv[i] = q->v[(q->head + i) % q->cap];
+        free(q->v);
+        q->v = nv;
+        q->cap = nc;
+        q->head = 0;
+    }
+    q->v[(q->head + q->n) % q->cap] = w;
+    q->n++;
+    return 0;
+}
+
+pf_work *pf_worker_wq_pop(wq *q)
+{
+    if (!q->n)
+        return NULL;
+    pf_work *w = q->v[q->head];
+    q->head = (q->head + 1) % q->cap;
+    q->n--;
+    return w;
+}
+
+static void wake_main(rt *r)
+{
+    uint64_t one = 1;
+    ssize_t n = write(r->efd, &one, sizeof one);
+    (void)n;
+}
+
+/* Tell the main thread an item left the queue for a compute thread: the producer then knows which items
+ * were being worked on if this worker dies (only those are charged an attempt). */
+static void started_work(rt *r, pf_work *w)
+{
+    pthread_mutex_lock(&r->mu);
+    pf_worker_wq_push(&r->started, w);
+    wake_main(r);
+    /* Wait (briefly) until the main thread has sent the start: if this item crashes the process, the
+     * producer should know it was this one. */
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_nsec += 200 * 1000000L;
+    dl.tv_sec += dl.tv_nsec / 1000000000L;
+    dl.tv_nsec %= 1000000000L;
+    while (!w->start_sent_ && !r->quit)
+        if (pthread_cond_timedwait(&r->cv, &r->mu, &dl) == ETIMEDOUT)
+            break;
+    pthread_mutex_unlock(&r->mu);
+}
+
+static void finish_work(rt *r, pf_work *w)
+{
+    w->t_end = pf_now();
+    pthread_mutex_lock(&r->mu);
+    if (pf_worker_wq_push(&r->out, w))
+        pf_error("worker", "out of memory queueing a finished item (id %lld)", (long long)w->in.id);
+    pthread_mutex_unlock(&r->mu);
+    wake_main(r);
+}
+
+static void *item_thread(void *arg)
+{
+    compute *c = arg;
+    rt *r = c->r;
+    for (;;) {
+        pthread_mutex_lock(&r->mu);
+        while (!r->quit && r->in.n == 0)
+            pthread_cond_wait(&r->cv, &r->mu);
+        if (r->quit) {
+            pthread_mutex_unlock(&r->mu);
+            break;
+        }
+        pf_work *w = pf_worker_wq_pop(&r->in);
+        pthread_mutex_unlock(&r->mu);
+        w->t_start = pf_now();
+        started_work(r, w);
+        r->o->ops->process(c->inst, w);
+        finish_work(r, w);
+    }
+    return NULL;
+}
+
+static void *batch_thread(void *arg)
+{
+    compute *c = arg;
+    rt *r = c->r;
+    const pf_stage_ops *ops = r->o->ops;
+    size_t max_batch = r->o->max_batch > 0 ? (size_t)r->o->max_batch : 1;
+    pf_work **take = calloc(max_batch, sizeof *take);
+    if (!take) {
+        pthread_mutex_lock(&r->mu);
+        r->fatal = 1;
+        snprintf(r->fatal_msg, sizeof r->fatal_msg, "out of memory");
+        pthread_mutex_unlock(&r->mu);
+        wake_main(r);
+        return NULL;
+    }
+    for (;;) {
+        size_t active = ops->active(c->inst);
+        pthread_mutex_lock(&r->mu);
+        while (!r->quit && r->in.n == 0 && active == 0)
+            pthread_cond_wait(&r->cv, &r->mu);
+        if (r->quit) {
+            pthread_mutex_unlock(&r->mu);
+            break;
+        }
+        /* Dynamic batching: when idle, give a burst of items max_delay_ms to arrive together. */
+        if (active == 0 && r->in.n < max_batch && r->o->max_delay_ms > 0) {
+            struct timespec dl;
+            clock_gettime(CLOCK_REALTIME, &dl);
+            long ns = dl.tv_nsec + (long)r->o->max_delay_ms * 1000000L;
+            dl.tv_sec += ns / 1000000000L;
+            dl.tv_nsec = ns % 1000000000L;
+            while (!r->quit && r->in.n < max_batch)
+                if (pthread_cond_timedwait(&r->cv, &r->mu, &dl) == ETIMEDOUT)
+                    break;
+        }
+        size_t k = 0;
+        while (active + k < max_batch && r->in.n > 0)
+            take[k++] = pf_worker_wq_pop(&r->in);
+        pthread_mutex_unlock(&r->mu);
+        for (size_t i = 0; i < k; i++) {
+            pf_err e = {{0}};
+            take[i]->t_start = pf_now();
+            started_work(r, take[i]);
+            if (ops->submit(c->inst, take[i], &e)) {
+                pf_work_fail(take[i], PF_WORK_RETRY, "%s", e.msg);
+                finish_work(r, take[i]);
+            }
+        }
+        size_t batch = ops->active(c->inst);
+        if (batch)
+            pf_metric_observe(r->m_batch, (double)batch);
+        pf_work **done = NULL;
+        size_t n_done = 0;
+        pf_err e = {{0}};
+        if (ops->step(c->inst, &done, &n_done, &e)) {
+            pthread_mutex_lock(&r->mu);
+            r->fatal = 1;
+            snprintf(r->fatal_msg, sizeof r->fatal_msg, "%s", e.msg);
+            pthread_mutex_unlock(&r->mu);
+            wake_main(r);
+            break;
+        }
+        for (size_t i = 0; i < n_done; i++)
+            finish_work(r, done[i]);
+    }
+    free(take);
+    return NULL;
+}
+
+int pf_worker_start_compute(rt *r, const pf_worker_opts *o, pf_err *err)
+{
+    int batched = o->ops->process == NULL;
+    r->n_cs = batched ? 1 : (o->threads > 0 ? o->threads : 1);
+    r->cs = calloc((size_t)r->n_cs, sizeof *r->cs);
+    if (!r->cs)
+        return pf_errf(err, "out of memory");
+    for (int i = 0; i < r->n_cs; i++) {
+        compute *c = &r->cs[i];
+        c->r = r;
+        if (o->instances && i < o->n_instances) {
+            c->inst = o->instances[i];
+        } else {
+            c->inst = o->ops->create(o->stage_cfg, err);
+            if (!c->inst)
+                return pf_err_prefix(err, "%s stage", o->ops->name);
+        }
+        if (pthread_create(&c->th, NULL, batched ? batch_thread : item_thread, c) != 0)
+            return pf_errf(err, "cannot start a compute thread");
+        c->started = 1;
+    }
+    return 0;
+}
+
+void pf_worker_stop_compute(rt *r, const pf_worker_opts *o)
+{
+    pthread_mutex_lock(&r->mu);
+    r->quit = 1;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    for (int i = 0; i < r->n_cs; i++) {
+        compute *c = &r->cs[i];
+        if (c->started)
+            pthread_join(c->th, NULL);
+        int premade = o->instances && i < o->n_instances;
+        if (c->inst && !premade)
+            o->ops->destroy(c->inst);
+    }
+    free(r->cs);
+    r->cs = NULL;
+}
