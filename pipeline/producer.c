@@ -106,7 +106,7 @@ static int on_message(void *arg, pf_wire_in *in)
 /* Every item is done or failed, and nothing is left to scan or hand out. */
 static int job_finished(const prod *p)
 {
-    return !p->scanning && p->total == p->done + p->failed && p->n_fl == 0 && p->pq_n == 0;
+    return !p->scanning && p->total == p->done + p->failed && p->n_fl == 0 && p->raw.n == 0;
 }
 
 /* --stay: keep answering peers (the job is finished) and serving metrics until stopped. */
@@ -147,11 +147,11 @@ static void prod_free(prod *p)
     while (p->n_fl)
         pf_prod_flight_remove(p, p->fl[p->n_fl - 1]);
     free(p->fl);
-    pending e;
-    while (pf_prod_queue_pop(p, &e))
-        free(e.path);
-    free(p->pq);
-    free(p->ready);
+    pending *e;
+    while ((e = pf_prod_queue_pop(p)))
+        free(e);
+    pf_ring_free(&p->raw);
+    pf_ring_free(&p->ready);
     free(p->peers);
     free(p->prompt);
     pf_keyset_free(&p->finished);

@@ -120,18 +120,17 @@ static void unreadable(prod *p, flight *f, const char *why)
 void pf_prod_dispatch_pre(prod *p, double now)
 {
     size_t in_memory = pf_prod_count_stage(p, FL_PRE) + pf_prod_count_stage(p, FL_READY);
-    while (p->pq_n > 0 && in_memory < (size_t)p->o->max_ready) {
+    while (p->raw.n > 0 && in_memory < (size_t)p->o->max_ready) {
         int pi = next_peer(p, ROLE_PRE, &p->rr_pre);
         if (pi < 0)
             return;
-        pending e;
-        pf_prod_queue_pop(p, &e);
-        if (pf_keyset_has(&p->finished, (uint64_t)e.id, 1) || pf_prod_flight_find(p, e.id)) {
-            free(e.path);
+        pending *e = pf_prod_queue_pop(p);
+        if (pf_keyset_has(&p->finished, (uint64_t)e->id, 1) || pf_prod_flight_find(p, e->id)) {
+            free(e);
             continue;
         }
-        flight *f = pf_prod_flight_new(p, e.id, e.path, e.attempts);
-        free(e.path);
+        flight *f = pf_prod_flight_new(p, e->id, e->path, e->attempts);
+        free(e);
         if (!f) {
             pf_error(LOG, "out of memory");
             return;
@@ -171,7 +170,7 @@ void pf_prod_dispatch_pre(prod *p, double now)
 
 void pf_prod_dispatch_inf(prod *p, double now)
 {
-    while (p->rd_n > 0) {
+    while (p->ready.n > 0) {
         int pi = next_peer(p, ROLE_INF, &p->rr_inf);
         if (pi < 0)
             return;

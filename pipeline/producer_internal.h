@@ -25,6 +25,7 @@
 #include <time.h>
 
 #include "base/metrics.h"
+#include "base/ring.h"
 #include "pipeline/jobstore.h"
 #include "pipeline/keyset.h"
 #include "pipeline/producer.h"
@@ -66,8 +67,8 @@ typedef struct flight {
 
 typedef struct pending {
     int64_t id;
-    char *path;
     int attempts;
+    char path[];
 } pending;
 
 typedef struct prod {
@@ -83,10 +84,8 @@ typedef struct prod {
     int n_peers;
     flight **fl;
     size_t n_fl, cap_fl;
-    pending *pq;            /* deque of items to preprocess */
-    size_t pq_head, pq_n, pq_cap;
-    flight **ready;         /* FIFO of preprocessed items */
-    size_t rd_head, rd_n, rd_cap;
+    pf_ring raw;            /* pending *: items to preprocess (retries in front) */
+    pf_ring ready;          /* flight *: preprocessed items, FIFO (retries in front) */
     int64_t cursor;         /* last item id loaded from the job store */
     int db_exhausted;       /* no queued items with id > cursor (until the scan adds more) */
     pf_scan *scan;
@@ -129,7 +128,7 @@ static inline double pf_prod_unix_now(void)
 /* producer_items.c: items in flight (tracked in memory while leased, ready or awaiting the sink's ack),
  * the raw queue (pending items, front = retry first) and the ready queue (preprocessed items, FIFO). */
 int pf_prod_queue_push(prod *p, int64_t id, const char *path, int attempts, int front);
-int pf_prod_queue_pop(prod *p, pending *out);
+pending *pf_prod_queue_pop(prod *p);   /* NULL when empty; free() it */
 int pf_prod_ready_push(prod *p, flight *f, int front);
 flight *pf_prod_ready_pop(prod *p);
 flight *pf_prod_flight_find(prod *p, int64_t id);

@@ -9,75 +9,36 @@
 
 int pf_prod_queue_push(prod *p, int64_t id, const char *path, int attempts, int front)
 {
-    if (p->pq_n == p->pq_cap) {
-        size_t nc = p->pq_cap ? 2 * p->pq_cap : 256;
-        pending *nv = malloc(nc * sizeof *nv);
-        if (!nv)
-            return -1;
-        for (size_t i = 0; i < p->pq_n; i++)
-            nv[i] = p->pq[(p->pq_head + i) % p->pq_cap];
-        free(p->pq);
-        p->pq = nv;
-        p->pq_cap = nc;
-        p->pq_head = 0;
-    }
-    char *copy = strdup(path);
-    if (!copy)
+    size_t len = strlen(path);
+    pending *e = malloc(sizeof *e + len + 1);
+    if (!e)
         return -1;
-    pending e = {id, copy, attempts};
-    if (front) {
-        p->pq_head = (p->pq_head + p->pq_cap - 1) % p->pq_cap;
-        p->pq[p->pq_head] = e;
-    } else {
-        p->pq[(p->pq_head + p->pq_n) % p->pq_cap] = e;
+    e->id = id;
+    e->attempts = attempts;
+    memcpy(e->path, path, len + 1);
+    if (front ? pf_ring_push_front(&p->raw, e) : pf_ring_push(&p->raw, e)) {
+        free(e);
+        return -1;
     }
-    p->pq_n++;
     return 0;
 }
 
-int pf_prod_queue_pop(prod *p, pending *out)
+pending *pf_prod_queue_pop(prod *p)
 {
-    if (!p->pq_n)
-        return 0;
-    *out = p->pq[p->pq_head];
-    p->pq_head = (p->pq_head + 1) % p->pq_cap;
-    p->pq_n--;
-    return 1;
+    return pf_ring_pop(&p->raw);
 }
 
 int pf_prod_ready_push(prod *p, flight *f, int front)
 {
-    if (p->rd_n == p->rd_cap) {
-        size_t nc = p->rd_cap ? 2 * p->rd_cap : 64;
-        flight **nv = malloc(nc * sizeof *nv);
-        if (!nv)
-            return -1;
-        for (size_t i = 0; i < p->rd_n; i++)
-            nv[i] = p->ready[(p->rd_head + i) % p->rd_cap];
-        free(p->ready);
-        p->ready = nv;
-        p->rd_cap = nc;
-        p->rd_head = 0;
-    }
-    if (front) {
-        p->rd_head = (p->rd_head + p->rd_cap - 1) % p->rd_cap;
-        p->ready[p->rd_head] = f;
-    } else {
-        p->ready[(p->rd_head + p->rd_n) % p->rd_cap] = f;
-    }
-    p->rd_n++;
-    return 0;
+    return front ? pf_ring_push_front(&p->ready, f) : pf_ring_push(&p->ready, f);
 }
 
 flight *pf_prod_ready_pop(prod *p)
 {
-    while (p->rd_n) {
-        flight *f = p->ready[p->rd_head];
-        p->rd_head = (p->rd_head + 1) % p->rd_cap;
-        p->rd_n--;
+    flight *f;
+    while ((f = pf_ring_pop(&p->ready)))
         if (f->stage == FL_READY)   /* entries can go stale (the item was acknowledged meanwhile) */
             return f;
-    }
     return NULL;
 }
 
@@ -127,13 +88,7 @@ void pf_prod_flight_remove(prod *p, flight *f)
         }
     f->stage = 0;   /* stale for any ready-queue entry still pointing here... */
     /* ...so ready entries never point at freed memory: purge them first. */
-    size_t w = 0;
-    for (size_t i = 0; i < p->rd_n; i++) {
-        flight *g = p->ready[(p->rd_head + i) % p->rd_cap];
-        if (g != f)
-            p->ready[(p->rd_head + w++) % p->rd_cap] = g;
-    }
-    p->rd_n = w;
+    pf_ring_remove(&p->ready, f);
     free(f->rgb);
     free(f->path);
     free(f->w_pre);

@@ -224,7 +224,7 @@ int pf_prod_scan_some(prod *p, double budget_s, pf_err *err)
 
 void pf_prod_refill(prod *p)
 {
-    if (p->pq_n >= 256 || p->db_exhausted)
+    if (p->raw.n >= 256 || p->db_exhausted)
         return;
     pf_item_row rows[256];
     size_t n = 0;

@@ -181,7 +181,7 @@ static void begin_stop(wstate *s, double now)
     pthread_mutex_lock(&r->mu);
     pf_work *w;
     size_t handed = 0;
-    while ((w = pf_worker_wq_pop(&r->in))) {
+    while ((w = pf_ring_pop(&r->in))) {
         pf_worker_send_nack(s, &w->in, 1, "worker is shutting down");
         pf_worker_held_remove(s, w);
         pf_worker_work_free(w);
@@ -309,9 +309,9 @@ out:
         pf_worker_work_free(s->held[i]);
     s->n_held = 0;
     free(s->held);
-    free(r->in.v);
-    free(r->out.v);
-    free(r->started.v);
+    pf_ring_free(&r->in);
+    pf_ring_free(&r->out);
+    pf_ring_free(&r->started);
     pf_metric_set(s->m.held, 0);
     pf_metric_set(s->m.connected, 0);
     pf_health_unregister(s->health);

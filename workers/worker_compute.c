@@ -11,35 +11,6 @@
 #include "base/log.h"
 #include "workers/worker_internal.h"
 
-int pf_worker_wq_push(wq *q, pf_work *w)
-{
-    if (q->n == q->cap) {
-        size_t nc = q->cap ? 2 * q->cap : 16;
-        pf_work **nv = malloc(nc * sizeof *nv);
-        if (!nv)
-            return -1;
-        for (size_t i = 0; i < q->n; i++)
-            nv[i] = q->v[(q->head + i) % q->cap];
-        free(q->v);
-        q->v = nv;
-        q->cap = nc;
-        q->head = 0;
-    }
-    q->v[(q->head + q->n) % q->cap] = w;
-    q->n++;
-    return 0;
-}
-
-pf_work *pf_worker_wq_pop(wq *q)
-{
-    if (!q->n)
-        return NULL;
-    pf_work *w = q->v[q->head];
-    q->head = (q->head + 1) % q->cap;
-    q->n--;
-    return w;
-}
-
 static void wake_main(rt *r)
 {
     uint64_t one = 1;
@@ -47,20 +18,27 @@ static void wake_main(rt *r)
     (void)n;
 }
 
+/* Now + MS milliseconds on CLOCK_REALTIME, the clock of pthread_cond_timedwait. */
+static struct timespec deadline_after_ms(long ms)
+{
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    long ns = dl.tv_nsec + ms * 1000000L;
+    dl.tv_sec += ns / 1000000000L;
+    dl.tv_nsec = ns % 1000000000L;
+    return dl;
+}
+
 /* Tell the main thread an item left the queue for a compute thread: the producer then knows which items
  * were being worked on if this worker dies (only those are charged an attempt). */
 static void started_work(rt *r, pf_work *w)
 {
     pthread_mutex_lock(&r->mu);
-    pf_worker_wq_push(&r->started, w);
+    pf_ring_push(&r->started, w);
     wake_main(r);
     /* Wait (briefly) until the main thread has sent the start: if this item crashes the process, the
      * producer should know it was this one. */
-    struct timespec dl;
-    clock_gettime(CLOCK_REALTIME, &dl);
-    dl.tv_nsec += 200 * 1000000L;
-    dl.tv_sec += dl.tv_nsec / 1000000000L;
-    dl.tv_nsec %= 1000000000L;
+    struct timespec dl = deadline_after_ms(200);
     while (!w->start_sent_ && !r->quit)
         if (pthread_cond_timedwait(&r->cv, &r->mu, &dl) == ETIMEDOUT)
             break;
@@ -71,7 +49,7 @@ static void finish_work(rt *r, pf_work *w)
 {
     w->t_end = pf_now();
     pthread_mutex_lock(&r->mu);
-    if (pf_worker_wq_push(&r->out, w))
+    if (pf_ring_push(&r->out, w))
         pf_error("worker", "out of memory queueing a finished item (id %lld)", (long long)w->in.id);
     pthread_mutex_unlock(&r->mu);
     wake_main(r);
@@ -89,7 +67,7 @@ static void *item_thread(void *arg)
             pthread_mutex_unlock(&r->mu);
             break;
         }
-        pf_work *w = pf_worker_wq_pop(&r->in);
+        pf_work *w = pf_ring_pop(&r->in);
         pthread_mutex_unlock(&r->mu);
         w->t_start = pf_now();
         started_work(r, w);
@@ -125,18 +103,14 @@ static void *batch_thread(void *arg)
         }
         /* Dynamic batching: when idle, give a burst of items max_delay_ms to arrive together. */
         if (active == 0 && r->in.n < max_batch && r->o->max_delay_ms > 0) {
-            struct timespec dl;
-            clock_gettime(CLOCK_REALTIME, &dl);
-            long ns = dl.tv_nsec + (long)r->o->max_delay_ms * 1000000L;
-            dl.tv_sec += ns / 1000000000L;
-            dl.tv_nsec = ns % 1000000000L;
+            struct timespec dl = deadline_after_ms(r->o->max_delay_ms);
             while (!r->quit && r->in.n < max_batch)
                 if (pthread_cond_timedwait(&r->cv, &r->mu, &dl) == ETIMEDOUT)
                     break;
         }
         size_t k = 0;
         while (active + k < max_batch && r->in.n > 0)
-            take[k++] = pf_worker_wq_pop(&r->in);
+            take[k++] = pf_ring_pop(&r->in);
         pthread_mutex_unlock(&r->mu);
         for (size_t i = 0; i < k; i++) {
             pf_err e = {{0}};

@@ -12,18 +12,9 @@
 #include <pthread.h>
 
 #include "base/metrics.h"
+#include "base/ring.h"
 #include "proto/wire.h"
 #include "workers/worker.h"
-
-/* ---------- queues shared with the compute threads ---------- */
-
-typedef struct wq {
-    pf_work **v;
-    size_t head, n, cap;
-} wq;
-
-int pf_worker_wq_push(wq *q, pf_work *w);
-pf_work *pf_worker_wq_pop(wq *q);
 
 typedef struct rt rt;
 
@@ -38,7 +29,7 @@ struct rt {
     const pf_worker_opts *o;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    wq in, out, started;
+    pf_ring in, out, started;   /* pf_work *: to compute, finished, begun (all under mu) */
     int efd;
     int quit;        /* compute threads: exit */
     int fatal;       /* a batched step failed */

@@ -209,13 +209,13 @@ void pf_worker_drain_outputs(wstate *s)
      * freed below. */
     rt *r = s->r;
     pthread_mutex_lock(&r->mu);
-    wq started = r->started, out = r->out;
+    pf_ring started = r->started, out = r->out;
     memset(&r->started, 0, sizeof r->started);
     memset(&r->out, 0, sizeof r->out);
     pthread_mutex_unlock(&r->mu);
     pf_work *w;
     if (started.n) {
-        while ((w = pf_worker_wq_pop(&started))) {
+        while ((w = pf_ring_pop(&started))) {
             pf_msg m;
             pf_msg_init(&m, PF_MSG_START);
             m.id = w->in.id;
@@ -229,13 +229,13 @@ void pf_worker_drain_outputs(wstate *s)
         pthread_cond_broadcast(&r->cv);
         pthread_mutex_unlock(&r->mu);
     }
-    while ((w = pf_worker_wq_pop(&out))) {
+    while ((w = pf_ring_pop(&out))) {
         answer(s, w);
         pf_worker_held_remove(s, w);
         pf_worker_work_free(w);
     }
-    free(started.v);
-    free(out.v);
+    pf_ring_free(&started);
+    pf_ring_free(&out);
 }
 
 static void on_item(wstate *s, pf_wire_in *in)
@@ -279,7 +279,7 @@ static void on_item(wstate *s, pf_wire_in *in)
         return;
     }
     pthread_mutex_lock(&s->r->mu);
-    int bad = pf_worker_wq_push(&s->r->in, w);
+    int bad = pf_ring_push(&s->r->in, w);
     pthread_cond_broadcast(&s->r->cv);
     pthread_mutex_unlock(&s->r->mu);
     if (bad) {

@@ -10,6 +10,7 @@
 
 #include "base/err.h"
 #include "base/file.h"
+#include "base/ring.h"
 
 static void test_errf_and_prefix(void **state)
 {
@@ -46,11 +47,41 @@ static void test_read_file_limits(void **state)
     unlink(path);
 }
 
+/* FIFO order across growth and wrap-around, push_front, remove keeping order. */
+static void test_ring(void **state)
+{
+    (void)state;
+    pf_ring r = {0};
+    int v[100];
+    assert_null(pf_ring_pop(&r));
+    for (int i = 0; i < 10; i++) {   /* move head off 0 so later growth has to unwrap */
+        assert_int_equal(pf_ring_push(&r, &v[i]), 0);
+        assert_ptr_equal(pf_ring_pop(&r), &v[i]);
+    }
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(pf_ring_push(&r, &v[i]), 0);
+    assert_int_equal(pf_ring_push_front(&r, &v[99]), 0);
+    pf_ring_remove(&r, &v[50]);
+    assert_int_equal(r.n, 100);
+    assert_ptr_equal(pf_ring_pop(&r), &v[99]);
+    for (int i = 0; i < 100; i++)
+        if (i != 50)
+            assert_ptr_equal(pf_ring_pop(&r), &v[i]);
+    assert_null(pf_ring_pop(&r));
+    assert_int_equal(pf_ring_push_front(&r, &v[1]), 0);
+    assert_int_equal(pf_ring_push_front(&r, &v[0]), 0);
+    assert_ptr_equal(pf_ring_pop(&r), &v[0]);
+    assert_ptr_equal(pf_ring_pop(&r), &v[1]);
+    pf_ring_free(&r);
+    assert_int_equal(r.n, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_errf_and_prefix),
         cmocka_unit_test(test_read_file_limits),
+        cmocka_unit_test(test_ring),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
