@@ -1,4 +1,5 @@
-/* config.h - what the pipeline commands share: the optional config file, number parsing, stop signals.
+/* config.h - what the pipeline commands share: the optional config file, stop signals, generation and
+ * log-level options (number parsing is base/option.h).
  *
  * Config file (--config FILE): one option per line, "name = value" or "name" (a flag), '#' starts a
  * comment line; names are the long options of the command without the dashes. The file's options are
@@ -12,15 +13,13 @@
 #include <stdint.h>
 
 #include "base/err.h"
+#include "base/option.h"   /* pf_parse_int, pf_parse_double */
 
 /* Build a new argv with --config FILE expanded in place of itself. *out_argv is malloc'd (free with
  * pf_config_free_argv); argv[0] stays first. */
 int pf_config_expand_argv(int argc, char **argv, int *out_argc, char ***out_argv, pf_err *err);
 void pf_config_free_argv(int argc, char **argv);
 
-/* Strict number parsing for option values: whole string, within [lo, hi]. */
-int pf_parse_int(const char *s, long long lo, long long hi, long long *out);
-int pf_parse_double(const char *s, double lo, double hi, double *out);
 
 /* SIGINT/SIGTERM set *flag (graceful stop); a second signal exits at once (status 130). SIGPIPE ignored. */
 void pf_install_stop_signals(volatile sig_atomic_t *flag);

@@ -1,31 +1,12 @@
-#include <errno.h>
-#include <math.h>
-#include <stdlib.h>
+/* worker_opts.c - pf_worker_option: the options every worker command shares (see worker.h). */
 #include <string.h>
 
+#include "base/option.h"
 #include "workers/worker.h"
-
-static int parse_double(const char *s, double lo, double hi, double *out)
-{
-    char *end;
-    errno = 0;
-    double v = s && *s ? strtod(s, &end) : NAN;
-    if (!s || !*s || errno || *end || !isfinite(v) || v < lo || v > hi)
-        return -1;
-    *out = v;
-    return 0;
-}
 
 int pf_worker_option(const char *name, const char *val, pf_worker_opts *o, pf_err *err)
 {
     double v;
-#define NUM(opt, lo, hi, dst)                                                                                      \
-    if (!strcmp(name, opt)) {                                                                                      \
-        if (parse_double(val, lo, hi, &v))                                                                      \
-            return pf_errf(err, "--%s: want a number in [%g, %g], got '%s'", opt, (double)(lo), (double)(hi), val); \
-        dst;                                                                                                       \
-        return 1;                                                                                                  \
-    }
     if (!strcmp(name, "producer")) {
         o->producer = val;
         return 1;
@@ -44,14 +25,13 @@ int pf_worker_option(const char *name, const char *val, pf_worker_opts *o, pf_er
         o->exit_when_done = 1;
         return 1;
     }
-    NUM("threads", 1, 1024, o->threads = (int)v)
-    NUM("credit", 1, 1 << 16, o->capacity = (int)v)
-    NUM("max-batch", 1, 4096, o->max_batch = (int)v)
-    NUM("max-delay-ms", 0, 600000, o->max_delay_ms = (int)v)
-    NUM("heartbeat", 0.01, 3600, o->hb_interval = v)
-    NUM("heartbeat-timeout", 0.05, 1e6, o->hb_timeout = v)
-    NUM("drain-timeout", 0, 1e6, o->drain_timeout = v)
-    NUM("max-message-mb", 1, 4096, o->lim.max_msg_bytes = o->lim.max_bin = (size_t)(v * 1048576))
-#undef NUM
+    PF_NUM_OPTION("threads", 1, 1024, v, o->threads = (int)v)
+    PF_NUM_OPTION("credit", 1, 1 << 16, v, o->capacity = (int)v)
+    PF_NUM_OPTION("max-batch", 1, 4096, v, o->max_batch = (int)v)
+    PF_NUM_OPTION("max-delay-ms", 0, 600000, v, o->max_delay_ms = (int)v)
+    PF_NUM_OPTION("heartbeat", 0.01, 3600, v, o->hb_interval = v)
+    PF_NUM_OPTION("heartbeat-timeout", 0.05, 1e6, v, o->hb_timeout = v)
+    PF_NUM_OPTION("drain-timeout", 0, 1e6, v, o->drain_timeout = v)
+    PF_NUM_OPTION("max-message-mb", 1, 4096, v, o->lim.max_msg_bytes = o->lim.max_bin = (size_t)(v * 1048576))
     return 0;
 }
