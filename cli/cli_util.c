@@ -1,7 +1,11 @@
+/* cli_util.c - see cli_util.h. */
 #include "cli/cli_util.h"
 
 #include <stdio.h>
 #include <string.h>
+
+#include "base/log.h"
+#include "pipeline/config.h"
 
 int cli_not_yet(const char *command, const char *tracking)
 {
@@ -15,4 +19,52 @@ int cli_wants_help(int argc, char **argv)
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
             return 1;
     return 0;
+}
+
+int cli_parse_options(const char *cmd, int argc, char **argv, const struct option *opts, void (*usage)(FILE *),
+                      cli_option_fn on_option, void *arg, int operands)
+{
+    pf_err err = {{0}};
+    int idx, ch;
+    optind = 0;   /* full getopt reset */
+    opterr = 1;
+    while ((ch = getopt_long(argc, argv, "h", opts, &idx)) != -1) {
+        if (ch == 'h') {
+            if (usage)
+                usage(stdout);
+            return 1;
+        }
+        if (ch != 0)
+            return 2;   /* getopt said why */
+        const char *name = opts[idx].name, *val = optarg;
+        if (!strcmp(name, "log-level")) {
+            if (pf_log_level_option(val))
+                return 2;
+            continue;
+        }
+        if (on_option(name, val, arg, &err) < 0) {
+            fprintf(stderr, "paliflow %s: %s\n", cmd, err.msg);
+            return 2;
+        }
+    }
+    if (!operands && optind < argc) {
+        fprintf(stderr, "paliflow %s: unexpected argument '%s'\n", cmd, argv[optind]);
+        return 2;
+    }
+    return 0;
+}
+
+void cli_reload(int argc0, char **argv0, int (*reparse)(int argc, char **argv, void *arg), void *arg)
+{
+    pf_err err = {{0}};
+    int argc;
+    char **argv;
+    pf_info("config", "SIGHUP: reloading the configuration");
+    if (pf_config_expand_argv(argc0, argv0, &argc, &argv, &err)) {
+        pf_error("config", "reload: %s (nothing changed)", err.msg);
+        return;
+    }
+    if (reparse(argc, argv, arg))
+        pf_error("config", "reload: the configuration does not parse (nothing changed)");
+    pf_config_free_argv(argc, argv);
 }

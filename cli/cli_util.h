@@ -2,10 +2,31 @@
 #ifndef PF_CLI_UTIL_H
 #define PF_CLI_UTIL_H
 
+#include <getopt.h>
+#include <stdio.h>
+
+#include "base/err.h"
+
 /* For subcommands that are not built yet: say so plainly (and which issue tracks it), exit 2. */
 int cli_not_yet(const char *command, const char *tracking);
 
 /* True if argv holds --help or -h. */
 int cli_wants_help(int argc, char **argv);
+
+/* A command's option handler (base/option.h): NAME without dashes; 1 taken, 0 not its own, -1 bad value. */
+typedef int (*cli_option_fn)(const char *name, const char *val, void *arg, pf_err *err);
+
+/* Parse the long options of ARGV (OPTS lists --help as 'h'), handing each to ON_OPTION, except --help
+ * (USAGE(stdout), when USAGE is given) and --log-level. Operands stay at argv[optind...]; with OPERANDS 0 they
+ * are an error. getopt is reset first, so a reload can parse again. Returns 0 parsed, 1 --help, 2 usage
+ * error (message printed, "paliflow CMD: ..."). */
+int cli_parse_options(const char *cmd, int argc, char **argv, const struct option *opts, void (*usage)(FILE *),
+                      cli_option_fn on_option, void *arg, int operands);
+
+/* SIGHUP in a long-running command: expand its command line and --config file again (ARGC0, ARGV0 as the
+ * command got them) and call REPARSE(argc, argv, arg), which parses them into a fresh copy of the options
+ * and applies what is safe to change mid-run; it returns 0, or -1 when they do not parse (nothing changed).
+ * Logs the reload and its failures. */
+void cli_reload(int argc0, char **argv0, int (*reparse)(int argc, char **argv, void *arg), void *arg);
 
 #endif

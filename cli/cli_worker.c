@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "base/log.h"
+#include "cli/cli_util.h"
 #include "pipeline/config.h"
 
 static const struct option g_opts[] = {
@@ -28,88 +29,55 @@ void cli_worker_init(cli_worker *c, const char *cmd, int inference, int argc0, c
     c->argv0 = argv0;
 }
 
+/* The worker commands' options (cli_option_fn). A preprocess worker has no model and does not batch, an
+ * inference worker has no threads; a config file shared by both roles may still name their options. */
+static int worker_option(const char *name, const char *val, void *arg, pf_err *err)
+{
+    cli_worker *c = arg;
+    if (!strcmp(name, "model") || !strcmp(name, "tokenizer")) {
+        if (!c->inference)
+            return pf_errf(err, "--%s is for inference workers", name);
+        if (!strcmp(name, "model"))
+            c->model = val;
+        else
+            c->tokenizer = val;
+        return 1;
+    }
+    if (!c->inference && (!strcmp(name, "max-batch") || !strcmp(name, "max-delay-ms")))
+        return pf_errf(err, "--%s is for inference workers", name);
+    if (c->inference && !strcmp(name, "threads"))
+        return pf_errf(err, "--threads is for preprocess workers (inference batches instead)");
+    int t = pf_service_option(name, val, &c->svc, err);
+    return t ? t : pf_worker_option(name, val, &c->o, err);
+}
+
 int cli_worker_parse(cli_worker *c, int argc, char **argv, void (*usage)(FILE *))
 {
-    pf_err err = {{0}};
-    int idx, ch;
-    optind = 0;
-    opterr = 1;
-    while ((ch = getopt_long(argc, argv, "h", g_opts, &idx)) != -1) {
-        if (ch == 'h') {
-            if (usage)
-                usage(stdout);
-            return 1;
-        }
-        if (ch != 0)
-            return 2;
-        const char *name = g_opts[idx].name, *val = optarg;
-        int t = 0;
-        if (!strcmp(name, "log-level")) {
-            if (pf_log_level_option(val))
-                return 2;
-            continue;
-        }
-        /* a preprocess worker has no model; a config file shared by both roles may still name it */
-        if (!strcmp(name, "model") || !strcmp(name, "tokenizer")) {
-            if (!c->inference) {
-                fprintf(stderr, "paliflow %s: --%s is for inference workers\n", c->cmd, name);
-                return 2;
-            }
-            if (!strcmp(name, "model"))
-                c->model = val;
-            else
-                c->tokenizer = val;
-            continue;
-        }
-        if (!c->inference && (!strcmp(name, "max-batch") || !strcmp(name, "max-delay-ms"))) {
-            fprintf(stderr, "paliflow %s: --%s is for inference workers\n", c->cmd, name);
-            return 2;
-        }
-        if (c->inference && !strcmp(name, "threads")) {
-            fprintf(stderr, "paliflow %s: --threads is for preprocess workers (inference batches instead)\n",
-                    c->cmd);
-            return 2;
-        }
-        t = pf_service_option(name, val, &c->svc, &err);
-        if (t == 0)
-            t = pf_worker_option(name, val, &c->o, &err);
-        if (t < 0) {
-            fprintf(stderr, "paliflow %s: %s\n", c->cmd, err.msg);
-            return 2;
-        }
-    }
-    if (optind < argc) {
-        fprintf(stderr, "paliflow %s: unexpected argument '%s'\n", c->cmd, argv[optind]);
-        return 2;
-    }
+    return cli_parse_options(c->cmd, argc, argv, g_opts, usage, worker_option, c, 0);
+}
+
+/* SIGHUP: apply what is safe to change while running. */
+static int reparse(int argc, char **argv, void *arg)
+{
+    cli_worker *live = arg;
+    cli_worker fresh;
+    cli_worker_init(&fresh, live->cmd, live->inference, live->argc0, live->argv0);
+    if (cli_worker_parse(&fresh, argc, argv, NULL) != 0)
+        return -1;
+    pf_service_log_change("drain-timeout", live->o.drain_timeout, fresh.o.drain_timeout);
+    pf_service_log_change("heartbeat-timeout", live->o.hb_timeout, fresh.o.hb_timeout);
+    live->o.drain_timeout = fresh.o.drain_timeout;
+    live->o.hb_timeout = fresh.o.hb_timeout;
+    if (strcmp(live->o.producer, fresh.o.producer ? fresh.o.producer : "") != 0 ||
+        strcmp(live->o.sink, fresh.o.sink ? fresh.o.sink : "") != 0)
+        pf_warn("config", "reload: --producer/--sink changed: restart the worker to apply");
     return 0;
 }
 
 static void on_reload(void *arg)
 {
     cli_worker *live = arg;
-    pf_err err = {{0}};
-    int argc;
-    char **argv;
-    pf_info("config", "SIGHUP: reloading the configuration");
-    if (pf_config_expand_argv(live->argc0, live->argv0, &argc, &argv, &err)) {
-        pf_error("config", "reload: %s (nothing changed)", err.msg);
-        return;
-    }
-    cli_worker fresh;
-    cli_worker_init(&fresh, live->cmd, live->inference, live->argc0, live->argv0);
-    if (cli_worker_parse(&fresh, argc, argv, NULL) == 0) {
-        pf_service_log_change("drain-timeout", live->o.drain_timeout, fresh.o.drain_timeout);
-        pf_service_log_change("heartbeat-timeout", live->o.hb_timeout, fresh.o.hb_timeout);
-        live->o.drain_timeout = fresh.o.drain_timeout;
-        live->o.hb_timeout = fresh.o.hb_timeout;
-        if (strcmp(live->o.producer, fresh.o.producer ? fresh.o.producer : "") != 0 ||
-            strcmp(live->o.sink, fresh.o.sink ? fresh.o.sink : "") != 0)
-            pf_warn("config", "reload: --producer/--sink changed: restart the worker to apply");
-    } else {
-        pf_error("config", "reload: the configuration does not parse (nothing changed)");
-    }
-    pf_config_free_argv(argc, argv);
+    cli_reload(live->argc0, live->argv0, reparse, live);
 }
 
 int cli_worker_start(cli_worker *c, volatile sig_atomic_t *stop)

@@ -5,6 +5,8 @@
 #include <string.h>
 
 #include "base/log.h"
+#include "base/option.h"
+#include "cli/cli_util.h"
 #include "cli/commands.h"
 #include "pipeline/config.h"
 #include "pipeline/producer.h"
@@ -94,90 +96,77 @@ static void cli_free(producer_cli *c)
     free(c->exclude);
 }
 
-/* 0 parsed, 1 --help printed, 2 usage error (message printed). */
+static int progress_option(const char *val, int *mode, pf_err *err)
+{
+    if (!strcmp(val, "auto"))
+        *mode = -1;
+    else if (!strcmp(val, "bar"))
+        *mode = 2;
+    else if (!strcmp(val, "lines"))
+        *mode = 1;
+    else if (!strcmp(val, "off"))
+        *mode = 0;
+    else
+        return pf_errf(err, "--progress: want auto|bar|lines|off, got '%s'", val);
+    return 1;
+}
+
+static int number_option(const char *name, const char *val, pf_producer_opts *o, pf_err *err)
+{
+    double v;
+    PF_NUM_OPTION("image-size", 1, 8192, v, o->image_size = (int)v)
+    PF_NUM_OPTION("max-attempts", 1, 1000, v, o->max_attempts = (int)v)
+    PF_NUM_OPTION("preprocess-lease", 0.1, 1e7, v, o->preprocess_lease_s = v)
+    PF_NUM_OPTION("inference-lease", 0.1, 1e7, v, o->inference_lease_s = v)
+    PF_NUM_OPTION("ack-timeout", 0.1, 1e7, v, o->ack_timeout_s = v)
+    PF_NUM_OPTION("heartbeat", 0.01, 3600, v, o->hb_interval = v)
+    PF_NUM_OPTION("heartbeat-timeout", 0.05, 1e6, v, o->hb_timeout = v)
+    PF_NUM_OPTION("max-ready", 1, 1e6, v, o->max_ready = (int)v)
+    PF_NUM_OPTION("max-file-mb", 0.001, 4096, v, o->max_file_bytes = (size_t)(v * 1048576))
+    PF_NUM_OPTION("max-message-mb", 1, 4096, v, o->lim.max_msg_bytes = o->lim.max_bin = (size_t)(v * 1048576))
+    PF_NUM_OPTION("progress-interval", 0.01, 1e6, v, o->progress_interval = v)
+    return 0;
+}
+
+/* The producer's options (cli_option_fn): the generation settings, the service's, then its own. */
+static int producer_option(const char *name, const char *val, void *arg, pf_err *err)
+{
+    producer_cli *c = arg;
+    pf_producer_opts *o = &c->o;
+    int t = pf_task_option(name, val, &o->task, err);
+    if (t == 0)
+        t = pf_service_option(name, val, &c->svc, err);
+    if (t != 0)
+        return t;
+    if (!strcmp(name, "bind"))
+        o->bind = val;
+    else if (!strcmp(name, "db"))
+        o->db = val;
+    else if (!strcmp(name, "task"))
+        c->task = val;
+    else if (!strcmp(name, "list"))
+        o->scan.list_file = val;
+    else if (!strcmp(name, "include"))
+        c->include[c->n_inc++] = val;
+    else if (!strcmp(name, "exclude"))
+        c->exclude[c->n_exc++] = val;
+    else if (!strcmp(name, "path-only"))
+        o->path_only = 1;
+    else if (!strcmp(name, "report"))
+        o->report = val;
+    else if (!strcmp(name, "stay"))
+        o->stay = 1;
+    else if (!strcmp(name, "progress"))
+        return progress_option(val, &o->progress, err);
+    else
+        return number_option(name, val, o, err);
+    return 1;
+}
+
+/* 0 parsed, 1 --help printed, 2 usage error (message printed). The PATHs stay at argv[optind...]. */
 static int parse(int argc, char **argv, producer_cli *c)
 {
-    pf_err err = {{0}};
-    pf_producer_opts *o = &c->o;
-    double dv;
-    int idx, ch;
-    optind = 0;   /* full getopt reset (a reload parses again) */
-    opterr = 1;
-    while ((ch = getopt_long(argc, argv, "h", g_opts, &idx)) != -1) {
-        if (ch == 'h') {
-            usage(stdout);
-            return 1;
-        }
-        if (ch != 0)
-            return 2;
-        const char *name = g_opts[idx].name, *val = optarg;
-        int t = pf_task_option(name, val, &o->task, &err);
-        if (t == 0)
-            t = pf_service_option(name, val, &c->svc, &err);
-        if (t < 0) {
-            fprintf(stderr, "paliflow producer: %s\n", err.msg);
-            return 2;
-        }
-        if (t > 0)
-            continue;
-#define NUM(opt, lo, hi, dst)                                                                                      \
-    else if (!strcmp(name, opt)) {                                                                                 \
-        if (pf_parse_double(val, lo, hi, &dv)) {                                                                   \
-            fprintf(stderr, "paliflow producer: --%s: want a number in [%g, %g], got '%s'\n", opt, (double)lo,      \
-                    (double)hi, val);                                                                              \
-            return 2;                                                                                              \
-        }                                                                                                          \
-        dst;                                                                                                       \
-    }
-        if (!strcmp(name, "bind"))
-            o->bind = val;
-        else if (!strcmp(name, "db"))
-            o->db = val;
-        else if (!strcmp(name, "task"))
-            c->task = val;
-        else if (!strcmp(name, "list"))
-            o->scan.list_file = val;
-        else if (!strcmp(name, "include"))
-            c->include[c->n_inc++] = val;
-        else if (!strcmp(name, "exclude"))
-            c->exclude[c->n_exc++] = val;
-        else if (!strcmp(name, "path-only"))
-            o->path_only = 1;
-        else if (!strcmp(name, "report"))
-            o->report = val;
-        else if (!strcmp(name, "stay"))
-            o->stay = 1;
-        NUM("image-size", 1, 8192, o->image_size = (int)dv)
-        NUM("max-attempts", 1, 1000, o->max_attempts = (int)dv)
-        NUM("preprocess-lease", 0.1, 1e7, o->preprocess_lease_s = dv)
-        NUM("inference-lease", 0.1, 1e7, o->inference_lease_s = dv)
-        NUM("ack-timeout", 0.1, 1e7, o->ack_timeout_s = dv)
-        NUM("heartbeat", 0.01, 3600, o->hb_interval = dv)
-        NUM("heartbeat-timeout", 0.05, 1e6, o->hb_timeout = dv)
-        NUM("max-ready", 1, 1e6, o->max_ready = (int)dv)
-        NUM("max-file-mb", 0.001, 4096, o->max_file_bytes = (size_t)(dv * 1048576))
-        NUM("max-message-mb", 1, 4096, o->lim.max_msg_bytes = o->lim.max_bin = (size_t)(dv * 1048576))
-        NUM("progress-interval", 0.01, 1e6, o->progress_interval = dv)
-        else if (!strcmp(name, "progress")) {
-            if (!strcmp(val, "auto"))
-                o->progress = -1;
-            else if (!strcmp(val, "bar"))
-                o->progress = 2;
-            else if (!strcmp(val, "lines"))
-                o->progress = 1;
-            else if (!strcmp(val, "off"))
-                o->progress = 0;
-            else {
-                fprintf(stderr, "paliflow producer: --progress: want auto|bar|lines|off, got '%s'\n", val);
-                return 2;
-            }
-        } else if (!strcmp(name, "log-level")) {
-            if (pf_log_level_option(val))
-                return 2;
-        }
-#undef NUM
-    }
-    return 0;
+    return cli_parse_options("producer", argc, argv, g_opts, usage, producer_option, c, 1);
 }
 
 typedef struct reload_ctx {
@@ -186,21 +175,14 @@ typedef struct reload_ctx {
     producer_cli *live;
 } reload_ctx;
 
-/* SIGHUP: parse the command line and config file again; apply what is safe to change mid-job. */
-static void on_reload(void *arg)
+/* SIGHUP: apply what is safe to change mid-job. */
+static int reparse(int argc, char **argv, void *arg)
 {
-    reload_ctx *r = arg;
-    pf_err err = {{0}};
-    int argc;
-    char **argv;
-    pf_info("config", "SIGHUP: reloading the configuration");
-    if (pf_config_expand_argv(r->argc0, r->argv0, &argc, &argv, &err)) {
-        pf_error("config", "reload: %s (nothing changed)", err.msg);
-        return;
-    }
+    producer_cli *live = arg;
     producer_cli fresh;
+    int rc = -1;
     if (cli_init(&fresh, argc) == 0 && parse(argc, argv, &fresh) == 0) {
-        pf_producer_opts *o = &r->live->o;
+        pf_producer_opts *o = &live->o;
         const pf_producer_opts *n = &fresh.o;
         pf_service_log_change("max-attempts", o->max_attempts, n->max_attempts);
         pf_service_log_change("preprocess-lease", o->preprocess_lease_s, n->preprocess_lease_s);
@@ -218,12 +200,17 @@ static void on_reload(void *arg)
         o->progress_interval = n->progress_interval;
         if (strcmp(o->bind, n->bind ? n->bind : "") != 0 || strcmp(o->db, n->db ? n->db : "") != 0)
             pf_warn("config", "reload: --bind/--db changed: restart the producer to apply");
-        pf_service_reloaded(&r->live->svc, &fresh.svc);
-    } else {
-        pf_error("config", "reload: the configuration does not parse (nothing changed)");
+        pf_service_reloaded(&live->svc, &fresh.svc);
+        rc = 0;
     }
     cli_free(&fresh);
-    pf_config_free_argv(argc, argv);
+    return rc;
+}
+
+static void on_reload(void *arg)
+{
+    reload_ctx *r = arg;
+    cli_reload(r->argc0, r->argv0, reparse, r->live);
 }
 
 int cmd_producer(int argc0, char **argv0)

@@ -4,6 +4,8 @@
 #include <string.h>
 
 #include "base/log.h"
+#include "base/option.h"
+#include "cli/cli_util.h"
 #include "cli/commands.h"
 #include "pipeline/config.h"
 #include "pipeline/service.h"
@@ -65,67 +67,44 @@ static void cli_init(sink_cli *c)
     pf_sink_opts_defaults(&c->o);
 }
 
+/* The sink's options (cli_option_fn): the service's, then its own. */
+static int sink_option(const char *name, const char *val, void *arg, pf_err *err)
+{
+    sink_cli *c = arg;
+    pf_sink_opts *o = &c->o;
+    double v;
+    int t = pf_service_option(name, val, &c->svc, err);
+    if (t != 0)
+        return t;
+    if (!strcmp(name, "bind"))
+        o->bind = val;
+    else if (!strcmp(name, "publish"))
+        o->publish = val;
+    else if (!strcmp(name, "producer"))
+        o->producer = val;
+    else if (!strcmp(name, "out"))
+        o->out = val;
+    else if (!strcmp(name, "no-fsync"))
+        o->fsync = 0;
+    else if (!strcmp(name, "name"))
+        o->name = val;
+    else if (!strcmp(name, "exit-when-done"))
+        o->exit_when_done = 1;
+    else {
+        PF_NUM_OPTION("batch", 1, 1e6, v, o->batch = (int)v)
+        PF_NUM_OPTION("flush-ms", 0, 1e7, v, o->flush_s = v / 1000)
+        PF_NUM_OPTION("heartbeat", 0.01, 3600, v, o->hb_interval = v)
+        PF_NUM_OPTION("heartbeat-timeout", 0.05, 1e6, v, o->hb_timeout = v)
+        PF_NUM_OPTION("max-message-mb", 1, 4096, v, o->lim.max_msg_bytes = o->lim.max_bin = (size_t)(v * 1048576))
+        return 0;
+    }
+    return 1;
+}
+
 /* 0 parsed, 1 --help printed, 2 usage error (message printed). */
 static int parse(int argc, char **argv, sink_cli *c)
 {
-    pf_err err = {{0}};
-    pf_sink_opts *o = &c->o;
-    int idx, ch;
-    double v;
-    optind = 0;
-    opterr = 1;
-    while ((ch = getopt_long(argc, argv, "h", g_opts, &idx)) != -1) {
-        if (ch == 'h') {
-            usage(stdout);
-            return 1;
-        }
-        if (ch != 0)
-            return 2;
-        const char *name = g_opts[idx].name, *val = optarg;
-        int t = pf_service_option(name, val, &c->svc, &err);
-        if (t < 0) {
-            fprintf(stderr, "paliflow sink: %s\n", err.msg);
-            return 2;
-        }
-        if (t > 0)
-            continue;
-#define NUM(opt, lo, hi, dst)                                                                                      \
-    else if (!strcmp(name, opt)) {                                                                                 \
-        if (pf_parse_double(val, lo, hi, &v)) {                                                                    \
-            fprintf(stderr, "paliflow sink: --%s: want a number in [%g, %g], got '%s'\n", opt, (double)lo,          \
-                    (double)hi, val);                                                                              \
-            return 2;                                                                                              \
-        }                                                                                                          \
-        dst;                                                                                                       \
-    }
-        if (!strcmp(name, "bind"))
-            o->bind = val;
-        else if (!strcmp(name, "publish"))
-            o->publish = val;
-        else if (!strcmp(name, "producer"))
-            o->producer = val;
-        else if (!strcmp(name, "out"))
-            o->out = val;
-        else if (!strcmp(name, "no-fsync"))
-            o->fsync = 0;
-        else if (!strcmp(name, "name"))
-            o->name = val;
-        else if (!strcmp(name, "exit-when-done"))
-            o->exit_when_done = 1;
-        NUM("batch", 1, 1e6, o->batch = (int)v)
-        NUM("flush-ms", 0, 1e7, o->flush_s = v / 1000)
-        NUM("heartbeat", 0.01, 3600, o->hb_interval = v)
-        NUM("heartbeat-timeout", 0.05, 1e6, o->hb_timeout = v)
-        NUM("max-message-mb", 1, 4096, o->lim.max_msg_bytes = o->lim.max_bin = (size_t)(v * 1048576))
-        else if (!strcmp(name, "log-level") && pf_log_level_option(val))
-            return 2;
-#undef NUM
-    }
-    if (optind < argc) {
-        fprintf(stderr, "paliflow sink: unexpected argument '%s'\n", argv[optind]);
-        return 2;
-    }
-    return 0;
+    return cli_parse_options("sink", argc, argv, g_opts, usage, sink_option, c, 0);
 }
 
 typedef struct reload_ctx {
@@ -134,32 +113,29 @@ typedef struct reload_ctx {
     sink_cli *live;
 } reload_ctx;
 
+/* SIGHUP: apply what is safe to change while running. */
+static int reparse(int argc, char **argv, void *arg)
+{
+    sink_cli *live = arg;
+    sink_cli fresh;
+    cli_init(&fresh);
+    if (parse(argc, argv, &fresh) != 0)
+        return -1;
+    pf_sink_opts *o = &live->o;
+    pf_service_log_change("batch", o->batch, fresh.o.batch);
+    pf_service_log_change("flush-ms", o->flush_s * 1000, fresh.o.flush_s * 1000);
+    pf_service_log_change("heartbeat-timeout", o->hb_timeout, fresh.o.hb_timeout);
+    o->batch = fresh.o.batch;
+    o->flush_s = fresh.o.flush_s;
+    o->hb_timeout = fresh.o.hb_timeout;
+    pf_service_reloaded(&live->svc, &fresh.svc);
+    return 0;
+}
+
 static void on_reload(void *arg)
 {
     reload_ctx *r = arg;
-    pf_err err = {{0}};
-    int argc;
-    char **argv;
-    pf_info("config", "SIGHUP: reloading the configuration");
-    if (pf_config_expand_argv(r->argc0, r->argv0, &argc, &argv, &err)) {
-        pf_error("config", "reload: %s (nothing changed)", err.msg);
-        return;
-    }
-    sink_cli fresh;
-    cli_init(&fresh);
-    if (parse(argc, argv, &fresh) == 0) {
-        pf_sink_opts *o = &r->live->o;
-        pf_service_log_change("batch", o->batch, fresh.o.batch);
-        pf_service_log_change("flush-ms", o->flush_s * 1000, fresh.o.flush_s * 1000);
-        pf_service_log_change("heartbeat-timeout", o->hb_timeout, fresh.o.hb_timeout);
-        o->batch = fresh.o.batch;
-        o->flush_s = fresh.o.flush_s;
-        o->hb_timeout = fresh.o.hb_timeout;
-        pf_service_reloaded(&r->live->svc, &fresh.svc);
-    } else {
-        pf_error("config", "reload: the configuration does not parse (nothing changed)");
-    }
-    pf_config_free_argv(argc, argv);
+    cli_reload(r->argc0, r->argv0, reparse, r->live);
 }
 
 int cmd_sink(int argc0, char **argv0)
