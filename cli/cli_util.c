@@ -54,17 +54,18 @@ int cli_parse_options(const char *cmd, int argc, char **argv, const struct optio
     return 0;
 }
 
-void cli_reload(int argc0, char **argv0, int (*reparse)(int argc, char **argv, void *arg), void *arg)
+void cli_reload(void *reloader)
 {
+    const cli_reloader *r = reloader;
     pf_err err = {{0}};
     int argc;
     char **argv;
     pf_info("config", "SIGHUP: reloading the configuration");
-    if (pf_config_expand_argv(argc0, argv0, &argc, &argv, &err)) {
+    if (pf_config_expand_argv(r->argc0, r->argv0, &argc, &argv, &err)) {
         pf_error("config", "reload: %s (nothing changed)", err.msg);
         return;
     }
-    if (reparse(argc, argv, arg))
+    if (r->reparse(argc, argv, r->arg))
         pf_error("config", "reload: the configuration does not parse (nothing changed)");
     pf_config_free_argv(argc, argv);
 }

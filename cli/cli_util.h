@@ -23,10 +23,18 @@ typedef int (*cli_option_fn)(const char *name, const char *val, void *arg, pf_er
 int cli_parse_options(const char *cmd, int argc, char **argv, const struct option *opts, void (*usage)(FILE *),
                       cli_option_fn on_option, void *arg, int operands);
 
-/* SIGHUP in a long-running command: expand its command line and --config file again (ARGC0, ARGV0 as the
- * command got them) and call REPARSE(argc, argv, arg), which parses them into a fresh copy of the options
- * and applies what is safe to change mid-run; it returns 0, or -1 when they do not parse (nothing changed).
- * Logs the reload and its failures. */
-void cli_reload(int argc0, char **argv0, int (*reparse)(int argc, char **argv, void *arg), void *arg);
+/* SIGHUP in a long-running command: its command line is expanded again (with the --config file as it is
+ * now) and handed to REPARSE(argc, argv, arg), which parses it into a fresh copy of the options and applies
+ * what is safe to change mid-run; it returns 0, or -1 when it does not parse (nothing changed). */
+typedef struct cli_reloader {
+    int argc0;
+    char **argv0;   /* as the command got them */
+    int (*reparse)(int argc, char **argv, void *arg);
+    void *arg;
+} cli_reloader;
+
+/* The roles' on_reload callback (pf_*_opts.on_reload) with reload_arg a cli_reloader. Logs the reload and
+ * its failures. */
+void cli_reload(void *reloader);
 
 #endif

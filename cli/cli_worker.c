@@ -19,14 +19,15 @@ static const struct option g_opts[] = {
     {"log-level", required_argument, 0, 0}, PF_SERVICE_LONG_OPTIONS,
     {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
 
+static int reparse(int argc, char **argv, void *arg);
+
 void cli_worker_init(cli_worker *c, const char *cmd, int inference, int argc0, char **argv0)
 {
     memset(c, 0, sizeof *c);
     pf_worker_opts_defaults(&c->o);
     c->cmd = cmd;
     c->inference = inference;
-    c->argc0 = argc0;
-    c->argv0 = argv0;
+    c->reload = (cli_reloader){argc0, argv0, reparse, c};
 }
 
 /* The worker commands' options (cli_option_fn). A preprocess worker has no model and does not batch, an
@@ -61,7 +62,7 @@ static int reparse(int argc, char **argv, void *arg)
 {
     cli_worker *live = arg;
     cli_worker fresh;
-    cli_worker_init(&fresh, live->cmd, live->inference, live->argc0, live->argv0);
+    cli_worker_init(&fresh, live->cmd, live->inference, live->reload.argc0, live->reload.argv0);
     if (cli_worker_parse(&fresh, argc, argv, NULL) != 0)
         return -1;
     pf_service_log_change("drain-timeout", live->o.drain_timeout, fresh.o.drain_timeout);
@@ -72,12 +73,6 @@ static int reparse(int argc, char **argv, void *arg)
         strcmp(live->o.sink, fresh.o.sink ? fresh.o.sink : "") != 0)
         pf_warn("config", "reload: --producer/--sink changed: restart the worker to apply");
     return 0;
-}
-
-static void on_reload(void *arg)
-{
-    cli_worker *live = arg;
-    cli_reload(live->argc0, live->argv0, reparse, live);
 }
 
 int cli_worker_start(cli_worker *c, volatile sig_atomic_t *stop)
@@ -99,8 +94,8 @@ int cli_worker_start(cli_worker *c, volatile sig_atomic_t *stop)
     c->o.stop = stop;
     c->o.sec = &c->svc.sec;
     c->o.reload = &c->svc.reload;
-    c->o.on_reload = on_reload;
-    c->o.reload_arg = c;
+    c->o.on_reload = cli_reload;
+    c->o.reload_arg = &c->reload;
     return 0;
 }
 

@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <stdio.h>
 
+#include "cli/cli_util.h"
 #include "pipeline/service.h"
 #include "workers/worker.h"
 
@@ -14,11 +15,9 @@ typedef struct cli_worker {
     pf_worker_opts o;
     pf_service svc;
     const char *model, *tokenizer;   /* inference-worker */
-    /* for reloads */
     const char *cmd;
     int inference;
-    int argc0;
-    char **argv0;
+    cli_reloader reload;             /* SIGHUP */
 } cli_worker;
 
 void cli_worker_init(cli_worker *c, const char *cmd, int inference, int argc0, char **argv0);

@@ -169,12 +169,6 @@ static int parse(int argc, char **argv, producer_cli *c)
     return cli_parse_options("producer", argc, argv, g_opts, usage, producer_option, c, 1);
 }
 
-typedef struct reload_ctx {
-    int argc0;
-    char **argv0;
-    producer_cli *live;
-} reload_ctx;
-
 /* SIGHUP: apply what is safe to change mid-job. */
 static int reparse(int argc, char **argv, void *arg)
 {
@@ -205,12 +199,6 @@ static int reparse(int argc, char **argv, void *arg)
     }
     cli_free(&fresh);
     return rc;
-}
-
-static void on_reload(void *arg)
-{
-    reload_ctx *r = arg;
-    cli_reload(r->argc0, r->argv0, reparse, r->live);
 }
 
 int cmd_producer(int argc0, char **argv0)
@@ -275,9 +263,9 @@ int cmd_producer(int argc0, char **argv0)
     pf_install_stop_signals(&stop);
     o->stop = &stop;
     o->sec = &c.svc.sec;
-    reload_ctx rl = {argc0, argv0, &c};
+    cli_reloader rl = {argc0, argv0, reparse, &c};
     o->reload = &c.svc.reload;
-    o->on_reload = on_reload;
+    o->on_reload = cli_reload;
     o->reload_arg = &rl;
     pf_job_stats st;
     int r = pf_producer_run(o, &st, &err);

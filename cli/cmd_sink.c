@@ -107,12 +107,6 @@ static int parse(int argc, char **argv, sink_cli *c)
     return cli_parse_options("sink", argc, argv, g_opts, usage, sink_option, c, 0);
 }
 
-typedef struct reload_ctx {
-    int argc0;
-    char **argv0;
-    sink_cli *live;
-} reload_ctx;
-
 /* SIGHUP: apply what is safe to change while running. */
 static int reparse(int argc, char **argv, void *arg)
 {
@@ -130,12 +124,6 @@ static int reparse(int argc, char **argv, void *arg)
     o->hb_timeout = fresh.o.hb_timeout;
     pf_service_reloaded(&live->svc, &fresh.svc);
     return 0;
-}
-
-static void on_reload(void *arg)
-{
-    reload_ctx *r = arg;
-    cli_reload(r->argc0, r->argv0, reparse, r->live);
 }
 
 int cmd_sink(int argc0, char **argv0)
@@ -177,9 +165,9 @@ int cmd_sink(int argc0, char **argv0)
     pf_install_stop_signals(&stop);
     o->stop = &stop;
     o->sec = &c.svc.sec;
-    reload_ctx rl = {argc0, argv0, &c};
+    cli_reloader rl = {argc0, argv0, reparse, &c};
     o->reload = &c.svc.reload;
-    o->on_reload = on_reload;
+    o->on_reload = cli_reload;
     o->reload_arg = &rl;
     if (pf_sink_run(o, &err)) {
         fprintf(stderr, "paliflow sink: %s\n", err.msg);
