@@ -409,7 +409,7 @@ static int bpe_piece(const pf_tokenizer *tok, const char *p, size_t len, enc_scr
 {
     if (!tok->split_at_space)
         return bpe_word(tok, p, len, s, out, err);
-    /* cut before every U+2581 that follows another character (exact, see check_word_split) */
+    /* cut before every U+2581 that follows another character (exact, see pf_tok_check_word_split) */
     static const char SP[] = "\xE2\x96\x81";
     size_t start = 0;
     for (const char *h = p + 1; (h = memmem(h, len - (size_t)(h - p), SP, 3)) != NULL; h += 3) {

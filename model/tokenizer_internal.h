@@ -9,8 +9,8 @@
 #include "base/err.h"
 #include "model/tokenizer.h"
 
-/* Ids are kept below this bound (and below 8x the number of tokens, see tokenizer_load.c) so that the
- * id-indexed tables stay small whatever a file claims. */
+/* Ids are kept below this bound (and below 8x the number of tokens, see tokenizer_load.c, size_id_space) so
+ * that the id-indexed tables stay small whatever a file claims. */
 #define PF_TOK_MAX_ID (1u << 26)
 #define PF_TOK_NO_ID UINT32_MAX
 
@@ -140,8 +140,9 @@ struct pf_tokenizer {
     char *unk_token;
     bool fuse_unk, byte_fallback, ignore_merges;
     uint32_t max_token_len; /* longest model vocab string in bytes */
-    /* BPE words may be cut before every U+2581 that follows another character (see tokenizer_load.c,
-     * check_word_split): no merge can cross such a point, so the pieces are merged independently. */
+    /* BPE words may be cut before every U+2581 that follows another character (see
+     * tokenizer_load_model.c, pf_tok_check_word_split): no merge can cross such a point, so the pieces are
+     * merged independently. */
     bool split_at_space;
 
     pf_tok_added *added;
