@@ -89,11 +89,11 @@ static void pack_json(msgpack_packer *pk, const json_t *j)
 static void set_timings(json_t *rec, const pf_timings *t)
 {
     json_t *tm = json_object();
-    static const char *const names[] = {"read_s", "preprocess_s", "queue_s", "prefill_s", "decode_s", "inference_s"};
-    const double v[] = {t->read_s, t->preprocess_s, t->queue_s, t->prefill_s, t->decode_s, t->inference_s};
-    for (int i = 0; i < 6; i++)
+    double v[PF_TIMINGS_N];
+    pf_timings_values(t, v);
+    for (int i = 0; i < PF_TIMINGS_N; i++)
         if (v[i] >= 0)
-            json_object_set_new(tm, names[i], json_real(v[i]));
+            json_object_set_new(tm, pf_timing_names[i], json_real(v[i]));
     json_object_set_new(rec, "timings", tm);
 }
 

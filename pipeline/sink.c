@@ -44,10 +44,9 @@ static void metrics_init(sink *s)
     s->m.rps = pf_gauge("paliflow_sink_records_per_second", "", "Records written per second (last 60 s)");
     s->m.tps = pf_gauge("paliflow_sink_tokens_per_second", "", "Generated tokens written per second (last 60 s)");
     s->m.connected = pf_gauge("paliflow_sink_producer_connected", "", "1 while the producer answers");
-    static const char *const names[6] = {"read", "preprocess", "queue", "prefill", "decode", "inference"};
-    for (int i = 0; i < 6; i++) {
+    for (int i = 0; i < PF_TIMINGS_N; i++) {   /* stage="read" for read_s, ... */
         char l[48];
-        snprintf(l, sizeof l, "stage=\"%s\"", names[i]);
+        snprintf(l, sizeof l, "stage=\"%.*s\"", (int)strlen(pf_timing_names[i]) - 2, pf_timing_names[i]);
         s->m.timing[i] = pf_histogram("paliflow_stage_seconds", l,
                                       "Per-stage seconds of the items written (from the records' timings)",
                                       pf_buckets_seconds, pf_buckets_seconds_n);

@@ -45,7 +45,7 @@ typedef struct sink {
     pf_rate rate_records, rate_tokens;
     struct {
         pf_metric *records[2], *dups, *in_file, *batches, *fsync_s, *tokens, *rps, *tps, *connected;
-        pf_metric *timing[6], *errors[3];
+        pf_metric *timing[PF_TIMINGS_N], *errors[3];
     } m;
 } sink;
 

@@ -34,9 +34,9 @@ static XXH128_hash_t record_id(const char *key, const char *path)
 
 static void observe_record(sink *s, const pf_msg *m)
 {
-    const pf_timings *t = &m->timings;
-    const double v[6] = {t->read_s, t->preprocess_s, t->queue_s, t->prefill_s, t->decode_s, t->inference_s};
-    for (int i = 0; i < 6; i++)
+    double v[PF_TIMINGS_N];
+    pf_timings_values(&m->timings, v);
+    for (int i = 0; i < PF_TIMINGS_N; i++)
         if (v[i] >= 0)
             pf_metric_observe(s->m.timing[i], v[i]);
     if (m->type == PF_MSG_RESULT) {

@@ -20,6 +20,16 @@ const char *pf_msg_type_name(pf_msg_type t)
     return (t > 0 && t < PF_MSG_TYPE_COUNT) ? g_type_names[t] : "none";
 }
 
+const char *const pf_timing_names[PF_TIMINGS_N] = {"read_s",   "preprocess_s", "queue_s",
+                                                     "prefill_s", "decode_s",     "inference_s"};
+
+void pf_timings_values(const pf_timings *t, double v[PF_TIMINGS_N])
+{
+    const double all[PF_TIMINGS_N] = {t->read_s, t->preprocess_s, t->queue_s, t->prefill_s, t->decode_s,
+                                      t->inference_s};
+    memcpy(v, all, sizeof all);
+}
+
 void pf_task_defaults(pf_task *t)
 {
     memset(t, 0, sizeof *t);
@@ -213,16 +223,15 @@ static int decode_timings(pf_msg *m, const msgpack_object *o, const char *tname,
     (void)m;
     if (o->type != MSGPACK_OBJECT_MAP)
         BAD("timings");
-    static const char *const names[] = {"read_s", "preprocess_s", "queue_s", "prefill_s", "decode_s", "inference_s"};
-    double *slots[] = {&m->timings.read_s,   &m->timings.preprocess_s, &m->timings.queue_s,
-                       &m->timings.prefill_s, &m->timings.decode_s,     &m->timings.inference_s};
+    double *slots[PF_TIMINGS_N] = {&m->timings.read_s,    &m->timings.preprocess_s, &m->timings.queue_s,
+                                   &m->timings.prefill_s, &m->timings.decode_s,     &m->timings.inference_s};
     for (uint32_t i = 0; i < o->via.map.size; i++) {
         const msgpack_object *k = &o->via.map.ptr[i].key, *v = &o->via.map.ptr[i].val;
         if (k->type != MSGPACK_OBJECT_STR)
             BAD("timings.<key>");
-        for (int j = 0; j < 6; j++)
-            if (key_is(k, names[j]) && get_double(v, slots[j]))
-                BAD(names[j]);
+        for (int j = 0; j < PF_TIMINGS_N; j++)
+            if (key_is(k, pf_timing_names[j]) && get_double(v, slots[j]))
+                BAD(pf_timing_names[j]);
     }
     return 0;
 }
@@ -587,18 +596,11 @@ static void enc_timings(enc *e, const pf_timings *tm)
 {
     uint32_t n = 0;
     size_t at = map_begin(e);
-    if (tm->read_s >= 0)
-        KV_DBL("read_s", tm->read_s);
-    if (tm->preprocess_s >= 0)
-        KV_DBL("preprocess_s", tm->preprocess_s);
-    if (tm->queue_s >= 0)
-        KV_DBL("queue_s", tm->queue_s);
-    if (tm->prefill_s >= 0)
-        KV_DBL("prefill_s", tm->prefill_s);
-    if (tm->decode_s >= 0)
-        KV_DBL("decode_s", tm->decode_s);
-    if (tm->inference_s >= 0)
-        KV_DBL("inference_s", tm->inference_s);
+    double v[PF_TIMINGS_N];
+    pf_timings_values(tm, v);
+    for (int i = 0; i < PF_TIMINGS_N; i++)
+        if (v[i] >= 0)
+            KV_DBL(pf_timing_names[i], v[i]);
     map_end(e, at, n);
 }
 

@@ -79,6 +79,12 @@ typedef struct pf_timings {
     double read_s, preprocess_s, queue_s, prefill_s, decode_s, inference_s;
 } pf_timings;
 
+/* The timings by index, in wire and record order, for code that treats them alike: pf_timing_names[i] is
+ * the key of value i ("read_s", ...); pf_timings_values copies the values out. */
+#define PF_TIMINGS_N 6
+extern const char *const pf_timing_names[PF_TIMINGS_N];
+void pf_timings_values(const pf_timings *t, double v[PF_TIMINGS_N]);
+
 /* One decoded (or to-be-encoded) message. Which fields matter depends on the type (PROTOCOL.md).
  * Strings are NUL-terminated and live in the message's arena; `data` (bin) points INTO the buffer that
  * was decoded: keep that buffer alive while using it. Absent strings are NULL, absent ints 0 or -1. */
