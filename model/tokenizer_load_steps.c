@@ -11,6 +11,16 @@
 
 typedef int (*parse_step_fn)(pf_tokenizer *tok, const cJSON *j, const char *where, int depth, pf_err *err);
 
+/* What every step starts with: not nested too deeply, an object, its "type". */
+static int step_type(const cJSON *j, const char *where, int depth, const char **type, pf_err *err)
+{
+    if (depth > PF_TOK_MAX_DEPTH)
+        return pf_errf(err, "%s: Sequences nested too deeply", where);
+    if (!cJSON_IsObject(j))
+        return pf_errf(err, "%s: expected an object or null, got %s", where, pf_tok_type_name(j));
+    return pf_tok_get_string(j, "type", where, type, err);
+}
+
 /* A Sequence: each element of its array KEY parsed by PARSE one level deeper, named "WHERE.KEY[i]". */
 static int parse_sequence(pf_tokenizer *tok, const cJSON *j, const char *key, const char *where, int depth,
                           parse_step_fn parse, pf_err *err)
@@ -71,12 +81,8 @@ int pf_tok_parse_normalizer(pf_tokenizer *tok, const cJSON *j, const char *where
 {
     if (!j || cJSON_IsNull(j))
         return 0;
-    if (depth > PF_TOK_MAX_DEPTH)
-        return pf_errf(err, "%s: Sequences nested too deeply", where);
-    if (!cJSON_IsObject(j))
-        return pf_errf(err, "%s: expected an object or null, got %s", where, pf_tok_type_name(j));
     const char *type;
-    if (pf_tok_get_string(j, "type", where, &type, err) != 0)
+    if (step_type(j, where, depth, &type, err) != 0)
         return -1;
     if (strcmp(type, "Sequence") == 0)
         return parse_sequence(tok, j, "normalizers", where, depth, pf_tok_parse_normalizer, err);
@@ -125,12 +131,8 @@ static int add_dec(pf_tokenizer *tok, pf_tok_dec step, pf_err *err)
 /* A null decoder inside a Sequence is refused (a null normalizer is skipped). */
 int pf_tok_parse_decoder(pf_tokenizer *tok, const cJSON *j, const char *where, int depth, pf_err *err)
 {
-    if (depth > PF_TOK_MAX_DEPTH)
-        return pf_errf(err, "%s: Sequences nested too deeply", where);
-    if (!cJSON_IsObject(j))
-        return pf_errf(err, "%s: expected an object or null, got %s", where, pf_tok_type_name(j));
     const char *type;
-    if (pf_tok_get_string(j, "type", where, &type, err) != 0)
+    if (step_type(j, where, depth, &type, err) != 0)
         return -1;
     if (strcmp(type, "Sequence") == 0)
         return parse_sequence(tok, j, "decoders", where, depth, pf_tok_parse_decoder, err);
