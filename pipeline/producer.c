@@ -140,6 +140,24 @@ static void say_finished(prod *p)
     }
 }
 
+/* The job is complete: 0. */
+static int finished(prod *p)
+{
+    say_finished(p);
+    pf_info(LOG, "job complete: %lld items, %lld done, %lld failed, %.1f s", (long long)p->total,
+            (long long)p->done, (long long)p->failed, pf_now() - p->t0);
+    pf_metric_set(p->m.complete, 1);
+    return 0;
+}
+
+/* Stopped before the job was complete: 1. */
+static int stopped(prod *p)
+{
+    pf_info(LOG, "stopped: %lld of %lld items finished; rerun with --db %s to resume",
+            (long long)(p->done + p->failed), (long long)p->total, p->o->db);
+    return 1;
+}
+
 static void prod_free(prod *p)
 {
     pf_scan_close(p->scan);
@@ -155,6 +173,35 @@ static void prod_free(prod *p)
     free(p->peers);
     free(p->prompt);
     pf_keyset_free(&p->finished);
+}
+
+/* The end of a run that returns RC: final counts, gauges and the job report (unless setup failed), then
+ * close everything. */
+static void close_run(prod *p, void *ctx, int rc, pf_job_stats *stats)
+{
+    const pf_producer_opts *o = p->o;
+    if (stats) {
+        stats->total = p->total;
+        stats->done = p->done;
+        stats->failed = p->failed;
+        stats->seconds = pf_now() - p->t0;
+    }
+    pf_prod_update_gauges(p, pf_now());
+    if (o->report && p->js && rc >= 0) {
+        pf_err re = {{0}};
+        if (pf_prod_write_report(p, rc == 0, &re))
+            pf_error(LOG, "%s", re.msg);
+        else
+            pf_info(LOG, "job report written to %s", o->report);
+    }
+    pf_health_ready("producer", 0);
+    pf_health_unregister("producer");
+    if (p->sock)
+        zmq_close(p->sock);
+    pf_zap_stop(p->zap);
+    if (!o->zctx)
+        zmq_ctx_term(ctx);
+    prod_free(p);
 }
 
 int pf_producer_run(const pf_producer_opts *o, pf_job_stats *stats, pf_err *err)
@@ -222,39 +269,8 @@ int pf_producer_run(const pf_producer_opts *o, pf_job_stats *stats, pf_err *err)
     if (pf_jobstore_commit(p->js, err))
         goto out;
     pf_progress_finish(&p->prog, p->total, p->done, p->failed);
-    if (complete) {
-        say_finished(p);
-        pf_info(LOG, "job complete: %lld items, %lld done, %lld failed, %.1f s", (long long)p->total,
-                (long long)p->done, (long long)p->failed, pf_now() - p->t0);
-        pf_metric_set(p->m.complete, 1);
-        rc = 0;
-    } else {
-        pf_info(LOG, "stopped: %lld of %lld items finished; rerun with --db %s to resume",
-                (long long)(p->done + p->failed), (long long)p->total, o->db);
-        rc = 1;
-    }
+    rc = complete ? finished(p) : stopped(p);
 out:
-    if (stats) {
-        stats->total = p->total;
-        stats->done = p->done;
-        stats->failed = p->failed;
-        stats->seconds = pf_now() - p->t0;
-    }
-    pf_prod_update_gauges(p, pf_now());
-    if (o->report && p->js && rc >= 0) {
-        pf_err re = {{0}};
-        if (pf_prod_write_report(p, rc == 0, &re))
-            pf_error(LOG, "%s", re.msg);
-        else
-            pf_info(LOG, "job report written to %s", o->report);
-    }
-    pf_health_ready("producer", 0);
-    pf_health_unregister("producer");
-    if (p->sock)
-        zmq_close(p->sock);
-    pf_zap_stop(p->zap);
-    if (!o->zctx)
-        zmq_ctx_term(ctx);
-    prod_free(p);
+    close_run(p, ctx, rc, stats);
     return rc;
 }

@@ -110,7 +110,72 @@ int pf_prod_setup_job(prod *p, pf_err *err)
     return 0;
 }
 
-/* Inputs: the given ones (stored for later resumes), or the stored ones when none are given. */
+static json_t *string_array(const char *const *v, size_t n)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(a, json_string(v[i]));
+    return a;
+}
+
+/* The strings of a JSON array (they live in the array), NULL-terminated; NULL when out of memory. */
+static const char **string_values(const json_t *a, size_t *n)
+{
+    *n = json_array_size(a);
+    const char **v = calloc(*n + 1, sizeof *v);
+    for (size_t i = 0; v && i < *n; i++)
+        v[i] = json_string_value(json_array_get(a, i));
+    return v;
+}
+
+/* The given inputs go into the job store, so that a resume without inputs can scan them again. */
+static int store_inputs(prod *p, pf_err *err)
+{
+    const pf_scan_opts *so = &p->o->scan;
+    json_t *j = json_pack("{s:o, s:o, s:o, s:s?}", "roots", string_array(so->roots, so->n_roots), "include",
+                          string_array(so->include, so->n_include), "exclude",
+                          string_array(so->exclude, so->n_exclude), "list", so->list_file);
+    char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (!s || pf_jobstore_meta_set(p->js, "inputs", s, err) ||
+        pf_jobstore_meta_set(p->js, "scan_complete", "0", err)) {
+        free(s);
+        return s ? -1 : pf_errf(err, "out of memory");
+    }
+    free(s);
+    return 0;
+}
+
+/* Open the scan of the inputs stored by an earlier run (TEXT: their JSON). */
+static int open_stored_inputs(prod *p, const char *text, pf_err *err)
+{
+    json_error_t je;
+    json_t *j = json_loads(text, 0, &je);
+    if (!j)
+        return pf_errf(err, "job store: stored inputs are not JSON");
+    pf_scan_opts so = {0};
+    const char **vr = string_values(json_object_get(j, "roots"), &so.n_roots);
+    const char **vi = string_values(json_object_get(j, "include"), &so.n_include);
+    const char **ve = string_values(json_object_get(j, "exclude"), &so.n_exclude);
+    int rc = -1;
+    if (vr && vi && ve) {
+        so.roots = vr;
+        so.include = vi;
+        so.exclude = ve;
+        so.list_file = json_string_value(json_object_get(j, "list"));
+        rc = pf_scan_open(&so, &p->scan, err);   /* copies the strings */
+    } else {
+        pf_errf(err, "out of memory");
+    }
+    free(vr);
+    free(vi);
+    free(ve);
+    json_decref(j);
+    return rc;
+}
+
+/* Inputs: the given ones (stored for later resumes), or the stored ones when none are given and their scan
+ * did not complete. */
 int pf_prod_setup_scan(prod *p, pf_err *err)
 {
     const pf_producer_opts *o = p->o;
@@ -121,24 +186,7 @@ int pf_prod_setup_scan(prod *p, pf_err *err)
     int complete = scan_complete && !strcmp(scan_complete, "1");
     free(scan_complete);
     if (given) {
-        json_t *roots = json_array();
-        for (size_t i = 0; i < o->scan.n_roots; i++)
-            json_array_append_new(roots, json_string(o->scan.roots[i]));
-        json_t *inc = json_array(), *exc = json_array();
-        for (size_t i = 0; i < o->scan.n_include; i++)
-            json_array_append_new(inc, json_string(o->scan.include[i]));
-        for (size_t i = 0; i < o->scan.n_exclude; i++)
-            json_array_append_new(exc, json_string(o->scan.exclude[i]));
-        json_t *j = json_pack("{s:o, s:o, s:o, s:s?}", "roots", roots, "include", inc, "exclude", exc, "list",
-                              o->scan.list_file);
-        char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
-        json_decref(j);
-        if (!s || pf_jobstore_meta_set(p->js, "inputs", s, err) || pf_jobstore_meta_set(p->js, "scan_complete", "0", err)) {
-            free(s);
-            return s ? -1 : pf_errf(err, "out of memory");
-        }
-        free(s);
-        if (pf_scan_open(&o->scan, &p->scan, err))
+        if (store_inputs(p, err) || pf_scan_open(&o->scan, &p->scan, err))
             return -1;
         p->scanning = 1;
         return 0;
@@ -153,32 +201,8 @@ int pf_prod_setup_scan(prod *p, pf_err *err)
             return pf_errf(err, "no inputs: give folders, files or --list");
         return 0;
     }
-    json_error_t je;
-    json_t *j = json_loads(s, 0, &je);
+    int rc = open_stored_inputs(p, s, err);
     free(s);
-    if (!j)
-        return pf_errf(err, "job store: stored inputs are not JSON");
-    json_t *roots = json_object_get(j, "roots"), *inc = json_object_get(j, "include"),
-           *exc = json_object_get(j, "exclude"), *list = json_object_get(j, "list");
-    size_t nr = json_array_size(roots), ni = json_array_size(inc), ne = json_array_size(exc);
-    const char **vr = calloc(nr + 1, sizeof *vr), **vi = calloc(ni + 1, sizeof *vi), **ve = calloc(ne + 1, sizeof *ve);
-    int rc = -1;
-    if (vr && vi && ve) {
-        for (size_t i = 0; i < nr; i++)
-            vr[i] = json_string_value(json_array_get(roots, i));
-        for (size_t i = 0; i < ni; i++)
-            vi[i] = json_string_value(json_array_get(inc, i));
-        for (size_t i = 0; i < ne; i++)
-            ve[i] = json_string_value(json_array_get(exc, i));
-        pf_scan_opts so = {vr, nr, json_string_value(list), vi, ni, ve, ne};
-        rc = pf_scan_open(&so, &p->scan, err);   /* copies the strings */
-    } else {
-        pf_errf(err, "out of memory");
-    }
-    free(vr);
-    free(vi);
-    free(ve);
-    json_decref(j);
     if (rc)
         return -1;
     p->scanning = 1;

@@ -227,6 +227,33 @@ static void update_metrics(sink *s, double now, int silent)
     pf_metric_set(s->m.tps, pf_rate_update(&s->rate_tokens, now, (double)s->tokens));
 }
 
+/* Drop what was not flushed (never acknowledged: the producer redoes it), close everything. */
+static void close_run(sink *s, void *ctx)
+{
+    const pf_sink_opts *o = s->o;
+    pf_sink_batch_free(s);
+    free(s->batch);
+    pf_metric_set(s->m.in_file, (double)s->in_file);
+    pf_health_ready("sink", 0);
+    pf_health_unregister("sink");
+    pf_sock_watch_stop(s->watch);
+    if (s->pub)
+        zmq_close(s->pub);
+    if (s->rsock)
+        zmq_close(s->rsock);
+    if (s->psock)
+        zmq_close(s->psock);
+    pf_zap_stop(s->zap);
+    if (!o->zctx)
+        zmq_ctx_term(ctx);
+    if (s->fd >= 0) {
+        if (o->fsync && fsync(s->fd) != 0)
+            pf_error(LOG, "%s: fsync on close: %s", o->out, strerror(errno));
+        close(s->fd);
+    }
+    pf_keyset_free(&s->seen);
+}
+
 int pf_sink_run(const pf_sink_opts *o, pf_err *err)
 {
     sink S = {0}, *s = &S;
@@ -291,26 +318,6 @@ int pf_sink_run(const pf_sink_opts *o, pf_err *err)
     pf_info(LOG, "%lld records written, %lld duplicates dropped", (long long)s->written, (long long)s->dups);
     rc = 0;
 out:
-    pf_sink_batch_free(s);
-    free(s->batch);
-    pf_metric_set(s->m.in_file, (double)s->in_file);
-    pf_health_ready("sink", 0);
-    pf_health_unregister("sink");
-    pf_sock_watch_stop(s->watch);
-    if (s->pub)
-        zmq_close(s->pub);
-    if (s->rsock)
-        zmq_close(s->rsock);
-    if (s->psock)
-        zmq_close(s->psock);
-    pf_zap_stop(s->zap);
-    if (!o->zctx)
-        zmq_ctx_term(ctx);
-    if (s->fd >= 0) {
-        if (o->fsync && fsync(s->fd) != 0)
-            pf_error(LOG, "%s: fsync on close: %s", o->out, strerror(errno));
-        close(s->fd);
-    }
-    pf_keyset_free(&s->seen);
+    close_run(s, ctx);
     return rc;
 }

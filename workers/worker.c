@@ -217,6 +217,55 @@ static void update_metrics(wstate *s, double now)
     pf_metric_set(s->m.tps, pf_rate_update(&s->rate_tokens, now, (double)s->n_tokens));
 }
 
+/* Name, capacity (the credit it announces), metrics and health of the worker. */
+static void init_state(wstate *s, rt *r, const pf_worker_opts *o)
+{
+    s->o = o;
+    s->r = r;
+    gethostname(s->host, sizeof s->host - 1);
+    make_name(s);
+    int batched = o->ops->process == NULL;
+    s->capacity = o->capacity > 0 ? o->capacity
+                  : batched      ? (o->max_batch > 0 ? o->max_batch : 1) + 2
+                                 : 2 * (o->threads > 0 ? o->threads : 1);
+    metrics_init(s);
+    snprintf(s->health, sizeof s->health, "worker-%s", o->ops->name);
+    pf_health_register(s->health, 60);
+}
+
+/* Stop the compute threads, free every work (all of them are in `held` until answered: the queues only hold
+ * works that are also there, so this frees works still queued, running when we gave up, or inside a batch
+ * stage), close the sockets. */
+static void teardown(wstate *s, void *ctx)
+{
+    rt *r = s->r;
+    const pf_worker_opts *o = s->o;
+    if (r->cs)
+        pf_worker_stop_compute(r, o);
+    for (size_t i = 0; i < s->n_held; i++)
+        pf_worker_work_free(s->held[i]);
+    s->n_held = 0;
+    free(s->held);
+    pf_ring_free(&r->in);
+    pf_ring_free(&r->out);
+    pf_ring_free(&r->started);
+    pf_metric_set(s->m.held, 0);
+    pf_metric_set(s->m.connected, 0);
+    pf_health_unregister(s->health);
+    pf_sock_watch_stop(s->watch_prod);
+    pf_sock_watch_stop(s->watch_sink);
+    if (s->prod)
+        zmq_close(s->prod);
+    if (s->sink)
+        zmq_close(s->sink);
+    if (ctx && !o->zctx)
+        zmq_ctx_term(ctx);
+    if (r->efd >= 0)
+        close(r->efd);
+    pthread_mutex_destroy(&r->mu);
+    pthread_cond_destroy(&r->cv);
+}
+
 int pf_worker_run(const pf_worker_opts *o, pf_err *err)
 {
     if (!o->ops || (!o->ops->process && (!o->ops->submit || !o->ops->step || !o->ops->active)))
@@ -229,17 +278,7 @@ int pf_worker_run(const pf_worker_opts *o, pf_err *err)
     r->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     wstate S = {0};
     wstate *s = &S;
-    s->o = o;
-    s->r = r;
-    gethostname(s->host, sizeof s->host - 1);
-    make_name(s);
-    int batched = o->ops->process == NULL;
-    s->capacity = o->capacity > 0 ? o->capacity
-                  : batched      ? (o->max_batch > 0 ? o->max_batch : 1) + 2
-                                 : 2 * (o->threads > 0 ? o->threads : 1);
-    metrics_init(s);
-    snprintf(s->health, sizeof s->health, "worker-%s", o->ops->name);
-    pf_health_register(s->health, 60);
+    init_state(s, r, o);
     void *ctx = o->zctx ? o->zctx : zmq_ctx_new();
     int rc = -1;
     if (r->efd < 0) {
@@ -301,31 +340,6 @@ out_bye:
         pf_worker_send_prod(s, &bye);
     }
 out:
-    if (r->cs)
-        pf_worker_stop_compute(r, o);
-    /* Every work is in `held` until it is answered (the queues only hold works that are also there), so
-     * freeing `held` frees works still queued, running when we gave up, or inside a batch stage. */
-    for (size_t i = 0; i < s->n_held; i++)
-        pf_worker_work_free(s->held[i]);
-    s->n_held = 0;
-    free(s->held);
-    pf_ring_free(&r->in);
-    pf_ring_free(&r->out);
-    pf_ring_free(&r->started);
-    pf_metric_set(s->m.held, 0);
-    pf_metric_set(s->m.connected, 0);
-    pf_health_unregister(s->health);
-    pf_sock_watch_stop(s->watch_prod);
-    pf_sock_watch_stop(s->watch_sink);
-    if (s->prod)
-        zmq_close(s->prod);
-    if (s->sink)
-        zmq_close(s->sink);
-    if (ctx && !o->zctx)
-        zmq_ctx_term(ctx);
-    if (r->efd >= 0)
-        close(r->efd);
-    pthread_mutex_destroy(&r->mu);
-    pthread_cond_destroy(&r->cv);
+    teardown(s, ctx);
     return rc;
 }

@@ -77,6 +77,42 @@ static void *item_thread(void *arg)
     return NULL;
 }
 
+/* A failed batched step is fatal for the worker: the main thread hands its items back and exits. */
+static void set_fatal(rt *r, const char *msg)
+{
+    pthread_mutex_lock(&r->mu);
+    r->fatal = 1;
+    snprintf(r->fatal_msg, sizeof r->fatal_msg, "%s", msg);
+    pthread_mutex_unlock(&r->mu);
+    wake_main(r);
+}
+
+/* Wait until there is work (items queued, or ACTIVE sequences to advance), then take as many queued items
+ * as the batch has room for into TAKE. Returns how many, or -1 when the worker quits. */
+static long take_items(rt *r, size_t active, size_t max_batch, pf_work **take)
+{
+    pthread_mutex_lock(&r->mu);
+    while (!r->quit && r->in.n == 0 && active == 0)
+        pthread_cond_wait(&r->cv, &r->mu);
+    if (r->quit) {
+        pthread_mutex_unlock(&r->mu);
+        return -1;
+    }
+    /* Dynamic batching: when idle, give a burst of items max_delay_ms to arrive together. */
+    if (active == 0 && r->in.n < max_batch && r->o->max_delay_ms > 0) {
+        struct timespec dl = deadline_after_ms(r->o->max_delay_ms);
+        while (!r->quit && r->in.n < max_batch)
+            if (pthread_cond_timedwait(&r->cv, &r->mu, &dl) == ETIMEDOUT)
+                break;
+    }
+    size_t k = 0;
+    while (active + k < max_batch && r->in.n > 0)
+        take[k++] = pf_ring_pop(&r->in);
+    pthread_mutex_unlock(&r->mu);
+    return (long)k;
+}
+
+/* Continuous batching on one thread: new items join between steps, finished ones leave after each. */
 static void *batch_thread(void *arg)
 {
     compute *c = arg;
@@ -85,34 +121,14 @@ static void *batch_thread(void *arg)
     size_t max_batch = r->o->max_batch > 0 ? (size_t)r->o->max_batch : 1;
     pf_work **take = calloc(max_batch, sizeof *take);
     if (!take) {
-        pthread_mutex_lock(&r->mu);
-        r->fatal = 1;
-        snprintf(r->fatal_msg, sizeof r->fatal_msg, "out of memory");
-        pthread_mutex_unlock(&r->mu);
-        wake_main(r);
+        set_fatal(r, "out of memory");
         return NULL;
     }
     for (;;) {
-        size_t active = ops->active(c->inst);
-        pthread_mutex_lock(&r->mu);
-        while (!r->quit && r->in.n == 0 && active == 0)
-            pthread_cond_wait(&r->cv, &r->mu);
-        if (r->quit) {
-            pthread_mutex_unlock(&r->mu);
+        long k = take_items(r, ops->active(c->inst), max_batch, take);
+        if (k < 0)
             break;
-        }
-        /* Dynamic batching: when idle, give a burst of items max_delay_ms to arrive together. */
-        if (active == 0 && r->in.n < max_batch && r->o->max_delay_ms > 0) {
-            struct timespec dl = deadline_after_ms(r->o->max_delay_ms);
-            while (!r->quit && r->in.n < max_batch)
-                if (pthread_cond_timedwait(&r->cv, &r->mu, &dl) == ETIMEDOUT)
-                    break;
-        }
-        size_t k = 0;
-        while (active + k < max_batch && r->in.n > 0)
-            take[k++] = pf_ring_pop(&r->in);
-        pthread_mutex_unlock(&r->mu);
-        for (size_t i = 0; i < k; i++) {
+        for (long i = 0; i < k; i++) {
             pf_err e = {{0}};
             take[i]->t_start = pf_now();
             started_work(r, take[i]);
@@ -128,11 +144,7 @@ static void *batch_thread(void *arg)
         size_t n_done = 0;
         pf_err e = {{0}};
         if (ops->step(c->inst, &done, &n_done, &e)) {
-            pthread_mutex_lock(&r->mu);
-            r->fatal = 1;
-            snprintf(r->fatal_msg, sizeof r->fatal_msg, "%s", e.msg);
-            pthread_mutex_unlock(&r->mu);
-            wake_main(r);
+            set_fatal(r, e.msg);
             break;
         }
         for (size_t i = 0; i < n_done; i++)

@@ -118,12 +118,10 @@ static void fill_item_fields(pf_msg *m, const pf_msg *in)
     m->attempt = in->attempt;
 }
 
-/* A finished work: send its outcome where it belongs and return its credit. */
-static void answer(wstate *s, pf_work *w)
+/* The item's timings so far plus this stage's. */
+static pf_timings work_timings(const pf_work *w, int inference)
 {
-    const pf_msg *in = &w->in;
-    int inference = in->width > 0;   /* an inference item carries the preprocessed tensor */
-    pf_timings tm = in->timings;
+    pf_timings tm = w->in.timings;
     double took = w->t_end - w->t_start;
     if (!inference) {
         tm.preprocess_s = took;
@@ -135,37 +133,43 @@ static void answer(wstate *s, pf_work *w)
         tm.prefill_s = w->prefill_s;
         tm.decode_s = w->decode_s;
     }
-    const char *wpre = inference ? in->w_preprocess : s->name;
-    const char *winf = inference ? s->name : NULL;
+    return tm;
+}
+
+static void count_work(wstate *s, const pf_work *w, int inference)
+{
     pf_metric_add(s->m.items[w->status == PF_WORK_OK ? 0 : w->status == PF_WORK_FAILED ? 1 : 2], 1);
-    pf_metric_observe(s->m.stage_s, took);
+    pf_metric_observe(s->m.stage_s, w->t_end - w->t_start);
     pf_metric_observe(s->m.queue_s, w->t_start - w->t_received);
     s->n_items++;
     if (w->status == PF_WORK_OK && inference) {
         s->n_tokens += (int64_t)w->n_ids;
         pf_metric_add(s->m.tokens, (double)w->n_ids);
     }
-    if (w->status == PF_WORK_RETRY) {
-        pf_warn(pf_worker_role(s->o), "%s: %s (handing it back to be retried)", in->path, w->message);
-        pf_worker_send_nack(s, in, 0, w->message);
-        return;
-    }
-    if (w->status == PF_WORK_OK && !inference) {
-        pf_msg m;
-        pf_msg_init(&m, PF_MSG_TENSOR);
-        m.id = in->id;
-        m.key = in->key;
-        m.image_size = w->size;
-        m.width = w->width;
-        m.height = w->height;
-        m.data = w->rgb;
-        m.data_len = (size_t)w->size * (size_t)w->size * 3;
-        m.timings = tm;
-        m.w_preprocess = wpre;
-        m.credit = s->stopping ? 0 : 1;
-        pf_worker_send_prod(s, &m);
-        return;
-    }
+}
+
+/* A preprocessed image goes back to the producer (which hands it to an inference worker). */
+static void send_tensor(wstate *s, const pf_work *w, const pf_timings *tm)
+{
+    pf_msg m;
+    pf_msg_init(&m, PF_MSG_TENSOR);
+    m.id = w->in.id;
+    m.key = w->in.key;
+    m.image_size = w->size;
+    m.width = w->width;
+    m.height = w->height;
+    m.data = w->rgb;
+    m.data_len = (size_t)w->size * (size_t)w->size * 3;
+    m.timings = *tm;
+    m.w_preprocess = s->name;
+    m.credit = s->stopping ? 0 : 1;
+    pf_worker_send_prod(s, &m);
+}
+
+/* The item's final record (its result, or an error record) goes to the sink, then `done` to the producer. */
+static void send_record(wstate *s, const pf_work *w, const pf_timings *tm, int inference)
+{
+    const pf_msg *in = &w->in;
     pf_msg r;
     if (w->status == PF_WORK_OK) {
         pf_msg_init(&r, PF_MSG_RESULT);
@@ -174,22 +178,19 @@ static void answer(wstate *s, pf_work *w)
         r.ids = w->ids;
         r.n_ids = w->n_ids;
         r.stopped_by_eos = w->stopped_by_eos;
-        r.width = in->width;
-        r.height = in->height;
     } else {
         pf_msg_init(&r, PF_MSG_ERROR);
         r.stage = pf_worker_role(s->o);
         r.message = w->message[0] ? w->message : "failed";
-        r.width = in->width;
-        r.height = in->height;
         pf_info(pf_worker_role(s->o), "%s: %s", in->path, r.message);
     }
+    r.width = in->width;
+    r.height = in->height;
     fill_item_fields(&r, in);
-    r.timings = tm;
-    r.w_preprocess = wpre;
-    r.w_inference = winf;
+    r.timings = *tm;
+    r.w_preprocess = inference ? in->w_preprocess : s->name;
+    r.w_inference = inference ? s->name : NULL;
     send_sink(s, &r);
-    r.ids = NULL;   /* owned by the work */
     pf_msg d;
     pf_msg_init(&d, PF_MSG_DONE);
     d.id = in->id;
@@ -200,6 +201,22 @@ static void answer(wstate *s, pf_work *w)
         d.message = r.message;
     }
     pf_worker_send_prod(s, &d);
+}
+
+/* A finished work: send its outcome where it belongs and return its credit. */
+static void answer(wstate *s, pf_work *w)
+{
+    int inference = w->in.width > 0;   /* an inference item carries the preprocessed tensor */
+    pf_timings tm = work_timings(w, inference);
+    count_work(s, w, inference);
+    if (w->status == PF_WORK_RETRY) {
+        pf_warn(pf_worker_role(s->o), "%s: %s (handing it back to be retried)", w->in.path, w->message);
+        pf_worker_send_nack(s, &w->in, 0, w->message);
+    } else if (w->status == PF_WORK_OK && !inference) {
+        send_tensor(s, w, &tm);
+    } else {
+        send_record(s, w, &tm, inference);
+    }
 }
 
 void pf_worker_drain_outputs(wstate *s)
