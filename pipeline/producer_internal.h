@@ -37,6 +37,7 @@
 enum { ROLE_PRE = 1, ROLE_INF, ROLE_SINK };
 enum { FL_PRE = 1, FL_READY, FL_INF, FL_ACK, FL_SINKQ };
 
+/* A worker or sink on the ROUTER socket, known by its routing id. */
 typedef struct peer {
     int used;
     uint8_t ident[256];
@@ -47,12 +48,13 @@ typedef struct peer {
     double last_seen;
 } peer;
 
+/* An item held in memory: from its first hand-out in this run to the sink's acknowledgement. */
 typedef struct flight {
     int64_t id;
     char key[PF_KEY_LEN + 1];
     char *path;
     int attempts;
-    int stage;
+    int stage;           /* FL_* */
     int peer;            /* lease holder (index into peers), -1 none */
     double deadline;
     uint8_t *rgb;        /* READY / INF: the preprocessed image */
@@ -65,6 +67,7 @@ typedef struct flight {
     char *err_stage, *err_msg;
 } flight;
 
+/* An item in the raw queue, not handed out yet. */
 typedef struct pending {
     int64_t id;
     int attempts;

@@ -36,6 +36,8 @@ static void send_sink(wstate *s, pf_msg *m)
                 e.msg);
 }
 
+/* Sent directly, not through pf_worker_send_prod: a hello carries no producer instance, and a failed send is
+ * only worth a debug line (the hello is repeated every heartbeat until a producer welcomes us). */
 void pf_worker_send_hello(wstate *s, double now)
 {
     pf_msg m;
