@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "base/log.h"
+#include "cli/cli_engine.h"
 #include "pipeline/config.h"
 
 static const struct option g_opts[] = {
@@ -16,6 +17,7 @@ static const struct option g_opts[] = {
     {"heartbeat-timeout", required_argument, 0, 0}, {"drain-timeout", required_argument, 0, 0},
     {"exit-when-done", no_argument, 0, 0},  {"max-message-mb", required_argument, 0, 0},
     {"log-level", required_argument, 0, 0}, PF_SERVICE_LONG_OPTIONS,
+    {"backend", required_argument, 0, 0},   {"precision", required_argument, 0, 0},
     {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
 
 void cli_worker_init(cli_worker *c, const char *cmd, int inference, int argc0, char **argv0)
@@ -65,10 +67,16 @@ int cli_worker_parse(cli_worker *c, int argc, char **argv, void (*usage)(FILE *)
             fprintf(stderr, "paliflow %s: --%s is for inference workers\n", c->cmd, name);
             return 2;
         }
-        if (c->inference && !strcmp(name, "threads")) {
-            fprintf(stderr, "paliflow %s: --threads is for preprocess workers (inference batches instead)\n",
-                    c->cmd);
-            return 2;
+        if (!strcmp(name, "backend") || !strcmp(name, "precision") || (c->inference && !strcmp(name, "threads"))) {
+            if (!c->inference) {
+                fprintf(stderr, "paliflow %s: --%s is for inference workers\n", c->cmd, name);
+                return 2;
+            }
+            if (cli_engine_option(name, val, &c->so, &err) < 0) {
+                fprintf(stderr, "paliflow %s: %s\n", c->cmd, err.msg);
+                return 2;
+            }
+            continue;
         }
         t = pf_service_option(name, val, &c->svc, &err);
         if (t == 0)

@@ -65,6 +65,7 @@ int pf_engine_check_impls(pf_engine_ctx *c, const int64_t *ms, int nm, pf_err *e
 
 int pf_engine_ctx_create(const pf_engine *e, pf_engine_ctx **out, pf_err *err);
 void pf_engine_ctx_free(pf_engine_ctx *c);
+const pf_engine *pf_engine_ctx_engine(const pf_engine_ctx *c);
 /* Reserve KV pages for `tokens` tokens now (they are otherwise made as sequences need them and reused). */
 int pf_engine_ctx_reserve_kv(pf_engine_ctx *c, size_t tokens, pf_err *err);
 /* Bytes of KV pages made so far, and of the image-features cache. */

@@ -48,3 +48,5 @@ void *pf_eng_scratch(pf_engine_ctx *c, int i, size_t bytes, pf_err *err)
         pf_errf(err, "engine: out of memory for %zu MB of activations", bytes >> 20);
     return c->scr[i];
 }
+
+const pf_engine *pf_engine_ctx_engine(const pf_engine_ctx *c) { return c->e; }
