@@ -63,6 +63,11 @@ void pf_engine_get_stats(const pf_engine *e, pf_engine_stats *st);
  * (those are errors unless allow_ref), or -1 if a primitive could not be created. */
 int pf_engine_check_impls(pf_engine_ctx *c, const int64_t *ms, int nm, pf_err *err);
 
+/* GEMM rate (GFLOP/s, GOP/s for int8) of the engine's own linear layers over one prefill: the vision tower's
+ * at m_vision rows, the decoder's at m_text rows (0 skips a tower), best of reps calls each, FLOP-weighted
+ * by how often each runs (benchmarks). */
+int pf_engine_gemm_rate(pf_engine_ctx *c, int64_t m_vision, int64_t m_text, int reps, double *gflops, pf_err *err);
+
 int pf_engine_ctx_create(const pf_engine *e, pf_engine_ctx **out, pf_err *err);
 void pf_engine_ctx_free(pf_engine_ctx *c);
 const pf_engine *pf_engine_ctx_engine(const pf_engine_ctx *c);
@@ -70,6 +75,9 @@ const pf_engine *pf_engine_ctx_engine(const pf_engine_ctx *c);
 int pf_engine_ctx_reserve_kv(pf_engine_ctx *c, size_t tokens, pf_err *err);
 /* Bytes of KV pages made so far, and of the image-features cache. */
 size_t pf_engine_ctx_kv_bytes(const pf_engine_ctx *c);
+/* With PALIFLOW_ENGINE_PROFILE=1 the context times each kind of work (linear layers, attention, norms...):
+ * log the shares so far (info) and start over. The same report is logged when the context is freed. */
+void pf_engine_ctx_profile_report(pf_engine_ctx *c);
 /* Image features kept for reuse (default 64 MB; 0 disables the cache). */
 void pf_engine_ctx_set_image_cache(pf_engine_ctx *c, size_t bytes);
 /* Image feature lookups that hit the cache, and vision tower runs (images computed). */

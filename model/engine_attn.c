@@ -166,46 +166,6 @@ size_t pf_eng_attn_decode_work(const eng_attn *a, size_t max_len)
     return g * (max_len + 1) + g * (size_t)a->head_dim + g + 64;
 }
 
-/* s[h][j] = scale * q_h . k_j for the nk keys of one page (rows kv_dim apart), h < g. */
-PF_ENG_CLONES
-static void page_scores(const float *restrict q, size_t ldq, int g, int hd, const float *restrict k, size_t kv_dim,
-                        size_t nk, float scale, float *restrict s, size_t lds)
-{
-    for (size_t j = 0; j < nk; j++) {
-        const float *kr = k + j * kv_dim;
-        for (int h = 0; h < g; h++) {
-            const float *qh = q + (size_t)h * ldq;
-            float acc[16] = {0};
-            int d = 0;
-            for (; d + 16 <= hd; d += 16)
-                for (int t = 0; t < 16; t++)
-                    acc[t] += qh[d + t] * kr[d + t];
-            for (; d < hd; d++)
-                acc[0] += qh[d] * kr[d];
-            float v = 0;
-            for (int t = 0; t < 16; t++)
-                v += acc[t];
-            s[(size_t)h * lds + j] = v * scale;
-        }
-    }
-}
-
-/* out_h += sum_j p[h][j] v_j over one page. */
-PF_ENG_CLONES
-static void page_values(const float *restrict p, size_t ldp, int g, int hd, const float *restrict v, size_t kv_dim,
-                        size_t nk, float *restrict out)
-{
-    for (size_t j = 0; j < nk; j++) {
-        const float *vr = v + j * kv_dim;
-        for (int h = 0; h < g; h++) {
-            float w = p[(size_t)h * ldp + j];
-            float *o = out + (size_t)h * (size_t)hd;
-            for (int d = 0; d < hd; d++)
-                o[d] += w * vr[d];
-        }
-    }
-}
-
 /* softmax over s[j0..n) in place (soft-cap first); returns 1 / sum. */
 PF_ENG_CLONES
 static float softmax_full(float *restrict s, size_t j0, size_t n, float softcap)
@@ -229,6 +189,9 @@ void pf_eng_attn_decode(const eng_attn *a, const eng_kvpool *p, int layer, pf_en
 {
     const int hd = a->head_dim, g = a->heads / a->kv_heads;
     size_t items = n * (size_t)a->kv_heads;
+    pf_eng_scores_fn page_scores;
+    pf_eng_values_fn page_values;
+    pf_eng_attn_kernels(&page_scores, &page_values);
 #pragma omp parallel for schedule(dynamic, 1) if (items > 1)
     for (size_t it = 0; it < items; it++) {
         size_t i = it / (size_t)a->kv_heads;

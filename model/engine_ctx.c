@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/file.h"
+#include "base/log.h"
 #include "model/engine_internal.h"
 
 #define DEFAULT_IMAGE_CACHE (64u << 20)
@@ -20,14 +22,52 @@ int pf_engine_ctx_create(const pf_engine *e, pf_engine_ctx **out, pf_err *err)
     }
     pf_eng_kvpool_init(&c->kv, e);
     c->img.limit = DEFAULT_IMAGE_CACHE;
+    const char *pe = getenv("PALIFLOW_ENGINE_PROFILE");
+    c->profile = pe && *pe && strcmp(pe, "0") != 0;
+    c->prof_t = pf_now();
     *out = c;
     return 0;
+}
+
+static void prof_print(const pf_engine_ctx *c)
+{
+    static const char *names[PROF_COUNT] = {"vision linears", "vision attention", "vision norms/gelu/other",
+                                            "embeddings", "text norms", "text qkv", "text rope + kv store",
+                                            "text attention", "text o_proj", "text gate_up", "text gelu*up",
+                                            "text down", "final norm + lm_head"};
+    double total = 0;
+    for (int i = 0; i < PROF_COUNT; i++)
+        total += c->prof[i];
+    if (total <= 0)
+        return;
+    for (int i = 0; i < PROF_COUNT; i++)
+        pf_info("engine", "profile: %-24s %8.3f s %5.1f%%", names[i], c->prof[i], 100 * c->prof[i] / total);
+}
+
+void pf_engine_ctx_profile_report(pf_engine_ctx *c)
+{
+    if (!c->profile)
+        return;
+    prof_print(c);
+    memset(c->prof, 0, sizeof c->prof);
+}
+
+void pf_eng_prof_mark(pf_engine_ctx *c, int k)
+{
+    if (!c->profile)
+        return;
+    double t = pf_now();
+    if (k >= 0)
+        c->prof[k] += t - c->prof_t;
+    c->prof_t = t;
 }
 
 void pf_engine_ctx_free(pf_engine_ctx *c)
 {
     if (!c)
         return;
+    if (c->profile)
+        prof_print(c);
     pf_mm_ctx_destroy(c->mm);
     for (int i = 0; i < SCR_COUNT; i++)
         free(c->scr[i]);

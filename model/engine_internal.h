@@ -127,6 +127,15 @@ void pf_eng_attn_decode(const eng_attn *a, const eng_kvpool *p, int layer, pf_en
                         size_t work_per_thread);
 size_t pf_eng_attn_decode_work(const eng_attn *a, size_t max_len);
 
+/* Decode attention's inner loops for this CPU (engine_attn_kernels.c): s[h][j] = scale * q_h . k_j and
+ * o_h += sum_j p[h][j] v_j for h < g query heads (rows ldq / ldp apart; o rows hd apart), nk keys kv_dim
+ * apart. */
+typedef void (*pf_eng_scores_fn)(const float *q, size_t ldq, int g, int hd, const float *k, size_t kv_dim,
+                                 size_t nk, float scale, float *s, size_t lds);
+typedef void (*pf_eng_values_fn)(const float *p, size_t ldp, int g, int hd, const float *v, size_t kv_dim,
+                                 size_t nk, float *o);
+void pf_eng_attn_kernels(pf_eng_scores_fn *scores, pf_eng_values_fn *values);
+
 /* ---- image-features cache (engine_imgcache.c) ---- */
 
 typedef struct eng_img_entry {
@@ -154,8 +163,15 @@ void pf_eng_imgcache_free(eng_imgcache *c);
 enum { SCR_X, SCR_H, SCR_QKV, SCR_ATT, SCR_MLP, SCR_ACT, SCR_T, SCR_POS, SCR_ATTN_WORK, SCR_LOGIT_IN, SCR_IDS,
        SCR_PATCH, SCR_FEATS, SCR_COUNT };
 
+/* Time per kind of work, when PALIFLOW_ENGINE_PROFILE is set (printed when the context is freed). */
+enum { PROF_VISION_LIN, PROF_VISION_ATTN, PROF_VISION_OTHER, PROF_EMBED, PROF_NORM, PROF_QKV, PROF_ROPE_KV,
+       PROF_ATTN, PROF_O, PROF_GATE_UP, PROF_ACT, PROF_DOWN, PROF_LM_HEAD, PROF_COUNT };
+
 struct pf_engine_ctx {
     const pf_engine *e;
+    int profile;
+    double prof[PROF_COUNT];
+    double prof_t; /* start of the current interval */
     pf_mm_ctx *mm;
     int nthreads;
     void *scr[SCR_COUNT];
@@ -163,6 +179,9 @@ struct pf_engine_ctx {
     eng_kvpool kv;
     eng_imgcache img;
 };
+
+/* Charge the time since the last mark to kind k (no-op unless profiling). */
+void pf_eng_prof_mark(pf_engine_ctx *c, int k);
 
 /* Scratch buffer i with at least bytes (64-byte aligned, contents not kept when it grows). */
 void *pf_eng_scratch(pf_engine_ctx *c, int i, size_t bytes, pf_err *err);

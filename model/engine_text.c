@@ -45,7 +45,7 @@ static int get_bufs(pf_engine_ctx *c, size_t M, text_bufs *b, pf_err *err)
     size_t D = (size_t)t->hidden, I = (size_t)t->intermediate, hd = (size_t)t->head_dim;
     size_t qd = (size_t)t->heads * hd, qkvd = qd + 2 * (size_t)t->kv_heads * hd;
     b->M = M;
-    b->ch = M < MLP_ROWS ? M : MLP_ROWS;
+    b->ch = (M + (M + MLP_ROWS - 1) / MLP_ROWS - 1) / ((M + MLP_ROWS - 1) / MLP_ROWS); /* even chunks <= MLP_ROWS */
     b->x = pf_eng_scratch(c, SCR_X, M * D * sizeof(float), err);
     b->h = b->x ? pf_eng_scratch(c, SCR_H, M * D * sizeof(float), err) : NULL;
     b->qkv = b->h ? pf_eng_scratch(c, SCR_QKV, M * qkvd * sizeof(float), err) : NULL;
@@ -68,23 +68,32 @@ static int layer_tail(pf_engine_ctx *c, const eng_tlayer *L, text_bufs *b, pf_er
     if (gemma2) { /* h = pre_ff_norm(x += post_attn_norm(o_proj(att))) (quirk 12) */
         if (fwd(c, L->o, (int64_t)M, b->att, b->t, 0, err) != 0)
             return -1;
+        pf_eng_prof_mark(c, PROF_O);
         pf_eng_residual_norm(b->x, D, b->t, D, L->post_attn_norm, b->h, D, L->pre_ff_norm, M, D, eps);
     } else { /* x += o_proj(att); h = post_attention_layernorm(x) */
         if (fwd(c, L->o, (int64_t)M, b->att, b->x, PF_LINEAR_ACCUMULATE, err) != 0)
             return -1;
+        pf_eng_prof_mark(c, PROF_O);
         pf_eng_residual_norm(b->x, D, NULL, 0, NULL, b->h, D, L->post_attn_norm, M, D, eps);
     }
+    pf_eng_prof_mark(c, PROF_NORM);
     for (size_t r0 = 0; r0 < M; r0 += b->ch) {
         size_t nr = M - r0 < b->ch ? M - r0 : b->ch;
         if (fwd(c, L->gu, (int64_t)nr, b->h + r0 * D, b->gu, 0, err) != 0)
             return -1;
+        pf_eng_prof_mark(c, PROF_GATE_UP);
         pf_eng_gelu_mul(b->act, b->gu, nr, I, tc->act == PF_ACT_GELU);
+        pf_eng_prof_mark(c, PROF_ACT);
         if (gemma2) {
             if (fwd(c, L->down, (int64_t)nr, b->act, b->t + r0 * D, 0, err) != 0)
                 return -1;
+            pf_eng_prof_mark(c, PROF_DOWN);
             pf_eng_residual_norm(b->x + r0 * D, D, b->t + r0 * D, D, L->post_ff_norm, NULL, 0, NULL, nr, D, eps);
+            pf_eng_prof_mark(c, PROF_NORM);
         } else if (fwd(c, L->down, (int64_t)nr, b->act, b->x + r0 * D, PF_LINEAR_ACCUMULATE, err) != 0) {
             return -1;
+        } else {
+            pf_eng_prof_mark(c, PROF_DOWN);
         }
     }
     return 0;
@@ -116,6 +125,7 @@ static int logits_rows(pf_engine_ctx *c, const float *x, const size_t *idx, size
     if (!consecutive)
         for (size_t i = 0; i < n; i++)
             memcpy(out[i], y + i * V, V * sizeof(float));
+    pf_eng_prof_mark(c, PROF_LM_HEAD);
     return 0;
 }
 
@@ -150,6 +160,7 @@ int pf_eng_text_prefill(pf_engine_ctx *c, const pf_engine_row *rows, size_t nrow
 
     /* Embeddings with image features at <image> positions, times sqrt(hidden) (quirks 1, 6); positions
      * 1..n per row (quirk 7); where the logits go. */
+    pf_eng_prof_mark(c, -1);
     size_t r0 = 0, k = 0;
     for (size_t r = 0; r < nrows; r++) {
         const pf_engine_row *row = &rows[r];
@@ -180,11 +191,14 @@ int pf_eng_text_prefill(pf_engine_ctx *c, const pf_engine_row *rows, size_t nrow
         r0 += row->n;
     }
 
+    pf_eng_prof_mark(c, PROF_EMBED);
     for (int l = 0; l < tc->layers; l++) {
         const eng_tlayer *L = &e->t[l];
         pf_eng_residual_norm(b.x, D, NULL, 0, NULL, b.h, D, L->in_norm, M, D, tc->rms_norm_eps);
+        pf_eng_prof_mark(c, PROF_NORM);
         if (fwd(c, L->qkv, (int64_t)M, b.h, b.qkv, 0, err) != 0)
             goto done;
+        pf_eng_prof_mark(c, PROF_QKV);
         pf_eng_rope(b.qkv, qkvd, M, tc->heads, tc->head_dim, b.pos, e->rope_inv);
         pf_eng_rope(b.qkv + qd, qkvd, M, tc->kv_heads, tc->head_dim, b.pos, e->rope_inv);
         r0 = 0;
@@ -201,7 +215,9 @@ int pf_eng_text_prefill(pf_engine_ctx *c, const pf_engine_row *rows, size_t nrow
             r0 += rows[r].n;
         }
         eng_attn a = attn_params(e, l);
+        pf_eng_prof_mark(c, PROF_ROPE_KV);
         pf_eng_attn_prefill(&a, ar, nrows, qkvd, qkvd, qd, work, nth);
+        pf_eng_prof_mark(c, PROF_ATTN);
         if (layer_tail(c, L, &b, err) != 0)
             goto done;
     }
@@ -243,14 +259,18 @@ int pf_engine_decode(pf_engine_ctx *c, pf_engine_seq *const *seqs, const int32_t
     float *work = pf_eng_scratch(c, SCR_ATTN_WORK, (size_t)nth * wpt * sizeof(float), err);
     if (!work)
         return -1;
+    pf_eng_prof_mark(c, -1);
     pf_eng_embed_rows(e->embed, tokens, n, D, e->embed_scale, b.x, D);
     for (size_t i = 0; i < n; i++)
         b.pos[i] = (int64_t)seqs[i]->len + 1; /* quirk 7: the prompt had 1..L, then L+1, L+2, ... */
+    pf_eng_prof_mark(c, PROF_EMBED);
     for (int l = 0; l < tc->layers; l++) {
         const eng_tlayer *L = &e->t[l];
         pf_eng_residual_norm(b.x, D, NULL, 0, NULL, b.h, D, L->in_norm, n, D, tc->rms_norm_eps);
+        pf_eng_prof_mark(c, PROF_NORM);
         if (fwd(c, L->qkv, (int64_t)n, b.h, b.qkv, 0, err) != 0)
             return -1;
+        pf_eng_prof_mark(c, PROF_QKV);
         pf_eng_rope(b.qkv, qkvd, n, tc->heads, tc->head_dim, b.pos, e->rope_inv);
         pf_eng_rope(b.qkv + qd, qkvd, n, tc->kv_heads, tc->head_dim, b.pos, e->rope_inv);
         for (size_t i = 0; i < n; i++) {
@@ -259,7 +279,9 @@ int pf_engine_decode(pf_engine_ctx *c, pf_engine_seq *const *seqs, const int32_t
             memcpy(kp + (size_t)PF_ENGINE_PAGE * kvd, b.qkv + i * qkvd + qd + kvd, kvd * sizeof(float));
         }
         eng_attn a = attn_params(e, l);
+        pf_eng_prof_mark(c, PROF_ROPE_KV);
         pf_eng_attn_decode(&a, &c->kv, l, seqs, b.qkv, qkvd, b.att, qd, n, work, wpt);
+        pf_eng_prof_mark(c, PROF_ATTN);
         if (layer_tail(c, L, &b, err) != 0)
             return -1;
     }

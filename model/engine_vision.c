@@ -21,7 +21,7 @@ int pf_eng_vision(pf_engine_ctx *c, const float *const *pixels, size_t nimg, flo
     const size_t P = (size_t)vc->num_patches, D = (size_t)vc->hidden, I = (size_t)vc->intermediate;
     const size_t ps = (size_t)vc->patch_size, C = (size_t)vc->channels, S = (size_t)vc->image_size;
     const size_t side = S / ps, plen = C * ps * ps, R = nimg * P, Dt = (size_t)e->m->cfg.text.hidden;
-    const size_t ch = R < MLP_ROWS ? R : MLP_ROWS;
+    const size_t ch = (R + (R + MLP_ROWS - 1) / MLP_ROWS - 1) / ((R + MLP_ROWS - 1) / MLP_ROWS); /* even chunks */
     int nth = omp_get_max_threads();
     float *x = pf_eng_scratch(c, SCR_X, R * D * sizeof(float), err);
     float *h = x ? pf_eng_scratch(c, SCR_H, R * D * sizeof(float), err) : NULL;
@@ -34,6 +34,7 @@ int pf_eng_vision(pf_engine_ctx *c, const float *const *pixels, size_t nimg, flo
     if (!work)
         return -1;
 
+    pf_eng_prof_mark(c, -1);
     /* Patch embedding: Conv2d(kernel = stride = patch) as a matmul over gathered patches (patch index =
      * row * side + col), in chunks of rows through t; plus the position embedding. */
     for (size_t r0 = 0; r0 < R; r0 += ch) {
@@ -60,9 +61,12 @@ int pf_eng_vision(pf_engine_ctx *c, const float *const *pixels, size_t nimg, flo
     eng_attn_row rows[64];
     for (int l = 0; l < vc->layers; l++) {
         const eng_vlayer *L = &e->v[l];
+        pf_eng_prof_mark(c, PROF_VISION_LIN);
         pf_eng_layernorm(h, x, L->ln1_w, L->ln1_b, R, D, vc->layer_norm_eps);
+        pf_eng_prof_mark(c, PROF_VISION_OTHER);
         if (fwd(c, L->qkv, (int64_t)R, h, qkv, 0, err) != 0)
             return -1;
+        pf_eng_prof_mark(c, PROF_VISION_LIN);
         /* no mask: every patch of an image sees every patch of that image */
         for (size_t i0 = 0; i0 < nimg; i0 += 64) {
             size_t nb = nimg - i0 < 64 ? nimg - i0 : 64;
@@ -72,22 +76,29 @@ int pf_eng_vision(pf_engine_ctx *c, const float *const *pixels, size_t nimg, flo
             }
             pf_eng_attn_prefill(&a, rows, nb, 3 * D, 3 * D, D, work, nth);
         }
+        pf_eng_prof_mark(c, PROF_VISION_ATTN);
         if (fwd(c, L->o, (int64_t)R, att, x, PF_LINEAR_ACCUMULATE, err) != 0)
             return -1;
+        pf_eng_prof_mark(c, PROF_VISION_LIN);
         pf_eng_layernorm(h, x, L->ln2_w, L->ln2_b, R, D, vc->layer_norm_eps);
+        pf_eng_prof_mark(c, PROF_VISION_OTHER);
         for (size_t r0 = 0; r0 < R; r0 += ch) {
             size_t nr = R - r0 < ch ? R - r0 : ch;
             if (fwd(c, L->fc1, (int64_t)nr, h + r0 * D, t, 0, err) != 0)
                 return -1;
+            pf_eng_prof_mark(c, PROF_VISION_LIN);
             if (vc->act == PF_ACT_GELU)
                 pf_eng_gelu_erf(t, nr * I);
             else
                 pf_eng_gelu_tanh(t, nr * I);
+            pf_eng_prof_mark(c, PROF_VISION_OTHER);
             if (fwd(c, L->fc2, (int64_t)nr, t, x + r0 * D, PF_LINEAR_ACCUMULATE, err) != 0)
                 return -1;
         }
     }
+    pf_eng_prof_mark(c, PROF_VISION_LIN);
     pf_eng_layernorm(h, x, e->post_ln_w, e->post_ln_b, R, D, vc->layer_norm_eps);
+    pf_eng_prof_mark(c, PROF_VISION_OTHER);
     /* Projector (plain Linear), then / sqrt(text hidden), straight into each image's output. */
     float norm = (float)sqrt((double)e->m->cfg.text.hidden);
     for (size_t i = 0; i < nimg; i++) {
@@ -98,5 +109,6 @@ int pf_eng_vision(pf_engine_ctx *c, const float *const *pixels, size_t nimg, flo
         for (size_t k = 0; k < P * Dt; k++)
             f[k] = f[k] / norm;
     }
+    pf_eng_prof_mark(c, PROF_VISION_LIN);
     return 0;
 }
