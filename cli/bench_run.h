@@ -11,6 +11,8 @@
  *     exactly new_tokens tokens (eos ignored: random weights could stop early), images/s against the bound
  *     from the measured rates;
  *   - peak RSS of the serving part (the peak is reset after the bandwidth and GEMM probes) and of loading.
+ * The machine may be shared: every timing is the best of its repetitions (the least disturbed), and the
+ * ceilings are measured before and after the prefill and decode measurements, the best counting.
  */
 #ifndef PF_CLI_BENCH_RUN_H
 #define PF_CLI_BENCH_RUN_H

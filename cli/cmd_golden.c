@@ -22,7 +22,8 @@ static void usage(FILE *out)
                  "  --precision P   engine precision: fp32 (default), bf16, int8 or auto. bf16/int8 run in accuracy\n"
                  "                  mode: logits vs the fp32 expected values by cosine and max |difference|; bf16\n"
                  "                  must be at least as close as transformers' own bf16 run (case.json\n"
-                 "                  bf16_reference), int8 must reach cosine >= 0.99; greedy agreement is reported\n"
+                 "                  bf16_reference), int8 must reach cosine >= 0.99 over all real positions; greedy\n"
+                 "                  agreement with the fp32 tokens is reported\n"
                  "  --dump FILE     (one case) write every computed output, same names/shapes/dtypes as expected\n"
                  "  --verbose       also print debug/* tensors that pass (reference only)\n");
 }
