@@ -66,7 +66,7 @@ static const float *small(loader *L, const pf_st_tensor *t, int plus1)
 static pf_linear *linear(loader *L, const char *name, int bias, int np, const pf_st_tensor **w,
                          const pf_st_tensor **b)
 {
-    pf_linear_desc d = {.name = name, .nparts = np};
+    pf_linear_desc d = {.name = name, .nparts = np, .release_source = true};
     for (int i = 0; i < np; i++) {
         if (!w[i] || (bias && !b[i]))
             return NULL;

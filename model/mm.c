@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "base/log.h"
 #include "model/dnnl_util.h"
@@ -316,6 +317,28 @@ static int64_t n_block(const dnnl_memory_desc_t *md)
     return b;
 }
 
+/* Drop the source pages of rows [r0, r0+rows) (only whole pages inside the range; desc.release_source). */
+static void release_rows(const pf_linear_desc *d, int64_t r0, int64_t rows)
+{
+    if (!d->release_source)
+        return;
+    long pg = sysconf(_SC_PAGESIZE);
+    int64_t base = 0;
+    for (int i = 0; i < d->nparts; i++) {
+        const pf_linear_part *p = &d->parts[i];
+        int64_t a = r0 > base ? r0 - base : 0, b = r0 + rows - base < p->n ? r0 + rows - base : p->n;
+        base += p->n;
+        if (b <= a)
+            continue;
+        size_t row = (size_t)(p->ld ? p->ld : d->k) * pf_dtype_size(p->dtype);
+        uintptr_t lo = (uintptr_t)p->w + (size_t)a * row, hi = (uintptr_t)p->w + (size_t)b * row;
+        lo = (lo + (uintptr_t)pg - 1) & ~(uintptr_t)(pg - 1);
+        hi &= ~(uintptr_t)(pg - 1);
+        if (hi > lo)
+            madvise((void *)lo, hi - lo, MADV_DONTNEED);
+    }
+}
+
 /* f32 rows [r0, r0+rows) of the stacked parts into tmp [rows][k]; refuses non-finite weights. */
 static int gather_rows(const pf_linear *l, const pf_linear_desc *d, int64_t r0, int64_t rows, float *tmp, pf_err *err)
 {
@@ -363,6 +386,7 @@ static int fill_rowmajor(pf_linear *l, const pf_linear_desc *d, pf_err *err)
         int64_t rows = l->n - r0 < chunk ? l->n - r0 : chunk;
         if ((rc = gather_rows(l, d, r0, rows, tmp, err)) != 0)
             break;
+        release_rows(d, r0, rows);
 #pragma omp parallel for schedule(static) if (rows * k > (1 << 16))
         for (int64_t i = 0; i < rows; i++) {
             const float *src = tmp + i * k;
@@ -494,6 +518,7 @@ static int fill_packed(pf_linear *l, const pf_linear_desc *d, pf_err *err)
     for (int64_t r0 = 0; r0 < l->n && rc == 0; r0 += chunk) {
         int64_t rows = l->n - r0 < chunk ? l->n - r0 : chunk;
         rc = gather_rows(l, d, r0, rows, tmp, err);
+        release_rows(d, r0, rows);
         if (rc == 0 && int8) {
 #pragma omp parallel for schedule(static) if (rows * l->k > (1 << 16))
             for (int64_t i = 0; i < rows; i++)

@@ -87,6 +87,10 @@ typedef struct pf_linear_desc {
     int64_t k;
     int nparts;
     pf_linear_part parts[PF_LINEAR_MAX_PARTS];
+    /* The weights live in a read-only file mapping (a checkpoint): give their pages back (MADV_DONTNEED) as
+     * they are converted, so a large matrix (the 257k-row LM head) is never resident twice. Never set this
+     * for anonymous memory: its contents would be lost. */
+    bool release_source;
 } pf_linear_desc;
 
 int pf_linear_create(const pf_mm_engine *e, const pf_linear_desc *d, pf_linear **out, pf_err *err);
