@@ -2,12 +2,25 @@
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "base/file.h"
 #include "base/log.h"
 #include "model/engine_internal.h"
 
 #define DEFAULT_IMAGE_CACHE (64u << 20)
+#define HUGE_SCRATCH ((size_t)2 << 20)
+
+static void scratch_release(pf_engine_ctx *c, int i)
+{
+    if (c->scr_mapped[i])
+        munmap(c->scr[i], c->scr_cap[i]);
+    else
+        free(c->scr[i]);
+    c->scr[i] = NULL;
+    c->scr_cap[i] = 0;
+    c->scr_mapped[i] = false;
+}
 
 int pf_engine_ctx_create(const pf_engine *e, pf_engine_ctx **out, pf_err *err)
 {
@@ -70,7 +83,7 @@ void pf_engine_ctx_free(pf_engine_ctx *c)
         prof_print(c);
     pf_mm_ctx_destroy(c->mm);
     for (int i = 0; i < SCR_COUNT; i++)
-        free(c->scr[i]);
+        scratch_release(c, i);
     pf_eng_kvpool_free(&c->kv);
     pf_eng_imgcache_free(&c->img);
     free(c);
@@ -81,8 +94,18 @@ void *pf_eng_scratch(pf_engine_ctx *c, int i, size_t bytes, pf_err *err)
     if (bytes <= c->scr_cap[i])
         return c->scr[i];
     size_t want = (bytes + bytes / 8 + 63) & ~(size_t)63;
-    free(c->scr[i]);
-    c->scr[i] = aligned_alloc(64, want);
+    scratch_release(c, i);
+    if (want >= HUGE_SCRATCH) {
+        want = (want + HUGE_SCRATCH - 1) & ~(size_t)(HUGE_SCRATCH - 1);
+        void *p = mmap(NULL, want, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p != MAP_FAILED) {
+            madvise(p, want, MADV_HUGEPAGE);
+            c->scr[i] = p;
+            c->scr_mapped[i] = true;
+        }
+    } else {
+        c->scr[i] = aligned_alloc(64, want);
+    }
     c->scr_cap[i] = c->scr[i] ? want : 0;
     if (!c->scr[i])
         pf_errf(err, "engine: out of memory for %zu MB of activations", bytes >> 20);
