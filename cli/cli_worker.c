@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "base/log.h"
+#include "cli/cli_engine.h"
 #include "cli/cli_util.h"
 #include "pipeline/config.h"
 
@@ -17,6 +18,7 @@ static const struct option g_opts[] = {
     {"heartbeat-timeout", required_argument, 0, 0}, {"drain-timeout", required_argument, 0, 0},
     {"exit-when-done", no_argument, 0, 0},  {"max-message-mb", required_argument, 0, 0},
     {"log-level", required_argument, 0, 0}, PF_SERVICE_LONG_OPTIONS,
+    {"backend", required_argument, 0, 0},   {"precision", required_argument, 0, 0},
     {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
 
 static int reparse(int argc, char **argv, void *arg);
@@ -30,8 +32,9 @@ void cli_worker_init(cli_worker *c, const char *cmd, int inference, int argc0, c
     c->reload = (cli_reloader){argc0, argv0, reparse, c};
 }
 
-/* The worker commands' options (cli_option_fn). A preprocess worker has no model and does not batch, an
- * inference worker has no threads; a config file shared by both roles may still name their options. */
+/* The worker commands' options (cli_option_fn). A preprocess worker has no model and does not batch; an
+ * inference worker's --threads are its compute threads (with --backend, --precision), a preprocess worker's
+ * its decode threads. A config file shared by both roles may still name their options. */
 static int worker_option(const char *name, const char *val, void *arg, pf_err *err)
 {
     cli_worker *c = arg;
@@ -46,8 +49,11 @@ static int worker_option(const char *name, const char *val, void *arg, pf_err *e
     }
     if (!c->inference && (!strcmp(name, "max-batch") || !strcmp(name, "max-delay-ms")))
         return pf_errf(err, "--%s is for inference workers", name);
-    if (c->inference && !strcmp(name, "threads"))
-        return pf_errf(err, "--threads is for preprocess workers (inference batches instead)");
+    if (!strcmp(name, "backend") || !strcmp(name, "precision") || (c->inference && !strcmp(name, "threads"))) {
+        if (!c->inference)
+            return pf_errf(err, "--%s is for inference workers", name);
+        return cli_engine_option(name, val, &c->so, err);
+    }
     int t = pf_service_option(name, val, &c->svc, err);
     return t ? t : pf_worker_option(name, val, &c->o, err);
 }

@@ -1,5 +1,5 @@
 /* cli_worker.h - what the preprocess-worker and inference-worker commands share: their options (the
- * worker runtime's, the stage's --model/--tokenizer, security, --metrics), the security checks, the
+ * worker runtime's, the stage's --model/--tokenizer/--backend/--precision, security, --metrics), the security checks, the
  * metrics server, and SIGHUP reloads (--log-level, --drain-timeout, --heartbeat-timeout). */
 #ifndef PF_CLI_WORKER_H
 #define PF_CLI_WORKER_H
@@ -8,6 +8,7 @@
 #include <stdio.h>
 
 #include "cli/cli_util.h"
+#include "model/session.h"
 #include "pipeline/service.h"
 #include "workers/worker.h"
 
@@ -15,6 +16,7 @@ typedef struct cli_worker {
     pf_worker_opts o;
     pf_service svc;
     const char *model, *tokenizer;   /* inference-worker */
+    pf_session_opts so;              /* inference-worker: --backend, --precision, --threads */
     const char *cmd;
     int inference;
     cli_reloader reload;             /* SIGHUP */

@@ -1,10 +1,237 @@
-/* paliflow bench: placeholder until issue 11 lands. */
-#include "cli/cli_util.h"
+/* paliflow bench: the engine's speed on a checkpoint against ceilings measured in the same run (GEMM rate
+ * on the model's own shapes, memory bandwidth); prints a table and optionally writes JSON. Measurements:
+ * cli/bench_run.h. */
+#include <getopt.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/log.h"
+#include "cli/bench_run.h"
 #include "cli/commands.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: paliflow bench --model DIR [--precision P] [--images N] [--new-tokens N] [--json FILE] [OPTIONS]\n"
+            "\n"
+            "Measure the engine on a checkpoint (a real one, or make-random-checkpoint's: speed does not depend on\n"
+            "the values) against ceilings measured in the same run, and print a table:\n"
+            "  load time; the GEMM rate of the model's own linear layers at prefill sizes; memory bandwidth (triad);\n"
+            "  prefill of N images in one ragged batch (time, GFLOP/s of its linear layers, share of the GEMM rate);\n"
+            "  one decode step at each batch size vs the bound weight-bytes-per-step / bandwidth; end to end: N images\n"
+            "  through continuous batching, each forced to generate exactly --new-tokens (eos ignored), images/s vs\n"
+            "  the bound from the measured rates; peak RSS vs weights + KV cache + 600 MB.\n"
+            "The prompt is \"caption en\" after the image tokens. Timings are the best of their repetitions and the\n"
+            "ceilings the best of two probes (before and after), so other load on the machine disturbs the ratios\n"
+            "less; still, compare ratios rather than absolute figures.\n"
+            "\n"
+            "  --model DIR        checkpoint folder (required)\n"
+            "  --precision P      auto (default: the best this CPU runs), fp32, bf16, int8\n"
+            "  --images N         prefill batch and end-to-end images (default 4)\n"
+            "  --new-tokens N     tokens generated per image end to end (default 20)\n"
+            "  --batches LIST     decode batch sizes (default 1,4,16,64)\n"
+            "  --decode-steps N   timed decode steps per batch size (default 5)\n"
+            "  --triad-mb N       memory for the bandwidth triad (default 1024; less is for smoke tests: caches then\n"
+            "                     inflate the bandwidth)\n"
+            "  --threads N        compute threads (default: all cores)\n"
+            "  --skip-e2e         no end-to-end run\n"
+            "  --json FILE        also write the results as JSON\n"
+            "  --log-level L      error|warn|info|debug\n"
+            "  -h, --help         this help\n");
+}
+
+static int parse_batches(const char *s, bench_opts *o)
+{
+    o->n_batches = 0;
+    while (*s) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s || v < 1 || v > 4096 || o->n_batches == BENCH_MAX_BATCHES)
+            return -1;
+        o->batches[o->n_batches++] = (int)v;
+        s = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',')
+            return -1;
+    }
+    return o->n_batches ? 0 : -1;
+}
+
+static int parse_args(int argc, char **argv, bench_opts *o, const char **json_path)
+{
+    static const struct option longopts[] = {
+        {"model", required_argument, 0, 'm'},      {"precision", required_argument, 0, 'p'},
+        {"images", required_argument, 0, 'n'},     {"new-tokens", required_argument, 0, 't'},
+        {"batches", required_argument, 0, 'b'},    {"decode-steps", required_argument, 0, 's'},
+        {"triad-mb", required_argument, 0, 'T'},   {"threads", required_argument, 0, 'j'},
+        {"skip-e2e", no_argument, 0, 'E'},         {"json", required_argument, 0, 'J'},
+        {"log-level", required_argument, 0, 'L'},  {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    *o = (bench_opts){.precision = PF_PREC_AUTO, .images = 4, .new_tokens = 20, .batches = {1, 4, 16, 64},
+                      .n_batches = 4, .decode_steps = 5, .triad_bytes = (size_t)1 << 30};
+    int c;
+    long v;
+    char *end;
+    pf_err err;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'm': o->model_dir = optarg; break;
+        case 'p':
+            if (pf_precision_parse(optarg, &o->precision, &err) != 0) {
+                fprintf(stderr, "paliflow bench: --precision: %s\n", err.msg);
+                return -1;
+            }
+            break;
+        case 'n':
+        case 't':
+        case 's':
+        case 'T':
+        case 'j':
+            v = strtol(optarg, &end, 10);
+            if (*end || v < 1 || v > (c == 'T' ? 65536 : 4096)) {
+                fprintf(stderr, "paliflow bench: bad number '%s'\n", optarg);
+                return -1;
+            }
+            if (c == 'n')
+                o->images = (int)v;
+            else if (c == 't')
+                o->new_tokens = (int)v;
+            else if (c == 's')
+                o->decode_steps = (int)v;
+            else if (c == 'j')
+                o->threads = (int)v;
+            else
+                o->triad_bytes = (size_t)v << 20;
+            break;
+        case 'b':
+            if (parse_batches(optarg, o) != 0) {
+                fprintf(stderr, "paliflow bench: --batches: want up to %d sizes like 1,4,16,64, got '%s'\n",
+                        BENCH_MAX_BATCHES, optarg);
+                return -1;
+            }
+            break;
+        case 'E': o->skip_e2e = 1; break;
+        case 'J': *json_path = optarg; break;
+        case 'L': {
+            pf_log_level lvl;
+            if (pf_log_parse_level(optarg, &lvl) != 0) {
+                fprintf(stderr, "paliflow bench: --log-level: unknown level '%s'\n", optarg);
+                return -1;
+            }
+            pf_log_set_level(lvl);
+            break;
+        }
+        case 'h': usage(stdout); exit(0);
+        default: return -1;
+        }
+    }
+    if (!o->model_dir || optind != argc) {
+        fprintf(stderr, "paliflow bench: --model DIR is required (and no other arguments)\n");
+        return -1;
+    }
+    return 0;
+}
+
+static void print_table(const bench_opts *o, const bench_result *r)
+{
+    printf("paliflow bench: %s, precision %s, oneDNN ISA %s, %d threads\n", o->model_dir, r->precision, r->isa,
+           r->threads);
+    printf("  cpu                     %s\n", r->cpu);
+    printf("  load                    %.1f s (weights %.2f GB, peak RSS while loading %.2f GB)\n", r->load_s,
+           r->weight_bytes / 1e9, r->load_peak_rss / 1e9);
+    printf("  GEMM rate (model shapes) %.0f GFLOP/s\n", r->gemm_gflops);
+    printf("  bandwidth (triad)       %.1f GB/s\n", r->bandwidth_gbs);
+    printf("  prefill                 %d images x %d tokens: %.2f s, %.3f TFLOP, %.0f GFLOP/s = %.0f%% of the GEMM "
+           "rate (target >= 70%%)\n",
+           o->images, r->prompt_tokens, r->prefill_s, r->prefill_tflop, r->prefill_gflops,
+           100 * r->prefill_gflops / r->gemm_gflops);
+    printf("  decode bound            %.1f ms per step (%.2f GB of weights / bandwidth)\n", r->decode_bound_ms,
+           r->decode_weight_bytes / 1e9);
+    double b1 = 0;
+    for (int i = 0; i < o->n_batches; i++) {
+        int B = o->batches[i];
+        if (B == 1)
+            b1 = r->decode_ms[i];
+        printf("  decode batch %-4d       %.1f ms per step, %.2f ms per sequence", B, r->decode_ms[i],
+               r->decode_ms[i] / B);
+        if (B == 1)
+            printf(" = %.2fx the bound (target <= 1.3x)", r->decode_ms[i] / r->decode_bound_ms);
+        else if (b1 > 0)
+            printf(" = 1/%.1f of batch 1%s", b1 / (r->decode_ms[i] / B), B == 16 ? " (target >= 1/6)" : "");
+        printf("\n");
+    }
+    if (!o->skip_e2e)
+        printf("  end to end              %d images x %d tokens: %.2f s, %.4f images/s = %.0f%% of the bound %.4f "
+               "(target >= 80%%)\n",
+               o->images, o->new_tokens, r->e2e_s, r->images_per_s, 100 * r->images_per_s / r->e2e_bound_images_per_s,
+               r->e2e_bound_images_per_s);
+    printf("  peak RSS                %.2f GB (budget weights + KV %.2f GB + 600 MB = %.2f GB)\n", r->peak_rss / 1e9,
+           r->kv_bytes / 1e9, r->rss_budget / 1e9);
+}
+
+static int write_json(const char *path, const bench_opts *o, const bench_result *r)
+{
+    json_t *j = json_object(), *dec = json_object();
+    for (int i = 0; i < o->n_batches; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "%d", o->batches[i]);
+        json_object_set_new(dec, k, json_real(r->decode_ms[i]));
+    }
+    json_object_set_new(j, "model", json_string(o->model_dir));
+    json_object_set_new(j, "precision", json_string(r->precision));
+    json_object_set_new(j, "isa", json_string(r->isa));
+    json_object_set_new(j, "cpu", json_string(r->cpu));
+    json_object_set_new(j, "threads", json_integer(r->threads));
+    json_object_set_new(j, "images", json_integer(o->images));
+    json_object_set_new(j, "new_tokens", json_integer(o->new_tokens));
+    json_object_set_new(j, "prompt_tokens", json_integer(r->prompt_tokens));
+    json_object_set_new(j, "load_s", json_real(r->load_s));
+    json_object_set_new(j, "load_peak_rss_bytes", json_real(r->load_peak_rss));
+    json_object_set_new(j, "weight_bytes", json_real(r->weight_bytes));
+    json_object_set_new(j, "decode_weight_bytes", json_real(r->decode_weight_bytes));
+    json_object_set_new(j, "gemm_peak_gflops", json_real(r->gemm_gflops));
+    json_object_set_new(j, "bandwidth_gbs", json_real(r->bandwidth_gbs));
+    json_object_set_new(j, "prefill_s", json_real(r->prefill_s));
+    json_object_set_new(j, "prefill_gflops", json_real(r->prefill_gflops));
+    json_object_set_new(j, "decode_ms_per_step", dec);
+    json_object_set_new(j, "decode_bound_ms", json_real(r->decode_bound_ms));
+    if (!o->skip_e2e) {
+        json_object_set_new(j, "e2e_s", json_real(r->e2e_s));
+        json_object_set_new(j, "images_per_s", json_real(r->images_per_s));
+        json_object_set_new(j, "images_per_s_bound", json_real(r->e2e_bound_images_per_s));
+    }
+    json_object_set_new(j, "peak_rss_bytes", json_real(r->peak_rss));
+    json_object_set_new(j, "kv_cache_bytes", json_real(r->kv_bytes));
+    json_object_set_new(j, "rss_budget_bytes", json_real(r->rss_budget));
+    int rc = json_dump_file(j, path, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_decref(j);
+    return rc;
+}
 
 int cmd_bench(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    return cli_not_yet("bench", "issue 11");
+    bench_opts o;
+    const char *json_path = NULL;
+    if (parse_args(argc, argv, &o, &json_path) != 0) {
+        usage(stderr);
+        return 2;
+    }
+    bench_result r;
+    pf_err err;
+    if (o.triad_bytes < ((size_t)1 << 30))
+        pf_warn("bench", "--triad-mb %zu: below 1 GB the triad partly runs from cache, the bandwidth is overstated",
+                o.triad_bytes >> 20);
+    if (bench_run(&o, &r, &err) != 0) {
+        fprintf(stderr, "paliflow bench: %s\n", err.msg);
+        return 1;
+    }
+    print_table(&o, &r);
+    if (json_path && write_json(json_path, &o, &r) != 0) {
+        fprintf(stderr, "paliflow bench: cannot write %s\n", json_path);
+        return 1;
+    }
+    return 0;
 }

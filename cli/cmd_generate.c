@@ -12,11 +12,13 @@
 
 #include "base/file.h"
 #include "base/log.h"
+#include "cli/cli_engine.h"
 #include "cli/cli_util.h"
 #include "cli/commands.h"
 #include "model/annotate.h"
 #include "model/generate.h"
 #include "model/model.h"
+#include "model/session.h"
 #include "model/tokenizer.h"
 #include "pipeline/boxes.h"
 #include "proto/proto.h"
@@ -43,6 +45,7 @@ static void usage(FILE *out)
             "  --repetition-penalty R  (default 1: off)\n"
             "  --seed S                sampling seed (default 0); same seed, same tokens\n"
             "  --autorotate            apply EXIF orientation before resizing (default off, as transformers)\n"
+            CLI_ENGINE_OPTIONS_HELP
             "  --log-level L           error|warn|info|debug\n"
             "  -h, --help              this help\n"
             "Exit status: 0 all images succeeded, 1 some failed (the others are printed), 2 usage/setup error.\n");
@@ -54,6 +57,7 @@ typedef struct gen_opts {
     int n_prompts;
     pf_sample_params params;
     int autorotate;
+    pf_session_opts so;
 } gen_opts;
 
 static int parse_args(int argc, char **argv, gen_opts *o)
@@ -65,18 +69,26 @@ static int parse_args(int argc, char **argv, gen_opts *o)
         {"top-p", required_argument, 0, 'P'},        {"repetition-penalty", required_argument, 0, 'r'},
         {"seed", required_argument, 0, 's'},         {"autorotate", no_argument, 0, 'a'},
         {"log-level", required_argument, 0, 'L'},    {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0},
+        {"backend", required_argument, 0, 1001},     {"precision", required_argument, 0, 1001},
+        {"threads", required_argument, 0, 1001},     {0, 0, 0, 0},
     };
     o->params = pf_sample_params_default();
     o->params.max_new_tokens = 64;
     o->prompts = calloc((size_t)argc, sizeof *o->prompts);
     if (!o->prompts)
         return -1;
-    int c;
+    int c, idx;
     char *end;
+    pf_err err;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "h", longopts, &idx)) != -1) {
         switch (c) {
+        case 1001:
+            if (cli_engine_option(longopts[idx].name, optarg, &o->so, &err) < 0) {
+                fprintf(stderr, "paliflow generate: %s\n", err.msg);
+                return -1;
+            }
+            break;
         case 'm': o->model_dir = optarg; break;
         case 't': o->tokenizer = optarg; break;
         case 'p': o->prompts[o->n_prompts++] = optarg; break;
@@ -233,16 +245,17 @@ int cmd_generate(int argc, char **argv)
     size_t n = (size_t)(argc - optind);
     char **paths = argv + optind;
     pf_err err;
-    pf_model *model = NULL;
+    pf_session ses = {0};
     pf_tokenizer *tok = NULL;
-    pf_generator *gen = NULL;
     char *tok_path = o.tokenizer ? strdup(o.tokenizer) : pf_path_join(o.model_dir, "tokenizer.json");
     int rc = 2;
-    if (pf_img_init(&err) != 0 || pf_model_load(o.model_dir, &model, &err) != 0 ||
-        pf_tokenizer_load(tok_path, &tok, &err) != 0 || pf_generator_create(model, &gen, &err) != 0) {
+    if (pf_img_init(&err) != 0 || pf_tokenizer_load(tok_path, &tok, &err) != 0 ||
+        pf_session_open(o.model_dir, &o.so, &ses, &err) != 0) {
         fprintf(stderr, "paliflow generate: %s\n", err.msg);
         goto done;
     }
+    pf_model *model = ses.model;
+    pf_generator *gen = ses.gen;
     gen_item *items = calloc(n, sizeof *items);
     if (!items) {
         fprintf(stderr, "paliflow generate: out of memory\n");
@@ -279,9 +292,8 @@ int cmd_generate(int argc, char **argv)
     }
     free(items);
 done:
-    pf_generator_free(gen);
+    pf_session_close(&ses);
     pf_tokenizer_free(tok);
-    pf_model_free(model);
     free(tok_path);
     free(o.prompts);
     return rc;

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "base/log.h"
+#include "cli/cli_engine.h"
 #include "cli/cli_worker.h"
 #include "cli/commands.h"
 #include "pipeline/config.h"
@@ -24,6 +25,7 @@ static void usage(FILE *out)
                  "  --tokenizer FILE         tokenizer.json (required)\n"
                  "  --max-batch N            sequences generated together (8)\n"
                  "  --max-delay-ms N         when idle, wait this long for more items before starting (20)\n"
+                 CLI_ENGINE_OPTIONS_HELP
                  PF_WORKER_OPTIONS_HELP
                  "security (tcp endpoints need CURVE keys or --insecure):\n" PF_SECURITY_CLIENT_HELP
                  PF_METRICS_HELP);
@@ -54,7 +56,8 @@ int cmd_inference_worker(int argc0, char **argv0)
     static volatile sig_atomic_t stop;
     if ((rc = cli_worker_start(&c, &stop)))
         goto bad;
-    pf_inference_cfg cfg = {c.model, c.tokenizer};
+    pf_inference_cfg cfg = {.model_dir = c.model, .tokenizer = c.tokenizer, .session = c.so,
+                            .max_batch = c.o.max_batch};
     c.o.ops = &pf_stage_inference_ops;
     c.o.stage_cfg = &cfg;
     if (pf_worker_run(&c.o, &err)) {

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "base/log.h"
+#include "cli/cli_engine.h"
 #include "cli/commands.h"
 #include "pipeline/config.h"
 #include "pipeline/embedded.h"
@@ -34,6 +35,7 @@ static void usage(FILE *out)
             "  --preprocess-threads N   images decoded in parallel (default: cores, at most 4)\n"
             "  --max-batch N            sequences generated together (8)\n"
             "  --max-delay-ms N         when idle, wait this long for more items (20)\n"
+            CLI_ENGINE_OPTIONS_HELP
             "  --max-attempts N         tries before an item becomes an error record (3)\n"
             "  --publish ENDPOINT       also publish every record on a PUB socket\n"
             "  --report FILE            write the job report (JSON: counts, throughput, error reasons) at the end\n"
@@ -67,6 +69,7 @@ int cmd_run(int argc0, char **argv0)
     const char **include = calloc((size_t)argc, sizeof *include), **exclude = calloc((size_t)argc, sizeof *exclude);
     size_t n_inc = 0, n_exc = 0;
     const char *model = NULL, *tokenizer = NULL, *task = NULL, *db = NULL;
+    pf_session_opts so = {0};
     char *db_default = NULL;
     static const struct option opts[] = {
         {"model", required_argument, 0, 0},        {"tokenizer", required_argument, 0, 0},
@@ -82,6 +85,7 @@ int cmd_run(int argc0, char **argv0)
         {"publish", required_argument, 0, 0},      {"progress", required_argument, 0, 0},
         {"log-level", required_argument, 0, 0},    {"help", no_argument, 0, 'h'},
         {"report", required_argument, 0, 0},       PF_SERVICE_LONG_OPTIONS,
+        CLI_ENGINE_LONG_OPTIONS,
         {0, 0, 0, 0}};
     int rc = 2, idx, c;
     long long iv;
@@ -102,6 +106,13 @@ int cmd_run(int argc0, char **argv0)
         }
         if (t > 0)
             continue;
+        if ((t = cli_engine_option(name, val, &so, &err)) != 0) {
+            if (t < 0) {
+                fprintf(stderr, "paliflow run: %s\n", err.msg);
+                goto out;
+            }
+            continue;
+        }
 #define INT(opt, lo, hi, dst)                                                                                      \
     else if (!strcmp(name, opt)) {                                                                                 \
         if (pf_parse_int(val, lo, hi, &iv)) {                                                                      \
@@ -199,7 +210,7 @@ int cmd_run(int argc0, char **argv0)
     pf_install_stop_signals(&stop);
     eo.stop = &stop;
     pf_preprocess_cfg pcfg = {0};
-    pf_inference_cfg icfg = {model, tokenizer};
+    pf_inference_cfg icfg = {.model_dir = model, .tokenizer = tokenizer, .session = so, .max_batch = eo.max_batch};
     eo.pre_ops = &pf_stage_preprocess_ops;
     eo.pre_cfg = &pcfg;
     eo.inf_ops = &pf_stage_inference_ops;

@@ -8,11 +8,13 @@
 
 #include "base/file.h"
 #include "base/log.h"
+#include "cli/cli_engine.h"
 #include "cli/cli_util.h"
 #include "cli/commands.h"
 #include "model/model.h"
 #include "model/processor.h"
 #include "model/score.h"
+#include "model/session.h"
 #include "model/tokenizer.h"
 #include "workers/image.h"
 
@@ -32,6 +34,7 @@ static void usage(FILE *out)
             "  --prompt P         the prefix, e.g. \"answer en what is in the image?\"\n"
             "  --suffix S         the candidate answer to score\n"
             "  --autorotate       apply EXIF orientation before resizing\n"
+            CLI_ENGINE_OPTIONS_HELP
             "  -h, --help         this help\n");
 }
 
@@ -56,13 +59,22 @@ int cmd_score(int argc, char **argv)
         {"model", required_argument, 0, 'm'},  {"tokenizer", required_argument, 0, 't'},
         {"prompt", required_argument, 0, 'p'}, {"suffix", required_argument, 0, 's'},
         {"autorotate", no_argument, 0, 'a'},   {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0},
+        {"backend", required_argument, 0, 1001}, {"precision", required_argument, 0, 1001},
+        {"threads", required_argument, 0, 1001}, {0, 0, 0, 0},
     };
     const char *model_dir = NULL, *tok_arg = NULL, *prompt = NULL, *suffix = NULL;
-    int autorotate = 0, c;
+    int autorotate = 0, c, idx;
+    pf_session_opts so = {.max_active = 1};
+    pf_err err;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "h", longopts, &idx)) != -1) {
         switch (c) {
+        case 1001:
+            if (cli_engine_option(longopts[idx].name, optarg, &so, &err) < 0) {
+                fprintf(stderr, "paliflow score: %s\n", err.msg);
+                return 2;
+            }
+            break;
         case 'm': model_dir = optarg; break;
         case 't': tok_arg = optarg; break;
         case 'p': prompt = optarg; break;
@@ -78,7 +90,8 @@ int cmd_score(int argc, char **argv)
         return 2;
     }
     const char *path = argv[optind];
-    pf_err err;
+    pf_session ses = {0};
+    pf_engine_ctx *ectx = NULL;
     pf_model *model = NULL;
     pf_tokenizer *tok = NULL;
     pf_img img = {0};
@@ -86,8 +99,10 @@ int cmd_score(int argc, char **argv)
     float *pixels = NULL, *nll = NULL;
     char *tok_path = tok_arg ? strdup(tok_arg) : pf_path_join(model_dir, "tokenizer.json");
     int rc = 2;
-    if (pf_img_init(&err) || pf_model_load(model_dir, &model, &err) || pf_tokenizer_load(tok_path, &tok, &err))
+    if (pf_img_init(&err) || pf_session_open(model_dir, &so, &ses, &err) || pf_tokenizer_load(tok_path, &tok, &err) ||
+        (ses.engine && pf_engine_ctx_create(ses.engine, &ectx, &err)))
         goto fail;
+    model = ses.model;
     const pf_config *cfg = pf_model_config(model);
     size_t S = (size_t)cfg->vision.image_size;
     pf_img_opts io = {.size = (int)S, .autorotate = autorotate};
@@ -112,8 +127,10 @@ int cmd_score(int argc, char **argv)
         pf_errf(&err, "out of memory");
         goto fail;
     }
-    if (pf_score(model, pixels, 1, row.input_ids.v, row.token_type_ids.v, row.labels.v, n, nll, &nll_sum,
-                 &n_labels, &err))
+    if (ectx ? pf_score_engine(ectx, pixels, 1, row.input_ids.v, row.token_type_ids.v, row.labels.v, n, nll, &nll_sum,
+                               &n_labels, &err)
+             : pf_score(model, pixels, 1, row.input_ids.v, row.token_type_ids.v, row.labels.v, n, nll, &nll_sum,
+                        &n_labels, &err))
         goto fail;
     json_t *out = json_pack("{s:s, s:f, s:I, s:o}", "image", path, "loss", n_labels ? nll_sum / (double)n_labels : 0.0,
                             "n_tokens", (json_int_t)n_labels, "tokens", token_list(tok, &row, nll));
@@ -132,6 +149,7 @@ done:
     free(nll);
     free(tok_path);
     pf_tokenizer_free(tok);
-    pf_model_free(model);
+    pf_engine_ctx_free(ectx);
+    pf_session_close(&ses);
     return rc;
 }

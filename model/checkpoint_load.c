@@ -199,7 +199,7 @@ static void detect_layout(pf_model *m)
         m->layout = PF_LAYOUT_V2;
 }
 
-static int load(pf_model *m, const char *dir, pf_err *err)
+static int load(pf_model *m, const char *dir, unsigned flags, pf_err *err)
 {
     char *cfg_path = pf_path_join(dir, "config.json");
     if (!cfg_path)
@@ -219,6 +219,10 @@ static int load(pf_model *m, const char *dir, pf_err *err)
         return -1;
     size_t conv = 0;
     rc = check_total_size(m, &l, err) || check_wants(m, &l, &conv, err);
+    if (flags & PF_MODEL_STORED_ONLY) {
+        free(l.v);
+        return rc;
+    }
     if (rc == 0 && conv > 0) {
         m->arena = malloc(conv * sizeof(float));
         if (!m->arena)
@@ -239,16 +243,22 @@ static int load(pf_model *m, const char *dir, pf_err *err)
     free(l.v);
     if (rc == 0 && !m->lm_head)
         m->lm_head = m->embed;
+    m->has_f32 = rc == 0;
     return rc;
 }
 
 int pf_model_load(const char *dir, pf_model **out, pf_err *err)
 {
+    return pf_model_load_flags(dir, 0, out, err);
+}
+
+int pf_model_load_flags(const char *dir, unsigned flags, pf_model **out, pf_err *err)
+{
     *out = NULL;
     pf_model *m = calloc(1, sizeof *m);
     if (!m)
         return pf_errf(err, "%s: out of memory", dir);
-    if (load(m, dir, err) != 0) {
+    if (load(m, dir, flags, err) != 0) {
         pf_model_free(m);
         return pf_err_prefix(err, "checkpoint %s", dir);
     }

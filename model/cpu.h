@@ -56,8 +56,8 @@ void pf_cpu_describe(char *buf, size_t len);
 
 /* oneDNN's effective ISA as a name ("avx2", "avx512_core_bf16", ...). */
 const char *pf_cpu_dnnl_isa_name(void);
-/* True if oneDNN's int8 kernels use VNNI (no 16-bit saturation in u8*s8 pair sums): weights may use the
- * full s8 range. Without VNNI (vpmaddubsw) weights must stay within +-63. */
+/* True if oneDNN's int8 kernels use VNNI (no 16-bit saturation in u8*s8 pair sums): its u8 x s8 matmul is
+ * exact for full-range s8 weights. Without VNNI (vpmaddubsw) it is not, and mm.c does not use it. */
 bool pf_cpu_dnnl_int8_full_range(void);
 
 /* Matmul precision. AUTO resolves to a concrete one with pf_precision_resolve. */

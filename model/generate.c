@@ -35,6 +35,8 @@ struct pf_generator {
     /* decode-step arrays, [max_active] */
     void **bseqs;
     int32_t *tokens;
+    pf_gen_prefill *pre; /* prefill batch, [max_active] */
+    gen_seq **adm;       /* admitted this step, [max_active] */
 };
 
 static void seq_free(pf_generator *g, gen_seq *s)
@@ -66,7 +68,7 @@ int pf_generator_create_opts(const pf_model *m, const pf_generator_options *opts
     if (g->max_active > 4096)
         g->max_active = 4096;
     size_t V = (size_t)m->cfg.text.vocab_size;
-    g->ctx = g->be->ctx_create(m, err);
+    g->ctx = g->be->ctx_create(m, opts ? opts->backend_arg : NULL, err);
     if (!g->ctx || pf_sampler_init(&g->sampler, V, err) != 0) {
         pf_generator_free(g);
         return -1;
@@ -75,7 +77,9 @@ int pf_generator_create_opts(const pf_model *m, const pf_generator_options *opts
     g->bseqs = malloc(sizeof(void *) * g->max_active);
     g->tokens = malloc(sizeof(int32_t) * g->max_active);
     g->run = malloc(sizeof(gen_seq *) * g->max_active);
-    if (!g->logits || !g->bseqs || !g->tokens || !g->run) {
+    g->pre = malloc(sizeof(pf_gen_prefill) * g->max_active);
+    g->adm = malloc(sizeof(gen_seq *) * g->max_active);
+    if (!g->logits || !g->bseqs || !g->tokens || !g->run || !g->pre || !g->adm) {
         pf_generator_free(g);
         return pf_errf(err, "generator: out of memory for %zu active sequences", g->max_active);
     }
@@ -100,6 +104,8 @@ void pf_generator_free(pf_generator *g)
     free(g->logits);
     free(g->bseqs);
     free(g->tokens);
+    free(g->pre);
+    free(g->adm);
     free(g);
 }
 
@@ -182,7 +188,7 @@ static int accept_token(pf_generator *g, gen_seq *s, float *logits)
     s->hist[s->n_hist++] = t;
     s->n_new++;
     s->last = t;
-    if (pf_config_is_eos(&g->m->cfg, t)) {
+    if (!s->req.params.ignore_eos && pf_config_is_eos(&g->m->cfg, t)) {
         s->eos = 1;
         return 1;
     }
@@ -238,27 +244,68 @@ int pf_generator_step(pf_generator *g, pf_gen_result **done, size_t *n_done, pf_
     size_t cap_done = 0, V = (size_t)g->m->cfg.text.vocab_size;
     size_t n_old = g->n_run; /* only these decode this step */
 
-    /* 1. Admit queued requests while there is room: prefill each alone and sample its first token. */
-    size_t admitted = 0;
-    while (admitted < g->n_queue && g->n_run < g->max_active) {
-        gen_seq *s = g->queue[admitted++];
+    /* 1. Admit queued requests while there is room (and, for a batched prefill, within the backend's token
+     * budget; the first always goes), create their sequences, prefill them and sample their first token. */
+    size_t admitted = 0, n_adm = 0, tokens = 0;
+    while (admitted < g->n_queue && g->n_run + n_adm < g->max_active) {
+        gen_seq *s = g->queue[admitted];
+        if (g->be->prefill_batch && g->be->max_prefill_tokens && n_adm > 0 &&
+            tokens + s->req.n_ids > g->be->max_prefill_tokens)
+            break;
+        admitted++;
+        tokens += s->req.n_ids;
+        pf_err e = {{0}};
+        if ((s->bseq = g->be->seq_create(g->ctx, s->cap, &e)) == NULL) {
+            set_error(s, e.msg);
+            if (push_done(done, n_done, &cap_done, g, s) != 0)
+                return pf_errf(err, "generator: out of memory");
+            continue;
+        }
+        g->adm[n_adm++] = s;
+    }
+    memmove(g->queue, g->queue + admitted, (g->n_queue - admitted) * sizeof *g->queue);
+    g->n_queue -= admitted;
+    int batched_ok = 0;
+    if (g->be->prefill_batch && n_adm > 1) {
+        for (size_t i = 0; i < n_adm; i++) {
+            gen_seq *s = g->adm[i];
+            g->pre[i] = (pf_gen_prefill){.seq = s->bseq, .pixels = s->req.pixels, .num_images = s->req.num_images,
+                                         .ids = s->req.ids, .n = s->req.n_ids};
+        }
         pf_err e = {{0}};
         double t0 = pf_now();
-        int ok = (s->bseq = g->be->seq_create(g->ctx, s->cap, &e)) != NULL &&
-                 g->be->prefill(g->ctx, s->bseq, s->req.pixels, s->req.num_images, s->req.ids, s->req.n_ids,
-                                g->logits, &e) == 0;
-        s->prefill_s = pf_now() - t0;
-        if (!ok)
-            set_error(s, e.msg);
-        if (!ok || accept_token(g, s, g->logits)) {
+        batched_ok = g->be->prefill_batch(g->ctx, g->pre, n_adm, g->logits, &e) == 0;
+        double dt = pf_now() - t0;
+        for (size_t i = 0; batched_ok && i < n_adm; i++)
+            g->adm[i]->prefill_s = dt; /* shared: the batch's wall time */
+        if (!batched_ok) /* retry alone below: sequences are reset by a fresh prefill */
+            for (size_t i = 0; i < n_adm; i++) {
+                g->be->seq_free(g->ctx, g->adm[i]->bseq);
+                pf_err e2 = {{0}};
+                if ((g->adm[i]->bseq = g->be->seq_create(g->ctx, g->adm[i]->cap, &e2)) == NULL)
+                    set_error(g->adm[i], e2.msg);
+            }
+    }
+    for (size_t i = 0; i < n_adm; i++) {
+        gen_seq *s = g->adm[i];
+        float *lg = batched_ok ? g->logits + i * V : g->logits;
+        int ok = batched_ok;
+        if (!ok && !s->error) {
+            pf_err e = {{0}};
+            double t0 = pf_now();
+            ok = g->be->prefill(g->ctx, s->bseq, s->req.pixels, s->req.num_images, s->req.ids, s->req.n_ids, lg,
+                                &e) == 0;
+            s->prefill_s = pf_now() - t0;
+            if (!ok)
+                set_error(s, e.msg);
+        }
+        if (!ok || accept_token(g, s, lg)) {
             if (push_done(done, n_done, &cap_done, g, s) != 0)
                 return pf_errf(err, "generator: out of memory");
         } else {
             g->run[g->n_run++] = s;
         }
     }
-    memmove(g->queue, g->queue + admitted, (g->n_queue - admitted) * sizeof *g->queue);
-    g->n_queue -= admitted;
 
     /* 2. One decode step for the sequences that were running before this step, batched. */
     if (n_old > 0) {

@@ -45,7 +45,8 @@ typedef void (*pf_gemv_fn)(const pf_gemv *g, int64_t n0, int64_t n1);
 typedef struct pf_kernels {
     const char *name; /* "avx512", "avx512-vnni", "avx2", "avx2-vnni", "generic" */
     pf_cpu_tier tier;
-    bool vnni;        /* dynamic int8 uses VNNI: no 16-bit saturation, weights may use +-127 */
+    bool vnni;        /* dynamic int8 uses VNNI (else vpmaddubsw on |q_x| x sign-adjusted weights); both are exact
+                       * for weights in +-127 */
     pf_gemv_fn f32, bf16, s8, u8s8;
     /* f32 -> bf16, round to nearest even, NaN kept (same bits as pf_f32_to_bf16). */
     void (*to_bf16)(const float *x, uint16_t *dst, size_t n);

@@ -152,10 +152,13 @@ INLINE T2V __m256i dot_vnni(__m256i acc, __m256i x, __m256i w)
 {
     return _mm256_dpbusd_avx_epi32(acc, x, w);
 }
-/* vpmaddubsw sums pairs into s16: exact while |w| <= 63 (how int8 weights are made without VNNI). */
-INLINE T2 __m256i dot_plain(__m256i acc, __m256i x, __m256i w)
+/* Without VNNI, vpmaddubsw sums pairs of u8*s8 into saturating s16: 2 * 255 * 127 would overflow. So the
+ * activations go in as |q| (<= 127) with their sign moved onto the weights: 2 * 127 * 127 < 32767, exact for
+ * the full s8 weight range. This sums q * w (no +128 offset): see XOFF below. */
+INLINE T2 __m256i dot_sign(__m256i acc, __m256i x, __m256i w)
 {
-    __m256i t = _mm256_maddubs_epi16(x, w);
+    __m256i q = _mm256_xor_si256(x, _mm256_set1_epi8((char)0x80)); /* u8 q + 128 -> s8 q */
+    __m256i t = _mm256_maddubs_epi16(_mm256_abs_epi8(q), _mm256_sign_epi8(w, q));
     return _mm256_add_epi32(acc, _mm256_madd_epi16(t, _mm256_set1_epi16(1)));
 }
 
@@ -175,16 +178,19 @@ INLINE T2 __m256i dot_plain(__m256i acc, __m256i x, __m256i w)
             for (int r = 0; r < R; r++) {                                                                      \
                 int32_t s = hsum_i(acc[r]);                                                                    \
                 for (int64_t k = kv; k < K; k++)                                                               \
-                    s += (int32_t)x##i[k] * wr[r][k];                                                          \
-                s -= 128 * g->wsum[n + r];                                                                     \
+                    s += ((int32_t)x##i[k] - XOFF) * wr[r][k];                                                 \
+                s -= (128 - XOFF) * g->wsum[n + r];                                                            \
                 store(g, m0 + i, n + r, (float)s * g->xscale[m0 + i] * g->wscale[n + r]);                      \
             }                                                                                                  \
         }                                                                                                      \
     } while (0)
 
-#define DEF_TILE_I(NAME, DOT, ATTR)                                                                            \
+/* XOFF: what the DOT sums are offset by: 0 when they sum (q + 128) * w (VNNI: corrected by 128 * wsum at the
+ * end), 128 when they sum q * w (dot_sign). */
+#define DEF_TILE_I(NAME, DOT, ATTR, XOFF_)                                                                     \
     INLINE ATTR void NAME(const pf_gemv *g, int64_t n, int R, int64_t m0, const int MB)                        \
     {                                                                                                          \
+        const int XOFF = XOFF_;                                                                                \
         const int64_t K = g->k, kv = K & ~(int64_t)31;                                                         \
         const int8_t *W = g->w;                                                                                \
         const int8_t *w0 = W + n * K, *w1 = W + (n + (R > 1)) * K, *w2 = W + (n + (R > 2) * 2) * K;            \
@@ -224,10 +230,10 @@ INLINE T2 __m256i dot_plain(__m256i acc, __m256i x, __m256i w)
         OUT_ROW_I(1);                                                                                          \
     }
 
-DEF_TILE_I(tile_u8s8_vnni, dot_vnni, T2V)
-DEF_TILE_I(tile_u8s8_plain, dot_plain, T2)
+DEF_TILE_I(tile_u8s8_vnni, dot_vnni, T2V, 0)
+DEF_TILE_I(tile_u8s8_sign, dot_sign, T2, 128)
 DEF_GEMV(gemv_u8s8_vnni, tile_u8s8_vnni, T2V)
-DEF_GEMV(gemv_u8s8_plain, tile_u8s8_plain, T2)
+DEF_GEMV(gemv_u8s8_sign, tile_u8s8_sign, T2)
 
 /* ---- conversions ---- */
 
@@ -302,11 +308,11 @@ void pf_kernels_avx2_init(pf_kernels *kt, bool avx_vnni)
 {
     kt->name = avx_vnni ? "avx2-vnni" : "avx2";
     kt->tier = PF_TIER_AVX2;
-    kt->vnni = avx_vnni;
+    kt->vnni = avx_vnni; /* full-range s8 weights are exact either way (dot_sign without VNNI) */
     kt->f32 = gemv_f32;
     kt->bf16 = gemv_bf16;
     kt->s8 = gemv_s8;
-    kt->u8s8 = avx_vnni ? gemv_u8s8_vnni : gemv_u8s8_plain;
+    kt->u8s8 = avx_vnni ? gemv_u8s8_vnni : gemv_u8s8_sign;
     kt->to_bf16 = to_bf16;
     kt->quant_rows = quant_rows;
 }

@@ -158,11 +158,15 @@ INLINE T512V __m512i dot_vnni(__m512i acc, __m512i x, __m512i w)
 {
     return _mm512_dpbusd_epi32(acc, x, w);
 }
-/* Without VNNI: pairs of u8*s8 summed into s16 (exact while |w| <= 63, see pf_cpu_dnnl_int8_full_range),
- * then pairs of s16 into s32. */
+/* Without VNNI: vpmaddubsw sums pairs of u8*s8 into saturating s16, so the activations go in as |q| (<= 127)
+ * with their sign moved onto the weights (2 * 127 * 127 < 32767: exact for full-range s8 weights), then pairs
+ * of s16 into s32. Sums q * w, not (q + 128) * w: no wsum correction (XOFF 128). Masked-off tail lanes hold
+ * x = 0, w = 0 and add nothing. */
 INLINE T512 __m512i dot_bw(__m512i acc, __m512i x, __m512i w)
 {
-    __m512i t = _mm512_maddubs_epi16(x, w);
+    __m512i q = _mm512_xor_si512(x, _mm512_set1_epi8((char)0x80));
+    __m512i t = _mm512_maddubs_epi16(_mm512_abs_epi8(q), _mm512_mask_sub_epi8(w, _mm512_movepi8_mask(q),
+                                                                                _mm512_setzero_si512(), w));
     return _mm512_add_epi32(acc, _mm512_madd_epi16(t, _mm512_set1_epi16(1)));
 }
 
@@ -179,15 +183,16 @@ INLINE T512 __m512i dot_bw(__m512i acc, __m512i x, __m512i w)
         if (MB > i) {                                                                                          \
             __m512i acc[4] = {a##i##0, a##i##1, a##i##2, a##i##3};                                             \
             for (int r = 0; r < R; r++) {                                                                      \
-                int32_t s = _mm512_reduce_add_epi32(acc[r]) - 128 * g->wsum[n + r];                            \
+                int32_t s = _mm512_reduce_add_epi32(acc[r]) - (128 - XOFF) * g->wsum[n + r];                   \
                 store(g, m0 + i, n + r, (float)s * g->xscale[m0 + i] * g->wscale[n + r]);                      \
             }                                                                                                  \
         }                                                                                                      \
     } while (0)
 
-#define DEF_TILE_I(NAME, DOT, ATTR)                                                                            \
+#define DEF_TILE_I(NAME, DOT, ATTR, XOFF_)                                                                     \
     INLINE ATTR void NAME(const pf_gemv *g, int64_t n, int R, int64_t m0, const int MB)                        \
     {                                                                                                          \
+        const int XOFF = XOFF_;                                                                                \
         const int64_t K = g->k, kv = K & ~(int64_t)63;                                                         \
         const __mmask64 tail = (K & 63) ? (((__mmask64)1 << (K & 63)) - 1) : 0;                                \
         const int8_t *W = g->w;                                                                                \
@@ -242,8 +247,8 @@ INLINE T512 __m512i dot_bw(__m512i acc, __m512i x, __m512i w)
         OUT_ROW_I(3);                                                                                          \
     }
 
-DEF_TILE_I(tile_u8s8_vnni, dot_vnni, T512V)
-DEF_TILE_I(tile_u8s8_bw, dot_bw, T512)
+DEF_TILE_I(tile_u8s8_vnni, dot_vnni, T512V, 0)
+DEF_TILE_I(tile_u8s8_bw, dot_bw, T512, 128)
 DEF_GEMV(gemv_u8s8_vnni, tile_u8s8_vnni, T512V)
 DEF_GEMV(gemv_u8s8_bw, tile_u8s8_bw, T512)
 

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "base/log.h"
 #include "model/dnnl_util.h"
@@ -33,6 +34,8 @@ struct pf_mm_engine {
     pf_precision prec;
     const pf_kernels *kt;
     int qmax;
+    bool int8_onednn; /* oneDNN's u8 x s8 is exact for full-range weights here (VNNI); else int8 at prefill
+                       * sizes dequantizes weight blocks to f32 for sgemm (int8_deq_sgemm) */
     dnnl_engine_t eng;
 };
 
@@ -78,6 +81,10 @@ struct pf_mm_ctx {
     size_t xscale_cap;
     float *ybuf; /* dense output when the caller's y has a row stride */
     size_t ybuf_cap;
+    float *deq; /* int8 weight block dequantized to f32 (PATH_INT8_DEQ) */
+    size_t deq_cap;
+    float *xf; /* activations quantized and dequantized (PATH_INT8_DEQ) */
+    size_t xf_cap;
 };
 
 /* ---------------------------------------------------------------- engine */
@@ -112,8 +119,12 @@ int pf_mm_engine_create(const pf_mm_options *opt, pf_mm_engine **out, pf_err *er
     e->prec = prec;
     e->kt = pf_kernels_get();
     e->eng = eng;
-    /* One weight range for both consumers of int8 weights: oneDNN and our dynamic kernel. */
-    e->qmax = pf_cpu_dnnl_int8_full_range() && e->kt->vnni ? 127 : 63;
+    /* Full-range s8 weights everywhere: our kernels are exact for them (VNNI, or |q| x signed weights
+     * without it), and where oneDNN's u8 x s8 is not (vpmaddubsw saturates 16-bit pair sums without VNNI),
+     * prefill-sized products dequantize weight blocks and run sgemm instead: +-63 weights were measured to
+     * cost int8 its accuracy (logits cosine 0.984 vs fp32 on golden cases, 0.994 at +-127). */
+    e->qmax = 127;
+    e->int8_onednn = pf_cpu_dnnl_int8_full_range();
     char d[256];
     pf_mm_engine_describe(e, d, sizeof d);
     pf_info("mm", "%s", d);
@@ -145,8 +156,9 @@ void pf_mm_engine_describe(const pf_mm_engine *e, char *buf, size_t len)
                      pf_precision_name(e->prec), ps->impl[e->prec], e->kt->name,
                      e->prec == PF_PREC_INT8 ? e->opt.int8_kernel_max_m : e->opt.kernel_max_m);
     if (e->prec == PF_PREC_INT8 && n > 0 && (size_t)n < len)
-        n += snprintf(buf + n, len - (size_t)n, " (int8 dynamic; weight-only for M <= %d; weights +-%d)",
-                      e->opt.int8_wo_max_m, e->qmax);
+        n += snprintf(buf + n, len - (size_t)n, " (int8 dynamic; weight-only for M <= %d; weights +-%d; larger M: %s)",
+                      e->opt.int8_wo_max_m, e->qmax,
+                      e->int8_onednn ? "oneDNN u8s8" : "weights dequantized to f32 blocks for sgemm");
     if (n > 0 && (size_t)n < len)
         snprintf(buf + n, len - (size_t)n, "; %s", cpu);
 }
@@ -268,7 +280,8 @@ static int choose_layout(pf_linear *l, pf_err *err)
 {
     const pf_mm_engine *e = l->e;
     dnnl_dims_t wd = {l->k, l->n};
-    bool rowmajor = e->opt.layout == PF_LAYOUT_ROWMAJOR;
+    /* int8 without oneDNN's exact u8 x s8: our kernels and the dequantizing path read row-major weights */
+    bool rowmajor = e->opt.layout == PF_LAYOUT_ROWMAJOR || (e->prec == PF_PREC_INT8 && !e->int8_onednn);
     if (!rowmajor) {
         pf_dnnl_mm mm = {.prec = e->prec, .m = e->opt.layout_m, .k = l->k, .n = l->n, .ldx = l->k, .ldy = l->n};
         dnnl_primitive_desc_t pd;
@@ -302,6 +315,28 @@ static int64_t n_block(const dnnl_memory_desc_t *md)
         if (bd->inner_idxs[i] == 1)
             b *= bd->inner_blks[i];
     return b;
+}
+
+/* Drop the source pages of rows [r0, r0+rows) (only whole pages inside the range; desc.release_source). */
+static void release_rows(const pf_linear_desc *d, int64_t r0, int64_t rows)
+{
+    if (!d->release_source)
+        return;
+    long pg = sysconf(_SC_PAGESIZE);
+    int64_t base = 0;
+    for (int i = 0; i < d->nparts; i++) {
+        const pf_linear_part *p = &d->parts[i];
+        int64_t a = r0 > base ? r0 - base : 0, b = r0 + rows - base < p->n ? r0 + rows - base : p->n;
+        base += p->n;
+        if (b <= a)
+            continue;
+        size_t row = (size_t)(p->ld ? p->ld : d->k) * pf_dtype_size(p->dtype);
+        uintptr_t lo = (uintptr_t)p->w + (size_t)a * row, hi = (uintptr_t)p->w + (size_t)b * row;
+        lo = (lo + (uintptr_t)pg - 1) & ~(uintptr_t)(pg - 1);
+        hi &= ~(uintptr_t)(pg - 1);
+        if (hi > lo)
+            madvise((void *)lo, hi - lo, MADV_DONTNEED);
+    }
 }
 
 /* f32 rows [r0, r0+rows) of the stacked parts into tmp [rows][k]; refuses non-finite weights. */
@@ -351,6 +386,7 @@ static int fill_rowmajor(pf_linear *l, const pf_linear_desc *d, pf_err *err)
         int64_t rows = l->n - r0 < chunk ? l->n - r0 : chunk;
         if ((rc = gather_rows(l, d, r0, rows, tmp, err)) != 0)
             break;
+        release_rows(d, r0, rows);
 #pragma omp parallel for schedule(static) if (rows * k > (1 << 16))
         for (int64_t i = 0; i < rows; i++) {
             const float *src = tmp + i * k;
@@ -482,6 +518,7 @@ static int fill_packed(pf_linear *l, const pf_linear_desc *d, pf_err *err)
     for (int64_t r0 = 0; r0 < l->n && rc == 0; r0 += chunk) {
         int64_t rows = l->n - r0 < chunk ? l->n - r0 : chunk;
         rc = gather_rows(l, d, r0, rows, tmp, err);
+        release_rows(d, r0, rows);
         if (rc == 0 && int8) {
 #pragma omp parallel for schedule(static) if (rows * l->k > (1 << 16))
             for (int64_t i = 0; i < rows; i++)
@@ -575,7 +612,7 @@ int pf_linear_create(const pf_mm_engine *e, const pf_linear_desc *d, pf_linear *
         if (s != dnnl_success)
             rc = pf_errf(err, "%s: oneDNN memory: %s", l->name, pf_dnnl_status_name(s));
     }
-    if (rc == 0)
+    if (rc == 0 && (e->prec != PF_PREC_INT8 || e->int8_onednn))
         rc = check_prefill_impl(l, err);
     if (rc != 0) {
         pf_linear_destroy(l);
@@ -674,6 +711,8 @@ void pf_mm_ctx_destroy(pf_mm_ctx *c)
     free(c->xbuf);
     free(c->xscale);
     free(c->ybuf);
+    free(c->deq);
+    free(c->xf);
     free(c);
 }
 
@@ -815,10 +854,17 @@ static prim_entry *get_prim(pf_mm_ctx *c, const pf_linear *l, const pf_dnnl_mm *
 
 /* ---------------------------------------------------------------- forward */
 
-typedef enum { PATH_ONEDNN, PATH_KERNEL, PATH_KERNEL_WO, PATH_KERNEL_DYN } mm_path;
+typedef enum { PATH_ONEDNN, PATH_KERNEL, PATH_KERNEL_WO, PATH_KERNEL_DYN, PATH_INT8_DEQ } mm_path;
 
 static mm_path choose_path(const pf_mm_engine *e, const pf_linear *l, int64_t m, unsigned flags)
 {
+    if (e->prec == PF_PREC_INT8 && !e->int8_onednn) {
+        if (flags & PF_LINEAR_FORCE_INT8_WO)
+            return PATH_KERNEL_WO;
+        if ((flags & (PF_LINEAR_FORCE_KERNEL | PF_LINEAR_FORCE_INT8_DYN)) || m <= e->opt.int8_kernel_max_m)
+            return m <= e->opt.int8_wo_max_m ? PATH_KERNEL_WO : PATH_KERNEL_DYN;
+        return PATH_INT8_DEQ;
+    }
     if ((flags & PF_LINEAR_FORCE_ONEDNN) || !l->rowmajor)
         return PATH_ONEDNN;
     bool forced = flags & (PF_LINEAR_FORCE_KERNEL | PF_LINEAR_FORCE_INT8_WO | PF_LINEAR_FORCE_INT8_DYN);
@@ -871,6 +917,7 @@ int pf_linear_impl(pf_mm_ctx *c, const pf_linear *l, int64_t m, unsigned flags, 
     case PATH_KERNEL: snprintf(buf, len, "kernel:%s/%s", kn, wtype_name(c->e->prec)); return 0;
     case PATH_KERNEL_WO: snprintf(buf, len, "kernel:%s/int8-weight-only", kn); return 0;
     case PATH_KERNEL_DYN: snprintf(buf, len, "kernel:%s/int8-dynamic", kn); return 0;
+    case PATH_INT8_DEQ: snprintf(buf, len, "dequantize+onednn:sgemm"); return 0;
     default: break;
     }
     pf_dnnl_mm mm;
@@ -949,6 +996,65 @@ static int run_kernel(pf_mm_ctx *c, const pf_linear *l, mm_path path, int64_t m,
     return 0;
 }
 
+/* int8 where oneDNN's u8 x s8 is not exact (no VNNI), at prefill sizes: the integer products of the dynamic
+ * int8 kernels, computed by sgemm. Activations are quantized per row exactly as for those kernels, and
+ * activation and weight codes (blocks of weight rows) become f32 integers; an f32 sum of integer products is
+ * exact while it stays below 2^24 in magnitude (sums of +-127 * +-127 products over K terms: far below for
+ * real activations), so the result, after the same epilogue, is bitwise that of the integer kernels whatever
+ * M or the summation order: a row gets the same numbers alone or in any batch. At the f32 GEMM rate. */
+static int run_int8_deq(pf_mm_ctx *c, const pf_linear *l, int64_t m, const float *x, int64_t ldx, float *y,
+                        int64_t ldy, unsigned flags, pf_err *err)
+{
+    const int64_t k = l->k;
+    int64_t blk = ((int64_t)4 << 20) / k; /* ~16 MB of f32 per block */
+    blk = blk < 16 ? 16 : blk > l->n ? l->n : blk;
+    bool acc = (flags & PF_LINEAR_ACCUMULATE) != 0;
+    if (grow((void **)&c->deq, &c->deq_cap, (size_t)blk * (size_t)k * sizeof(float), err) ||
+        grow((void **)&c->xf, &c->xf_cap, (size_t)m * (size_t)k * sizeof(float), err) ||
+        grow(&c->xbuf, &c->xbuf_cap, (size_t)m * (size_t)k, err) ||
+        grow((void **)&c->xscale, &c->xscale_cap, (size_t)m * sizeof(float), err) ||
+        grow((void **)&c->ybuf, &c->ybuf_cap, (size_t)m * (size_t)blk * sizeof(float), err))
+        return -1;
+    quantize(c->e->kt, m, k, x, ldx, c->xbuf, c->xscale, 128);
+    const uint8_t *xq = c->xbuf;
+    float *xf = c->xf;
+#pragma omp parallel for schedule(static) if (m * k >= (1 << 16))
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < k; j++)
+            xf[i * k + j] = (float)((int)xq[i * k + j] - 128);
+    const int8_t *q = l->w;
+    for (int64_t n0 = 0; n0 < l->n; n0 += blk) {
+        int64_t nb = l->n - n0 < blk ? l->n - n0 : blk;
+        float *d = c->deq, *t = c->ybuf;
+#pragma omp parallel for schedule(static)
+        for (int64_t r = 0; r < nb; r++) {
+            const int8_t *qr = q + (size_t)(n0 + r) * (size_t)k;
+            float *dr = d + (size_t)r * (size_t)k;
+            for (int64_t j = 0; j < k; j++)
+                dr[j] = (float)qr[j];
+        }
+        dnnl_status_t s = dnnl_sgemm('N', 'T', m, nb, k, 1.0f, xf, k, d, k, 0.0f, t, nb);
+        if (s != dnnl_success)
+            return pf_errf(err, "%s: sgemm M=%lld N=%lld K=%lld: %s", l->name, (long long)m, (long long)nb,
+                           (long long)k, pf_dnnl_status_name(s));
+        /* the integer kernels' epilogue: (float)(sum) * xscale * wscale (+ bias) */
+        const float *ws = l->wscale + n0, *b = l->bias ? l->bias + n0 : NULL;
+#pragma omp parallel for schedule(static) if (m * nb >= (1 << 15))
+        for (int64_t i = 0; i < m; i++) {
+            const float xs = c->xscale[i];
+            float *yr = y + i * ldy + n0;
+            const float *tr = t + i * nb;
+            for (int64_t j = 0; j < nb; j++) {
+                float v = tr[j] * xs * ws[j];
+                if (b)
+                    v += b[j];
+                yr[j] = acc ? yr[j] + v : v;
+            }
+        }
+    }
+    return 0;
+}
+
 int pf_linear_forward(pf_mm_ctx *c, const pf_linear *l, int64_t m, const float *x, int64_t ldx, float *y,
                       int64_t ldy, unsigned flags, pf_err *err)
 {
@@ -957,6 +1063,8 @@ int pf_linear_forward(pf_mm_ctx *c, const pf_linear *l, int64_t m, const float *
     if (m == 0)
         return 0;
     mm_path path = choose_path(c->e, l, m, flags);
+    if (path == PATH_INT8_DEQ)
+        return run_int8_deq(c, l, m, x, ldx, y, ldy, flags, err);
     if (path != PATH_ONEDNN)
         return run_kernel(c, l, path, m, x, ldx, y, ldy, flags, err);
 
@@ -1051,6 +1159,8 @@ int pf_mm_shape_impl(const pf_mm_engine *e, int64_t m, int64_t k, int64_t n, boo
             snprintf(buf, len, "kernel:%s/int8-weight-only", e->kt->name);
         else if (path == PATH_KERNEL_DYN)
             snprintf(buf, len, "kernel:%s/int8-dynamic", e->kt->name);
+        else if (path == PATH_INT8_DEQ)
+            snprintf(buf, len, "dequantize+onednn:sgemm");
         else {
             pf_dnnl_mm mm;
             fill_mm(l, m, 0, &mm);

@@ -14,9 +14,11 @@
  * our kernels (kernels.h) read for decode-sized M, where they beat gemm:jit.
  *   fp32  f32 activations and weights.
  *   bf16  activations converted per call to bf16 (round to nearest even), f32 accumulation and output.
- *   int8  s8 weights with one symmetric scale per output row (quant.h); activations quantized per call,
- *         per row, symmetric (dynamic quantization) and offset to u8; oneDNN (or our kernel) computes the
- *         exact integer sums, our epilogue applies offset, row and column scales, bias, accumulation.
+ *   int8  s8 weights (+-127) with one symmetric scale per output row (quant.h); activations quantized per
+ *         call, per row, symmetric (dynamic quantization) and offset to u8; oneDNN (where it has VNNI, so its
+ *         u8 x s8 sums are exact), our kernels (small M), or sgemm over the integer codes as f32 (prefill M
+ *         without VNNI: exact while sums stay below 2^24) compute the integer sums, our epilogue applies
+ *         offset, row and column scales, bias, accumulation: the same numbers on every path and every M.
  *         Our kernels also offer weight-only int8 (f32 activations), slower at every M measured.
  * Every oneDNN primitive's implementation is logged (debug) and a `ref:` one is an error unless allowed.
  *
@@ -85,6 +87,10 @@ typedef struct pf_linear_desc {
     int64_t k;
     int nparts;
     pf_linear_part parts[PF_LINEAR_MAX_PARTS];
+    /* The weights live in a read-only file mapping (a checkpoint): give their pages back (MADV_DONTNEED) as
+     * they are converted, so a large matrix (the 257k-row LM head) is never resident twice. Never set this
+     * for anonymous memory: its contents would be lost. */
+    bool release_source;
 } pf_linear_desc;
 
 int pf_linear_create(const pf_mm_engine *e, const pf_linear_desc *d, pf_linear **out, pf_err *err);

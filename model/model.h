@@ -39,6 +39,7 @@ typedef struct pf_text_layer_w {
 
 typedef struct pf_model {
     pf_config cfg;
+    int has_f32; /* 0: loaded with PF_MODEL_STORED_ONLY: the f32 pointers below are NULL (engine use only) */
     pf_checkpoint ckpt;
     pf_layout layout;
     float *arena; /* converted (non-F32 or unaligned) weights */
@@ -60,6 +61,14 @@ typedef struct pf_model {
 /* Load DIR (config.json + model.safetensors or sharded index). Checks every tensor's presence, dtype and
  * shape against the config and reports the first problem by name. */
 int pf_model_load(const char *dir, pf_model **out, pf_err *err);
+
+enum {
+    /* Validate everything but convert nothing to f32: the fast engine reads the stored tensors itself
+     * (pf_model_find_tensor), so a 3B BF16 checkpoint does not cost 11.7 GB of f32 copies it never uses.
+     * The reference forward cannot run on such a model (has_f32 == 0). */
+    PF_MODEL_STORED_ONLY = 1u << 0,
+};
+int pf_model_load_flags(const char *dir, unsigned flags, pf_model **out, pf_err *err);
 void pf_model_free(pf_model *m);
 const pf_config *pf_model_config(const pf_model *m);
 /* The stored tensor for a layout-independent name in the v1 spelling ("language_model.model.norm.weight");

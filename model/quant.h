@@ -1,8 +1,9 @@
 /* quant.h - int8 weight quantization: symmetric, one scale per output row (output channel).
  *
  * W[n][k] ~= scale[n] * q[n][k], q in [-qmax, qmax], scale = max_k |W[n][k]| / qmax, round to nearest even.
- * qmax is 127 where every int8 dot product we run sums in 32 bits (VNNI), 63 where oneDNN or our kernels
- * use vpmaddubsw (pairs of u8*s8 summed in saturating 16 bits: 2 * 255 * 63 < 32767 stays exact). */
+ * The engine uses qmax 127 on every CPU: with VNNI every product sums in 32 bits; without it our kernels feed
+ * vpmaddubsw |q_x| and sign-adjusted weights (2 * 127 * 127 < 32767, exact), and prefill-sized products run
+ * as exact integer sums in sgemm instead of oneDNN's saturating u8 x s8 (model/mm.c). */
 #ifndef PF_MODEL_QUANT_H
 #define PF_MODEL_QUANT_H
 

@@ -9,8 +9,13 @@ typedef struct ref_ctx {
     pf_ref_scratch scratch;
 } ref_ctx;
 
-static void *ref_ctx_create(const pf_model *m, pf_err *err)
+static void *ref_ctx_create(const pf_model *m, void *arg, pf_err *err)
 {
+    (void)arg;
+    if (!m->has_f32) {
+        pf_errf(err, "the reference backend needs the f32 weights (model loaded with PF_MODEL_STORED_ONLY)");
+        return NULL;
+    }
     ref_ctx *c = calloc(1, sizeof *c);
     if (!c)
         pf_errf(err, "out of memory");

@@ -15,6 +15,7 @@ typedef struct pf_sample_params {
     float top_p;              /* <= 0 or >= 1: off */
     float repetition_penalty; /* 1 (or <= 0): off; > 1 discourages tokens already in prompt or output */
     uint64_t seed;
+    int ignore_eos;           /* benchmarks only: eos does not stop generation (always max_new_tokens) */
 } pf_sample_params;
 
 /* Greedy, 32 new tokens, everything else off. */

@@ -19,6 +19,13 @@ int pf_score(const pf_model *m, const float *pixels, int num_images, const int32
              const int32_t *token_type_ids, const int32_t *labels, size_t n, float *token_nll, double *nll_sum,
              size_t *n_labels, pf_err *err);
 
+/* The same through the fast engine (model/engine.h): one ragged-batch row with the prefix-LM mask; logits
+ * only at the labelled positions. */
+struct pf_engine_ctx;
+int pf_score_engine(struct pf_engine_ctx *c, const float *pixels, int num_images, const int32_t *ids,
+                    const int32_t *token_type_ids, const int32_t *labels, size_t n, float *token_nll, double *nll_sum,
+                    size_t *n_labels, pf_err *err);
+
 /* Cross-entropy of one position: logsumexp(logits) - logits[label], in double. */
 double pf_score_nll(const float *logits, size_t V, int32_t label);
 

@@ -12,11 +12,13 @@
 #include "model/generate.h"
 #include "model/model.h"
 #include "model/processor.h"
+#include "model/session.h"
 #include "model/tokenizer.h"
 #include "workers/image.h"
 
 typedef struct inf_inst {
-    pf_model *model;
+    pf_session ses;
+    pf_model *model; /* = ses.model, ses.gen */
     pf_tokenizer *tok;
     pf_generator *gen;
     int image_size, n_image_tokens;
@@ -31,9 +33,8 @@ static void inf_destroy(void *inst)
     inf_inst *p = inst;
     if (!p)
         return;
-    pf_generator_free(p->gen);
+    pf_session_close(&p->ses);
     pf_tokenizer_free(p->tok);
-    pf_model_free(p->model);
     free(p->pixels);
     free(p->done);
     free(p);
@@ -47,11 +48,14 @@ static void *inf_create(const void *cfgp, pf_err *err)
         pf_errf(err, "out of memory");
         return NULL;
     }
-    if (pf_model_load(cfg->model_dir, &p->model, err) || pf_tokenizer_load(cfg->tokenizer, &p->tok, err) ||
-        pf_generator_create(p->model, &p->gen, err)) {
+    pf_session_opts so = cfg->session;
+    so.max_active = cfg->max_batch > 0 ? (size_t)cfg->max_batch : so.max_active;
+    if (pf_tokenizer_load(cfg->tokenizer, &p->tok, err) || pf_session_open(cfg->model_dir, &so, &p->ses, err)) {
         inf_destroy(p);
         return NULL;
     }
+    p->model = p->ses.model;
+    p->gen = p->ses.gen;
     const pf_config *c = pf_model_config(p->model);
     p->image_size = c->vision.image_size;
     p->n_image_tokens = c->num_image_tokens;

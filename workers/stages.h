@@ -4,6 +4,7 @@
 #ifndef PF_WORKERS_STAGES_H
 #define PF_WORKERS_STAGES_H
 
+#include "model/session.h"
 #include "workers/stage.h"
 
 typedef struct pf_preprocess_cfg {
@@ -13,6 +14,8 @@ typedef struct pf_preprocess_cfg {
 typedef struct pf_inference_cfg {
     const char *model_dir;
     const char *tokenizer;
+    pf_session_opts session; /* backend, precision, threads; zero = the engine at fp32 on all cores */
+    int max_batch;           /* sequences decoding at once (0: 64) */
 } pf_inference_cfg;
 
 extern const pf_stage_ops pf_stage_preprocess_ops;

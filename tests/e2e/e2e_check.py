@@ -10,6 +10,9 @@
   pipeline  - the embedded pipeline (`paliflow run`) over the same images and prompts must give, for every
               file, the same ids and text as `generate` (one code path) and as the golden.
 
+--extra ARG (repeatable) is passed to every generate/run command, e.g. --extra=--backend --extra=reference
+to check the reference oracle instead of the default engine.
+
 Exit 0 only if everything matches; prints every mismatch with the first differing step and its margin.
 """
 import argparse
@@ -68,7 +71,7 @@ def compare(label, case, got_ids, got_text, errors):
 
 def run_generate(args, golden, ckpt, prompts, cases):
     cmd = [args.paliflow, "generate", "--model", os.path.join(golden, "e2e", ckpt), "--tokenizer", args.tokenizer,
-           "--max-new-tokens", "10"]
+           "--max-new-tokens", "10"] + args.extra
     for p in prompts:
         cmd += ["--prompt", p]
     cmd += [os.path.join(golden, c["image"]) for c in cases]
@@ -106,7 +109,7 @@ def check_pipeline(args, golden, cases, gen_results):
             out = os.path.join(tmp, f"run{i}.jsonl")
             paths = sorted({os.path.join(golden, c["image"]) for c in cs})
             cmd = [args.paliflow, "run", "--model", os.path.join(golden, "e2e", ckpt), "--tokenizer", args.tokenizer,
-                   "--task", prompt, "--max-new-tokens", "10", "--progress", "off", "--out", out] + paths
+                   "--task", prompt, "--max-new-tokens", "10", "--progress", "off", "--out", out] + args.extra + paths
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
             if proc.returncode != 0:
                 errors.append(f"pipeline: {' '.join(cmd)} exited {proc.returncode}: {proc.stderr[-2000:]}")
@@ -180,6 +183,7 @@ def main():
     ap.add_argument("--paliflow", required=True)
     ap.add_argument("--golden", required=True, help="the shared golden folder (holds e2e/ and images/)")
     ap.add_argument("--tokenizer", help="default: GOLDEN/tokenizer/tokenizer.json")
+    ap.add_argument("--extra", action="append", default=[], help="argument added to every paliflow command")
     args = ap.parse_args()
     args.tokenizer = args.tokenizer or os.path.join(args.golden, "tokenizer", "tokenizer.json")
     if args.mode == "corpus":

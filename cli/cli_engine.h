@@ -1,0 +1,23 @@
+/* cli_engine.h - the compute options every model-running subcommand takes (--backend, --precision,
+ * --threads), parsed one way for all of them. */
+#ifndef PF_CLI_ENGINE_H
+#define PF_CLI_ENGINE_H
+
+#include "base/err.h"
+#include "model/session.h"
+
+#define CLI_ENGINE_OPTIONS_HELP                                                                                    \
+    "  --backend B             engine (default: the fast oneDNN engine) or reference (the fp32 oracle,\n"        \
+    "                          single-threaded, slow)\n"                                                          \
+    "  --precision P           fp32 (default: exact to transformers' fp32), bf16, int8, or auto (the best this\n" \
+    "                          CPU runs: bf16 with AVX512_BF16, else int8); see model/README.md for accuracy\n"   \
+    "  --threads N             compute threads (default: all cores)\n"
+
+#define CLI_ENGINE_LONG_OPTIONS                                                                                    \
+    {"backend", required_argument, 0, 0}, {"precision", required_argument, 0, 0}, {"threads", required_argument, 0, 0}
+
+/* If NAME is one of the options above, apply VAL to O: returns 1 (handled), -1 (bad value, err set);
+ * 0 if NAME is another option. */
+int cli_engine_option(const char *name, const char *val, pf_session_opts *o, pf_err *err);
+
+#endif
