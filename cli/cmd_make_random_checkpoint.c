@@ -73,8 +73,9 @@ static int parse_size(const char *s, uint64_t *out)
     size_t n = strlen(end);
     if (n >= sizeof suf)
         return -1;
-    for (size_t i = 0; i <= n; i++)
+    for (size_t i = 0; i < n && i < sizeof suf - 1; i++)
         suf[i] = (char)toupper((unsigned char)end[i]);
+    suf[n] = '\0';
     for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
         if (strcmp(suf, units[i].suffix) == 0) {
             double b = v * units[i].mul;

@@ -271,7 +271,7 @@ static char *build_header(const pf_st_entry *entries, size_t n, const char *meta
     }
     uint64_t off = 0;
     for (size_t i = 0; i < n; i++) {
-        size_t nb;
+        size_t nb = 0;
         if (entry_bytes(&entries[i], &nb, err) != 0) {
             json_decref(root);
             return NULL;
@@ -367,7 +367,7 @@ int pf_st_write(const char *path, const pf_st_entry *entries, size_t n, const ch
     if (write_all(fd, len8, 8, tmp, err) || write_all(fd, header, hlen, tmp, err))
         goto done;
     for (size_t i = 0; i < n; i++) {
-        size_t nb;
+        size_t nb = 0;
         if (entry_bytes(&entries[i], &nb, err) || write_entry_data(fd, &entries[i], nb, tmp, chunk, chunk_size, err))
             goto done;
     }
