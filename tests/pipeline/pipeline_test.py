@@ -11,6 +11,7 @@ import atexit
 import hashlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -75,12 +76,34 @@ def kill9(p):
     p.wait(timeout=10)
 
 
+_ports_given = set()
+
+
 def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A port to bind on 127.0.0.1, below the kernel's ephemeral range: a port the kernel hands out for bind(0)
+    is also one it may give to some other test's outgoing connection (ZeroMQ clients connect from ephemeral
+    ports) before our server binds it ("Address already in use")."""
+    lo = 32768
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    rng = random.SystemRandom()
+    for _ in range(1000):
+        port = rng.randrange(max(1024, lo - 12000), lo)
+        if port in _ports_given:
+            continue
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            s.close()
+        _ports_given.add(port)
+        return port
+    raise Fail("no free port below %d" % lo)
 
 
 def make_inputs(root, n_good=30, extra=True):
