@@ -196,19 +196,27 @@ static int bench_e2e(bench_state *s, const bench_opts *o, bench_result *r, pf_er
         pf_gen_result_free(&res[i]);
         reqs[i].params.max_new_tokens = o->new_tokens;
     }
-    random_pixels(px, N * s->img, 777);
-    double t0 = pf_now();
-    if (pf_generate(g, reqs, N, res, err) != 0)
-        goto done;
-    r->e2e_s = pf_now() - t0;
-    for (size_t i = 0; i < N; i++) {
-        if (res[i].error) {
-            pf_errf(err, "end-to-end request %zu: %s", i, res[i].error);
+    /* Best of two timed runs, like every other figure here (a shared machine only ever slows a run); each
+     * run gets pixels the image cache has not seen. */
+    r->e2e_s = 0;
+    for (int rep = 0; rep < 2; rep++) {
+        random_pixels(px, N * s->img, 777 + (uint64_t)rep);
+        double t0 = pf_now();
+        if (pf_generate(g, reqs, N, res, err) != 0)
             goto done;
-        }
-        if (res[i].n_ids != (size_t)o->new_tokens) {
-            pf_errf(err, "end-to-end request %zu: %zu tokens instead of %d", i, res[i].n_ids, o->new_tokens);
-            goto done;
+        double t = pf_now() - t0;
+        pf_info("bench", "end to end, run %d: %zu images x %d tokens in %.2f s", rep + 1, N, o->new_tokens, t);
+        r->e2e_s = rep == 0 || t < r->e2e_s ? t : r->e2e_s;
+        for (size_t i = 0; i < N; i++) {
+            if (res[i].error) {
+                pf_errf(err, "end-to-end request %zu: %s", i, res[i].error);
+                goto done;
+            }
+            if (res[i].n_ids != (size_t)o->new_tokens) {
+                pf_errf(err, "end-to-end request %zu: %zu tokens instead of %d", i, res[i].n_ids, o->new_tokens);
+                goto done;
+            }
+            pf_gen_result_free(&res[i]);
         }
     }
     r->images_per_s = (double)N / r->e2e_s;
