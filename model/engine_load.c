@@ -82,6 +82,16 @@ static pf_linear *linear(loader *L, const char *name, int bias, int np, const pf
     return l;
 }
 
+/* Layer i's one-tensor linear "<p>.<i>.<what>.weight" (+ ".bias" if bias), named "<p>.<i>.<what>". */
+static pf_linear *layer_linear(loader *L, const char *p, int i, const char *what, int bias)
+{
+    const pf_st_tensor *w = find(L, "%s.%d.%s.weight", p, i, what);
+    const pf_st_tensor *b = bias ? find(L, "%s.%d.%s.bias", p, i, what) : NULL;
+    char name[160];
+    snprintf(name, sizeof name, "%s.%d.%s", p, i, what);
+    return linear(L, name, bias, 1, &w, &b);
+}
+
 static size_t small_floats(const pf_config *c)
 {
     size_t Dv = (size_t)c->vision.hidden, D = (size_t)c->text.hidden, pad = 16;
@@ -119,20 +129,8 @@ static int load_vision(loader *L)
         snprintf(name, sizeof name, "%s.%d.self_attn.qkv", p, i);
         if (!(V->qkv = linear(L, name, 1, 3, w, b)))
             return -1;
-        w[0] = find(L, "%s.%d.self_attn.out_proj.weight", p, i);
-        b[0] = find(L, "%s.%d.self_attn.out_proj.bias", p, i);
-        snprintf(name, sizeof name, "%s.%d.self_attn.out_proj", p, i);
-        if (!(V->o = linear(L, name, 1, 1, w, b)))
-            return -1;
-        w[0] = find(L, "%s.%d.mlp.fc1.weight", p, i);
-        b[0] = find(L, "%s.%d.mlp.fc1.bias", p, i);
-        snprintf(name, sizeof name, "%s.%d.mlp.fc1", p, i);
-        if (!(V->fc1 = linear(L, name, 1, 1, w, b)))
-            return -1;
-        w[0] = find(L, "%s.%d.mlp.fc2.weight", p, i);
-        b[0] = find(L, "%s.%d.mlp.fc2.bias", p, i);
-        snprintf(name, sizeof name, "%s.%d.mlp.fc2", p, i);
-        if (!(V->fc2 = linear(L, name, 1, 1, w, b)))
+        if (!(V->o = layer_linear(L, p, i, "self_attn.out_proj", 1)) ||
+            !(V->fc1 = layer_linear(L, p, i, "mlp.fc1", 1)) || !(V->fc2 = layer_linear(L, p, i, "mlp.fc2", 1)))
             return -1;
     }
     if (!(e->post_ln_w = small(L, find(L, "%spost_layernorm.weight", vp), 0)) ||
@@ -165,18 +163,14 @@ static int load_text(loader *L)
         snprintf(name, sizeof name, "%s.%d.self_attn.qkv", p, i);
         if (!(T->qkv = linear(L, name, 0, 3, w, NULL)))
             return -1;
-        w[0] = find(L, "%s.%d.self_attn.o_proj.weight", p, i);
-        snprintf(name, sizeof name, "%s.%d.self_attn.o_proj", p, i);
-        if (!(T->o = linear(L, name, 0, 1, w, NULL)))
+        if (!(T->o = layer_linear(L, p, i, "self_attn.o_proj", 0)))
             return -1;
         w[0] = find(L, "%s.%d.mlp.gate_proj.weight", p, i);
         w[1] = find(L, "%s.%d.mlp.up_proj.weight", p, i);
         snprintf(name, sizeof name, "%s.%d.mlp.gate_up", p, i);
         if (!(T->gu = linear(L, name, 0, 2, w, NULL)))
             return -1;
-        w[0] = find(L, "%s.%d.mlp.down_proj.weight", p, i);
-        snprintf(name, sizeof name, "%s.%d.mlp.down_proj", p, i);
-        if (!(T->down = linear(L, name, 0, 1, w, NULL)))
+        if (!(T->down = layer_linear(L, p, i, "mlp.down_proj", 0)))
             return -1;
     }
     if (!(e->final_norm = small(L, find(L, "language_model.model.norm.weight"), 1)))

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/engine_math.h" /* pf_eng_exp: Cephes expf, branch-free so the key loop vectorizes */
 #include "model/ref.h"
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(PF_NO_CLONES)
@@ -172,28 +173,6 @@ void pf_ref_rope(float *x, size_t n, int heads, int head_dim, const int64_t *pos
 #define BQ 32
 #define BK 64
 
-/* exp(x) for the softmax (x <= 0 after subtracting the running max), branch-free so the loop over a key
- * block vectorizes: Cephes' expf (range reduction by ln 2 split in two, degree-5 polynomial), within 2 ulp
- * of libm. Inputs below -87.3 flush towards 0 (the caller zeroes masked keys itself). */
-static inline float exp_softmax(float x)
-{
-    x = x < -87.3f ? -87.3f : x;
-    float t = x * 1.44269504088896341f + 12582912.0f; /* round(x / ln 2) by the 1.5 * 2^23 trick */
-    float n = t - 12582912.0f;
-    float r = x - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    float y = p * r * r + r + 1.0f;
-    int32_t e = ((int32_t)n + 127) << 23; /* 2^n; n >= -126 here */
-    float scale;
-    memcpy(&scale, &e, sizeof scale);
-    return y * scale;
-}
 
 static inline int visible(const pf_ref_attn *a, size_t i, size_t j)
 {
@@ -275,7 +254,7 @@ int pf_ref_attention(const pf_ref_attn *a, const float *q, size_t nq, size_t q0,
                         continue;
                     /* Online softmax: rescale what was accumulated to the new running max. */
                     float mnew = m[r] > bm ? m[r] : bm;
-                    float alpha = m[r] == -INFINITY ? 0.0f : exp_softmax(m[r] - mnew); /* 0 on the first block */
+                    float alpha = m[r] == -INFINITY ? 0.0f : pf_eng_exp(m[r] - mnew); /* 0 on the first block */
                     float *ar = acc + r * (size_t)hd;
                     if (alpha != 1.0f) {
                         for (int d = 0; d < hd; d++)
@@ -283,7 +262,7 @@ int pf_ref_attention(const pf_ref_attn *a, const float *q, size_t nq, size_t q0,
                     }
                     float p[BK], sum = 0;
                     for (c = 0; c < kb; c++) {
-                        float e = exp_softmax(sr[c] - mnew);
+                        float e = pf_eng_exp(sr[c] - mnew);
                         p[c] = sr[c] == -INFINITY ? 0.0f : e;
                     }
                     for (c = 0; c < kb; c++) {
