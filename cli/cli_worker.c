@@ -81,7 +81,9 @@ static int reparse(int argc, char **argv, void *arg)
     return 0;
 }
 
-int cli_worker_start(cli_worker *c, volatile sig_atomic_t *stop)
+/* Check the endpoints against the security settings, start the metrics server, install the stop and reload
+ * signals. 0 ok, 2 usage/setup error (message printed). */
+static int worker_start(cli_worker *c, volatile sig_atomic_t *stop)
 {
     pf_err err = {{0}};
     if (!c->o.producer || !c->o.sink) {
@@ -105,7 +107,33 @@ int cli_worker_start(cli_worker *c, volatile sig_atomic_t *stop)
     return 0;
 }
 
-void cli_worker_stop(cli_worker *c)
+int cli_worker_main(const char *cmd, int inference, int argc0, char **argv0, void (*usage)(FILE *),
+                    cli_worker_setup_fn setup)
 {
-    pf_service_stop(&c->svc);
+    int argc;
+    char **argv;
+    pf_err err = {{0}};
+    if (pf_config_expand_argv(argc0, argv0, &argc, &argv, &err)) {
+        fprintf(stderr, "paliflow %s: %s\n", cmd, err.msg);
+        return 2;
+    }
+    static cli_worker c; /* the SIGHUP reload reads it */
+    static volatile sig_atomic_t stop;
+    cli_worker_init(&c, cmd, inference, argc0, argv0);
+    int rc = cli_worker_parse(&c, argc, argv, usage);
+    if (rc == 1) { /* --help */
+        rc = 0;
+    } else if (rc != 0 || setup(&c) != 0 || worker_start(&c, &stop) != 0) {
+        fprintf(stderr, "Run 'paliflow %s --help' for the options.\n", cmd);
+        rc = 2;
+    } else {
+        rc = 0;
+        if (pf_worker_run(&c.o, &err)) {
+            fprintf(stderr, "paliflow %s: %s\n", cmd, err.msg);
+            rc = 1;
+        }
+        pf_service_stop(&c.svc);
+    }
+    pf_config_free_argv(argc, argv);
+    return rc;
 }

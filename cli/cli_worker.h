@@ -26,9 +26,14 @@ void cli_worker_init(cli_worker *c, const char *cmd, int inference, int argc0, c
 /* Parse ARGV (the config-expanded command line). 0 parsed, 1 --help printed by USAGE, 2 usage error (message
  * printed). */
 int cli_worker_parse(cli_worker *c, int argc, char **argv, void (*usage)(FILE *));
-/* Check the endpoints against the security settings, start the metrics server, install the stop and reload
- * signals. 0 ok, 2 usage/setup error (message printed). */
-int cli_worker_start(cli_worker *c, volatile sig_atomic_t *stop);
-void cli_worker_stop(cli_worker *c);
+/* A worker command's own part: check its required options and point c->o.ops / c->o.stage_cfg at its stage
+ * (the configuration must outlive the run). 0 ok, else a usage error (message printed). */
+typedef int (*cli_worker_setup_fn)(cli_worker *c);
+
+/* The whole life of a worker command: expand --config, parse, SETUP, check the endpoints against the
+ * security settings, start the metrics server and the stop/reload signals, run the stage until stopped or
+ * done, stop. Returns the exit status: 0 done, 1 failed while running, 2 usage or setup error. */
+int cli_worker_main(const char *cmd, int inference, int argc0, char **argv0, void (*usage)(FILE *),
+                    cli_worker_setup_fn setup);
 
 #endif

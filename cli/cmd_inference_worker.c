@@ -1,12 +1,9 @@
 /* paliflow inference-worker: run the model on preprocessed images (connects to producer and sink). */
 #include <stdio.h>
-#include <string.h>
 
-#include "base/log.h"
 #include "cli/cli_engine.h"
 #include "cli/cli_worker.h"
 #include "cli/commands.h"
-#include "pipeline/config.h"
 #include "workers/stages.h"
 #include "workers/worker.h"
 
@@ -31,47 +28,21 @@ static void usage(FILE *out)
                  PF_METRICS_HELP);
 }
 
+static int setup(cli_worker *c)
+{
+    static pf_inference_cfg cfg;
+    if (!c->o.producer || !c->o.sink || !c->model || !c->tokenizer) {
+        fprintf(stderr, "paliflow inference-worker: --producer, --sink, --model and --tokenizer are required\n");
+        return -1;
+    }
+    cfg = (pf_inference_cfg){.model_dir = c->model, .tokenizer = c->tokenizer, .session = c->so,
+                             .max_batch = c->o.max_batch};
+    c->o.ops = &pf_stage_inference_ops;
+    c->o.stage_cfg = &cfg;
+    return 0;
+}
+
 int cmd_inference_worker(int argc0, char **argv0)
 {
-    int argc;
-    char **argv;
-    pf_err err = {{0}};
-    if (pf_config_expand_argv(argc0, argv0, &argc, &argv, &err)) {
-        fprintf(stderr, "paliflow inference-worker: %s\n", err.msg);
-        return 2;
-    }
-    static cli_worker c;
-    cli_worker_init(&c, "inference-worker", 1, argc0, argv0);
-    int rc = cli_worker_parse(&c, argc, argv, usage);
-    if (rc == 1) {
-        rc = 0;
-        goto out;
-    }
-    if (rc)
-        goto bad;
-    if (!c.o.producer || !c.o.sink || !c.model || !c.tokenizer) {
-        fprintf(stderr, "paliflow inference-worker: --producer, --sink, --model and --tokenizer are required\n");
-        goto bad;
-    }
-    static volatile sig_atomic_t stop;
-    if ((rc = cli_worker_start(&c, &stop)))
-        goto bad;
-    pf_inference_cfg cfg = {.model_dir = c.model, .tokenizer = c.tokenizer, .session = c.so,
-                            .max_batch = c.o.max_batch};
-    c.o.ops = &pf_stage_inference_ops;
-    c.o.stage_cfg = &cfg;
-    if (pf_worker_run(&c.o, &err)) {
-        fprintf(stderr, "paliflow inference-worker: %s\n", err.msg);
-        rc = 1;
-    } else {
-        rc = 0;
-    }
-    cli_worker_stop(&c);
-    goto out;
-bad:
-    fprintf(stderr, "Run 'paliflow inference-worker --help' for the options.\n");
-    rc = 2;
-out:
-    pf_config_free_argv(argc, argv);
-    return rc;
+    return cli_worker_main("inference-worker", 1, argc0, argv0, usage, setup);
 }

@@ -1,11 +1,8 @@
 /* paliflow preprocess-worker: decode and resize images for the model (connects to producer and sink). */
 #include <stdio.h>
-#include <string.h>
 
-#include "base/log.h"
 #include "cli/cli_worker.h"
 #include "cli/commands.h"
-#include "pipeline/config.h"
 #include "workers/stages.h"
 #include "workers/worker.h"
 
@@ -24,42 +21,15 @@ static void usage(FILE *out)
                  PF_METRICS_HELP);
 }
 
+static int setup(cli_worker *c)
+{
+    static pf_preprocess_cfg cfg;
+    c->o.ops = &pf_stage_preprocess_ops;
+    c->o.stage_cfg = &cfg;
+    return 0;
+}
+
 int cmd_preprocess_worker(int argc0, char **argv0)
 {
-    int argc;
-    char **argv;
-    pf_err err = {{0}};
-    if (pf_config_expand_argv(argc0, argv0, &argc, &argv, &err)) {
-        fprintf(stderr, "paliflow preprocess-worker: %s\n", err.msg);
-        return 2;
-    }
-    static cli_worker c;
-    cli_worker_init(&c, "preprocess-worker", 0, argc0, argv0);
-    int rc = cli_worker_parse(&c, argc, argv, usage);
-    if (rc == 1) {
-        rc = 0;
-        goto out;
-    }
-    if (rc)
-        goto bad;
-    static volatile sig_atomic_t stop;
-    if ((rc = cli_worker_start(&c, &stop)))
-        goto bad;
-    pf_preprocess_cfg cfg = {0};
-    c.o.ops = &pf_stage_preprocess_ops;
-    c.o.stage_cfg = &cfg;
-    if (pf_worker_run(&c.o, &err)) {
-        fprintf(stderr, "paliflow preprocess-worker: %s\n", err.msg);
-        rc = 1;
-    } else {
-        rc = 0;
-    }
-    cli_worker_stop(&c);
-    goto out;
-bad:
-    fprintf(stderr, "Run 'paliflow preprocess-worker --help' for the options.\n");
-    rc = 2;
-out:
-    pf_config_free_argv(argc, argv);
-    return rc;
+    return cli_worker_main("preprocess-worker", 0, argc0, argv0, usage, setup);
 }
