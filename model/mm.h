@@ -16,9 +16,10 @@
  *   bf16  activations converted per call to bf16 (round to nearest even), f32 accumulation and output.
  *   int8  s8 weights (+-127) with one symmetric scale per output row (quant.h); activations quantized per
  *         call, per row, symmetric (dynamic quantization) and offset to u8; oneDNN (where it has VNNI, so its
- *         u8 x s8 sums are exact), our kernels (small M), or sgemm over the integer codes as f32 (prefill M
- *         without VNNI: exact while sums stay below 2^24) compute the integer sums, our epilogue applies
- *         offset, row and column scales, bias, accumulation: the same numbers on every path and every M.
+ *         u8 x s8 sums are exact), our kernels (small M; without VNNI also prefill M, in blocks of 64 rows:
+ *         oneDNN's u8 x s8 would saturate there), or, on CPUs below AVX2, sgemm over the integer codes as
+ *         f32 (exact while sums stay below 2^24) compute the integer sums; our epilogue applies offset, row
+ *         and column scales, bias, accumulation: the same numbers on every path and every M.
  *         Our kernels also offer weight-only int8 (f32 activations), slower at every M measured.
  * Every oneDNN primitive's implementation is logged (debug) and a `ref:` one is an error unless allowed.
  *
