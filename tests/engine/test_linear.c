@@ -306,10 +306,52 @@ static void test_no_ref_on_hot_shapes(void **state)
     assert_true(checked > 0);
 }
 
+/* int8: every path computes exact integer sums and applies one epilogue, so a row's result is bitwise the
+ * same alone (M = 1: decode kernels) and in a prefill-sized batch (oneDNN u8s8 with VNNI, else our kernels
+ * in 64-row blocks), at any position in the batch. */
+static void test_int8_rows_batch_invariant(void **state)
+{
+    (void)state;
+    if (!supported(PF_PREC_INT8))
+        skip();
+    const int64_t M = 200, K = 512, N = 300;
+    pf_mm_options o = {.precision = PF_PREC_INT8};
+    pf_mm_engine *e;
+    pf_mm_ctx *c;
+    pf_err err;
+    if (pf_mm_engine_create(&o, &e, &err) || pf_mm_ctx_create(e, &c, &err))
+        fail_msg("%s", err.msg);
+    layer l;
+    layer_make(&l, N, K, true);
+    pf_linear *lin;
+    if (pf_linear_create1(e, "test", l.n, l.k, PF_DT_BF16, l.w, l.bias, PF_DT_F32, &lin, &err))
+        fail_msg("%s", err.msg);
+    float *x = malloc(sizeof(float) * (size_t)(M * K)), *yb = malloc(sizeof(float) * (size_t)(M * N));
+    float *y1 = malloc(sizeof(float) * (size_t)N);
+    for (int64_t i = 0; i < M * K; i++)
+        x[i] = (float)nrand();
+    if (pf_linear_forward(c, lin, M, x, K, yb, N, 0, &err) != 0)
+        fail_msg("%s", err.msg);
+    static const int64_t rows[] = {0, 1, 63, 64, 65, 127, 128, 199};
+    for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
+        if (pf_linear_forward(c, lin, 1, x + rows[r] * K, K, y1, N, 0, &err) != 0)
+            fail_msg("%s", err.msg);
+        if (memcmp(y1, yb + rows[r] * N, sizeof(float) * (size_t)N) != 0)
+            fail_msg("int8: row %lld of a batch of %lld differs from the row alone", (long long)rows[r],
+                     (long long)M);
+    }
+    free(x), free(yb), free(y1);
+    pf_linear_destroy(lin);
+    layer_free(&l);
+    pf_mm_ctx_destroy(c);
+    pf_mm_engine_destroy(e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_precisions_all_paths),
+        cmocka_unit_test(test_int8_rows_batch_invariant),
         cmocka_unit_test(test_stacked_parts),
         cmocka_unit_test(test_bad_input_refused),
         cmocka_unit_test(test_no_ref_on_hot_shapes),
