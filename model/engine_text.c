@@ -101,10 +101,25 @@ static int layer_tail(pf_engine_ctx *c, const eng_tlayer *L, text_bufs *b, pf_er
 
 /* logits of `n` rows of the residual stream (row indices idx[] into x): final norm, LM head, soft-cap.
  * out[i] is where row i's V logits go; written in one matmul when they are consecutive. */
-static int logits_rows(pf_engine_ctx *c, const float *x, const size_t *idx, size_t n, float *const *out, pf_err *err)
+/* y [n][V] = soft-capped LM head of the final norm of in [n][D] (in is normalized in place). */
+static int final_logits(pf_engine_ctx *c, float *in, size_t n, float *y, pf_err *err)
 {
     const pf_engine *e = c->e;
     const pf_text_config *tc = &e->m->cfg.text;
+    size_t D = (size_t)tc->hidden, V = (size_t)tc->vocab_size;
+    pf_eng_residual_norm(in, D, NULL, 0, NULL, in, D, e->final_norm, n, D, tc->rms_norm_eps);
+    if (fwd(c, e->lm_head, (int64_t)n, in, y, 0, err) != 0)
+        return -1;
+    if (tc->final_logit_softcapping > 0)
+        pf_eng_softcap(y, n * V, tc->final_logit_softcapping);
+    pf_eng_prof_mark(c, PROF_LM_HEAD);
+    return 0;
+}
+
+/* Logits of the hidden rows x[idx[i]] into out[i] (only the rows asked for reach the LM head). */
+static int logits_rows(pf_engine_ctx *c, const float *x, const size_t *idx, size_t n, float *const *out, pf_err *err)
+{
+    const pf_text_config *tc = &c->e->m->cfg.text;
     size_t D = (size_t)tc->hidden, V = (size_t)tc->vocab_size;
     if (n == 0)
         return 0;
@@ -113,19 +128,15 @@ static int logits_rows(pf_engine_ctx *c, const float *x, const size_t *idx, size
         return -1;
     for (size_t i = 0; i < n; i++)
         memcpy(in + i * D, x + idx[i] * D, D * sizeof(float));
-    pf_eng_residual_norm(in, D, NULL, 0, NULL, in, D, e->final_norm, n, D, tc->rms_norm_eps);
     int consecutive = 1;
     for (size_t i = 1; i < n && consecutive; i++)
         consecutive = out[i] == out[0] + i * V;
     float *y = consecutive ? out[0] : pf_eng_scratch(c, SCR_T, n * V * sizeof(float), err);
-    if (!y || fwd(c, e->lm_head, (int64_t)n, in, y, 0, err) != 0)
+    if (!y || final_logits(c, in, n, y, err) != 0)
         return -1;
-    if (tc->final_logit_softcapping > 0)
-        pf_eng_softcap(y, n * V, tc->final_logit_softcapping);
     if (!consecutive)
         for (size_t i = 0; i < n; i++)
             memcpy(out[i], y + i * V, V * sizeof(float));
-    pf_eng_prof_mark(c, PROF_LM_HEAD);
     return 0;
 }
 
@@ -287,19 +298,10 @@ int pf_engine_decode(pf_engine_ctx *c, pf_engine_seq *const *seqs, const int32_t
     }
     for (size_t i = 0; i < n; i++)
         seqs[i]->len++;
-    size_t *idx = malloc(n * sizeof *idx);
-    float **out = malloc(n * sizeof *out);
-    int rc = -1;
-    if (!idx || !out) {
-        pf_errf(err, "decode: out of memory");
-    } else {
-        for (size_t i = 0; i < n; i++) {
-            idx[i] = i;
-            out[i] = logits + i * V;
-        }
-        rc = logits_rows(c, b.x, idx, n, out, err);
-    }
-    free(idx);
-    free(out);
-    return rc;
+    /* every row's logits, in order: no gather, no per-step allocation */
+    float *in = pf_eng_scratch(c, SCR_LOGIT_IN, n * D * sizeof(float), err);
+    if (!in)
+        return -1;
+    memcpy(in, b.x, n * D * sizeof(float));
+    return final_logits(c, in, n, logits, err);
 }
