@@ -13,8 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include "base/file.h"
 #include "base/log.h"
@@ -42,20 +40,10 @@ static const pf_st_tensor *tensor(const char *name)
     exit(1);
 }
 
-/* Give the source pages back once converted: the checkpoint must not sit in memory next to its copy. */
-static void release(const pf_st_tensor *t)
-{
-    long pg = sysconf(_SC_PAGESIZE);
-    uintptr_t a = ((uintptr_t)t->data + (uintptr_t)pg - 1) & ~(uintptr_t)(pg - 1);
-    uintptr_t b = ((uintptr_t)t->data + t->nbytes) & ~(uintptr_t)(pg - 1);
-    if (b > a)
-        madvise((void *)a, b - a, MADV_DONTNEED);
-}
-
 static pf_linear *make(const pf_mm_engine *e, const char *name, const char **parts, int np, const char *bias_fmt,
                        int layer)
 {
-    pf_linear_desc d = {.name = name, .nparts = np};
+    pf_linear_desc d = {.name = name, .nparts = np, .release_source = true};
     const pf_st_tensor *ts[4], *bs[4] = {0};
     for (int i = 0; i < np; i++) {
         char nm[256];
@@ -76,8 +64,6 @@ static pf_linear *make(const pf_mm_engine *e, const char *name, const char **par
         fprintf(stderr, "bench_linears: %s\n", err.msg);
         exit(1);
     }
-    for (int i = 0; i < np; i++)
-        release(ts[i]);
     return l;
 }
 

@@ -8,8 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include "base/file.h"
 #include "base/log.h"
@@ -35,16 +33,6 @@ static const pf_st_tensor *find(loader *L, const char *fmt, ...)
     if (!t)
         pf_errf(L->err, "tensor %s: missing from the checkpoint", name);
     return t;
-}
-
-/* Give the pages of a converted tensor back (the mapping stays valid: they fault in again if read). */
-static void release(const pf_st_tensor *t)
-{
-    long pg = sysconf(_SC_PAGESIZE);
-    uintptr_t a = ((uintptr_t)t->data + (uintptr_t)pg - 1) & ~(uintptr_t)(pg - 1);
-    uintptr_t b = ((uintptr_t)t->data + t->nbytes) & ~(uintptr_t)(pg - 1);
-    if (b > a)
-        madvise((void *)a, b - a, MADV_DONTNEED);
 }
 
 /* f32 copy of a small tensor into the arena; plus1: store 1 + w (Gemma RMSNorm). */
@@ -75,11 +63,7 @@ static pf_linear *linear(loader *L, const char *name, int bias, int np, const pf
                                       .bias = bias ? b[i]->data : NULL, .bias_dtype = bias ? b[i]->dtype : PF_DT_F32};
     }
     pf_linear *l;
-    if (pf_linear_create(L->e->mm, &d, &l, L->err) != 0)
-        return NULL;
-    for (int i = 0; i < np; i++)
-        release(w[i]);
-    return l;
+    return pf_linear_create(L->e->mm, &d, &l, L->err) == 0 ? l : NULL; /* gives the source pages back */
 }
 
 /* Layer i's one-tensor linear "<p>.<i>.<what>.weight" (+ ".bias" if bias), named "<p>.<i>.<what>". */

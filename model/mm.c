@@ -600,6 +600,8 @@ int pf_linear_create(const pf_mm_engine *e, const pf_linear_desc *d, pf_linear *
     }
     if (rc == 0)
         rc = l->rowmajor ? fill_rowmajor(l, d, err) : fill_packed(l, d, err);
+    if (rc == 0) /* the pages that straddled two conversion chunks */
+        release_rows(d, 0, n);
     dnnl_status_t s = dnnl_success;
     if (rc == 0) {
         s = dnnl_memory_create(&l->wmem, &l->wmd, e->eng, l->w);
