@@ -21,8 +21,10 @@
 #include "model/session.h"
 #include "model/tokenizer.h"
 #include "pipeline/boxes.h"
+#include "pipeline/config.h"
 #include "proto/proto.h"
 #include "workers/image.h"
+#include "workers/stages.h"
 
 static void usage(FILE *out)
 {
@@ -64,21 +66,20 @@ static int parse_args(int argc, char **argv, gen_opts *o)
 {
     static const struct option longopts[] = {
         {"model", required_argument, 0, 'm'},        {"tokenizer", required_argument, 0, 't'},
-        {"prompt", required_argument, 0, 'p'},       {"max-new-tokens", required_argument, 0, 'n'},
-        {"temperature", required_argument, 0, 'T'},  {"top-k", required_argument, 0, 'k'},
-        {"top-p", required_argument, 0, 'P'},        {"repetition-penalty", required_argument, 0, 'r'},
-        {"seed", required_argument, 0, 's'},         {"autorotate", no_argument, 0, 'a'},
+        {"prompt", required_argument, 0, 'p'},       {"max-new-tokens", required_argument, 0, 1002},
+        {"temperature", required_argument, 0, 1002}, {"top-k", required_argument, 0, 1002},
+        {"top-p", required_argument, 0, 1002},       {"repetition-penalty", required_argument, 0, 1002},
+        {"seed", required_argument, 0, 1002},        {"autorotate", no_argument, 0, 1002},
         {"log-level", required_argument, 0, 'L'},    {"help", no_argument, 0, 'h'},
         {"backend", required_argument, 0, 1001},     {"precision", required_argument, 0, 1001},
         {"threads", required_argument, 0, 1001},     {0, 0, 0, 0},
     };
-    o->params = pf_sample_params_default();
-    o->params.max_new_tokens = 64;
+    pf_task task;
+    pf_task_defaults(&task); /* 64 new tokens, greedy: what `run` and the producer use */
     o->prompts = calloc((size_t)argc, sizeof *o->prompts);
     if (!o->prompts)
         return -1;
     int c, idx;
-    char *end;
     pf_err err;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", longopts, &idx)) != -1) {
@@ -92,19 +93,12 @@ static int parse_args(int argc, char **argv, gen_opts *o)
         case 'm': o->model_dir = optarg; break;
         case 't': o->tokenizer = optarg; break;
         case 'p': o->prompts[o->n_prompts++] = optarg; break;
-        case 'n':
-            o->params.max_new_tokens = (int)strtol(optarg, &end, 10);
-            if (*end || o->params.max_new_tokens < 1 || o->params.max_new_tokens > 1 << 20) {
-                fprintf(stderr, "paliflow generate: --max-new-tokens: want an integer >= 1, got '%s'\n", optarg);
+        case 1002: /* the generation settings, parsed and checked as for `run` and the producer */
+            if (pf_task_option(longopts[idx].name, optarg, &task, &err) < 0) {
+                fprintf(stderr, "paliflow generate: %s\n", err.msg);
                 return -1;
             }
             break;
-        case 'T': o->params.temperature = strtof(optarg, NULL); break;
-        case 'k': o->params.top_k = (int)strtol(optarg, NULL, 10); break;
-        case 'P': o->params.top_p = strtof(optarg, NULL); break;
-        case 'r': o->params.repetition_penalty = strtof(optarg, NULL); break;
-        case 's': o->params.seed = strtoull(optarg, NULL, 10); break;
-        case 'a': o->autorotate = 1; break;
         case 'L': {
             pf_log_level lvl;
             if (pf_log_parse_level(optarg, &lvl) != 0) {
@@ -118,6 +112,8 @@ static int parse_args(int argc, char **argv, gen_opts *o)
         default: return -1;
         }
     }
+    o->params = pf_task_sample_params(&task);
+    o->autorotate = task.autorotate;
     int n_images = argc - optind;
     if (!o->model_dir || o->n_prompts == 0 || n_images == 0) {
         fprintf(stderr, "paliflow generate: --model, --prompt and at least one IMAGE are required\n");

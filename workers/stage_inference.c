@@ -82,6 +82,13 @@ static int push_done(inf_inst *p, pf_work *w)
     return 0;
 }
 
+pf_sample_params pf_task_sample_params(const pf_task *t)
+{
+    return (pf_sample_params){.max_new_tokens = t->max_new_tokens, .temperature = (float)t->temperature,
+                              .top_k = t->top_k, .top_p = (float)t->top_p,
+                              .repetition_penalty = (float)t->repetition_penalty, .seed = t->seed};
+}
+
 static int inf_submit(void *inst, pf_work *w, pf_err *err)
 {
     inf_inst *p = inst;
@@ -92,9 +99,7 @@ static int inf_submit(void *inst, pf_work *w, pf_err *err)
     }
     pf_img_to_pixels(w->in.data, p->image_size, p->pixels);
     const pf_task *t = &w->in.task;
-    pf_sample_params params = {.max_new_tokens = t->max_new_tokens, .temperature = (float)t->temperature,
-                               .top_k = t->top_k, .top_p = (float)t->top_p,
-                               .repetition_penalty = (float)t->repetition_penalty, .seed = t->seed};
+    pf_sample_params params = pf_task_sample_params(t);
     pf_annot_input in;
     pf_err e = {{0}};
     if (pf_annot_prepare(p->tok, pf_model_config(p->model), t->prompt, p->pixels, &params,

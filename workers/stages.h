@@ -4,7 +4,9 @@
 #ifndef PF_WORKERS_STAGES_H
 #define PF_WORKERS_STAGES_H
 
+#include "model/sample.h"
 #include "model/session.h"
+#include "proto/proto.h"
 #include "workers/stage.h"
 
 typedef struct pf_preprocess_cfg {
@@ -17,6 +19,10 @@ typedef struct pf_inference_cfg {
     pf_session_opts session; /* backend, precision, threads; zero = the engine at fp32 on all cores */
     int max_batch;           /* sequences decoding at once (0: 64) */
 } pf_inference_cfg;
+
+/* A task's generation settings as the generator takes them (the inference stage, and `paliflow generate`
+ * for the same results). */
+pf_sample_params pf_task_sample_params(const pf_task *t);
 
 extern const pf_stage_ops pf_stage_preprocess_ops;
 extern const pf_stage_ops pf_stage_inference_ops;
