@@ -71,10 +71,8 @@ static int reparse(int argc, char **argv, void *arg)
     cli_worker_init(&fresh, live->cmd, live->inference, live->reload.argc0, live->reload.argv0);
     if (cli_worker_parse(&fresh, argc, argv, NULL) != 0)
         return -1;
-    pf_service_log_change("drain-timeout", live->o.drain_timeout, fresh.o.drain_timeout);
-    pf_service_log_change("heartbeat-timeout", live->o.hb_timeout, fresh.o.hb_timeout);
-    live->o.drain_timeout = fresh.o.drain_timeout;
-    live->o.hb_timeout = fresh.o.hb_timeout;
+    PF_RELOAD("drain-timeout", live->o.drain_timeout, fresh.o.drain_timeout);
+    PF_RELOAD("heartbeat-timeout", live->o.hb_timeout, fresh.o.hb_timeout);
     if (strcmp(live->o.producer, fresh.o.producer ? fresh.o.producer : "") != 0 ||
         strcmp(live->o.sink, fresh.o.sink ? fresh.o.sink : "") != 0)
         pf_warn("config", "reload: --producer/--sink changed: restart the worker to apply");

@@ -178,20 +178,13 @@ static int reparse(int argc, char **argv, void *arg)
     if (cli_init(&fresh, argc) == 0 && parse(argc, argv, &fresh) == 0) {
         pf_producer_opts *o = &live->o;
         const pf_producer_opts *n = &fresh.o;
-        pf_service_log_change("max-attempts", o->max_attempts, n->max_attempts);
-        pf_service_log_change("preprocess-lease", o->preprocess_lease_s, n->preprocess_lease_s);
-        pf_service_log_change("inference-lease", o->inference_lease_s, n->inference_lease_s);
-        pf_service_log_change("ack-timeout", o->ack_timeout_s, n->ack_timeout_s);
-        pf_service_log_change("heartbeat-timeout", o->hb_timeout, n->hb_timeout);
-        pf_service_log_change("max-ready", o->max_ready, n->max_ready);
-        pf_service_log_change("progress-interval", o->progress_interval, n->progress_interval);
-        o->max_attempts = n->max_attempts;
-        o->preprocess_lease_s = n->preprocess_lease_s;
-        o->inference_lease_s = n->inference_lease_s;
-        o->ack_timeout_s = n->ack_timeout_s;
-        o->hb_timeout = n->hb_timeout;
-        o->max_ready = n->max_ready;
-        o->progress_interval = n->progress_interval;
+        PF_RELOAD("max-attempts", o->max_attempts, n->max_attempts);
+        PF_RELOAD("preprocess-lease", o->preprocess_lease_s, n->preprocess_lease_s);
+        PF_RELOAD("inference-lease", o->inference_lease_s, n->inference_lease_s);
+        PF_RELOAD("ack-timeout", o->ack_timeout_s, n->ack_timeout_s);
+        PF_RELOAD("heartbeat-timeout", o->hb_timeout, n->hb_timeout);
+        PF_RELOAD("max-ready", o->max_ready, n->max_ready);
+        PF_RELOAD("progress-interval", o->progress_interval, n->progress_interval);
         if (strcmp(o->bind, n->bind ? n->bind : "") != 0 || strcmp(o->db, n->db ? n->db : "") != 0)
             pf_warn("config", "reload: --bind/--db changed: restart the producer to apply");
         pf_service_reloaded(&live->svc, &fresh.svc);

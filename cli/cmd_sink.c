@@ -116,12 +116,10 @@ static int reparse(int argc, char **argv, void *arg)
     if (parse(argc, argv, &fresh) != 0)
         return -1;
     pf_sink_opts *o = &live->o;
-    pf_service_log_change("batch", o->batch, fresh.o.batch);
-    pf_service_log_change("flush-ms", o->flush_s * 1000, fresh.o.flush_s * 1000);
-    pf_service_log_change("heartbeat-timeout", o->hb_timeout, fresh.o.hb_timeout);
-    o->batch = fresh.o.batch;
+    PF_RELOAD("batch", o->batch, fresh.o.batch);
+    pf_service_log_change("flush-ms", o->flush_s * 1000, fresh.o.flush_s * 1000); /* logged in ms */
     o->flush_s = fresh.o.flush_s;
-    o->hb_timeout = fresh.o.hb_timeout;
+    PF_RELOAD("heartbeat-timeout", o->hb_timeout, fresh.o.hb_timeout);
     pf_service_reloaded(&live->svc, &fresh.svc);
     return 0;
 }

@@ -49,4 +49,7 @@ void pf_service_reloaded(pf_service *live, const pf_service *fresh);
 /* Log one reloaded value ("reload: max-attempts 3 -> 5") when it changed. */
 void pf_service_log_change(const char *name, double before, double after);
 
+/* Take a reloaded numeric option: log it if it changed, then LIVE = FRESH. */
+#define PF_RELOAD(name, live, fresh) (pf_service_log_change((name), (double)(live), (double)(fresh)), (live) = (fresh))
+
 #endif
