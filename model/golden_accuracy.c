@@ -4,15 +4,31 @@
 
 #include "model/golden.h"
 
-static double cosine(double dot, double na, double nb)
+/* Running sums for a cosine and the largest |difference| (NaN sticks). */
+typedef struct closeness_sums {
+    double dot, na, nb, max_abs;
+} closeness_sums;
+
+static void add_row(closeness_sums *s, const float *g, const float *e, int64_t V)
 {
-    return na > 0 && nb > 0 ? dot / (sqrt(na) * sqrt(nb)) : (na == nb ? 1.0 : 0.0);
+    for (int64_t v = 0; v < V; v++) {
+        double x = g[v], y = e[v], d = fabs(x - y);
+        s->dot += x * y;
+        s->na += x * x;
+        s->nb += y * y;
+        s->max_abs = d > s->max_abs || isnan(d) ? d : s->max_abs;
+    }
+}
+
+static double cosine(const closeness_sums *s)
+{
+    return s->na > 0 && s->nb > 0 ? s->dot / (sqrt(s->na) * sqrt(s->nb)) : (s->na == s->nb ? 1.0 : 0.0);
 }
 
 void pf_golden_closeness_of(const float *got, const float *expected, const int64_t *mask, int64_t B, int64_t T,
                             int64_t V, pf_golden_closeness *out)
 {
-    double dot = 0, na = 0, nb = 0, mx = 0;
+    closeness_sums all = {0};
     out->worst_last_cosine = 1.0;
     out->worst_last_max_abs = 0;
     for (int64_t b = 0; b < B; b++) {
@@ -21,32 +37,18 @@ void pf_golden_closeness_of(const float *got, const float *expected, const int64
             if (!mask[b * T + t])
                 continue;
             last = t;
-            const float *g = got + (b * T + t) * V, *e = expected + (b * T + t) * V;
-            for (int64_t v = 0; v < V; v++) {
-                double x = g[v], y = e[v], d = fabs(x - y);
-                dot += x * y;
-                na += x * x;
-                nb += y * y;
-                mx = d > mx || isnan(d) ? d : mx;
-            }
+            add_row(&all, got + (b * T + t) * V, expected + (b * T + t) * V, V);
         }
         if (last < 0)
             continue;
-        const float *g = got + (b * T + last) * V, *e = expected + (b * T + last) * V;
-        double d2 = 0, a2 = 0, b2 = 0, m2 = 0;
-        for (int64_t v = 0; v < V; v++) {
-            double x = g[v], y = e[v], d = fabs(x - y);
-            d2 += x * y;
-            a2 += x * x;
-            b2 += y * y;
-            m2 = d > m2 || isnan(d) ? d : m2;
-        }
-        double c = cosine(d2, a2, b2);
+        closeness_sums row = {0};
+        add_row(&row, got + (b * T + last) * V, expected + (b * T + last) * V, V);
+        double c = cosine(&row);
         if (c < out->worst_last_cosine || isnan(c))
             out->worst_last_cosine = c;
-        if (m2 > out->worst_last_max_abs || isnan(m2))
-            out->worst_last_max_abs = m2;
+        if (row.max_abs > out->worst_last_max_abs || isnan(row.max_abs))
+            out->worst_last_max_abs = row.max_abs;
     }
-    out->cosine = cosine(dot, na, nb);
-    out->max_abs = mx;
+    out->cosine = cosine(&all);
+    out->max_abs = all.max_abs;
 }
