@@ -28,6 +28,17 @@ int pf_log_parse_level(const char *name, pf_log_level *out)
     return -1;
 }
 
+int pf_log_level_option(const char *cmd, const char *val)
+{
+    pf_log_level l;
+    if (pf_log_parse_level(val, &l)) {
+        fprintf(stderr, "paliflow %s: --log-level: want error|warn|info|debug, got '%s'\n", cmd, val);
+        return -1;
+    }
+    pf_log_set_level(l);
+    return 0;
+}
+
 void pf_log_init_from_env(void)
 {
     const char *env = getenv("PALIFLOW_LOG");

@@ -12,6 +12,9 @@ void pf_log_set_level(pf_log_level level);
 pf_log_level pf_log_get_level(void);
 /* Parse "error|warn|info|debug"; returns -1 if unknown. */
 int pf_log_parse_level(const char *name, pf_log_level *out);
+/* The --log-level option of command CMD: set the level, or print "paliflow CMD: --log-level: want
+ * error|warn|info|debug, got 'VAL'" and return -1. */
+int pf_log_level_option(const char *cmd, const char *val);
 /* Read PALIFLOW_LOG if set. */
 void pf_log_init_from_env(void);
 

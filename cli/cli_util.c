@@ -38,7 +38,7 @@ int cli_parse_options(const char *cmd, int argc, char **argv, const struct optio
             return 2;   /* getopt said why */
         const char *name = opts[idx].name, *val = optarg;
         if (!strcmp(name, "log-level")) {
-            if (pf_log_level_option(val))
+            if (pf_log_level_option(cmd, val))
                 return 2;
             continue;
         }

@@ -115,15 +115,10 @@ static int parse_args(int argc, char **argv, bench_opts *o, const char **json_pa
             break;
         case 'E': o->skip_e2e = 1; break;
         case 'J': *json_path = optarg; break;
-        case 'L': {
-            pf_log_level lvl;
-            if (pf_log_parse_level(optarg, &lvl) != 0) {
-                fprintf(stderr, "paliflow bench: --log-level: unknown level '%s'\n", optarg);
+        case 'L':
+            if (pf_log_level_option("bench", optarg))
                 return -1;
-            }
-            pf_log_set_level(lvl);
             break;
-        }
         case 'h': usage(stdout); exit(0);
         default: return -1;
         }

@@ -99,15 +99,10 @@ static int parse_args(int argc, char **argv, gen_opts *o)
                 return -1;
             }
             break;
-        case 'L': {
-            pf_log_level lvl;
-            if (pf_log_parse_level(optarg, &lvl) != 0) {
-                fprintf(stderr, "paliflow generate: --log-level: unknown level '%s'\n", optarg);
+        case 'L':
+            if (pf_log_level_option("generate", optarg))
                 return -1;
-            }
-            pf_log_set_level(lvl);
             break;
-        }
         case 'h': usage(stdout); exit(0);
         default: return -1;
         }

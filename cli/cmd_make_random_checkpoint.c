@@ -180,15 +180,10 @@ int cmd_make_random_checkpoint(int argc, char **argv)
         case OPT_F32: o.f32 = true; break;
         case OPT_LIST: list = true; break;
         case OPT_QUIET: o.progress = false; break;
-        case OPT_LOG: {
-            pf_log_level lv;
-            if (pf_log_parse_level(optarg, &lv) != 0) {
-                fprintf(stderr, "make-random-checkpoint: --log-level '%s': use error|warn|info|debug\n", optarg);
+        case OPT_LOG:
+            if (pf_log_level_option("make-random-checkpoint", optarg))
                 return 2;
-            }
-            pf_log_set_level(lv);
             break;
-        }
         case 'h': usage(stdout); return 0;
         default:
             fprintf(stderr, "make-random-checkpoint: unknown or incomplete option '%s'\n\n", argv[optind - 1]);

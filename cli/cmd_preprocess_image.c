@@ -157,15 +157,10 @@ int cmd_preprocess_image(int argc, char **argv)
                 return 2;
             }
             break;
-        case 'l': {
-            pf_log_level lvl;
-            if (pf_log_parse_level(optarg, &lvl)) {
-                fprintf(stderr, "%s: unknown --log-level '%s'\n", me, optarg);
+        case 'l':
+            if (pf_log_level_option("preprocess-image", optarg))
                 return 2;
-            }
-            pf_log_set_level(lvl);
             break;
-        }
         case 'h':
             usage(stdout);
             return 0;

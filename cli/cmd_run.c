@@ -159,7 +159,7 @@ int cmd_run(int argc0, char **argv0)
                 fprintf(stderr, "paliflow run: --progress: want auto|bar|lines|off, got '%s'\n", val);
                 goto out;
             }
-        } else if (!strcmp(name, "log-level") && pf_log_level_option(val))
+        } else if (!strcmp(name, "log-level") && pf_log_level_option("run", val))
             goto out;
 #undef INT
     }

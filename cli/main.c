@@ -34,7 +34,8 @@ static void usage(FILE *out)
     for (size_t i = 0; i < sizeof g_commands / sizeof g_commands[0]; i++)
         fprintf(out, "  %-24s %s\n", g_commands[i].name, g_commands[i].summary);
     fprintf(out, "\nRun 'paliflow COMMAND --help' for the options of a command.\n"
-                 "Logging: --log-level error|warn|info|debug on any command, or PALIFLOW_LOG.\n");
+                 "Logging: PALIFLOW_LOG=error|warn|info|debug for any command; --log-level LEVEL on those whose\n"
+                 "--help lists it.\n");
 }
 
 int main(int argc, char **argv)

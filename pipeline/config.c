@@ -223,13 +223,3 @@ int pf_task_option(const char *name, const char *val, pf_task *t, pf_err *err)
     return 1;
 }
 
-int pf_log_level_option(const char *val)
-{
-    pf_log_level l;
-    if (pf_log_parse_level(val, &l)) {
-        fprintf(stderr, "--log-level: want error|warn|info|debug, got '%s'\n", val);
-        return -1;
-    }
-    pf_log_set_level(l);
-    return 0;
-}

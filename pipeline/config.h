@@ -40,6 +40,4 @@ int pf_task_option(const char *name, const char *val, pf_task *t, pf_err *err);
     "  --seed N                 sampling seed\n"                                                                   \
     "  --autorotate             apply EXIF orientation before resizing (off: like transformers)\n"
 
-/* Shared option: --log-level. Returns 0 or -1 with a message on stderr. */
-int pf_log_level_option(const char *val);
 #endif

@@ -72,7 +72,7 @@ int main(int argc, char **argv)
         else if (!strcmp(name, "report"))
             eo.producer.report = val;
         else if (!strcmp(name, "log-level")) {
-            if (pf_log_level_option(val))
+            if (pf_log_level_option("test-worker", val))
                 return 2;
         } else if (pf_service_option(name, val, &svc, &err)) {
             if (err.msg[0]) {
