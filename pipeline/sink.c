@@ -97,16 +97,10 @@ static void on_producer_msg(sink *s, pf_wire_in *in, double now)
         s->welcomed = 1;
         break;
     case PF_MSG_RESET:
-        s->welcomed = 0;
-        if (now - s->last_hello > 0.2)
-            send_hello(s, now);
-        break;
     case PF_MSG_HB:
-        if (m->instance && strcmp(m->instance, s->instance) != 0 && now - s->last_hello > 0.2) {
-            s->welcomed = 0;
+        if (pf_msg_wants_hello(m, s->instance, &s->welcomed, s->last_hello, now))
             send_hello(s, now);
-        }
-        if (m->finished && !s->finished) {
+        if (m->type == PF_MSG_HB && m->finished && !s->finished) {
             s->finished = 1;
             pf_info(LOG, "producer reports the job complete (%lld done, %lld failed)", (long long)m->n_done,
                     (long long)m->n_failed);

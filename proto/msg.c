@@ -41,6 +41,20 @@ void pf_task_defaults(pf_task *t)
     t->seed = 0;
 }
 
+int pf_msg_wants_hello(const pf_msg *m, const char *instance, int *welcomed, double last_hello, double now)
+{
+    bool may = now - last_hello > 0.2;
+    if (m->type == PF_MSG_RESET) {
+        *welcomed = 0;
+        return may;
+    }
+    if (m->type == PF_MSG_HB && m->instance && strcmp(m->instance, instance) != 0 && may) {
+        *welcomed = 0;
+        return 1;
+    }
+    return 0;
+}
+
 void pf_msg_init(pf_msg *m, pf_msg_type type)
 {
     memset(m, 0, sizeof *m);

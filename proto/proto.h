@@ -136,6 +136,12 @@ typedef struct pf_msg {
 void pf_msg_init(pf_msg *m, pf_msg_type type);
 void pf_msg_free(pf_msg *m);
 
+/* A client of the producer (the sink, a worker) got M: whether to say HELLO again now. The producer sends
+ * RESET to a peer it does not know, and its heartbeats carry its instance id, which changes when it
+ * restarts; either way the client is no longer welcomed (*welcomed = 0). INSTANCE is the producer the client
+ * was welcomed by; hellos go at most every 0.2 s (LAST_HELLO: the previous one). */
+int pf_msg_wants_hello(const pf_msg *m, const char *instance, int *welcomed, double last_hello, double now);
+
 /* Decode BUF (validated first). On success M holds the fields; M must be pf_msg_free'd either way. */
 int pf_msg_decode(const uint8_t *buf, size_t len, const pf_proto_limits *lim, pf_msg *m, pf_err *err);
 

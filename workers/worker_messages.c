@@ -327,16 +327,10 @@ void pf_worker_on_producer_msg(wstate *s, pf_wire_in *in, double now)
         send_credit(s, free_slots(s));
         break;
     case PF_MSG_RESET:
-        s->welcomed = 0;
-        if (now - s->last_hello > 0.2)
-            pf_worker_send_hello(s, now);
-        break;
     case PF_MSG_HB:
-        if (m->instance && strcmp(m->instance, s->instance) != 0 && now - s->last_hello > 0.2) {
-            s->welcomed = 0;
+        if (pf_msg_wants_hello(m, s->instance, &s->welcomed, s->last_hello, now))
             pf_worker_send_hello(s, now);
-        }
-        if (m->finished && !s->finished_seen) {
+        if (m->type == PF_MSG_HB && m->finished && !s->finished_seen) {
             s->finished_seen = 1;
             pf_info(pf_worker_role(s->o), "producer reports the job complete");
         }

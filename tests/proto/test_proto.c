@@ -382,13 +382,41 @@ static void test_keys(void **state)
     assert_false(pf_task_is_detect("caption en"));
 }
 
+/* When a client of the producer says hello again: after RESET (throttled), or a heartbeat from another
+ * producer instance (a restart; throttled); not for its own producer's heartbeats. */
+static void test_wants_hello(void **state)
+{
+    (void)state;
+    pf_msg m;
+    int welcomed = 1;
+    pf_msg_init(&m, PF_MSG_RESET);
+    assert_int_equal(pf_msg_wants_hello(&m, "p1", &welcomed, 0.0, 1.0), 1);
+    assert_int_equal(welcomed, 0);
+    welcomed = 1;
+    assert_int_equal(pf_msg_wants_hello(&m, "p1", &welcomed, 0.9, 1.0), 0); /* hello 0.1 s ago */
+    assert_int_equal(welcomed, 0);
+    pf_msg_free(&m);
+    pf_msg_init(&m, PF_MSG_HB);
+    m.instance = "p1";
+    welcomed = 1;
+    assert_int_equal(pf_msg_wants_hello(&m, "p1", &welcomed, 0.0, 1.0), 0);
+    assert_int_equal(welcomed, 1);
+    m.instance = "p2";
+    assert_int_equal(pf_msg_wants_hello(&m, "p1", &welcomed, 0.9, 1.0), 0);
+    assert_int_equal(welcomed, 1);
+    assert_int_equal(pf_msg_wants_hello(&m, "p1", &welcomed, 0.0, 1.0), 1);
+    assert_int_equal(welcomed, 0);
+    m.instance = NULL;
+    pf_msg_free(&m);
+}
+
 int main(void)
 {
     L = pf_proto_default_limits();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip_item),      cmocka_unit_test(test_roundtrip_tensor_result_ack),
         cmocka_unit_test(test_truncation_and_flips), cmocka_unit_test(test_hostile),
-        cmocka_unit_test(test_schema),              cmocka_unit_test(test_keys),
+        cmocka_unit_test(test_wants_hello),         cmocka_unit_test(test_schema),              cmocka_unit_test(test_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
