@@ -121,20 +121,31 @@ static void stay_up(prod *p)
         pf_error(LOG, "%s", re.msg);
 }
 
-/* Tell everyone the job is complete (workers started with --exit-when-done leave), three times over
- * 0.3 s, dropping what they send meanwhile. */
+/* Tell everyone the job is complete (workers started with --exit-when-done leave) for FINISH_WINDOW
+ * seconds, heartbeating every 0.1 s. A worker that starts while the job ends says hello during this
+ * window (ZeroMQ retries a connect every 0.1 s): it is welcomed and hears that the job is complete too,
+ * instead of waiting for a producer that is gone. Everything else received meanwhile is dropped. */
+#define FINISH_WINDOW 0.5
 static void say_finished(prod *p)
 {
-    for (int k = 0; k < 3; k++) {
-        pf_prod_send_heartbeats(p, 1);
+    double start = pf_now(), last_hb = 0;
+    for (double now = start; now - start < FINISH_WINDOW; now = pf_now()) {
+        if (now - last_hb >= 0.1) {
+            pf_prod_send_heartbeats(p, 1);
+            last_hb = now;
+        }
         zmq_pollitem_t it = {p->sock, 0, ZMQ_POLLIN, 0};
-        zmq_poll(&it, 1, 100);
+        if (zmq_poll(&it, 1, 20) < 0 && errno == ETERM)
+            return;
         for (int j = 0; j < 100; j++) {
             pf_wire_in in;
             pf_err e = {{0}};
-            int got = pf_wire_recv(p->sock, 1, &p->o->lim, &in, &e);
-            if (got <= 0)
+            if (pf_wire_recv(p->sock, 1, &p->o->lim, &in, &e) <= 0)
                 break;
+            if (in.msg.type == PF_MSG_HELLO) {
+                pf_prod_handle(p, &in, now);
+                last_hb = 0;   /* the newcomer hears "complete" right after its welcome */
+            }
             pf_wire_in_close(&in);
         }
     }
