@@ -20,7 +20,8 @@ static inline uint8_t clip8(int v)
     return v < 0 ? 0 : v > 255 ? 255 : (uint8_t)v;
 }
 
-void pf_img_cmyk_to_rgb(uint8_t c, uint8_t m, uint8_t y, uint8_t k, uint8_t *rgb)
+/* Pillow's cmyk2rgb for one pixel (inlined: the CMYK loops below then vectorise) */
+static inline void cmyk_to_rgb(int c, int m, int y, int k, uint8_t *rgb)
 {
     int nk = 255 - k;
     rgb[0] = clip8(nk - muldiv255(c, nk));
@@ -84,7 +85,7 @@ void pf_img_convert_row(pf_img_layout layout, const void *src_, int width, uint8
         size_t bpp = layout == PF_LAYOUT_CMYK8 ? 4 : 5;
         for (size_t x = 0; x < w; x++) {
             const uint8_t *p = s + bpp * x;
-            pf_img_cmyk_to_rgb(p[0], p[1], p[2], p[3], dst + 3 * x);
+            cmyk_to_rgb(p[0], p[1], p[2], p[3], dst + 3 * x);
         }
         break;
     }
@@ -111,7 +112,7 @@ void pf_img_convert_row(pf_img_layout layout, const void *src_, int width, uint8
         size_t bpp = layout == PF_LAYOUT_CMYK16 ? 8 : 10;
         for (size_t x = 0; x < w; x++) {
             const uint8_t *p = s + bpp * x;
-            pf_img_cmyk_to_rgb(hi8(p), hi8(p + 2), hi8(p + 4), hi8(p + 6), dst + 3 * x);
+            cmyk_to_rgb(hi8(p), hi8(p + 2), hi8(p + 4), hi8(p + 6), dst + 3 * x);
         }
         break;
     }

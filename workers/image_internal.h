@@ -74,8 +74,6 @@ typedef enum pf_img_layout {
 void pf_img_convert_row(pf_img_layout layout, const void *src, int width, uint8_t *dst);
 /* Bytes per pixel of a layout. */
 int pf_img_layout_bpp(pf_img_layout layout);
-/* Pillow's CMYK -> RGB for one pixel (exposed for tests). */
-void pf_img_cmyk_to_rgb(uint8_t c, uint8_t m, uint8_t y, uint8_t k, uint8_t *rgb);
 
 /* ---- EXIF orientation (image_orient.c) ---- */
 /* Size after applying orientation o (5..8 swap the axes). */
