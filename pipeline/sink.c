@@ -62,8 +62,8 @@ void pf_sink_send_prod(sink *s, pf_msg *m)
 {
     pf_err e = {{0}};
     m->name = s->name;
-    if (s->instance[0])
-        m->instance = s->instance;
+    if (s->link.instance[0])
+        m->instance = s->link.instance;
     if (pf_wire_send(s->psock, NULL, 0, m, &e)) {
         if (errno == EAGAIN)   /* not connected: the producer is down or refused our key (see the watch) */
             pf_debug(LOG, "to producer (%s): %s", pf_msg_type_name(m->type), e.msg);
@@ -82,23 +82,21 @@ static void send_hello(sink *s, double now)
     m.host = host;
     m.pid = getpid();
     pf_sink_send_prod(s, &m);
-    s->last_hello = now;
+    pf_link_said_hello(&s->link, now);
 }
 
 static void on_producer_msg(sink *s, pf_wire_in *in, double now)
 {
     pf_msg *m = &in->msg;
-    s->last_heard = now;
+    pf_link_heard(&s->link, now);
     switch (m->type) {
     case PF_MSG_WELCOME:
-        if (strcmp(s->instance, m->instance) != 0)
+        if (pf_link_welcome(&s->link, m->instance))
             pf_info(LOG, "connected to producer %s", m->instance);
-        snprintf(s->instance, sizeof s->instance, "%s", m->instance);
-        s->welcomed = 1;
         break;
     case PF_MSG_RESET:
     case PF_MSG_HB:
-        if (pf_msg_wants_hello(m, s->instance, &s->welcomed, s->last_hello, now))
+        if (pf_link_wants_hello(&s->link, m, now))
             send_hello(s, now);
         if (m->type == PF_MSG_HB && m->finished && !s->finished) {
             s->finished = 1;
@@ -193,30 +191,25 @@ static int on_producer(void *arg, pf_wire_in *in)
 
 /* Heartbeats to the producer, hello again until it welcomes us, and a warning when it falls silent (the sink
  * keeps collecting results meanwhile). */
-static void keep_in_touch(sink *s, double now, int *silent)
+static void keep_in_touch(sink *s, double now)
 {
     const pf_sink_opts *o = s->o;
-    if (now - s->last_hb >= o->hb_interval) {
+    int due = pf_link_tick(&s->link, now, o->hb_interval, o->hb_timeout);
+    if (due & PF_LINK_SEND_HB) {
         pf_msg hb;
         pf_msg_init(&hb, PF_MSG_HB);
         pf_sink_send_prod(s, &hb);
-        s->last_hb = now;
-        if (!s->welcomed && now - s->last_hello >= o->hb_interval)
-            send_hello(s, now);
     }
-    if (!*silent && now - s->last_heard > o->hb_timeout) {
-        pf_warn(LOG, "producer silent for %.1f s; still collecting results", now - s->last_heard);
-        *silent = 1;
-        s->welcomed = 0;
-    } else if (*silent && now - s->last_heard <= o->hb_timeout) {
-        *silent = 0;
-    }
+    if (due & PF_LINK_SEND_HELLO)
+        send_hello(s, now);
+    if (due & PF_LINK_WENT_SILENT)
+        pf_warn(LOG, "producer silent for %.1f s; still collecting results", now - s->link.last_heard);
 }
 
-static void update_metrics(sink *s, double now, int silent)
+static void update_metrics(sink *s, double now)
 {
     pf_metric_set(s->m.in_file, (double)s->in_file);
-    pf_metric_set(s->m.connected, !silent && s->welcomed);
+    pf_metric_set(s->m.connected, pf_link_connected(&s->link));
     pf_metric_set(s->m.rps, pf_rate_update(&s->rate_records, now, (double)s->written));
     pf_metric_set(s->m.tps, pf_rate_update(&s->rate_tokens, now, (double)s->tokens));
 }
@@ -275,9 +268,8 @@ int pf_sink_run(const pf_sink_opts *o, pf_err *err)
     pf_info(LOG, "%s: writing %s, results on %s, publishing on %s, producer %s", s->name, o->out, o->bind,
             o->publish ? o->publish : "(none)", o->producer);
     double now = pf_now();
-    s->last_heard = now;
+    pf_link_start(&s->link, now);
     send_hello(s, now);
-    int silent = 0;
     while (!(o->stop && *o->stop)) {
         zmq_pollitem_t it[2] = {{s->rsock, 0, ZMQ_POLLIN, 0}, {s->psock, 0, ZMQ_POLLIN, 0}};
         /* with records waiting, wake up in time for their --flush-ms */
@@ -300,8 +292,8 @@ int pf_sink_run(const pf_sink_opts *o, pf_err *err)
         if (s->n_batch && (s->n_batch >= (size_t)o->batch || now - s->batch_t0 >= o->flush_s))
             if (pf_sink_flush_batch(s, err))
                 goto out;
-        keep_in_touch(s, now, &silent);
-        update_metrics(s, now, silent);
+        keep_in_touch(s, now);
+        update_metrics(s, now);
         if (o->exit_when_done && s->finished && s->n_batch == 0) {
             pf_info(LOG, "job complete: exiting");
             break;

@@ -13,6 +13,7 @@
 #include "base/metrics.h"
 #include "pipeline/keyset.h"
 #include "pipeline/sink.h"
+#include "proto/link.h"
 
 #define LOG "sink"
 
@@ -36,9 +37,8 @@ typedef struct sink {
     size_t n_batch, cap_batch;
     double batch_t0;
     char name[128];
-    char instance[40];
-    int welcomed, finished;
-    double last_heard, last_hb, last_hello;
+    pf_link link; /* to the producer: its instance, welcome, heartbeats, silence */
+    int finished;
     int64_t written, dups, in_file, tokens;
     pf_zap *zap;
     pf_sock_watch *watch;

@@ -156,20 +156,17 @@ static int stage_failed(wstate *s, pf_err *err)
 static void keep_in_touch(wstate *s, double now)
 {
     const pf_worker_opts *o = s->o;
-    if (now - s->last_hb >= o->hb_interval) {
+    int due = pf_link_tick(&s->link, now, o->hb_interval, o->hb_timeout);
+    if (due & PF_LINK_SEND_HB) {
         pf_msg hb;
         pf_msg_init(&hb, PF_MSG_HB);
         pf_worker_send_prod(s, &hb);
-        s->last_hb = now;
-        if (!s->welcomed && now - s->last_hello >= o->hb_interval)
-            pf_worker_send_hello(s, now);
     }
-    if (!s->producer_silent && now - s->last_heard > o->hb_timeout) {
+    if (due & PF_LINK_SEND_HELLO)
+        pf_worker_send_hello(s, now);
+    if (due & PF_LINK_WENT_SILENT)
         pf_warn(pf_worker_role(o), "producer silent for %.1f s; keeping my items and waiting for it",
-                now - s->last_heard);
-        s->producer_silent = 1;
-        s->welcomed = 0;
-    }
+                now - s->link.last_heard);
 }
 
 /* SIGTERM/SIGINT: items not started yet go straight back; running ones get drain_timeout to finish. */
@@ -209,7 +206,7 @@ static int drained(wstate *s, double now)
 
 static void update_metrics(wstate *s, double now)
 {
-    int connected = s->welcomed && !s->producer_silent;
+    int connected = pf_link_connected(&s->link);
     pf_health_ready(s->health, connected);
     pf_metric_set(s->m.connected, connected);
     pf_metric_set(s->m.held, (double)s->n_held);
@@ -294,7 +291,7 @@ int pf_worker_run(const pf_worker_opts *o, pf_err *err)
     pf_info(pf_worker_role(o), "%s: producer %s, sink %s, capacity %d", s->name, o->producer, o->sink,
             s->capacity);
     double now = pf_now();
-    s->last_heard = now;
+    pf_link_start(&s->link, now);
     pf_worker_send_hello(s, now);
     for (;;) {
         zmq_pollitem_t items[2] = {{s->prod, 0, ZMQ_POLLIN, 0}, {NULL, r->efd, ZMQ_POLLIN, 0}};

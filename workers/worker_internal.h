@@ -13,6 +13,7 @@
 
 #include "base/metrics.h"
 #include "base/ring.h"
+#include "proto/link.h"
 #include "proto/wire.h"
 #include "workers/worker.h"
 
@@ -47,13 +48,10 @@ typedef struct wstate {
     void *prod, *sink;
     char name[128];
     char host[64];
-    char instance[64];      /* current producer instance ("" = none yet) */
-    int welcomed;
+    pf_link link;           /* to the producer: its instance, welcome, heartbeats, silence */
     int capacity;
     pf_work **held;         /* works received and not yet answered */
     size_t n_held, cap_held;
-    double last_heard, last_hb, last_hello;
-    int producer_silent;
     int finished_seen;
     int stopping;
     double stop_at;

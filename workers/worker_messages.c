@@ -17,8 +17,8 @@ void pf_worker_send_prod(wstate *s, pf_msg *m)
 {
     pf_err e = {{0}};
     m->name = s->name;
-    if (!m->instance && s->instance[0])
-        m->instance = s->instance;
+    if (!m->instance && s->link.instance[0])
+        m->instance = s->link.instance;
     if (pf_wire_send(s->prod, NULL, 0, m, &e)) {
         /* EAGAIN: not connected (producer down, or our key refused: the socket watch says which) */
         if (errno == EAGAIN)
@@ -51,7 +51,7 @@ void pf_worker_send_hello(wstate *s, double now)
     m.name = s->name;
     if (pf_wire_send(s->prod, NULL, 0, &m, &e))
         pf_debug(pf_worker_role(s->o), "hello: %s", e.msg);
-    s->last_hello = now;
+    pf_link_said_hello(&s->link, now);
 }
 
 static int held_add(wstate *s, pf_work *w)
@@ -85,7 +85,7 @@ static int free_slots(const wstate *s)
 
 static void send_credit(wstate *s, int n)
 {
-    if (n <= 0 || !s->instance[0] || s->stopping)
+    if (n <= 0 || !s->link.instance[0] || s->stopping)
         return;
     pf_msg m;
     pf_msg_init(&m, PF_MSG_CREDIT);
@@ -311,24 +311,20 @@ static void on_item(wstate *s, pf_wire_in *in)
 void pf_worker_on_producer_msg(wstate *s, pf_wire_in *in, double now)
 {
     pf_msg *m = &in->msg;
-    s->last_heard = now;
-    if (s->producer_silent) {
+    if (pf_link_heard(&s->link, now))
         pf_info(pf_worker_role(s->o), "producer is back");
-        s->producer_silent = 0;
-    }
     switch (m->type) {
-    case PF_MSG_WELCOME:
-        if (strcmp(s->instance, m->instance) != 0 || !s->welcomed) {
+    case PF_MSG_WELCOME: {
+        int was_welcomed = s->link.welcomed;
+        if (pf_link_welcome(&s->link, m->instance) || !was_welcomed)
             pf_info(pf_worker_role(s->o), "joined producer %s as %s (%d free slots)", m->instance, s->name,
                     free_slots(s));
-            snprintf(s->instance, sizeof s->instance, "%s", m->instance);
-        }
-        s->welcomed = 1;
         send_credit(s, free_slots(s));
         break;
+    }
     case PF_MSG_RESET:
     case PF_MSG_HB:
-        if (pf_msg_wants_hello(m, s->instance, &s->welcomed, s->last_hello, now))
+        if (pf_link_wants_hello(&s->link, m, now))
             pf_worker_send_hello(s, now);
         if (m->type == PF_MSG_HB && m->finished && !s->finished_seen) {
             s->finished_seen = 1;

@@ -9,6 +9,7 @@
 #include <cmocka.h>
 #include <msgpack.h>
 
+#include "proto/link.h"
 #include "proto/proto.h"
 
 static pf_proto_limits L;
@@ -410,13 +411,48 @@ static void test_wants_hello(void **state)
     pf_msg_free(&m);
 }
 
+/* The client's link to the producer: hello each heartbeat until welcomed, silence once per gap, welcome
+ * and return noticed. */
+static void test_link(void **state)
+{
+    (void)state;
+    pf_link l;
+    pf_link_start(&l, 10.0);
+    /* hb 1 s, timeout 3 s: first tick sends a heartbeat and (not welcomed) a hello */
+    assert_int_equal(pf_link_tick(&l, 10.0, 1.0, 3.0), PF_LINK_SEND_HB | PF_LINK_SEND_HELLO);
+    pf_link_said_hello(&l, 10.0);
+    assert_int_equal(pf_link_tick(&l, 10.5, 1.0, 3.0), 0);
+    assert_int_equal(pf_link_heard(&l, 10.6), 0);
+    assert_int_equal(pf_link_welcome(&l, "p1"), 1);
+    assert_true(pf_link_connected(&l));
+    assert_int_equal(pf_link_tick(&l, 11.0, 1.0, 3.0), PF_LINK_SEND_HB); /* welcomed: no hello */
+    assert_int_equal(pf_link_welcome(&l, "p1"), 0);                       /* the same producer again */
+    /* nothing heard for more than 3 s: silent once, no longer welcomed, so hellos resume */
+    assert_int_equal(pf_link_tick(&l, 13.7, 1.0, 3.0), PF_LINK_SEND_HB | PF_LINK_WENT_SILENT);
+    assert_false(pf_link_connected(&l));
+    assert_int_equal(pf_link_tick(&l, 14.7, 1.0, 3.0), PF_LINK_SEND_HB | PF_LINK_SEND_HELLO);
+    assert_int_equal(pf_link_heard(&l, 15.0), 1); /* the producer is back */
+    assert_int_equal(pf_link_heard(&l, 15.1), 0);
+    assert_int_equal(pf_link_welcome(&l, "p2"), 1); /* a restarted producer */
+    assert_string_equal(l.instance, "p2");
+    /* a heartbeat from yet another instance asks for a hello and drops the welcome */
+    pf_msg m;
+    pf_msg_init(&m, PF_MSG_HB);
+    m.instance = "p3";
+    assert_int_equal(pf_link_wants_hello(&l, &m, 16.0), 1);
+    assert_false(pf_link_connected(&l));
+    m.instance = NULL;
+    pf_msg_free(&m);
+}
+
 int main(void)
 {
     L = pf_proto_default_limits();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip_item),      cmocka_unit_test(test_roundtrip_tensor_result_ack),
         cmocka_unit_test(test_truncation_and_flips), cmocka_unit_test(test_hostile),
-        cmocka_unit_test(test_wants_hello),         cmocka_unit_test(test_schema),              cmocka_unit_test(test_keys),
+        cmocka_unit_test(test_wants_hello),         cmocka_unit_test(test_link),
+        cmocka_unit_test(test_schema),              cmocka_unit_test(test_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
