@@ -94,12 +94,24 @@ static int open_socket(prod *p, void *ctx, pf_err *err)
 typedef struct recv_ctx {
     prod *p;
     double now;
+    int hellos; /* say_finished: hellos answered */
 } recv_ctx;
 
 static int on_message(void *arg, pf_wire_in *in)
 {
     recv_ctx *c = arg;
     pf_prod_handle(c->p, in, c->now);
+    return 0;
+}
+
+/* After the job: welcome a newcomer (say_finished), drop the rest. */
+static int on_late_hello(void *arg, pf_wire_in *in)
+{
+    recv_ctx *c = arg;
+    if (in->msg.type == PF_MSG_HELLO) {
+        pf_prod_handle(c->p, in, c->now);
+        c->hellos++;
+    }
     return 0;
 }
 
@@ -137,17 +149,11 @@ static void say_finished(prod *p)
         zmq_pollitem_t it = {p->sock, 0, ZMQ_POLLIN, 0};
         if (zmq_poll(&it, 1, 20) < 0 && errno == ETERM)
             return;
-        for (int j = 0; j < 100; j++) {
-            pf_wire_in in;
-            pf_err e = {{0}};
-            if (pf_wire_recv(p->sock, 1, &p->o->lim, &in, &e) <= 0)
-                break;
-            if (in.msg.type == PF_MSG_HELLO) {
-                pf_prod_handle(p, &in, now);
-                last_hb = 0;   /* the newcomer hears "complete" right after its welcome */
-            }
-            pf_wire_in_close(&in);
-        }
+        recv_ctx c = {p, now, 0};
+        if (pf_wire_drain(p->sock, 1, &p->o->lim, 100, LOG, NULL, on_late_hello, &c) == -2)
+            return;
+        if (c.hellos)
+            last_hb = 0; /* the newcomer hears "complete" right after its welcome */
     }
 }
 
@@ -247,7 +253,7 @@ int pf_producer_run(const pf_producer_opts *o, pf_job_stats *stats, pf_err *err)
         if (o->reload && *o->reload)
             reload(p);
         /* at most 1000 messages per iteration, so that the scan, leases and dispatch keep running */
-        if (pf_wire_drain(p->sock, 1, &o->lim, 1000, LOG, NULL, on_message, &(recv_ctx){p, now}) == -2)
+        if (pf_wire_drain(p->sock, 1, &o->lim, 1000, LOG, NULL, on_message, &(recv_ctx){p, now, 0}) == -2)
             break;
         if (p->scanning && pf_prod_scan_some(p, 0.05, err))
             goto out;
