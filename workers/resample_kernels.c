@@ -75,6 +75,7 @@ static void pack_scalar(uint16_t *restrict block, size_t x0, int in_w, const uin
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
+#include <pthread.h>
 
 /* AVX-512BW: four pixels per step. Each row's 16 bytes at 3x (pixels x..x+3 and a bit more) are widened to
  * 16-bit lanes, rows 0+1 into one register, 2+3 into a second, 4 into a third (upper half zero); two
@@ -101,13 +102,20 @@ T512BW static __m512i widen_rows(const uint8_t *a, const uint8_t *b)
     return _mm512_cvtepu8_epi16(t);
 }
 
+static uint16_t g_pack_idx[4][32]; /* ab01, e01, ab23, e23: made once */
+static pthread_once_t g_pack_once = PTHREAD_ONCE_INIT;
+
+static void make_pack_indices(void)
+{
+    pack_indices(0, g_pack_idx[0], g_pack_idx[1]);
+    pack_indices(2, g_pack_idx[2], g_pack_idx[3]);
+}
+
 T512BW static void pack_avx512(uint16_t *restrict block, int in_w, const uint8_t *const *rows)
 {
-    uint16_t ab01[32], e01[32], ab23[32], e23[32];
-    pack_indices(0, ab01, e01);
-    pack_indices(2, ab23, e23);
-    const __m512i iab01 = _mm512_loadu_si512(ab01), ie01 = _mm512_loadu_si512(e01);
-    const __m512i iab23 = _mm512_loadu_si512(ab23), ie23 = _mm512_loadu_si512(e23);
+    pthread_once(&g_pack_once, make_pack_indices);
+    const __m512i iab01 = _mm512_loadu_si512(g_pack_idx[0]), ie01 = _mm512_loadu_si512(g_pack_idx[1]);
+    const __m512i iab23 = _mm512_loadu_si512(g_pack_idx[2]), ie23 = _mm512_loadu_si512(g_pack_idx[3]);
     size_t x = 0;
     /* 16-byte loads at 3x: rows are readable for 3 * in_w + 1 bytes, so 3x + 16 <= 3 * in_w + 1 */
     for (; 3 * x + 16 <= 3 * (size_t)in_w + 1; x += 4) {
