@@ -69,3 +69,12 @@ void cli_reload(void *reloader)
         pf_error("config", "reload: the configuration does not parse (nothing changed)");
     pf_config_free_argv(argc, argv);
 }
+
+void cli_control(pf_control *ctl, pf_service *svc, volatile sig_atomic_t *stop, cli_reloader *reloader)
+{
+    pf_install_stop_signals(stop);
+    ctl->stop = stop;
+    ctl->reload = &svc->reload;
+    ctl->on_reload = cli_reload;
+    ctl->reload_arg = reloader;
+}

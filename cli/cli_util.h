@@ -5,7 +5,9 @@
 #include <getopt.h>
 #include <stdio.h>
 
+#include "base/control.h"
 #include "base/err.h"
+#include "pipeline/service.h"
 
 /* For subcommands that are not built yet: say so plainly (and which issue tracks it), exit 2. */
 int cli_not_yet(const char *command, const char *tracking);
@@ -36,5 +38,9 @@ typedef struct cli_reloader {
 /* The roles' on_reload callback (pf_*_opts.on_reload) with reload_arg a cli_reloader. Logs the reload and
  * its failures. */
 void cli_reload(void *reloader);
+
+/* Hand a role its controls: SIGTERM/SIGINT set *STOP (installed here); the service's SIGHUP flag asks for a
+ * reload, which RELOADER carries out. */
+void cli_control(pf_control *ctl, pf_service *svc, volatile sig_atomic_t *stop, cli_reloader *reloader);
 
 #endif

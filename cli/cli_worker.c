@@ -96,12 +96,8 @@ static int worker_start(cli_worker *c, volatile sig_atomic_t *stop)
         pf_service_stop(&c->svc);
         return 2;
     }
-    pf_install_stop_signals(stop);
-    c->o.stop = stop;
+    cli_control(&c->o.ctl, &c->svc, stop, &c->reload);
     c->o.sec = &c->svc.sec;
-    c->o.reload = &c->svc.reload;
-    c->o.on_reload = cli_reload;
-    c->o.reload_arg = &c->reload;
     return 0;
 }
 

@@ -160,13 +160,9 @@ int cmd_sink(int argc0, char **argv0)
         goto out;
     }
     static volatile sig_atomic_t stop;
-    pf_install_stop_signals(&stop);
-    o->stop = &stop;
-    o->sec = &c.svc.sec;
     cli_reloader rl = {argc0, argv0, reparse, &c};
-    o->reload = &c.svc.reload;
-    o->on_reload = cli_reload;
-    o->reload_arg = &rl;
+    cli_control(&o->ctl, &c.svc, &stop, &rl);
+    o->sec = &c.svc.sec;
     if (pf_sink_run(o, &err)) {
         fprintf(stderr, "paliflow sink: %s\n", err.msg);
         rc = 1;

@@ -71,12 +71,12 @@ int pf_embedded_run(pf_embedded_opts *o, pf_job_stats *stats, pf_err *err)
     pf_producer_opts po = o->producer;
     po.bind = prod_ep;
     po.zctx = ctx;
-    po.stop = o->stop;
+    po.ctl.stop = o->stop;
     pf_sink_opts so = o->sink;
     so.bind = sink_ep;
     so.producer = prod_ep;
     so.zctx = ctx;
-    so.stop = &inner_stop;
+    so.ctl.stop = &inner_stop;
     so.hb_interval = po.hb_interval;
     pf_worker_opts pre, inf;
     pf_worker_opts_defaults(&pre);
@@ -86,7 +86,7 @@ int pf_embedded_run(pf_embedded_opts *o, pf_job_stats *stats, pf_err *err)
     pre.stage_cfg = o->pre_cfg;
     pre.threads = o->pre_threads > 0 ? o->pre_threads : 1;
     pre.zctx = ctx;
-    pre.stop = &inner_stop;
+    pre.ctl.stop = &inner_stop;
     pre.name = "embedded-preprocess";
     pre.hb_interval = po.hb_interval;
     pre.lim = po.lim;

@@ -32,12 +32,9 @@ void pf_producer_opts_defaults(pf_producer_opts *o)
     o->progress_interval = 10;
 }
 
-/* SIGHUP: the command re-reads its config file into the reloadable options; the allow-list is re-read. */
+/* After a reload (the command re-read its config file into the reloadable options): the allow-list too. */
 static void reload(prod *p)
 {
-    *p->o->reload = 0;
-    if (p->o->on_reload)
-        p->o->on_reload(p->o->reload_arg);
     pf_err e = {{0}};
     if (p->zap && pf_zap_reload(p->zap, p->o->sec->allow_path, &e))
         pf_error(LOG, "reload: %s (the previous allow-list stays)", e.msg);
@@ -243,14 +240,14 @@ int pf_producer_run(const pf_producer_opts *o, pf_job_stats *stats, pf_err *err)
     pf_progress_init(&p->prog, o->progress, o->progress_interval, "producer");
     double last_hb = 0;
     int complete = 0;
-    while (!(o->stop && *o->stop)) {
+    while (!pf_control_stopping(&o->ctl)) {
         zmq_pollitem_t it = {p->sock, 0, ZMQ_POLLIN, 0};
         int busy = p->scanning;   /* scanning: poll without waiting, the scan is the work */
         if (zmq_poll(&it, 1, busy ? 0 : 50) < 0 && errno == ETERM)
             break;
         double now = pf_now();
         pf_health_tick("producer");
-        if (o->reload && *o->reload)
+        if (pf_control_reload(&o->ctl))
             reload(p);
         /* at most 1000 messages per iteration, so that the scan, leases and dispatch keep running */
         if (pf_wire_drain(p->sock, 1, &o->lim, 1000, LOG, NULL, on_message, &(recv_ctx){p, now, 0}) == -2)

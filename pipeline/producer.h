@@ -6,9 +6,9 @@
 #ifndef PF_PIPELINE_PRODUCER_H
 #define PF_PIPELINE_PRODUCER_H
 
-#include <signal.h>
 #include <stdint.h>
 
+#include "base/control.h"
 #include "base/err.h"
 #include "pipeline/scan.h"
 #include "proto/proto.h"
@@ -31,16 +31,12 @@ typedef struct pf_producer_opts {
     int progress;                     /* -1 auto (bar on a terminal, lines otherwise), 0 off, 1 lines, 2 bar */
     double progress_interval;         /* seconds between plain progress lines */
     void *zctx;                       /* optional shared ZeroMQ context (embedded mode) */
-    volatile sig_atomic_t *stop;
     const pf_security *sec;           /* CURVE keys / --insecure (NULL: plain sockets, library use) */
     const char *report;               /* write the job report (JSON) here when the run ends (optional) */
     int stay;                         /* after completion keep serving (finished heartbeats, metrics) until stopped */
-    /* SIGHUP: when *reload is set, the loop clears it, calls on_reload(reload_arg) (which may change the
-     * reloadable fields of this struct: max_attempts, leases, ack/heartbeat timeouts, max_ready,
-     * progress_interval) and re-reads the CURVE allow-list. */
-    volatile sig_atomic_t *reload;
-    void (*on_reload)(void *arg);
-    void *reload_arg;
+    /* Stop and reload. A reload may change the reloadable fields of this struct: max_attempts, leases,
+     * ack/heartbeat timeouts, max_ready, progress_interval; the CURVE allow-list is re-read after it. */
+    pf_control ctl;
 } pf_producer_opts;
 
 typedef struct pf_job_stats {

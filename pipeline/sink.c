@@ -152,13 +152,10 @@ static int open_sockets(sink *s, void *ctx, pf_err *err)
     return pf_secure_connect(s->psock, o->producer, o->sec, o->sec ? o->sec->server_public : NULL, err);
 }
 
-/* SIGHUP: the command re-reads its config file into the reloadable options; the allow-list is re-read. */
+/* After a reload (the command re-read its config file into the reloadable options): the allow-list too. */
 static void reload(sink *s)
 {
     const pf_sink_opts *o = s->o;
-    *o->reload = 0;
-    if (o->on_reload)
-        o->on_reload(o->reload_arg);
     pf_err re = {{0}};
     if (s->zap && pf_zap_reload(s->zap, o->sec->allow_path, &re))
         pf_error(LOG, "reload: %s (the previous allow-list stays)", re.msg);
@@ -270,7 +267,7 @@ int pf_sink_run(const pf_sink_opts *o, pf_err *err)
     double now = pf_now();
     pf_link_start(&s->link, now);
     send_hello(s, now);
-    while (!(o->stop && *o->stop)) {
+    while (!pf_control_stopping(&o->ctl)) {
         zmq_pollitem_t it[2] = {{s->rsock, 0, ZMQ_POLLIN, 0}, {s->psock, 0, ZMQ_POLLIN, 0}};
         /* with records waiting, wake up in time for their --flush-ms */
         long timeout = s->n_batch ? (long)(o->flush_s * 1000 / 2) + 1 : 100;
@@ -279,7 +276,7 @@ int pf_sink_run(const pf_sink_opts *o, pf_err *err)
         now = pf_now();
         pf_health_tick("sink");
         pf_sock_watch_poll(s->watch);
-        if (o->reload && *o->reload)
+        if (pf_control_reload(&o->ctl))
             reload(s);
         recv_ctx c = {s, now, err};
         int got = pf_wire_drain(s->rsock, 1, &o->lim, 1000, LOG, NULL, on_worker_msg, &c);

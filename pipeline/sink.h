@@ -10,8 +10,7 @@
 #ifndef PF_PIPELINE_SINK_H
 #define PF_PIPELINE_SINK_H
 
-#include <signal.h>
-
+#include "base/control.h"
 #include "base/err.h"
 #include "proto/proto.h"
 #include "proto/security.h"
@@ -29,12 +28,8 @@ typedef struct pf_sink_opts {
     int exit_when_done;     /* exit once the producer reports the job complete and all is flushed */
     pf_proto_limits lim;
     void *zctx;
-    volatile sig_atomic_t *stop;
     const pf_security *sec;  /* CURVE keys / --insecure (NULL: plain sockets, library use) */
-    /* SIGHUP: on_reload(reload_arg) may change batch, flush_s, hb_timeout; the allow-list is re-read. */
-    volatile sig_atomic_t *reload;
-    void (*on_reload)(void *arg);
-    void *reload_arg;
+    pf_control ctl;          /* stop and reload (may change batch, flush_s, hb_timeout; the allow-list is re-read) */
 } pf_sink_opts;
 
 void pf_sink_opts_defaults(pf_sink_opts *o);

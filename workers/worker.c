@@ -302,11 +302,7 @@ int pf_worker_run(const pf_worker_opts *o, pf_err *err)
         pf_health_tick(s->health);
         pf_sock_watch_poll(s->watch_prod);
         pf_sock_watch_poll(s->watch_sink);
-        if (o->reload && *o->reload) {
-            *o->reload = 0;
-            if (o->on_reload)
-                o->on_reload(o->reload_arg);
-        }
+        pf_control_reload(&o->ctl);
         if (items[1].revents & ZMQ_POLLIN) {   /* a compute thread woke us: reset the eventfd */
             uint64_t v;
             ssize_t nr = read(r->efd, &v, sizeof v);
@@ -319,7 +315,7 @@ int pf_worker_run(const pf_worker_opts *o, pf_err *err)
         if (stage_failed(s, err))
             goto out_bye;
         keep_in_touch(s, now);
-        if (!s->stopping && o->stop && *o->stop)
+        if (!s->stopping && pf_control_stopping(&o->ctl))
             begin_stop(s, now);
         if (s->stopping && drained(s, now))
             break;

@@ -8,8 +8,8 @@
 #ifndef PF_WORKERS_WORKER_H
 #define PF_WORKERS_WORKER_H
 
-#include <signal.h>
 
+#include "base/control.h"
 #include "base/err.h"
 #include "proto/proto.h"
 #include "proto/security.h"
@@ -32,12 +32,8 @@ typedef struct pf_worker_opts {
     void *const *instances;        /* optional ready-made stage instances (not destroyed by the runtime) */
     int n_instances;
     void *zctx;                    /* optional ZeroMQ context (embedded mode: inproc endpoints) */
-    volatile sig_atomic_t *stop;   /* graceful stop when it becomes non-zero */
     const pf_security *sec;        /* CURVE keys / --insecure (NULL: plain sockets, library use) */
-    /* SIGHUP: on_reload(reload_arg) may change drain_timeout, hb_timeout (read on every iteration). */
-    volatile sig_atomic_t *reload;
-    void (*on_reload)(void *arg);
-    void *reload_arg;
+    pf_control ctl;                /* stop (drain) and reload (may change drain_timeout, hb_timeout) */
 } pf_worker_opts;
 
 void pf_worker_opts_defaults(pf_worker_opts *o);

@@ -121,7 +121,7 @@ int main(int argc, char **argv)
     }
     o.ops = !strcmp(mode, "preprocess") ? &pf_test_preprocess_ops : &pf_test_inference_ops;
     o.stage_cfg = &cfg;
-    o.stop = &g_stop;
+    o.ctl.stop = &g_stop;
     o.sec = &svc.sec;
     if (pf_security_check_connect(&svc.sec, "--producer", o.producer, &err) ||
         pf_security_check_connect(&svc.sec, "--sink", o.sink, &err)) {
