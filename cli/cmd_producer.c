@@ -29,7 +29,8 @@ static void usage(FILE *out)
             "  --image-size S           the model's image size (224, 448, 896); carried in every item\n"
             "  --list FILE              also take the paths listed in FILE (one per line, '-' = stdin)\n"
             "  --include GLOB           only files whose name or path below the folder matches (repeatable)\n"
-            "  --exclude GLOB           skip files and folders that match (repeatable)\n"
+            "  --exclude GLOB           skip files and folders that match (repeatable); globs match in any\n"
+            "                           case (*.jpg takes IMG_1.JPG); the scan logs what each one skipped\n"
             PF_TASK_OPTIONS_HELP
             "  --path-only              send paths instead of bytes (workers share the storage)\n"
             "  --max-attempts N         lost leases or failures before an item becomes an error record (3)\n"

@@ -30,7 +30,8 @@ static void usage(FILE *out)
             "  --db FILE                job store (default FILE.jsonl.db)\n"
             "  --image-size S           default: the model's\n"
             "  --list FILE              also take the paths listed in FILE ('-' = stdin)\n"
-            "  --include GLOB, --exclude GLOB   filter files found in folders (repeatable)\n"
+            "  --include GLOB, --exclude GLOB   filter files found in folders (repeatable; any case: *.jpg\n"
+            "                           takes IMG_1.JPG; the scan logs what each one skipped)\n"
             PF_TASK_OPTIONS_HELP
             "  --preprocess-threads N   images decoded in parallel (default: cores, at most 4)\n"
             "  --max-batch N            sequences generated together (8)\n"

@@ -1,8 +1,10 @@
+#define _GNU_SOURCE   /* FNM_CASEFOLD (glibc) */
 #include "pipeline/scan.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fnmatch.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,16 +34,26 @@ struct pf_scan {
     char *cur;
     char *line;
     size_t line_cap;
+    /* what the filters skipped, for the summary line (pf_scan_summary) */
+    size_t found;            /* entries returned */
+    size_t not_included;     /* files that matched no include glob */
+    size_t *excl_files;      /* per exclude glob: files it skipped */
+    size_t *excl_dirs;       /* per exclude glob: folders it skipped (their contents are never listed) */
+    int summarized;          /* the summary line was logged */
 };
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-static int matches(const char *const *globs, size_t n, const char *name, const char *rel)
+/* The index of the first glob matching NAME or REL, or -1. Case-insensitive (FNM_CASEFOLD) over the whole
+ * glob: extensions come in any case from cameras and other systems (IMG_0001.JPG, scan.Tif), and a
+ * case-sensitive "*.jpg" silently dropped them. A glob cannot tell "a.jpg" from "A.JPG" apart; no one filters
+ * images on that. */
+static long match_index(const char *const *globs, size_t n, const char *name, const char *rel)
 {
     for (size_t i = 0; i < n; i++)
-        if (fnmatch(globs[i], name, 0) == 0 || (rel && fnmatch(globs[i], rel, 0) == 0))
-            return 1;
-    return 0;
+        if (fnmatch(globs[i], name, FNM_CASEFOLD) == 0 || (rel && fnmatch(globs[i], rel, FNM_CASEFOLD) == 0))
+            return (long)i;
+    return -1;
 }
 
 static void frame_free(frame *f)
@@ -135,6 +147,11 @@ int pf_scan_open(const pf_scan_opts *opts, pf_scan **out, pf_err *err)
     if (!oom && opts->list_file)
         oom = !(list = s->owned[total - 1] = strdup(opts->list_file));
     s->n_owned = total;
+    if (!oom && opts->n_exclude) {
+        s->excl_files = calloc(opts->n_exclude, sizeof *s->excl_files);
+        s->excl_dirs = calloc(opts->n_exclude, sizeof *s->excl_dirs);
+        oom = !s->excl_files || !s->excl_dirs;
+    }
     if (oom) {
         pf_scan_close(s);
         return pf_errf(err, "scan: out of memory");
@@ -157,6 +174,7 @@ int pf_scan_open(const pf_scan_opts *opts, pf_scan **out, pf_err *err)
 
 static int set_cur(pf_scan *s, char *p, const char **path)
 {
+    s->found++;
     free(s->cur);
     s->cur = p;
     *path = p;
@@ -179,12 +197,16 @@ int pf_scan_next(pf_scan *s, const char **path, pf_err *err)
                 return pf_errf(err, "scan: out of memory");
             size_t rel_off = f->rel_off ? f->rel_off : strlen(f->dir) + (f->dir[strlen(f->dir) - 1] == '/' ? 0 : 1);
             const char *rel = p + rel_off;
-            if (matches(s->o.exclude, s->o.n_exclude, name, rel)) {
+            struct stat st;
+            int is_dir = stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+            long ex = match_index(s->o.exclude, s->o.n_exclude, name, rel);
+            if (ex >= 0) {
+                pf_debug("scan", "%s: skipped by exclude '%s'", p, s->o.exclude[ex]);
+                (is_dir ? s->excl_dirs : s->excl_files)[ex]++;
                 free(p);
                 continue;
             }
-            struct stat st;
-            if (stat(p, &st) == 0 && S_ISDIR(st.st_mode)) {
+            if (is_dir) {
                 int rc = push_dir(s, p, rel_off, &st, err);
                 free(p);
                 if (rc)
@@ -192,7 +214,9 @@ int pf_scan_next(pf_scan *s, const char **path, pf_err *err)
                 continue;
             }
             /* files, and entries that cannot be stat'ed (broken links, loops): the producer reports them */
-            if (s->o.n_include && !matches(s->o.include, s->o.n_include, name, rel)) {
+            if (s->o.n_include && match_index(s->o.include, s->o.n_include, name, rel) < 0) {
+                pf_debug("scan", "%s: matches no include glob, skipped", p);
+                s->not_included++;
                 free(p);
                 continue;
             }
@@ -236,8 +260,64 @@ int pf_scan_next(pf_scan *s, const char **path, pf_err *err)
                 return pf_errf(err, "scan: out of memory");
             return set_cur(s, p, path);
         }
+        if (!s->summarized) {   /* once, when the walk is complete (not on an early close: counts would lie) */
+            char line[1024];
+            pf_scan_summary(s, line, sizeof line);
+            pf_info("scan", "%s", line);
+            s->summarized = 1;
+        }
         return 0;
     }
+}
+
+size_t pf_scan_found(const pf_scan *s) { return s->found; }
+size_t pf_scan_not_included(const pf_scan *s) { return s->not_included; }
+size_t pf_scan_excluded_files(const pf_scan *s, size_t i) { return i < s->o.n_exclude ? s->excl_files[i] : 0; }
+size_t pf_scan_excluded_dirs(const pf_scan *s, size_t i) { return i < s->o.n_exclude ? s->excl_dirs[i] : 0; }
+
+/* snprintf into BUF at *AT, clamped: a long glob list truncates the line, never overruns it */
+static void put(char *buf, size_t cap, size_t *at, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void put(char *buf, size_t cap, size_t *at, const char *fmt, ...)
+{
+    if (*at >= cap)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf + *at, cap - *at, fmt, ap);
+    va_end(ap);
+    *at = n < 0 ? cap : (size_t)n >= cap - *at ? cap : *at + (size_t)n;
+}
+
+void pf_scan_summary(const pf_scan *s, char *buf, size_t cap)
+{
+    size_t at = 0;
+    if (!cap)
+        return;
+    buf[0] = '\0';
+    put(buf, cap, &at, "%zu file%s taken", s->found, s->found == 1 ? "" : "s");
+    if (!s->o.n_include && !s->o.n_exclude) {
+        put(buf, cap, &at, "; no include/exclude globs");
+        return;
+    }
+    put(buf, cap, &at, "; skipped:");
+    const char *sep = " ";
+    if (s->o.n_include) {
+        put(buf, cap, &at, "%s%zu matching no include glob (", sep, s->not_included);
+        for (size_t i = 0; i < s->o.n_include; i++)
+            put(buf, cap, &at, "%s%s", i ? " " : "", s->o.include[i]);
+        put(buf, cap, &at, ")");
+        sep = ", ";
+    }
+    for (size_t i = 0; i < s->o.n_exclude; i++) {
+        size_t nf = s->excl_files[i], nd = s->excl_dirs[i];
+        if (nf || !nd)
+            put(buf, cap, &at, "%s%zu file%s", sep, nf, nf == 1 ? "" : "s");
+        if (nd)
+            put(buf, cap, &at, "%s%zu folder%s", nf ? " and " : sep, nd, nd == 1 ? "" : "s");
+        put(buf, cap, &at, " by exclude '%s'", s->o.exclude[i]);
+        sep = ", ";
+    }
+    put(buf, cap, &at, " (globs match case-insensitively)");
 }
 
 void pf_scan_close(pf_scan *s)
@@ -252,6 +332,8 @@ void pf_scan_close(pf_scan *s)
     pf_keyset_free(&s->dirs);
     free(s->cur);
     free(s->line);
+    free(s->excl_files);
+    free(s->excl_dirs);
     for (size_t i = 0; s->owned && i < s->n_owned; i++)
         free(s->owned[i]);
     free(s->owned);

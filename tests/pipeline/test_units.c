@@ -291,10 +291,12 @@ static void test_scan(void **state)
     assert_int_equal(n, 3);
     assert_string_equal(out[0], "/imgs/b.jpg");
     assert_string_equal(out[2], "/imgs/sub/deeper/d.JPG");
+    /* a glob on the path below the root ('*' crosses '/': fnmatch without FNM_PATHNAME; any case) */
     const char *inc2[] = {"sub/*.jpg"};
     n = scan_all(roots, 1, inc2, 1, NULL, 0, NULL, out, 32);
-    assert_int_equal(n, 1);
+    assert_int_equal(n, 2);
     assert_string_equal(out[0], "/imgs/sub/c.jpg");
+    assert_string_equal(out[1], "/imgs/sub/deeper/d.JPG");
     /* a list file: files as listed, folders walked, blank lines skipped */
     char list[512];
     snprintf(list, sizeof list, "%s/list.txt", g_tmp);
@@ -312,6 +314,72 @@ static void test_scan(void **state)
     pf_err e = {{0}};
     assert_int_equal(pf_scan_open(&o, &s, &e), -1);
     assert_non_null(strstr(e.msg, "/nonexistent/folder"));
+}
+
+/* Globs match case-insensitively (a camera folder's .JPG, a .Webp), and the scan counts what each filter
+ * skipped for its summary line. */
+static void test_scan_case_and_counts(void **state)
+{
+    (void)state;
+    mk("cam");
+    mk("cam/Thumbs");
+    mk("cam/raw");
+    const char *files[] = {"cam/IMG_0001.JPG", "cam/img_0002.jpg", "cam/b.JPEG", "cam/c.Png", "cam/d.webp",
+                           "cam/e.WEBP", "cam/f.tif", "cam/g.TIFF", "cam/h.gif", "cam/i.BMP", "cam/notes.TXT",
+                           "cam/clip.MOV", "cam/Thumbs/t1.jpg", "cam/Thumbs/t2.jpg", "cam/raw/r.jpg",
+                           "cam/tmp_x.JPG", "cam/TMP_y.jpg"};
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++)
+        touch(files[i]);
+    char root[512];
+    snprintf(root, sizeof root, "%s/cam", g_tmp);
+    const char *roots[] = {root};
+    /* the shipped globs (examples/producer.conf, deploy/) in lower case; excludes in another case */
+    const char *inc[] = {"*.jpg", "*.jpeg", "*.png", "*.webp", "*.tif", "*.tiff", "*.gif", "*.bmp"};
+    const char *exc[] = {"thumbs", "tmp_*", "RAW/*"};
+    pf_scan_opts o = {roots, 1, NULL, inc, 8, exc, 3};
+    pf_scan *s;
+    pf_err e = {{0}};
+    assert_int_equal(pf_scan_open(&o, &s, &e), 0);
+    const char *want[] = {"/cam/IMG_0001.JPG", "/cam/b.JPEG", "/cam/c.Png", "/cam/d.webp", "/cam/e.WEBP",
+                          "/cam/f.tif", "/cam/g.TIFF", "/cam/h.gif", "/cam/i.BMP", "/cam/img_0002.jpg"};
+    size_t n = 0;
+    const char *p;
+    int r;
+    while ((r = pf_scan_next(s, &p, &e)) == 1) {
+        assert_true(n < sizeof want / sizeof *want);
+        assert_string_equal(p + strlen(g_tmp), want[n]);
+        n++;
+    }
+    assert_int_equal(r, 0);
+    assert_int_equal(n, sizeof want / sizeof *want);
+    assert_int_equal(pf_scan_found(s), n);
+    assert_int_equal(pf_scan_not_included(s), 2);      /* notes.TXT, clip.MOV */
+    assert_int_equal(pf_scan_excluded_dirs(s, 0), 1);  /* Thumbs, once: t1/t2 never listed */
+    assert_int_equal(pf_scan_excluded_files(s, 0), 0);
+    assert_int_equal(pf_scan_excluded_files(s, 1), 2); /* tmp_x.JPG, TMP_y.jpg */
+    assert_int_equal(pf_scan_excluded_dirs(s, 1), 0);
+    assert_int_equal(pf_scan_excluded_files(s, 2), 1); /* raw/r.jpg by its path below the root */
+    assert_int_equal(pf_scan_excluded_files(s, 99), 0);
+    char line[512];
+    pf_scan_summary(s, line, sizeof line);
+    assert_string_equal(line, "10 files taken; skipped: 2 matching no include glob (*.jpg *.jpeg *.png *.webp "
+                              "*.tif *.tiff *.gif *.bmp), 1 folder by exclude 'thumbs', 2 files by "
+                              "exclude 'tmp_*', 1 file by exclude 'RAW/*' (globs match case-insensitively)");
+    /* a short buffer truncates, terminated */
+    char tiny[16];
+    pf_scan_summary(s, tiny, sizeof tiny);
+    assert_int_equal(strlen(tiny), sizeof tiny - 1);
+    assert_int_equal(strncmp(tiny, line, sizeof tiny - 1), 0);
+    pf_scan_close(s);
+    /* no filters: said so */
+    pf_scan_opts all = {roots, 1, NULL, NULL, 0, NULL, 0};
+    assert_int_equal(pf_scan_open(&all, &s, &e), 0);
+    while ((r = pf_scan_next(s, &p, &e)) == 1)
+        ;
+    assert_int_equal(r, 0);
+    pf_scan_summary(s, line, sizeof line);
+    assert_string_equal(line, "17 files taken; no include/exclude globs");
+    pf_scan_close(s);
 }
 
 /* ---------- key set, config ---------- */
@@ -375,7 +443,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_boxes_valid), cmocka_unit_test(test_boxes_several_and_labels),
         cmocka_unit_test(test_boxes_broken), cmocka_unit_test(test_jobstore),
-        cmocka_unit_test(test_scan),         cmocka_unit_test(test_keyset),
+        cmocka_unit_test(test_scan),         cmocka_unit_test(test_scan_case_and_counts),         cmocka_unit_test(test_keyset),
         cmocka_unit_test(test_config),
     };
     return cmocka_run_group_tests(tests, setup_tmp, teardown_tmp);
