@@ -39,6 +39,7 @@ static void usage(FILE *out)
             "  --skip-e2e         no end-to-end run\n"
             "  --json FILE        also write the results as JSON\n"
             "  --log-level L      error|warn|info|debug\n"
+            "  --config FILE      options from FILE, 'name = value' lines (the command line wins)\n"
             "  -h, --help         this help\n");
 }
 

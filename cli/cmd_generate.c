@@ -49,6 +49,7 @@ static void usage(FILE *out)
             "  --autorotate            apply EXIF orientation before resizing (default off, as transformers)\n"
             CLI_ENGINE_OPTIONS_HELP
             "  --log-level L           error|warn|info|debug\n"
+            "  --config FILE           options from FILE, 'name = value' lines (the command line wins)\n"
             "  -h, --help              this help\n"
             "Exit status: 0 all images succeeded, 1 some failed (the others are printed), 2 usage/setup error.\n");
 }

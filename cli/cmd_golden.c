@@ -25,7 +25,9 @@ static void usage(FILE *out)
                  "                  bf16_reference), int8 must reach cosine >= 0.99 over all real positions; greedy\n"
                  "                  agreement with the fp32 tokens is reported\n"
                  "  --dump FILE     (one case) write every computed output, same names/shapes/dtypes as expected\n"
-                 "  --verbose       also print debug/* tensors that pass (reference only)\n");
+                 "  --verbose       also print debug/* tensors that pass (reference only)\n"
+                 "  --config FILE   options from FILE, 'name = value' lines (the command line wins)\n"
+                 "  -h, --help      this help\n");
 }
 
 int cmd_golden(int argc, char **argv)

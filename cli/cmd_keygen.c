@@ -25,6 +25,7 @@ static void usage(FILE *out)
             "  --name NAME      a name stored in the certificates (shown in logs when the key connects)\n"
             "  --force          replace existing files\n"
             "  --show FILE      print the public key of a certificate (public or secret) and exit\n"
+            "  --config FILE    options from FILE, 'name = value' lines (the command line wins)\n"
             "  --help           this text\n");
 }
 

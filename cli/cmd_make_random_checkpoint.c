@@ -35,6 +35,7 @@ static void usage(FILE *out)
             "  --list                 print the known models with their sizes and exit\n"
             "  --quiet                no progress lines\n"
             "  --log-level LEVEL      error|warn|info|debug\n"
+            "  --config FILE          options from FILE, 'name = value' lines (the command line wins)\n"
             "  -h, --help             this help\n"
             "\n"
             "example:\n"

@@ -54,6 +54,7 @@ static void usage(FILE *out)
             "      --max-pixels N    refuse images with more than N pixels (default %llu, Pillow's limit)\n"
             "  -j, --threads N       decode N files at once (default 1)\n"
             "      --log-level L     error|warn|info|debug\n"
+            "      --config FILE     options from FILE, 'name = value' lines (the command line wins)\n"
             "  -h, --help            this text\n"
             "\n"
             "Formats (by content, not name): JPEG, PNG, GIF (first frame), WebP, TIFF, BMP, PNM.\n"

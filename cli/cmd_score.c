@@ -35,6 +35,7 @@ static void usage(FILE *out)
             "  --suffix S         the candidate answer to score\n"
             "  --autorotate       apply EXIF orientation before resizing\n"
             CLI_ENGINE_OPTIONS_HELP
+            "  --config FILE      options from FILE, 'name = value' lines (the command line wins)\n"
             "  -h, --help         this help\n");
 }
 

@@ -33,6 +33,7 @@ static void usage(FILE *out)
           "\n"
           "options:\n"
           "  -t, --tokenizer FILE   tokenizer.json (Hugging Face format)\n"
+          "  --config FILE          options from FILE, 'name = value' lines (the command line wins)\n"
           "  -h, --help             show this help\n"
           "\n"
           "A line that cannot be processed gives {\"error\": \"line N: ...\"} and processing goes on;\n"

@@ -4,27 +4,31 @@
 
 #include "base/log.h"
 #include "cli/commands.h"
+#include "pipeline/config.h"
 
 typedef struct command {
     const char *name;
     int (*run)(int argc, char **argv);
     const char *summary;
+    /* 1: the command expands --config FILE itself (the long-running roles keep their argv to read the file
+     * again on SIGHUP); 0: main() expands it before the command sees argv, so every command takes it */
+    int own_config;
 } command;
 
 static const command g_commands[] = {
-    {"run", cmd_run, "annotate folders of images in one process (embedded pipeline)"},
-    {"producer", cmd_producer, "queue a job and hand out work to workers (binds)"},
-    {"preprocess-worker", cmd_preprocess_worker, "decode and resize images for the model (connects)"},
-    {"inference-worker", cmd_inference_worker, "run the model on preprocessed images (connects)"},
-    {"sink", cmd_sink, "collect results into a JSON-lines file and publish them (binds)"},
-    {"generate", cmd_generate, "run the model on image files and print the generated text"},
-    {"score", cmd_score, "print the loss and per-token NLL of a suffix for an image and prompt"},
-    {"tokenize", cmd_tokenize, "encode/decode text or build processor inputs (JSON lines on stdin)"},
-    {"preprocess-image", cmd_preprocess_image, "turn image files into model pixel tensors (safetensors)"},
-    {"golden", cmd_golden, "check the model against golden case directories"},
-    {"make-random-checkpoint", cmd_make_random_checkpoint, "write a random checkpoint with real shapes"},
-    {"bench", cmd_bench, "measure GEMM rate, bandwidth, prefill, decode and images/s"},
-    {"keygen", cmd_keygen, "make a CURVE key pair for secure transport"},
+    {"run", cmd_run, "annotate folders of images in one process (embedded pipeline)", 1},
+    {"producer", cmd_producer, "queue a job and hand out work to workers (binds)", 1},
+    {"preprocess-worker", cmd_preprocess_worker, "decode and resize images for the model (connects)", 1},
+    {"inference-worker", cmd_inference_worker, "run the model on preprocessed images (connects)", 1},
+    {"sink", cmd_sink, "collect results into a JSON-lines file and publish them (binds)", 1},
+    {"generate", cmd_generate, "run the model on image files and print the generated text", 0},
+    {"score", cmd_score, "print the loss and per-token NLL of a suffix for an image and prompt", 0},
+    {"tokenize", cmd_tokenize, "encode/decode text or build processor inputs (JSON lines on stdin)", 0},
+    {"preprocess-image", cmd_preprocess_image, "turn image files into model pixel tensors (safetensors)", 0},
+    {"golden", cmd_golden, "check the model against golden case directories", 0},
+    {"make-random-checkpoint", cmd_make_random_checkpoint, "write a random checkpoint with real shapes", 0},
+    {"bench", cmd_bench, "measure GEMM rate, bandwidth, prefill, decode and images/s", 0},
+    {"keygen", cmd_keygen, "make a CURVE key pair for secure transport", 0},
 };
 
 static void usage(FILE *out)
@@ -36,6 +40,24 @@ static void usage(FILE *out)
     fprintf(out, "\nRun 'paliflow COMMAND --help' for the options of a command.\n"
                  "Logging: PALIFLOW_LOG=error|warn|info|debug for any command; --log-level LEVEL on those whose\n"
                  "--help lists it.\n");
+}
+
+/* Every command takes --config FILE (README): the file's "name = value" lines become --name=value options
+ * placed before the command line's, so the command line wins (pipeline/config.h). */
+static int run_command(const command *c, int argc, char **argv)
+{
+    if (c->own_config)
+        return c->run(argc, argv);
+    int n;
+    char **v;
+    pf_err err = {{0}};
+    if (pf_config_expand_argv(argc, argv, &n, &v, &err)) {
+        fprintf(stderr, "paliflow %s: %s\n", c->name, err.msg);
+        return 2;
+    }
+    int rc = c->run(n, v);
+    pf_config_free_argv(n, v);
+    return rc;
 }
 
 int main(int argc, char **argv)
@@ -55,7 +77,7 @@ int main(int argc, char **argv)
     }
     for (size_t i = 0; i < sizeof g_commands / sizeof g_commands[0]; i++)
         if (strcmp(argv[1], g_commands[i].name) == 0)
-            return g_commands[i].run(argc - 1, argv + 1);
+            return run_command(&g_commands[i], argc - 1, argv + 1);
     fprintf(stderr, "paliflow: unknown command '%s'\n\n", argv[1]);
     usage(stderr);
     return 2;
