@@ -20,6 +20,24 @@ import sys
 
 import msgpack
 import zmq
+import zmq.auth   # reads paliflow's (czmq-style) certificate files. Imported here, not in main(): an import
+                  # inside a function makes "zmq" a local name there, unbound before that line runs
+
+
+def describe(rec):
+    """One line for a record: 'PATH: TEXT [label x0,y0-x1,y1]...' or 'PATH: ERROR (stage) message'.
+    Fields are read with defaults: a record from a newer sink with fields missing is still printed."""
+    path = rec.get("path", "?")
+    err = rec.get("error")
+    if isinstance(err, dict):
+        return "%s: ERROR (%s) %s" % (path, err.get("stage", "?"), err.get("message", ""))
+    boxes = ""
+    for b in rec.get("boxes") or []:
+        try:
+            boxes += " [%s %.0f,%.0f-%.0f,%.0f]" % (b["label"], b["x0"], b["y0"], b["x1"], b["y1"])
+        except (KeyError, TypeError, ValueError):
+            boxes += " [%r]" % (b,)
+    return "%s: %s%s" % (path, rec.get("text", ""), boxes)
 
 
 def main():
@@ -33,7 +51,6 @@ def main():
     ctx = zmq.Context()
     sub = ctx.socket(zmq.SUB)
     if a.client_key or a.server_public:
-        import zmq.auth   # reads paliflow's (czmq-style) certificate files
         if not (a.client_key and a.server_public):
             ap.error("CURVE needs both --client-key and --server-public")
         sub.curve_publickey, sub.curve_secretkey = zmq.auth.load_certificate(a.client_key)
@@ -44,18 +61,20 @@ def main():
     n = 0
     try:
         while not a.count or n < a.count:
-            rec = msgpack.unpackb(sub.recv(), raw=False, max_buffer_size=64 << 20)
+            # MAXMSGSIZE above bounds the frame; unpackb takes no max_buffer_size (that is Unpacker's, for
+            # streams): with it Debian's msgpack 1.0.3 raises TypeError
+            try:
+                rec = msgpack.unpackb(sub.recv(), raw=False)
+            except (ValueError, msgpack.UnpackException) as e:
+                print("skipped a malformed message: %s" % e, file=sys.stderr, flush=True)
+                continue
             if not isinstance(rec, dict) or rec.get("v") != 1 or rec.get("type") != "record":
                 continue
             n += 1
             if a.jsonl:
                 print(json.dumps(rec, ensure_ascii=False), flush=True)
-            elif "error" in rec:
-                print("%s: ERROR (%s) %s" % (rec["path"], rec["error"]["stage"], rec["error"]["message"]), flush=True)
             else:
-                boxes = "".join(" [%s %.0f,%.0f-%.0f,%.0f]" % (b["label"], b["x0"], b["y0"], b["x1"], b["y1"])
-                                for b in rec.get("boxes", []))
-                print("%s: %s%s" % (rec["path"], rec["text"], boxes), flush=True)
+                print(describe(rec), flush=True)
     except KeyboardInterrupt:
         pass
     finally:
