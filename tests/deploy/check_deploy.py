@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Static validation of deploy/ with real Debian tools and the Kubernetes API schema.
 
-usage: check_deploy.py CHECK --source DIR --paliflow BIN      CHECK: yamllint k8s systemd container configs
+usage: check_deploy.py CHECK --source DIR --paliflow BIN      CHECK: yamllint k8s systemd container configs sizing
 
   yamllint   yamllint -s (strict: warnings fail) on deploy/k8s with deploy/k8s/.yamllint
   k8s        every manifest against the Kubernetes API types of Debian's python3-kubernetes (generated from
@@ -20,8 +20,17 @@ usage: check_deploy.py CHECK --source DIR --paliflow BIN      CHECK: yamllint k8
              .ci/packages; deploy/runtime-packages.sh run on the built binary names installed, non-dev
              Debian packages.
   configs    deploy/config/*.conf: every option exists for its command.
+  sizing     deploy/sizing.tsv (peak RSS per model, image size and precision, from `paliflow bench`) is
+             well-formed and every measured figure is the one its evidence holds (a committed bench --json
+             file: max of load_peak_rss_bytes and peak_rss_bytes); then every inference worker the deploy
+             files start (systemd units with their --config, Kubernetes Deployments with their ConfigMap)
+             sets a precision and a model the table has, its memory limit (MemoryMax; limits and requests)
+             is at least the peak x 1.10 and MemoryHigh at least the peak x 1.05, and the producer's
+             image-size is the model's.
 Exit 0 pass, 1 fail, 77 skipped (a tool missing)."""
 import argparse
+import csv
+import json
 import os
 import re
 import shlex
@@ -300,9 +309,6 @@ def c_k8s(a):
                         fail("%s: %s = %s but the container declares no port %d" % (cw, opt, conf[opt], port))
                     binds[(name, port)] = cw
             c["_conf"] = conf
-            if args and args[0] == "inference-worker":
-                if quantity(res.get("requests", {}).get("memory", "0")) < 6 * 2 ** 30:
-                    fail("%s: less than 6 GiB requested: a 3B checkpoint's BF16 weights alone are ~5.9 GB" % cw)
     for name, svc in services.items():
         sel = svc["spec"].get("selector", {})
         targets = [d for d in deployments.values()
@@ -494,9 +500,213 @@ def c_configs(a):
     for f in confs:
         check_config(a.paliflow, f[:-5], open(os.path.join(d, f)).read(), "deploy/config/" + f)
 
+# ---------------------------------------------------------------------------------------------- sizing
+
+# A limit is at least the peak RSS `paliflow bench` measured times HARD_HEADROOM: the worker holds what bench
+# does not (the tokenizer, ~0.15 GB; sockets, queued items, the metrics server; allocator slack). MemoryHigh
+# (systemd reclaims and throttles above it) at least times SOFT_HEADROOM.
+HARD_HEADROOM = 1.10
+SOFT_HEADROOM = 1.05
+PRECISIONS = ("fp32", "bf16", "int8")
+SIZING_COLUMNS = ["model", "image_size", "precision", "peak_rss_gb", "source", "evidence", "command"]
+
+
+def sizing_table(source):
+    """{(model, precision): row} of deploy/sizing.tsv, each row checked against its evidence."""
+    path = os.path.join(source, "deploy", "sizing.tsv")
+    rows = {}
+    with open(path, newline="") as f:
+        lines = [l for l in f if l.strip() and not l.startswith("#")]
+    reader = csv.reader(lines, delimiter="\t")
+    header = next(reader, None)
+    if header != SIZING_COLUMNS:
+        fail("deploy/sizing.tsv: header %r, want %r" % (header, SIZING_COLUMNS))
+        return rows
+    for n, cols in enumerate(reader, 2):
+        where = "deploy/sizing.tsv row %d" % n
+        if len(cols) != len(SIZING_COLUMNS):
+            fail("%s: %d columns, want %d (tab-separated)" % (where, len(cols), len(SIZING_COLUMNS)))
+            continue
+        r = dict(zip(SIZING_COLUMNS, cols))
+        try:
+            r["image_size"] = int(r["image_size"])
+            r["peak_rss_gb"] = float(r["peak_rss_gb"])
+        except ValueError as e:
+            fail("%s: %s" % (where, e))
+            continue
+        if r["precision"] not in PRECISIONS:
+            fail("%s: precision %r, want one of %s" % (where, r["precision"], PRECISIONS))
+        if not r["model"].endswith("-%d" % r["image_size"]):
+            fail("%s: model %s is not the %d px one" % (where, r["model"], r["image_size"]))
+        if r["source"] not in ("measured", "computed"):
+            fail("%s: source %r, want measured or computed" % (where, r["source"]))
+        if (r["model"], r["precision"]) in rows:
+            fail("%s: %s %s listed twice" % (where, r["model"], r["precision"]))
+        if r["source"] == "measured":
+            check_measured(source, r, where)
+        else:   # computed: weights + KV + 600 MB, as bench's budget; the evidence says from what
+            if not r["evidence"].strip():
+                fail("%s: a computed figure with no evidence (what it was computed from)" % where)
+        rows[(r["model"], r["precision"])] = r
+    if not rows:
+        fail("deploy/sizing.tsv: no rows")
+    return rows
+
+
+def check_measured(source, r, where):
+    """The row's figure is its bench --json file's, and the command is how that file was made."""
+    ev = os.path.join(source, r["evidence"])
+    try:
+        b = json.load(open(ev))
+    except (OSError, ValueError) as e:
+        return fail("%s: evidence %s: %s" % (where, r["evidence"], e))
+    peak = max(b.get("load_peak_rss_bytes", 0), b.get("peak_rss_bytes", 0)) / 1e9
+    if abs(peak - r["peak_rss_gb"]) > 0.005:
+        fail("%s: peak %.2f GB, but %s says %.3f GB (max of load_peak_rss_bytes, peak_rss_bytes)" % (
+            where, r["peak_rss_gb"], r["evidence"], peak))
+    if b.get("precision") != r["precision"]:
+        fail("%s: precision %s, but %s ran %s" % (where, r["precision"], r["evidence"], b.get("precision")))
+    cmd = r["command"]
+    want = ["paliflow make-random-checkpoint --like %s " % r["model"], "paliflow bench ",
+            "--precision %s" % r["precision"], "--json "]
+    for w in want:
+        if w not in cmd:
+            fail("%s: the command does not say '%s': %s" % (where, w.strip(), cmd))
+
+
+def mem_bytes_systemd(v):
+    """systemd's MemoryMax=/MemoryHigh= value in bytes (K, M, G, T are powers of 1024)."""
+    m = re.fullmatch(r"([0-9]+)([KMGT]?)", v.strip())
+    if not m:
+        raise ValueError("%r (want bytes with K/M/G/T)" % v)
+    return int(m.group(1)) * 1024 ** " KMGT".index(m.group(2) or " ")
+
+
+def worker_peak(rows, opts, where):
+    """The table's peak (GB) for an inference worker's options, or None (fail says why)."""
+    prec = opts.get("precision")
+    if not prec:
+        fail("%s: sets no precision (the default fp32 needs the most memory; say which one it is sized for)" % where)
+        return None
+    model = os.path.basename((opts.get("model") or "").rstrip("/"))
+    precs = ("bf16", "int8") if prec == "auto" else (prec,)   # auto: bf16 with AVX512_BF16, else int8
+    peaks = []
+    for p in precs:
+        r = rows.get((model, p))
+        if not r:
+            fail("%s: model %s at %s is not in deploy/sizing.tsv" % (where, model, p))
+            return None
+        peaks.append(r)
+    return max(peaks, key=lambda r: r["peak_rss_gb"])
+
+
+def check_limit(where, what, value_bytes, row, headroom):
+    need = row["peak_rss_gb"] * 1e9 * headroom
+    if value_bytes < need:
+        fail("%s: %s = %.2f GiB, below the peak RSS %.2f GB (deploy/sizing.tsv: %s %s) x %.2f = %.2f GiB" % (
+            where, what, value_bytes / 2 ** 30, row["peak_rss_gb"], row["model"], row["precision"], headroom,
+            need / 2 ** 30))
+
+
+def c_sizing(a):
+    try:
+        import yaml
+    except ImportError as e:
+        skip("%s (Debian package python3-yaml, in .ci/packages)" % e)
+    rows = sizing_table(a.source)
+    found = 0
+    sizes = set()
+    # systemd: the inference worker unit, its config file from deploy/config, its command line over it
+    sd = os.path.join(a.source, "deploy", "systemd")
+    for u in sorted(f for f in os.listdir(sd) if f.endswith(".service")):
+        text = open(os.path.join(sd, u)).read()
+        lines = dict(re.findall(r"^([A-Za-z]+)=(.*)$", text, re.M))
+        argv = shlex.split(lines.get("ExecStart", ""))
+        if len(argv) < 2 or argv[1] != "inference-worker":
+            continue
+        found += 1
+        opts = {}
+        if "--config" in argv:
+            conf = os.path.join(a.source, "deploy", "config", os.path.basename(argv[argv.index("--config") + 1]))
+            opts.update(config_options(open(conf).read()))
+        for i, w in enumerate(argv):
+            if w.startswith("--") and "=" in w:
+                opts[w[2:].split("=", 1)[0]] = w.split("=", 1)[1]
+            elif w.startswith("--") and i + 1 < len(argv):
+                opts[w[2:]] = argv[i + 1]
+        row = worker_peak(rows, opts, "deploy/systemd/" + u)
+        if not row:
+            continue
+        sizes.add(row["image_size"])
+        for key, headroom in (("MemoryMax", HARD_HEADROOM), ("MemoryHigh", SOFT_HEADROOM)):
+            if key not in lines:
+                if key == "MemoryMax":
+                    fail("deploy/systemd/%s: no MemoryMax=" % u)
+                continue
+            try:
+                check_limit("deploy/systemd/" + u, key, mem_bytes_systemd(lines[key]), row, headroom)
+            except ValueError as e:
+                fail("deploy/systemd/%s: %s: %s" % (u, key, e))
+    # Kubernetes: Deployments running inference-worker, their --config from the ConfigMap
+    k8s = os.path.join(a.source, "deploy", "k8s")
+    docs = [d for f in sorted(os.listdir(k8s)) if f.endswith(".yaml")
+            for d in yaml.safe_load_all(open(os.path.join(k8s, f))) if d]
+    cms = {d["metadata"]["name"]: d.get("data", {}) for d in docs if d.get("kind") == "ConfigMap"}
+    for d in docs:
+        if d.get("kind") != "Deployment":
+            continue
+        pod = d["spec"]["template"]["spec"]
+        vols = {v["name"]: v for v in pod.get("volumes", [])}
+        for c in pod["containers"]:
+            args = c.get("args", [])
+            cw = "deploy/k8s Deployment/%s container %s" % (d["metadata"]["name"], c["name"])
+            conf = {}
+            if "--config" in args:
+                path = args[args.index("--config") + 1]
+                for m in c.get("volumeMounts", []):
+                    cm = vols.get(m["name"], {}).get("configMap", {}).get("name")
+                    if m["mountPath"] == path and cm in cms:
+                        conf = dict(config_options(cms[cm].get(m.get("subPath", ""), "")))
+            if not args or args[0] != "inference-worker":
+                continue
+            found += 1
+            for i, w in enumerate(args):
+                if w.startswith("--") and i + 1 < len(args) and w != "--config":
+                    conf[w[2:]] = args[i + 1]
+            row = worker_peak(rows, conf, cw)
+            if not row:
+                continue
+            sizes.add(row["image_size"])
+            res = c.get("resources", {})
+            for kind in ("limits", "requests"):
+                q = res.get(kind, {}).get("memory")
+                if q is None:
+                    fail("%s: no %s.memory" % (cw, kind))
+                else:
+                    check_limit(cw, "%s.memory %s" % (kind, q), quantity(q), row, HARD_HEADROOM)
+    if not found:
+        fail("no inference worker found in deploy/systemd or deploy/k8s")
+    # the producers' image size is the one the workers' model was sized (and made) for
+    producers = [("deploy/config/producer.conf", dict(config_options(open(os.path.join(
+        a.source, "deploy", "config", "producer.conf")).read())))]
+    producers += [("deploy/k8s ConfigMap %s producer.conf" % n, dict(config_options(data["producer.conf"])))
+                  for n, data in cms.items() if "producer.conf" in data]
+    for where, conf in producers:
+        if "image-size" in conf and sizes and int(conf["image-size"]) not in sizes:
+            fail("%s: image-size %s, but the inference workers are sized for %s px" % (where, conf["image-size"],
+                                                                                       sorted(sizes)))
+    # the comments beside the limits point at the table, not at figures of their own
+    for f in ("deploy/systemd/paliflow-inference-worker@.service", "deploy/k8s/inference.yaml"):
+        text = open(os.path.join(a.source, f)).read()
+        if "deploy/sizing.tsv" not in text:
+            fail("%s: its sizing comment does not point at deploy/sizing.tsv" % f)
+        if re.search(r"no measured figures", text):
+            fail("%s: says there are no measured figures (deploy/sizing.tsv has them)" % f)
+    print("deploy/sizing.tsv: %d rows; %d inference worker definitions checked" % (len(rows), found))
+
 
 CHECKS = {"yamllint": c_yamllint, "k8s": c_k8s, "systemd": c_systemd, "container": c_container,
-          "configs": c_configs}
+          "configs": c_configs, "sizing": c_sizing}
 
 
 def main():
