@@ -235,6 +235,11 @@ def test(a, mode, d):
     log = open(os.path.join(d, "producer.log"), errors="replace").read()
     check("INFO scan: %d files taken; skipped: 1 matching no include glob (*.jpg *.png)" % n_items in log,
           "the producer's log has no scan summary line for %d files taken and notes.txt skipped" % n_items)
+    for f in sorted(os.listdir(d)):   # a sanitizer report in any paliflow process fails the test
+        if f.endswith(".log"):
+            text = open(os.path.join(d, f), errors="replace").read()
+            check("ERROR: AddressSanitizer" not in text and "runtime error:" not in text and
+                  "ERROR: LeakSanitizer" not in text, "sanitizer report in %s" % f)
     print("consumer output:\n" + got)
 
 
