@@ -1,5 +1,6 @@
 #include "base/log.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -47,29 +48,112 @@ void pf_log_init_from_env(void)
         pf_log_set_level(level);
 }
 
-void pf_log(pf_log_level level, const char *component, const char *fmt, ...)
+/* Format one line (header + message + suffix) and write it with one fputs, so that lines from different
+ * threads never interleave. A message too long for the line is cut and marked; the newline is always
+ * there (a line without one glues the next line to it in every log collector). */
+static void emit(pf_log_level level, const char *component, const char *suffix, const char *fmt, va_list ap)
 {
-    if ((int)level > atomic_load(&g_level))
-        return;
     struct timeval tv;
     gettimeofday(&tv, NULL);
     struct tm tm;
     gmtime_r(&tv.tv_sec, &tm);
-    char line[2048];
+    char line[PF_LOG_LINE_MAX];
     int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ paliflow[%d] %s %s: ",
                      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
                      (long)(tv.tv_usec / 1000), (int)getpid(), g_names[level], component ? component : "-");
     if (n < 0 || (size_t)n >= sizeof line)
         n = 0;
+    size_t slen = suffix ? strlen(suffix) : 0;
+    /* room for the suffix, the cut mark and "\n\0" is kept free while the message is formatted */
+    size_t reserve = slen + sizeof PF_LOG_CUT_MARK + 1;
+    size_t room = sizeof line - (size_t)n > reserve ? sizeof line - (size_t)n - reserve : 1;
+    int m = vsnprintf(line + n, room, fmt, ap);
+    size_t len = strlen(line);
+    if (m >= 0 && (size_t)m >= room) {
+        memcpy(line + len, PF_LOG_CUT_MARK, sizeof PF_LOG_CUT_MARK - 1);
+        len += sizeof PF_LOG_CUT_MARK - 1;
+    }
+    if (slen && len + slen + 2 <= sizeof line) {
+        memcpy(line + len, suffix, slen);
+        len += slen;
+    }
+    line[len] = '\n';
+    line[len + 1] = '\0';
+    fputs(line, stderr);
+}
+
+void pf_log(pf_log_level level, const char *component, const char *fmt, ...)
+{
+    if ((int)level > atomic_load(&g_level))
+        return;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
+    emit(level, component, NULL, fmt, ap);
     va_end(ap);
-    /* One fputs per line so lines from different threads never interleave. */
-    size_t len = strlen(line);
-    if (len + 1 < sizeof line) {
-        line[len] = '\n';
-        line[len + 1] = '\0';
+}
+
+static pthread_mutex_t g_limit_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static double mono_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static uint64_t key_hash(const char *key)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a; 0 is kept for "free" */
+    for (const unsigned char *p = (const unsigned char *)(key ? key : ""); *p; p++)
+        h = (h ^ *p) * 1099511628211ull;
+    return h ? h : 1;
+}
+
+int pf_log_limited(pf_log_limit *lim, const char *key, pf_log_level level, const char *component, const char *fmt,
+                   ...)
+{
+    if ((int)level > atomic_load(&g_level))
+        return 0;
+    uint64_t h = key_hash(key);
+    double now = mono_now();
+    char suffix[128] = "", evicted[160] = "";
+    pthread_mutex_lock(&g_limit_mu);
+    pf_log_limit_slot *s = NULL, *oldest = &lim->slot[0];
+    for (int i = 0; i < PF_LOG_LIMIT_KEYS && !s; i++) {
+        if (lim->slot[i].key == h)
+            s = &lim->slot[i];
+        else if (lim->slot[i].key == 0 || (oldest->key && lim->slot[i].last < oldest->last))
+            oldest = oldest->key == 0 ? oldest : &lim->slot[i];
     }
-    fputs(line, stderr);
+    if (!s) { /* a new key takes a free slot, or the least recently refilled one */
+        s = oldest;
+        if (s->key && s->suppressed)
+            snprintf(evicted, sizeof evicted, "%lld similar messages suppressed in the last %.0f s (another key)",
+                     s->suppressed, now - s->since);
+        *s = (pf_log_limit_slot){.key = h, .tokens = PF_LOG_LIMIT_BURST, .last = now};
+    }
+    s->tokens += (now - s->last) * PF_LOG_LIMIT_PER_S;
+    if (s->tokens > PF_LOG_LIMIT_BURST)
+        s->tokens = PF_LOG_LIMIT_BURST;
+    s->last = now;
+    int pass = s->tokens >= 1.0;
+    if (pass) {
+        s->tokens -= 1.0;
+        if (s->suppressed)
+            snprintf(suffix, sizeof suffix, " [%lld similar messages suppressed in the last %.0f s]", s->suppressed,
+                     now - s->since < 1 ? 1 : now - s->since);
+        s->suppressed = 0;
+    } else if (s->suppressed++ == 0) {
+        s->since = now;
+    }
+    pthread_mutex_unlock(&g_limit_mu);
+    if (evicted[0])
+        pf_log(level, component, "%s", evicted);
+    if (!pass)
+        return 0;
+    va_list ap;
+    va_start(ap, fmt);
+    emit(level, component, suffix[0] ? suffix : NULL, fmt, ap);
+    va_end(ap);
+    return 1;
 }
