@@ -109,6 +109,18 @@ static uint64_t key_hash(const char *key)
     return h ? h : 1;
 }
 
+/* Refill B (RATE tokens a second, at most CAP) up to NOW. */
+static void refill(pf_log_limit_slot *b, double now, double rate, double cap)
+{
+    if (b->last == 0)
+        b->tokens = cap;
+    else
+        b->tokens += (now - b->last) * rate;
+    if (b->tokens > cap)
+        b->tokens = cap;
+    b->last = now;
+}
+
 int pf_log_limited(pf_log_limit *lim, const char *key, pf_log_level level, const char *component, const char *fmt,
                    ...)
 {
@@ -116,39 +128,47 @@ int pf_log_limited(pf_log_limit *lim, const char *key, pf_log_level level, const
         return 0;
     uint64_t h = key_hash(key);
     double now = mono_now();
-    char suffix[128] = "", evicted[160] = "";
+    char suffix[160] = "";
     pthread_mutex_lock(&g_limit_mu);
-    pf_log_limit_slot *s = NULL, *oldest = &lim->slot[0];
+    pf_log_limit_slot *s = NULL, *victim = &lim->slot[0];
     for (int i = 0; i < PF_LOG_LIMIT_KEYS && !s; i++) {
-        if (lim->slot[i].key == h)
-            s = &lim->slot[i];
-        else if (lim->slot[i].key == 0 || (oldest->key && lim->slot[i].last < oldest->last))
-            oldest = oldest->key == 0 ? oldest : &lim->slot[i];
+        pf_log_limit_slot *c = &lim->slot[i];
+        if (c->key == h)
+            s = c;
+        else if (victim->key && (c->key == 0 || c->last < victim->last))
+            victim = c; /* a free slot, else the least recently used */
     }
-    if (!s) { /* a new key takes a free slot, or the least recently refilled one */
-        s = oldest;
-        if (s->key && s->suppressed)
-            snprintf(evicted, sizeof evicted, "%lld similar messages suppressed in the last %.0f s (another key)",
-                     s->suppressed, now - s->since);
-        *s = (pf_log_limit_slot){.key = h, .tokens = PF_LOG_LIMIT_BURST, .last = now};
+    if (!s) {
+        s = victim;
+        if (s->key && s->suppressed) { /* its count is not lost: reported with the site's next line */
+            if (lim->site.suppressed == 0)
+                lim->site.since = s->since;
+            lim->site.suppressed += s->suppressed;
+        }
+        *s = (pf_log_limit_slot){.key = h};
     }
-    s->tokens += (now - s->last) * PF_LOG_LIMIT_PER_S;
-    if (s->tokens > PF_LOG_LIMIT_BURST)
-        s->tokens = PF_LOG_LIMIT_BURST;
-    s->last = now;
-    int pass = s->tokens >= 1.0;
+    refill(s, now, PF_LOG_LIMIT_PER_S, PF_LOG_LIMIT_BURST);
+    refill(&lim->site, now, PF_LOG_LIMIT_PER_S * PF_LOG_LIMIT_SITE_FACTOR,
+           (double)PF_LOG_LIMIT_BURST * PF_LOG_LIMIT_SITE_FACTOR);
+    int pass = s->tokens >= 1.0 && lim->site.tokens >= 1.0;
     if (pass) {
         s->tokens -= 1.0;
+        lim->site.tokens -= 1.0;
+        int k = 0;
         if (s->suppressed)
-            snprintf(suffix, sizeof suffix, " [%lld similar messages suppressed in the last %.0f s]", s->suppressed,
-                     now - s->since < 1 ? 1 : now - s->since);
+            k = snprintf(suffix, sizeof suffix, " [%lld similar messages suppressed in the last %.0f s", s->suppressed,
+                         now - s->since < 1 ? 1 : now - s->since);
+        if (lim->site.suppressed && k >= 0 && (size_t)k < sizeof suffix)
+            k += snprintf(suffix + k, sizeof suffix - (size_t)k, "%s%lld from other senders suppressed",
+                          k ? "; " : " [", lim->site.suppressed);
+        if (k > 0 && (size_t)k < sizeof suffix - 1)
+            snprintf(suffix + k, sizeof suffix - (size_t)k, "]");
         s->suppressed = 0;
+        lim->site.suppressed = 0;
     } else if (s->suppressed++ == 0) {
         s->since = now;
     }
     pthread_mutex_unlock(&g_limit_mu);
-    if (evicted[0])
-        pf_log(level, component, "%s", evicted);
     if (!pass)
         return 0;
     va_list ap;

@@ -27,27 +27,31 @@ void pf_log(pf_log_level level, const char *component, const char *fmt, ...)
 
 /* ---- rate-limited logging ----
  * For messages an outsider can trigger at will (malformed frames, refused peers, bad requests): a token
- * bucket per call site, and within it per key (e.g. the peer's address), so that one flooding peer neither
- * fills the disk nor hides the messages about another. Each key may log PF_LOG_LIMIT_BURST lines at once,
- * then one every 1/PF_LOG_LIMIT_PER_S seconds; the rest are counted, and the next line that gets through
- * for that key ends with " [N similar messages suppressed in the last S s]". A key pushed out of the
- * call site's PF_LOG_LIMIT_KEYS slots by newer ones has its pending count logged as a line of its own.
+ * bucket per call site and key (e.g. the peer's address), so that one flooding peer neither fills the disk
+ * nor hides the messages about another. Each key may log PF_LOG_LIMIT_BURST lines at once, then one every
+ * 1/PF_LOG_LIMIT_PER_S seconds; the call site as a whole PF_LOG_LIMIT_SITE_FACTOR times that (a flood from
+ * many keys, e.g. reconnecting peers, stays bounded too). The rest are counted, and the next line that gets
+ * through for that key ends with " [N similar messages suppressed in the last S s]" (plus the count of
+ * keys pushed out of the site's PF_LOG_LIMIT_KEYS slots meanwhile, "; M from other senders").
  * Thread-safe. Use the macros: each expansion is its own call site (a static pf_log_limit):
  *     pf_warn_limited("producer", peer_addr, "bad message from %s: %s", peer_addr, why);
- * KEY may be NULL (one bucket for the call site). Returns 1 when the line was written, 0 when counted. */
+ * KEY may be NULL (one bucket for the call site). pf_log_limited returns 1 when the line was written, 0 when
+ * it was counted. */
 #define PF_LOG_LIMIT_BURST 10
 #define PF_LOG_LIMIT_PER_S 1.0
+#define PF_LOG_LIMIT_SITE_FACTOR 4
 #define PF_LOG_LIMIT_KEYS 8
 
 typedef struct pf_log_limit_slot {
-    uint64_t key;       /* hash of the key (0: free) */
+    uint64_t key;        /* hash of the key (0: free) */
     double tokens, last; /* bucket level and when it was last refilled (monotonic seconds) */
-    double since;       /* when the first suppressed line of the current run was counted */
+    double since;        /* when the first suppressed line of the current run was counted */
     long long suppressed;
 } pf_log_limit_slot;
 
 typedef struct pf_log_limit {
     pf_log_limit_slot slot[PF_LOG_LIMIT_KEYS];
+    pf_log_limit_slot site;  /* the call site's own bucket (its `suppressed`: counts of evicted keys) */
 } pf_log_limit;
 
 int pf_log_limited(pf_log_limit *lim, const char *key, pf_log_level level, const char *component, const char *fmt,
