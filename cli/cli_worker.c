@@ -85,6 +85,8 @@ static int reparse(int argc, char **argv, void *arg)
     if (strcmp(live->o.producer, fresh.o.producer ? fresh.o.producer : "") != 0 ||
         strcmp(live->o.sink, fresh.o.sink ? fresh.o.sink : "") != 0)
         pf_warn("config", "reload: --producer/--sink changed: restart the worker to apply");
+    if (live->max_pixels != fresh.max_pixels || live->decode_memory_mb != fresh.decode_memory_mb)
+        pf_warn("config", "reload: --max-pixels/--decode-memory-mb changed: restart the worker to apply");
     return 0;
 }
 

@@ -220,7 +220,7 @@ static int decode_resize(const uint8_t *buf, size_t len, const pf_img_opts *opts
     uint64_t pixels = (uint64_t)d.width * (uint64_t)d.height;
     if (pixels > limit) {
         *kind = PF_IMG_TOO_MANY_PIXELS;
-        pf_errf(err, "%dx%d = %llu pixels is more than the limit of %llu (decompression bomb?)", d.width, d.height,
+        pf_errf(err, "%dx%d = %llu pixels is more than the limit of %llu (decompression bomb? --max-pixels)", d.width, d.height,
                 (unsigned long long)pixels, (unsigned long long)limit);
         goto done;
     }
