@@ -137,13 +137,21 @@ def t_fifo_options(a, d):
         ["tokenize", "--tokenizer", fifo],
         ["run", "--model", d, "--tokenizer", fifo, "--task", "caption en", "--out", os.path.join(d, "o.jsonl"), d],
     ]
+    tok = os.path.join(a.golden or "", "tokenizer", "tokenizer.json")
+    if a.golden and os.path.isfile(tok):   # a real tokenizer, and the checkpoint's config.json a FIFO
+        mdl = os.path.join(d, "model")
+        os.makedirs(mdl)
+        os.mkfifo(os.path.join(mdl, "config.json"))
+        cases.append(["inference-worker", "--producer", "ipc://%s/p" % d, "--sink", "ipc://%s/s" % d, "--model",
+                      mdl, "--tokenizer", tok, "--insecure"])
     for args in cases:
         log = os.path.join(d, "%s.log" % args[0])
         p = start([a.paliflow] + args, log)
         rc = wait_exit(p, 20, " ".join(args[:3]))
         text = open(log, errors="replace").read()
         check(rc != 0, "%s: exit 0 with a FIFO" % args)
-        check(fifo in text and "is a FIFO" in text, "%s: message does not name the FIFO: %s" % (args, text[-400:]))
+        check((fifo in text or "config.json" in text) and "is a FIFO" in text,
+              "%s: message does not name the FIFO: %s" % (args, text[-400:]))
     # SIGHUP with the config swapped for a FIFO
     conf = os.path.join(d, "pre.conf")
     with open(conf, "w") as f:
@@ -346,6 +354,7 @@ def main():
     ap.add_argument("test", choices=sorted(TESTS))
     ap.add_argument("--paliflow", required=True)
     ap.add_argument("--worker", required=True)
+    ap.add_argument("--golden", help="../shared/golden (a real tokenizer for the checkpoint FIFO case)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
     a = ap.parse_args()
     d = tempfile.mkdtemp(prefix="pf_safeio_%s_" % a.test)
