@@ -101,7 +101,8 @@ int pf_img_load_buffer(const void *buf, size_t len, const char *name, const pf_i
                        pf_img_errkind *kind, pf_err *err);
 void pf_img_free(pf_img *img);
 /* The category of a file that could not be read (pf_read_file_safe's fault): a FIFO, device or directory is
- * not-a-file; a missing file, an I/O error or a file changing while read is io (worth another try). */
+ * not-a-file; a file above the size limit is too-many-pixels (too big to decode, like a bomb); a missing
+ * file, an I/O error or a file changing while read is io (worth another try). */
 pf_img_errkind pf_img_file_fault_kind(pf_file_fault fault);
 
 /* "ok", "empty", "not-a-file", "truncated", "corrupt", "unsupported-format", "too-many-pixels", "io",
