@@ -72,14 +72,16 @@ def raw_path(r):
 
 
 def t_nonutf8(a, d):
-    """Names that are not UTF-8 (0xff; latin-1 é and è, which differ only in an invalid byte; a mix) and
-    a UTF-8 é: one record each, path_b64 exactly for the invalid ones, a rerun on the same output (with a
+    """Names that are not UTF-8 (0xff; latin-1 é and è, which differ only in an invalid byte; a mix), a
+    UTF-8 é, and a UTF-8 name holding U+FFFD itself: one record each, path_b64 exactly for the invalid ones, a rerun on the same output (with a
     fresh job store, so every item is redone and only the sink's restart dedupe stands between it and the
     file) adds none."""
     ind = os.path.join(d, "in").encode()
     os.makedirs(ind)
+    # "caf\ufffd.jpg" is a valid UTF-8 name that reads exactly like the sanitised latin-1 ones: a `path`-only
+    # identity would merge it with them (a lost record)
     names = [b"\xff.jpg", b"caf\xe9.jpg", b"caf\xe8.jpg", b"\xfe\xff\xe9 mixed \xc3\xa9.jpg", "café.jpg".encode(),
-             b"plain.jpg"]
+             "caf\ufffd.jpg".encode(), b"plain.jpg"]
     want = set()
     for i, n in enumerate(names):
         p = os.path.join(ind, n)
@@ -102,6 +104,7 @@ def t_nonutf8(a, d):
             try:
                 rp.decode("utf-8")
                 check("path_b64" not in r and r["path"].encode() == rp, "UTF-8 name with path_b64: %s" % r)
+                check(rp.count(b"\xef\xbf\xbd") == 0 or rp.endswith(b"caf\xef\xbf\xbd.jpg"), "path %r" % rp)
             except UnicodeDecodeError:
                 check("path_b64" in r and "\ufffd" in r["path"], "invalid name without path_b64: %s" % r)
             check("error" not in r, "record with an error: %s" % r)
