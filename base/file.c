@@ -10,20 +10,46 @@
 #include <time.h>
 #include <unistd.h>
 
-static int open_regular(const char *path, struct stat *st, pf_err *err)
+static const char *type_name(mode_t m)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return pf_errf(err, "%s: %s", path, strerror(errno));
+    return S_ISDIR(m) ? "is a directory" : S_ISFIFO(m) ? "is a FIFO" : S_ISSOCK(m) ? "is a socket"
+         : S_ISCHR(m) ? "is a character device" : S_ISBLK(m) ? "is a block device" : "is not a regular file";
+}
+
+static int fail(pf_file_fault *fault, pf_file_fault f)
+{
+    if (fault)
+        *fault = f;
+    return -1;
+}
+
+int pf_open_regular(const char *path, struct stat *st, pf_file_fault *fault, pf_err *err)
+{
+    if (fault)
+        *fault = PF_FILE_OK;
+    /* O_NONBLOCK: open() of a FIFO without a writer would wait forever (and a FIFO swapped in for an
+     * input would hang a worker thread that no signal can free). The type check below refuses it. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0) {
+        pf_errf(err, "%s: cannot open: %s", path, strerror(errno));
+        return fail(fault, errno == ELOOP ? PF_FILE_NOT_REGULAR : PF_FILE_IO);
+    }
     if (fstat(fd, st) != 0) {
         int e = errno;
         close(fd);
-        return pf_errf(err, "%s: %s", path, strerror(e));
+        pf_errf(err, "%s: cannot stat: %s", path, strerror(e));
+        return fail(fault, PF_FILE_IO);
     }
     if (!S_ISREG(st->st_mode)) {
         close(fd);
-        return pf_errf(err, "%s: not a regular file", path);
+        pf_errf(err, "%s: not a regular file: %s", path, type_name(st->st_mode));
+        return fail(fault, PF_FILE_NOT_REGULAR);
     }
+    /* A regular file: reads block as usual again (O_NONBLOCK means nothing for them on Linux, but a
+     * network file system may honour it). */
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0)
+        (void)fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
     return fd;
 }
 
@@ -32,7 +58,7 @@ int pf_map_file(const char *path, pf_map *out, pf_err *err)
     out->data = NULL;
     out->size = 0;
     struct stat st;
-    int fd = open_regular(path, &st, err);
+    int fd = pf_open_regular(path, &st, NULL, err);
     if (fd < 0)
         return -1;
     if (st.st_size == 0) {
@@ -57,43 +83,65 @@ void pf_unmap(pf_map *map)
     map->size = 0;
 }
 
-int pf_read_file(const char *path, size_t max_bytes, char **out, size_t *len, pf_err *err)
+int pf_read_file_safe(const char *path, size_t max_bytes, char **out, size_t *len, pf_file_fault *fault,
+                      pf_err *err)
 {
     *out = NULL;
     *len = 0;
     struct stat st;
-    int fd = open_regular(path, &st, err);
+    int fd = pf_open_regular(path, &st, fault, err);
     if (fd < 0)
         return -1;
     if ((uint64_t)st.st_size > max_bytes) {
         close(fd);
-        return pf_errf(err, "%s: file is %lld bytes, more than the limit of %zu", path, (long long)st.st_size,
-                       max_bytes);
+        pf_errf(err, "%s: file is %lld bytes, more than the limit of %zu", path, (long long)st.st_size, max_bytes);
+        return fail(fault, PF_FILE_TOO_BIG);
     }
     size_t n = (size_t)st.st_size;
-    char *buf = malloc(n + 1);
+    /* One spare byte beyond the size fstat gave: reading into it tells a file that grew since. */
+    char *buf = malloc(n + 2);
     if (!buf) {
         close(fd);
-        return pf_errf(err, "%s: out of memory reading %zu bytes", path, n);
+        pf_errf(err, "%s: out of memory reading %zu bytes", path, n);
+        return fail(fault, PF_FILE_NO_MEMORY);
     }
     size_t got = 0;
-    while (got < n) {
-        ssize_t r = read(fd, buf + got, n - got);
+    for (;;) {
+        ssize_t r = read(fd, buf + got, n + 1 - got);
         if (r < 0 && errno == EINTR)
             continue;
-        if (r <= 0) {
-            int e = r < 0 ? errno : 0;
+        if (r < 0) {
+            int e = errno;
             free(buf);
             close(fd);
-            return pf_errf(err, "%s: read failed: %s", path, e ? strerror(e) : "file shrank while reading");
+            pf_errf(err, "%s: read failed after %zu of %zu bytes: %s", path, got, n, strerror(e));
+            return fail(fault, PF_FILE_IO);
         }
+        if (r == 0)
+            break;
         got += (size_t)r;
+        if (got > n) {   /* grew while we read: whatever we took is not one version of the file */
+            free(buf);
+            close(fd);
+            pf_errf(err, "%s: file grew while being read (beyond the %zu bytes it had)", path, n);
+            return fail(fault, PF_FILE_CHANGED);
+        }
     }
     close(fd);
+    if (got < n) {
+        free(buf);
+        pf_errf(err, "%s: file shrank while being read (%zu of %zu bytes)", path, got, n);
+        return fail(fault, PF_FILE_CHANGED);
+    }
     buf[n] = '\0';
     *out = buf;
     *len = n;
     return 0;
+}
+
+int pf_read_file(const char *path, size_t max_bytes, char **out, size_t *len, pf_err *err)
+{
+    return pf_read_file_safe(path, max_bytes, out, len, NULL, err);
 }
 
 int pf_write_file_atomic(const char *path, const void *buf, size_t len, pf_err *err)

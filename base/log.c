@@ -1,5 +1,6 @@
 #include "base/log.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -47,29 +48,132 @@ void pf_log_init_from_env(void)
         pf_log_set_level(level);
 }
 
-void pf_log(pf_log_level level, const char *component, const char *fmt, ...)
+/* Format one line (header + message + suffix) and write it with one fputs, so that lines from different
+ * threads never interleave. A message too long for the line is cut and marked; the newline is always
+ * there (a line without one glues the next line to it in every log collector). */
+static void emit(pf_log_level level, const char *component, const char *suffix, const char *fmt, va_list ap)
 {
-    if ((int)level > atomic_load(&g_level))
-        return;
     struct timeval tv;
     gettimeofday(&tv, NULL);
     struct tm tm;
     gmtime_r(&tv.tv_sec, &tm);
-    char line[2048];
+    char line[PF_LOG_LINE_MAX];
     int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ paliflow[%d] %s %s: ",
                      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
                      (long)(tv.tv_usec / 1000), (int)getpid(), g_names[level], component ? component : "-");
     if (n < 0 || (size_t)n >= sizeof line)
         n = 0;
+    size_t slen = suffix ? strlen(suffix) : 0;
+    /* room for the suffix, the cut mark and "\n\0" is kept free while the message is formatted */
+    size_t reserve = slen + sizeof PF_LOG_CUT_MARK + 1;
+    size_t room = sizeof line - (size_t)n > reserve ? sizeof line - (size_t)n - reserve : 1;
+    int m = vsnprintf(line + n, room, fmt, ap);
+    size_t len = strlen(line);
+    if (m >= 0 && (size_t)m >= room) {
+        memcpy(line + len, PF_LOG_CUT_MARK, sizeof PF_LOG_CUT_MARK - 1);
+        len += sizeof PF_LOG_CUT_MARK - 1;
+    }
+    if (slen && len + slen + 2 <= sizeof line) {
+        memcpy(line + len, suffix, slen);
+        len += slen;
+    }
+    line[len] = '\n';
+    line[len + 1] = '\0';
+    fputs(line, stderr);
+}
+
+void pf_log(pf_log_level level, const char *component, const char *fmt, ...)
+{
+    if ((int)level > atomic_load(&g_level))
+        return;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
+    emit(level, component, NULL, fmt, ap);
     va_end(ap);
-    /* One fputs per line so lines from different threads never interleave. */
-    size_t len = strlen(line);
-    if (len + 1 < sizeof line) {
-        line[len] = '\n';
-        line[len + 1] = '\0';
+}
+
+static pthread_mutex_t g_limit_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static double mono_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static uint64_t key_hash(const char *key)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a; 0 is kept for "free" */
+    for (const unsigned char *p = (const unsigned char *)(key ? key : ""); *p; p++)
+        h = (h ^ *p) * 1099511628211ull;
+    return h ? h : 1;
+}
+
+/* Refill B (RATE tokens a second, at most CAP) up to NOW. */
+static void refill(pf_log_limit_slot *b, double now, double rate, double cap)
+{
+    if (b->last == 0)
+        b->tokens = cap;
+    else
+        b->tokens += (now - b->last) * rate;
+    if (b->tokens > cap)
+        b->tokens = cap;
+    b->last = now;
+}
+
+int pf_log_limited(pf_log_limit *lim, const char *key, pf_log_level level, const char *component, const char *fmt,
+                   ...)
+{
+    if ((int)level > atomic_load(&g_level))
+        return 0;
+    uint64_t h = key_hash(key);
+    double now = mono_now();
+    char suffix[160] = "";
+    pthread_mutex_lock(&g_limit_mu);
+    pf_log_limit_slot *s = NULL, *victim = &lim->slot[0];
+    for (int i = 0; i < PF_LOG_LIMIT_KEYS && !s; i++) {
+        pf_log_limit_slot *c = &lim->slot[i];
+        if (c->key == h)
+            s = c;
+        else if (victim->key && (c->key == 0 || c->last < victim->last))
+            victim = c; /* a free slot, else the least recently used */
     }
-    fputs(line, stderr);
+    if (!s) {
+        s = victim;
+        if (s->key && s->suppressed) { /* its count is not lost: reported with the site's next line */
+            if (lim->site.suppressed == 0)
+                lim->site.since = s->since;
+            lim->site.suppressed += s->suppressed;
+        }
+        *s = (pf_log_limit_slot){.key = h};
+    }
+    refill(s, now, PF_LOG_LIMIT_PER_S, PF_LOG_LIMIT_BURST);
+    refill(&lim->site, now, PF_LOG_LIMIT_PER_S * PF_LOG_LIMIT_SITE_FACTOR,
+           (double)PF_LOG_LIMIT_BURST * PF_LOG_LIMIT_SITE_FACTOR);
+    int pass = s->tokens >= 1.0 && lim->site.tokens >= 1.0;
+    if (pass) {
+        s->tokens -= 1.0;
+        lim->site.tokens -= 1.0;
+        int k = 0;
+        if (s->suppressed)
+            k = snprintf(suffix, sizeof suffix, " [%lld similar messages suppressed in the last %.0f s", s->suppressed,
+                         now - s->since < 1 ? 1 : now - s->since);
+        if (lim->site.suppressed && k >= 0 && (size_t)k < sizeof suffix)
+            k += snprintf(suffix + k, sizeof suffix - (size_t)k, "%s%lld from other senders suppressed",
+                          k ? "; " : " [", lim->site.suppressed);
+        if (k > 0 && (size_t)k < sizeof suffix - 1)
+            snprintf(suffix + k, sizeof suffix - (size_t)k, "]");
+        s->suppressed = 0;
+        lim->site.suppressed = 0;
+    } else if (s->suppressed++ == 0) {
+        s->since = now;
+    }
+    pthread_mutex_unlock(&g_limit_mu);
+    if (!pass)
+        return 0;
+    va_list ap;
+    va_start(ap, fmt);
+    emit(level, component, suffix[0] ? suffix : NULL, fmt, ap);
+    va_end(ap);
+    return 1;
 }

@@ -2,9 +2,13 @@
  *
  * Lines look like "2026-11-27T16:45:13.123Z paliflow[1234] WARN producer: message".
  * The level comes from --log-level or PALIFLOW_LOG (error|warn|info|debug); default info.
+ * Every line ends with a newline, however long the message (cut at PF_LOG_LINE_MAX bytes, marked).
  */
 #ifndef PF_BASE_LOG_H
 #define PF_BASE_LOG_H
+
+#include <stdarg.h>
+#include <stdint.h>
 
 typedef enum { PF_LOG_ERROR = 0, PF_LOG_WARN = 1, PF_LOG_INFO = 2, PF_LOG_DEBUG = 3 } pf_log_level;
 
@@ -20,6 +24,51 @@ void pf_log_init_from_env(void);
 
 void pf_log(pf_log_level level, const char *component, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* ---- rate-limited logging ----
+ * For messages an outsider can trigger at will (malformed frames, refused peers, bad requests): a token
+ * bucket per call site and key (e.g. the peer's address), so that one flooding peer neither fills the disk
+ * nor hides the messages about another. Each key may log PF_LOG_LIMIT_BURST lines at once, then one every
+ * 1/PF_LOG_LIMIT_PER_S seconds; the call site as a whole PF_LOG_LIMIT_SITE_FACTOR times that (a flood from
+ * many keys, e.g. reconnecting peers, stays bounded too). The rest are counted, and the next line that gets
+ * through for that key ends with " [N similar messages suppressed in the last S s]" (plus the count of
+ * keys pushed out of the site's PF_LOG_LIMIT_KEYS slots meanwhile, "; M from other senders").
+ * Thread-safe. Use the macros: each expansion is its own call site (a static pf_log_limit):
+ *     pf_warn_limited("producer", peer_addr, "bad message from %s: %s", peer_addr, why);
+ * KEY may be NULL (one bucket for the call site). pf_log_limited returns 1 when the line was written, 0 when
+ * it was counted. */
+#define PF_LOG_LIMIT_BURST 10
+#define PF_LOG_LIMIT_PER_S 1.0
+#define PF_LOG_LIMIT_SITE_FACTOR 4
+#define PF_LOG_LIMIT_KEYS 8
+
+typedef struct pf_log_limit_slot {
+    uint64_t key;        /* hash of the key (0: free) */
+    double tokens, last; /* bucket level and when it was last refilled (monotonic seconds) */
+    double since;        /* when the first suppressed line of the current run was counted */
+    long long suppressed;
+} pf_log_limit_slot;
+
+typedef struct pf_log_limit {
+    pf_log_limit_slot slot[PF_LOG_LIMIT_KEYS];
+    pf_log_limit_slot site;  /* the call site's own bucket (its `suppressed`: counts of evicted keys) */
+} pf_log_limit;
+
+int pf_log_limited(pf_log_limit *lim, const char *key, pf_log_level level, const char *component, const char *fmt,
+                   ...) __attribute__((format(printf, 5, 6)));
+
+#define PF_LOG_LIMITED_(level, comp, key, ...)                                                                     \
+    do {                                                                                                           \
+        static pf_log_limit pf_lim_;                                                                               \
+        pf_log_limited(&pf_lim_, key, level, comp, __VA_ARGS__);                                                   \
+    } while (0)
+#define pf_error_limited(comp, key, ...) PF_LOG_LIMITED_(PF_LOG_ERROR, comp, key, __VA_ARGS__)
+#define pf_warn_limited(comp, key, ...) PF_LOG_LIMITED_(PF_LOG_WARN, comp, key, __VA_ARGS__)
+#define pf_info_limited(comp, key, ...) PF_LOG_LIMITED_(PF_LOG_INFO, comp, key, __VA_ARGS__)
+
+/* Longest line written (longer messages are cut, ending in PF_LOG_CUT_MARK; every line ends with '\n'). */
+#define PF_LOG_LINE_MAX 2048
+#define PF_LOG_CUT_MARK " [...cut]"
 
 #define pf_error(comp, ...) pf_log(PF_LOG_ERROR, comp, __VA_ARGS__)
 #define pf_warn(comp, ...) pf_log(PF_LOG_WARN, comp, __VA_ARGS__)

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "base/log.h"
+#include "base/option.h"
 #include "cli/cli_engine.h"
 #include "cli/cli_util.h"
 #include "pipeline/config.h"
@@ -19,6 +20,7 @@ static const struct option g_opts[] = {
     {"exit-when-done", no_argument, 0, 0},  {"max-message-mb", required_argument, 0, 0},
     {"log-level", required_argument, 0, 0}, PF_SERVICE_LONG_OPTIONS,
     {"backend", required_argument, 0, 0},   {"precision", required_argument, 0, 0},
+    {"max-pixels", required_argument, 0, 0}, {"decode-memory-mb", required_argument, 0, 0},
     {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
 
 static int reparse(int argc, char **argv, void *arg);
@@ -49,6 +51,13 @@ static int worker_option(const char *name, const char *val, void *arg, pf_err *e
     }
     if (!c->inference && (!strcmp(name, "max-batch") || !strcmp(name, "max-delay-ms")))
         return pf_errf(err, "--%s is for inference workers", name);
+    if (!strcmp(name, "max-pixels") || !strcmp(name, "decode-memory-mb")) {
+        if (c->inference)
+            return pf_errf(err, "--%s is for preprocess workers", name);
+        double v;
+        PF_NUM_OPTION("max-pixels", 1, 1e12, v, c->max_pixels = (uint64_t)v)
+        PF_NUM_OPTION("decode-memory-mb", 16, 1 << 20, v, c->decode_memory_mb = v)
+    }
     if (!strcmp(name, "backend") || !strcmp(name, "precision") || (c->inference && !strcmp(name, "threads"))) {
         if (!c->inference)
             return pf_errf(err, "--%s is for inference workers", name);
@@ -76,6 +85,8 @@ static int reparse(int argc, char **argv, void *arg)
     if (strcmp(live->o.producer, fresh.o.producer ? fresh.o.producer : "") != 0 ||
         strcmp(live->o.sink, fresh.o.sink ? fresh.o.sink : "") != 0)
         pf_warn("config", "reload: --producer/--sink changed: restart the worker to apply");
+    if (live->max_pixels != fresh.max_pixels || live->decode_memory_mb != fresh.decode_memory_mb)
+        pf_warn("config", "reload: --max-pixels/--decode-memory-mb changed: restart the worker to apply");
     return 0;
 }
 

@@ -17,10 +17,24 @@ typedef struct cli_worker {
     pf_service svc;
     const char *model, *tokenizer;   /* inference-worker */
     pf_session_opts so;              /* inference-worker: --backend, --precision, --threads */
+    uint64_t max_pixels;             /* preprocess-worker: --max-pixels (0: Pillow's limit) */
+    double decode_memory_mb;         /* preprocess-worker: --decode-memory-mb (0: PF_DECODE_MEMORY_MB_DEFAULT) */
     const char *cmd;
     int inference;
     cli_reloader reload;             /* SIGHUP */
 } cli_worker;
+
+/* The preprocess worker's (and `run`'s) decode memory budget by default: the shipped units run 4 decode
+ * threads under MemoryMax=2G (deploy/), and the process needs room besides decoding for the items it holds
+ * (--credit x the file sizes) and libvips itself. */
+#define PF_DECODE_MEMORY_MB_DEFAULT 1024
+#define PF_DECODE_OPTIONS_HELP                                                                                    \
+    "  --max-pixels N           refuse images with more than N pixels, read from the header before decoding\n"    \
+    "                           (default 178956970, Pillow's limit)\n"                                            \
+    "  --decode-memory-mb N     memory all decode threads together may use (default 1024): each image\n"         \
+    "                           reserves what decoding it takes, estimated from its header, before its pixels\n"   \
+    "                           are decoded; an image that needs more than N is an error record, one that\n"       \
+    "                           fits waits for room\n"
 
 void cli_worker_init(cli_worker *c, const char *cmd, int inference, int argc0, char **argv0);
 /* Parse ARGV (the config-expanded command line). 0 parsed, 1 --help printed by USAGE, 2 usage error (message

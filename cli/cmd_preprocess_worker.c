@@ -16,7 +16,8 @@ static void usage(FILE *out)
                  "at any time; SIGTERM/SIGINT finishes the images in progress (up to --drain-timeout), hands the\n"
                  "rest back and exits 0. SIGHUP re-reads --config.\n"
                  "\n"
-                 "  --threads N              images decoded in parallel (default 1)\n" PF_WORKER_OPTIONS_HELP
+                 "  --threads N              images decoded in parallel (default 1)\n" PF_DECODE_OPTIONS_HELP
+                 PF_WORKER_OPTIONS_HELP
                  "security (tcp endpoints need CURVE keys or --insecure):\n" PF_SECURITY_CLIENT_HELP
                  PF_METRICS_HELP);
 }
@@ -24,6 +25,13 @@ static void usage(FILE *out)
 static int setup(cli_worker *c)
 {
     static pf_preprocess_cfg cfg;
+    cfg.max_pixels = c->max_pixels;
+    double mb = c->decode_memory_mb > 0 ? c->decode_memory_mb : PF_DECODE_MEMORY_MB_DEFAULT;
+    /* one budget for the whole process, shared by the --threads decoders; lives as long as the process */
+    if (!cfg.budget && !(cfg.budget = pf_img_budget_new((uint64_t)(mb * 1048576.0)))) {
+        fprintf(stderr, "paliflow %s: out of memory\n", c->cmd);
+        return -1;
+    }
     c->o.ops = &pf_stage_preprocess_ops;
     c->o.stage_cfg = &cfg;
     return 0;

@@ -7,6 +7,7 @@
 
 #include "base/log.h"
 #include "cli/cli_engine.h"
+#include "cli/cli_worker.h"
 #include "cli/commands.h"
 #include "pipeline/config.h"
 #include "pipeline/embedded.h"
@@ -33,7 +34,7 @@ static void usage(FILE *out)
             "  --include GLOB, --exclude GLOB   filter files found in folders (repeatable; any case: *.jpg\n"
             "                           takes IMG_1.JPG; the scan logs what each one skipped)\n"
             PF_TASK_OPTIONS_HELP
-            "  --preprocess-threads N   images decoded in parallel (default: cores, at most 4)\n"
+            "  --preprocess-threads N   images decoded in parallel (default: cores, at most 4)\n" PF_DECODE_OPTIONS_HELP
             "  --max-batch N            sequences generated together (8)\n"
             "  --max-delay-ms N         when idle, wait this long for more items (20)\n"
             CLI_ENGINE_OPTIONS_HELP
@@ -58,6 +59,8 @@ int cmd_run(int argc0, char **argv0)
         return 2;
     }
     pf_embedded_opts eo;
+    pf_preprocess_cfg pcfg = {0};
+    int decode_mb = PF_DECODE_MEMORY_MB_DEFAULT;
     memset(&eo, 0, sizeof eo);
     pf_service svc;   /* --metrics, and CURVE for a tcp --publish */
     memset(&svc, 0, sizeof svc);
@@ -86,6 +89,7 @@ int cmd_run(int argc0, char **argv0)
         {"publish", required_argument, 0, 0},      {"progress", required_argument, 0, 0},
         {"log-level", required_argument, 0, 0},    {"help", no_argument, 0, 'h'},
         {"report", required_argument, 0, 0},       PF_SERVICE_LONG_OPTIONS,
+        {"max-pixels", required_argument, 0, 0},   {"decode-memory-mb", required_argument, 0, 0},
         CLI_ENGINE_LONG_OPTIONS,
         {0, 0, 0, 0}};
     int rc = 2, idx, c;
@@ -154,6 +158,8 @@ int cmd_run(int argc0, char **argv0)
         INT("max-batch", 1, 4096, eo.max_batch = (int)iv)
         INT("max-delay-ms", 0, 600000, eo.max_delay_ms = (int)iv)
         INT("max-attempts", 1, 1000, eo.producer.max_attempts = (int)iv)
+        INT("max-pixels", 1, 1000000000000LL, pcfg.max_pixels = (uint64_t)iv)
+        INT("decode-memory-mb", 16, 1 << 20, decode_mb = (int)iv)
         else if (!strcmp(name, "progress")) {
             eo.producer.progress = !strcmp(val, "bar") ? 2 : !strcmp(val, "lines") ? 1 : !strcmp(val, "off") ? 0 : -1;
             if (eo.producer.progress < 0 && strcmp(val, "auto")) {
@@ -210,7 +216,14 @@ int cmd_run(int argc0, char **argv0)
     static volatile sig_atomic_t stop;
     pf_install_stop_signals(&stop);
     eo.stop = &stop;
-    pf_preprocess_cfg pcfg = {0};
+    /* one decode budget shared by the --preprocess-threads (freed at exit with the process) */
+    static pf_img_budget *budget;
+    if (!budget && !(budget = pf_img_budget_new((uint64_t)decode_mb << 20))) {
+        fprintf(stderr, "paliflow run: out of memory\n");
+        rc = 2;
+        goto out;
+    }
+    pcfg.budget = budget;
     pf_inference_cfg icfg = {.model_dir = model, .tokenizer = tokenizer, .session = so, .max_batch = eo.max_batch};
     eo.pre_ops = &pf_stage_preprocess_ops;
     eo.pre_cfg = &pcfg;

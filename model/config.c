@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <string.h>
 
 #include "base/file.h"
@@ -320,9 +321,10 @@ int pf_config_load(const char *path, pf_config *out, pf_err *err)
     free(dir);
     if (!gpath)
         return pf_errf(err, "%s: out of memory", path);
-    FILE *probe = fopen(gpath, "rb");
-    if (probe) {
-        fclose(probe);
+    /* Optional file: absent is fine; present, it is read like config.json (a FIFO or directory by that
+     * name is an error, never an open() that waits for a writer). */
+    struct stat gst;
+    if (stat(gpath, &gst) == 0) {
         if (pf_read_file(gpath, CONFIG_MAX_BYTES, &text, &len, err) != 0) {
             free(gpath);
             return -1;

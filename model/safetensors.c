@@ -166,6 +166,10 @@ int pf_st_open(const char *path, pf_st_file *out, pf_err *err)
     out->path = strdup(path);
     if (!out->path)
         return pf_errf(err, "%s: out of memory", path);
+    /* The one file we map rather than read: checkpoint weights are gigabytes, read-only and static for the
+     * life of the process (a deployment swaps a model by restarting workers, never by rewriting the file
+     * in place), and mapping them lets the kernel share and evict the pages. pf_map_file still refuses
+     * anything but a regular file before mapping (no FIFO or device). */
     if (pf_map_file(path, &out->map, err) != 0 || parse_buffer(out, out->map.data, out->map.size, err) != 0) {
         pf_st_close(out);
         return -1;

@@ -209,14 +209,20 @@ int pf_tokenizer_load_mem(const char *data, size_t len, const char *name, pf_tok
     return 0;
 }
 
+/* Gemma's tokenizer.json is 17 MB; ten times that is not a tokenizer we can use. */
+#define PF_TOKENIZER_MAX_FILE_BYTES ((size_t)256 << 20)
+
 int pf_tokenizer_load(const char *path, pf_tokenizer **out, pf_err *err)
 {
     *out = NULL;
-    pf_map map;
-    if (pf_map_file(path, &map, err) != 0)
+    /* Read, not mapped: the file may be replaced or truncated while we parse it (SIGBUS on a map); opened
+     * without blocking and refused unless a regular file (a FIFO would hang the start for good). */
+    char *text;
+    size_t len;
+    if (pf_read_file(path, PF_TOKENIZER_MAX_FILE_BYTES, &text, &len, err) != 0)
         return -1;
-    int rc = pf_tokenizer_load_mem((const char *)map.data, map.size, path, out, err);
-    pf_unmap(&map);
+    int rc = pf_tokenizer_load_mem(text, len, path, out, err);
+    free(text);
     return rc;
 }
 

@@ -13,55 +13,21 @@
 #include "base/log.h"
 #include "pipeline/producer_internal.h"
 
-/* Read a whole regular file without blocking on fifos or devices. */
+/* Read a whole regular file without blocking on fifos or devices (base/file.h's shared reader), the reason
+ * in WHY without the path (the record names it). */
 static int read_item(const char *path, size_t max, uint8_t **out, size_t *len, char *why, size_t why_cap)
 {
-    *out = NULL;
-    *len = 0;
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0) {
-        snprintf(why, why_cap, "cannot open: %s", strerror(errno));
+    pf_err e = {{0}};
+    pf_file_fault fault;
+    char *buf = NULL;
+    if (pf_read_file_safe(path, max, &buf, len, &fault, &e)) {
+        size_t pl = strlen(path);
+        const char *msg = strncmp(e.msg, path, pl) == 0 && e.msg[pl] == ':' ? e.msg + pl + 2 : e.msg;
+        int room = why_cap > 20 ? (int)(why_cap - 20) : 0;
+        snprintf(why, why_cap, "%.*s%s", room, msg, fault == PF_FILE_TOO_BIG ? " (--max-file-mb)" : "");
         return -1;
     }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        snprintf(why, why_cap, "not a regular file");
-        close(fd);
-        return -1;
-    }
-    if ((uint64_t)st.st_size > max) {
-        snprintf(why, why_cap, "file of %lld bytes exceeds the limit of %zu bytes (--max-file-mb)",
-                 (long long)st.st_size, max);
-        close(fd);
-        return -1;
-    }
-    size_t cap = (size_t)st.st_size + 1;
-    uint8_t *buf = malloc(cap);
-    if (!buf) {
-        snprintf(why, why_cap, "out of memory for %zu bytes", cap);
-        close(fd);
-        return -1;
-    }
-    size_t n = 0;
-    for (;;) {
-        if (n == cap - 1)   /* the file grew since fstat: read what the limit allows */
-            break;
-        ssize_t r = read(fd, buf + n, cap - 1 - n);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            snprintf(why, why_cap, "read error: %s", strerror(errno));
-            free(buf);
-            close(fd);
-            return -1;
-        }
-        if (r == 0)
-            break;
-        n += (size_t)r;
-    }
-    close(fd);
-    *out = buf;
-    *len = n;
+    *out = (uint8_t *)buf;
     return 0;
 }
 

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/base64.h"
 #include "pipeline/boxes.h"
 
 /* JSON needs UTF-8; file names and decoded bytes need not be. Invalid bytes become U+FFFD. */
@@ -97,10 +98,48 @@ static void set_timings(json_t *rec, const pf_timings *t)
     json_object_set_new(rec, "timings", tm);
 }
 
+/* The path, losslessly: `path` is always valid UTF-8 for readers (U+FFFD for each invalid byte), and a name
+ * that is not valid UTF-8 also gets `path_b64`, the base64 of its raw bytes, which is its identity (two
+ * files whose names differ only in invalid bytes have one `path` but two `path_b64`). */
+static void set_path(json_t *rec, const char *path)
+{
+    json_t *exact = path ? json_string(path) : NULL;
+    if (exact || !path) {
+        json_object_set_new(rec, "path", exact ? exact : json_null());
+        return;
+    }
+    json_object_set_new(rec, "path", jstr(path));
+    char *b64 = pf_b64_encode(path, strlen(path));
+    json_object_set_new(rec, "path_b64", b64 ? json_string(b64) : json_null());
+    free(b64);
+}
+
+int pf_record_path(const json_t *rec, char **path)
+{
+    *path = NULL;
+    json_t *b = json_object_get(rec, "path_b64");
+    if (b) {
+        uint8_t *raw;
+        size_t n;
+        if (!json_is_string(b) || pf_b64_decode(json_string_value(b), &raw, &n) != 0)
+            return -1;
+        if (n == 0 || memchr(raw, 0, n)) { /* not a file name */
+            free(raw);
+            return -1;
+        }
+        *path = (char *)raw;
+        return 0;
+    }
+    const char *p = json_string_value(json_object_get(rec, "path"));
+    if (!p || !*p)
+        return -1;
+    return (*path = strdup(p)) ? 0 : -1;
+}
+
 json_t *pf_record_make(const pf_msg *m)
 {
     json_t *rec = json_object();
-    json_object_set_new(rec, "path", jstr(m->path));
+    set_path(rec, m->path);
     json_object_set_new(rec, "key", jstr(m->key));
     json_object_set_new(rec, "task", jstr(m->task.prompt));
     if (m->type == PF_MSG_RESULT) {

@@ -83,9 +83,10 @@ int pf_sink_load_existing(sink *s, pf_err *err)
         json_error_t je;
         json_t *j = json_loadb(line, (size_t)n, 0, &je);
         const char *key = j ? json_string_value(json_object_get(j, "key")) : NULL;
-        const char *path = j ? json_string_value(json_object_get(j, "path")) : NULL;
-        if (key && path) {
+        char *path = NULL; /* the raw bytes (path_b64), as the live identity uses them */
+        if (key && pf_record_path(j, &path) == 0) {
             XXH128_hash_t h = record_id(key, path);
+            free(path);
             if (pf_keyset_add(&s->seen, h.high64, h.low64) < 0) {
                 json_decref(j);
                 free(line);

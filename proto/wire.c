@@ -95,6 +95,16 @@ static void drain_more(void *sock)
     }
 }
 
+/* Who sent the frame, for logs about a malformed message: the peer's address and its ZAP user id (the
+ * allow-list name or CURVE key; none under --insecure). ZeroMQ keeps both on every received frame. */
+static void note_peer(pf_wire_in *in)
+{
+    const char *addr = zmq_msg_gets(&in->frame, "Peer-Address");
+    const char *user = zmq_msg_gets(&in->frame, "User-Id");
+    snprintf(in->peer, sizeof in->peer, "%s%s%s", addr ? addr : "?", user && *user ? " key " : "",
+             user && *user ? user : "");
+}
+
 int pf_wire_recv(void *sock, int has_ident, const pf_proto_limits *lim, pf_wire_in *in, pf_err *err)
 {
     memset(in, 0, sizeof *in);
@@ -124,11 +134,13 @@ int pf_wire_recv(void *sock, int has_ident, const pf_proto_limits *lim, pf_wire_
         return e == ETERM || e == ENOTSOCK ? -2 : -1;
     }
     if (zmq_msg_more(&in->frame)) {
+        note_peer(in);
         drain_more(sock);
         pf_wire_in_close(in);
         return pf_errf(err, "message with unexpected extra frames");
     }
     if (pf_msg_decode(zmq_msg_data(&in->frame), zmq_msg_size(&in->frame), lim, &in->msg, err)) {
+        note_peer(in);
         pf_wire_in_close(in);
         return -1;
     }
@@ -155,9 +167,11 @@ int pf_wire_drain(void *sock, int has_ident, const pf_proto_limits *lim, int max
         if (got == -2)
             return -2;
         if (got < 0) {
-            char id[128];
-            pf_warn(component, "bad message from %s: %s",
-                    from ? from : pf_wire_ident_str(in.ident, in.ident_len, id, sizeof id), e.msg);
+            /* Rate-limited per sender (anyone who can connect can send garbage as fast as the link allows). */
+            char id[128], who[400];
+            snprintf(who, sizeof who, "%s%s%s%s", from ? from : pf_wire_ident_str(in.ident, in.ident_len, id, sizeof id),
+                     in.peer[0] ? " (" : "", in.peer, in.peer[0] ? ")" : "");
+            pf_warn_limited(component, who, "bad message from %s: %s", who, e.msg);
             continue;
         }
         int rc = on_msg(arg, &in);

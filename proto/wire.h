@@ -29,6 +29,7 @@ typedef struct pf_wire_in {
     zmq_msg_t frame;      /* the payload; msg.data points into it */
     int frame_open;
     pf_msg msg;
+    char peer[200];       /* on a malformed message: "ADDRESS[ key USER-ID]" of the sender, for logs */
 } pf_wire_in;
 
 /* Receive one message without blocking. Returns 1 and fills IN (release with pf_wire_in_close) when a

@@ -40,14 +40,34 @@
 #include <stdint.h>
 
 #include "base/err.h"
+#include "base/file.h"
 
 #define PF_IMG_DEFAULT_MAX_PIXELS 178956970ull /* Pillow's Image.MAX_IMAGE_PIXELS */
+
+/* A decode memory budget in bytes, shared by the threads of a process that decode images (the preprocess
+ * worker's --decode-memory-mb). Before its pixels are decoded, each image reserves what decoding it will
+ * hold at most (estimated from its header: the input bytes, the decoder's rows or, for layouts that cannot
+ * be streamed such as interlaced PNG or progressive JPEG, the whole decoded frame, and the stored image
+ * when an orientation is applied) and gives it back when done. An image that needs more than the whole
+ * budget is refused (PF_IMG_TOO_MANY_PIXELS, the message says how much it needs); one that fits waits
+ * until enough of the budget is free. So N threads together stay within the budget, whatever the images,
+ * and the same image gets the same verdict whatever else is decoding. Thread-safe. */
+typedef struct pf_img_budget pf_img_budget;
+pf_img_budget *pf_img_budget_new(uint64_t bytes); /* NULL: out of memory */
+void pf_img_budget_free(pf_img_budget *b);
+uint64_t pf_img_budget_total(const pf_img_budget *b);
+uint64_t pf_img_budget_used(pf_img_budget *b); /* reserved now (tests, metrics) */
 
 typedef struct pf_img_opts {
     int size;            /* S: the model's image size from its config (224/448/896/any), never hard-coded */
     int autorotate;      /* apply EXIF orientation first (opt-in) */
     uint64_t max_pixels; /* 0 = default 178956970 (Pillow's MAX_IMAGE_PIXELS); checked from the header */
+    pf_img_budget *budget; /* NULL: no memory budget (only max_pixels bounds an image) */
 } pf_img_opts;
+
+/* Bytes decoding an image with this header will hold at most (what the budget is charged): exposed for the
+ * tests and the worker's --help figures. len = the encoded size. */
+uint64_t pf_img_decode_estimate(uint64_t len, int width, int height, uint64_t frame_bytes, int oriented);
 
 typedef enum pf_img_errkind {
     PF_IMG_OK,
@@ -70,12 +90,20 @@ typedef struct pf_img {
 /* Once per process (thread-safe, idempotent): starts libvips, blocks every loader but the trusted ones. */
 int pf_img_init(pf_err *err);
 
+/* Largest file pf_img_load_file reads (into memory: files are never mapped, since a mapped file truncated
+ * by someone else kills the process with SIGBUS). */
+#define PF_IMG_MAX_FILE_BYTES ((size_t)2 << 30)
+
 /* Decode and resize one file. On failure returns -1, out is left empty (rgb NULL), *kind says why. */
 int pf_img_load_file(const char *path, const pf_img_opts *opts, pf_img *out, pf_img_errkind *kind, pf_err *err);
 /* The same for bytes in memory (e.g. received over the wire); name is used in messages only. */
 int pf_img_load_buffer(const void *buf, size_t len, const char *name, const pf_img_opts *opts, pf_img *out,
                        pf_img_errkind *kind, pf_err *err);
 void pf_img_free(pf_img *img);
+/* The category of a file that could not be read (pf_read_file_safe's fault): a FIFO, device or directory is
+ * not-a-file; a file above the size limit is too-many-pixels (too big to decode, like a bomb); a missing
+ * file, an I/O error or a file changing while read is io (worth another try). */
+pf_img_errkind pf_img_file_fault_kind(pf_file_fault fault);
 
 /* "ok", "empty", "not-a-file", "truncated", "corrupt", "unsupported-format", "too-many-pixels", "io",
  * "internal" (the categories of ../shared/golden/images/bad/README.md). */

@@ -381,6 +381,8 @@ int pf_img_bmp_open(const uint8_t *b, size_t len, pf_img_dec *d, pf_img_errkind 
     d->width = (int)width;
     d->height = (int)height;
     d->orientation = 1;
+    if (m->rle) /* RLE data is expanded whole (one index a pixel) before rows are delivered */
+        d->frame_bytes = (uint64_t)d->width * (uint64_t)d->height;
     size_t strip = ((size_t)1 << 20) / ((size_t)d->width * 3 + 1);
     m->strip = strip < 1 ? 1 : strip > 64 ? 64 : (int)strip;
     d->state = m;

@@ -394,6 +394,7 @@ int pf_img_gif_open(const uint8_t *b, size_t len, pf_img_dec *d, pf_img_errkind 
         d->width = cw;
         d->height = ch;
         d->orientation = 1;
+        d->frame_bytes = (uint64_t)cw * (uint64_t)ch; /* the first frame is decoded whole onto the canvas */
         size_t strip = ((size_t)1 << 20) / ((size_t)cw * 3 + 1);
         g->strip = strip < 1 ? 1 : strip > 64 ? 64 : (int)strip;
         int bits = g->lzw_bits, fw = g->fw, fh = g->fh;

@@ -39,6 +39,10 @@ typedef struct pf_img_dec pf_img_dec;
 struct pf_img_dec {
     int width, height; /* as stored (before any EXIF orientation) */
     int orientation;   /* EXIF orientation 1..8 (1 when absent or invalid) */
+    /* Bytes the decoder holds at once beyond a few hundred rows: the whole frame when the format or the
+     * file's layout cannot be decoded row by row (interlaced PNG, progressive JPEG, GIF's canvas, ...).
+     * An upper bound, set by open from the header; the decode memory budget is charged with it. */
+    uint64_t frame_bytes;
     /* Next strip: *rows points at *n rows of width*3 bytes, *stride apart, valid until the next call. */
     int (*next)(pf_img_dec *d, const uint8_t **rows, size_t *stride, int *n, pf_img_errkind *kind, pf_err *err);
     void (*close)(pf_img_dec *d);
@@ -87,5 +91,11 @@ void pf_img_oriented_row(int o, const uint8_t *img, int w, int h, int y, uint8_t
 void pf_img_vips_error(char *dst, size_t cap);
 void pf_img_vips_note_warning(const char *msg); /* from the log handler (runs in the decoding thread) */
 void pf_img_vips_clear_warning(void);
+
+/* ---- the decode memory budget (image_budget.c) ---- */
+/* Reserve BYTES (waits, first come first served, while the rest of the budget is in use); -1 at once when
+ * BYTES exceeds the whole budget. NULL budget: no limit. */
+int pf_img_budget_acquire(pf_img_budget *b, uint64_t bytes);
+void pf_img_budget_release(pf_img_budget *b, uint64_t bytes);
 
 #endif

@@ -285,6 +285,25 @@ static void vips_close(pf_img_dec *d)
     d->state = NULL;
 }
 
+/* The memory a loader holds for the whole image when it cannot decode row by row: interlaced PNG (libpng /
+ * libspng decode the whole image, at the stored depth: a 169-megapixel 16-bit RGBA PNG is 1.35 GB however small
+ * the file), progressive JPEG (libjpeg keeps every DCT coefficient, 2 bytes a sample), WebP (libvips decodes a
+ * whole frame) and TIFF (a strip may be the whole image; the tags are not visible here, so assume so). */
+static uint64_t whole_frame_bytes(const vips_dec *v, VipsImage *im)
+{
+    uint64_t px = (uint64_t)im->Xsize * (uint64_t)im->Ysize;
+    int interlaced = 0;
+    if (vips_image_get_typeof(im, "interlaced") && vips_image_get_int(im, "interlaced", &interlaced))
+        interlaced = 0;
+    switch (v->fmt) {
+    case PF_FMT_PNG: return interlaced ? px * (uint64_t)v->bpp : 0;
+    case PF_FMT_JPEG: return interlaced ? px * (uint64_t)im->Bands * 2 : 0;
+    case PF_FMT_WEBP: return px * 4;
+    case PF_FMT_TIFF: return px * (uint64_t)v->bpp;
+    default: return 0;
+    }
+}
+
 int pf_img_vips_open(pf_img_format f, const uint8_t *buf, size_t len, pf_img_dec *d, pf_img_errkind *kind,
                      pf_err *err)
 {
@@ -326,6 +345,7 @@ int pf_img_vips_open(pf_img_format f, const uint8_t *buf, size_t len, pf_img_dec
         return pf_errf(err, "%s: %s", pf_img_format_name(f), why);
     }
     v->bpp = pf_img_layout_bpp(v->layout);
+    d->frame_bytes = whole_frame_bytes(v, im);
     /* Strips of at most ~96 KB / 64 rows: libvips allocates (calloc) fresh region buffers for every strip
      * of a sequential pipeline; kept small they recycle heap memory instead of becoming fresh mappings
      * (see also the malloc tuning in pf_img_init). Larger strips measured no faster. */

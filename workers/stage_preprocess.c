@@ -1,5 +1,6 @@
 /* stage_preprocess.c - the preprocess stage: image bytes (or a shared-storage path) -> uint8 [S,S,3].
- * Decoding, EXIF, pixel limits and the Pillow-exact resize are the image library's (workers/image.h). */
+ * Decoding, EXIF, pixel limits, the decode memory budget and the Pillow-exact resize are the image
+ * library's (workers/image.h). */
 #include "workers/stages.h"
 
 
@@ -35,7 +36,7 @@ static void *pre_create(const void *cfg, pf_err *err)
     if (cfg)
         p->cfg = *(const pf_preprocess_cfg *)cfg;
     if (!p->cfg.max_pixels)
-        p->cfg.max_pixels = 178956970ull;
+        p->cfg.max_pixels = PF_IMG_DEFAULT_MAX_PIXELS;
     return p;
 }
 
@@ -46,20 +47,33 @@ static void pre_process(void *inst, pf_work *w)
     pre_inst *p = inst;
     const void *bytes = w->in.data;
     size_t len = w->in.data_len;
-    pf_map map = {0};
+    char *owned = NULL;
     pf_err e = {{0}};
     if (w->in.path_only) {
         double t = pf_now();
-        if (pf_map_file(w->in.path, &map, &e)) {
-            /* maybe this host lacks the mount: let another worker try (bounded by --max-attempts) */
-            pf_work_fail(w, PF_WORK_RETRY, "%s", e.msg);
+        /* Read into memory, never mapped (a file truncated while mapped raises SIGBUS and kills every
+         * thread), opened without blocking and refused unless a regular file (a FIFO swapped in for the
+         * image would otherwise hang this thread in open() for good). A file larger than the whole decode
+         * budget could never be decoded: refused before it is read. */
+        uint64_t budget = pf_img_budget_total(p->cfg.budget);
+        size_t cap = budget && budget < PF_IMG_MAX_FILE_BYTES ? (size_t)budget : PF_IMG_MAX_FILE_BYTES;
+        pf_file_fault fault;
+        if (pf_read_file_safe(w->in.path, cap, &owned, &len, &fault, &e)) {
+            /* Missing, unreadable or changing while read: maybe this host lacks the mount or the file is
+             * being written; let another try decide (bounded by --max-attempts). Not a file, or too big:
+             * the same on every host. */
+            int final = fault == PF_FILE_NOT_REGULAR || fault == PF_FILE_TOO_BIG;
+            pf_work_fail(w, final ? PF_WORK_FAILED : PF_WORK_RETRY, "%s%s", e.msg,
+                         fault == PF_FILE_TOO_BIG && budget ? " (the decode memory budget, --decode-memory-mb)" : "");
             return;
         }
-        bytes = map.data;
-        len = map.size;
+        bytes = owned;
         w->read_s = pf_now() - t;
     }
-    pf_img_opts opts = {.size = w->in.image_size, .autorotate = w->in.task.autorotate, .max_pixels = p->cfg.max_pixels};
+    pf_img_opts opts = {.size = w->in.image_size,
+                        .autorotate = w->in.task.autorotate,
+                        .max_pixels = p->cfg.max_pixels,
+                        .budget = p->cfg.budget};
     pf_img img;
     memset(&img, 0, sizeof img);
     pf_img_errkind kind = PF_IMG_OK;
@@ -79,7 +93,7 @@ static void pre_process(void *inst, pf_work *w)
         }
         pf_img_free(&img);
     }
-    pf_unmap(&map);
+    free(owned);
 }
 
 const pf_stage_ops pf_stage_preprocess_ops = {

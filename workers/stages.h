@@ -7,10 +7,12 @@
 #include "model/sample.h"
 #include "model/session.h"
 #include "proto/proto.h"
+#include "workers/image.h"
 #include "workers/stage.h"
 
 typedef struct pf_preprocess_cfg {
     uint64_t max_pixels;       /* refuse larger images before decoding (0 = Pillow's 178956970) */
+    pf_img_budget *budget;     /* decode memory shared by all the stage's threads (NULL: none; owned by caller) */
 } pf_preprocess_cfg;
 
 typedef struct pf_inference_cfg {
