@@ -16,6 +16,7 @@ typedef struct cli_worker {
     pf_worker_opts o;
     pf_service svc;
     const char *model, *tokenizer;   /* inference-worker */
+    const char *seg_decoder;         /* inference-worker: --seg-decoder FILE */
     pf_session_opts so;              /* inference-worker: --backend, --precision, --threads */
     const char *cmd;
     int inference;

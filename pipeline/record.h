@@ -10,7 +10,7 @@
 #include "proto/proto.h"
 
 /* The record of M (PF_MSG_RESULT or PF_MSG_ERROR), fields in file order: path, key, task, then text, boxes
- * (detect prompts), ids, stopped_by_eos, or error; image, attempt, timings, workers. Strings that are not
+ * (detect prompts), objects and note (segment prompts), ids, stopped_by_eos, or error; image, attempt, timings, workers. Strings that are not
  * valid UTF-8 (file names, decoded bytes) get U+FFFD for each invalid byte. */
 json_t *pf_record_make(const pf_msg *m);
 

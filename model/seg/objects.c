@@ -79,3 +79,31 @@ oom:
     pf_errf(err, "objects: out of memory");
     return NULL;
 }
+
+void pf_seg_record_objects(json_t *rec, const char *text, size_t len, int width, int height,
+                           const pf_seg_decoder *dec, const char *made, size_t made_len)
+{
+    pf_err e = {{0}};
+    json_t *objs = NULL;
+    if (made) {
+        json_error_t je;
+        objs = json_loadb(made, made_len, 0, &je);
+        if (!json_is_array(objs)) {
+            json_decref(objs);
+            objs = NULL;
+            pf_errf(&e, "objects from the worker are not a JSON array (%s); masks left out", je.text);
+        }
+    }
+    int missing = 0;
+    if (!objs) {
+        pf_err e2 = {{0}};
+        objs = pf_seg_objects_json(text, len, width, height, made ? NULL : dec, &missing, &e2);
+        if (!objs && !e.msg[0])
+            e = e2;
+    }
+    json_object_set_new(rec, "objects", objs ? objs : json_array());
+    if (e.msg[0])
+        json_object_set_new(rec, "note", json_string(e.msg));
+    else if (missing)
+        json_object_set_new(rec, "note", json_string(PF_SEG_NO_DECODER_NOTE));
+}

@@ -24,6 +24,13 @@
 json_t *pf_seg_objects_json(const char *text, size_t len, int width, int height, const pf_seg_decoder *dec,
                             int *masks_missing, pf_err *err);
 
+/* A record's "objects" for a segment answer TEXT[0..LEN) on a WIDTH x HEIGHT image: MADE[0..MADE_LEN) when
+ * given (the JSON array an inference worker with a decoder made; used when it parses as an array), else
+ * made here with DEC (may be NULL: masks null). When masks are missing, or the objects cannot be made,
+ * REC also gets "note" saying why; the raw "text" always keeps the answer. */
+void pf_seg_record_objects(json_t *rec, const char *text, size_t len, int width, int height,
+                           const pf_seg_decoder *dec, const char *made, size_t made_len);
+
 /* True for a prompt asking for segmentation ("segment cat", "segment cat ; dog"). */
 int pf_seg_prompt_is_segment(const char *prompt);
 
