@@ -21,6 +21,8 @@
 #include "model/seg/objects.h"
 #include "model/seg/resize.h"
 #include "model/seg/rle.h"
+#include "pipeline/record.h"
+#include "proto/proto.h"
 
 /* ---------- building test files ---------- */
 
@@ -461,6 +463,93 @@ static void test_objects_json(void **state)
     assert_false(pf_seg_prompt_is_segment("detect cat"));
 }
 
+/* ---------- records: worker -> result message -> sink ---------- */
+
+/* M (a result) through the wire and into a record. */
+static json_t *through_wire(const pf_msg *m)
+{
+    uint8_t *wire;
+    size_t len;
+    pf_err e;
+    assert_int_equal(pf_msg_encode(m, &wire, &len, &e), 0);
+    pf_msg d;
+    pf_proto_limits lim = pf_proto_default_limits();
+    assert_int_equal(pf_msg_decode(wire, len, &lim, &d, &e), 0);
+    memset(wire, 0, len);   /* the record must not depend on the receive buffer */
+    free(wire);
+    json_t *rec = pf_record_make(&d);
+    pf_msg_free(&d);
+    return rec;
+}
+
+static void test_record(void **state)
+{
+    (void)state;
+    char t[512];
+    pf_err e;
+    snprintf(t, sizeof t, "<loc0100><loc0100><loc0900><loc0800>%s cat ; <loc0200><loc0200><loc0100><loc0900>%s bad",
+             SEGS, SEGS);
+    member mem[40];
+    size_t nm = decoder_members(mem, 4, NULL);
+    buf zb = zip(mem, nm, "deflate");
+    pf_npz z;
+    pf_seg_decoder *d;
+    assert_int_equal(pf_npz_read_memory(zb.p, zb.n, "t.npz", NULL, &z, &e), 0);
+    assert_int_equal(pf_seg_decoder_from_npz(&z, "t.npz", &d, &e), 0);
+    json_t *objs = pf_seg_objects_json(t, strlen(t), 50, 40, d, NULL, &e);
+    assert_non_null(objs);
+    assert_int_equal(json_array_size(objs), 1);   /* the second box is out of order */
+    char *made = json_dumps(objs, JSON_COMPACT);
+
+    pf_msg m;
+    pf_msg_init(&m, PF_MSG_RESULT);
+    m.id = 3;
+    m.key = "k";
+    m.path = "a.png";
+    m.has_task = 1;
+    m.task.prompt = "segment cat";
+    m.text = t;
+    m.text_len = strlen(t);
+    m.width = 50;
+    m.height = 40;
+    m.objects = made;
+    m.objects_len = strlen(made);
+    json_t *rec = through_wire(&m);
+    assert_true(json_equal(json_object_get(rec, "objects"), objs));
+    assert_null(json_object_get(rec, "note"));
+    json_decref(rec);
+    /* No decoder on the worker: label and box, mask null, and a note saying why. */
+    m.objects = NULL;
+    m.objects_len = 0;
+    rec = through_wire(&m);
+    json_t *o0 = json_array_get(json_object_get(rec, "objects"), 0);
+    assert_string_equal(json_string_value(json_object_get(o0, "label")), "cat");
+    assert_true(json_is_null(json_object_get(o0, "mask")));
+    assert_true(json_equal(json_object_get(o0, "loc"), json_object_get(json_array_get(objs, 0), "loc")));
+    assert_string_equal(json_string_value(json_object_get(rec, "note")), PF_SEG_NO_DECODER_NOTE);
+    json_decref(rec);
+    /* Garbage from a worker: no crash, objects without masks, a note. */
+    m.objects = "{\"not\": \"an array\"}";
+    m.objects_len = strlen(m.objects);
+    rec = through_wire(&m);
+    assert_int_equal(json_array_size(json_object_get(rec, "objects")), 1);
+    assert_non_null(strstr(json_string_value(json_object_get(rec, "note")), "not a JSON array"));
+    json_decref(rec);
+    /* Other prompts get no objects. */
+    m.task.prompt = "detect cat";
+    m.objects = NULL;
+    rec = through_wire(&m);
+    assert_null(json_object_get(rec, "objects"));
+    assert_non_null(json_object_get(rec, "boxes"));
+    json_decref(rec);
+    free(made);
+    json_decref(objs);
+    pf_seg_decoder_free(d);
+    pf_npz_free(&z);
+    free(zb.p);
+    free_members(mem, nm);
+}
+
 /* ---------- resize ---------- */
 
 static void test_resize(void **state)
@@ -491,6 +580,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_npy),    cmocka_unit_test(test_npz_and_decoder), cmocka_unit_test(test_rle),
         cmocka_unit_test(test_answer), cmocka_unit_test(test_objects_json),    cmocka_unit_test(test_resize),
+        cmocka_unit_test(test_record),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
