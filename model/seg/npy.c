@@ -101,7 +101,8 @@ static int dtype(cur *c, const char *s, size_t n, pf_npy *a)
 {
     char d[16];
     if (n < 3 || n >= sizeof d)
-        return pf_errf(c->err, "%s: .npy dtype '%.*s' is not supported (want e.g. '<f4')", c->name, (int)(n < 32 ? n : 32), s);
+        return pf_errf(c->err, "%s: .npy dtype '%.*s' is not supported (want e.g. '<f4')", c->name,
+                       (int)(n < 32 ? n : 32), s);
     memcpy(d, s, n);
     d[n] = '\0';
     char order = d[0], kind = d[1];

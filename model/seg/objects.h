@@ -17,7 +17,9 @@
 #include "model/seg/decoder.h"
 
 /* What a record says when a segment answer's masks could not be decoded for want of the decoder. */
-#define PF_SEG_NO_DECODER_NOTE "masks not decoded: give --seg-decoder FILE (big_vision's vae-oid.npz)"
+#define PF_SEG_NO_DECODER_NOTE                                                                                     \
+    "masks not decoded: no --seg-decoder FILE (big_vision's vae-oid.npz) was given to generate, run or the "     \
+    "inference worker"
 
 /* The objects of TEXT[0..LEN) on a WIDTH x HEIGHT image (each 1..65536). DEC may be NULL: masks are then
  * null, and *masks_missing (may be NULL) is set when at least one object had <seg> codes. */

@@ -70,9 +70,13 @@ static void check_object(const char *name, const json_t *fields, const pf_seg_ob
     json_t *loc = json_object_get(fields, "loc"), *codes = json_object_get(fields, "codes");
     for (int i = 0; i < 4; i++)
         assert_int_equal(o->loc[i], (int)json_integer_value(json_array_get(loc, (size_t)i)));
-    assert_true(o->has_codes);
-    for (int i = 0; i < 16; i++)
+    /* An object without 16 codes (a truncated answer) has none in the golden either. */
+    assert_int_equal(o->has_codes, json_array_size(codes) == 16);
+    int decodable = o->has_codes;
+    for (int i = 0; o->has_codes && i < 16; i++) {
         assert_int_equal(o->codes[i], (int)json_integer_value(json_array_get(codes, (size_t)i)));
+        decodable &= o->codes[i] <= 127;
+    }
     int valid = json_is_true(json_object_get(fields, "tokens_valid"));
     int placed_want = json_is_true(json_object_get(fields, "mask_placed"));
     assert_int_equal(o->tokens_valid, valid);
@@ -82,22 +86,27 @@ static void check_object(const char *name, const json_t *fields, const pf_seg_ob
     for (int i = 0; i < 4; i++)
         assert_int_equal(win[i], (int)json_integer_value(json_array_get(box, (size_t)i)));
 
-    /* Decoder output. */
-    arr m64g;
-    load_arr(json_string_value(json_object_get(fields, "m64_path")), &m64g);
-    int64_t s64[2] = {64, 64};
-    assert_true(pf_npy_is_f32(&m64g.a, 2, s64));
-    float m64[64 * 64];
+    /* Decoder output: the golden m64 is the decoder run on the written codes, valid box or not (codes out
+     * of the codebook have no output to compare: their mask must be empty). */
+    arr m64g = {0};
+    float m64[64 * 64] = {0};
     pf_err e;
-    /* The golden m64 is the decoder run on the written codes, valid box or not. */
-    if (pf_seg_decode(g_dec, o->codes, m64, &e))
-        fail_msg("%s", e.msg);
-    double dmax = 0;
-    for (int i = 0; i < 64 * 64; i++)
-        dmax = fmax(dmax, fabs((double)m64[i] - f32_at(&m64g, (size_t)i)));
-    g_m64_max = fmax(g_m64_max, dmax);
-    if (dmax > ATOL)
-        fail_msg("%s: decoder output differs by %g (> %g)", name, dmax, ATOL);
+    const json_t *mp = json_object_get(fields, "m64_path");
+    if (decodable && json_is_string(mp)) {
+        load_arr(json_string_value(mp), &m64g);
+        int64_t s64[2] = {64, 64};
+        assert_true(pf_npy_is_f32(&m64g.a, 2, s64));
+        if (pf_seg_decode(g_dec, o->codes, m64, &e))
+            fail_msg("%s", e.msg);
+        double dmax = 0;
+        for (int i = 0; i < 64 * 64; i++)
+            dmax = fmax(dmax, fabs((double)m64[i] - f32_at(&m64g, (size_t)i)));
+        g_m64_max = fmax(g_m64_max, dmax);
+        if (dmax > ATOL)
+            fail_msg("%s: decoder output differs by %g (> %g)", name, dmax, ATOL);
+    } else {
+        assert_false(placed_want);
+    }
 
     /* The whole rule, as records get it. */
     pf_rle r;
@@ -190,7 +199,8 @@ static void run_case(const json_t *c)
         size_t k = 0;
         json_t *loc = json_object_get(c, "loc"), *codes = json_object_get(c, "codes");
         for (size_t i = 0; i < 4; i++)
-            k += (size_t)snprintf(text + k, sizeof text - k, "<loc%04d>", (int)json_integer_value(json_array_get(loc, i)));
+            k += (size_t)snprintf(text + k, sizeof text - k, "<loc%04d>",
+                                  (int)json_integer_value(json_array_get(loc, i)));
         for (size_t i = 0; i < 16; i++)
             k += (size_t)snprintf(text + k, sizeof text - k, "<seg%03d>",
                                   (int)json_integer_value(json_array_get(codes, i)));
