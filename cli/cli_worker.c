@@ -21,6 +21,7 @@ static const struct option g_opts[] = {
     {"log-level", required_argument, 0, 0}, PF_SERVICE_LONG_OPTIONS,
     {"backend", required_argument, 0, 0},   {"precision", required_argument, 0, 0},
     {"max-pixels", required_argument, 0, 0}, {"decode-memory-mb", required_argument, 0, 0},
+    {"seg-decoder", required_argument, 0, 0},
     {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
 
 static int reparse(int argc, char **argv, void *arg);
@@ -40,13 +41,15 @@ void cli_worker_init(cli_worker *c, const char *cmd, int inference, int argc0, c
 static int worker_option(const char *name, const char *val, void *arg, pf_err *err)
 {
     cli_worker *c = arg;
-    if (!strcmp(name, "model") || !strcmp(name, "tokenizer")) {
+    if (!strcmp(name, "model") || !strcmp(name, "tokenizer") || !strcmp(name, "seg-decoder")) {
         if (!c->inference)
             return pf_errf(err, "--%s is for inference workers", name);
         if (!strcmp(name, "model"))
             c->model = val;
-        else
+        else if (!strcmp(name, "tokenizer"))
             c->tokenizer = val;
+        else
+            c->seg_decoder = val;
         return 1;
     }
     if (!c->inference && (!strcmp(name, "max-batch") || !strcmp(name, "max-delay-ms")))

@@ -18,6 +18,8 @@
 #include "model/annotate.h"
 #include "model/generate.h"
 #include "model/model.h"
+#include "model/seg/decoder.h"
+#include "model/seg/objects.h"
 #include "model/session.h"
 #include "model/tokenizer.h"
 #include "pipeline/boxes.h"
@@ -33,7 +35,8 @@ static void usage(FILE *out)
             "\n"
             "Run PaliGemma on image files and print one JSON line per image, in order:\n"
             "  {\"image\": PATH, \"ids\": [new token ids], \"text\": decoded text (special tokens skipped),\n"
-            "   \"boxes\": [...] for detect prompts}  or  {\"image\": PATH, \"error\": reason}\n"
+            "   \"boxes\": [...] for detect prompts, \"objects\": [...] for segment prompts}\n"
+            "  or  {\"image\": PATH, \"error\": reason}\n"
             "All images run as one batch; each gives exactly what it gives alone.\n"
             "\n"
             "options:\n"
@@ -47,6 +50,8 @@ static void usage(FILE *out)
             "  --repetition-penalty R  (default 1: off)\n"
             "  --seed S                sampling seed (default 0); same seed, same tokens\n"
             "  --autorotate            apply EXIF orientation before resizing (default off, as transformers)\n"
+            "  --seg-decoder FILE      big_vision's vae-oid.npz: 'segment' answers get objects with masks\n"
+            "                          (label, box, COCO RLE mask); without it, label and box only\n"
             CLI_ENGINE_OPTIONS_HELP
             "  --log-level L           error|warn|info|debug\n"
             "  --config FILE           options from FILE, 'name = value' lines (the command line wins)\n"
@@ -61,6 +66,7 @@ typedef struct gen_opts {
     pf_sample_params params;
     int autorotate;
     pf_session_opts so;
+    const char *seg_decoder;
 } gen_opts;
 
 static int parse_args(int argc, char **argv, gen_opts *o)
@@ -73,7 +79,8 @@ static int parse_args(int argc, char **argv, gen_opts *o)
         {"seed", required_argument, 0, 1002},        {"autorotate", no_argument, 0, 1002},
         {"log-level", required_argument, 0, 'L'},    {"help", no_argument, 0, 'h'},
         {"backend", required_argument, 0, 1001},     {"precision", required_argument, 0, 1001},
-        {"threads", required_argument, 0, 1001},     {0, 0, 0, 0},
+        {"threads", required_argument, 0, 1001},     {"seg-decoder", required_argument, 0, 1003},
+        {0, 0, 0, 0},
     };
     pf_task task;
     pf_task_defaults(&task); /* 64 new tokens, greedy: what `run` and the producer use */
@@ -92,6 +99,7 @@ static int parse_args(int argc, char **argv, gen_opts *o)
             }
             break;
         case 'm': o->model_dir = optarg; break;
+        case 1003: o->seg_decoder = optarg; break;
         case 't': o->tokenizer = optarg; break;
         case 'p': o->prompts[o->n_prompts++] = optarg; break;
         case 1002: /* the generation settings, parsed and checked as for `run` and the producer */
@@ -133,7 +141,7 @@ typedef struct gen_item {
     char *error;
 } gen_item;
 
-static void print_item(const pf_tokenizer *tok, const gen_item *it)
+static void print_item(const pf_tokenizer *tok, const pf_seg_decoder *seg, const gen_item *it)
 {
     json_t *line = json_object();
     json_object_set_new(line, "image", json_string(it->path));
@@ -163,6 +171,8 @@ static void print_item(const pf_tokenizer *tok, const gen_item *it)
                 pf_boxes_free(b, nb);
                 json_object_set_new(line, "boxes", boxes);
             }
+            if (pf_seg_prompt_is_segment(it->prompt))
+                pf_seg_record_objects(line, text, len, it->img.orig_width, it->img.orig_height, seg, NULL, 0);
             free(text);
         }
         json_object_set_new(line, "stopped_by_eos", json_boolean(it->res.stopped_by_eos));
@@ -241,6 +251,11 @@ int cmd_generate(int argc, char **argv)
     pf_tokenizer *tok = NULL;
     char *tok_path = o.tokenizer ? strdup(o.tokenizer) : pf_path_join(o.model_dir, "tokenizer.json");
     int rc = 2;
+    pf_seg_decoder *seg = NULL;
+    if (o.seg_decoder && pf_seg_decoder_load(o.seg_decoder, &seg, &err) != 0) {
+        fprintf(stderr, "paliflow generate: --seg-decoder: %s\n", err.msg);
+        goto done;
+    }
     if (pf_img_init(&err) != 0 || pf_tokenizer_load(tok_path, &tok, &err) != 0 ||
         pf_session_open(o.model_dir, &o.so, &ses, &err) != 0) {
         fprintf(stderr, "paliflow generate: %s\n", err.msg);
@@ -263,7 +278,7 @@ int cmd_generate(int argc, char **argv)
     } else {
         rc = 0;
         for (size_t i = 0; i < n; i++) {
-            print_item(tok, &items[i]);
+            print_item(tok, seg, &items[i]);
             if (items[i].error || items[i].res.error) {
                 /* image errors already name the file; generation errors may not */
                 const char *why = items[i].error ? items[i].error : items[i].res.error;
@@ -284,6 +299,7 @@ int cmd_generate(int argc, char **argv)
     }
     free(items);
 done:
+    pf_seg_decoder_free(seg);
     pf_session_close(&ses);
     pf_tokenizer_free(tok);
     free(tok_path);

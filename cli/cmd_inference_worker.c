@@ -4,6 +4,7 @@
 #include "cli/cli_engine.h"
 #include "cli/cli_worker.h"
 #include "cli/commands.h"
+#include "model/seg/decoder.h"
 #include "workers/stages.h"
 #include "workers/worker.h"
 
@@ -22,6 +23,8 @@ static void usage(FILE *out)
                  "  --tokenizer FILE         tokenizer.json (required)\n"
                  "  --max-batch N            sequences generated together (8)\n"
                  "  --max-delay-ms N         when idle, wait this long for more items before starting (20)\n"
+                 "  --seg-decoder FILE       big_vision's vae-oid.npz: results of 'segment' prompts get their\n"
+                 "                           objects with masks (COCO RLE); without it, label and box only\n"
                  CLI_ENGINE_OPTIONS_HELP
                  PF_WORKER_OPTIONS_HELP
                  "security (tcp endpoints need CURVE keys or --insecure):\n" PF_SECURITY_CLIENT_HELP
@@ -35,8 +38,18 @@ static int setup(cli_worker *c)
         fprintf(stderr, "paliflow inference-worker: --producer, --sink, --model and --tokenizer are required\n");
         return -1;
     }
+    /* Loaded before connecting: a missing or malformed file is a setup error, named, not a worker that
+     * starts and writes mask-less records. Lives until the process exits. */
+    static pf_seg_decoder *seg;
+    if (c->seg_decoder && !seg) {
+        pf_err err;
+        if (pf_seg_decoder_load(c->seg_decoder, &seg, &err)) {
+            fprintf(stderr, "paliflow inference-worker: --seg-decoder: %s\n", err.msg);
+            return -1;
+        }
+    }
     cfg = (pf_inference_cfg){.model_dir = c->model, .tokenizer = c->tokenizer, .session = c->so,
-                             .max_batch = c->o.max_batch};
+                             .max_batch = c->o.max_batch, .seg_decoder = seg};
     c->o.ops = &pf_stage_inference_ops;
     c->o.stage_cfg = &cfg;
     return 0;

@@ -9,6 +9,7 @@
 #include "cli/cli_engine.h"
 #include "cli/cli_worker.h"
 #include "cli/commands.h"
+#include "model/seg/decoder.h"
 #include "pipeline/config.h"
 #include "pipeline/embedded.h"
 #include "pipeline/service.h"
@@ -41,6 +42,8 @@ static void usage(FILE *out)
             "  --max-attempts N         tries before an item becomes an error record (3)\n"
             "  --publish ENDPOINT       also publish every record on a PUB socket\n"
             "  --report FILE            write the job report (JSON: counts, throughput, error reasons) at the end\n"
+            "  --seg-decoder FILE       big_vision's vae-oid.npz: records of 'segment' tasks get \"objects\" with\n"
+            "                           masks (COCO RLE); without it, label and box only and a note\n"
             PF_METRICS_HELP
             "  (a tcp --publish needs --curve-server-key and --curve-allow, or --insecure)\n"
             "  --progress MODE          auto | bar | lines | off\n"
@@ -72,7 +75,8 @@ int cmd_run(int argc0, char **argv0)
     eo.pre_threads = cores > 4 ? 4 : cores > 0 ? (int)cores : 1;
     const char **include = calloc((size_t)argc, sizeof *include), **exclude = calloc((size_t)argc, sizeof *exclude);
     size_t n_inc = 0, n_exc = 0;
-    const char *model = NULL, *tokenizer = NULL, *task = NULL, *db = NULL;
+    const char *model = NULL, *tokenizer = NULL, *task = NULL, *db = NULL, *seg_path = NULL;
+    pf_seg_decoder *seg = NULL;
     pf_session_opts so = {0};
     char *db_default = NULL;
     static const struct option opts[] = {
@@ -88,7 +92,8 @@ int cmd_run(int argc0, char **argv0)
         {"max-delay-ms", required_argument, 0, 0}, {"max-attempts", required_argument, 0, 0},
         {"publish", required_argument, 0, 0},      {"progress", required_argument, 0, 0},
         {"log-level", required_argument, 0, 0},    {"help", no_argument, 0, 'h'},
-        {"report", required_argument, 0, 0},       PF_SERVICE_LONG_OPTIONS,
+        {"report", required_argument, 0, 0},       {"seg-decoder", required_argument, 0, 0},
+        PF_SERVICE_LONG_OPTIONS,
         {"max-pixels", required_argument, 0, 0},   {"decode-memory-mb", required_argument, 0, 0},
         CLI_ENGINE_LONG_OPTIONS,
         {0, 0, 0, 0}};
@@ -147,6 +152,8 @@ int cmd_run(int argc0, char **argv0)
             eo.sink.publish = val;
         else if (!strcmp(name, "report"))
             eo.producer.report = val;
+        else if (!strcmp(name, "seg-decoder"))
+            seg_path = val;
         else if ((t = pf_service_option(name, val, &svc, &err)) != 0) {
             if (t < 0) {
                 fprintf(stderr, "paliflow run: %s\n", err.msg);
@@ -181,6 +188,11 @@ int cmd_run(int argc0, char **argv0)
     if (optind == argc && !eo.producer.scan.list_file) {
         fprintf(stderr, "paliflow run: give at least one PATH (file or folder) or --list FILE\n");
         goto bad;
+    }
+    /* Before anything starts: a missing or malformed decoder is refused by name, not found out per record. */
+    if (seg_path && pf_seg_decoder_load(seg_path, &seg, &err)) {
+        fprintf(stderr, "paliflow run: --seg-decoder: %s\n", err.msg);
+        goto out;
     }
     if (!db) {
         size_t n = strlen(eo.sink.out) + 4;
@@ -224,7 +236,8 @@ int cmd_run(int argc0, char **argv0)
         goto out;
     }
     pcfg.budget = budget;
-    pf_inference_cfg icfg = {.model_dir = model, .tokenizer = tokenizer, .session = so, .max_batch = eo.max_batch};
+    pf_inference_cfg icfg = {.model_dir = model, .tokenizer = tokenizer, .session = so, .max_batch = eo.max_batch,
+                             .seg_decoder = seg};
     eo.pre_ops = &pf_stage_preprocess_ops;
     eo.pre_cfg = &pcfg;
     eo.inf_ops = &pf_stage_inference_ops;
@@ -248,6 +261,7 @@ bad:
     rc = 2;
 out:
     pf_service_stop(&svc);
+    pf_seg_decoder_free(seg);
     free(include);
     free(exclude);
     free(db_default);

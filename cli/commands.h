@@ -17,5 +17,6 @@ int cmd_preprocess_worker(int argc, char **argv);
 int cmd_inference_worker(int argc, char **argv);
 int cmd_sink(int argc, char **argv);
 int cmd_keygen(int argc, char **argv);
+int cmd_decode_answer(int argc, char **argv);
 
 #endif

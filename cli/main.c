@@ -22,6 +22,7 @@ static const command g_commands[] = {
     {"inference-worker", cmd_inference_worker, "run the model on preprocessed images (connects)", 1},
     {"sink", cmd_sink, "collect results into a JSON-lines file and publish them (binds)", 1},
     {"generate", cmd_generate, "run the model on image files and print the generated text", 0},
+    {"decode-answer", cmd_decode_answer, "turn detect/segment answers (stdin) into boxes and masks (JSON lines)", 0},
     {"score", cmd_score, "print the loss and per-token NLL of a suffix for an image and prompt", 0},
     {"tokenize", cmd_tokenize, "encode/decode text or build processor inputs (JSON lines on stdin)", 0},
     {"preprocess-image", cmd_preprocess_image, "turn image files into model pixel tensors (safetensors)", 0},

@@ -8,7 +8,9 @@
  * y = NNNN/1023 * height (big_vision evaluators/proj/paligemma/transfers/segmentation.py:
  * `bbox = tokens[:, :4] / 1023`, then y*h, x*w on the original resolution).
  * Text before a box, fewer than four consecutive locs (truncated output) and boxes whose corners are out
- * of order or empty (y1 <= y0 or x1 <= x0: invalid in the big_vision evaluator too) give no box.
+ * of order or empty (y1 <= y0 or x1 <= x0: invalid in the big_vision evaluator too) give no box; so do
+ * four-digit locs above 1023 (the demo's regex takes them as a box, the evaluator calls it invalid).
+ * The splitting is model/seg/answer.h's, shared with segment answers.
  */
 #ifndef PF_PIPELINE_BOXES_H
 #define PF_PIPELINE_BOXES_H

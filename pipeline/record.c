@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "base/base64.h"
+#include "model/seg/objects.h"
 #include "pipeline/boxes.h"
 
 /* JSON needs UTF-8; file names and decoded bytes need not be. Invalid bytes become U+FFFD. */
@@ -160,6 +161,8 @@ json_t *pf_record_make(const pf_msg *m)
             }
             json_object_set_new(rec, "boxes", boxes);
         }
+        if (pf_seg_prompt_is_segment(m->task.prompt))   /* masks made by the worker, or label + box only */
+            pf_seg_record_objects(rec, m->text, m->text_len, m->width, m->height, NULL, m->objects, m->objects_len);
         json_t *ids = json_array();
         for (size_t i = 0; i < m->n_ids; i++)
             json_array_append_new(ids, json_integer(m->ids[i]));

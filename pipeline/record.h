@@ -10,9 +10,10 @@
 #include "proto/proto.h"
 
 /* The record of M (PF_MSG_RESULT or PF_MSG_ERROR), fields in file order: path (path_b64), key, task, then
- * text, boxes (detect prompts), ids, stopped_by_eos, or error; image, attempt, timings, workers. Strings that
- * are not valid UTF-8 (file names, decoded bytes) get U+FFFD for each invalid byte; a path that is not also
- * gets `path_b64`, the base64 of its raw bytes (PROTOCOL.md "Records"). */
+ * text, boxes (detect prompts), objects and note (segment prompts), ids, stopped_by_eos, or error; image,
+ * attempt, timings, workers. Strings that are not valid UTF-8 (file names, decoded bytes) get U+FFFD for
+ * each invalid byte; a path that is not also gets `path_b64`, the base64 of its raw bytes (PROTOCOL.md
+ * "Records"). */
 json_t *pf_record_make(const pf_msg *m);
 
 /* The raw path bytes of a record read back (malloc'd, NUL-terminated): `path_b64` decoded when present,

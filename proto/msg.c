@@ -370,6 +370,12 @@ static int decode_field(pf_msg *m, const msgpack_object *k, const msgpack_object
         m->data_len = v->via.bin.size;
         return 0;
     }
+    if (key_is(k, "objects")) {   /* copied: records are made after the receive buffer is gone */
+        if (v->type != MSGPACK_OBJECT_BIN || !(m->objects = arena_put(m, v->via.bin.ptr, v->via.bin.size)))
+            BAD("objects");
+        m->objects_len = v->via.bin.size;
+        return 0;
+    }
     if (key_is(k, "task"))
         return decode_task(m, v, tname, err);
     if (key_is(k, "timings"))
@@ -692,6 +698,11 @@ int pf_msg_encode(const pf_msg *m, uint8_t **out, size_t *len, pf_err *err)
         for (size_t i = 0; i < m->n_ids; i++)
             msgpack_pack_int32(&e->pk, m->ids[i]);
         KV_BOOL("stopped_by_eos", m->stopped_by_eos);
+    }
+    if (m->objects) {
+        KEY("objects");
+        msgpack_pack_bin(&e->pk, m->objects_len);
+        msgpack_pack_bin_body(&e->pk, m->objects, m->objects_len);
     }
     if (m->w_preprocess || m->w_inference) {
         KEY("workers");

@@ -123,6 +123,9 @@ typedef struct pf_msg {
     int32_t *ids;              /* result: generated ids (heap, owned by the message) */
     size_t n_ids;
     int32_t stopped_by_eos;
+    const char *objects;       /* result of a segment prompt, from a worker with a mask decoder: the JSON array
+                                  of objects with masks (model/seg/objects.h); wire type bin; NULL = absent */
+    size_t objects_len;
     const char *w_preprocess;  /* names of the workers that handled the item */
     const char *w_inference;
     pf_timings timings;

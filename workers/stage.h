@@ -38,6 +38,8 @@ typedef struct pf_work {
     int32_t *ids;
     size_t n_ids;
     int stopped_by_eos;
+    char *objects;            /* segment prompts with a mask decoder: the objects JSON (model/seg/objects.h) */
+    size_t objects_len;
     double prefill_s, decode_s;
     /* set by the runtime */
     double t_start, t_end;

@@ -20,6 +20,9 @@ typedef struct pf_inference_cfg {
     const char *tokenizer;
     pf_session_opts session; /* backend, precision, threads; zero = the engine at fp32 on all cores */
     int max_batch;           /* sequences decoding at once (0: 64) */
+    /* --seg-decoder, loaded by the command (NULL: none): results of segment prompts then carry their
+     * objects with masks. Shared read-only by the stage; the command frees it after the run. */
+    const struct pf_seg_decoder *seg_decoder;
 } pf_inference_cfg;
 
 /* A task's generation settings as the generator takes them (the inference stage, and `paliflow generate`

@@ -47,6 +47,7 @@ void pf_worker_work_free(pf_work *w)
     free(w->buf_);
     free(w->rgb);
     free(w->text);
+    free(w->objects);
     free(w->ids);
     free(w);
 }

@@ -180,6 +180,8 @@ static void send_record(wstate *s, const pf_work *w, const pf_timings *tm, int i
         r.ids = w->ids;
         r.n_ids = w->n_ids;
         r.stopped_by_eos = w->stopped_by_eos;
+        r.objects = w->objects;
+        r.objects_len = w->objects_len;
     } else {
         pf_msg_init(&r, PF_MSG_ERROR);
         r.stage = pf_worker_role(s->o);
