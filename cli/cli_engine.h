@@ -9,8 +9,8 @@
 #define CLI_ENGINE_OPTIONS_HELP                                                                                    \
     "  --backend B             engine (default: the fast oneDNN engine) or reference (the fp32 oracle,\n"        \
     "                          single-threaded, slow)\n"                                                          \
-    "  --precision P           fp32 (default: exact to transformers' fp32), bf16, int8, or auto (the best this\n" \
-    "                          CPU runs: bf16 with AVX512_BF16, else int8); see model/README.md for accuracy\n"   \
+    "  --precision P           fp32 (default: exact to transformers' fp32), bf16, int8, or auto (the fastest\n" \
+    "                          within its accuracy contract, measured on this CPU and cached); see model/README.md\n" \
     "  --threads N             compute threads (default: all cores)\n"
 
 #define CLI_ENGINE_LONG_OPTIONS                                                                                    \

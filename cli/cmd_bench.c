@@ -10,11 +10,13 @@
 #include "base/log.h"
 #include "cli/bench_run.h"
 #include "cli/commands.h"
+#include "model/precision_probe.h"
 
 static void usage(FILE *out)
 {
     fprintf(out,
             "usage: paliflow bench --model DIR [--precision P] [--images N] [--new-tokens N] [--json FILE] [OPTIONS]\n"
+            "       paliflow bench --probe\n"
             "\n"
             "Measure the engine on a checkpoint (a real one, or make-random-checkpoint's: speed does not depend on\n"
             "the values) against ceilings measured in the same run, and print a table:\n"
@@ -37,6 +39,8 @@ static void usage(FILE *out)
             "                     inflate the bandwidth)\n"
             "  --threads N        compute threads (default: all cores)\n"
             "  --skip-e2e         no end-to-end run\n"
+            "  --probe            only measure the precision probe now (no model), print its table and store it in the\n"
+            "                     cache --precision auto reads (replacing one measured while the machine was busy)\n"
             "  --json FILE        also write the results as JSON\n"
             "  --log-level L      error|warn|info|debug\n"
             "  -h, --help         this help\n");
@@ -66,6 +70,7 @@ static int parse_args(int argc, char **argv, bench_opts *o, const char **json_pa
         {"batches", required_argument, 0, 'b'},    {"decode-steps", required_argument, 0, 's'},
         {"triad-mb", required_argument, 0, 'T'},   {"threads", required_argument, 0, 'j'},
         {"skip-e2e", no_argument, 0, 'E'},         {"json", required_argument, 0, 'J'},
+        {"probe", no_argument, 0, 'P'},
         {"log-level", required_argument, 0, 'L'},  {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -114,6 +119,7 @@ static int parse_args(int argc, char **argv, bench_opts *o, const char **json_pa
             }
             break;
         case 'E': o->skip_e2e = 1; break;
+        case 'P': o->probe_only = 1; break;
         case 'J': *json_path = optarg; break;
         case 'L':
             if (pf_log_level_option("bench", optarg))
@@ -123,6 +129,8 @@ static int parse_args(int argc, char **argv, bench_opts *o, const char **json_pa
         default: return -1;
         }
     }
+    if (o->probe_only && optind == argc)
+        return 0;
     if (!o->model_dir || optind != argc) {
         fprintf(stderr, "paliflow bench: --model DIR is required (and no other arguments)\n");
         return -1;
@@ -216,6 +224,21 @@ int cmd_bench(int argc, char **argv)
     }
     bench_result r;
     pf_err err;
+    if (o.probe_only) {
+        pf_probe_table t;
+        if (pf_probe_measure(&t, &err) != 0) {
+            fprintf(stderr, "paliflow bench: %s\n", err.msg);
+            return 1;
+        }
+        pf_probe_print(&t, stdout);
+        /* Refresh the cache too: the way to replace a table measured while the machine was busy. */
+        char path[4096];
+        if (pf_probe_cache_path(path, sizeof path, &err) != 0 || pf_probe_cache_store(path, &t, &err) != 0)
+            pf_warn("bench", "precision probe: not cached: %s", err.msg);
+        else
+            printf("  cached in %s\n", path);
+        return 0;
+    }
     if (o.triad_bytes < ((size_t)1 << 30))
         pf_warn("bench", "--triad-mb %zu: below 1 GB the triad partly runs from cache, the bandwidth is overstated",
                 o.triad_bytes >> 20);
@@ -224,6 +247,12 @@ int cmd_bench(int argc, char **argv)
         return 1;
     }
     print_table(&o, &r);
+    /* The table --precision auto decides from (measured or cached when auto was asked for; else now). */
+    const pf_probe_table *pt = pf_probe_table_get(&err);
+    if (pt)
+        pf_probe_print(pt, stdout);
+    else
+        printf("precision probe: %s\n", err.msg);
     if (json_path && write_json(json_path, &o, &r) != 0) {
         fprintf(stderr, "paliflow bench: cannot write %s\n", json_path);
         return 1;
