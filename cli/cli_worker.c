@@ -19,6 +19,7 @@ static const struct option g_opts[] = {
     {"exit-when-done", no_argument, 0, 0},  {"max-message-mb", required_argument, 0, 0},
     {"log-level", required_argument, 0, 0}, PF_SERVICE_LONG_OPTIONS,
     {"backend", required_argument, 0, 0},   {"precision", required_argument, 0, 0},
+    {"no-memory-check", no_argument, 0, 0}, {"adapter", required_argument, 0, 0},
     {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
 
 static int reparse(int argc, char **argv, void *arg);
@@ -49,7 +50,8 @@ static int worker_option(const char *name, const char *val, void *arg, pf_err *e
     }
     if (!c->inference && (!strcmp(name, "max-batch") || !strcmp(name, "max-delay-ms")))
         return pf_errf(err, "--%s is for inference workers", name);
-    if (!strcmp(name, "backend") || !strcmp(name, "precision") || (c->inference && !strcmp(name, "threads"))) {
+    if (!strcmp(name, "backend") || !strcmp(name, "precision") || !strcmp(name, "no-memory-check") ||
+        !strcmp(name, "adapter") || (c->inference && !strcmp(name, "threads"))) {
         if (!c->inference)
             return pf_errf(err, "--%s is for inference workers", name);
         return cli_engine_option(name, val, &c->so, err);

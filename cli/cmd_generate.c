@@ -72,7 +72,8 @@ static int parse_args(int argc, char **argv, gen_opts *o)
         {"seed", required_argument, 0, 1002},        {"autorotate", no_argument, 0, 1002},
         {"log-level", required_argument, 0, 'L'},    {"help", no_argument, 0, 'h'},
         {"backend", required_argument, 0, 1001},     {"precision", required_argument, 0, 1001},
-        {"threads", required_argument, 0, 1001},     {0, 0, 0, 0},
+        {"threads", required_argument, 0, 1001},     {"no-memory-check", no_argument, 0, 1001},
+        {"adapter", required_argument, 0, 1001},     {0, 0, 0, 0},
     };
     pf_task task;
     pf_task_defaults(&task); /* 64 new tokens, greedy: what `run` and the producer use */
