@@ -71,7 +71,7 @@ int pf_session_open(const char *dir, const pf_session_opts *o, pf_session *s, pf
     if (!opt.no_memory_check && memory_check(dir, opt.backend == PF_BACKEND_REFERENCE, &prec, err) != 0)
         return -1;
     unsigned flags = opt.backend == PF_BACKEND_ENGINE ? PF_MODEL_STORED_ONLY : 0;
-    if (pf_model_load_flags(dir, flags, &s->model, err) != 0)
+    if (pf_model_load_adapter(dir, opt.adapter, flags, &s->model, err) != 0)
         return -1;
     pf_generator_options go = {.max_active = opt.max_active};
     if (opt.backend == PF_BACKEND_ENGINE) {
