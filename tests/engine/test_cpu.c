@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "model/cpu.h"
 #include "model/precision_probe.h"
@@ -56,6 +58,15 @@ static void test_detect_matches_proc_cpuinfo(void **state)
             fail_msg("%s: cpuid says %d, /proc/cpuinfo says %d", checks[i].flag, checks[i].have, p);
     }
     assert_true(f.vendor[0] != '\0');
+    /* AMX tile permission is asked for only where the CPU and the OS (XCR0) have AMX; where granted, the
+     * kernel must say so again when asked (arch_prctl ARCH_GET_XCOMP_PERM, bit 18 = XTILEDATA). */
+    if (!f.amx_tile)
+        assert_false(f.amx_permitted);
+    if (f.amx_permitted) {
+        unsigned long perm = 0;
+        assert_int_equal(syscall(SYS_arch_prctl, 0x1022, &perm), 0);
+        assert_true((perm >> 18) & 1u);
+    }
 }
 
 static void test_tier_consistent(void **state)
