@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "base/file.h"
 #include "base/log.h"
@@ -481,6 +482,17 @@ static void table_init(void)
     }
     pf_info("cpu", "precision probe: measured in %.2f s (fp32 %.0f, bf16 %.0f, int8 %.0f GFLOP/s)", pf_now() - t0,
             g_table.row[PF_PREC_FP32].gflops, g_table.row[PF_PREC_BF16].gflops, g_table.row[PF_PREC_INT8].gflops);
+    /* A table measured while other processes hold the cores would decide every later load: use it for this
+     * run only. (`paliflow bench --probe` measures and caches on request.) */
+    double load = 0;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    const char *mode = getenv("PALIFLOW_PROBE_CACHE");
+    bool always = mode && !strcmp(mode, "always");
+    if (use_cache && !always && getloadavg(&load, 1) == 1 && cpus > 0 && load > (double)cpus) {
+        pf_warn("cpu", "precision probe: not cached: load average %.1f on %ld CPUs may have skewed it (`paliflow "
+                "bench --probe` measures again and caches)", load, cpus);
+        use_cache = false;
+    }
     if (use_cache && pf_probe_cache_store(path, &g_table, &err) != 0)
         pf_warn("cpu", "precision probe: not cached: %s", err.msg);
 }

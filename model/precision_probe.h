@@ -11,7 +11,9 @@
  * The table is cached per machine kind in $XDG_CACHE_HOME/paliflow/precision-probe.tsv (else
  * ~/.cache/paliflow/), keyed by CPU model string + oneDNN ISA + our kernel tier + paliflow version: a
  * different CPU, a PALIFLOW_MAX_ISA cap or a new release measures again. A corrupt file is ignored with a
- * warning and rewritten. PALIFLOW_PROBE_CACHE=off neither reads nor writes it.
+ * warning and rewritten. PALIFLOW_PROBE_CACHE=off neither reads nor writes it. A table measured while the
+ * load average exceeds the CPU count is used for that run only, not cached (PALIFLOW_PROBE_CACHE=always
+ * caches it anyway).
  *
  * The choice (pf_probe_choose) is a pure function of the table, so it is tested on made-up tables.
  */

@@ -161,6 +161,9 @@ static void test_probe_and_resolve(void **state)
 
 int main(void)
 {
+    /* Resolving auto runs the precision probe: keep it out of the user's cache (test_precision_probe tests
+     * the cache in a private directory). */
+    setenv("PALIFLOW_PROBE_CACHE", "off", 1);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_detect_matches_proc_cpuinfo),
         cmocka_unit_test(test_tier_consistent),
