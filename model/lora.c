@@ -90,6 +90,7 @@ int pf_lora_config_parse(const char *json, size_t len, const char *name, pf_lora
         refuse_if_set(root, "fan_in_fan_out", NULL, name, "transposed (Conv1D) weights do not occur in PaliGemma",
                       err) ||
         refuse_if_set(root, "bias", "none", name, "adapter biases are not supported", err) ||
+        refuse_if_set(root, "lora_bias", NULL, name, "lora_B biases are not supported", err) ||
         refuse_if_set(root, "modules_to_save", NULL, name, "fully trained extra modules are not supported", err) ||
         refuse_if_set(root, "rank_pattern", NULL, name, "per-module ranks are not supported", err) ||
         refuse_if_set(root, "alpha_pattern", NULL, name, "per-module alphas are not supported", err) ||

@@ -11,7 +11,7 @@
  * layout (language_model.model.* or model.language_model.*), whatever the checkpoint's.
  *
  * Refused, by name: anything merging would get wrong or silently ignore: DoRA (use_dora), fan_in_fan_out,
- * bias != "none", modules_to_save, per-module rank_pattern / alpha_pattern, a regex target_modules string,
+ * bias != "none", lora_bias, modules_to_save, per-module rank_pattern / alpha_pattern, a regex target_modules string,
  * peft_type other than LORA; a tensor whose module is not in target_modules, an A without its B, a base
  * weight missing from the checkpoint, shapes that do not match it.
  */

@@ -188,6 +188,7 @@ def refusals(paliflow, work, src, base, lcase):
         ("regex", [q], {"target_modules": ".*q_proj"}, None, "regular expression"),
         ("not_targeted", [q], {"target_modules": ["v_proj"]}, None, "not in target_modules"),
         ("bias", [q], {"bias": "all"}, None, "bias is set"),
+        ("lora_bias", [q], {"lora_bias": True}, None, "lora_bias is set"),
         ("modules_to_save", [q], {"modules_to_save": ["lm_head"]}, None, "modules_to_save is set"),
         ("rank", [q], {"r": 3}, None, "want [r=3"),
     ]
