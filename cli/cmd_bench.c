@@ -176,6 +176,30 @@ static void print_table(const bench_opts *o, const bench_result *r)
            r->kv_bytes / 1e9, r->rss_budget / 1e9);
 }
 
+/* The precision probe's table as JSON: {"key", "cached", "auto", "fp32": {"supported", "gflops", "rel_err",
+ * "tolerance", "impl"}, ...}. */
+static json_t *probe_json(const pf_probe_table *t)
+{
+    json_t *j = json_object();
+    json_object_set_new(j, "key", json_string(t->key));
+    json_object_set_new(j, "cached", json_boolean(t->from_cache));
+    pf_precision choice;
+    pf_err err;
+    json_object_set_new(j, "auto", pf_probe_choose(t, &choice, NULL, 0, &err) == 0
+                                       ? json_string(pf_precision_name(choice))
+                                       : json_null());
+    for (int p = PF_PREC_FP32; p < PF_PREC_COUNT; p++) {
+        json_t *row = json_object();
+        json_object_set_new(row, "supported", json_boolean(t->row[p].supported));
+        json_object_set_new(row, "gflops", json_real(t->row[p].gflops));
+        json_object_set_new(row, "rel_err", json_real(t->row[p].rel_err));
+        json_object_set_new(row, "tolerance", json_real(pf_probe_tolerance((pf_precision)p)));
+        json_object_set_new(row, "impl", json_string(t->row[p].impl));
+        json_object_set_new(j, pf_precision_name((pf_precision)p), row);
+    }
+    return j;
+}
+
 static int write_json(const char *path, const bench_opts *o, const bench_result *r)
 {
     json_t *j = json_object(), *dec = json_object();
@@ -210,6 +234,10 @@ static int write_json(const char *path, const bench_opts *o, const bench_result 
     json_object_set_new(j, "peak_rss_bytes", json_real(r->peak_rss));
     json_object_set_new(j, "kv_cache_bytes", json_real(r->kv_bytes));
     json_object_set_new(j, "rss_budget_bytes", json_real(r->rss_budget));
+    pf_err perr;
+    const pf_probe_table *pt = pf_probe_table_get(&perr);
+    if (pt)
+        json_object_set_new(j, "precision_probe", probe_json(pt));
     int rc = json_dump_file(j, path, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     json_decref(j);
     return rc;
