@@ -104,25 +104,27 @@ static uint64_t read_limit(const char *path)
     return out >= (1ull << 60) ? 0 : out;
 }
 
-/* The smallest memory limit on this process's cgroup path (v2: every ancestor's memory.max; v1: the memory
- * controller's memory.limit_in_bytes). 0: none. */
-static uint64_t cgroup_limit(char *source, size_t len)
+uint64_t pf_mem_cgroup_limit(const char *cgroup_text, const char *sys_root, char *source, size_t len)
 {
-    char *text = read_small("/proc/self/cgroup", 64 << 10);
-    if (!text)
+    char *text = strdup(cgroup_text);
+    if (!text || strlen(sys_root) >= 1024) {
+        free(text);
         return 0;
+    }
     uint64_t best = 0;
-    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+    char *save = NULL;
+    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
         char path[4096];
-        const char *rel = NULL, *fmt = NULL;
+        const char *rel = NULL, *leaf = NULL, *ctl = "";
         if (!strncmp(line, "0::", 3)) {
             rel = line + 3;
-            fmt = "/sys/fs/cgroup%s/memory.max";
+            leaf = "memory.max";
         } else {
             char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
             if (c1 && c2 && (size_t)(c2 - c1 - 1) == 6 && !strncmp(c1 + 1, "memory", 6)) {
                 rel = c2 + 1;
-                fmt = "/sys/fs/cgroup/memory%s/memory.limit_in_bytes";
+                ctl = "/memory";
+                leaf = "memory.limit_in_bytes";
             }
         }
         if (!rel || strlen(rel) >= 2048)
@@ -131,7 +133,7 @@ static uint64_t cgroup_limit(char *source, size_t len)
         char dir[2048];
         snprintf(dir, sizeof dir, "%s", strcmp(rel, "/") ? rel : "");
         for (;;) {
-            snprintf(path, sizeof path, fmt, dir);
+            snprintf(path, sizeof path, "%s%s%s/%s", sys_root, ctl, dir, leaf);
             uint64_t l = read_limit(path);
             if (l && (!best || l < best)) {
                 best = l;
@@ -145,6 +147,15 @@ static uint64_t cgroup_limit(char *source, size_t len)
     }
     free(text);
     return best;
+}
+
+/* This process's cgroup limit (0: none). */
+static uint64_t cgroup_limit(char *source, size_t len)
+{
+    char *text = read_small("/proc/self/cgroup", 64 << 10);
+    uint64_t l = text ? pf_mem_cgroup_limit(text, "/sys/fs/cgroup", source, len) : 0;
+    free(text);
+    return l;
 }
 
 static uint64_t mem_available(void)

@@ -43,6 +43,12 @@ void pf_mem_estimate(const pf_config *c, pf_precision p, int reference, size_t s
  * /sys/fs/cgroup/...", "MemAvailable", "PALIFLOW_MEMORY_BUDGET"). Fails if nothing could be read. */
 int pf_mem_budget(uint64_t *bytes, char *source, size_t source_len, pf_err *err);
 
+/* The smallest memory limit along the cgroup paths that cgroup_text (/proc/self/cgroup's format) names,
+ * read under sys_root (/sys/fs/cgroup): v2 ("0::/path") memory.max of the cgroup and every ancestor, v1
+ * ("N:memory:/path") memory/.../memory.limit_in_bytes likewise; "max" and v1's huge no-limit value count as
+ * none. 0 if there is no limit; *source names the file that set it. (Exposed for tests on a fake tree.) */
+uint64_t pf_mem_cgroup_limit(const char *cgroup_text, const char *sys_root, char *source, size_t len);
+
 /* "12.3 GB" */
 void pf_mem_format(uint64_t bytes, char *buf, size_t len);
 

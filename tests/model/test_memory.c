@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "model/memory.h"
 #include "model/random_ckpt.h"
@@ -128,12 +129,61 @@ static void test_budget_env_and_refusal(void **state)
     printf("budget here: %.1f GB (%s)\n", b / 1e9, src);
 }
 
+static void write_file(const char *dir, const char *name, const char *text)
+{
+    char cmd[600], path[600];
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* The cgroup walk on a fake /sys/fs/cgroup: v2 limits on the cgroup and its parents (the smallest binds),
+ * "max" is none; v1's memory controller and its no-limit value. */
+static void test_cgroup_limits(void **state)
+{
+    (void)state;
+    char root[256], dir[400], src[600];
+    snprintf(root, sizeof root, "/tmp/pf_memtest_%d", (int)getpid());
+    snprintf(dir, sizeof dir, "%s/user.slice/job", root);
+    write_file(dir, "memory.max", "max\n");
+    assert_true(pf_mem_cgroup_limit("0::/user.slice/job\n", root, src, sizeof src) == 0);
+    snprintf(dir, sizeof dir, "%s/user.slice", root);
+    write_file(dir, "memory.max", "8589934592\n");
+    assert_true(pf_mem_cgroup_limit("0::/user.slice/job\n", root, src, sizeof src) == 8589934592ull);
+    assert_non_null(strstr(src, "user.slice/memory.max"));
+    snprintf(dir, sizeof dir, "%s/user.slice/job", root);
+    write_file(dir, "memory.max", "4294967296\n");
+    assert_true(pf_mem_cgroup_limit("0::/user.slice/job\n", root, src, sizeof src) == 4294967296ull);
+    assert_non_null(strstr(src, "job/memory.max"));
+    write_file(dir, "memory.max", "garbage\n"); /* unreadable value: no limit from it, the parent's holds */
+    assert_true(pf_mem_cgroup_limit("0::/user.slice/job\n", root, src, sizeof src) == 8589934592ull);
+    /* v1: the memory controller line; the huge "unlimited" value is none */
+    snprintf(dir, sizeof dir, "%s/memory/docker/abc", root);
+    write_file(dir, "memory.limit_in_bytes", "9223372036854771712\n");
+    assert_true(pf_mem_cgroup_limit("5:cpu:/x\n4:memory:/docker/abc\n", root, src, sizeof src) == 0);
+    write_file(dir, "memory.limit_in_bytes", "2147483648\n");
+    assert_true(pf_mem_cgroup_limit("5:cpu:/x\n4:memory:/docker/abc\n", root, src, sizeof src) == 2147483648ull);
+    assert_non_null(strstr(src, "memory.limit_in_bytes"));
+    /* both present: the smaller */
+    assert_true(pf_mem_cgroup_limit("4:memory:/docker/abc\n0::/user.slice/job\n", root, src, sizeof src) ==
+                2147483648ull);
+    assert_true(pf_mem_cgroup_limit("", root, src, sizeof src) == 0);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_weights_match_the_engine),
         cmocka_unit_test(test_print_table),
         cmocka_unit_test(test_budget_env_and_refusal),
+        cmocka_unit_test(test_cgroup_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
