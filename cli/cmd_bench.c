@@ -262,6 +262,8 @@ int cmd_bench(int argc, char **argv)
         pf_probe_print(&t, stdout);
         /* Refresh the cache too: the way to replace a table measured while the machine was busy. */
         char path[4096];
+        if (!pf_probe_cache_enabled())
+            return 0;
         if (pf_probe_cache_path(path, sizeof path, &err) != 0 || pf_probe_cache_store(path, &t, &err) != 0)
             pf_warn("bench", "precision probe: not cached: %s", err.msg);
         else

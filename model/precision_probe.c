@@ -454,7 +454,7 @@ static pf_probe_table g_table;
 static int g_rc;
 static pf_err g_err;
 
-static bool cache_enabled(void)
+bool pf_probe_cache_enabled(void)
 {
     const char *v = getenv("PALIFLOW_PROBE_CACHE");
     return !(v && (!strcmp(v, "off") || !strcmp(v, "0") || !strcmp(v, "no")));
@@ -465,7 +465,7 @@ static void table_init(void)
     char key[PF_PROBE_KEY_MAX], path[4096];
     pf_probe_key(key, sizeof key);
     pf_err err;
-    bool use_cache = cache_enabled() && pf_probe_cache_path(path, sizeof path, &err) == 0;
+    bool use_cache = pf_probe_cache_enabled() && pf_probe_cache_path(path, sizeof path, &err) == 0;
     if (use_cache) {
         int rc = pf_probe_cache_load(path, key, &g_table, &err);
         if (rc == 1) {

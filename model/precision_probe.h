@@ -81,6 +81,9 @@ int pf_probe_cache_load(const char *path, const char *key, pf_probe_table *t, pf
  * the directory. */
 int pf_probe_cache_store(const char *path, const pf_probe_table *t, pf_err *err);
 
+/* False when PALIFLOW_PROBE_CACHE=off (no cache read or written). */
+bool pf_probe_cache_enabled(void);
+
 /* The process's table: measured once (thread-safe), or read from the cache; NULL with err set if the probe
  * itself failed (then `auto` falls back to the static rule in cpu.c). */
 const pf_probe_table *pf_probe_table_get(pf_err *err);
