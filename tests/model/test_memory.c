@@ -13,6 +13,7 @@
 
 #include "model/memory.h"
 #include "model/random_ckpt.h"
+#include "model/session.h"
 
 static pf_config config_of(const char *name)
 {
@@ -129,6 +130,43 @@ static void test_budget_env_and_refusal(void **state)
     printf("budget here: %.1f GB (%s)\n", b / 1e9, src);
 }
 
+/* Through pf_session_open on a real (tiny) checkpoint: an explicit precision that does not fit is refused
+ * before loading; auto takes the fastest precision that fits. */
+static void test_session_refuses_and_auto_falls_back(void **state)
+{
+    (void)state;
+    const char *dir = PF_GOLDEN_DIR "/e2e/checkpoints/pg1_gemma_tiny";
+    pf_config c;
+    pf_err err;
+    assert_int_equal(pf_config_load(PF_GOLDEN_DIR "/e2e/checkpoints/pg1_gemma_tiny/config.json", &c, &err), 0);
+    pf_mem_need n8, n16;
+    pf_mem_estimate(&c, PF_PREC_INT8, 0, 1, PF_MEM_TEXT_TOKENS, &n8);
+    pf_mem_estimate(&c, PF_PREC_BF16, 0, 1, PF_MEM_TEXT_TOKENS, &n16);
+    assert_true(n8.total < n16.total);
+    char budget[32];
+    snprintf(budget, sizeof budget, "%llu", (unsigned long long)n8.total); /* int8 fits exactly, nothing else */
+    setenv("PALIFLOW_MEMORY_BUDGET", budget, 1);
+    setenv("PALIFLOW_PROBE_CACHE", "off", 1);
+    pf_session s;
+    pf_session_opts so = {.precision = PF_PREC_FP32};
+    assert_int_equal(pf_session_open(dir, &so, &s, &err), -1);
+    assert_non_null(strstr(err.msg, "not enough memory for precision fp32"));
+    assert_non_null(strstr(err.msg, "would fit: --precision int8"));
+    assert_non_null(strstr(err.msg, "pg1_gemma_tiny"));
+    so.no_memory_check = 1;
+    assert_int_equal(pf_session_open(dir, &so, &s, &err), 0);
+    assert_int_equal(s.precision, PF_PREC_FP32);
+    pf_session_close(&s);
+    pf_precision p;
+    if (pf_precision_resolve(PF_PREC_INT8, &p, &err) == 0) { /* int8 runs on every CPU oneDNN supports */
+        so = (pf_session_opts){.precision = PF_PREC_AUTO, .auto_ok = 1};
+        assert_int_equal(pf_session_open(dir, &so, &s, &err), 0);
+        assert_int_equal(s.precision, PF_PREC_INT8);
+        pf_session_close(&s);
+    }
+    unsetenv("PALIFLOW_MEMORY_BUDGET");
+}
+
 static void write_file(const char *dir, const char *name, const char *text)
 {
     char cmd[600], path[600];
@@ -184,6 +222,7 @@ int main(void)
         cmocka_unit_test(test_print_table),
         cmocka_unit_test(test_budget_env_and_refusal),
         cmocka_unit_test(test_cgroup_limits),
+        cmocka_unit_test(test_session_refuses_and_auto_falls_back),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
