@@ -5,7 +5,6 @@
 #include <string.h>
 
 #include "base/file.h"
-
 #include "base/log.h"
 #include "model/memory.h"
 
