@@ -35,6 +35,7 @@ typedef struct bench_opts {
     int decode_steps; /* timed steps per batch size */
     size_t triad_bytes;
     int skip_e2e;
+    int probe_only; /* --probe: print the precision probe table and exit */
 } bench_opts;
 
 typedef struct bench_result {

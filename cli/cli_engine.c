@@ -13,6 +13,16 @@ int cli_engine_option(const char *name, const char *val, pf_session_opts *o, pf_
         o->auto_ok = o->precision == PF_PREC_AUTO;
         return 1;
     }
+    if (!strcmp(name, "no-memory-check")) {
+        o->no_memory_check = 1;
+        return 1;
+    }
+    if (!strcmp(name, "adapter")) {
+        if (!val || !*val)
+            return pf_errf(err, "--adapter: want a folder");
+        o->adapter = val;
+        return 1;
+    }
     if (!strcmp(name, "threads")) {
         char *end;
         long n = strtol(val, &end, 10);

@@ -22,6 +22,7 @@ static const struct option g_opts[] = {
     {"backend", required_argument, 0, 0},   {"precision", required_argument, 0, 0},
     {"max-pixels", required_argument, 0, 0}, {"decode-memory-mb", required_argument, 0, 0},
     {"seg-decoder", required_argument, 0, 0},
+    {"no-memory-check", no_argument, 0, 0}, {"adapter", required_argument, 0, 0},
     {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
 
 static int reparse(int argc, char **argv, void *arg);
@@ -61,7 +62,8 @@ static int worker_option(const char *name, const char *val, void *arg, pf_err *e
         PF_NUM_OPTION("max-pixels", 1, 1e12, v, c->max_pixels = (uint64_t)v)
         PF_NUM_OPTION("decode-memory-mb", 16, 1 << 20, v, c->decode_memory_mb = v)
     }
-    if (!strcmp(name, "backend") || !strcmp(name, "precision") || (c->inference && !strcmp(name, "threads"))) {
+    if (!strcmp(name, "backend") || !strcmp(name, "precision") || !strcmp(name, "no-memory-check") ||
+        !strcmp(name, "adapter") || (c->inference && !strcmp(name, "threads"))) {
         if (!c->inference)
             return pf_errf(err, "--%s is for inference workers", name);
         return cli_engine_option(name, val, &c->so, err);

@@ -10,11 +10,13 @@
 #include "base/log.h"
 #include "cli/bench_run.h"
 #include "cli/commands.h"
+#include "model/precision_probe.h"
 
 static void usage(FILE *out)
 {
     fprintf(out,
             "usage: paliflow bench --model DIR [--precision P] [--images N] [--new-tokens N] [--json FILE] [OPTIONS]\n"
+            "       paliflow bench --probe\n"
             "\n"
             "Measure the engine on a checkpoint (a real one, or make-random-checkpoint's: speed does not depend on\n"
             "the values) against ceilings measured in the same run, and print a table:\n"
@@ -28,7 +30,8 @@ static void usage(FILE *out)
             "less; still, compare ratios rather than absolute figures.\n"
             "\n"
             "  --model DIR        checkpoint folder (required)\n"
-            "  --precision P      auto (default: the best this CPU runs), fp32, bf16, int8\n"
+            "  --precision P      auto (default: the fastest within its accuracy contract, measured on this CPU:\n"
+            "                     the probe table below), fp32, bf16, int8\n"
             "  --images N         prefill batch and end-to-end images (default 4)\n"
             "  --new-tokens N     tokens generated per image end to end (default 20)\n"
             "  --batches LIST     decode batch sizes (default 1,4,16,64)\n"
@@ -37,6 +40,8 @@ static void usage(FILE *out)
             "                     inflate the bandwidth)\n"
             "  --threads N        compute threads (default: all cores)\n"
             "  --skip-e2e         no end-to-end run\n"
+            "  --probe            only measure the precision probe now (no model), print its table and store it in the\n"
+            "                     cache --precision auto reads (replacing one measured while the machine was busy)\n"
             "  --json FILE        also write the results as JSON\n"
             "  --log-level L      error|warn|info|debug\n"
             "  --config FILE      options from FILE, 'name = value' lines (the command line wins)\n"
@@ -67,6 +72,7 @@ static int parse_args(int argc, char **argv, bench_opts *o, const char **json_pa
         {"batches", required_argument, 0, 'b'},    {"decode-steps", required_argument, 0, 's'},
         {"triad-mb", required_argument, 0, 'T'},   {"threads", required_argument, 0, 'j'},
         {"skip-e2e", no_argument, 0, 'E'},         {"json", required_argument, 0, 'J'},
+        {"probe", no_argument, 0, 'P'},
         {"log-level", required_argument, 0, 'L'},  {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -115,6 +121,7 @@ static int parse_args(int argc, char **argv, bench_opts *o, const char **json_pa
             }
             break;
         case 'E': o->skip_e2e = 1; break;
+        case 'P': o->probe_only = 1; break;
         case 'J': *json_path = optarg; break;
         case 'L':
             if (pf_log_level_option("bench", optarg))
@@ -124,6 +131,8 @@ static int parse_args(int argc, char **argv, bench_opts *o, const char **json_pa
         default: return -1;
         }
     }
+    if (o->probe_only && optind == argc)
+        return 0;
     if (!o->model_dir || optind != argc) {
         fprintf(stderr, "paliflow bench: --model DIR is required (and no other arguments)\n");
         return -1;
@@ -168,6 +177,30 @@ static void print_table(const bench_opts *o, const bench_result *r)
            r->kv_bytes / 1e9, r->rss_budget / 1e9);
 }
 
+/* The precision probe's table as JSON: {"key", "cached", "auto", "fp32": {"supported", "gflops", "rel_err",
+ * "tolerance", "impl"}, ...}. */
+static json_t *probe_json(const pf_probe_table *t)
+{
+    json_t *j = json_object();
+    json_object_set_new(j, "key", json_string(t->key));
+    json_object_set_new(j, "cached", json_boolean(t->from_cache));
+    pf_precision choice;
+    pf_err err;
+    json_object_set_new(j, "auto", pf_probe_choose(t, &choice, NULL, 0, &err) == 0
+                                       ? json_string(pf_precision_name(choice))
+                                       : json_null());
+    for (int p = PF_PREC_FP32; p < PF_PREC_COUNT; p++) {
+        json_t *row = json_object();
+        json_object_set_new(row, "supported", json_boolean(t->row[p].supported));
+        json_object_set_new(row, "gflops", json_real(t->row[p].gflops));
+        json_object_set_new(row, "rel_err", json_real(t->row[p].rel_err));
+        json_object_set_new(row, "tolerance", json_real(pf_probe_tolerance((pf_precision)p)));
+        json_object_set_new(row, "impl", json_string(t->row[p].impl));
+        json_object_set_new(j, pf_precision_name((pf_precision)p), row);
+    }
+    return j;
+}
+
 static int write_json(const char *path, const bench_opts *o, const bench_result *r)
 {
     json_t *j = json_object(), *dec = json_object();
@@ -202,6 +235,10 @@ static int write_json(const char *path, const bench_opts *o, const bench_result 
     json_object_set_new(j, "peak_rss_bytes", json_real(r->peak_rss));
     json_object_set_new(j, "kv_cache_bytes", json_real(r->kv_bytes));
     json_object_set_new(j, "rss_budget_bytes", json_real(r->rss_budget));
+    pf_err perr;
+    const pf_probe_table *pt = pf_probe_table_get(&perr);
+    if (pt)
+        json_object_set_new(j, "precision_probe", probe_json(pt));
     int rc = json_dump_file(j, path, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     json_decref(j);
     return rc;
@@ -217,6 +254,23 @@ int cmd_bench(int argc, char **argv)
     }
     bench_result r;
     pf_err err;
+    if (o.probe_only) {
+        pf_probe_table t;
+        if (pf_probe_measure(&t, &err) != 0) {
+            fprintf(stderr, "paliflow bench: %s\n", err.msg);
+            return 1;
+        }
+        pf_probe_print(&t, stdout);
+        /* Refresh the cache too: the way to replace a table measured while the machine was busy. */
+        char path[4096];
+        if (!pf_probe_cache_enabled())
+            return 0;
+        if (pf_probe_cache_path(path, sizeof path, &err) != 0 || pf_probe_cache_store(path, &t, &err) != 0)
+            pf_warn("bench", "precision probe: not cached: %s", err.msg);
+        else
+            printf("  cached in %s\n", path);
+        return 0;
+    }
     if (o.triad_bytes < ((size_t)1 << 30))
         pf_warn("bench", "--triad-mb %zu: below 1 GB the triad partly runs from cache, the bandwidth is overstated",
                 o.triad_bytes >> 20);
@@ -225,6 +279,12 @@ int cmd_bench(int argc, char **argv)
         return 1;
     }
     print_table(&o, &r);
+    /* The table --precision auto decides from (measured or cached when auto was asked for; else now). */
+    const pf_probe_table *pt = pf_probe_table_get(&err);
+    if (pt)
+        pf_probe_print(pt, stdout);
+    else
+        printf("precision probe: %s\n", err.msg);
     if (json_path && write_json(json_path, &o, &r) != 0) {
         fprintf(stderr, "paliflow bench: cannot write %s\n", json_path);
         return 1;

@@ -80,6 +80,7 @@ static int parse_args(int argc, char **argv, gen_opts *o)
         {"log-level", required_argument, 0, 'L'},    {"help", no_argument, 0, 'h'},
         {"backend", required_argument, 0, 1001},     {"precision", required_argument, 0, 1001},
         {"threads", required_argument, 0, 1001},     {"seg-decoder", required_argument, 0, 1003},
+        {"no-memory-check", no_argument, 0, 1001},  {"adapter", required_argument, 0, 1001},
         {0, 0, 0, 0},
     };
     pf_task task;

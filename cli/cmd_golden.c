@@ -26,6 +26,8 @@ static void usage(FILE *out)
                  "                  agreement with the fp32 tokens is reported\n"
                  "  --dump FILE     (one case) write every computed output, same names/shapes/dtypes as expected\n"
                  "  --verbose       also print debug/* tensors that pass (reference only)\n"
+                 "  --adapter DIR   merge this PEFT LoRA adapter into each case's checkpoint at load (compare with\n"
+                 "                  a case whose expected outputs came from the offline-merged checkpoint)\n"
                  "  --config FILE   options from FILE, 'name = value' lines (the command line wins)\n"
                  "  -h, --help      this help\n");
 }
@@ -37,6 +39,7 @@ int cmd_golden(int argc, char **argv)
         {"backend", required_argument, NULL, 'b'},
         {"precision", required_argument, NULL, 'p'},
         {"verbose", no_argument, NULL, 'v'},
+        {"adapter", required_argument, NULL, 'a'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -48,6 +51,7 @@ int cmd_golden(int argc, char **argv)
         switch (c) {
         case 'd': opts.dump_path = optarg; break;
         case 'v': opts.verbose_debug = 1; break;
+        case 'a': opts.adapter = optarg; break;
         case 'b':
             if (strcmp(optarg, "engine") && strcmp(optarg, "reference")) {
                 fprintf(stderr, "paliflow golden: --backend: want reference or engine, got '%s'\n", optarg);

@@ -61,7 +61,8 @@ int cmd_score(int argc, char **argv)
         {"prompt", required_argument, 0, 'p'}, {"suffix", required_argument, 0, 's'},
         {"autorotate", no_argument, 0, 'a'},   {"help", no_argument, 0, 'h'},
         {"backend", required_argument, 0, 1001}, {"precision", required_argument, 0, 1001},
-        {"threads", required_argument, 0, 1001}, {0, 0, 0, 0},
+        {"threads", required_argument, 0, 1001}, {"no-memory-check", no_argument, 0, 1001},
+        {"adapter", required_argument, 0, 1001}, {0, 0, 0, 0},
     };
     const char *model_dir = NULL, *tok_arg = NULL, *prompt = NULL, *suffix = NULL;
     int autorotate = 0, c, idx;

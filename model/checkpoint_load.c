@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "base/log.h"
+#include "model/lora.h"
 #include "model/model.h"
 
 /* A tensor the config says must exist: its v1 name, expected shape, and where its f32 pointer goes. */
@@ -199,7 +200,7 @@ static void detect_layout(pf_model *m)
         m->layout = PF_LAYOUT_V2;
 }
 
-static int load(pf_model *m, const char *dir, unsigned flags, pf_err *err)
+static int load(pf_model *m, const char *dir, const char *adapter, unsigned flags, pf_err *err)
 {
     char *cfg_path = pf_path_join(dir, "config.json");
     if (!cfg_path)
@@ -209,6 +210,8 @@ static int load(pf_model *m, const char *dir, unsigned flags, pf_err *err)
     if (rc != 0 || pf_checkpoint_open(dir, &m->ckpt, err) != 0)
         return -1;
     detect_layout(m);
+    if (adapter && pf_lora_merge(m, adapter, err) != 0)
+        return -1;
     /* The config is bounded (layers <= PF_CFG_MAX_LAYERS), so these are small. */
     m->vlayers = calloc((size_t)m->cfg.vision.layers, sizeof *m->vlayers);
     m->tlayers = calloc((size_t)m->cfg.text.layers, sizeof *m->tlayers);
@@ -254,11 +257,26 @@ int pf_model_load(const char *dir, pf_model **out, pf_err *err)
 
 int pf_model_load_flags(const char *dir, unsigned flags, pf_model **out, pf_err *err)
 {
+    return pf_model_load_adapter(dir, NULL, flags, out, err);
+}
+
+int pf_model_in_mapping(const pf_model *m, const void *p)
+{
+    for (size_t i = 0; i < m->ckpt.n_files; i++) {
+        const pf_map *mp = &m->ckpt.files[i].map;
+        if (mp->data && (const uint8_t *)p >= mp->data && (const uint8_t *)p < mp->data + mp->size)
+            return 1;
+    }
+    return 0;
+}
+
+int pf_model_load_adapter(const char *dir, const char *adapter, unsigned flags, pf_model **out, pf_err *err)
+{
     *out = NULL;
     pf_model *m = calloc(1, sizeof *m);
     if (!m)
         return pf_errf(err, "%s: out of memory", dir);
-    if (load(m, dir, flags, err) != 0) {
+    if (load(m, dir, adapter, flags, err) != 0) {
         pf_model_free(m);
         return pf_err_prefix(err, "checkpoint %s", dir);
     }
@@ -277,6 +295,9 @@ void pf_model_free(pf_model *m)
     if (!m)
         return;
     free(m->arena);
+    for (size_t i = 0; i < m->n_merged; i++)
+        free(m->merged[i]);
+    free(m->merged);
     free(m->vlayers);
     free(m->tlayers);
     pf_checkpoint_close(&m->ckpt);

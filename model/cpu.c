@@ -9,9 +9,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "base/log.h"
 #include "model/dnnl_util.h"
+#include "model/precision_probe.h"
+
+/* Linux >= 5.16 hands AMX tile data (XFEATURE 18) to a process only after it asks (arch_prctl
+ * ARCH_REQ_XCOMP_PERM); before that, AMX instructions fault even where cpuid and XCR0 advertise them. */
+#define PF_ARCH_GET_XCOMP_PERM 0x1022
+#define PF_ARCH_REQ_XCOMP_PERM 0x1023
+#define PF_XFEATURE_XTILEDATA 18
 
 static uint64_t xgetbv0(void)
 {
@@ -82,6 +91,14 @@ void pf_cpu_detect(pf_cpu_features *f)
     f->use_vnni512 = f->tier == PF_TIER_AVX512 && f->avx512_vnni;
     f->use_avx_vnni = f->tier >= PF_TIER_AVX2 && f->avx_vnni;
     f->use_bf16_512 = f->tier == PF_TIER_AVX512 && f->avx512_bf16;
+    if (f->amx_tile) {
+        /* Ask for the permission oneDNN's AMX kernels need (it asks too; asking twice is harmless), then read
+         * what the kernel granted: a kernel without the call (before 5.16) or one refusing it leaves AMX off. */
+        unsigned long perm = 0;
+        (void)syscall(SYS_arch_prctl, PF_ARCH_REQ_XCOMP_PERM, (unsigned long)PF_XFEATURE_XTILEDATA);
+        if (syscall(SYS_arch_prctl, PF_ARCH_GET_XCOMP_PERM, &perm) == 0)
+            f->amx_permitted = (perm >> PF_XFEATURE_XTILEDATA) & 1u;
+    }
 }
 
 const char *pf_cpu_tier_name(pf_cpu_tier t)
@@ -173,7 +190,8 @@ void pf_cpu_describe(char *buf, size_t len)
     const pf_cpu_features *f = pf_cpu();
     snprintf(buf, len, "%s: %s%s%s%s%s, oneDNN %s%s%s", f->brand[0] ? f->brand : f->vendor, pf_cpu_tier_name(f->tier),
              f->use_vnni512 ? " vnni" : "", f->use_avx_vnni ? " avx-vnni" : "", f->use_bf16_512 ? " bf16" : "",
-             f->amx_tile ? " amx" : "", pf_cpu_dnnl_isa_name(), f->cap ? ", capped by PALIFLOW_MAX_ISA=" : "",
+             f->amx_tile ? (f->amx_permitted ? " amx" : " amx (not permitted by the kernel)") : "",
+             pf_cpu_dnnl_isa_name(), f->cap ? ", capped by PALIFLOW_MAX_ISA=" : "",
              f->cap ? f->cap : "");
 }
 
@@ -252,6 +270,15 @@ int pf_precision_resolve(pf_precision req, pf_precision *out, pf_err *err)
     const pf_precision_support *ps = pf_precision_probe();
     char cpu[256];
     if (req == PF_PREC_AUTO) {
+        /* By measurement (precision_probe.h): the fastest precision that keeps its contract here. */
+        pf_err perr;
+        const pf_probe_table *t = pf_probe_table_get(&perr);
+        char why[512];
+        if (t && pf_probe_choose(t, out, why, sizeof why, &perr) == 0) {
+            pf_debug("cpu", "precision %s", why);
+            return 0;
+        }
+        pf_warn("cpu", "precision auto: the probe gave no answer (%s); choosing by instruction set", perr.msg);
         if (ps->ok[PF_PREC_BF16] && ps->native_bf16)
             *out = PF_PREC_BF16;
         else if (ps->ok[PF_PREC_INT8])

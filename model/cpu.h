@@ -35,6 +35,7 @@ typedef struct pf_cpu_features {
     bool avx_vnni;
     bool amx_tile, amx_bf16, amx_int8;
     bool os_avx, os_avx512, os_amx; /* xgetbv: the OS saves YMM / ZMM+opmask / AMX tile state */
+    bool amx_permitted;             /* arch_prctl(ARCH_GET_XCOMP_PERM) grants this process AMX tile data */
     /* What we use, after PALIFLOW_MAX_ISA. */
     pf_cpu_tier tier;
     bool use_vnni512; /* tier AVX512 and AVX512_VNNI */
@@ -82,8 +83,9 @@ typedef struct pf_precision_support {
 /* Probe oneDNN once per process (cached; thread-safe). */
 const pf_precision_support *pf_precision_probe(void);
 
-/* Resolve a request against this machine. AUTO picks bf16 where the CPU computes it natively, else int8
- * where oneDNN has a non-reference int8 matmul, else fp32. An explicit request this machine cannot run
+/* Resolve a request against this machine. AUTO picks by measurement (precision_probe.h: the fastest
+ * precision within its accuracy contract, cached per CPU model); if the probe itself fails, bf16 where the
+ * CPU computes it natively, else int8 where oneDNN has a non-reference int8 matmul, else fp32. An explicit request this machine cannot run
  * fails with a message naming the reason and what is available. */
 int pf_precision_resolve(pf_precision requested, pf_precision *out, pf_err *err);
 

@@ -59,6 +59,9 @@ static pf_linear *linear(loader *L, const char *name, int bias, int np, const pf
         if (!w[i] || (bias && !b[i]))
             return NULL;
         d.k = w[i]->numel / (size_t)w[i]->shape[0]; /* patch conv [Dv, C, p, p] is [Dv][C*p*p] */
+        /* LoRA-merged weights live in anonymous memory: giving those pages back would zero them. */
+        if (!pf_model_in_mapping(L->m, w[i]->data))
+            d.release_source = false;
         d.parts[i] = (pf_linear_part){.w = w[i]->data, .dtype = w[i]->dtype, .n = w[i]->shape[0],
                                       .bias = bias ? b[i]->data : NULL, .bias_dtype = bias ? b[i]->dtype : PF_DT_F32};
     }

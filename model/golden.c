@@ -28,6 +28,7 @@ typedef struct gout {
 
 typedef struct gcase {
     const char *dir;
+    const char *adapter; /* --adapter: merged into the checkpoint at load */
     json_t *json;
     pf_model *m;
     pf_st_file in, exp;
@@ -128,7 +129,7 @@ static int load_case(gcase *c, pf_err *err)
     free(path);
     const char *ck = json_string_value(json_object_get(c->json, "checkpoint"));
     char *ckdir = pf_path_join(c->dir, ck ? ck : "checkpoint");
-    int rc = ckdir ? pf_model_load(ckdir, &c->m, err) : pf_errf(err, "out of memory");
+    int rc = ckdir ? pf_model_load_adapter(ckdir, c->adapter, 0, &c->m, err) : pf_errf(err, "out of memory");
     free(ckdir);
     if (rc != 0)
         return -1;
@@ -715,6 +716,7 @@ int pf_golden_run_case(const char *case_dir, const pf_golden_opts *opts, int *pa
     gcase c;
     memset(&c, 0, sizeof c);
     c.dir = case_dir;
+    c.adapter = opts ? opts->adapter : NULL;
     c.want_all_debug = opts && opts->dump_path;
     *passed = 0;
     int rc = run(&c, opts, passed, err);

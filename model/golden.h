@@ -17,6 +17,7 @@ typedef struct pf_golden_opts {
     int verbose_debug;     /* also print debug tensors that pass */
     bool engine;           /* run the fast engine (model/engine.h) instead of the fp32 reference */
     pf_precision precision; /* engine precision (AUTO resolves per CPU) */
+    const char *adapter;    /* PEFT LoRA adapter merged into the case's checkpoint at load (model/lora.h), or NULL */
 } pf_golden_opts;
 
 /* Run the case. *passed = 1 iff every required output matches. Returns -1 if the case could not be run

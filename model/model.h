@@ -44,6 +44,8 @@ typedef struct pf_model {
     pf_layout layout;
     float *arena; /* converted (non-F32 or unaligned) weights */
     size_t arena_floats;
+    float **merged; /* LoRA-merged weights (model/lora.h): f32 tensors that replaced stored ones */
+    size_t n_merged;
     /* SigLIP */
     const float *patch_w, *patch_b; /* [Dv, C, p, p], [Dv] */
     const float *pos_emb;           /* [P, Dv] */
@@ -69,6 +71,12 @@ enum {
     PF_MODEL_STORED_ONLY = 1u << 0,
 };
 int pf_model_load_flags(const char *dir, unsigned flags, pf_model **out, pf_err *err);
+/* Same, with a PEFT LoRA adapter folder (NULL: none) merged into the weights before they are checked and
+ * converted (model/lora.h). */
+int pf_model_load_adapter(const char *dir, const char *adapter, unsigned flags, pf_model **out, pf_err *err);
+/* True if p points into one of the checkpoint's file mappings (false for LoRA-merged weights): only such
+ * pages may be given back with MADV_DONTNEED. */
+int pf_model_in_mapping(const pf_model *m, const void *p);
 void pf_model_free(pf_model *m);
 const pf_config *pf_model_config(const pf_model *m);
 /* The stored tensor for a layout-independent name in the v1 spelling ("language_model.model.norm.weight");

@@ -16,6 +16,16 @@
 
 /* Shapes from transformers' convert_paligemma_weights_to_hf.py / convert_paligemma2_weights_to_hf.py and the
  * configs google published on the Hugging Face hub (text vocab 257152 + 64 padding rows = 257216). */
+#define PG2(size, tag, H, L, NH, NKV, HD, I, QS)                                                                 \
+    {.name = "paligemma2-" tag "-pt-" #size, .gemma2 = true, .vocab = 257216, .hidden = H, .layers = L,               \
+     .heads = NH, .kv_heads = NKV, .head_dim = HD, .intermediate = I, .query_pre_attn_scalar = QS,                 \
+     .sliding_window = 4096, .attn_softcap = 50.0, .final_softcap = 30.0, .image_size = size, .patch = 14,         \
+     .v_hidden = 1152, .v_layers = 27, .v_heads = 16, .v_intermediate = 4304, .projection_dim = H,                 \
+     .image_token_index = 257152, .top_vocab = 257152}
+#define PG2_3B(size) PG2(size, "3b", 2304, 26, 8, 4, 256, 9216, 256)
+#define PG2_10B(size) PG2(size, "10b", 3584, 42, 16, 8, 256, 14336, 256)
+#define PG2_28B(size) PG2(size, "28b", 4608, 46, 32, 16, 128, 36864, 144)
+
 static const pf_rc_spec g_specs[] = {
     {.name = "paligemma-3b-pt-224", .vocab = 257216, .hidden = 2048, .layers = 18, .heads = 8, .kv_heads = 1,
      .head_dim = 256, .intermediate = 16384, .image_size = 224, .patch = 14, .v_hidden = 1152, .v_layers = 27,
@@ -29,21 +39,13 @@ static const pf_rc_spec g_specs[] = {
      .head_dim = 256, .intermediate = 16384, .image_size = 896, .patch = 14, .v_hidden = 1152, .v_layers = 27,
      .v_heads = 16, .v_intermediate = 4304, .projection_dim = 2048, .image_token_index = 257152,
      .top_vocab = 257152},
-    {.name = "paligemma2-3b-pt-224", .gemma2 = true, .vocab = 257216, .hidden = 2304, .layers = 26, .heads = 8,
-     .kv_heads = 4, .head_dim = 256, .intermediate = 9216, .query_pre_attn_scalar = 256, .sliding_window = 4096,
-     .attn_softcap = 50.0, .final_softcap = 30.0, .image_size = 224, .patch = 14, .v_hidden = 1152,
-     .v_layers = 27, .v_heads = 16, .v_intermediate = 4304, .projection_dim = 2304, .image_token_index = 257152,
-     .top_vocab = 257152},
-    {.name = "paligemma2-3b-pt-448", .gemma2 = true, .vocab = 257216, .hidden = 2304, .layers = 26, .heads = 8,
-     .kv_heads = 4, .head_dim = 256, .intermediate = 9216, .query_pre_attn_scalar = 256, .sliding_window = 4096,
-     .attn_softcap = 50.0, .final_softcap = 30.0, .image_size = 448, .patch = 14, .v_hidden = 1152,
-     .v_layers = 27, .v_heads = 16, .v_intermediate = 4304, .projection_dim = 2304, .image_token_index = 257152,
-     .top_vocab = 257152},
-    {.name = "paligemma2-10b-pt-224", .gemma2 = true, .vocab = 257216, .hidden = 3584, .layers = 42, .heads = 16,
-     .kv_heads = 8, .head_dim = 256, .intermediate = 14336, .query_pre_attn_scalar = 256, .sliding_window = 4096,
-     .attn_softcap = 50.0, .final_softcap = 30.0, .image_size = 224, .patch = 14, .v_hidden = 1152,
-     .v_layers = 27, .v_heads = 16, .v_intermediate = 4304, .projection_dim = 3584, .image_token_index = 257152,
-     .top_vocab = 257152},
+    /* PaliGemma 2: Gemma 2 2B / 9B / 27B text models (hidden 2304 / 3584 / 4608, layers 26 / 42 / 46, heads
+     * 8 / 16 / 32 over 4 / 8 / 16 kv heads, head_dim 256 / 256 / 128, MLP 9216 / 14336 / 36864,
+     * query_pre_attn_scalar 256 / 256 / 144 = hidden / heads for 27B), sliding window 4096, soft-caps 50 / 30;
+     * the same SigLIP-So400m tower at 224 / 448 / 896 px. */
+    PG2_3B(224), PG2_3B(448), PG2_3B(896),
+    PG2_10B(224), PG2_10B(448), PG2_10B(896),
+    PG2_28B(224), PG2_28B(448), PG2_28B(896),
     /* Test models: small everything, 56 px (16 image tokens), image token = vocab - 24 as in the goldens. */
     {.name = "tiny-gemma", .vocab = 1024, .hidden = 32, .layers = 2, .heads = 4, .kv_heads = 1, .head_dim = 8,
      .intermediate = 64, .image_size = 56, .patch = 14, .v_hidden = 32, .v_layers = 2, .v_heads = 4,
@@ -71,7 +73,7 @@ int pf_rc_spec_lookup(const char *name, pf_rc_spec *out, pf_err *err)
             *out = g_specs[i];
             return 0;
         }
-    char list[512] = "";
+    char list[1024] = "";
     size_t used = 0;
     for (size_t i = 0; i < NSPECS && used + 70 < sizeof list; i++)
         used += (size_t)snprintf(list + used, sizeof list - used, "%s%.60s", i ? ", " : "", g_specs[i].name);

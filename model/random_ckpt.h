@@ -34,7 +34,8 @@ typedef struct pf_rc_spec {
     int64_t projection_dim, image_token_index, top_vocab;
 } pf_rc_spec;
 
-/* Built-in shapes: the six real checkpoints and two tiny test models ("tiny-gemma", "tiny-gemma2"). */
+/* Built-in shapes: the twelve published ones (PaliGemma 3B at 224/448/896; PaliGemma 2 3B/10B/28B at
+ * 224/448/896) and two tiny test models ("tiny-gemma", "tiny-gemma2"). */
 int pf_rc_spec_lookup(const char *name, pf_rc_spec *out, pf_err *err);
 /* NULL-terminated list of the names pf_rc_spec_lookup knows. */
 const char *const *pf_rc_spec_names(void);

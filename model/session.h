@@ -24,6 +24,8 @@ typedef struct pf_session_opts {
     int auto_ok;             /* precision AUTO really means "best this CPU runs" (set when the user said auto) */
     int threads;             /* 0: all cores */
     size_t max_active;       /* generator: sequences decoding at once (0: 64) */
+    int no_memory_check;     /* load even when weights + KV cache exceed the memory budget (model/memory.h) */
+    const char *adapter;     /* PEFT LoRA adapter folder merged into the weights at load (model/lora.h), or NULL */
 } pf_session_opts;
 
 typedef struct pf_session {
@@ -37,7 +39,9 @@ typedef struct pf_session {
 int pf_backend_parse(const char *s, pf_backend_kind *out, pf_err *err);
 const char *pf_backend_name(pf_backend_kind b);
 
-/* Load DIR and build the backend and generator; logs backend, precision and ISA once (info). */
+/* Load DIR and build the backend and generator; logs backend, precision and ISA once (info). Before
+ * reading any weight, refuses (naming what would fit) when the model cannot fit the memory this process
+ * may use, unless no_memory_check; with precision auto it takes the fastest precision that fits. */
 int pf_session_open(const char *dir, const pf_session_opts *o, pf_session *s, pf_err *err);
 void pf_session_close(pf_session *s);
 

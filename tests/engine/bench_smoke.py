@@ -15,7 +15,8 @@ with tempfile.TemporaryDirectory(prefix="pf_bench_") as tmp:
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if p.returncode != 0:
         sys.exit(f"{' '.join(cmd)} exited {p.returncode}: {p.stderr[-2000:]}")
-    for word in ("GEMM rate", "bandwidth", "prefill", "decode batch 1", "decode batch 2", "end to end", "peak RSS"):
+    for word in ("GEMM rate", "bandwidth", "prefill", "decode batch 1", "decode batch 2", "end to end", "peak RSS",
+                 "precision probe", "auto -> "):
         if word not in p.stdout:
             sys.exit(f"table lacks '{word}':\n{p.stdout}")
     j = json.load(open(out))
@@ -28,4 +29,8 @@ with tempfile.TemporaryDirectory(prefix="pf_bench_") as tmp:
     dec = j.get("decode_ms_per_step")
     if not isinstance(dec, dict) or sorted(dec) != ["1", "2"] or not all(v > 0 for v in dec.values()):
         sys.exit(f"decode_ms_per_step: {dec!r}")
+    probe = j.get("precision_probe")  # the table --precision auto decides from (model/precision_probe.h)
+    if not isinstance(probe, dict) or probe.get("auto") not in ("fp32", "bf16", "int8") or \
+            not probe.get("fp32", {}).get("supported") or not probe["fp32"].get("gflops", 0) > 0:
+        sys.exit(f"precision_probe: {probe!r}")
     print("bench smoke: ok")
