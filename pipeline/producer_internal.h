@@ -96,6 +96,7 @@ typedef struct prod {
     pf_keyset finished;     /* ids finished in this run (to skip stale pending entries) */
     int64_t total, done, failed;
     int64_t at_start_done;
+    int out_checked;        /* a sink reported its output's size (producer_reconcile.c): the job may complete */
     double t0;
     pf_progress prog;
     int rr_pre, rr_inf;
@@ -174,6 +175,9 @@ void pf_prod_make_error_record(prod *p, flight *f, const char *stage, const char
 void pf_prod_on_done(prod *p, int pi, pf_wire_in *in, double now);
 void pf_prod_on_ack(prod *p, pf_wire_in *in);
 void pf_prod_flush_sink_queue(prod *p, double now);
+
+/* producer_reconcile.c: a sink's hello reports its output's size; finished items beyond it are redone. */
+void pf_prod_on_sink_output(prod *p, const pf_msg *m);
 
 /* producer_stats.c */
 void pf_prod_metrics_init(prod *p);
