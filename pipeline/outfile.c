@@ -69,14 +69,14 @@ int pf_outfile_check(const char *path, pf_err *err)
             return pf_errf(err, "%s: cannot write it: %s", path, strerror(errno));
         return check_space(path, path, 0, err);
     }
-    if (errno != ENOENT)
+    if (errno != ENOENT && errno != ENOTDIR)   /* ENOTDIR: the folder part is a file (said below) */
         return pf_errf(err, "%s: %s", path, strerror(errno));
     char *dir = folder_of(path);
     if (!dir)
         return pf_errf(err, "%s: out of memory", path);
     int rc = 0;
     if (stat(dir, &st) != 0)
-        rc = errno == ENOENT ? pf_errf(err, "%s: the folder %s does not exist", path, dir)
+        rc = errno == ENOENT || errno == ENOTDIR ? pf_errf(err, "%s: the folder %s does not exist", path, dir)
                              : pf_errf(err, "%s: folder %s: %s", path, dir, strerror(errno));
     else if (!S_ISDIR(st.st_mode))
         rc = pf_errf(err, "%s: %s is not a folder", path, dir);
