@@ -66,7 +66,9 @@ static int preflight(const pf_embedded_opts *o, pf_err *err)
 {
     if (pf_outfile_check(o->sink.out, err) || pf_outfile_probe_lock(o->sink.out, err))
         return -1;
-    return o->producer.db ? pf_dblock_probe(o->producer.db, err) : 0;
+    if (!o->producer.db)
+        return 0;
+    return pf_dbfile_check(o->producer.db, err) || pf_dblock_probe(o->producer.db, err) ? -1 : 0;
 }
 
 /* Wait until the producer ends, or until another role ends first (a failure: the producer is stopped and

@@ -56,15 +56,16 @@ static int check_space(const char *path, const char *where, int need_inode, pf_e
     return 0;
 }
 
-int pf_outfile_check(const char *path, pf_err *err)
+/* WHAT: "the output" or "the job store", for the messages. */
+static int check_file(const char *path, const char *what, pf_err *err)
 {
     if (!path || !*path)
-        return pf_errf(err, "the output path is empty");
+        return pf_errf(err, "%s: the path is empty", what);
     struct stat st;
     if (stat(path, &st) == 0) {
         if (!S_ISREG(st.st_mode))
-            return pf_errf(err, "%s: is %s; the output must be a regular file (its records are read back on a "
-                           "restart)", path, kind_of(st.st_mode));
+            return pf_errf(err, "%s: is %s; %s must be a regular file (it is read back on a restart)", path,
+                           kind_of(st.st_mode), what);
         if (access(path, W_OK) != 0)
             return pf_errf(err, "%s: cannot write it: %s", path, strerror(errno));
         return check_space(path, path, 0, err);
@@ -86,6 +87,16 @@ int pf_outfile_check(const char *path, pf_err *err)
         rc = check_space(path, dir, 1, err);
     free(dir);
     return rc;
+}
+
+int pf_outfile_check(const char *path, pf_err *err)
+{
+    return check_file(path, "the output", err);
+}
+
+int pf_dbfile_check(const char *db, pf_err *err)
+{
+    return check_file(db, "the job store", err);
 }
 
 /* FD is a regular file (the path may have been swapped between the check and the open). */

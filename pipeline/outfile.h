@@ -29,6 +29,9 @@
  * /dev/full, a terminal), FIFOs and sockets (/dev/stdout when piped). Creates nothing. */
 int pf_outfile_check(const char *path, pf_err *err);
 
+/* The same checks for a job store file DB (SQLite makes it, and its -wal and -shm, in that folder). */
+int pf_dbfile_check(const char *db, pf_err *err);
+
 /* Check PATH, open it for reading and appending (created 0644 if absent) and lock it exclusively: *fd.
  * A lock held elsewhere is refused at once (no waiting), naming the file. Close the fd to release. */
 int pf_outfile_open(const char *path, int *fd, pf_err *err);
