@@ -43,6 +43,12 @@ def check(cond, msg):
         raise Fail(msg)
 
 
+def no_sanitizer_report(text, label):
+    """A refused run exits non-zero anyway: a sanitizer report in it must not pass unseen."""
+    for mark in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+        check(mark not in text, "%s: sanitizer report: %s" % (label, text[text.find(mark):][:1500]))
+
+
 class Env:
     def __init__(self, a, d):
         self.a, self.d = a, d
@@ -78,7 +84,9 @@ class Env:
                                timeout=HANG)
         except subprocess.TimeoutExpired:
             raise Fail("run --out %s still running after %d s (hangs)" % (out, HANG))
-        return p.returncode, p.stderr.decode(errors="replace"), time.time() - t0
+        err = p.stderr.decode(errors="replace")
+        no_sanitizer_report(err, "run --out %s" % out)
+        return p.returncode, err, time.time() - t0
 
 
 def last_line(text):
@@ -158,6 +166,7 @@ def t_outputs(env):
     except subprocess.TimeoutExpired:
         p.kill()
         raise Fail("--out /dev/stdout piped: still running after %d s" % HANG)
+    no_sanitizer_report(err.decode(errors="replace"), "/dev/stdout")
     msg = last_line(err.decode(errors="replace"))
     print("  %-28s rc=%d %.1f s: %s" % ("/dev/stdout piped", p.returncode, time.time() - t0, msg))
     check(p.returncode != 0 and "/dev/stdout" in msg and "pipe" in msg, "/dev/stdout piped: %s" % msg)
@@ -166,6 +175,7 @@ def t_outputs(env):
     sock = os.path.join(d, "s.sock")
     p = subprocess.run([env.a.paliflow, "sink", "--bind", "ipc://" + sock, "--producer", "ipc://" + sock + ".p",
                         "--out", "/dev/null"], capture_output=True, timeout=HANG)
+    no_sanitizer_report(p.stderr.decode(errors="replace"), "sink /dev/null")
     msg = last_line(p.stderr.decode(errors="replace"))
     print("  %-28s rc=%d: %s" % ("sink --out /dev/null", p.returncode, msg))
     check(p.returncode != 0 and "/dev/null" in msg and "character device" in msg, "sink /dev/null: %s" % msg)
@@ -263,6 +273,7 @@ def t_lock(env):
         sock = os.path.join(d, "s.sock")
         p = subprocess.run([env.a.paliflow, "sink", "--bind", "ipc://" + sock, "--producer", "ipc://" + sock + ".p",
                             "--out", out], capture_output=True, timeout=HANG)
+        no_sanitizer_report(p.stderr.decode(errors="replace"), "sink on a locked output")
         msg = last_line(p.stderr.decode(errors="replace"))
         print("  %-28s rc=%d: %s" % ("sink on the same --out", p.returncode, msg))
         check(p.returncode != 0 and out in msg and "in use" in msg, "sink on a locked output: %s" % msg)
@@ -270,7 +281,9 @@ def t_lock(env):
         os.killpg(first.pid, signal.SIGCONT)
     first.wait(timeout=HANG)
     log.seek(0)
-    check(first.returncode == 0, "the first run: rc %d: %s" % (first.returncode, log.read()[-800:]))
+    text = log.read()
+    no_sanitizer_report(text, "the first run")
+    check(first.returncode == 0, "the first run: rc %d: %s" % (first.returncode, text[-800:]))
     one_per_file(out, files, "the first run after the refusals")
 
     # kill -9 while holding the locks: the kernel drops them, the next run resumes
