@@ -11,7 +11,7 @@
 
 enum {
     ST_META_GET, ST_META_SET, ST_HAS, ST_ADD, ST_NEXT, ST_GET, ST_LEASE, ST_REQUEUE, ST_FINISH, ST_COUNTS,
-    ST_BEYOND, ST_UNPLACED, ST_COUNT
+    ST_BEYOND, ST_UNPLACED, ST_PLACED, ST_COUNT
 };
 
 static const char *const g_sql[ST_COUNT] = {
@@ -32,6 +32,7 @@ static const char *const g_sql[ST_COUNT] = {
     [ST_BEYOND] = "UPDATE items SET state = 0, out_end = NULL, error = NULL, updated = ?2 "
                   "WHERE out_end > ?1 AND state IN (2, 3)",
     [ST_UNPLACED] = "SELECT count(*) FROM items WHERE state IN (2, 3) AND out_end IS NULL",
+    [ST_PLACED] = "SELECT count(*) FROM items WHERE out_end IS NOT NULL AND state IN (2, 3)",
 };
 
 struct pf_jobstore {
@@ -360,6 +361,15 @@ int pf_jobstore_requeue_beyond(pf_jobstore *js, int64_t out_size, int64_t *n_don
     sqlite3_bind_int64(s, 1, out_size);
     sqlite3_bind_double(s, 2, unix_now());
     return run_update(js, s, "requeue items missing from the output", NULL, err);
+}
+
+int pf_jobstore_count_placed(pf_jobstore *js, int64_t *n, pf_err *err)
+{
+    sqlite3_stmt *s = stmt(js, ST_PLACED);
+    int rc = sqlite3_step(s);
+    *n = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+    sqlite3_reset(s);
+    return rc == SQLITE_ROW ? 0 : dberr(js, err, "count finished items with an output offset");
 }
 
 int pf_jobstore_count_unplaced(pf_jobstore *js, int64_t *n, pf_err *err)

@@ -73,6 +73,8 @@ int pf_jobstore_finish_at(pf_jobstore *js, int64_t id, const char *key, int ok, 
  * record ends beyond it is not in the output, so it goes back to queued (attempts kept) and is redone.
  * *n_done / *n_failed: how many done / failed items went back. */
 int pf_jobstore_requeue_beyond(pf_jobstore *js, int64_t out_size, int64_t *n_done, int64_t *n_failed, pf_err *err);
+/* Finished items with an output offset (the ones reconciliation can check). */
+int pf_jobstore_count_placed(pf_jobstore *js, int64_t *n, pf_err *err);
 /* Finished items with no output offset (finished before offsets were recorded): they cannot be checked. */
 int pf_jobstore_count_unplaced(pf_jobstore *js, int64_t *n, pf_err *err);
 /* At startup: every leased item back to queued (its workers belong to the previous run). */

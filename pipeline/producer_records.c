@@ -65,6 +65,10 @@ static void finish(prod *p, int64_t id, const char *key, int ok, const char *err
 void pf_prod_on_ack(prod *p, pf_wire_in *in)
 {
     pf_msg *m = &in->msg;
+    if (m->out_records >= 0) {   /* distinct records in the output after this batch (producer_reconcile.c) */
+        p->sink_records = m->out_records;
+        p->has_sink_records = 1;
+    }
     for (size_t i = 0; i < m->n_acks; i++) {
         const pf_ack *a = &m->acks[i];
         flight *f = pf_prod_flight_find(p, a->id);

@@ -84,6 +84,7 @@ static void send_hello(sink *s, double now)
     m.pid = getpid();
     m.path = s->o->out;
     m.out_end = s->out_end;   /* the producer redoes finished items whose records end beyond it */
+    m.out_records = (int64_t)pf_keyset_size(&s->seen);   /* or all, when fewer than it finished */
     pf_sink_send_prod(s, &m);
     pf_link_said_hello(&s->link, now);
 }

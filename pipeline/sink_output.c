@@ -260,6 +260,7 @@ int pf_sink_flush_batch(sink *s, pf_err *err)
         pf_msg_init(&m, PF_MSG_ACK);
         m.acks = acks;
         m.n_acks = s->n_batch;
+        m.out_records = (int64_t)pf_keyset_size(&s->seen);   /* every one of them is on disk now */
         pf_sink_send_prod(s, &m);
         free(acks);
     }

@@ -63,6 +63,7 @@ void pf_msg_init(pf_msg *m, pf_msg_type type)
     m->pid = -1;
     m->id = -1;
     m->out_end = -1;
+    m->out_records = -1;
     m->timings = (pf_timings){-1, -1, -1, -1, -1, -1};
     pf_task_defaults(&m->task);
 }
@@ -349,6 +350,7 @@ static int decode_field(pf_msg *m, const msgpack_object *k, const msgpack_object
     INTF("pid", pid, 0, INT64_MAX)
     INTF("capacity", capacity, 0, 1 << 20)
     INTF("out_end", out_end, 0, INT64_MAX)
+    INTF("out_records", out_records, 0, INT64_MAX)
     INTF("credit", credit, 0, 1 << 20)
     INTF("total", n_total, 0, INT64_MAX)
     INTF("done", n_done, 0, INT64_MAX)
@@ -653,6 +655,8 @@ int pf_msg_encode(const pf_msg *m, uint8_t **out, size_t *len, pf_err *err)
         KV_INT("capacity", m->capacity);
     if (m->out_end >= 0)
         KV_INT("out_end", m->out_end);
+    if (m->out_records >= 0)
+        KV_INT("out_records", m->out_records);
     if (m->type == PF_MSG_CREDIT || m->type == PF_MSG_TENSOR || m->type == PF_MSG_DONE || m->type == PF_MSG_NACK ||
         m->credit)
         KV_INT("credit", m->credit);

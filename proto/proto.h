@@ -100,6 +100,7 @@ typedef struct pf_msg {
     const char *instance;      /* producer run id (welcome, hb, reset; echoed in credit/tensor/done) */
     int64_t capacity;          /* hello: items the worker can hold */
     int64_t out_end;           /* hello from a sink: its output's committed size in bytes (-1 absent) */
+    int64_t out_records;       /* hello from a sink: distinct records (items) its output holds (-1 absent) */
     int64_t credit;            /* credit: n; tensor/done/nack: credit returned with it */
     int32_t finished;          /* hb from the producer: the job is complete */
     int64_t n_total, n_done, n_failed;   /* hb from the producer: progress */

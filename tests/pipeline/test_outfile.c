@@ -218,6 +218,9 @@ static void test_requeue_beyond(void **state)
     pf_item_rows_free(&r, 1);
     assert_int_equal(pf_jobstore_count_unplaced(js, &unplaced, &e), 0);
     assert_true(unplaced == 1);                                               /* item 3: cannot be checked */
+    int64_t placed = -1;
+    assert_int_equal(pf_jobstore_count_placed(js, &placed, &e), 0);
+    assert_true(placed == 1);                                                 /* item 0 */
     assert_int_equal(pf_jobstore_requeue_beyond(js, 0, &nd, &nf, &e), 0);     /* output deleted */
     assert_true(nd == 1 && nf == 0);
     assert_int_equal(pf_jobstore_counts(js, c, &e), 0);

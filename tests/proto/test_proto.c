@@ -179,12 +179,13 @@ static void test_roundtrip_tensor_result_ack(void **state)
     free(buf);
     h.role = "sink";
     h.out_end = 123456789012ll;
+    h.out_records = 0;
     buf = enc(&h, &len);
     assert_int_equal(pf_msg_decode(buf, len, &L, &d, &e), 0);
-    assert_true(d.out_end == 123456789012ll);
+    assert_true(d.out_end == 123456789012ll && d.out_records == 0);
     pf_msg_free(&d);
     free(buf);
-    h.out_end = -1;
+    h.out_end = h.out_records = -1;
     h.role = "boss";
     buf = enc(&h, &len);
     assert_int_equal(pf_msg_decode(buf, len, &L, &d, &e), -1);
