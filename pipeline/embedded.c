@@ -68,6 +68,9 @@ static int preflight(const pf_embedded_opts *o, pf_err *err)
         return -1;
     if (!o->producer.db)
         return 0;
+    /* the same file as both would have the sink read SQLite pages as records, and append lines to them */
+    if (pf_outfile_same(o->sink.out, o->producer.db))
+        return pf_errf(err, "%s: the output and the job store (%s) are the same file", o->sink.out, o->producer.db);
     return pf_dbfile_check(o->producer.db, err) || pf_dblock_probe(o->producer.db, err) ? -1 : 0;
 }
 

@@ -99,6 +99,40 @@ int pf_dbfile_check(const char *db, pf_err *err)
     return check_file(db, "the job store", err);
 }
 
+/* PATH made canonical: realpath of the file, or of its folder plus its name when it does not exist yet
+ * (malloc'd; NULL when neither resolves). */
+static char *canonical(const char *path)
+{
+    char *r = realpath(path, NULL);
+    if (r || errno != ENOENT)
+        return r;
+    char *dir = folder_of(path);
+    char *rd = dir ? realpath(dir, NULL) : NULL;
+    const char *slash = strrchr(path, '/');
+    const char *name = slash ? slash + 1 : path;
+    char *out = NULL;
+    if (rd && *name) {
+        size_t n = strlen(rd) + strlen(name) + 2;
+        if ((out = malloc(n)))
+            snprintf(out, n, "%s/%s", strcmp(rd, "/") ? rd : "", name);
+    }
+    free(dir);
+    free(rd);
+    return out;
+}
+
+int pf_outfile_same(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    if (stat(a, &sa) == 0 && stat(b, &sb) == 0)
+        return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+    char *ca = canonical(a), *cb = canonical(b);
+    int same = ca && cb && !strcmp(ca, cb);
+    free(ca);
+    free(cb);
+    return same;
+}
+
 /* FD is a regular file (the path may have been swapped between the check and the open). */
 static int still_regular(int fd, const char *path, pf_err *err)
 {

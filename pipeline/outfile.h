@@ -32,6 +32,10 @@ int pf_outfile_check(const char *path, pf_err *err);
 /* The same checks for a job store file DB (SQLite makes it, and its -wal and -shm, in that folder). */
 int pf_dbfile_check(const char *db, pf_err *err);
 
+/* A and B name the same file, existing or not (an existing one by device and inode, one still to be made
+ * by its folder's real path and its name): 1 yes, 0 no or cannot tell. */
+int pf_outfile_same(const char *a, const char *b);
+
 /* Check PATH, open it for reading and appending (created 0644 if absent) and lock it exclusively: *fd.
  * A lock held elsewhere is refused at once (no waiting), naming the file. Close the fd to release. */
 int pf_outfile_open(const char *path, int *fd, pf_err *err);

@@ -78,6 +78,23 @@ static void test_check(void **state)
     assert_int_equal(pf_outfile_check("", &e), -1);
 }
 
+static void test_same(void **state)
+{
+    (void)state;
+    char a[400], b[400], c[400];
+    in_tmp(a, sizeof a, "same.x");
+    snprintf(b, sizeof b, "%s/./same.x", g_tmp);
+    in_tmp(c, sizeof c, "other.x");
+    assert_true(pf_outfile_same(a, b));     /* not there yet: by folder and name */
+    assert_false(pf_outfile_same(a, c));
+    write_text(a, "");
+    assert_true(pf_outfile_same(a, b));     /* there: by inode */
+    in_tmp(c, sizeof c, "link.x");
+    assert_int_equal(symlink(a, c), 0);
+    assert_true(pf_outfile_same(a, c));
+    assert_false(pf_outfile_same(a, "/no/such/folder/same.x"));
+}
+
 static void test_output_lock(void **state)
 {
     (void)state;
@@ -233,7 +250,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_check),          cmocka_unit_test(test_output_lock),
         cmocka_unit_test(test_db_lock),        cmocka_unit_test(test_scan_and_cut),
-        cmocka_unit_test(test_requeue_beyond),
+        cmocka_unit_test(test_requeue_beyond), cmocka_unit_test(test_same),
     };
     return cmocka_run_group_tests(tests, setup_tmp, teardown_tmp);
 }
