@@ -5,10 +5,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+
+#include "pipeline/outfile.h"
 
 enum {
     ST_META_GET, ST_META_SET, ST_HAS, ST_ADD, ST_NEXT, ST_GET, ST_LEASE, ST_REQUEUE, ST_FINISH, ST_COUNTS,
-    ST_COUNT
+    ST_BEYOND, ST_UNPLACED, ST_PLACED, ST_COUNT
 };
 
 static const char *const g_sql[ST_COUNT] = {
@@ -23,8 +26,13 @@ static const char *const g_sql[ST_COUNT] = {
     [ST_REQUEUE] = "UPDATE items SET state = 0, attempts = ?2, error = ?3, stage = NULL, worker = NULL, "
                    "deadline = NULL, updated = ?4 WHERE id = ?1 AND state IN (0, 1)",
     [ST_FINISH] = "UPDATE items SET state = ?3, error = ?4, stage = NULL, worker = NULL, deadline = NULL, "
-                  "updated = ?5 WHERE id = ?1 AND key = ?2 AND state IN (0, 1)",
+                  "updated = ?5, out_end = ?6 WHERE id = ?1 AND key = ?2 AND state IN (0, 1)",
     [ST_COUNTS] = "SELECT state, count(*) FROM items GROUP BY state",
+    /* finished items whose record ends beyond the output's committed size: not in the output (any more) */
+    [ST_BEYOND] = "UPDATE items SET state = 0, out_end = NULL, error = NULL, updated = ?2 "
+                  "WHERE out_end > ?1 AND state IN (2, 3)",
+    [ST_UNPLACED] = "SELECT count(*) FROM items WHERE state IN (2, 3) AND out_end IS NULL",
+    [ST_PLACED] = "SELECT count(*) FROM items WHERE out_end IS NOT NULL AND state IN (2, 3)",
 };
 
 struct pf_jobstore {
@@ -32,6 +40,7 @@ struct pf_jobstore {
     sqlite3_stmt *st[ST_COUNT];
     int in_tx;
     char *path;
+    int lock_fd;   /* flock on <path>.lock (outfile.h): one process per job store */
 };
 
 static double unix_now(void)
@@ -57,6 +66,26 @@ static int exec(pf_jobstore *js, const char *sql, pf_err *err)
     return 0;
 }
 
+/* items.out_end: where the item's record ends in the output file (the sink's ack says), so that a restart
+ * can tell which finished items the output no longer holds (pf_jobstore_requeue_beyond). Added to job stores
+ * made before it; their finished items have none (NULL) and cannot be checked. */
+static int add_out_end(pf_jobstore *js, pf_err *err)
+{
+    sqlite3_stmt *s = NULL;
+    int have = 0, rc;
+    if (sqlite3_prepare_v2(js->db, "SELECT 1 FROM pragma_table_info('items') WHERE name = 'out_end'", -1, &s,
+                           NULL) != SQLITE_OK)
+        return dberr(js, err, "read the schema");
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+        have = 1;
+    sqlite3_finalize(s);
+    if (rc != SQLITE_DONE)
+        return dberr(js, err, "read the schema");
+    if (!have && exec(js, "ALTER TABLE items ADD COLUMN out_end INTEGER", err))
+        return -1;
+    return exec(js, "CREATE INDEX IF NOT EXISTS items_out_end ON items(out_end) WHERE out_end IS NOT NULL", err);
+}
+
 int pf_jobstore_open(const char *path, pf_jobstore **out, pf_err *err)
 {
     *out = NULL;
@@ -64,6 +93,11 @@ int pf_jobstore_open(const char *path, pf_jobstore **out, pf_err *err)
     if (!js || !(js->path = strdup(path))) {
         free(js);
         return pf_errf(err, "job store %s: out of memory", path);
+    }
+    if (pf_dblock_acquire(path, &js->lock_fd, err)) {
+        free(js->path);
+        free(js);
+        return -1;
     }
     if (sqlite3_open_v2(path, &js->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) !=
         SQLITE_OK) {
@@ -79,7 +113,8 @@ int pf_jobstore_open(const char *path, pf_jobstore **out, pf_err *err)
                  " attempts INTEGER NOT NULL DEFAULT 0, stage TEXT, worker TEXT, deadline REAL, error TEXT, "
                  " updated REAL);"
                  "CREATE INDEX IF NOT EXISTS items_state ON items(state, id);",
-             err)) {
+             err) ||
+        add_out_end(js, err)) {
         pf_jobstore_close(js);
         return -1;
     }
@@ -103,6 +138,8 @@ void pf_jobstore_close(pf_jobstore *js)
     for (int i = 0; i < ST_COUNT; i++)
         sqlite3_finalize(js->st[i]);
     sqlite3_close(js->db);
+    if (js->lock_fd >= 0)
+        close(js->lock_fd);   /* after SQLite let go of the file */
     free(js->path);
     free(js);
 }
@@ -285,6 +322,12 @@ int pf_jobstore_requeue(pf_jobstore *js, int64_t id, int attempts, const char *r
 int pf_jobstore_finish(pf_jobstore *js, int64_t id, const char *key, int ok, const char *error, int *changed,
                        pf_err *err)
 {
+    return pf_jobstore_finish_at(js, id, key, ok, error, -1, changed, err);
+}
+
+int pf_jobstore_finish_at(pf_jobstore *js, int64_t id, const char *key, int ok, const char *error, int64_t out_end,
+                          int *changed, pf_err *err)
+{
     sqlite3_stmt *s = stmt(js, ST_FINISH);
     sqlite3_bind_int64(s, 1, id);
     sqlite3_bind_text(s, 2, key, -1, SQLITE_STATIC);
@@ -292,7 +335,50 @@ int pf_jobstore_finish(pf_jobstore *js, int64_t id, const char *key, int ok, con
     if (error)
         sqlite3_bind_text(s, 4, error, -1, SQLITE_STATIC);
     sqlite3_bind_double(s, 5, unix_now());
+    if (out_end >= 0)
+        sqlite3_bind_int64(s, 6, out_end);
     return run_update(js, s, "finish an item", changed, err);
+}
+
+int pf_jobstore_requeue_beyond(pf_jobstore *js, int64_t out_size, int64_t *n_done, int64_t *n_failed, pf_err *err)
+{
+    *n_done = *n_failed = 0;
+    /* what goes back, by final state, first (through the out_end index: no scan of the whole job) */
+    sqlite3_stmt *c = NULL;
+    if (sqlite3_prepare_v2(js->db, "SELECT state, count(*) FROM items WHERE out_end > ?1 AND state IN (2, 3) "
+                                   "GROUP BY state", -1, &c, NULL) != SQLITE_OK)
+        return dberr(js, err, "count items missing from the output");
+    sqlite3_bind_int64(c, 1, out_size);
+    int rc;
+    while ((rc = sqlite3_step(c)) == SQLITE_ROW)
+        *(sqlite3_column_int(c, 0) == PF_ITEM_DONE ? n_done : n_failed) = sqlite3_column_int64(c, 1);
+    sqlite3_finalize(c);
+    if (rc != SQLITE_DONE)
+        return dberr(js, err, "count items missing from the output");
+    if (*n_done + *n_failed == 0)
+        return 0;
+    sqlite3_stmt *s = stmt(js, ST_BEYOND);
+    sqlite3_bind_int64(s, 1, out_size);
+    sqlite3_bind_double(s, 2, unix_now());
+    return run_update(js, s, "requeue items missing from the output", NULL, err);
+}
+
+int pf_jobstore_count_placed(pf_jobstore *js, int64_t *n, pf_err *err)
+{
+    sqlite3_stmt *s = stmt(js, ST_PLACED);
+    int rc = sqlite3_step(s);
+    *n = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+    sqlite3_reset(s);
+    return rc == SQLITE_ROW ? 0 : dberr(js, err, "count finished items with an output offset");
+}
+
+int pf_jobstore_count_unplaced(pf_jobstore *js, int64_t *n, pf_err *err)
+{
+    sqlite3_stmt *s = stmt(js, ST_UNPLACED);
+    int rc = sqlite3_step(s);
+    *n = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+    sqlite3_reset(s);
+    return rc == SQLITE_ROW ? 0 : dberr(js, err, "count finished items without an output offset");
 }
 
 int pf_jobstore_reset_leases(pf_jobstore *js, int64_t *n, pf_err *err)

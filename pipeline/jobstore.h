@@ -6,6 +6,10 @@
  * around a loop iteration) so that millions of items cost few fsyncs. synchronous=NORMAL: a power cut may
  * lose the last commits (never corrupt the file); the worst case is an item redone, which the sink's
  * dedupe turns into no extra record.
+ *
+ * One process at a time: open takes an exclusive lock (outfile.h) and refuses a job store in use, naming
+ * the holder. Every finished item keeps the end offset of its record in the output (out_end), so that the
+ * output and the job store can be reconciled when a sink (re)connects: records the output lost are redone.
  */
 #ifndef PF_PIPELINE_JOBSTORE_H
 #define PF_PIPELINE_JOBSTORE_H
@@ -62,6 +66,17 @@ int pf_jobstore_lease(pf_jobstore *js, int64_t id, const char *key, const char *
 int pf_jobstore_requeue(pf_jobstore *js, int64_t id, int attempts, const char *reason, pf_err *err);
 int pf_jobstore_finish(pf_jobstore *js, int64_t id, const char *key, int ok, const char *error, int *changed,
                        pf_err *err);
+/* finish, and note where the item's record ends in the output file (OUT_END bytes; -1 unknown). */
+int pf_jobstore_finish_at(pf_jobstore *js, int64_t id, const char *key, int ok, const char *error, int64_t out_end,
+                          int *changed, pf_err *err);
+/* Reconciliation with the output (its committed size OUT_SIZE, from the sink): every finished item whose
+ * record ends beyond it is not in the output, so it goes back to queued (attempts kept) and is redone.
+ * *n_done / *n_failed: how many done / failed items went back. */
+int pf_jobstore_requeue_beyond(pf_jobstore *js, int64_t out_size, int64_t *n_done, int64_t *n_failed, pf_err *err);
+/* Finished items with an output offset (the ones reconciliation can check). */
+int pf_jobstore_count_placed(pf_jobstore *js, int64_t *n, pf_err *err);
+/* Finished items with no output offset (finished before offsets were recorded): they cannot be checked. */
+int pf_jobstore_count_unplaced(pf_jobstore *js, int64_t *n, pf_err *err);
 /* At startup: every leased item back to queued (its workers belong to the previous run). */
 int pf_jobstore_reset_leases(pf_jobstore *js, int64_t *n, pf_err *err);
 /* counts[state] for the four states. */

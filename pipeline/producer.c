@@ -112,10 +112,12 @@ static int on_late_hello(void *arg, pf_wire_in *in)
     return 0;
 }
 
-/* Every item is done or failed, and nothing is left to scan or hand out. */
-static int job_finished(const prod *p)
+/* Every item is done or failed, and nothing is left to scan or hand out; and a sink has confirmed that its
+ * output holds their records (producer_reconcile.c). */
+static int job_finished(prod *p)
 {
-    return !p->scanning && p->total == p->done + p->failed && p->n_fl == 0 && p->raw.n == 0;
+    return !p->scanning && p->total == p->done + p->failed && p->n_fl == 0 && p->raw.n == 0 &&
+           (p->total == 0 || pf_prod_output_verified(p));
 }
 
 /* --stay: keep answering peers (the job is finished) and serving metrics until stopped. */

@@ -96,6 +96,10 @@ typedef struct prod {
     pf_keyset finished;     /* ids finished in this run (to skip stale pending entries) */
     int64_t total, done, failed;
     int64_t at_start_done;
+    int out_checked;        /* a sink reported its output's size (producer_reconcile.c): the job may complete */
+    int has_sink_records;   /* the sink's latest count of distinct records in its output (hello, ack) */
+    int64_t sink_records;
+    int redid_all;          /* the output held fewer records than finished items: all were redone once */
     double t0;
     pf_progress prog;
     int rr_pre, rr_inf;
@@ -174,6 +178,12 @@ void pf_prod_make_error_record(prod *p, flight *f, const char *stage, const char
 void pf_prod_on_done(prod *p, int pi, pf_wire_in *in, double now);
 void pf_prod_on_ack(prod *p, pf_wire_in *in);
 void pf_prod_flush_sink_queue(prod *p, double now);
+
+/* producer_reconcile.c: a sink's hello reports its output's size; finished items beyond it are redone. */
+void pf_prod_on_sink_output(prod *p, const pf_msg *m);
+/* The job's records are all in the output, as far as the sink's reports tell: 1. 0 when no sink reported
+ * yet, or when records are missing (every finished item was then sent back to be redone). */
+int pf_prod_output_verified(prod *p);
 
 /* producer_stats.c */
 void pf_prod_metrics_init(prod *p);

@@ -98,6 +98,8 @@ static void on_hello(prod *p, pf_wire_in *in, double now)
      * re-announces its free slots after our welcome. */
     p->peers[pi].credit = 0;
     p->peers[pi].last_seen = now;
+    if (p->peers[pi].role == ROLE_SINK)
+        pf_prod_on_sink_output(p, m);
     pf_msg w;
     pf_msg_init(&w, PF_MSG_WELCOME);
     pf_prod_send_to(p, pi, &w);

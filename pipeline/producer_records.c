@@ -43,12 +43,12 @@ void pf_prod_on_done(prod *p, int pi, pf_wire_in *in, double now)
     f->deadline = now + p->o->ack_timeout_s;
 }
 
-static void finish(prod *p, int64_t id, const char *key, int ok, const char *errmsg)
+static void finish(prod *p, int64_t id, const char *key, int ok, const char *errmsg, int64_t out_end)
 {
     pf_err e = {{0}};
     int changed = 0;
     pf_prod_tx(p);
-    if (pf_jobstore_finish(p->js, id, key, ok, errmsg, &changed, &e)) {
+    if (pf_jobstore_finish_at(p->js, id, key, ok, errmsg, out_end, &changed, &e)) {
         pf_error(LOG, "%s", e.msg);
         return;
     }
@@ -65,6 +65,10 @@ static void finish(prod *p, int64_t id, const char *key, int ok, const char *err
 void pf_prod_on_ack(prod *p, pf_wire_in *in)
 {
     pf_msg *m = &in->msg;
+    if (m->out_records >= 0) {   /* distinct records in the output after this batch (producer_reconcile.c) */
+        p->sink_records = m->out_records;
+        p->has_sink_records = 1;
+    }
     for (size_t i = 0; i < m->n_acks; i++) {
         const pf_ack *a = &m->acks[i];
         flight *f = pf_prod_flight_find(p, a->id);
@@ -73,11 +77,11 @@ void pf_prod_on_ack(prod *p, pf_wire_in *in)
             char reason[800];
             snprintf(reason, sizeof reason, "%s: %s", f->err_stage ? f->err_stage : "unknown",
                      f->err_msg ? f->err_msg : "error record");
-            finish(p, a->id, a->key, a->ok, a->ok ? NULL : reason);
+            finish(p, a->id, a->key, a->ok, a->ok ? NULL : reason, a->end);
             pf_prod_flight_remove(p, f);
         } else {
             /* From a previous run, or a late duplicate: the store ignores it unless the key matches. */
-            finish(p, a->id, a->key, a->ok, a->ok ? NULL : "error record");
+            finish(p, a->id, a->key, a->ok, a->ok ? NULL : "error record", a->end);
         }
     }
 }

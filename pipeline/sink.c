@@ -13,6 +13,7 @@
 
 #include "base/file.h"
 #include "base/log.h"
+#include "pipeline/outfile.h"
 #include "pipeline/sink_internal.h"
 #include "proto/wire.h"
 
@@ -81,6 +82,9 @@ static void send_hello(sink *s, double now)
     gethostname(host, sizeof host - 1);
     m.host = host;
     m.pid = getpid();
+    m.path = s->o->out;
+    m.out_end = s->out_end;   /* the producer redoes finished items whose records end beyond it */
+    m.out_records = (int64_t)pf_keyset_size(&s->seen);   /* or all, when fewer than it finished */
     pf_sink_send_prod(s, &m);
     pf_link_said_hello(&s->link, now);
 }
@@ -251,14 +255,10 @@ int pf_sink_run(const pf_sink_opts *o, pf_err *err)
     void *ctx = o->zctx ? o->zctx : zmq_ctx_new();
     if (!ctx)
         return pf_errf(err, "zmq_ctx_new failed");
-    if (pf_sink_load_existing(s, err))
+    /* checked (a regular file, writable, room), locked against a second writer, then read back */
+    if (pf_outfile_open(o->out, &s->fd, err) || pf_sink_load_existing(s, err))
         goto out;
     pf_metric_set(s->m.in_file, (double)s->in_file);
-    s->fd = open(o->out, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (s->fd < 0) {
-        pf_errf(err, "%s: %s", o->out, strerror(errno));
-        goto out;
-    }
     if (open_sockets(s, ctx, err))
         goto out;
     pf_health_ready("sink", 1);

@@ -6,6 +6,10 @@
  * item is on disk; a record written but not yet synced when the sink dies may be lost, but it was never
  * acknowledged, so the producer redoes the item. On restart the sink rebuilds its dedupe set from the
  * output file (cutting off a torn last line), so redelivered items never give a second line.
+ *
+ * The output is checked and locked before anything else (outfile.h: a regular file, writable, with room,
+ * one writer). Each ack carries where the record ends in the file and each hello the file's committed size,
+ * so the producer can redo finished items whose records the file no longer holds (producer_reconcile.c).
  */
 #ifndef PF_PIPELINE_SINK_H
 #define PF_PIPELINE_SINK_H

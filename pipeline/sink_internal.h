@@ -26,11 +26,13 @@ typedef struct pend {
     char *key;
     int ok;
     int is_dup;            /* already on disk: acknowledge only */
+    int64_t end;           /* where its line ends in the output once written */
 } pend;
 
 typedef struct sink {
     const pf_sink_opts *o;
-    int fd;
+    int fd;                /* the output, locked (outfile.h) */
+    int64_t out_end;       /* its committed size: every byte before is whole, synced lines */
     pf_keyset seen;
     void *rsock, *psock, *pub;
     pend *batch;
@@ -50,7 +52,8 @@ typedef struct sink {
 } sink;
 
 /* sink_output.c */
-/* Rebuild the dedupe set from the output file (cutting off a torn last line left by a crash). */
+/* Rebuild the dedupe set from the output file s->fd (cutting off a torn last line left by a crash); sets
+ * out_end, which the sink's hello reports to the producer (reconciliation, sink.h). */
 int pf_sink_load_existing(sink *s, pf_err *err);
 /* Take a result or error record: dedupe it and add it to the batch. */
 void pf_sink_on_record(sink *s, const pf_msg *m);

@@ -13,6 +13,7 @@
 
 #include "base/file.h"
 #include "base/log.h"
+#include "pipeline/outfile.h"
 #include "pipeline/record.h"
 #include "pipeline/sink_internal.h"
 
@@ -48,70 +49,51 @@ static void observe_record(sink *s, const pf_msg *m)
     }
 }
 
-/* A crash mid-write can leave a last line without its '\n' (never acknowledged): cut it off at GOOD, the end
- * of the last whole line, so that the next record starts a line of its own. */
-static int cut_torn_line(sink *s, off_t good, pf_err *err)
+typedef struct load_ctx {
+    sink *s;
+    int64_t records, bad;
+    pf_err *err;
+} load_ctx;
+
+/* One line of the existing output: its item goes into the dedupe set. */
+static int load_line(const char *line, size_t n, off_t end, void *arg)
 {
-    struct stat st;
-    if (stat(s->o->out, &st) == 0 && st.st_size > good) {
-        pf_warn(LOG, "%s: cutting a torn last line (%lld bytes) left by a crash", s->o->out,
-                (long long)(st.st_size - good));
-        if (truncate(s->o->out, good) != 0)
-            return pf_errf(err, "%s: cannot cut the torn last line: %s", s->o->out, strerror(errno));
+    (void)end;
+    load_ctx *c = arg;
+    json_error_t je;
+    json_t *j = json_loadb(line, n, 0, &je);
+    const char *key = j ? json_string_value(json_object_get(j, "key")) : NULL;
+    char *path = NULL; /* the raw bytes (path_b64 when present), as the live identity uses them */
+    int rc = 0;
+    if (key && pf_record_path(j, &path) == 0) {
+        XXH128_hash_t h = record_id(key, path);
+        free(path);
+        if (pf_keyset_add(&c->s->seen, h.high64, h.low64) < 0)
+            rc = pf_errf(c->err, "%s: out of memory loading %lld records", c->s->o->out, (long long)c->records);
+        c->records++;
+    } else {
+        c->bad++;
     }
-    return 0;
+    json_decref(j);
+    return rc;
 }
 
 int pf_sink_load_existing(sink *s, pf_err *err)
 {
-    FILE *f = fopen(s->o->out, "r");
-    if (!f) {
-        if (errno == ENOENT)
-            return 0;
-        return pf_errf(err, "%s: %s", s->o->out, strerror(errno));
-    }
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t n;
-    off_t good = 0, pos = 0;
-    int64_t records = 0, bad = 0;
-    while ((n = getline(&line, &cap, f)) > 0) {
-        pos += n;
-        if (line[n - 1] != '\n')
-            break;   /* torn last line (the sink died mid-write): cut below */
-        good = pos;
-        json_error_t je;
-        json_t *j = json_loadb(line, (size_t)n, 0, &je);
-        const char *key = j ? json_string_value(json_object_get(j, "key")) : NULL;
-        char *path = NULL; /* the raw bytes (path_b64), as the live identity uses them */
-        if (key && pf_record_path(j, &path) == 0) {
-            XXH128_hash_t h = record_id(key, path);
-            free(path);
-            if (pf_keyset_add(&s->seen, h.high64, h.low64) < 0) {
-                json_decref(j);
-                free(line);
-                fclose(f);
-                return pf_errf(err, "%s: out of memory loading %lld records", s->o->out, (long long)records);
-            }
-            records++;
-        } else {
-            bad++;
-        }
-        json_decref(j);
-    }
-    free(line);
-    int rerr = ferror(f);
-    fclose(f);
-    if (rerr)
-        return pf_errf(err, "%s: read error", s->o->out);
-    if (cut_torn_line(s, good, err))
+    load_ctx c = {s, 0, 0, err};
+    off_t good = 0;
+    /* bounded lines (outfile.h); a crash mid-write can leave a last line without its '\n' (never
+     * acknowledged): it is cut off, so that the next record starts a line of its own */
+    if (pf_outfile_scan(s->fd, s->o->out, PF_OUT_MAX_LINE, load_line, &c, &good, err) ||
+        pf_outfile_cut(s->fd, s->o->out, good, err))
         return -1;
-    if (bad)
-        pf_warn(LOG, "%s: %lld lines are not records of ours (ignored)", s->o->out, (long long)bad);
-    if (records)
+    if (c.bad)
+        pf_warn(LOG, "%s: %lld lines are not records of ours (ignored)", s->o->out, (long long)c.bad);
+    if (c.records)
         pf_info(LOG, "%s: %lld records already written (kept; their items will not be written again)", s->o->out,
-                (long long)records);
-    s->in_file = records;
+                (long long)c.records);
+    s->in_file = c.records;
+    s->out_end = (int64_t)good;
     return 0;
 }
 
@@ -217,13 +199,21 @@ static int write_batch(sink *s, pf_err *err)
     for (size_t i = 0; i < s->n_batch; i++) {
         memcpy(buf + k, s->batch[i].line ? s->batch[i].line : "", s->batch[i].len);
         k += s->batch[i].len;
+        s->batch[i].end = s->out_end + (int64_t)k;   /* the file is ours alone (locked) and appended to */
     }
     int bad = write_all(s->fd, buf, total);
+    int e = errno;
     free(buf);
-    if (bad)
-        return pf_errf(err, "%s: write failed: %s", s->o->out, strerror(errno));
-    if (s->o->fsync && fdatasync(s->fd) != 0)
-        return pf_errf(err, "%s: fdatasync failed: %s", s->o->out, strerror(errno));
+    if (!bad && s->o->fsync && fdatasync(s->fd) != 0)
+        bad = 2, e = errno;
+    if (bad) {
+        /* take back a partial batch (a full disk) so the file ends with whole lines; the sink stops, and a
+         * restart would cut it anyway */
+        if (ftruncate(s->fd, (off_t)s->out_end) != 0)
+            pf_warn(LOG, "%s: cannot cut the partial batch: %s", s->o->out, strerror(errno));
+        return pf_errf(err, "%s: %s failed: %s", s->o->out, bad == 2 ? "fdatasync" : "write", strerror(e));
+    }
+    s->out_end += (int64_t)total;
     pf_metric_add(s->m.batches, 1);
     pf_metric_observe(s->m.fsync_s, pf_now() - t_flush);
     return 0;
@@ -262,6 +252,8 @@ int pf_sink_flush_batch(sink *s, pf_err *err)
             acks[i].id = p->id;
             acks[i].key = p->key;
             acks[i].ok = p->ok;
+            /* a duplicate's line is somewhere before out_end: that bound errs on the side of redoing it */
+            acks[i].end = p->is_dup ? s->out_end : p->end;
         }
     }
     if (acks) {
@@ -269,6 +261,7 @@ int pf_sink_flush_batch(sink *s, pf_err *err)
         pf_msg_init(&m, PF_MSG_ACK);
         m.acks = acks;
         m.n_acks = s->n_batch;
+        m.out_records = (int64_t)pf_keyset_size(&s->seen);   /* every one of them is on disk now */
         pf_sink_send_prod(s, &m);
         free(acks);
     }

@@ -62,6 +62,8 @@ void pf_msg_init(pf_msg *m, pf_msg_type type)
     m->version = PF_PROTO_VERSION;
     m->pid = -1;
     m->id = -1;
+    m->out_end = -1;
+    m->out_records = -1;
     m->timings = (pf_timings){-1, -1, -1, -1, -1, -1};
     pf_task_defaults(&m->task);
 }
@@ -294,15 +296,17 @@ static int decode_acks(pf_msg *m, const msgpack_object *o, const char *tname, pf
         return pf_errf(err, "%s message: out of memory for %zu acks", tname, n);
     for (size_t i = 0; i < n; i++) {
         const msgpack_object *e = &o->via.array.ptr[i];
-        if (e->type != MSGPACK_OBJECT_ARRAY || e->via.array.size != 3)
-            BAD("acks[] (want [id, key, ok])");
-        int64_t id;
+        if (e->type != MSGPACK_OBJECT_ARRAY || e->via.array.size < 3 || e->via.array.size > 4)
+            BAD("acks[] (want [id, key, ok] or [id, key, ok, end])");
+        int64_t id, end = -1;
         int32_t ok;
         if (get_int(&e->via.array.ptr[0], 0, INT64_MAX, &id) || get_str(m, &e->via.array.ptr[1], &m->acks[i].key) ||
-            !m->acks[i].key || get_bool(&e->via.array.ptr[2], &ok))
+            !m->acks[i].key || get_bool(&e->via.array.ptr[2], &ok) ||
+            (e->via.array.size == 4 && get_int(&e->via.array.ptr[3], 0, INT64_MAX, &end)))
             BAD("acks[]");
         m->acks[i].id = id;
         m->acks[i].ok = ok;
+        m->acks[i].end = end;
     }
     m->n_acks = n;
     return 0;
@@ -345,6 +349,8 @@ static int decode_field(pf_msg *m, const msgpack_object *k, const msgpack_object
     }
     INTF("pid", pid, 0, INT64_MAX)
     INTF("capacity", capacity, 0, 1 << 20)
+    INTF("out_end", out_end, 0, INT64_MAX)
+    INTF("out_records", out_records, 0, INT64_MAX)
     INTF("credit", credit, 0, 1 << 20)
     INTF("total", n_total, 0, INT64_MAX)
     INTF("done", n_done, 0, INT64_MAX)
@@ -653,6 +659,10 @@ int pf_msg_encode(const pf_msg *m, uint8_t **out, size_t *len, pf_err *err)
     /* Fields are written for the types that carry them, and whenever set (so what decodes re-encodes). */
     if (m->type == PF_MSG_HELLO || m->capacity)
         KV_INT("capacity", m->capacity);
+    if (m->out_end >= 0)
+        KV_INT("out_end", m->out_end);
+    if (m->out_records >= 0)
+        KV_INT("out_records", m->out_records);
     if (m->type == PF_MSG_CREDIT || m->type == PF_MSG_TENSOR || m->type == PF_MSG_DONE || m->type == PF_MSG_NACK ||
         m->credit)
         KV_INT("credit", m->credit);
@@ -718,13 +728,15 @@ int pf_msg_encode(const pf_msg *m, uint8_t **out, size_t *len, pf_err *err)
         KEY("acks");
         msgpack_pack_array(&e->pk, m->n_acks);
         for (size_t i = 0; i < m->n_acks; i++) {
-            msgpack_pack_array(&e->pk, 3);
+            msgpack_pack_array(&e->pk, m->acks[i].end >= 0 ? 4 : 3);
             msgpack_pack_int64(&e->pk, m->acks[i].id);
             pk_str(e, m->acks[i].key ? m->acks[i].key : "");
             if (m->acks[i].ok)
                 msgpack_pack_true(&e->pk);
             else
                 msgpack_pack_false(&e->pk);
+            if (m->acks[i].end >= 0)
+                msgpack_pack_int64(&e->pk, m->acks[i].end);
         }
     }
     if (m->data) {

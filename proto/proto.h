@@ -72,6 +72,7 @@ typedef struct pf_ack {
     int64_t id;
     const char *key;
     int ok;                    /* 1: result record, 0: error record */
+    int64_t end;               /* where the record ends in the sink's output file (bytes); -1 unknown */
 } pf_ack;
 
 /* Timings carried along an item (seconds; < 0 = absent). */
@@ -98,6 +99,8 @@ typedef struct pf_msg {
     int64_t pid;
     const char *instance;      /* producer run id (welcome, hb, reset; echoed in credit/tensor/done) */
     int64_t capacity;          /* hello: items the worker can hold */
+    int64_t out_end;           /* hello from a sink: its output's committed size in bytes (-1 absent) */
+    int64_t out_records;       /* hello from a sink: distinct records (items) its output holds (-1 absent) */
     int64_t credit;            /* credit: n; tensor/done/nack: credit returned with it */
     int32_t finished;          /* hb from the producer: the job is complete */
     int64_t n_total, n_done, n_failed;   /* hb from the producer: progress */

@@ -149,7 +149,8 @@ static void test_roundtrip_tensor_result_ack(void **state)
     free(buf);
 
     /* ack */
-    pf_ack acks[3] = {{1, "a", 1}, {2, "b", 0}, {9000000000ll, "c", 1}};
+    /* end: where the record ends in the output (4th element), absent (-1) in the old 3-element form */
+    pf_ack acks[3] = {{1, "a", 1, -1}, {2, "b", 0, 0}, {9000000000ll, "c", 1, 5000000000ll}};
     pf_msg a;
     pf_msg_init(&a, PF_MSG_ACK);
     a.acks = acks;
@@ -160,6 +161,7 @@ static void test_roundtrip_tensor_result_ack(void **state)
     assert_true(d.acks[2].id == 9000000000ll);
     assert_string_equal(d.acks[1].key, "b");
     assert_int_equal(d.acks[1].ok, 0);
+    assert_true(d.acks[0].end == -1 && d.acks[1].end == 0 && d.acks[2].end == 5000000000ll);
     pf_msg_free(&d);
     free(buf);
 
@@ -172,8 +174,18 @@ static void test_roundtrip_tensor_result_ack(void **state)
     buf = enc(&h, &len);
     assert_int_equal(pf_msg_decode(buf, len, &L, &d, &e), 0);
     assert_int_equal(d.capacity, 10);
+    assert_true(d.out_end == -1);   /* only a sink reports its output's size */
     pf_msg_free(&d);
     free(buf);
+    h.role = "sink";
+    h.out_end = 123456789012ll;
+    h.out_records = 0;
+    buf = enc(&h, &len);
+    assert_int_equal(pf_msg_decode(buf, len, &L, &d, &e), 0);
+    assert_true(d.out_end == 123456789012ll && d.out_records == 0);
+    pf_msg_free(&d);
+    free(buf);
+    h.out_end = h.out_records = -1;
     h.role = "boss";
     buf = enc(&h, &len);
     assert_int_equal(pf_msg_decode(buf, len, &L, &d, &e), -1);
