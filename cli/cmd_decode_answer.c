@@ -33,6 +33,7 @@ static void usage(FILE *out)
             "  --seg-decoder FILE   big_vision's vae-oid.npz (without it masks are null, with a \"note\")\n"
             "  --width W, --height H  the original image size (1..65536), for lines that do not carry one\n"
             "  --log-level LEVEL    error | warn | info | debug\n"
+            "  --config FILE        options from FILE, 'name = value' lines (the command line wins)\n"
             "  -h, --help           this text\n"
             "A line that cannot be decoded prints {\"error\": reason}.\n"
             "Exit status: 0 every line decoded, 1 some lines failed, 2 usage or setup error.\n");
