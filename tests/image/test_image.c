@@ -187,8 +187,9 @@ static void test_threads_mixed(void **state)
         a[i] = (thread_arg){.id = i};
         assert_int_equal(pthread_create(&t[i], NULL, mix_worker, &a[i]), 0);
     }
-    /* Join them all before judging: an assertion leaves the function (longjmp), and threads still running
-     * then race the process's exit (libvips shut down under them): a SIGSEGV instead of a failure. */
+    /* Join them all before judging: a failed assertion leaves this function (longjmp), and threads still
+     * running then read their thread_arg from its dead stack frame (a garbage id -> index out of g_mix):
+     * a SIGSEGV instead of a failure, as seen when the images were missing. */
     for (int i = 0; i < 4; i++)
         assert_int_equal(pthread_join(t[i], NULL), 0);
     for (int i = 0; i < 4; i++)
