@@ -1,7 +1,7 @@
 /* fuzz_tokenizer_encode: libFuzzer target for encode / decode / processor on the real PaliGemma tokenizer.
  *
- * The tokenizer is loaded once from $PALIFLOW_TOKENIZER (default ../shared/golden/tokenizer/tokenizer.json,
- * relative to the working directory). For each input:
+ * The tokenizer is loaded once from $PALIFLOW_TOKENIZER (default: the build's BUILD/fixtures/tokenizer.json,
+ * unpacked from fixtures/paligemma-tokenizer.tar.xz). For each input:
  *   byte 0 % 3 == 0: encode the rest as text. Invalid UTF-8 must be refused; valid text must give ids in
  *     range, and decode(encode(text)) must give the text back with U+2581 read as a space (a property of
  *     this tokenizer: its decoder undoes everything the encoder does except that replacement);
@@ -30,7 +30,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     (void)argv;
     const char *path = getenv("PALIFLOW_TOKENIZER");
     if (!path)
-        path = "../shared/golden/tokenizer/tokenizer.json";
+        path = PF_TOKENIZER_FIXTURE;
     pf_err err;
     if (pf_tokenizer_load(path, &g_tok, &err) != 0) {
         fprintf(stderr, "fuzz_tokenizer_encode: %s (set PALIFLOW_TOKENIZER)\n", err.msg);

@@ -1,7 +1,8 @@
 /* `paliflow preprocess-image` end to end: goldens at every size (and --autorotate) bit-exact in the
  * output file keyed by the FILE argument, every hostile file alone and mixed into a batch (one stderr
  * line naming it, no tensor, exit 1, the good files still written), usage errors, options.
- * argv[1] is the paliflow binary. */
+ * usage: test_image_cli [golden] [PALIFLOW]: "golden" runs the checks that read the golden images
+ * (tests/golden_split.h); PALIFLOW defaults to the paliflow this build made. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,6 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "../golden_split.h"
 #include "base/file.h"
 #include "image_test_util.h"
 #include "model/safetensors.h"
@@ -219,6 +221,9 @@ static void test_bad_alone_and_mixed(void **state)
     remove_symlink_loop(loop);
 }
 
+/* A committed image: usage errors need no golden data (they are refused before any file is read). */
+#define EXAMPLE_IMAGE PF_SOURCE_DIR "/examples/images/chelsea.jpg"
+
 static void test_usage(void **state)
 {
     (void)state;
@@ -226,20 +231,20 @@ static void test_usage(void **state)
     assert_int_equal(run(none, NULL), 2);
     const char *help[] = {"preprocess-image", "--help", NULL};
     assert_int_equal(run(help, NULL), 0);
-    const char *nosize[] = {"preprocess-image", "--out", g_out, IMG_DIR "/chelsea.png", NULL};
+    const char *nosize[] = {"preprocess-image", "--out", g_out, EXAMPLE_IMAGE, NULL};
     assert_int_equal(run(nosize, NULL), 2);
-    const char *zero[] = {"preprocess-image", "--size", "0", "--out", g_out, IMG_DIR "/chelsea.png", NULL};
+    const char *zero[] = {"preprocess-image", "--size", "0", "--out", g_out, EXAMPLE_IMAGE, NULL};
     assert_int_equal(run(zero, NULL), 2);
-    const char *junk[] = {"preprocess-image", "--size", "22x", "--out", g_out, IMG_DIR "/chelsea.png", NULL};
+    const char *junk[] = {"preprocess-image", "--size", "22x", "--out", g_out, EXAMPLE_IMAGE, NULL};
     assert_int_equal(run(junk, NULL), 2);
-    const char *noout[] = {"preprocess-image", "--size", "224", IMG_DIR "/chelsea.png", NULL};
+    const char *noout[] = {"preprocess-image", "--size", "224", EXAMPLE_IMAGE, NULL};
     assert_int_equal(run(noout, NULL), 2);
     const char *nofile[] = {"preprocess-image", "--size", "224", "--out", g_out, NULL};
     assert_int_equal(run(nofile, NULL), 2);
     const char *bogus[] = {"preprocess-image", "--size", "224", "--bogus", "--out", g_out, "x.png", NULL};
     assert_int_equal(run(bogus, NULL), 2);
     const char *badout[] = {"preprocess-image", "--size", "16", "--out", "/nonexistent/dir/o.st",
-                            IMG_DIR "/chelsea.png", NULL};
+                            EXAMPLE_IMAGE, NULL};
     assert_int_equal(run(badout, NULL), 2);
 }
 
@@ -267,6 +272,7 @@ static void test_options(void **state)
 
 int main(int argc, char **argv)
 {
+    int golden = pf_test_golden_group(&argc, &argv);
     g_prog = argc > 1 ? argv[1] : PF_PALIFLOW_BIN;
     if (g_prog[0] != '/') {
         static char abs[1024];
@@ -284,13 +290,16 @@ int main(int argc, char **argv)
     pf_err err;
     if (pf_img_init(&err))
         return 2;
-    const struct CMUnitTest tests[] = {
+    const struct CMUnitTest core[] = {
+        cmocka_unit_test(test_usage),
+    };
+    const struct CMUnitTest with_golden[] = {
         cmocka_unit_test(test_goldens_cli),
         cmocka_unit_test(test_bad_alone_and_mixed),
-        cmocka_unit_test(test_usage),
         cmocka_unit_test(test_options),
     };
-    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    int rc = golden ? cmocka_run_group_tests_name("golden", with_golden, NULL, NULL)
+                    : cmocka_run_group_tests_name("core", core, NULL, NULL);
     unlink(g_out);
     unlink(g_errf);
     rmdir(g_tmp);

@@ -1,5 +1,8 @@
 /* Checkpoint loader: golden checkpoints load with the right config (defaults, layouts, shards, dtypes);
- * broken checkpoints made here in a temp dir (never committed) are refused with a clear message. */
+ * broken checkpoints made here in a temp dir (never committed) are refused with a clear message.
+ * The broken ones are edits of a random checkpoint written here (pf_rc_write, the shapes of the golden case
+ * eos_early_stop), so they run in a clone without the golden data; `test_model_loader golden` runs the checks
+ * that load the golden checkpoints themselves (tests/golden_split.h). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,13 +14,54 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../golden_split.h"
 #include "base/file.h"
 #include "model/checkpoint.h"
 #include "model/model.h"
+#include "model/random_ckpt.h"
 
-#define SRC PF_GOLDEN_DIR "/model/eos_early_stop/checkpoint"
+/* g_src: the intact checkpoint the broken ones are made from; g_dir: where they are written. */
+static char g_src[256], g_dir[256];
 
-static char g_dir[256];
+/* The intact checkpoint: tiny-gemma widened to the golden case eos_early_stop's shapes (text 64 wide, 4 heads
+ * of 16, 1 kv head, MLP 128; vision 32 wide; projection 64), F32, one file: the messages below name them. */
+static int make_src(void)
+{
+    pf_rc_spec s;
+    pf_err err;
+    if (pf_rc_spec_lookup("tiny-gemma", &s, &err))
+        goto fail;
+    s.hidden = 64;
+    s.head_dim = 16;
+    s.intermediate = 128;
+    s.projection_dim = 64;
+    pf_rc_options o = {.seed = 11, .f32 = true};
+    snprintf(g_src, sizeof g_src, "/tmp/pf_loader_src_XXXXXX");
+    if (!mkdtemp(g_src)) {
+        snprintf(err.msg, sizeof err.msg, "mkdtemp %s failed", g_src);
+        goto fail;
+    }
+    if (pf_rc_spec_check(&s, &err) || pf_rc_write(&s, g_src, &o, &err))
+        goto fail;
+    return 0;
+fail:
+    fprintf(stderr, "test_model_loader: cannot make the source checkpoint: %s\n", err.msg);
+    g_src[0] = '\0';
+    return -1;
+}
+
+static void remove_src(void)
+{
+    const char *names[] = {"config.json", "generation_config.json", "model.safetensors"};
+    char p[512];
+    if (!g_src[0])
+        return;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        snprintf(p, sizeof p, "%s/%s", g_src, names[i]);
+        unlink(p);
+    }
+    rmdir(g_src);
+}
 
 static void path_in(char *buf, size_t n, const char *name) { snprintf(buf, n, "%s/%s", g_dir, name); }
 
@@ -34,7 +78,7 @@ static void write_bytes(const char *name, const void *data, size_t n)
 static char *read_src(const char *name, size_t *len)
 {
     char p[512], *text;
-    snprintf(p, sizeof p, "%s/%s", SRC, name);
+    snprintf(p, sizeof p, "%s/%s", g_src, name);
     pf_err err;
     if (pf_read_file(p, 1u << 30, &text, len, &err) != 0)
         fail_msg("%s", err.msg);
@@ -366,18 +410,31 @@ static void test_index_parser(void **state)
     assert_int_equal(pf_ckpt_index_parse(nonstr, strlen(nonstr), "idx", &ix, &err), -1);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    int golden = pf_test_golden_group(&argc, &argv);
+    if (argc != 1) {
+        fprintf(stderr, "usage: %s [golden]\n", argv[0]);
+        return 2;
+    }
     snprintf(g_dir, sizeof g_dir, "/tmp/pf_loader_XXXXXX");
     if (!mkdtemp(g_dir))
         return 1;
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_hub_minimal_defaults), cmocka_unit_test(test_layouts_and_dtypes),
+    const struct CMUnitTest core[] = {
         cmocka_unit_test(test_eos_list_and_generation_config), cmocka_unit_test(test_truncated),
         cmocka_unit_test(test_bad_headers), cmocka_unit_test(test_bad_configs),
         cmocka_unit_test(test_bad_shards), cmocka_unit_test(test_index_parser),
     };
-    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    const struct CMUnitTest with_golden[] = {
+        cmocka_unit_test(test_hub_minimal_defaults),
+        cmocka_unit_test(test_layouts_and_dtypes),
+    };
+    int rc;
+    if (golden)
+        rc = cmocka_run_group_tests_name("golden", with_golden, NULL, NULL);
+    else
+        rc = make_src() ? 1 : cmocka_run_group_tests_name("core", core, NULL, NULL);
+    remove_src();
     clean_dir();
     rmdir(g_dir);
     return rc;

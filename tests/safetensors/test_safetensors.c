@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../golden_split.h"
 #include "model/safetensors.h"
 
 static char g_tmp[256];
@@ -114,15 +115,23 @@ static void test_hostile_headers(void **state)
     assert_non_null(strstr(err.msg, "too short"));
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    int golden = pf_test_golden_group(&argc, &argv);
+    if (argc != 1) {
+        fprintf(stderr, "usage: %s [golden]\n", argv[0]);
+        return 2;
+    }
     snprintf(g_tmp, sizeof g_tmp, "/tmp/pf_test_st_%d.safetensors", (int)getpid());
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_golden_inputs_open),
+    const struct CMUnitTest core[] = {
         cmocka_unit_test(test_roundtrip),
         cmocka_unit_test(test_hostile_headers),
     };
-    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    const struct CMUnitTest with_golden[] = {
+        cmocka_unit_test(test_golden_inputs_open),
+    };
+    int rc = golden ? cmocka_run_group_tests_name("golden", with_golden, NULL, NULL)
+                    : cmocka_run_group_tests_name("core", core, NULL, NULL);
     unlink(g_tmp);
     return rc;
 }

@@ -415,10 +415,12 @@ static void test_threads(void **state)
         args[t] = (thread_arg){&l, 0};
         assert_int_equal(pthread_create(&th[t], NULL, encode_all, &args[t]), 0);
     }
-    for (int t = 0; t < N; t++) {
-        pthread_join(th[t], NULL);
+    /* All joined before any assertion: a failed one leaves this frame (longjmp) while the others still read
+     * args[] and l from it (the crash test_image had). */
+    for (int t = 0; t < N; t++)
+        assert_int_equal(pthread_join(th[t], NULL), 0);
+    for (int t = 0; t < N; t++)
         assert_int_equal(args[t].bad, 0);
-    }
     free_lines(&l);
 }
 
