@@ -225,6 +225,7 @@ int pf_producer_run(const pf_producer_opts *o, pf_job_stats *stats, pf_err *err)
     p->t0 = pf_now();
     p->t0_unix = pf_prod_unix_now();
     pf_keyset_init(&p->finished);
+    pf_refusals_init(&p->refused, LOG);
     pf_prod_metrics_init(p);
     pf_health_register("producer", 60);
     int rc = -1;

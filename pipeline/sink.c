@@ -81,6 +81,7 @@ static void send_hello(sink *s, double now)
     gethostname(host, sizeof host - 1);
     m.host = host;
     m.pid = getpid();
+    m.leases = 1;   /* tell me every lease: I write a worker's record only for an item leased to it */
     pf_sink_send_prod(s, &m);
     pf_link_said_hello(&s->link, now);
 }
@@ -90,9 +91,16 @@ static void on_producer_msg(sink *s, pf_wire_in *in, double now)
     pf_msg *m = &in->msg;
     pf_link_heard(&s->link, now);
     switch (m->type) {
-    case PF_MSG_WELCOME:
-        if (pf_link_welcome(&s->link, m->instance))
+    case PF_MSG_WELCOME: {
+        int fresh = pf_link_welcome(&s->link, m->instance);
+        if (fresh)
             pf_info(LOG, "connected to producer %s", m->instance);
+        pf_sink_auth_welcomed(s, m, fresh);
+        break;
+    }
+    case PF_MSG_LEASE:
+    case PF_MSG_UNLEASE:
+        pf_sink_auth_on_note(s, m, now);
         break;
     case PF_MSG_RESET:
     case PF_MSG_HB:
@@ -106,7 +114,7 @@ static void on_producer_msg(sink *s, pf_wire_in *in, double now)
         break;
     case PF_MSG_ERROR:
     case PF_MSG_RESULT:
-        pf_sink_on_record(s, m);
+        pf_sink_auth_producer_record(s, m);
         break;
     default:
         break;
@@ -173,7 +181,7 @@ static int on_worker_msg(void *arg, pf_wire_in *in)
     recv_ctx *c = arg;
     sink *s = c->s;
     if (in->msg.type == PF_MSG_RESULT || in->msg.type == PF_MSG_ERROR)
-        pf_sink_on_record(s, &in->msg);
+        pf_sink_auth_worker_record(s, in, c->now);
     if (s->n_batch >= (size_t)s->o->batch && pf_sink_flush_batch(s, c->err))
         return -1;
     return 0;
@@ -217,6 +225,7 @@ static void close_run(sink *s, void *ctx)
     const pf_sink_opts *o = s->o;
     pf_sink_batch_free(s);
     free(s->batch);
+    pf_sink_auth_free(s);
     pf_metric_set(s->m.in_file, (double)s->in_file);
     pf_health_ready("sink", 0);
     pf_health_unregister("sink");
@@ -247,6 +256,8 @@ int pf_sink_run(const pf_sink_opts *o, pf_err *err)
     make_name(s);
     int rc = -1;
     metrics_init(s);
+    if (pf_sink_auth_init(s))
+        return pf_errf(err, "out of memory");
     pf_health_register("sink", 60);
     void *ctx = o->zctx ? o->zctx : zmq_ctx_new();
     if (!ctx)
@@ -279,13 +290,15 @@ int pf_sink_run(const pf_sink_opts *o, pf_err *err)
         if (pf_control_reload(&o->ctl))
             reload(s);
         recv_ctx c = {s, now, err};
+        /* the producer first: its lease notes let the workers' records in */
+        if (pf_wire_drain(s->psock, 0, &o->lim, 1000, LOG, "the producer", on_producer, &c) == -2)
+            break;
         int got = pf_wire_drain(s->rsock, 1, &o->lim, 1000, LOG, NULL, on_worker_msg, &c);
         if (got == -1)
             goto out;
         if (got == -2)
             break;
-        if (pf_wire_drain(s->psock, 0, &o->lim, 1000, LOG, "the producer", on_producer, &c) == -2)
-            break;
+        pf_sink_auth_tick(s, now);
         if (s->n_batch && (s->n_batch >= (size_t)o->batch || now - s->batch_t0 >= o->flush_s))
             if (pf_sink_flush_batch(s, err))
                 goto out;
@@ -298,7 +311,8 @@ int pf_sink_run(const pf_sink_opts *o, pf_err *err)
     }
     if (pf_sink_flush_batch(s, err))
         goto out;
-    pf_info(LOG, "%lld records written, %lld duplicates dropped", (long long)s->written, (long long)s->dups);
+    pf_info(LOG, "%lld records written, %lld duplicates dropped, %lld messages refused", (long long)s->written,
+            (long long)s->dups, (long long)pf_sink_auth_refused(s));
     rc = 0;
 out:
     close_run(s, ctx);

@@ -1,0 +1,366 @@
+/* sink_auth.c - who may say what (PROTOCOL.md, "Who may say what"), the sink's half: a worker's record is
+ * written only when the producer leased its item to that worker.
+ *
+ * The producer sends a `lease` note (item id, key, path, stage, holder's routing id and CURVE key) before
+ * it hands an item out, and an `unlease` note when the lease ends without a record. The sink keeps the notes
+ * in a table by item id and takes a record from a worker only when: a lease is known for the record's id; the
+ * key and path are the lease's (so only the job's paths get in); the sender's routing id (workers name their
+ * sink connection) and CURVE key are the holder's; and the kind fits the stage (a preprocess holder may only
+ * report the item failed: an error record of stage "preprocess"; an inference holder sends the result or an
+ * error record of stage "inference"). A taken record ends the lease (one record per lease), so the table
+ * holds at most the items in flight at the producer.
+ *
+ * The note and the record travel on two connections, so a record may overtake its note (a preprocess worker
+ * failing at once, a sink that just (re)joined and is being told the leases): a record with no lease yet is
+ * parked (at most PARK_MAX records, PARK_BYTES bytes, PARK_S seconds) and looked at again when a note for
+ * its item arrives. Everything refused is counted and logged by proto/refusal.c. The producer's own error
+ * records come on the sink's connection to the producer and are taken as they are.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "base/file.h"
+#include "base/log.h"
+#include "pipeline/sink_internal.h"
+#include "proto/refusal.h"
+#include "proto/wire.h"
+
+#define PARK_MAX 4096
+#define PARK_BYTES ((size_t)256 << 20)
+#define PARK_S 5.0
+
+enum { ST_PRE = 1, ST_INF = 2 };
+
+typedef struct lease {
+    int64_t id;
+    char key[PF_KEY_LEN + 1];
+    int stage;
+    char *path, *holder;
+    char holder_key[64];
+    struct lease *next;
+} lease;
+
+/* A record that came before its item's lease note: the frame (re-decoded when the note arrives) and who
+ * sent it. */
+typedef struct parked {
+    zmq_msg_t frame;
+    int64_t id;
+    double t;
+    char holder[1100];
+    pf_peer_desc from;
+    struct parked *next;
+} parked;
+
+struct pf_sink_auth {
+    lease **b;             /* buckets by id, power of two */
+    size_t nb, n;
+    parked *park, *park_tail;
+    size_t n_park, park_bytes;
+    pf_refusals refused;
+    int producer_notes;    /* the producer that welcomed us sends lease notes */
+    int said_old_producer;
+    pf_metric *m_leases, *m_parked;
+};
+
+static size_t slot(const pf_sink_auth *a, int64_t id)
+{
+    uint64_t h = (uint64_t)id * 0x9E3779B97F4A7C15ull;
+    return (size_t)(h >> 20) & (a->nb - 1);
+}
+
+int pf_sink_auth_init(sink *s)
+{
+    pf_sink_auth *a = calloc(1, sizeof *a);
+    if (!a)
+        return -1;
+    a->nb = 1024;
+    a->b = calloc(a->nb, sizeof *a->b);
+    if (!a->b) {
+        free(a);
+        return -1;
+    }
+    pf_refusals_init(&a->refused, LOG);
+    a->m_leases = pf_gauge("paliflow_sink_leases", "", "Leases the producer told the sink of that await a record");
+    a->m_parked = pf_gauge("paliflow_sink_parked_records", "",
+                           "Records held until the producer's note of their lease arrives");
+    s->auth = a;
+    return 0;
+}
+
+static void lease_free(lease *l)
+{
+    free(l->path);
+    free(l->holder);
+    free(l);
+}
+
+static void forget_all(pf_sink_auth *a)
+{
+    for (size_t i = 0; i < a->nb; i++)
+        while (a->b[i]) {
+            lease *l = a->b[i];
+            a->b[i] = l->next;
+            lease_free(l);
+        }
+    a->n = 0;
+}
+
+static void park_drop(pf_sink_auth *a, parked *k)
+{
+    a->park_bytes -= zmq_msg_size(&k->frame);
+    a->n_park--;
+    zmq_msg_close(&k->frame);
+    free(k);
+}
+
+void pf_sink_auth_free(sink *s)
+{
+    pf_sink_auth *a = s->auth;
+    if (!a)
+        return;
+    forget_all(a);
+    free(a->b);
+    while (a->park) {
+        parked *k = a->park;
+        a->park = k->next;
+        park_drop(a, k);
+    }
+    free(a);
+    s->auth = NULL;
+}
+
+static lease **find(pf_sink_auth *a, int64_t id)
+{
+    lease **pp = &a->b[slot(a, id)];
+    while (*pp && (*pp)->id != id)
+        pp = &(*pp)->next;
+    return pp;
+}
+
+static void grow(pf_sink_auth *a)
+{
+    size_t nb = a->nb * 2;
+    lease **b = calloc(nb, sizeof *b);
+    if (!b)
+        return;   /* longer chains, still correct */
+    lease **old = a->b;
+    size_t onb = a->nb;
+    a->b = b;
+    a->nb = nb;
+    for (size_t i = 0; i < onb; i++)
+        while (old[i]) {
+            lease *l = old[i];
+            old[i] = l->next;
+            lease **pp = &a->b[slot(a, l->id)];
+            l->next = *pp;
+            *pp = l;
+        }
+    free(old);
+}
+
+static void remove_lease(pf_sink_auth *a, lease **pp)
+{
+    lease *l = *pp;
+    *pp = l->next;
+    lease_free(l);
+    a->n--;
+}
+
+/* The verdict on record M from HOLDER (its routing id, printable) with CURVE key KEY: NULL when it may be
+ * written, else the refusal's reason (*detail says more). *PP gets the lease's slot. */
+static const char *judge(pf_sink_auth *a, const pf_msg *m, const char *holder, const char *key, lease ***pp,
+                         char *detail, size_t cap)
+{
+    *pp = find(a, m->id);
+    lease *l = **pp;
+    if (!l) {
+        snprintf(detail, cap, "no lease for item %lld (path %s)", (long long)m->id, m->path);
+        return "no_lease";
+    }
+    if (strcmp(l->key, m->key) != 0) {
+        snprintf(detail, cap, "item %lld has key %s, the record says %s", (long long)m->id, l->key, m->key);
+        return "wrong_key";
+    }
+    if (strcmp(l->path, m->path) != 0) {
+        snprintf(detail, cap, "item %lld is %s, the record says %s", (long long)m->id, l->path, m->path);
+        return "wrong_path";
+    }
+    if (strcmp(l->holder, holder) != 0 || (l->holder_key[0] && strcmp(l->holder_key, key) != 0)) {
+        snprintf(detail, cap, "item %lld (%s) is leased to %s%s%s", (long long)m->id, l->path, l->holder,
+                 l->holder_key[0] ? " with key " : "", l->holder_key);
+        return "not_holder";
+    }
+    const char *want = l->stage == ST_PRE ? "preprocess" : "inference";
+    if ((m->type == PF_MSG_RESULT && l->stage != ST_INF) ||
+        (m->type == PF_MSG_ERROR && (!m->stage || strcmp(m->stage, want) != 0))) {
+        snprintf(detail, cap, "item %lld (%s) is leased for %s, the record is %s%s%s", (long long)m->id, l->path,
+                 want, m->type == PF_MSG_RESULT ? "a result" : "an error record of stage ",
+                 m->type == PF_MSG_RESULT ? "" : m->stage ? m->stage : "?", "");
+        return "wrong_stage";
+    }
+    return NULL;
+}
+
+/* Judge record M (from HOLDER/KEY, described by FROM): write it, or refuse it; park it instead when no lease
+ * is known yet and PARK_FRAME is given (its frame moves into the parking). */
+static void take(sink *s, const pf_msg *m, const char *holder, const pf_peer_desc *from, zmq_msg_t *park_frame,
+                 double now)
+{
+    pf_sink_auth *a = s->auth;
+    lease **pp;
+    char detail[1200];
+    const char *why = a->producer_notes ? judge(a, m, holder, from->key, &pp, detail, sizeof detail) : "no_notes";
+    if (!why) {
+        remove_lease(a, pp);   /* one record per lease: a second one from the same holder is refused */
+        pf_sink_on_record(s, m);
+        return;
+    }
+    size_t len = park_frame ? zmq_msg_size(park_frame) : 0;
+    if (park_frame && (!strcmp(why, "no_lease") || !strcmp(why, "no_notes")) && a->n_park < PARK_MAX &&
+        a->park_bytes + len <= PARK_BYTES) {
+        parked *k = calloc(1, sizeof *k);
+        if (k) {
+            zmq_msg_init(&k->frame);
+            zmq_msg_move(&k->frame, park_frame);
+            k->id = m->id;
+            k->t = now;
+            snprintf(k->holder, sizeof k->holder, "%s", holder);
+            k->from = *from;
+            if (a->park_tail)
+                a->park_tail->next = k;
+            else
+                a->park = k;
+            a->park_tail = k;
+            a->n_park++;
+            a->park_bytes += len;
+            return;
+        }
+    }
+    if (!strcmp(why, "no_notes"))
+        snprintf(detail, sizeof detail, "the producer does not send lease notes (an older paliflow), so no record "
+                 "from a worker can be checked; upgrade the producer");
+    pf_refuse(&a->refused, pf_msg_type_name(m->type), why, from, "%s", detail);
+}
+
+void pf_sink_auth_worker_record(sink *s, pf_wire_in *in, double now)
+{
+    char holder[1100];
+    pf_wire_ident_str(in->ident, in->ident_len, holder, sizeof holder);
+    pf_peer_desc from;
+    pf_peer_describe(&in->frame, in->ident, in->ident_len, &from);
+    take(s, &in->msg, holder, &from, &in->frame, now);
+}
+
+void pf_sink_auth_producer_record(sink *s, const pf_msg *m)
+{
+    pf_sink_auth *a = s->auth;
+    lease **pp = find(a, m->id);
+    if (*pp && !strcmp((*pp)->key, m->key))   /* the producer ended the item itself (gave up on it) */
+        remove_lease(a, pp);
+    pf_sink_on_record(s, m);
+}
+
+/* Parked records for item ID get their verdict now that its lease is known (or refused: no longer parked). */
+static void unpark(sink *s, int64_t id, double now)
+{
+    pf_sink_auth *a = s->auth;
+    parked **pp = &a->park, *prev = NULL;
+    while (*pp) {
+        parked *k = *pp;
+        if (k->id != id) {
+            prev = k;
+            pp = &k->next;
+            continue;
+        }
+        *pp = k->next;
+        if (a->park_tail == k)
+            a->park_tail = prev;
+        pf_msg m;
+        pf_err e = {{0}};
+        if (pf_msg_decode(zmq_msg_data(&k->frame), zmq_msg_size(&k->frame), &s->o->lim, &m, &e) == 0)
+            take(s, &m, k->holder, &k->from, NULL, now);
+        pf_msg_free(&m);
+        park_drop(a, k);
+    }
+}
+
+void pf_sink_auth_on_note(sink *s, const pf_msg *m, double now)
+{
+    pf_sink_auth *a = s->auth;
+    lease **pp = find(a, m->id);
+    if (m->type == PF_MSG_UNLEASE) {
+        if (*pp && !strcmp((*pp)->key, m->key))
+            remove_lease(a, pp);
+        return;
+    }
+    lease *l = *pp;
+    if (!l) {
+        l = calloc(1, sizeof *l);
+        if (!l) {
+            pf_error(LOG, "out of memory noting the lease of item %lld", (long long)m->id);
+            return;
+        }
+        l->id = m->id;
+        *pp = l;
+        a->n++;
+    }
+    char *path = strdup(m->path), *holder = strdup(m->holder);
+    if (!path || !holder) {
+        free(path);
+        free(holder);
+        pf_error(LOG, "out of memory noting the lease of item %lld", (long long)m->id);
+        remove_lease(a, find(a, m->id));
+        return;
+    }
+    free(l->path);
+    free(l->holder);
+    l->path = path;
+    l->holder = holder;
+    snprintf(l->key, sizeof l->key, "%s", m->key);
+    snprintf(l->holder_key, sizeof l->holder_key, "%s", m->holder_key ? m->holder_key : "");
+    l->stage = !strcmp(m->stage, "preprocess") ? ST_PRE : ST_INF;
+    if (a->n > 2 * a->nb)
+        grow(a);
+    if (a->n_park)
+        unpark(s, m->id, now);
+}
+
+void pf_sink_auth_welcomed(sink *s, const pf_msg *welcome, int new_instance)
+{
+    pf_sink_auth *a = s->auth;
+    if (new_instance)   /* the leases of another producer run are over: it requeued their items */
+        forget_all(a);
+    a->producer_notes = welcome->leases;
+    if (!a->producer_notes && !a->said_old_producer) {
+        pf_error(LOG, "producer %s does not send lease notes (an older paliflow): records from workers cannot be "
+                 "checked and are refused; upgrade the producer", welcome->instance);
+        a->said_old_producer = 1;
+    }
+}
+
+void pf_sink_auth_tick(sink *s, double now)
+{
+    pf_sink_auth *a = s->auth;
+    while (a->park && now - a->park->t > PARK_S) {
+        parked *k = a->park;
+        a->park = k->next;
+        if (!a->park)
+            a->park_tail = NULL;
+        pf_msg m;
+        pf_err e = {{0}};
+        if (pf_msg_decode(zmq_msg_data(&k->frame), zmq_msg_size(&k->frame), &s->o->lim, &m, &e) == 0)
+            pf_refuse(&a->refused, pf_msg_type_name(m.type), a->producer_notes ? "no_lease" : "no_notes", &k->from,
+                      "no lease for item %lld (path %s) in %.0f s", (long long)m.id, m.path, PARK_S);
+        pf_msg_free(&m);
+        park_drop(a, k);
+    }
+    pf_metric_set(a->m_leases, (double)a->n);
+    pf_metric_set(a->m_parked, (double)a->n_park);
+}
+
+int64_t pf_sink_auth_refused(const sink *s)
+{
+    return s->auth ? s->auth->refused.total : 0;
+}
