@@ -28,7 +28,7 @@
 #include "proto/wire.h"
 
 #define PARK_MAX 4096
-#define PARK_BYTES ((size_t)256 << 20)
+#define PARK_BYTES ((size_t)64 << 20)
 #define PARK_S 5.0
 
 enum { ST_PRE = 1, ST_INF = 2 };
