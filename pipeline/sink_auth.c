@@ -330,8 +330,11 @@ void pf_sink_auth_on_note(sink *s, const pf_msg *m, double now)
 void pf_sink_auth_welcomed(sink *s, const pf_msg *welcome, int new_instance)
 {
     pf_sink_auth *a = s->auth;
-    if (new_instance)   /* the leases of another producer run are over: it requeued their items */
-        forget_all(a);
+    /* A welcome is followed by the notes of every lease the producer has: start from those only. That drops
+     * the leases of another producer run (it requeued their items) and any lease whose end we did not hear
+     * of while the producer counted us gone. */
+    (void)new_instance;
+    forget_all(a);
     a->producer_notes = welcome->leases;
     if (!a->producer_notes && !a->said_old_producer) {
         pf_error(LOG, "producer %s does not send lease notes (an older paliflow): records from workers cannot be "

@@ -72,7 +72,8 @@ void pf_sink_auth_worker_record(sink *s, pf_wire_in *in, double now);
 void pf_sink_auth_producer_record(sink *s, const pf_msg *m);
 /* A lease or unlease note from the producer. */
 void pf_sink_auth_on_note(sink *s, const pf_msg *m, double now);
-/* The producer welcomed us (NEW_INSTANCE: another run than before: its leases are gone). */
+/* The producer welcomed us (NEW_INSTANCE: another run than before); the leases known so far are forgotten:
+ * the producer sends the notes of all its leases after every welcome. */
 void pf_sink_auth_welcomed(sink *s, const pf_msg *welcome, int new_instance);
 /* Refuse records parked too long; refresh the gauges. */
 void pf_sink_auth_tick(sink *s, double now);
