@@ -63,9 +63,28 @@ void pf_prod_send_heartbeats(prod *p, int finished)
     }
 }
 
+/* With CURVE, the sink's role is bound to a key: any allowed worker could otherwise say hello as the sink
+ * and have its acknowledgements believed. The key is --curve-sink-public, by default our own (the sink on
+ * the hub shares the producer's pair). */
+static int may_be_sink(prod *p, pf_wire_in *in)
+{
+    if (!p->zap || !p->o->sec)
+        return 1;   /* no CURVE on our socket: no key to tell peers apart (ipc, inproc, --insecure) */
+    pf_peer_desc d;
+    pf_peer_describe(&in->frame, NULL, 0, &d);
+    const char *want = p->o->sec->sink_public[0] ? p->o->sec->sink_public : p->o->sec->server.public_key;
+    if (strcmp(d.key, want) == 0)
+        return 1;
+    pf_prod_refuse(p, in, -1, "not_sink_key", "hello as the sink with a key that is not the sink's (%s; set "
+                   "--curve-sink-public on the producer if the sink has a key pair of its own)", want);
+    return 0;
+}
+
 static void on_hello(prod *p, pf_wire_in *in, double now)
 {
     pf_msg *m = &in->msg;
+    if (!strcmp(m->role, "sink") && !may_be_sink(p, in))
+        return;
     int pi = pf_prod_peer_find(p, in->ident, in->ident_len);
     if (pi < 0) {
         for (pi = 0; pi < p->n_peers && p->peers[pi].used; pi++)

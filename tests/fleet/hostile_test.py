@@ -88,6 +88,7 @@ def t_hostile(a, d, curve):
         pub, sec = zmq.auth.load_certificate(k.path("w2", True))
         srv, _ = zmq.auth.load_certificate(k.path("hub"))
         rogue_curve, rogue_key = (pub, sec, srv), k.pub["w2"]
+    who = "(address 127.0.0.1, key %s)" % (rogue_key or "none")   # how the logs name the rogue
     f = ft.Fleet(a, d, "tcp://127.0.0.1:%d" % pp, "tcp://127.0.0.1:%d" % sp, server_args=server_args)
     sink = f.sink(["--metrics", "127.0.0.1:%d" % mports["sink"]])
     prod = f.producer(["--stay", "--metrics", "127.0.0.1:%d" % mports["producer"]])
@@ -106,6 +107,14 @@ def t_hostile(a, d, curve):
     nobody.send(nobody.prod, type="ack", acks=[[A["id"], A["key"], True]])
     rogue.send(rogue.prod, type="ack", acks=[[A["id"], A["key"], True], [B["id"], B["key"], True]])
     rogue.pump(0.3)
+    if curve:   # 1b. with CURVE the sink's role is bound to its key: an allowed worker key cannot claim it
+        fake = Rogue(ctx, "fake-sink", f.prod_ep, f.sink_ep, rogue_curve)
+        fake.send(fake.prod, type="hello", role="sink", name="fake-sink", host="evil", pid=1, leases=True)
+        check(not fake.pump(1.0, lambda: fake.instance), "a worker key was welcomed as the sink")
+        fake.send(fake.prod, type="ack", acks=[[A["id"], A["key"], True]])
+        fake.pump(0.3)
+        fake.prod.close(0)
+        fake.sink.close(0)
     # 2. B is handed back (legitimately); then the rogue, no longer its holder, says B is done and sends a tensor
     rogue.send(rogue.prod, type="nack", id=B["id"], key=B["key"], credit=0, instance=rogue.instance,
                stage="inference", message="handing back", handback=True)
@@ -144,6 +153,10 @@ def t_hostile(a, d, curve):
 
     check(refused(pm, "producer", "ack", "unknown_peer") >= 1, "ack from a peer that never said hello not counted")
     check(refused(pm, "producer", "ack", "not_sink") >= 1, "forged ack from a worker not counted")
+    if curve:
+        check(refused(pm, "producer", "hello", "not_sink_key") >= 1, "hello as the sink with a worker key not counted")
+        check("refused hello from routing id fake-sink %s: hello as the sink with a key that is not the sink's" % who
+              in ft.logtext(prod), "producer log lacks the refused fake sink")
     check(refused(pm, "producer", "done", "not_holder") + refused(pm, "producer", "done", "unknown_item") >= 1,
           "done from a non-holder not counted")
     check(refused(pm, "producer", "tensor", "not_holder") + refused(pm, "producer", "tensor", "unknown_item") >= 1,
@@ -165,7 +178,6 @@ def t_hostile(a, d, curve):
     check("FORGED" not in text and "/etc/passwd" not in text, "a forged record reached the output")
 
     plog, slog = ft.logtext(prod), ft.logtext(sink)
-    who = "(address 127.0.0.1, key %s)" % (rogue_key or "none")
     for line in ("refused ack from routing id nobody %s: from a peer that did not say hello [unknown_peer]" % who,
                  "refused ack from inference rogue-inf, routing id rogue-inf %s" % who):
         check(line in plog, "producer log lacks %r" % line)
