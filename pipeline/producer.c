@@ -271,8 +271,10 @@ int pf_producer_run(const pf_producer_opts *o, pf_job_stats *stats, pf_err *err)
         pf_progress_update(&p->prog, p->total, p->done, p->failed, p->done - p->at_start_done,
                            pf_prod_count_role(p, ROLE_PRE), pf_prod_count_role(p, ROLE_INF), pf_prod_sink_alive(p),
                            p->scanning);
-        if (now - p->last_gauges >= 0.1)
+        if (now - p->last_gauges >= 0.1) {
             pf_prod_update_gauges(p, now);
+            pf_refusals_tick(&p->refused);
+        }
         if (!complete && job_finished(p)) {
             complete = 1;
             if (!o->stay)

@@ -290,8 +290,9 @@ int pf_sink_run(const pf_sink_opts *o, pf_err *err)
         if (pf_control_reload(&o->ctl))
             reload(s);
         recv_ctx c = {s, now, err};
-        /* the producer first: its lease notes let the workers' records in */
-        if (pf_wire_drain(s->psock, 0, &o->lim, 1000, LOG, "the producer", on_producer, &c) == -2)
+        /* The producer first, all of it: its lease notes let the workers' records in, and a record read before
+         * the note for it must wait (sink_auth.c). Its rate is the producer's dispatch rate: no starvation. */
+        if (pf_wire_drain(s->psock, 0, &o->lim, 1 << 20, LOG, "the producer", on_producer, &c) == -2)
             break;
         int got = pf_wire_drain(s->rsock, 1, &o->lim, 1000, LOG, NULL, on_worker_msg, &c);
         if (got == -1)

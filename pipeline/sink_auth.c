@@ -11,9 +11,10 @@
  * holds at most the items in flight at the producer.
  *
  * The note and the record travel on two connections, so a record may overtake its note (a preprocess worker
- * failing at once, a sink that just (re)joined and is being told the leases): a record with no lease yet is
- * parked (at most PARK_MAX records, PARK_BYTES bytes, PARK_S seconds) and looked at again when a note for
- * its item arrives. Everything refused is counted and logged by proto/refusal.c. The producer's own error
+ * failing at once, an inference result coming before the note that moved the lease from the preprocess
+ * worker to its sender, a sink that just (re)joined and is being told the leases): a record whose verdict a
+ * note could still change (no lease, another holder, another stage) is parked (at most PARK_MAX records,
+ * PARK_BYTES bytes, PARK_S seconds) and judged again when a note for its item arrives. Everything refused is counted and logged by proto/refusal.c. The producer's own error
  * records come on the sink's connection to the producer and are taken as they are.
  */
 #include <stdio.h>
@@ -203,45 +204,62 @@ static const char *judge(pf_sink_auth *a, const pf_msg *m, const char *holder, c
     return NULL;
 }
 
-/* Judge record M (from HOLDER/KEY, described by FROM): write it, or refuse it; park it instead when no lease
- * is known yet and PARK_FRAME is given (its frame moves into the parking). */
-static void take(sink *s, const pf_msg *m, const char *holder, const pf_peer_desc *from, zmq_msg_t *park_frame,
-                 double now)
+/* Verdicts a later lease note may change (the note is still on its way): the record waits for it. A wrong
+ * key or path never becomes right: an item's id, key and path do not change. */
+static int may_change(const char *why)
+{
+    return !strcmp(why, "no_lease") || !strcmp(why, "no_notes") || !strcmp(why, "not_holder") ||
+           !strcmp(why, "wrong_stage");
+}
+
+/* Write record M (from HOLDER, described by FROM) if its lease allows, else refuse it, unless CAN_WAIT and the
+ * verdict may change. 1: done with (written or refused), 0: let it wait. */
+static int settle(sink *s, const pf_msg *m, const char *holder, const pf_peer_desc *from, int can_wait)
 {
     pf_sink_auth *a = s->auth;
-    lease **pp;
+    lease **pp = NULL;
     char detail[1200];
-    const char *why = a->producer_notes ? judge(a, m, holder, from->key, &pp, detail, sizeof detail) : "no_notes";
+    const char *why = "no_notes";
+    if (a->producer_notes)
+        why = judge(a, m, holder, from->key, &pp, detail, sizeof detail);
+    else
+        snprintf(detail, sizeof detail, "the producer sends no lease notes (an older paliflow, or not welcomed yet), "
+                 "so no record from a worker can be checked");
     if (!why) {
         remove_lease(a, pp);   /* one record per lease: a second one from the same holder is refused */
         pf_sink_on_record(s, m);
-        return;
+        return 1;
     }
-    size_t len = park_frame ? zmq_msg_size(park_frame) : 0;
-    if (park_frame && (!strcmp(why, "no_lease") || !strcmp(why, "no_notes")) && a->n_park < PARK_MAX &&
-        a->park_bytes + len <= PARK_BYTES) {
-        parked *k = calloc(1, sizeof *k);
-        if (k) {
-            zmq_msg_init(&k->frame);
-            zmq_msg_move(&k->frame, park_frame);
-            k->id = m->id;
-            k->t = now;
-            snprintf(k->holder, sizeof k->holder, "%s", holder);
-            k->from = *from;
-            if (a->park_tail)
-                a->park_tail->next = k;
-            else
-                a->park = k;
-            a->park_tail = k;
-            a->n_park++;
-            a->park_bytes += len;
-            return;
-        }
-    }
-    if (!strcmp(why, "no_notes"))
-        snprintf(detail, sizeof detail, "the producer does not send lease notes (an older paliflow), so no record "
-                 "from a worker can be checked; upgrade the producer");
+    if (can_wait && may_change(why))
+        return 0;
     pf_refuse(&a->refused, pf_msg_type_name(m->type), why, from, "%s", detail);
+    return 1;
+}
+
+/* Keep FRAME (moved here) until a note for item ID arrives or PARK_S pass. -1: no room. */
+static int park(pf_sink_auth *a, int64_t id, const char *holder, const pf_peer_desc *from, zmq_msg_t *frame,
+                double now)
+{
+    size_t len = zmq_msg_size(frame);
+    if (a->n_park >= PARK_MAX || a->park_bytes + len > PARK_BYTES)
+        return -1;
+    parked *k = calloc(1, sizeof *k);
+    if (!k)
+        return -1;
+    zmq_msg_init(&k->frame);
+    zmq_msg_move(&k->frame, frame);
+    k->id = id;
+    k->t = now;
+    snprintf(k->holder, sizeof k->holder, "%s", holder);
+    k->from = *from;
+    if (a->park_tail)
+        a->park_tail->next = k;
+    else
+        a->park = k;
+    a->park_tail = k;
+    a->n_park++;
+    a->park_bytes += len;
+    return 0;
 }
 
 void pf_sink_auth_worker_record(sink *s, pf_wire_in *in, double now)
@@ -250,7 +268,8 @@ void pf_sink_auth_worker_record(sink *s, pf_wire_in *in, double now)
     pf_wire_ident_str(in->ident, in->ident_len, holder, sizeof holder);
     pf_peer_desc from;
     pf_peer_describe(&in->frame, in->ident, in->ident_len, &from);
-    take(s, &in->msg, holder, &from, &in->frame, now);
+    if (!settle(s, &in->msg, holder, &from, 1) && park(s->auth, in->msg.id, holder, &from, &in->frame, now))
+        settle(s, &in->msg, holder, &from, 0);   /* no room to wait: the verdict stands */
 }
 
 void pf_sink_auth_producer_record(sink *s, const pf_msg *m)
@@ -262,14 +281,24 @@ void pf_sink_auth_producer_record(sink *s, const pf_msg *m)
     pf_sink_on_record(s, m);
 }
 
-/* Parked records for item ID get their verdict now that its lease is known (or refused: no longer parked). */
-static void unpark(sink *s, int64_t id, double now)
+/* A lease note for item ID arrived: its parked records get their verdict again; those it does not settle
+ * (the note was about another holder, more notes may follow) keep waiting. */
+static void unpark(sink *s, int64_t id)
 {
     pf_sink_auth *a = s->auth;
     parked **pp = &a->park, *prev = NULL;
     while (*pp) {
         parked *k = *pp;
-        if (k->id != id) {
+        int done = 0;
+        if (k->id == id) {
+            pf_msg m;
+            pf_err e = {{0}};
+            done = 1;   /* a frame that does not decode again (it did once) is dropped */
+            if (pf_msg_decode(zmq_msg_data(&k->frame), zmq_msg_size(&k->frame), &s->o->lim, &m, &e) == 0)
+                done = settle(s, &m, k->holder, &k->from, 1);
+            pf_msg_free(&m);
+        }
+        if (!done) {
             prev = k;
             pp = &k->next;
             continue;
@@ -277,17 +306,13 @@ static void unpark(sink *s, int64_t id, double now)
         *pp = k->next;
         if (a->park_tail == k)
             a->park_tail = prev;
-        pf_msg m;
-        pf_err e = {{0}};
-        if (pf_msg_decode(zmq_msg_data(&k->frame), zmq_msg_size(&k->frame), &s->o->lim, &m, &e) == 0)
-            take(s, &m, k->holder, &k->from, NULL, now);
-        pf_msg_free(&m);
         park_drop(a, k);
     }
 }
 
 void pf_sink_auth_on_note(sink *s, const pf_msg *m, double now)
 {
+    (void)now;
     pf_sink_auth *a = s->auth;
     lease **pp = find(a, m->id);
     if (m->type == PF_MSG_UNLEASE) {
@@ -324,7 +349,7 @@ void pf_sink_auth_on_note(sink *s, const pf_msg *m, double now)
     if (a->n > 2 * a->nb)
         grow(a);
     if (a->n_park)
-        unpark(s, m->id, now);
+        unpark(s, m->id);
 }
 
 void pf_sink_auth_welcomed(sink *s, const pf_msg *welcome, int new_instance)
@@ -346,7 +371,7 @@ void pf_sink_auth_welcomed(sink *s, const pf_msg *welcome, int new_instance)
 void pf_sink_auth_tick(sink *s, double now)
 {
     pf_sink_auth *a = s->auth;
-    while (a->park && now - a->park->t > PARK_S) {
+    while (a->park && now - a->park->t > PARK_S) {   /* oldest first: the list is in arrival order */
         parked *k = a->park;
         a->park = k->next;
         if (!a->park)
@@ -354,11 +379,11 @@ void pf_sink_auth_tick(sink *s, double now)
         pf_msg m;
         pf_err e = {{0}};
         if (pf_msg_decode(zmq_msg_data(&k->frame), zmq_msg_size(&k->frame), &s->o->lim, &m, &e) == 0)
-            pf_refuse(&a->refused, pf_msg_type_name(m.type), a->producer_notes ? "no_lease" : "no_notes", &k->from,
-                      "no lease for item %lld (path %s) in %.0f s", (long long)m.id, m.path, PARK_S);
+            settle(s, &m, k->holder, &k->from, 0);
         pf_msg_free(&m);
         park_drop(a, k);
     }
+    pf_refusals_tick(&a->refused);
     pf_metric_set(a->m_leases, (double)a->n);
     pf_metric_set(a->m_parked, (double)a->n_park);
 }

@@ -73,6 +73,20 @@ void pf_refuse(pf_refusals *r, const char *type, const char *reason, const pf_pe
     k->unsaid = 0;
 }
 
+void pf_refusals_tick(pf_refusals *r)
+{
+    double now = pf_now();
+    for (int i = 0; i < r->n; i++) {
+        pf_refusal_kind *k = &r->kinds[i];
+        if (k->unsaid && now - k->last_log >= PF_REFUSAL_LOG_EVERY_S) {
+            pf_warn(r->component, "refused %lld more %s messages [%s] in the last %.0f s", (long long)k->unsaid,
+                    k->type, k->reason, now - k->last_log);
+            k->unsaid = 0;
+            k->last_log = now;
+        }
+    }
+}
+
 int64_t pf_refusals_count(const pf_refusals *r, const char *type, const char *reason)
 {
     int64_t n = 0;

@@ -48,6 +48,9 @@ void pf_refusals_init(pf_refusals *r, const char *component);
  * code constants, never peer text, so the metric's label set stays bounded. */
 void pf_refuse(pf_refusals *r, const char *type, const char *reason, const pf_peer_desc *from, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
+/* Say how many refusals went unlogged in each kind's window once the window is over (call now and then: a
+ * flood that stops still gets its count logged). */
+void pf_refusals_tick(pf_refusals *r);
 /* Refusals counted so far for (TYPE, REASON) (NULL matches any), for tests and summaries. */
 int64_t pf_refusals_count(const pf_refusals *r, const char *type, const char *reason);
 

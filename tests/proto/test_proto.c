@@ -288,6 +288,11 @@ static void test_refusals(void **state)
     assert_int_equal(pf_refusals_count(&r, "done", NULL), 1);
     assert_int_equal(pf_refusals_count(&r, NULL, NULL), 6);
     assert_int_equal(r.kinds[0].unsaid, 4);   /* only the first of the five was logged */
+    pf_refusals_tick(&r);                      /* the window is not over: still unsaid */
+    assert_int_equal(r.kinds[0].unsaid, 4);
+    r.kinds[0].last_log -= PF_REFUSAL_LOG_EVERY_S;
+    pf_refusals_tick(&r);                      /* now it is: the count is logged */
+    assert_int_equal(r.kinds[0].unsaid, 0);
     pf_metric *m = pf_counter("paliflow_refused_messages_total", "component=\"unit\",type=\"ack\",reason=\"not_sink\"", "");
     assert_true(pf_metric_value(m) == 5.0);
 }
