@@ -312,8 +312,9 @@ int pf_sink_run(const pf_sink_opts *o, pf_err *err)
     }
     if (pf_sink_flush_batch(s, err))
         goto out;
-    pf_info(LOG, "%lld records written, %lld duplicates dropped, %lld messages refused", (long long)s->written,
-            (long long)s->dups, (long long)pf_sink_auth_refused(s));
+    pf_info(LOG, "%lld records written, %lld duplicates dropped, %lld messages refused (%lld waited for their "
+            "lease note)", (long long)s->written, (long long)s->dups, (long long)pf_sink_auth_refused(s),
+            (long long)pf_sink_auth_waited(s));
     rc = 0;
 out:
     close_run(s, ctx);

@@ -59,10 +59,14 @@ struct pf_sink_auth {
     size_t nb, n;
     parked *park, *park_tail;
     size_t n_park, park_bytes;
+    /* parked records by id % PARK_MAX: a note for an item with none parked skips the scan of the parking (a
+     * rogue filling the parking must not make every note cost PARK_MAX steps) */
+    uint16_t park_count[PARK_MAX];
     pf_refusals refused;
     int producer_notes;    /* the producer that welcomed us sends lease notes */
     int said_old_producer;
-    pf_metric *m_leases, *m_parked;
+    pf_metric *m_leases, *m_parked, *m_waited;
+    int64_t waited;
 };
 
 static size_t slot(const pf_sink_auth *a, int64_t id)
@@ -86,6 +90,8 @@ int pf_sink_auth_init(sink *s)
     a->m_leases = pf_gauge("paliflow_sink_leases", "", "Leases the producer told the sink of that await a record");
     a->m_parked = pf_gauge("paliflow_sink_parked_records", "",
                            "Records held until the producer's note of their lease arrives");
+    a->m_waited = pf_counter("paliflow_sink_parked_total", "",
+                             "Records that came before the producer's note of their lease and waited for it");
     s->auth = a;
     return 0;
 }
@@ -110,6 +116,7 @@ static void forget_all(pf_sink_auth *a)
 
 static void park_drop(pf_sink_auth *a, parked *k)
 {
+    a->park_count[(uint64_t)k->id % PARK_MAX]--;
     a->park_bytes -= zmq_msg_size(&k->frame);
     a->n_park--;
     zmq_msg_close(&k->frame);
@@ -259,6 +266,9 @@ static int park(pf_sink_auth *a, int64_t id, const char *holder, const pf_peer_d
     a->park_tail = k;
     a->n_park++;
     a->park_bytes += len;
+    a->park_count[(uint64_t)id % PARK_MAX]++;   /* at most PARK_MAX parked: no overflow */
+    a->waited++;
+    pf_metric_add(a->m_waited, 1);
     return 0;
 }
 
@@ -348,7 +358,7 @@ void pf_sink_auth_on_note(sink *s, const pf_msg *m, double now)
     l->stage = !strcmp(m->stage, "preprocess") ? ST_PRE : ST_INF;
     if (a->n > 2 * a->nb)
         grow(a);
-    if (a->n_park)
+    if (a->park_count[(uint64_t)m->id % PARK_MAX])
         unpark(s, m->id);
 }
 
@@ -391,4 +401,9 @@ void pf_sink_auth_tick(sink *s, double now)
 int64_t pf_sink_auth_refused(const sink *s)
 {
     return s->auth ? s->auth->refused.total : 0;
+}
+
+int64_t pf_sink_auth_waited(const sink *s)
+{
+    return s->auth ? s->auth->waited : 0;
 }

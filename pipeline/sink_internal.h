@@ -78,6 +78,7 @@ void pf_sink_auth_welcomed(sink *s, const pf_msg *welcome, int new_instance);
 /* Refuse records parked too long; refresh the gauges. */
 void pf_sink_auth_tick(sink *s, double now);
 int64_t pf_sink_auth_refused(const sink *s);
+int64_t pf_sink_auth_waited(const sink *s);   /* records that waited for their lease note */
 
 /* sink.c */
 void pf_sink_send_prod(sink *s, pf_msg *m);
