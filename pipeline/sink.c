@@ -256,12 +256,14 @@ int pf_sink_run(const pf_sink_opts *o, pf_err *err)
     make_name(s);
     int rc = -1;
     metrics_init(s);
-    if (pf_sink_auth_init(s))
-        return pf_errf(err, "out of memory");
     pf_health_register("sink", 60);
     void *ctx = o->zctx ? o->zctx : zmq_ctx_new();
     if (!ctx)
         return pf_errf(err, "zmq_ctx_new failed");
+    if (pf_sink_auth_init(s)) {
+        pf_errf(err, "out of memory for the lease table");
+        goto out;
+    }
     if (pf_sink_load_existing(s, err))
         goto out;
     pf_metric_set(s->m.in_file, (double)s->in_file);
