@@ -49,6 +49,8 @@ static void usage(FILE *out)
             "                           then exit 0 (for service managers that restart exited processes)\n"
             "security (a tcp --bind needs CURVE keys or --insecure):\n"
             PF_SECURITY_SERVER_HELP
+            "  --curve-sink-public K    the only CURVE key that may say hello as the sink (default: this producer's\n"
+            "                           own key, which the sink on the hub shares)\n"
             PF_METRICS_HELP
             "  --config FILE            options from FILE ('name = value' lines; the command line wins)\n"
             "  --log-level LEVEL        error | warn | info | debug\n"

@@ -227,6 +227,7 @@ int pf_producer_run(const pf_producer_opts *o, pf_job_stats *stats, pf_err *err)
     p->t0 = pf_now();
     p->t0_unix = pf_prod_unix_now();
     pf_keyset_init(&p->finished);
+    pf_refusals_init(&p->refused, LOG);
     pf_prod_metrics_init(p);
     pf_health_register("producer", 60);
     int rc = -1;
@@ -272,8 +273,10 @@ int pf_producer_run(const pf_producer_opts *o, pf_job_stats *stats, pf_err *err)
         pf_progress_update(&p->prog, p->total, p->done, p->failed, p->done - p->at_start_done,
                            pf_prod_count_role(p, ROLE_PRE), pf_prod_count_role(p, ROLE_INF), pf_prod_sink_alive(p),
                            p->scanning);
-        if (now - p->last_gauges >= 0.1)
+        if (now - p->last_gauges >= 0.1) {
             pf_prod_update_gauges(p, now);
+            pf_refusals_tick(&p->refused);
+        }
         if (!complete && job_finished(p)) {
             complete = 1;
             if (!o->stay)

@@ -121,9 +121,18 @@ void pf_prod_dispatch_pre(prod *p, double now)
             m.data = bytes ? bytes : (const uint8_t *)"";
             m.data_len = len;
         }
+        /* The sink learns the lease first: it takes the worker's error record for the item only then. */
+        if (pf_prod_note_lease(p, f, pi, FL_PRE)) {
+            free(bytes);
+            pf_prod_note_unlease(p, f);
+            pf_prod_queue_push(p, f->id, f->path, f->attempts, 1);
+            pf_prod_flight_remove(p, f);
+            return;
+        }
         int bad = pf_prod_send_to(p, pi, &m);
         free(bytes);
         if (bad) {   /* the worker vanished: put the item back untouched */
+            pf_prod_note_unlease(p, f);
             pf_prod_queue_push(p, f->id, f->path, f->attempts, 1);
             pf_prod_flight_remove(p, f);
             pf_prod_peer_gone(p, pi, "is unreachable");
@@ -153,7 +162,13 @@ void pf_prod_dispatch_inf(prod *p, double now)
         m.w_preprocess = f->w_pre;
         m.timings = f->tm;
         m.lease_s = p->o->inference_lease_s;
+        if (pf_prod_note_lease(p, f, pi, FL_INF)) {   /* the sink takes the result only from this holder */
+            pf_prod_note_unlease(p, f);
+            pf_prod_ready_push(p, f, 1);
+            return;
+        }
         if (pf_prod_send_to(p, pi, &m)) {
+            pf_prod_note_unlease(p, f);
             pf_prod_ready_push(p, f, 1);
             pf_prod_peer_gone(p, pi, "is unreachable");
             continue;

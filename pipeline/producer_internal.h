@@ -30,6 +30,7 @@
 #include "pipeline/keyset.h"
 #include "pipeline/producer.h"
 #include "pipeline/progress.h"
+#include "proto/refusal.h"
 #include "proto/wire.h"
 
 #define LOG "producer"
@@ -46,6 +47,8 @@ typedef struct peer {
     int role;
     int64_t credit;
     double last_seen;
+    char key[64];        /* CURVE key the peer was admitted with ("" without CURVE) */
+    int leases;          /* a sink that checks records against our lease notes (said so in its hello) */
 } peer;
 
 /* An item held in memory: from its first hand-out in this run to the sink's acknowledgement. */
@@ -65,6 +68,12 @@ typedef struct flight {
     double t_lease;      /* when the current lease began (metrics) */
     int is_error;        /* the record is a producer-made error record */
     char *err_stage, *err_msg;
+    /* The worker whose record the sink may take for this item (told to the sink in a lease note): set on
+     * each lease, kept after its `done` (the record may still be on its way), cleared when the lease ends
+     * otherwise. */
+    char *holder;        /* its routing id, printable (pf_wire_ident_str) */
+    char holder_key[64];
+    int holder_stage;    /* FL_PRE or FL_INF; 0: none */
 } flight;
 
 /* An item in the raw queue, not handed out yet. */
@@ -110,6 +119,8 @@ typedef struct prod {
     int64_t done_run, failed_run;
     pf_rate rate;
     double last_gauges;
+    pf_refusals refused;   /* messages dropped by "who may say what" (producer_trust.c) */
+    int warned_old_sink;
     struct {
         pf_metric *items[6], *queue[2], *job_items, *leased[2], *retried[2], *expired[2], *handed_back[2];
         pf_metric *finished[2], *errors[3], *workers[4], *joined[4], *lost[4], *hb_age[4], *stage_s[2];
@@ -176,7 +187,7 @@ void pf_prod_on_nack(prod *p, int pi, pf_wire_in *in);
 /* producer_records.c */
 void pf_prod_make_error_record(prod *p, flight *f, const char *stage, const char *msg);
 void pf_prod_on_done(prod *p, int pi, pf_wire_in *in, double now);
-void pf_prod_on_ack(prod *p, pf_wire_in *in);
+void pf_prod_on_ack(prod *p, int pi, pf_wire_in *in);
 void pf_prod_flush_sink_queue(prod *p, double now);
 
 /* producer_reconcile.c: a sink's hello reports its output's size; finished items beyond it are redone. */
@@ -184,6 +195,21 @@ void pf_prod_on_sink_output(prod *p, const pf_msg *m);
 /* The job's records are all in the output, as far as the sink's reports tell: 1. 0 when no sink reported
  * yet, or when records are missing (every finished item was then sent back to be redone). */
 int pf_prod_output_verified(prod *p);
+/* producer_trust.c: who may say what (PROTOCOL.md): the sink learns every lease (so that it takes records
+ * only from their holders), and messages from peers that may not send them are refused. */
+/* Tell every sink the lease of F to peer PI at STAGE (FL_PRE/FL_INF), before the item goes out: -1 when a
+ * sink could not be told (then the item must not go out). */
+int pf_prod_note_lease(prod *p, flight *f, int pi, int stage);
+/* F's lease is over (tensor in, lease lost): the sink must take no record for it from that holder. */
+void pf_prod_note_unlease(prod *p, flight *f);
+/* A sink (re)joined: tell it every lease it may see a record for. */
+void pf_prod_note_all_leases(prod *p, int si);
+/* Whether IN from peer PI may act on item F (found by the message's id, may be NULL): F is leased to PI at
+ * STAGE1 or STAGE2 and the key matches. Otherwise the message is refused (counted, logged) and 0 returned. */
+int pf_prod_from_holder(prod *p, pf_wire_in *in, int pi, flight *f, int stage1, int stage2);
+/* Count and log a refused message IN (from peer PI, -1 unknown). */
+void pf_prod_refuse(prod *p, pf_wire_in *in, int pi, const char *reason, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
 
 /* producer_stats.c */
 void pf_prod_metrics_init(prod *p);

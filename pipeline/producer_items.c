@@ -94,6 +94,7 @@ void pf_prod_flight_remove(prod *p, flight *f)
     free(f->w_pre);
     free(f->err_stage);
     free(f->err_msg);
+    free(f->holder);
     free(f);
 }
 

@@ -18,6 +18,7 @@ void pf_prod_lease_lost(prod *p, flight *f, int count_attempt, const char *why)
         f->attempts++;
     f->peer = -1;
     f->started = 0;
+    pf_prod_note_unlease(p, f);   /* a record from the old holder is not taken any more */
     if (count_attempt && f->attempts >= p->o->max_attempts) {
         char msg[700];
         snprintf(msg, sizeof msg, "gave up after %d attempts: %s", f->attempts, why);
@@ -113,10 +114,8 @@ void pf_prod_on_tensor(prod *p, int pi, pf_wire_in *in)
     pf_msg *m = &in->msg;
     pf_prod_add_credit(p, pi, m);
     flight *f = pf_prod_flight_find(p, m->id);
-    if (!f || f->stage != FL_PRE || !pf_prod_key_matches(f, m)) {
-        pf_debug(LOG, "stale tensor for item %lld from %s dropped", (long long)m->id, p->peers[pi].name);
+    if (!pf_prod_from_holder(p, in, pi, f, FL_PRE, FL_PRE))
         return;
-    }
     if (m->image_size != p->image_size) {
         char msg[200];
         snprintf(msg, sizeof msg, "preprocess worker %s made a %d px image, the job needs %d", p->peers[pi].name,
@@ -142,6 +141,7 @@ void pf_prod_on_tensor(prod *p, int pi, pf_wire_in *in)
     f->stage = FL_READY;
     f->peer = -1;
     f->started = 0;
+    pf_prod_note_unlease(p, f);   /* its holder delivered: it may not send a record for the item now */
     pf_prod_ready_push(p, f, 0);
 }
 
@@ -150,7 +150,7 @@ void pf_prod_on_nack(prod *p, int pi, pf_wire_in *in)
     pf_msg *m = &in->msg;
     pf_prod_add_credit(p, pi, m);
     flight *f = pf_prod_flight_find(p, m->id);
-    if (!f || (f->stage != FL_PRE && f->stage != FL_INF) || f->peer != pi || !pf_prod_key_matches(f, m))
+    if (!pf_prod_from_holder(p, in, pi, f, FL_PRE, FL_INF))
         return;
     char why[700];
     snprintf(why, sizeof why, "%s worker %s: %s", m->stage ? m->stage : "?", p->peers[pi].name,

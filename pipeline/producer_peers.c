@@ -63,9 +63,28 @@ void pf_prod_send_heartbeats(prod *p, int finished)
     }
 }
 
+/* With CURVE, the sink's role is bound to a key: any allowed worker could otherwise say hello as the sink
+ * and have its acknowledgements believed. The key is --curve-sink-public, by default our own (the sink on
+ * the hub shares the producer's pair). */
+static int may_be_sink(prod *p, pf_wire_in *in)
+{
+    if (!p->zap || !p->o->sec)
+        return 1;   /* no CURVE on our socket: no key to tell peers apart (ipc, inproc, --insecure) */
+    pf_peer_desc d;
+    pf_peer_describe(&in->frame, NULL, 0, &d);
+    const char *want = p->o->sec->sink_public[0] ? p->o->sec->sink_public : p->o->sec->server.public_key;
+    if (strcmp(d.key, want) == 0)
+        return 1;
+    pf_prod_refuse(p, in, -1, "not_sink_key", "hello as the sink with a key that is not the sink's (%s; set "
+                   "--curve-sink-public on the producer if the sink has a key pair of its own)", want);
+    return 0;
+}
+
 static void on_hello(prod *p, pf_wire_in *in, double now)
 {
     pf_msg *m = &in->msg;
+    if (!strcmp(m->role, "sink") && !may_be_sink(p, in))
+        return;
     int pi = pf_prod_peer_find(p, in->ident, in->ident_len);
     if (pi < 0) {
         for (pi = 0; pi < p->n_peers && p->peers[pi].used; pi++)
@@ -83,6 +102,9 @@ static void on_hello(prod *p, pf_wire_in *in, double now)
         memcpy(w->ident, in->ident, in->ident_len);
         w->ident_len = in->ident_len;
         snprintf(w->name, sizeof w->name, "%s", m->name);
+        pf_peer_desc d;
+        pf_peer_describe(&in->frame, NULL, 0, &d);
+        snprintf(w->key, sizeof w->key, "%s", d.key);
         w->role = !strcmp(m->role, "preprocess") ? ROLE_PRE : !strcmp(m->role, "inference") ? ROLE_INF : ROLE_SINK;
         pf_info(LOG, "%s %s joined (%s, pid %lld, capacity %lld)", pf_prod_role_name(w->role), w->name,
                 m->host ? m->host : "?", (long long)m->pid, (long long)m->capacity);
@@ -100,9 +122,13 @@ static void on_hello(prod *p, pf_wire_in *in, double now)
     p->peers[pi].last_seen = now;
     if (p->peers[pi].role == ROLE_SINK)
         pf_prod_on_sink_output(p, m);
+    p->peers[pi].leases = p->peers[pi].role == ROLE_SINK && m->leases;
     pf_msg w;
     pf_msg_init(&w, PF_MSG_WELCOME);
+    w.leases = p->peers[pi].leases;   /* "I will tell you every lease" */
     pf_prod_send_to(p, pi, &w);
+    if (p->peers[pi].role == ROLE_SINK)   /* a (re)joining sink must learn the leases it may see records for */
+        pf_prod_note_all_leases(p, pi);
 }
 
 void pf_prod_add_credit(prod *p, int pi, const pf_msg *m)
@@ -125,10 +151,10 @@ void pf_prod_handle(prod *p, pf_wire_in *in, double now)
     if (pi < 0) {
         if (m->type != PF_MSG_BYE)
             send_reset(p, in->ident, in->ident_len);
-        /* Outcomes from workers of a previous run still count: a result the sink wrote is acknowledged
-         * by the sink, a tensor for an item we do not track is dropped. */
-        if (m->type == PF_MSG_ACK)
-            pf_prod_on_ack(p, in);
+        /* Nothing from a peer that did not say hello acts on the job (a sink or worker of a previous run
+         * says hello after the reset; what it finished meanwhile is redone, and deduplicated by the sink). */
+        if (m->type == PF_MSG_ACK || m->type == PF_MSG_TENSOR || m->type == PF_MSG_DONE || m->type == PF_MSG_NACK)
+            pf_prod_refuse(p, in, -1, "unknown_peer", "from a peer that did not say hello");
         return;
     }
     p->peers[pi].last_seen = now;
@@ -148,11 +174,11 @@ void pf_prod_handle(prod *p, pf_wire_in *in, double now)
         pf_prod_on_nack(p, pi, in);
         break;
     case PF_MSG_ACK:
-        pf_prod_on_ack(p, in);
+        pf_prod_on_ack(p, pi, in);
         break;
     case PF_MSG_START: {
         flight *f = pf_prod_flight_find(p, m->id);
-        if (f && f->peer == pi && pf_prod_key_matches(f, m))
+        if (pf_prod_from_holder(p, in, pi, f, FL_PRE, FL_INF))
             f->started = 1;
         break;
     }

@@ -27,7 +27,7 @@ void pf_prod_on_done(prod *p, int pi, pf_wire_in *in, double now)
     pf_msg *m = &in->msg;
     pf_prod_add_credit(p, pi, m);
     flight *f = pf_prod_flight_find(p, m->id);
-    if (!f || (f->stage != FL_PRE && f->stage != FL_INF) || !pf_prod_key_matches(f, m))
+    if (!pf_prod_from_holder(p, in, pi, f, FL_PRE, FL_INF))
         return;
     pf_metric_observe(p->m.stage_s[pf_prod_stage_index(f->stage)], now - f->t_lease);
     if (m->stage && m->message) {   /* an error record: its reason goes to the job store on the ack */
@@ -37,6 +37,7 @@ void pf_prod_on_done(prod *p, int pi, pf_wire_in *in, double now)
         f->err_msg = strdup(m->message);
     }
     pf_prod_flight_drop_tensor(f);
+    /* The holder stays known (f->holder): the sink may still take its record, which travels apart. */
     f->stage = FL_ACK;
     f->peer = -1;
     f->started = 0;
@@ -62,9 +63,23 @@ static void finish(prod *p, int64_t id, const char *key, int ok, const char *err
     }
 }
 
-void pf_prod_on_ack(prod *p, pf_wire_in *in)
+/* Whether the sink may hold a record for F now: its holder may have sent one (leased, or `done`), or we
+ * sent it ours. Not an item waiting for an inference worker (its preprocess holder delivered a tensor, its
+ * last inference lease was revoked). */
+static int awaits_ack(const flight *f)
+{
+    return f->stage == FL_ACK || f->stage == FL_SINKQ || ((f->stage == FL_PRE || f->stage == FL_INF) && f->holder_stage);
+}
+
+void pf_prod_on_ack(prod *p, int pi, pf_wire_in *in)
 {
     pf_msg *m = &in->msg;
+    if (pi < 0 || p->peers[pi].role != ROLE_SINK) {
+        /* Only the sink knows what is on disk: anyone else's ack would end items without a record. */
+        pf_prod_refuse(p, in, pi, "not_sink", "%zu acknowledgement(s) from a peer that is not the sink%s",
+                       m->n_acks, pi < 0 ? " (it never said hello)" : "");
+        return;
+    }
     if (m->out_records >= 0) {   /* distinct records in the output after this batch (producer_reconcile.c) */
         p->sink_records = m->out_records;
         p->has_sink_records = 1;
@@ -72,16 +87,20 @@ void pf_prod_on_ack(prod *p, pf_wire_in *in)
     for (size_t i = 0; i < m->n_acks; i++) {
         const pf_ack *a = &m->acks[i];
         flight *f = pf_prod_flight_find(p, a->id);
-        if (f && strcmp(f->key, a->key) == 0) {
+        if (!f || strcmp(f->key, a->key) != 0 || !awaits_ack(f)) {
+            /* A late acknowledgement (the item was redone or finished meanwhile, or belongs to a previous
+             * run: it will be redone and deduplicated by the sink) looks the same as a forged one. */
+            pf_prod_refuse(p, in, pi, "not_awaiting", "item %lld (key %s) is not waiting for a record%s",
+                           (long long)a->id, a->key, f && strcmp(f->key, a->key) != 0 ? " (wrong key)" : "");
+            continue;
+        }
+        {
             /* the job store keeps "stage: reason" of error records (the job report groups them) */
             char reason[800];
             snprintf(reason, sizeof reason, "%s: %s", f->err_stage ? f->err_stage : "unknown",
                      f->err_msg ? f->err_msg : "error record");
             finish(p, a->id, a->key, a->ok, a->ok ? NULL : reason, a->end);
             pf_prod_flight_remove(p, f);
-        } else {
-            /* From a previous run, or a late duplicate: the store ignores it unless the key matches. */
-            finish(p, a->id, a->key, a->ok, a->ok ? NULL : "error record", a->end);
         }
     }
 }

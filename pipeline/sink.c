@@ -85,6 +85,7 @@ static void send_hello(sink *s, double now)
     m.path = s->o->out;
     m.out_end = s->out_end;   /* the producer redoes finished items whose records end beyond it */
     m.out_records = (int64_t)pf_keyset_size(&s->seen);   /* or all, when fewer than it finished */
+    m.leases = 1;   /* tell me every lease: I write a worker's record only for an item leased to it */
     pf_sink_send_prod(s, &m);
     pf_link_said_hello(&s->link, now);
 }
@@ -94,9 +95,16 @@ static void on_producer_msg(sink *s, pf_wire_in *in, double now)
     pf_msg *m = &in->msg;
     pf_link_heard(&s->link, now);
     switch (m->type) {
-    case PF_MSG_WELCOME:
-        if (pf_link_welcome(&s->link, m->instance))
+    case PF_MSG_WELCOME: {
+        int fresh = pf_link_welcome(&s->link, m->instance);
+        if (fresh)
             pf_info(LOG, "connected to producer %s", m->instance);
+        pf_sink_auth_welcomed(s, m, fresh);
+        break;
+    }
+    case PF_MSG_LEASE:
+    case PF_MSG_UNLEASE:
+        pf_sink_auth_on_note(s, m, now);
         break;
     case PF_MSG_RESET:
     case PF_MSG_HB:
@@ -110,7 +118,7 @@ static void on_producer_msg(sink *s, pf_wire_in *in, double now)
         break;
     case PF_MSG_ERROR:
     case PF_MSG_RESULT:
-        pf_sink_on_record(s, m);
+        pf_sink_auth_producer_record(s, m);
         break;
     default:
         break;
@@ -177,7 +185,7 @@ static int on_worker_msg(void *arg, pf_wire_in *in)
     recv_ctx *c = arg;
     sink *s = c->s;
     if (in->msg.type == PF_MSG_RESULT || in->msg.type == PF_MSG_ERROR)
-        pf_sink_on_record(s, &in->msg);
+        pf_sink_auth_worker_record(s, in, c->now);
     if (s->n_batch >= (size_t)s->o->batch && pf_sink_flush_batch(s, c->err))
         return -1;
     return 0;
@@ -221,6 +229,7 @@ static void close_run(sink *s, void *ctx)
     const pf_sink_opts *o = s->o;
     pf_sink_batch_free(s);
     free(s->batch);
+    pf_sink_auth_free(s);
     pf_metric_set(s->m.in_file, (double)s->in_file);
     pf_health_ready("sink", 0);
     pf_health_unregister("sink");
@@ -255,6 +264,10 @@ int pf_sink_run(const pf_sink_opts *o, pf_err *err)
     void *ctx = o->zctx ? o->zctx : zmq_ctx_new();
     if (!ctx)
         return pf_errf(err, "zmq_ctx_new failed");
+    if (pf_sink_auth_init(s)) {
+        pf_errf(err, "out of memory for the lease table");
+        goto out;
+    }
     /* checked (a regular file, writable, room), locked against a second writer, then read back */
     if (pf_outfile_open(o->out, &s->fd, err) || pf_sink_load_existing(s, err))
         goto out;
@@ -279,13 +292,16 @@ int pf_sink_run(const pf_sink_opts *o, pf_err *err)
         if (pf_control_reload(&o->ctl))
             reload(s);
         recv_ctx c = {s, now, err};
+        /* The producer first, all of it: its lease notes let the workers' records in, and a record read before
+         * the note for it must wait (sink_auth.c). Its rate is the producer's dispatch rate: no starvation. */
+        if (pf_wire_drain(s->psock, 0, &o->lim, 1 << 20, LOG, "the producer", on_producer, &c) == -2)
+            break;
         int got = pf_wire_drain(s->rsock, 1, &o->lim, 1000, LOG, NULL, on_worker_msg, &c);
         if (got == -1)
             goto out;
         if (got == -2)
             break;
-        if (pf_wire_drain(s->psock, 0, &o->lim, 1000, LOG, "the producer", on_producer, &c) == -2)
-            break;
+        pf_sink_auth_tick(s, now);
         if (s->n_batch && (s->n_batch >= (size_t)o->batch || now - s->batch_t0 >= o->flush_s))
             if (pf_sink_flush_batch(s, err))
                 goto out;
@@ -298,7 +314,9 @@ int pf_sink_run(const pf_sink_opts *o, pf_err *err)
     }
     if (pf_sink_flush_batch(s, err))
         goto out;
-    pf_info(LOG, "%lld records written, %lld duplicates dropped", (long long)s->written, (long long)s->dups);
+    pf_info(LOG, "%lld records written, %lld duplicates dropped, %lld messages refused (%lld waited for their "
+            "lease note)", (long long)s->written, (long long)s->dups, (long long)pf_sink_auth_refused(s),
+            (long long)pf_sink_auth_waited(s));
     rc = 0;
 out:
     close_run(s, ctx);

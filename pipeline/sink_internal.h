@@ -14,6 +14,7 @@
 #include "pipeline/keyset.h"
 #include "pipeline/sink.h"
 #include "proto/link.h"
+#include "proto/wire.h"
 
 #define LOG "sink"
 
@@ -29,6 +30,8 @@ typedef struct pend {
     int64_t end;           /* where its line ends in the output once written */
 } pend;
 
+typedef struct pf_sink_auth pf_sink_auth;
+
 typedef struct sink {
     const pf_sink_opts *o;
     int fd;                /* the output, locked (outfile.h) */
@@ -40,6 +43,7 @@ typedef struct sink {
     double batch_t0;
     char name[128];
     pf_link link; /* to the producer: its instance, welcome, heartbeats, silence */
+    pf_sink_auth *auth; /* which records may be written: the producer's leases (sink_auth.c) */
     int finished;
     int64_t written, dups, in_file, tokens;
     pf_zap *zap;
@@ -60,6 +64,24 @@ void pf_sink_on_record(sink *s, const pf_msg *m);
 /* Write, sync, publish, acknowledge the batch. */
 int pf_sink_flush_batch(sink *s, pf_err *err);
 void pf_sink_batch_free(sink *s);
+
+/* sink_auth.c: a worker's record is written only when its item is leased to that worker (PROTOCOL.md,
+ * "Who may say what"). */
+int pf_sink_auth_init(sink *s);
+void pf_sink_auth_free(sink *s);
+/* A result or error record from a worker (IN on the ROUTER): written, parked until its lease note, or refused. */
+void pf_sink_auth_worker_record(sink *s, pf_wire_in *in, double now);
+/* The producer's own error record: written (its lease, if any, ends). */
+void pf_sink_auth_producer_record(sink *s, const pf_msg *m);
+/* A lease or unlease note from the producer. */
+void pf_sink_auth_on_note(sink *s, const pf_msg *m, double now);
+/* The producer welcomed us (NEW_INSTANCE: another run than before); the leases known so far are forgotten:
+ * the producer sends the notes of all its leases after every welcome. */
+void pf_sink_auth_welcomed(sink *s, const pf_msg *welcome, int new_instance);
+/* Refuse records parked too long; refresh the gauges. */
+void pf_sink_auth_tick(sink *s, double now);
+int64_t pf_sink_auth_refused(const sink *s);
+int64_t pf_sink_auth_waited(const sink *s);   /* records that waited for their lease note */
 
 /* sink.c */
 void pf_sink_send_prod(sink *s, pf_msg *m);

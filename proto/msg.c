@@ -13,6 +13,7 @@ static const char *const g_type_names[PF_MSG_TYPE_COUNT] = {
     [PF_MSG_ITEM] = "item",     [PF_MSG_TENSOR] = "tensor", [PF_MSG_DONE] = "done",
     [PF_MSG_NACK] = "nack",     [PF_MSG_RESULT] = "result", [PF_MSG_ERROR] = "error",
     [PF_MSG_ACK] = "ack",       [PF_MSG_BYE] = "bye",       [PF_MSG_START] = "start",
+    [PF_MSG_LEASE] = "lease",   [PF_MSG_UNLEASE] = "unlease",
 };
 
 const char *pf_msg_type_name(pf_msg_type t)
@@ -342,6 +343,8 @@ static int decode_field(pf_msg *m, const msgpack_object *k, const msgpack_object
     STRF("path", path)
     STRF("stage", stage)
     STRF("message", message)
+    STRF("holder", holder)
+    STRF("holder_key", holder_key)
     if (key_is(k, "text")) {
         if (get_str_n(m, v, &m->text, &m->text_len))
             BAD("text");
@@ -364,6 +367,7 @@ static int decode_field(pf_msg *m, const msgpack_object *k, const msgpack_object
     BOOLF("path_only", path_only)
     BOOLF("handback", handback)
     BOOLF("stopped_by_eos", stopped_by_eos)
+    BOOLF("leases", leases)
     if (key_is(k, "lease_s")) {
         if (get_double(v, &m->lease_s) || m->lease_s < 0)
             BAD("lease_s");
@@ -458,6 +462,14 @@ static int check_required(const pf_msg *m, const char *tname, pf_err *err)
         return require(tname, "message", m->message != NULL, err);
     case PF_MSG_ACK:
         return require(tname, "acks", m->acks != NULL, err);
+    case PF_MSG_LEASE:
+        if (require(tname, "id/key", item, err) || require(tname, "path", m->path != NULL, err) ||
+            require(tname, "holder", m->holder && *m->holder, err))
+            return -1;
+        return require(tname, "stage", m->stage && (!strcmp(m->stage, "preprocess") || !strcmp(m->stage, "inference")),
+                       err);
+    case PF_MSG_UNLEASE:
+        return require(tname, "id/key", item, err);
     default:
         return pf_errf(err, "message of unknown type");
     }
@@ -694,6 +706,10 @@ int pf_msg_encode(const pf_msg *m, uint8_t **out, size_t *len, pf_err *err)
         KV_DBL("lease_s", m->lease_s);
     KV_STR("stage", m->stage);
     KV_STR("message", m->message);
+    KV_STR("holder", m->holder);
+    KV_STR("holder_key", m->holder_key);
+    if (m->leases)
+        KV_BOOL("leases", 1);
     if (m->handback)
         KV_BOOL("handback", 1);
     if (m->text) {

@@ -49,6 +49,8 @@ typedef enum pf_msg_type {
     PF_MSG_ACK,       /* sink -> producer: these items' records are on disk */
     PF_MSG_BYE,       /* peer -> producer: I am leaving (after handing back my items) */
     PF_MSG_START,     /* worker -> producer: I started working on this item (it was only queued before) */
+    PF_MSG_LEASE,     /* producer -> sink: this item is leased to that worker (whose record the sink may take) */
+    PF_MSG_UNLEASE,   /* producer -> sink: that lease is over (take no record for the item from its holder) */
     PF_MSG_TYPE_COUNT
 } pf_msg_type;
 
@@ -134,6 +136,10 @@ typedef struct pf_msg {
     pf_timings timings;
     pf_ack *acks;              /* ack: heap, owned */
     size_t n_acks;
+    /* record authorization (PROTOCOL.md, "Who may say what") */
+    int32_t leases;            /* hello from a sink: send me lease notes; welcome to a sink: I will */
+    const char *holder;        /* lease: the holder's routing id on the producer's socket (its name) */
+    const char *holder_key;    /* lease: the holder's CURVE public key (Z85), absent without CURVE */
     /* owned memory */
     char *arena_;
     size_t arena_len_, arena_cap_;

@@ -134,7 +134,10 @@ static void zap_handle(pf_zap *z)
             if (idx >= 0 || own) {
                 pf_debug(LOG, "admitted CURVE client %s%s%s from %s", key, user[0] ? " " : "", user, address);
                 pf_metric_add(z->m_allowed, 1);
-                zap_reply(z->sock, &f[1], "200", "OK", user[0] ? user : key);
+                /* The User-Id every frame of the connection carries is the key itself, not its allow-list
+                 * name: the producer tells the sink which key holds a lease, and the two may name keys
+                 * differently (PROTOCOL.md, "Who may say what"). */
+                zap_reply(z->sock, &f[1], "200", "OK", key);
             } else {
                 pf_metric_add(z->m_refused, 1);
                 zap_reply(z->sock, &f[1], "400", "key not allowed", "");

@@ -106,6 +106,8 @@ static int open_sockets(wstate *s, void *ctx, pf_err *err)
     if (!s->sink)
         return -1;
     zmq_setsockopt(s->prod, ZMQ_ROUTING_ID, s->name, strlen(s->name));
+    /* the sink takes our records only from the routing id the producer leased the items to */
+    zmq_setsockopt(s->sink, ZMQ_ROUTING_ID, s->name, strlen(s->name));
     if (o->sec) {
         char peer[300];
         if (pf_endpoint_is_network(o->producer)) {

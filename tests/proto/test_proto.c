@@ -9,8 +9,10 @@
 #include <cmocka.h>
 #include <msgpack.h>
 
+#include "base/metrics.h"
 #include "proto/link.h"
 #include "proto/proto.h"
+#include "proto/refusal.h"
 
 static pf_proto_limits L;
 
@@ -205,6 +207,106 @@ static void test_roundtrip_tensor_result_ack(void **state)
     assert_string_equal(d.message, "truncated");
     pf_msg_free(&d);
     free(buf);
+}
+
+/* The producer's lease notes to the sink, and the sink's ask for them (PROTOCOL.md, "Who may say what"). */
+static void test_lease_notes(void **state)
+{
+    (void)state;
+    pf_err e = {{0}};
+    pf_msg m, d;
+    size_t len;
+    pf_msg_init(&m, PF_MSG_LEASE);
+    m.id = 7;
+    m.key = "k7";
+    m.path = "in/a.jpg";
+    m.stage = "inference";
+    m.holder = "host-inference-12-ab";
+    m.holder_key = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7";
+    uint8_t *buf = enc(&m, &len);
+    assert_int_equal(pf_msg_decode(buf, len, &L, &d, &e), 0);
+    assert_int_equal(d.type, PF_MSG_LEASE);
+    assert_int_equal(d.id, 7);
+    assert_string_equal(d.path, "in/a.jpg");
+    assert_string_equal(d.stage, "inference");
+    assert_string_equal(d.holder, "host-inference-12-ab");
+    assert_string_equal(d.holder_key, m.holder_key);
+    pf_msg_free(&d);
+    free(buf);
+    /* without a holder, a path, or with a stage that is not a worker's: refused by the decoder */
+    const char *stages[] = {"inference", "producer", NULL};
+    for (int i = 0; i < 3; i++) {
+        pf_msg b = m;
+        if (i == 0)
+            b.holder = NULL;
+        else if (i == 1)
+            b.stage = stages[1];
+        else
+            b.path = NULL;
+        buf = enc(&b, &len);
+        assert_int_equal(pf_msg_decode(buf, len, &L, &d, &e), -1);
+        pf_msg_free(&d);
+        free(buf);
+    }
+    pf_msg u;
+    pf_msg_init(&u, PF_MSG_UNLEASE);
+    u.id = 7;
+    u.key = "k7";
+    buf = enc(&u, &len);
+    assert_int_equal(pf_msg_decode(buf, len, &L, &d, &e), 0);
+    assert_int_equal(d.type, PF_MSG_UNLEASE);
+    assert_null(d.holder);
+    pf_msg_free(&d);
+    free(buf);
+    u.key = NULL;
+    buf = enc(&u, &len);
+    assert_int_equal(pf_msg_decode(buf, len, &L, &d, &e), -1);
+    pf_msg_free(&d);
+    free(buf);
+    /* hello from a sink asks for notes; a welcome promises them; absent means no */
+    pf_msg h;
+    pf_msg_init(&h, PF_MSG_HELLO);
+    h.role = "sink";
+    h.name = "s";
+    h.leases = 1;
+    buf = enc(&h, &len);
+    assert_int_equal(pf_msg_decode(buf, len, &L, &d, &e), 0);
+    assert_int_equal(d.leases, 1);
+    pf_msg_free(&d);
+    free(buf);
+    h.leases = 0;
+    buf = enc(&h, &len);
+    assert_int_equal(pf_msg_decode(buf, len, &L, &d, &e), 0);
+    assert_int_equal(d.leases, 0);
+    pf_msg_free(&d);
+    free(buf);
+}
+
+/* Refusals are all counted, by (type, reason), and the metric follows; the log is rate-limited (not checked
+ * here: it only writes to stderr). */
+static void test_refusals(void **state)
+{
+    (void)state;
+    pf_refusals r;
+    pf_refusals_init(&r, "unit");
+    pf_peer_desc from;
+    pf_peer_describe(NULL, (const uint8_t *)"w\x01", 2, &from);
+    assert_non_null(strstr(from.text, "routing id w\\x01 "));   /* printable, as the producer names holders */
+    assert_non_null(strstr(from.text, "address local, key none"));
+    for (int i = 0; i < 5; i++)
+        pf_refuse(&r, "ack", "not_sink", &from, "forged %d", i);
+    pf_refuse(&r, "done", "not_holder", &from, "stale");
+    assert_int_equal(pf_refusals_count(&r, "ack", "not_sink"), 5);
+    assert_int_equal(pf_refusals_count(&r, "done", NULL), 1);
+    assert_int_equal(pf_refusals_count(&r, NULL, NULL), 6);
+    assert_int_equal(r.kinds[0].unsaid, 4);   /* only the first of the five was logged */
+    pf_refusals_tick(&r);                      /* the window is not over: still unsaid */
+    assert_int_equal(r.kinds[0].unsaid, 4);
+    r.kinds[0].last_log -= PF_REFUSAL_LOG_EVERY_S;
+    pf_refusals_tick(&r);                      /* now it is: the count is logged */
+    assert_int_equal(r.kinds[0].unsaid, 0);
+    pf_metric *m = pf_counter("paliflow_refused_messages_total", "component=\"unit\",type=\"ack\",reason=\"not_sink\"", "");
+    assert_true(pf_metric_value(m) == 5.0);
 }
 
 /* Every proper prefix of a valid message is refused cleanly, and so is every single-byte change that
@@ -465,6 +567,7 @@ int main(void)
         cmocka_unit_test(test_truncation_and_flips), cmocka_unit_test(test_hostile),
         cmocka_unit_test(test_wants_hello),         cmocka_unit_test(test_link),
         cmocka_unit_test(test_schema),              cmocka_unit_test(test_keys),
+        cmocka_unit_test(test_lease_notes),         cmocka_unit_test(test_refusals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

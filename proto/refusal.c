@@ -1,0 +1,97 @@
+/* refusal.c - see refusal.h. */
+#include "proto/refusal.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "base/file.h"
+#include "base/log.h"
+#include "proto/wire.h"
+
+void pf_peer_describe(zmq_msg_t *frame, const uint8_t *ident, size_t ident_len, pf_peer_desc *out)
+{
+    char id[1100] = "";
+    if (ident && ident_len)
+        pf_wire_ident_str(ident, ident_len, id, sizeof id);
+    /* Both properties are connection metadata libzmq attaches to every frame: Peer-Address on tcp and ipc
+     * connections, User-Id when a ZAP handler admitted the peer (ours answers with the CURVE key). */
+    const char *addr = frame ? zmq_msg_gets(frame, "Peer-Address") : NULL;
+    const char *user = frame ? zmq_msg_gets(frame, "User-Id") : NULL;
+    snprintf(out->key, sizeof out->key, "%s", user ? user : "");
+    snprintf(out->text, sizeof out->text, "%s%s%s (address %s, key %s)", id[0] ? "routing id " : "", id,
+             id[0] ? "" : "the peer", addr && *addr ? addr : "local", user && *user ? user : "none");
+}
+
+void pf_refusals_init(pf_refusals *r, const char *component)
+{
+    memset(r, 0, sizeof *r);
+    r->component = component;
+}
+
+static pf_refusal_kind *kind_of(pf_refusals *r, const char *type, const char *reason)
+{
+    for (int i = 0; i < r->n; i++)
+        if (!strcmp(r->kinds[i].type, type) && !strcmp(r->kinds[i].reason, reason))
+            return &r->kinds[i];
+    if (r->n == PF_REFUSAL_KINDS)   /* cannot happen with the code's constants; the last slot absorbs */
+        return &r->kinds[PF_REFUSAL_KINDS - 1];
+    pf_refusal_kind *k = &r->kinds[r->n++];
+    snprintf(k->type, sizeof k->type, "%s", type);
+    snprintf(k->reason, sizeof k->reason, "%s", reason);
+    char labels[160];
+    snprintf(labels, sizeof labels, "component=\"%s\",type=\"%s\",reason=\"%s\"", r->component, k->type, k->reason);
+    k->metric = pf_counter("paliflow_refused_messages_total", labels,
+                           "Messages dropped because their sender may not send them (PROTOCOL.md, Who may say what)");
+    k->last_log = -1e9;
+    return k;
+}
+
+void pf_refuse(pf_refusals *r, const char *type, const char *reason, const pf_peer_desc *from, const char *fmt, ...)
+{
+    pf_refusal_kind *k = kind_of(r, type, reason);
+    pf_metric_add(k->metric, 1);
+    k->count++;
+    r->total++;
+    double now = pf_now();
+    if (now - k->last_log < PF_REFUSAL_LOG_EVERY_S) {
+        k->unsaid++;
+        return;
+    }
+    char detail[700];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof detail, fmt, ap);
+    va_end(ap);
+    char more[96] = "";
+    if (k->unsaid)
+        snprintf(more, sizeof more, " (and %lld more %s refusals [%s] in the last %.0f s)", (long long)k->unsaid,
+                 type, reason, now - k->last_log);
+    pf_warn(r->component, "refused %s from %s: %s [%s]%s", type, from ? from->text : "an unknown peer", detail,
+            reason, more);
+    k->last_log = now;
+    k->unsaid = 0;
+}
+
+void pf_refusals_tick(pf_refusals *r)
+{
+    double now = pf_now();
+    for (int i = 0; i < r->n; i++) {
+        pf_refusal_kind *k = &r->kinds[i];
+        if (k->unsaid && now - k->last_log >= PF_REFUSAL_LOG_EVERY_S) {
+            pf_warn(r->component, "refused %lld more %s messages [%s] in the last %.0f s", (long long)k->unsaid,
+                    k->type, k->reason, now - k->last_log);
+            k->unsaid = 0;
+            k->last_log = now;
+        }
+    }
+}
+
+int64_t pf_refusals_count(const pf_refusals *r, const char *type, const char *reason)
+{
+    int64_t n = 0;
+    for (int i = 0; i < r->n; i++)
+        if ((!type || !strcmp(r->kinds[i].type, type)) && (!reason || !strcmp(r->kinds[i].reason, reason)))
+            n += r->kinds[i].count;
+    return n;
+}

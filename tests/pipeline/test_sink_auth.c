@@ -1,0 +1,198 @@
+/* sink_auth: which worker records the sink writes (PROTOCOL.md, "Who may say what"), without sockets: lease
+ * notes and records are fed in directly, the batch shows what would be written. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <zmq.h>
+
+#include "base/file.h"
+#include "pipeline/sink_internal.h"
+
+#define KEY7 "0123456789abcdef0123456789abcdef-0123456789abcdef"
+
+typedef struct fixture {
+    pf_sink_opts o;
+    sink s;
+} fixture;
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    pf_sink_opts_defaults(&f->o);
+    f->s.o = &f->o;
+    f->s.fd = -1;
+    pf_keyset_init(&f->s.seen);
+    assert_int_equal(pf_sink_auth_init(&f->s), 0);
+    pf_msg w;
+    pf_msg_init(&w, PF_MSG_WELCOME);
+    w.instance = "run1";
+    w.leases = 1;
+    pf_sink_auth_welcomed(&f->s, &w, 1);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    pf_sink_batch_free(&f->s);
+    free(f->s.batch);
+    pf_sink_auth_free(&f->s);
+    pf_keyset_free(&f->s.seen);
+    free(f);
+    return 0;
+}
+
+static void note(fixture *f, int type, int64_t id, const char *path, const char *stage, const char *holder)
+{
+    pf_msg m;
+    pf_msg_init(&m, type);
+    m.id = id;
+    m.key = KEY7;
+    m.path = path;
+    m.stage = stage;
+    m.holder = holder;
+    pf_sink_auth_on_note(&f->s, &m, pf_now());
+}
+
+/* A record from routing id FROM, as the sink's ROUTER would hand it over. */
+static void record(fixture *f, int type, int64_t id, const char *key, const char *path, const char *stage,
+                   const char *from, double now)
+{
+    pf_msg m;
+    pf_msg_init(&m, type);
+    m.id = id;
+    m.key = key;
+    m.path = path;
+    m.has_task = 1;
+    m.task.prompt = "caption en";
+    if (type == PF_MSG_RESULT) {
+        m.text = "a cat";
+    } else {
+        m.stage = stage;
+        m.message = "broken";
+    }
+    uint8_t *buf;
+    size_t len;
+    pf_err e = {{0}};
+    assert_int_equal(pf_msg_encode(&m, &buf, &len, &e), 0);
+    pf_wire_in in;
+    memset(&in, 0, sizeof in);
+    in.ident_len = strlen(from);
+    memcpy(in.ident, from, in.ident_len);
+    assert_int_equal(zmq_msg_init_size(&in.frame, len), 0);
+    memcpy(zmq_msg_data(&in.frame), buf, len);
+    free(buf);
+    in.frame_open = 1;
+    assert_int_equal(pf_msg_decode(zmq_msg_data(&in.frame), len, &f->o.lim, &in.msg, &e), 0);
+    pf_sink_auth_worker_record(&f->s, &in, now);
+    pf_wire_in_close(&in);
+}
+
+static void test_holder_only(void **state)
+{
+    fixture *f = *state;
+    double now = pf_now();
+    note(f, PF_MSG_LEASE, 7, "in/a.jpg", "inference", "inf-1");
+    record(f, PF_MSG_RESULT, 7, KEY7, "/etc/passwd", NULL, "inf-1", now);   /* not the job's path */
+    record(f, PF_MSG_RESULT, 7, "x" KEY7, "in/a.jpg", NULL, "inf-1", now); /* not the item's key */
+    assert_int_equal(pf_sink_auth_refused(&f->s), 2);
+    record(f, PF_MSG_RESULT, 7, KEY7, "in/a.jpg", NULL, "rogue", now);      /* another holder: waits */
+    record(f, PF_MSG_ERROR, 7, KEY7, "in/a.jpg", "preprocess", "inf-1", now); /* wrong stage: waits */
+    assert_int_equal(f->s.n_batch, 0);
+    assert_int_equal(pf_sink_auth_waited(&f->s), 2);
+    record(f, PF_MSG_RESULT, 7, KEY7, "in/a.jpg", NULL, "inf-1", now);      /* the holder's result */
+    assert_int_equal(f->s.n_batch, 1);
+    record(f, PF_MSG_RESULT, 7, KEY7, "in/a.jpg", NULL, "inf-1", now);      /* one record per lease */
+    assert_int_equal(f->s.n_batch, 1);
+    assert_int_equal(pf_sink_auth_waited(&f->s), 3);
+    pf_sink_auth_tick(&f->s, now + 6);   /* the three waiting: no note came, refused */
+    assert_int_equal(pf_sink_auth_refused(&f->s), 5);
+    assert_int_equal(f->s.n_batch, 1);
+}
+
+/* A record that overtakes its note waits for it; a preprocess holder may only fail the item. */
+static void test_overtaking(void **state)
+{
+    fixture *f = *state;
+    double now = pf_now();
+    note(f, PF_MSG_LEASE, 3, "in/b.jpg", "preprocess", "pre-1");
+    record(f, PF_MSG_RESULT, 3, KEY7, "in/b.jpg", NULL, "inf-1", now);   /* before the inference lease note */
+    assert_int_equal(f->s.n_batch, 0);
+    note(f, PF_MSG_UNLEASE, 3, NULL, NULL, NULL);
+    note(f, PF_MSG_LEASE, 3, "in/b.jpg", "inference", "inf-1");
+    assert_int_equal(f->s.n_batch, 1);
+    assert_int_equal(pf_sink_auth_refused(&f->s), 0);
+    note(f, PF_MSG_LEASE, 4, "in/c.jpg", "preprocess", "pre-1");
+    record(f, PF_MSG_RESULT, 4, KEY7, "in/c.jpg", NULL, "pre-1", now);            /* a result from preprocess */
+    record(f, PF_MSG_ERROR, 4, KEY7, "in/c.jpg", "preprocess", "pre-1", now);     /* failing it: fine */
+    assert_int_equal(f->s.n_batch, 2);
+    pf_sink_auth_tick(&f->s, now + 6);
+    assert_int_equal(pf_sink_auth_refused(&f->s), 1);
+}
+
+/* An ended lease lets nothing in; a welcome forgets the leases (the producer sends them all again). */
+static void test_unlease_and_welcome(void **state)
+{
+    fixture *f = *state;
+    double now = pf_now();
+    note(f, PF_MSG_LEASE, 5, "in/d.jpg", "inference", "inf-1");
+    note(f, PF_MSG_UNLEASE, 5, NULL, NULL, NULL);
+    record(f, PF_MSG_RESULT, 5, KEY7, "in/d.jpg", NULL, "inf-1", now);
+    note(f, PF_MSG_LEASE, 6, "in/e.jpg", "inference", "inf-1");
+    pf_msg w;
+    pf_msg_init(&w, PF_MSG_WELCOME);
+    w.instance = "run2";
+    w.leases = 1;
+    pf_sink_auth_welcomed(&f->s, &w, 1);
+    record(f, PF_MSG_RESULT, 6, KEY7, "in/e.jpg", NULL, "inf-1", now);
+    pf_sink_auth_tick(&f->s, now + 6);
+    assert_int_equal(f->s.n_batch, 0);
+    assert_int_equal(pf_sink_auth_refused(&f->s), 2);
+    /* a producer that promises no notes: nothing from a worker gets in */
+    w.leases = 0;
+    pf_sink_auth_welcomed(&f->s, &w, 0);
+    note(f, PF_MSG_LEASE, 8, "in/f.jpg", "inference", "inf-1");
+    record(f, PF_MSG_RESULT, 8, KEY7, "in/f.jpg", NULL, "inf-1", now);
+    pf_sink_auth_tick(&f->s, now + 6);
+    assert_int_equal(f->s.n_batch, 0);
+    assert_int_equal(pf_sink_auth_refused(&f->s), 3);
+}
+
+/* The producer's own error record is written, and ends the item's lease. */
+static void test_producer_record(void **state)
+{
+    fixture *f = *state;
+    note(f, PF_MSG_LEASE, 9, "in/g.jpg", "inference", "inf-1");
+    pf_msg m;
+    pf_msg_init(&m, PF_MSG_ERROR);
+    m.id = 9;
+    m.key = KEY7;
+    m.path = "in/g.jpg";
+    m.has_task = 1;
+    m.task.prompt = "caption en";
+    m.stage = "producer";
+    m.message = "gave up after 3 attempts";
+    pf_sink_auth_producer_record(&f->s, &m);
+    assert_int_equal(f->s.n_batch, 1);
+    record(f, PF_MSG_RESULT, 9, KEY7, "in/g.jpg", NULL, "inf-1", pf_now());
+    pf_sink_auth_tick(&f->s, pf_now() + 6);
+    assert_int_equal(f->s.n_batch, 1);
+    assert_int_equal(pf_sink_auth_refused(&f->s), 1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_holder_only, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_overtaking, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unlease_and_welcome, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_producer_record, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
