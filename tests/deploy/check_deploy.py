@@ -14,11 +14,12 @@ usage: check_deploy.py CHECK --source DIR --paliflow BIN      CHECK: yamllint k8
              groups, and Debian's kubernetes-client conflicts with the kubectl this machine image carries.)
   systemd    systemd-analyze verify (package systemd) on the units, the binary path pointed at the build;
              any warning fails; hardening settings present; ExecStart flags and config files valid.
-  container  deploy/Dockerfile parsed and held to its rules (no engine here to build it, and hadolint is not
-             in Debian): Debian bookworm bases, multi-stage, non-root runtime user, exec-form entrypoint, apt
-             hygiene, no downloads, only the binary copied into the runtime stage, the build stage installs
-             .ci/packages; deploy/runtime-packages.sh run on the built binary names installed, non-dev
-             Debian packages.
+  container  deploy/Dockerfile parsed and held to its rules (hadolint is not in Debian; CI builds and runs the
+             image with podman: .ci/container-image): Debian bookworm bases (a build argument's default when
+             FROM names one; CI passes a base made by mmdebstrap), multi-stage, non-root runtime user,
+             exec-form entrypoint, apt hygiene, no downloads, only the binary copied into the runtime stage,
+             the build stage installs .ci/packages; deploy/runtime-packages.sh run on the built binary names
+             installed, non-dev Debian packages.
   configs    deploy/config/*.conf: every option exists for its command.
   sizing     deploy/sizing.tsv (peak RSS per model, image size and precision, from `paliflow bench`) is
              well-formed and every measured figure is the one its evidence holds (a committed bench --json
@@ -433,11 +434,16 @@ def dockerfile_instructions(text):
 def c_container(a):
     path = os.path.join(a.source, "deploy", "Dockerfile")
     ins = dockerfile_instructions(open(path).read())
-    stages, cur = [], None
+    stages, cur, args = [], None, {}
     for instr, rest in ins:
-        if instr == "FROM":
+        if instr == "ARG" and cur is None:
+            # a global ARG (before the first FROM) may name a base; its default is what a plain build uses
+            name, _, default = rest.partition("=")
+            args[name.strip()] = default.strip()
+        elif instr == "FROM":
             m = re.fullmatch(r"(\S+)(?:\s+AS\s+(\S+))?", rest, re.I)
-            cur = {"image": m.group(1), "name": m.group(2), "ins": []}
+            image = re.sub(r"\$\{?(\w+)\}?", lambda v: args.get(v.group(1), v.group(0)), m.group(1))
+            cur = {"image": image, "name": m.group(2), "ins": []}
             stages.append(cur)
         elif cur is None:
             fail("Dockerfile: %s before FROM" % instr)
@@ -446,7 +452,7 @@ def c_container(a):
     if len(stages) < 2:
         fail("Dockerfile: want a multi-stage build (build + runtime)")
     for st in stages:
-        if not re.fullmatch(r"debian:bookworm(-slim)?", st["image"]):
+        if not re.fullmatch(r"(docker\.io/(library/)?)?debian:bookworm(-slim)?", st["image"]):
             fail("Dockerfile: stage %s is based on %s, want debian:bookworm[-slim]" % (st["name"], st["image"]))
         if not st["name"]:
             fail("Dockerfile: stage from %s has no name (FROM ... AS name)" % st["image"])
