@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 static _Atomic int g_level = PF_LOG_INFO;
+static void (*_Atomic g_writer)(const char *line);
 static const char *const g_names[] = {"ERROR", "WARN", "INFO", "DEBUG"};
 
 void pf_log_set_level(pf_log_level level) { atomic_store(&g_level, (int)level); }
@@ -47,10 +48,10 @@ void pf_log_init_from_env(void)
         pf_log_set_level(level);
 }
 
-void pf_log(pf_log_level level, const char *component, const char *fmt, ...)
+void pf_log_set_writer(void (*writer)(const char *line)) { atomic_store(&g_writer, writer); }
+
+static void vlog(pf_log_level level, const char *component, const char *fmt, va_list ap)
 {
-    if ((int)level > atomic_load(&g_level))
-        return;
     struct timeval tv;
     gettimeofday(&tv, NULL);
     struct tm tm;
@@ -61,15 +62,34 @@ void pf_log(pf_log_level level, const char *component, const char *fmt, ...)
                      (long)(tv.tv_usec / 1000), (int)getpid(), g_names[level], component ? component : "-");
     if (n < 0 || (size_t)n >= sizeof line)
         n = 0;
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
-    va_end(ap);
     /* One fputs per line so lines from different threads never interleave. */
     size_t len = strlen(line);
     if (len + 1 < sizeof line) {
         line[len] = '\n';
         line[len + 1] = '\0';
     }
-    fputs(line, stderr);
+    void (*writer)(const char *) = atomic_load(&g_writer);
+    if (writer)
+        writer(line);
+    else
+        fputs(line, stderr);
+}
+
+void pf_log(pf_log_level level, const char *component, const char *fmt, ...)
+{
+    if ((int)level > atomic_load(&g_level))
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(level, component, fmt, ap);
+    va_end(ap);
+}
+
+void pf_log_always(pf_log_level level, const char *component, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(level, component, fmt, ap);
+    va_end(ap);
 }
