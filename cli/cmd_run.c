@@ -10,6 +10,7 @@
 #include "cli/commands.h"
 #include "pipeline/config.h"
 #include "pipeline/embedded.h"
+#include "pipeline/run_exit.h"
 #include "pipeline/service.h"
 #include "workers/stages.h"
 
@@ -21,7 +22,10 @@ static void usage(FILE *out)
             "Annotate every image under the PATHs in one process: a producer, preprocess threads, one inference\n"
             "worker (continuous batching) and the sink, connected by inproc sockets, the same code and protocol\n"
             "as the multi-process setup. One JSON line per file goes to FILE.jsonl; the job state is kept in\n"
-            "FILE.jsonl.db so an interrupted run resumes where it stopped. Exits 0 when every file has a record.\n"
+            "FILE.jsonl.db so an interrupted run resumes where it stopped. Hidden files and folders (names\n"
+            "starting with '.', like .DS_Store) are skipped unless --include-hidden.\n"
+            "\n"
+            PF_RUN_EXIT_HELP
             "\n"
             "  --model DIR              checkpoint folder (required)\n"
             "  --tokenizer FILE         tokenizer.json (required)\n"
@@ -31,6 +35,7 @@ static void usage(FILE *out)
             "  --image-size S           default: the model's\n"
             "  --list FILE              also take the paths listed in FILE ('-' = stdin)\n"
             "  --include GLOB, --exclude GLOB   filter files found in folders (repeatable)\n"
+            "  --include-hidden         also take files and folders named '.*'\n"
             PF_TASK_OPTIONS_HELP
             "  --preprocess-threads N   images decoded in parallel (default: cores, at most 4)\n"
             "  --max-batch N            sequences generated together (8)\n"
@@ -43,7 +48,7 @@ static void usage(FILE *out)
             "  (a tcp --publish needs --curve-server-key and --curve-allow, or --insecure)\n"
             "  --progress MODE          auto | bar | lines | off\n"
             "  --config FILE            options from FILE ('name = value' lines; the command line wins)\n"
-            "  --log-level LEVEL        error | warn | info | debug\n"
+            "  --log-level LEVEL        error | warn | info | debug (default warn: failed files and problems)\n"
             "  --help                   this text\n");
 }
 
@@ -56,6 +61,10 @@ int cmd_run(int argc0, char **argv0)
         fprintf(stderr, "paliflow run: %s\n", err.msg);
         return 2;
     }
+    /* One person at a terminal: by default only what they act on (failed files, problems); the roles'
+     * INFO lines (joins, scans, shutdown) are for the services' logs. --log-level / PALIFLOW_LOG win. */
+    if (!getenv("PALIFLOW_LOG"))
+        pf_log_set_level(PF_LOG_WARN);
     pf_embedded_opts eo;
     memset(&eo, 0, sizeof eo);
     pf_service svc;   /* --metrics, and CURVE for a tcp --publish */
@@ -84,7 +93,8 @@ int cmd_run(int argc0, char **argv0)
         {"max-delay-ms", required_argument, 0, 0}, {"max-attempts", required_argument, 0, 0},
         {"publish", required_argument, 0, 0},      {"progress", required_argument, 0, 0},
         {"log-level", required_argument, 0, 0},    {"help", no_argument, 0, 'h'},
-        {"report", required_argument, 0, 0},       PF_SERVICE_LONG_OPTIONS,
+        {"report", required_argument, 0, 0},       {"include-hidden", no_argument, 0, 0},
+        PF_SERVICE_LONG_OPTIONS,
         CLI_ENGINE_LONG_OPTIONS,
         {0, 0, 0, 0}};
     int rc = 2, idx, c;
@@ -142,6 +152,8 @@ int cmd_run(int argc0, char **argv0)
             eo.sink.publish = val;
         else if (!strcmp(name, "report"))
             eo.producer.report = val;
+        else if (!strcmp(name, "include-hidden"))
+            eo.producer.scan.include_hidden = 1;
         else if ((t = pf_service_option(name, val, &svc, &err)) != 0) {
             if (t < 0) {
                 fprintf(stderr, "paliflow run: %s\n", err.msg);
@@ -203,7 +215,7 @@ int cmd_run(int argc0, char **argv0)
     eo.sink.sec = &svc.sec;
     if (pf_service_start(&svc, &err)) {
         fprintf(stderr, "paliflow run: %s\n", err.msg);
-        rc = 2;
+        rc = PF_EXIT_ERROR;
         goto out;
     }
     static volatile sig_atomic_t stop;
@@ -219,15 +231,18 @@ int cmd_run(int argc0, char **argv0)
     int r = pf_embedded_run(&eo, &st, &err);
     if (r < 0) {
         fprintf(stderr, "paliflow run: %s\n", err.msg);
-        rc = 2;
     } else if (r > 0) {
-        fprintf(stderr, "paliflow run: interrupted; rerun the same command to resume (job state in %s)\n", db);
-        rc = 1;
+        fprintf(stderr, "paliflow run: interrupted at %lld of %lld files; rerun the same command to resume (job "
+                "state in %s)\n", (long long)(st.done + st.failed), (long long)st.total, db);
     } else {
-        fprintf(stderr, "paliflow run: %lld files, %lld records, %lld errors -> %s (%.1f s)\n", (long long)st.total,
-                (long long)st.done, (long long)st.failed, eo.sink.out, st.seconds);
-        rc = 0;
+        char hidden[64] = "";
+        if (st.hidden_skipped)
+            snprintf(hidden, sizeof hidden, " (%lld hidden skipped)", (long long)st.hidden_skipped);
+        fprintf(stderr, "paliflow run: %lld files%s, %lld records, %lld errors -> %s (%.1f s)%s\n",
+                (long long)st.total, hidden, (long long)st.done, (long long)st.failed, eo.sink.out, st.seconds,
+                st.failed && !st.done ? "; every file failed: see the warnings above" : "");
     }
+    rc = pf_run_exit_code(r, &st);
     goto out;
 bad:
     fprintf(stderr, "Run 'paliflow run --help' for the options.\n");

@@ -199,6 +199,7 @@ static void close_run(prod *p, void *ctx, int rc, pf_job_stats *stats)
         stats->done = p->done;
         stats->failed = p->failed;
         stats->seconds = pf_now() - p->t0;
+        stats->hidden_skipped = (int64_t)pf_scan_hidden_skipped(p->scan);
     }
     pf_prod_update_gauges(p, pf_now());
     if (o->report && p->js && rc >= 0) {

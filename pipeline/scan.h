@@ -4,7 +4,9 @@
  *
  * Every entry found is returned, including ones that cannot be read (broken links, fifos): the producer
  * turns those into error records, so every file gets exactly one record. Paths are returned as found:
- * ROOT joined with the relative path ("imgs" + "a/b.jpg" -> "imgs/a/b.jpg").
+ * ROOT joined with the relative path ("imgs" + "a/b.jpg" -> "imgs/a/b.jpg"). Hidden files and folders met
+ * in folders are skipped by default (macOS' .DS_Store and ._* files are not images; .git is not data);
+ * a file named explicitly (root or list line) is always taken.
  */
 #ifndef PF_PIPELINE_SCAN_H
 #define PF_PIPELINE_SCAN_H
@@ -21,6 +23,7 @@ typedef struct pf_scan_opts {
     size_t n_include;
     const char *const *exclude;   /* globs on file or folder names / paths below the root */
     size_t n_exclude;
+    int include_hidden;           /* 0: entries of folders named ".*" (.DS_Store, .git/) are skipped and counted */
 } pf_scan_opts;
 
 typedef struct pf_scan pf_scan;
@@ -29,6 +32,8 @@ typedef struct pf_scan pf_scan;
 int pf_scan_open(const pf_scan_opts *opts, pf_scan **out, pf_err *err);
 /* 1: *path is the next entry (valid until the next call); 0: done; -1: fatal error. */
 int pf_scan_next(pf_scan *s, const char **path, pf_err *err);
+/* Hidden entries skipped so far (a hidden folder counts once; its contents are never listed). */
+size_t pf_scan_hidden_skipped(const pf_scan *s);
 void pf_scan_close(pf_scan *s);
 
 #endif

@@ -184,7 +184,8 @@ static void send_record(wstate *s, const pf_work *w, const pf_timings *tm, int i
         pf_msg_init(&r, PF_MSG_ERROR);
         r.stage = pf_worker_role(s->o);
         r.message = w->message[0] ? w->message : "failed";
-        pf_info(pf_worker_role(s->o), "%s: %s", in->path, r.message);
+        /* the producer warns about it once for the job; here only for debugging a worker */
+        pf_debug(pf_worker_role(s->o), "%s: %s", in->path, r.message);
     }
     r.width = in->width;
     r.height = in->height;
