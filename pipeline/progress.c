@@ -78,19 +78,19 @@ static void fmt_rate(char *buf, size_t cap, double r)
         snprintf(buf, cap, r < 10 ? "%.2f" : r < 100 ? "%.1f" : "%.0f", r);
 }
 
-/* "ETA 3m05s", "ETA >3m05s" while the scan still adds items, "stopped", "done". */
+/* "ETA 3m05s", "ETA >3m05s" while the scan still adds items; at the end "in 2m10s" or "stopped after 40s". */
 static void fmt_when(char *buf, size_t cap, const pf_progress_view *v)
 {
     int64_t left = v->total - v->finished;
-    if (v->stopped) {
-        snprintf(buf, cap, "stopped");
-        return;
-    }
-    if (left <= 0 && !v->scanning) {
-        snprintf(buf, cap, "done");
-        return;
-    }
     char eta[32];
+    if (v->stopped || (left <= 0 && !v->scanning)) {
+        pf_progress_eta(eta, sizeof eta, v->elapsed);
+        if (v->elapsed > 0)
+            snprintf(buf, cap, v->stopped ? "stopped after %s" : "in %s", eta);
+        else
+            snprintf(buf, cap, v->stopped ? "stopped" : "done");
+        return;
+    }
     pf_progress_eta(eta, sizeof eta, v->rate > 0 ? (double)left / v->rate : -1);
     snprintf(buf, cap, "ETA %s%s", v->scanning && v->rate > 0 ? ">" : "", eta);
 }
@@ -115,7 +115,7 @@ size_t pf_progress_render_bar(char *buf, size_t cap, int cols, const pf_progress
     int room = cols - 1;   /* never the last column: some terminals wrap as soon as it is written */
     if (room < 1)
         return 0;
-    char count[64], rate[32], when[48], text[4][256];
+    char count[64], rate[32], when[48], text[5][256];
     snprintf(count, sizeof count, "%lld/%lld%s", (long long)v->finished, (long long)v->total,
              v->scanning ? "+" : "");
     fmt_rate(rate, sizeof rate, v->rate);
@@ -129,9 +129,10 @@ size_t pf_progress_render_bar(char *buf, size_t cap, int cols, const pf_progress
              (long long)v->failed, rate, when, workers, sink);
     snprintf(text[1], sizeof text[1], "%s, %lld failed, %s/s, %s%s", count, (long long)v->failed, rate, when, sink);
     snprintf(text[2], sizeof text[2], "%s %s/s %s", count, rate, when);
-    snprintf(text[3], sizeof text[3], "%s", count);
+    snprintf(text[3], sizeof text[3], "%s %s", count, when);
+    snprintf(text[4], sizeof text[4], "%s", count);
     const int min_bar = 10, max_bar = 40;
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 5; i++) {
         int len = (int)strlen(text[i]);
         int bar = room - len - 3;   /* "[" bar "] " */
         if (bar < min_bar)
@@ -152,9 +153,9 @@ size_t pf_progress_render_bar(char *buf, size_t cap, int cols, const pf_progress
         return k + (size_t)len;
     }
     /* too narrow for any bar: the shortest text that fits, cut if it must be */
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 5; i++) {
         size_t len = strlen(text[i]);
-        if ((int)len <= room || i == 3) {
+        if ((int)len <= room || i == 4) {
             if ((int)len > room)
                 len = (size_t)room;
             if (len >= cap)
@@ -222,7 +223,7 @@ void pf_progress_init(pf_progress *p, int mode, double interval, const char *com
 static pf_progress_view view_of(const pf_progress *p, int64_t total, int64_t done, int64_t failed, int n_pre,
                                 int n_inf, int sink, int scanning)
 {
-    pf_progress_view v = {total, done + failed, failed, pf_progress_rate(p), scanning, 0, n_pre, n_inf, sink};
+    pf_progress_view v = {total, done + failed, failed, pf_progress_rate(p), scanning, 0, 0, n_pre, n_inf, sink};
     return v;
 }
 
@@ -258,6 +259,7 @@ void pf_progress_finish(pf_progress *p, int64_t total, int64_t done, int64_t fai
         v.stopped = done + failed < total;
         /* the whole run's average here: the job is over, "recent" no longer means anything */
         double secs = pf_now() - p->t0;
+        v.elapsed = secs;
         v.rate = secs > 0 && p->started ? (double)(done + failed - p->start_n) / secs : -1;
         char text[1024];
         pf_progress_render_bar(text, sizeof text, pf_progress_columns(), &v);

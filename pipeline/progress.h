@@ -33,6 +33,7 @@ typedef struct pf_progress_view {
     double rate;         /* items/s over the window; < 0 while unknown */
     int scanning;        /* total still growing */
     int stopped;         /* the job ended before every item finished (Ctrl-C) */
+    double elapsed;      /* the last bar: seconds the run took (> 0), shown instead of an ETA */
     int n_pre, n_inf, sink;
 } pf_progress_view;
 

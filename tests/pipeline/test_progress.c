@@ -19,7 +19,7 @@
 
 static pf_progress_view view(int64_t total, int64_t finished, int64_t failed, double rate)
 {
-    pf_progress_view v = {total, finished, failed, rate, 0, 0, 4, 1, 1};
+    pf_progress_view v = {total, finished, failed, rate, 0, 0, 0, 4, 1, 1};
     return v;
 }
 
