@@ -252,8 +252,10 @@ void pf_progress_update(pf_progress *p, int64_t total, int64_t done, int64_t fai
 
 void pf_progress_finish(pf_progress *p, int64_t total, int64_t done, int64_t failed)
 {
-    if (p->mode != 2)
+    if (p->mode != 2) {
+        p->mode = 0;
         return;
+    }
     if (p->drawn) {
         pf_progress_view v = view_of(p, total, done, failed, 0, 0, 1, 0);
         v.stopped = done + failed < total;
@@ -266,4 +268,5 @@ void pf_progress_finish(pf_progress *p, int64_t total, int64_t done, int64_t fai
         draw(text, 1);
     }
     pf_log_set_writer(NULL);
+    p->mode = 0;   /* finished: a second call (the producer's error path) does nothing */
 }

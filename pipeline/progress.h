@@ -41,7 +41,8 @@ typedef struct pf_progress_view {
 void pf_progress_init(pf_progress *p, int mode, double interval, const char *component);
 void pf_progress_update(pf_progress *p, int64_t total, int64_t done, int64_t failed, int64_t done_this_run,
                         int n_pre, int n_inf, int sink, int scanning);
-/* The last line: the true counts (an interrupted job shows how far it got, not a full bar). */
+/* The last line: the true counts (an interrupted job shows how far it got, not a full bar). Once: later
+ * calls do nothing, so an error path may call it too. */
 void pf_progress_finish(pf_progress *p, int64_t total, int64_t done, int64_t failed);
 
 /* ---- the parts, for tests ---- */
