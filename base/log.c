@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 static _Atomic int g_level = PF_LOG_INFO;
+static void (*_Atomic g_writer)(const char *line);
 static const char *const g_names[] = {"ERROR", "WARN", "INFO", "DEBUG"};
 
 void pf_log_set_level(pf_log_level level) { atomic_store(&g_level, (int)level); }
@@ -48,6 +49,8 @@ void pf_log_init_from_env(void)
         pf_log_set_level(level);
 }
 
+void pf_log_set_writer(void (*writer)(const char *line)) { atomic_store(&g_writer, writer); }
+
 /* Format one line (header + message + suffix) and write it with one fputs, so that lines from different
  * threads never interleave. A message too long for the line is cut and marked; the newline is always
  * there (a line without one glues the next line to it in every log collector). */
@@ -79,7 +82,19 @@ static void emit(pf_log_level level, const char *component, const char *suffix, 
     }
     line[len] = '\n';
     line[len + 1] = '\0';
-    fputs(line, stderr);
+    void (*writer)(const char *) = atomic_load(&g_writer);
+    if (writer)
+        writer(line);
+    else
+        fputs(line, stderr);
+}
+
+void pf_log_always(pf_log_level level, const char *component, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    emit(level, component, NULL, fmt, ap);
+    va_end(ap);
 }
 
 void pf_log(pf_log_level level, const char *component, const char *fmt, ...)

@@ -70,6 +70,14 @@ int pf_log_limited(pf_log_limit *lim, const char *key, pf_log_level level, const
 #define PF_LOG_LINE_MAX 2048
 #define PF_LOG_CUT_MARK " [...cut]"
 
+/* Where finished lines go instead of stderr: the progress bar's writer (pipeline/progress.c) erases the
+ * bar, writes the line and draws the bar again, so log lines never print over it. NULL: plain stderr.
+ * The writer must be safe from any thread and write LINE (newline included) exactly once. */
+void pf_log_set_writer(void (*writer)(const char *line));
+/* Like pf_log, but written whatever the level: output the user asked for (--progress lines). */
+void pf_log_always(pf_log_level level, const char *component, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 #define pf_error(comp, ...) pf_log(PF_LOG_ERROR, comp, __VA_ARGS__)
 #define pf_warn(comp, ...) pf_log(PF_LOG_WARN, comp, __VA_ARGS__)
 #define pf_info(comp, ...) pf_log(PF_LOG_INFO, comp, __VA_ARGS__)

@@ -57,7 +57,8 @@ static void usage(FILE *out)
             "      --config FILE     options from FILE, 'name = value' lines (the command line wins)\n"
             "  -h, --help            this text\n"
             "\n"
-            "Formats (by content, not name): JPEG, PNG, GIF (first frame), WebP, TIFF, BMP, PNM.\n"
+            "Formats (by content, not name): JPEG, PNG, GIF (first frame), WebP, TIFF, BMP, PNM, HEIF/HEIC,\n"
+            "AVIF, JPEG XL.\n"
             "Each file that fails gets one line on stderr naming it, the reason and a category (empty,\n"
             "not-a-file, truncated, corrupt, unsupported-format, too-many-pixels, io); the rest are still\n"
             "written. Exit status: 0 all succeeded, 1 some failed, 2 usage or output error.\n",

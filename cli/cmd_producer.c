@@ -31,6 +31,7 @@ static void usage(FILE *out)
             "  --include GLOB           only files whose name or path below the folder matches (repeatable)\n"
             "  --exclude GLOB           skip files and folders that match (repeatable); globs match in any\n"
             "                           case (*.jpg takes IMG_1.JPG); the scan logs what each one skipped\n"
+            "  --include-hidden         also take files and folders named '.*' (skipped by default: .DS_Store)\n"
             PF_TASK_OPTIONS_HELP
             "  --path-only              send paths instead of bytes (workers share the storage)\n"
             "  --max-attempts N         lost leases or failures before an item becomes an error record (3)\n"
@@ -80,7 +81,7 @@ static const struct option g_opts[] = {
     {"max-file-mb", required_argument, 0, 0},   {"max-message-mb", required_argument, 0, 0},
     {"progress", required_argument, 0, 0},      {"progress-interval", required_argument, 0, 0},
     {"report", required_argument, 0, 0},        {"log-level", required_argument, 0, 0},
-    {"stay", no_argument, 0, 0},
+    {"stay", no_argument, 0, 0},                {"include-hidden", no_argument, 0, 0},
     PF_SERVICE_LONG_OPTIONS,                    {"help", no_argument, 0, 'h'},
     {0, 0, 0, 0}};
 
@@ -153,6 +154,8 @@ static int producer_option(const char *name, const char *val, void *arg, pf_err 
         c->include[c->n_inc++] = val;
     else if (!strcmp(name, "exclude"))
         c->exclude[c->n_exc++] = val;
+    else if (!strcmp(name, "include-hidden"))
+        o->scan.include_hidden = 1;
     else if (!strcmp(name, "path-only"))
         o->path_only = 1;
     else if (!strcmp(name, "report"))

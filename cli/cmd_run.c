@@ -12,6 +12,7 @@
 #include "model/seg/decoder.h"
 #include "pipeline/config.h"
 #include "pipeline/embedded.h"
+#include "pipeline/run_exit.h"
 #include "pipeline/service.h"
 #include "workers/stages.h"
 
@@ -24,8 +25,10 @@ static void usage(FILE *out)
             "worker (continuous batching) and the sink, connected by inproc sockets, the same code and protocol\n"
             "as the multi-process setup. One JSON line per file goes to FILE.jsonl; the job state is kept in\n"
             "FILE.jsonl.db so an interrupted run resumes where it stopped; records missing from FILE.jsonl (deleted,\n"
-            "cut) are redone. Exits 0 when every file has a record, 2 when the output cannot be written (the path\n"
-            "and the reason are printed) or is in use by another run.\n"
+            "cut) are redone. The output must be a regular file, not in use by another run. Hidden files and\n"
+            "folders (names starting with '.', like .DS_Store) are skipped unless --include-hidden.\n"
+            "\n"
+            PF_RUN_EXIT_HELP
             "\n"
             "  --model DIR              checkpoint folder (required)\n"
             "  --tokenizer FILE         tokenizer.json (required)\n"
@@ -36,6 +39,7 @@ static void usage(FILE *out)
             "  --list FILE              also take the paths listed in FILE ('-' = stdin)\n"
             "  --include GLOB, --exclude GLOB   filter files found in folders (repeatable; any case: *.jpg\n"
             "                           takes IMG_1.JPG; the scan logs what each one skipped)\n"
+            "  --include-hidden         also take files and folders named '.*'\n"
             PF_TASK_OPTIONS_HELP
             "  --preprocess-threads N   images decoded in parallel (default: cores, at most 4)\n" PF_DECODE_OPTIONS_HELP
             "  --max-batch N            sequences generated together (8)\n"
@@ -50,7 +54,7 @@ static void usage(FILE *out)
             "  (a tcp --publish needs --curve-server-key and --curve-allow, or --insecure)\n"
             "  --progress MODE          auto | bar | lines | off\n"
             "  --config FILE            options from FILE ('name = value' lines; the command line wins)\n"
-            "  --log-level LEVEL        error | warn | info | debug\n"
+            "  --log-level LEVEL        error | warn | info | debug (default warn: failed files and problems)\n"
             "  --help                   this text\n");
 }
 
@@ -63,6 +67,10 @@ int cmd_run(int argc0, char **argv0)
         fprintf(stderr, "paliflow run: %s\n", err.msg);
         return 2;
     }
+    /* One person at a terminal: by default only what they act on (failed files, problems); the roles'
+     * INFO lines (joins, scans, shutdown) are for the services' logs. --log-level / PALIFLOW_LOG win. */
+    if (!getenv("PALIFLOW_LOG"))
+        pf_log_set_level(PF_LOG_WARN);
     pf_embedded_opts eo;
     pf_preprocess_cfg pcfg = {0};
     int decode_mb = PF_DECODE_MEMORY_MB_DEFAULT;
@@ -97,6 +105,7 @@ int cmd_run(int argc0, char **argv0)
         {"report", required_argument, 0, 0},       {"seg-decoder", required_argument, 0, 0},
         PF_SERVICE_LONG_OPTIONS,
         {"max-pixels", required_argument, 0, 0},   {"decode-memory-mb", required_argument, 0, 0},
+        {"include-hidden", no_argument, 0, 0},
         CLI_ENGINE_LONG_OPTIONS,
         {0, 0, 0, 0}};
     int rc = 2, idx, c;
@@ -156,6 +165,8 @@ int cmd_run(int argc0, char **argv0)
             eo.producer.report = val;
         else if (!strcmp(name, "seg-decoder"))
             seg_path = val;
+        else if (!strcmp(name, "include-hidden"))
+            eo.producer.scan.include_hidden = 1;
         else if ((t = pf_service_option(name, val, &svc, &err)) != 0) {
             if (t < 0) {
                 fprintf(stderr, "paliflow run: %s\n", err.msg);
@@ -224,7 +235,7 @@ int cmd_run(int argc0, char **argv0)
     eo.sink.sec = &svc.sec;
     if (pf_service_start(&svc, &err)) {
         fprintf(stderr, "paliflow run: %s\n", err.msg);
-        rc = 2;
+        rc = PF_EXIT_ERROR;
         goto out;
     }
     static volatile sig_atomic_t stop;
@@ -234,7 +245,7 @@ int cmd_run(int argc0, char **argv0)
     static pf_img_budget *budget;
     if (!budget && !(budget = pf_img_budget_new((uint64_t)decode_mb << 20))) {
         fprintf(stderr, "paliflow run: out of memory\n");
-        rc = 2;
+        rc = PF_EXIT_ERROR;
         goto out;
     }
     pcfg.budget = budget;
@@ -248,15 +259,18 @@ int cmd_run(int argc0, char **argv0)
     int r = pf_embedded_run(&eo, &st, &err);
     if (r < 0) {
         fprintf(stderr, "paliflow run: %s\n", err.msg);
-        rc = 2;
     } else if (r > 0) {
-        fprintf(stderr, "paliflow run: interrupted; rerun the same command to resume (job state in %s)\n", db);
-        rc = 1;
+        fprintf(stderr, "paliflow run: interrupted at %lld of %lld files; rerun the same command to resume (job "
+                "state in %s)\n", (long long)(st.done + st.failed), (long long)st.total, db);
     } else {
-        fprintf(stderr, "paliflow run: %lld files, %lld records, %lld errors -> %s (%.1f s)\n", (long long)st.total,
-                (long long)st.done, (long long)st.failed, eo.sink.out, st.seconds);
-        rc = 0;
+        char hidden[64] = "";
+        if (st.hidden_skipped)
+            snprintf(hidden, sizeof hidden, " (%lld hidden skipped)", (long long)st.hidden_skipped);
+        fprintf(stderr, "paliflow run: %lld files%s, %lld records, %lld errors -> %s (%.1f s)%s\n",
+                (long long)st.total, hidden, (long long)st.done, (long long)st.failed, eo.sink.out, st.seconds,
+                st.failed && !st.done ? "; every file failed: see the warnings above" : "");
     }
+    rc = pf_run_exit_code(r, &st);
     goto out;
 bad:
     fprintf(stderr, "Run 'paliflow run --help' for the options.\n");

@@ -1,5 +1,6 @@
-/* fuzz_image - libFuzzer over the image decode path (pf_img_load_buffer: sniffing, libvips loaders with
- * fail_on, our GIF/BMP/PNM readers, colour rules, EXIF orientation, the streaming resampler).
+/* fuzz_image - libFuzzer over the image decode path (pf_img_load_buffer: sniffing incl. the ISO BMFF box
+ * walk of HEIF/AVIF/JPEG XL, libvips loaders with fail_on, our GIF/BMP/PNM readers, colour rules, EXIF
+ * orientation, the streaming resampler).
  *
  *   cmake -S . -B build-fuzz -DPALIFLOW_FUZZ=ON -DCMAKE_C_COMPILER=clang-14 -DPALIFLOW_SANITIZE=ON \
  *         -DCMAKE_C_FLAGS=-fsanitize=fuzzer-no-link && cmake --build build-fuzz -j2 --target fuzz_image

@@ -201,7 +201,9 @@ static void close_run(prod *p, void *ctx, int rc, pf_job_stats *stats)
         stats->done = p->done;
         stats->failed = p->failed;
         stats->seconds = pf_now() - p->t0;
+        stats->hidden_skipped = (int64_t)pf_scan_hidden_skipped(p->scan);
     }
+    pf_progress_finish(&p->prog, p->total, p->done, p->failed);   /* no-op if done; ends the bar on errors */
     pf_prod_update_gauges(p, pf_now());
     if (o->report && p->js && rc >= 0) {
         pf_err re = {{0}};

@@ -42,6 +42,7 @@ typedef struct pf_producer_opts {
 typedef struct pf_job_stats {
     int64_t total, done, failed;
     double seconds;
+    int64_t hidden_skipped;   /* by this run's scan (pipeline/scan.h) */
 } pf_job_stats;
 
 /* The job report (--report): img2dataset-style statistics of the job and this run, as JSON:

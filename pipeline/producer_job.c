@@ -132,9 +132,10 @@ static const char **string_values(const json_t *a, size_t *n)
 static int store_inputs(prod *p, pf_err *err)
 {
     const pf_scan_opts *so = &p->o->scan;
-    json_t *j = json_pack("{s:o, s:o, s:o, s:s?}", "roots", string_array(so->roots, so->n_roots), "include",
+    json_t *j = json_pack("{s:o, s:o, s:o, s:s?, s:b}", "roots", string_array(so->roots, so->n_roots), "include",
                           string_array(so->include, so->n_include), "exclude",
-                          string_array(so->exclude, so->n_exclude), "list", so->list_file);
+                          string_array(so->exclude, so->n_exclude), "list", so->list_file, "include_hidden",
+                          so->include_hidden);
     char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
     if (!s || pf_jobstore_meta_set(p->js, "inputs", s, err) ||
@@ -163,6 +164,7 @@ static int open_stored_inputs(prod *p, const char *text, pf_err *err)
         so.include = vi;
         so.exclude = ve;
         so.list_file = json_string_value(json_object_get(j, "list"));
+        so.include_hidden = json_is_true(json_object_get(j, "include_hidden"));
         rc = pf_scan_open(&so, &p->scan, err);   /* copies the strings */
     } else {
         pf_errf(err, "out of memory");
@@ -225,7 +227,8 @@ int pf_prod_scan_some(prod *p, double budget_s, pf_err *err)
             pf_prod_tx(p);
             if (pf_jobstore_meta_set(p->js, "scan_complete", "1", err))
                 return -1;
-            pf_info(LOG, "scan complete: %lld items in the job", (long long)p->total);
+            pf_info(LOG, "scan complete: %lld items in the job, %zu hidden files or folders skipped", (long long)p->total,
+                    pf_scan_hidden_skipped(p->scan));
             break;
         }
         struct stat st;

@@ -8,6 +8,17 @@
 #include "base/log.h"
 #include "pipeline/producer_internal.h"
 
+/* The one line a failed item gets (WARN: the user acts on it). Stages often start their message with the
+ * path already ("a.jpg: not an image ..."): the path is then not written twice. */
+static void warn_failed(const char *path, const char *stage, const char *msg)
+{
+    size_t n = strlen(path);
+    if (!strncmp(msg, path, n) && msg[n] == ':')
+        pf_warn(LOG, "%s (%s failed)", msg, stage);
+    else
+        pf_warn(LOG, "%s: %s (%s failed)", path, msg, stage);
+}
+
 void pf_prod_make_error_record(prod *p, flight *f, const char *stage, const char *msg)
 {
     pf_prod_flight_drop_tensor(f);
@@ -19,7 +30,7 @@ void pf_prod_make_error_record(prod *p, flight *f, const char *stage, const char
     f->stage = FL_SINKQ;
     f->peer = -1;
     pf_metric_add(p->m.errors[!strcmp(stage, "producer") ? 0 : !strcmp(stage, "preprocess") ? 1 : 2], 1);
-    pf_info(LOG, "%s: error record (%s): %s", f->path, stage, msg);
+    warn_failed(f->path, stage, msg);
 }
 
 void pf_prod_on_done(prod *p, int pi, pf_wire_in *in, double now)
@@ -35,6 +46,7 @@ void pf_prod_on_done(prod *p, int pi, pf_wire_in *in, double now)
         free(f->err_msg);
         f->err_stage = strdup(m->stage);
         f->err_msg = strdup(m->message);
+        warn_failed(f->path, m->stage, m->message);
     }
     pf_prod_flight_drop_tensor(f);
     /* The holder stays known (f->holder): the sink may still take its record, which travels apart. */

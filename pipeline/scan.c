@@ -40,6 +40,7 @@ struct pf_scan {
     size_t *excl_files;      /* per exclude glob: files it skipped */
     size_t *excl_dirs;       /* per exclude glob: folders it skipped (their contents are never listed) */
     int summarized;          /* the summary line was logged */
+    size_t n_hidden;
 };
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
@@ -157,7 +158,7 @@ int pf_scan_open(const pf_scan_opts *opts, pf_scan **out, pf_err *err)
         return pf_errf(err, "scan: out of memory");
     }
     s->o = (pf_scan_opts){(const char *const *)r, opts->n_roots, list, (const char *const *)i, opts->n_include,
-                          (const char *const *)x, opts->n_exclude};
+                          (const char *const *)x, opts->n_exclude, opts->include_hidden};
     if (opts->list_file) {
         if (!strcmp(opts->list_file, "-")) {
             s->list = stdin;
@@ -192,6 +193,10 @@ int pf_scan_next(pf_scan *s, const char **path, pf_err *err)
                 continue;
             }
             const char *name = f->names[f->next++];
+            if (name[0] == '.' && !s->o.include_hidden) {
+                s->n_hidden++;
+                continue;
+            }
             char *p = pf_path_join(f->dir, name);
             if (!p)
                 return pf_errf(err, "scan: out of memory");
@@ -319,6 +324,8 @@ void pf_scan_summary(const pf_scan *s, char *buf, size_t cap)
     }
     put(buf, cap, &at, " (globs match case-insensitively)");
 }
+
+size_t pf_scan_hidden_skipped(const pf_scan *s) { return s ? s->n_hidden : 0; }
 
 void pf_scan_close(pf_scan *s)
 {

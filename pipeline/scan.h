@@ -10,6 +10,9 @@
  * "Thumbs" skips a folder "thumbs". Extensions come in any case, and a case-sensitive filter dropped files
  * without a word. When the walk is complete, one info line says how many files were taken and how many
  * each filter skipped (pf_scan_summary).
+ *
+ * Hidden files and folders met in folders are skipped by default (macOS' .DS_Store and ._* files are not
+ * images; .git is not data); a file named explicitly (root or list line) is always taken.
  */
 #ifndef PF_PIPELINE_SCAN_H
 #define PF_PIPELINE_SCAN_H
@@ -26,6 +29,7 @@ typedef struct pf_scan_opts {
     size_t n_include;
     const char *const *exclude;   /* globs on file or folder names / paths below the root */
     size_t n_exclude;
+    int include_hidden;           /* 0: entries of folders named ".*" (.DS_Store, .git/) are skipped and counted */
 } pf_scan_opts;
 
 typedef struct pf_scan pf_scan;
@@ -34,6 +38,8 @@ typedef struct pf_scan pf_scan;
 int pf_scan_open(const pf_scan_opts *opts, pf_scan **out, pf_err *err);
 /* 1: *path is the next entry (valid until the next call); 0: done; -1: fatal error. */
 int pf_scan_next(pf_scan *s, const char **path, pf_err *err);
+/* Hidden entries skipped so far (a hidden folder counts once; its contents are never listed). */
+size_t pf_scan_hidden_skipped(const pf_scan *s);
 void pf_scan_close(pf_scan *s);
 
 /* What the scan did so far: entries returned; files that matched no include glob; files and folders skipped

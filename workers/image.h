@@ -2,7 +2,8 @@
  *
  * What it reproduces (transformers 4.47 SiglipImageProcessor fed with Pillow 9.4's Image.open + convert
  * ("RGB"), the recipe of ../shared/golden/images/README.md):
- *   1. decode, format sniffed from the content (never the file name): JPEG, PNG, WebP and TIFF with
+ *   1. decode, format sniffed from the content (never the file name): JPEG, PNG, WebP, TIFF, HEIF/HEIC,
+ *      AVIF and JPEG XL (no Pillow reference for the last three: libvips' own decoding) with
  *      libvips' trusted loaders called by name (every other loader blocked), GIF (first frame), BMP and
  *      PNM with our own small readers that follow Pillow where libvips differs or only has untrusted
  *      loaders; truncated or corrupt data is an error (libvips fail_on, PNG chunk CRCs, our readers'

@@ -18,6 +18,9 @@ typedef enum pf_img_format {
     PF_FMT_TIFF,
     PF_FMT_BMP,
     PF_FMT_PNM,
+    PF_FMT_HEIF,   /* HEIC and other HEIF (ISO BMFF 'ftyp' brands heic, mif1, ...): libheif via libvips */
+    PF_FMT_AVIF,   /* the AV1 flavour of HEIF: same loader */
+    PF_FMT_JXL,    /* JPEG XL, bare codestream or ISO BMFF container: libjxl via libvips */
     /* recognised only to give a precise "unsupported" message */
     PF_FMT_SVG,
     PF_FMT_PDF,
@@ -49,7 +52,7 @@ struct pf_img_dec {
     void *state;
 };
 
-/* Open (header only, no pixel decoded): libvips for JPEG/PNG/GIF/WebP/TIFF. */
+/* Open (header only, no pixel decoded): libvips for JPEG/PNG/WebP/TIFF/HEIF/AVIF/JPEG XL. */
 int pf_img_vips_open(pf_img_format f, const uint8_t *buf, size_t len, pf_img_dec *d, pf_img_errkind *kind,
                      pf_err *err);
 /* Our own readers with Pillow's semantics: GIF (libnsgif differs from Pillow, see image_gif.c), and BMP

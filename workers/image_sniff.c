@@ -9,6 +9,37 @@ static int starts(const uint8_t *b, size_t n, const char *magic, size_t m)
     return n >= m && memcmp(b, magic, m) == 0;
 }
 
+static uint32_t be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* HEIF and AVIF are ISO BMFF files whose first box is 'ftyp' naming an image brand (major or compatible);
+ * video files (isom, mp42, qt) have an 'ftyp' too and stay unknown. */
+static pf_img_format sniff_ftyp(const uint8_t *b, size_t n)
+{
+    if (n < 16 || memcmp(b + 4, "ftyp", 4) != 0)
+        return PF_FMT_UNKNOWN;
+    uint64_t size = be32(b);
+    if (size < 16 || size > n)
+        size = n < 256 ? n : 256;   /* damaged or cut short: the brands present still say what it is */
+    static const char *const avif[] = {"avif", "avis"};
+    static const char *const heif[] = {"heic", "heix", "heim", "heis", "hevc", "hevx", "hevm", "hevs", "mif1",
+                                       "msf1"};
+    /* the major brand (offset 8), then the compatible ones (offset 16 on); any AV1 brand makes it AVIF
+     * (an AVIF may name mif1 as its major brand) */
+    pf_img_format f = PF_FMT_UNKNOWN;
+    for (size_t off = 8; off + 4 <= size; off += off == 8 ? 8 : 4) {
+        for (size_t i = 0; i < sizeof avif / sizeof avif[0]; i++)
+            if (memcmp(b + off, avif[i], 4) == 0)
+                return PF_FMT_AVIF;
+        for (size_t i = 0; i < sizeof heif / sizeof heif[0]; i++)
+            if (memcmp(b + off, heif[i], 4) == 0)
+                f = PF_FMT_HEIF;
+    }
+    return f;
+}
+
 /* SVG and PDF are recognised only to say precisely what was refused. */
 static int looks_like_svg(const uint8_t *b, size_t n)
 {
@@ -37,6 +68,11 @@ pf_img_format pf_img_sniff(const uint8_t *b, size_t n)
         return PF_FMT_BMP;
     if (n >= 2 && b[0] == 'P' && b[1] >= '1' && b[1] <= '6')
         return PF_FMT_PNM;
+    pf_img_format iso = sniff_ftyp(b, n);
+    if (iso != PF_FMT_UNKNOWN)
+        return iso;
+    if (starts(b, n, "\xff\x0a", 2) || starts(b, n, "\x00\x00\x00\x0cJXL \x0d\x0a\x87\x0a", 12))
+        return PF_FMT_JXL;
     if (starts(b, n, "%PDF", 4))
         return PF_FMT_PDF;
     if (looks_like_svg(b, n))
@@ -54,6 +90,9 @@ const char *pf_img_format_name(pf_img_format f)
     case PF_FMT_TIFF: return "TIFF";
     case PF_FMT_BMP: return "BMP";
     case PF_FMT_PNM: return "PNM";
+    case PF_FMT_HEIF: return "HEIF";
+    case PF_FMT_AVIF: return "AVIF";
+    case PF_FMT_JXL: return "JPEG XL";
     case PF_FMT_SVG: return "SVG";
     case PF_FMT_PDF: return "PDF";
     case PF_FMT_UNKNOWN: break;
@@ -61,9 +100,28 @@ const char *pf_img_format_name(pf_img_format f)
     return "unknown";
 }
 
-static uint32_t be32(const uint8_t *p)
+/* ISO BMFF (HEIF, AVIF, the JPEG XL container): does a top-level box reach past the end of the data? */
+static int boxes_cut_short(const uint8_t *b, size_t n)
 {
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+    size_t off = 0;
+    while (n - off >= 8) {
+        uint64_t size = be32(b + off);
+        if (size == 1) {   /* 64-bit size after the type */
+            if (n - off < 16)
+                return 1;
+            size = (uint64_t)be32(b + off + 8) << 32 | be32(b + off + 12);
+            if (size < 16)
+                return 0;   /* malformed, not short: the loader says what is wrong */
+        } else if (size == 0) {
+            return 0;       /* the box runs to the end of the file */
+        } else if (size < 8) {
+            return 0;
+        }
+        if (size > n - off)
+            return 1;
+        off += (size_t)size;
+    }
+    return off != n;   /* a few bytes of a box header left */
 }
 
 int pf_img_looks_truncated(pf_img_format f, const uint8_t *b, size_t n)
@@ -89,6 +147,11 @@ int pf_img_looks_truncated(pf_img_format f, const uint8_t *b, size_t n)
         }
         return 1;
     }
+    case PF_FMT_HEIF:
+    case PF_FMT_AVIF:
+        return boxes_cut_short(b, n);
+    case PF_FMT_JXL:
+        return b[0] == 0 && boxes_cut_short(b, n);   /* a bare codestream has no end marker to look for */
     case PF_FMT_WEBP: {
         uint64_t riff = (uint64_t)b[4] | (uint64_t)b[5] << 8 | (uint64_t)b[6] << 16 | (uint64_t)b[7] << 24;
         return riff + 8 > n;

@@ -1,4 +1,5 @@
-/* image_vips.c - decoding JPEG, PNG, WebP and TIFF with libvips, strip by strip in the calling thread.
+/* image_vips.c - decoding JPEG, PNG, WebP, TIFF, HEIF/AVIF and JPEG XL with libvips, strip by strip in the
+ * calling thread.
  *
  * The loader is chosen by our own sniffing (image_sniff.c) and called by name, with sequential access
  * (libvips then decodes on demand as we pull rows: no full-resolution copy) and `fail_on` so damaged data
@@ -10,6 +11,11 @@
  *     warning is of that kind the file is decoded again with VIPS_FAIL_ON_TRUNCATED (jpeg_benign_only).
  *   - PNG, WebP, TIFF: VIPS_FAIL_ON_ERROR. Their libraries warn about harmless things (unknown TIFF
  *     tags, sRGB profile quirks) that Pillow accepts, while real damage is an error anyway.
+ *   - HEIF/AVIF (libheif, Debian's libvips42 module vips-heif.so) and JPEG XL (libjxl, vips-jxl.so):
+ *     VIPS_FAIL_ON_ERROR. Both decode a whole frame at the first strip (no row streaming in these
+ *     codecs), which the pixel limit, checked from the header before that, bounds. libheif keeps its own
+ *     limits on (heifload's "unlimited" stays off). The HEIF primary image is decoded with its irot/imir
+ *     transforms applied by libheif; EXIF orientation inside HEIF is ignored, as the format requires.
  * Every other libvips loader is blocked in pf_img_init (untrusted ones included).
  */
 #include "workers/image_internal.h"
@@ -101,7 +107,8 @@ static pf_img_errkind classify(const vips_dec *v, const char *msg)
     if (v->fmt == PF_FMT_JPEG || v->fmt == PF_FMT_PNG)
         return PF_IMG_CORRUPT; /* structurally complete (EOI / IEND present): damaged, not short */
     static const char *const words[] = {"Read error", "read error", "EOF", "truncated", "Truncated",
-                                        "end of file", "Premature end", "not enough data", "Not enough"};
+                                        "end of file", "Premature end", "not enough data", "Not enough",
+                                        "bad seek", "End of data", "end of data"};
     for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
         if (strstr(msg, words[i]))
             return PF_IMG_TRUNCATED;
@@ -195,6 +202,13 @@ static int vips_load(vips_dec *v, int lenient, char *msg, size_t cap)
         break;
     case PF_FMT_TIFF:
         rc = vips_tiffload_buffer(b, v->len, &v->im, "access", seq, "fail_on", VIPS_FAIL_ON_ERROR, NULL);
+        break;
+    case PF_FMT_HEIF:
+    case PF_FMT_AVIF:
+        rc = vips_heifload_buffer(b, v->len, &v->im, "access", seq, "fail_on", VIPS_FAIL_ON_ERROR, NULL);
+        break;
+    case PF_FMT_JXL:
+        rc = vips_jxlload_buffer(b, v->len, &v->im, "access", seq, "fail_on", VIPS_FAIL_ON_ERROR, NULL);
         break;
     default:
         snprintf(msg, cap, "no libvips loader for %s", pf_img_format_name(v->fmt));
@@ -331,7 +345,9 @@ int pf_img_vips_open(pf_img_format f, const uint8_t *buf, size_t len, pf_img_dec
     VipsImage *im = v->im;
     d->width = im->Xsize;
     d->height = im->Ysize;
-    d->orientation = vips_image_get_orientation(im);
+    /* HEIF: libheif has applied the container's rotation and mirroring; an EXIF orientation in the file
+     * must be ignored (HEIF/MIAF), and applying it again would turn the image twice */
+    d->orientation = f == PF_FMT_HEIF || f == PF_FMT_AVIF ? 1 : vips_image_get_orientation(im);
     if (d->width < 1 || d->height < 1) {
         vips_close(d);
         *kind = PF_IMG_CORRUPT;

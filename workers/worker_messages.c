@@ -31,9 +31,13 @@ void pf_worker_send_prod(wstate *s, pf_msg *m)
 static void send_sink(wstate *s, pf_msg *m)
 {
     pf_err e = {{0}};
-    if (pf_wire_send(s->sink, NULL, 0, m, &e))
-        pf_warn(pf_worker_role(s->o), "to sink (%s, item %lld): %s", pf_msg_type_name(m->type), (long long)m->id,
-                e.msg);
+    if (pf_wire_send(s->sink, NULL, 0, m, &e)) {
+        /* While stopping (Ctrl-C), the sink may be gone first: nothing is lost (the producer marks an item
+         * done only when the sink acknowledges its record, so it is redone on resume), and a user who
+         * pressed Ctrl-C has nothing to act on. */
+        pf_log(s->stopping && errno == EAGAIN ? PF_LOG_DEBUG : PF_LOG_WARN, pf_worker_role(s->o),
+               "to sink (%s, item %lld): %s", pf_msg_type_name(m->type), (long long)m->id, e.msg);
+    }
 }
 
 /* Sent directly, not through pf_worker_send_prod: a hello carries no producer instance, and a failed send is
@@ -186,7 +190,8 @@ static void send_record(wstate *s, const pf_work *w, const pf_timings *tm, int i
         pf_msg_init(&r, PF_MSG_ERROR);
         r.stage = pf_worker_role(s->o);
         r.message = w->message[0] ? w->message : "failed";
-        pf_info(pf_worker_role(s->o), "%s: %s", in->path, r.message);
+        /* the producer warns about it once for the job; here only for debugging a worker */
+        pf_debug(pf_worker_role(s->o), "%s: %s", in->path, r.message);
     }
     r.width = in->width;
     r.height = in->height;

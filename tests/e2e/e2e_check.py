@@ -150,8 +150,8 @@ def check_corpus(args, golden):
                "--tokenizer", args.tokenizer, "--task", "caption en", "--max-new-tokens", "3", "--progress", "off",
                "--out", out, images]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-        if proc.returncode != 0:
-            return [f"corpus: {' '.join(cmd)} exited {proc.returncode}: {proc.stderr[-2000:]}"]
+        if proc.returncode != 3:   # the corpus holds hostile files: "done with failures"
+            return [f"corpus: {' '.join(cmd)} exited {proc.returncode} (want 3): {proc.stderr[-2000:]}"]
         with open(out, encoding="utf-8") as f:
             recs = [json.loads(line) for line in f if line.strip()]
     by_path = collections.defaultdict(list)

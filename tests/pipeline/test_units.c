@@ -235,7 +235,7 @@ static void mk(const char *rel)
 static size_t scan_all(const char *const *roots, size_t nr, const char *const *inc, size_t ni, const char *const *exc,
                        size_t ne, const char *list, char out[][512], size_t max)
 {
-    pf_scan_opts o = {roots, nr, list, inc, ni, exc, ne};
+    pf_scan_opts o = {roots, nr, list, inc, ni, exc, ne, 0};
     pf_scan *s;
     pf_err e = {{0}};
     assert_int_equal(pf_scan_open(&o, &s, &e), 0);
@@ -309,7 +309,7 @@ static void test_scan(void **state)
     assert_string_equal(out[1], "/imgs/skip/e.jpg");
     /* a missing root is an error */
     const char *missing[] = {"/nonexistent/folder"};
-    pf_scan_opts o = {missing, 1, NULL, NULL, 0, NULL, 0};
+    pf_scan_opts o = {missing, 1, NULL, NULL, 0, NULL, 0, 0};
     pf_scan *s;
     pf_err e = {{0}};
     assert_int_equal(pf_scan_open(&o, &s, &e), -1);
