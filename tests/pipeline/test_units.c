@@ -336,7 +336,7 @@ static void test_scan_case_and_counts(void **state)
     /* the shipped globs (examples/producer.conf, deploy/) in lower case; excludes in another case */
     const char *inc[] = {"*.jpg", "*.jpeg", "*.png", "*.webp", "*.tif", "*.tiff", "*.gif", "*.bmp"};
     const char *exc[] = {"thumbs", "tmp_*", "RAW/*"};
-    pf_scan_opts o = {roots, 1, NULL, inc, 8, exc, 3};
+    pf_scan_opts o = {roots, 1, NULL, inc, 8, exc, 3, 0};
     pf_scan *s;
     pf_err e = {{0}};
     assert_int_equal(pf_scan_open(&o, &s, &e), 0);
@@ -372,7 +372,7 @@ static void test_scan_case_and_counts(void **state)
     assert_int_equal(strncmp(tiny, line, sizeof tiny - 1), 0);
     pf_scan_close(s);
     /* no filters: said so */
-    pf_scan_opts all = {roots, 1, NULL, NULL, 0, NULL, 0};
+    pf_scan_opts all = {roots, 1, NULL, NULL, 0, NULL, 0, 0};
     assert_int_equal(pf_scan_open(&all, &s, &e), 0);
     while ((r = pf_scan_next(s, &p, &e)) == 1)
         ;
