@@ -162,7 +162,7 @@ int cmd_run(int argc0, char **argv0)
                 goto out;
             }
         }
-        INT("image-size", 1, 8192, eo.producer.image_size = (int)iv)
+        INT("image-size", 224, 896, eo.producer.image_size = (int)iv)
         INT("preprocess-threads", 1, 256, eo.pre_threads = (int)iv)
         INT("max-batch", 1, 4096, eo.max_batch = (int)iv)
         INT("max-delay-ms", 0, 600000, eo.max_delay_ms = (int)iv)
