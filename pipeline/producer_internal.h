@@ -53,7 +53,10 @@ typedef struct peer {
     int64_t capacity;    /* items it holds at most (its hello): credit + leases never exceed it; 0 unknown */
     int image_size;      /* the model's image size it announced (inference workers); 0 none */
     int quarantined;     /* its failures are its own (no file, wrong model...): no more work */
-    int strikes;         /* items it failed that then succeeded on another worker (since its last success) */
+    int strikes;         /* items it failed that then succeeded on another worker, less its own successes */
+    int64_t failed_ids[32];   /* id + 1 of the latest items it failed (a ring; 0 empty): struck off when they
+                                 succeed elsewhere (the item's flight may be gone meanwhile: a retry waits) */
+    int failed_pos;
 } peer;
 
 /* An item held in memory: from its first hand-out in this run to the sink's acknowledgement. */
@@ -77,7 +80,6 @@ typedef struct flight {
      * each lease, kept after its `done` (the record may still be on its way), cleared when the lease ends
      * otherwise. */
     char *holder;        /* its routing id, printable (pf_wire_ident_str) */
-    char *failed_on;     /* name of the last worker whose failure of this item cost it an attempt */
     char holder_key[64];
     int holder_stage;    /* FL_PRE or FL_INF; 0: none */
 } flight;
@@ -242,8 +244,10 @@ void pf_prod_clamp_credit(prod *p, int role);
 /* Worker PI gave F back saying the failure is its own: 1 when believed (the producer can see the file),
  * then the worker is quarantined and F goes back without an attempt; 0: F is to be charged as usual. */
 int pf_prod_worker_fault(prod *p, int pi, flight *f, const char *why);
+/* Worker PI failed F (an attempt charged): remembered, for a strike if F then succeeds elsewhere. */
+void pf_prod_note_failure(prod *p, int pi, const flight *f);
 /* F succeeded on worker PI: a worker that failed it before gets a strike; three quarantine it. */
-void pf_prod_success_elsewhere(prod *p, flight *f, int pi);
+void pf_prod_success_elsewhere(prod *p, const flight *f, int pi);
 
 /* producer_stats.c */
 void pf_prod_metrics_init(prod *p);

@@ -95,7 +95,6 @@ void pf_prod_flight_remove(prod *p, flight *f)
     free(f->err_stage);
     free(f->err_msg);
     free(f->holder);
-    free(f->failed_on);
     free(f);
 }
 

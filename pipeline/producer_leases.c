@@ -17,10 +17,7 @@ static void lease_lost(prod *p, flight *f, int count_attempt, const char *why, i
     const char *stage = f->stage == FL_INF ? "inference" : "preprocess";
     if (count_attempt) {
         f->attempts++;
-        if (f->peer >= 0 && f->peer < p->n_peers) {   /* a strike for it if the item succeeds elsewhere */
-            free(f->failed_on);
-            f->failed_on = strdup(p->peers[f->peer].name);
-        }
+        pf_prod_note_failure(p, f->peer, f);   /* a strike for it if the item succeeds elsewhere */
     }
     f->peer = -1;
     f->started = 0;
@@ -166,6 +163,7 @@ void pf_prod_on_tensor(prod *p, int pi, pf_wire_in *in)
     f->tm.preprocess_s = m->timings.preprocess_s;
     if (m->timings.read_s >= 0)
         f->tm.read_s = m->timings.read_s;
+    pf_prod_success_elsewhere(p, f, pi);   /* a preprocess worker that failed it before gets a strike */
     f->stage = FL_READY;
     f->peer = -1;
     f->started = 0;

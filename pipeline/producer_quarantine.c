@@ -200,22 +200,35 @@ int pf_prod_worker_fault(prod *p, int pi, flight *f, const char *why)
     return 1;
 }
 
-void pf_prod_success_elsewhere(prod *p, flight *f, int pi)
+void pf_prod_note_failure(prod *p, int pi, const flight *f)
 {
-    if (pi >= 0)
-        p->peers[pi].strikes = 0;
-    if (!f->failed_on)
+    if (pi < 0 || pi >= p->n_peers || p->peers[pi].role == ROLE_SINK)
         return;
+    peer *w = &p->peers[pi];
+    w->failed_ids[w->failed_pos] = f->id + 1;
+    w->failed_pos = (w->failed_pos + 1) % (int)(sizeof w->failed_ids / sizeof w->failed_ids[0]);
+}
+
+void pf_prod_success_elsewhere(prod *p, const flight *f, int pi)
+{
+    /* A worker's own success takes one strike off: one that fails more than it succeeds, on items others
+     * finish, climbs to the quarantine; one with a rare transient failure never does. */
+    if (pi >= 0 && p->peers[pi].strikes > 0)
+        p->peers[pi].strikes--;
     for (int i = 0; i < p->n_peers; i++) {
         peer *w = &p->peers[i];
-        if (i == pi || !w->used || w->role == ROLE_SINK || strcmp(w->name, f->failed_on) != 0)
+        if (i == pi || !w->used || w->role == ROLE_SINK)
             continue;
-        if (++w->strikes >= STRIKES_TO_QUARANTINE) {
+        int hit = 0;
+        for (size_t k = 0; k < sizeof w->failed_ids / sizeof w->failed_ids[0]; k++)
+            if (w->failed_ids[k] == f->id + 1) {
+                w->failed_ids[k] = 0;
+                hit = 1;
+            }
+        if (hit && ++w->strikes >= STRIKES_TO_QUARANTINE) {
             char why[200];
             snprintf(why, sizeof why, "%d items it failed succeeded on other workers", w->strikes);
             pf_prod_quarantine(p, i, why);
         }
     }
-    free(f->failed_on);
-    f->failed_on = NULL;
 }

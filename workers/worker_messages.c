@@ -329,10 +329,12 @@ void pf_worker_on_producer_msg(wstate *s, pf_wire_in *in, double now)
         pf_info(pf_worker_role(s->o), "producer is back");
     switch (m->type) {
     case PF_MSG_WELCOME: {
-        /* Hellos queued while no producer listened are each welcomed: only the welcome of our latest hello
-         * counts (one announcement of free slots, not one per queued hello). A welcome without a number is
-         * an older producer's. */
-        if (m->hello_seq > 0 && m->hello_seq != s->hello_seq) {
+        /* Hellos queued while no producer listened are each welcomed: once welcomed, only the welcome of our
+         * latest hello counts (one announcement of free slots, not one per queued hello). The first welcome
+         * is taken whatever hello it answers: with a producer slower to answer than our hello interval,
+         * waiting for the latest could go on for ever. A welcome without a number is an older producer's.
+         * The producer caps our credit at our capacity anyway; this keeps the messages few. */
+        if (s->link.welcomed && m->hello_seq > 0 && m->hello_seq != s->hello_seq) {
             pf_debug(pf_worker_role(s->o), "ignoring the welcome of hello %lld (the latest is %lld)",
                      (long long)m->hello_seq, (long long)s->hello_seq);
             break;
