@@ -32,7 +32,7 @@ static void usage(FILE *out)
             "  --task TASK              'caption en', 'ocr', 'answer en Q', 'detect cat ; dog', any prompt (required)\n"
             "  --out FILE               JSON-lines output (required)\n"
             "  --db FILE                job store (default FILE.jsonl.db)\n"
-            "  --image-size S           default: the model's\n"
+            "  --image-size S           default: the model's; another size is refused before the job starts\n"
             "  --list FILE              also take the paths listed in FILE ('-' = stdin)\n"
             "  --include GLOB, --exclude GLOB   filter files found in folders (repeatable; any case: *.jpg\n"
             "                           takes IMG_1.JPG; the scan logs what each one skipped)\n"
