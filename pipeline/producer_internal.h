@@ -53,6 +53,7 @@ typedef struct peer {
     int64_t capacity;    /* items it holds at most (its hello): credit + leases never exceed it; 0 unknown */
     int image_size;      /* the model's image size it announced (inference workers); 0 none */
     int quarantined;     /* its failures are its own (no file, wrong model...): no more work */
+    int64_t pid;         /* of its hello: another pid under the same name is a restarted worker (clean slate) */
     int strikes;         /* items it failed that then succeeded on another worker, less its own successes */
     int64_t failed_ids[32];   /* id + 1 of the latest items it failed (a ring; 0 empty): struck off when they
                                  succeed elsewhere (the item's flight may be gone meanwhile: a retry waits) */

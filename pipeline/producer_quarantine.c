@@ -142,6 +142,17 @@ void pf_prod_hello_policy(prod *p, int pi, const pf_msg *m)
 {
     peer *w = &p->peers[pi];
     w->capacity = m->capacity > 0 ? m->capacity : 0;
+    /* Restarted under the same name (fixed, one hopes) before we counted it gone: judged afresh. */
+    if (w->pid > 0 && m->pid > 0 && m->pid != w->pid && (w->quarantined || w->strikes)) {
+        if (w->quarantined)
+            pf_info(LOG, "%s worker %s restarted (pid %lld): quarantine lifted", pf_prod_role_name(w->role), w->name,
+                    (long long)m->pid);
+        w->quarantined = 0;
+        w->strikes = 0;
+        memset(w->failed_ids, 0, sizeof w->failed_ids);
+    }
+    if (m->pid > 0)
+        w->pid = m->pid;
     if (w->role == ROLE_INF && m->image_size > 0) {
         w->image_size = m->image_size;
         if (m->image_size != p->image_size) {
@@ -192,9 +203,10 @@ void pf_prod_clamp_credit(prod *p, int role)
 int pf_prod_worker_fault(prod *p, int pi, flight *f, const char *why)
 {
     /* A file gone from the producer's view too was deleted after the scan: the item's fault, charged as
-     * usual (else every worker in turn would be quarantined for it). */
+     * usual (else every worker in turn would be quarantined for it). An inference worker's fault (another
+     * model) does not depend on the file. */
     struct stat st;
-    if (stat(f->path, &st) != 0)
+    if (f->stage == FL_PRE && stat(f->path, &st) != 0)
         return 0;
     pf_prod_quarantine(p, pi, why);
     return 1;
@@ -217,8 +229,8 @@ void pf_prod_success_elsewhere(prod *p, const flight *f, int pi)
         p->peers[pi].strikes--;
     for (int i = 0; i < p->n_peers; i++) {
         peer *w = &p->peers[i];
-        if (i == pi || !w->used || w->role == ROLE_SINK)
-            continue;
+        if (i == pi || !w->used || w->role == ROLE_SINK || (pi >= 0 && w->role != p->peers[pi].role))
+            continue;   /* a strike is for failing what a worker of the same stage then did */
         int hit = 0;
         for (size_t k = 0; k < sizeof w->failed_ids / sizeof w->failed_ids[0]; k++)
             if (w->failed_ids[k] == f->id + 1) {
