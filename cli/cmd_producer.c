@@ -26,7 +26,9 @@ static void usage(FILE *out)
             "  --bind ENDPOINT          tcp://*:5555, ipc:///run/paliflow.sock, inproc://... (required)\n"
             "  --db FILE                job store (SQLite, WAL) (required)\n"
             "  --task TASK              the prompt: 'caption en', 'ocr', 'answer en Q', 'detect cat ; dog', ...\n"
-            "  --image-size S           the model's image size (224, 448, 896); carried in every item\n"
+            "  --image-size S           the model's image size (224, 448, 896); carried in every item; an\n"
+            "                           inference worker whose model takes another size gets no work\n"
+            "  --custom-image-size      accept an --image-size other than 224/448/896 (custom or test models)\n"
             "  --list FILE              also take the paths listed in FILE (one per line, '-' = stdin)\n"
             "  --include GLOB           only files whose name or path below the folder matches (repeatable)\n"
             "  --exclude GLOB           skip files and folders that match (repeatable); globs match in any\n"
@@ -35,6 +37,8 @@ static void usage(FILE *out)
             PF_TASK_OPTIONS_HELP
             "  --path-only              send paths instead of bytes (workers share the storage)\n"
             "  --max-attempts N         lost leases or failures before an item becomes an error record (3)\n"
+            "  --retry-backoff S        wait S x 2^(attempt-1) s (jitter 0.5-1.5x, at most 60) before a\n"
+            "                           retry (0.5; 0: retry at once)\n"
             "  --preprocess-lease S     seconds a preprocess worker may hold an item (120)\n"
             "  --inference-lease S      seconds an inference worker may hold an item (1800)\n"
             "  --ack-timeout S          seconds to wait for the sink to acknowledge a record (60)\n"
@@ -64,6 +68,7 @@ typedef struct producer_cli {
     const char **include, **exclude;
     size_t n_inc, n_exc;
     const char *task;
+    int custom_size;
 } producer_cli;
 
 static const struct option g_opts[] = {
@@ -82,6 +87,7 @@ static const struct option g_opts[] = {
     {"progress", required_argument, 0, 0},      {"progress-interval", required_argument, 0, 0},
     {"report", required_argument, 0, 0},        {"log-level", required_argument, 0, 0},
     {"stay", no_argument, 0, 0},                {"include-hidden", no_argument, 0, 0},
+    {"custom-image-size", no_argument, 0, 0},   {"retry-backoff", required_argument, 0, 0},
     PF_SERVICE_LONG_OPTIONS,                    {"help", no_argument, 0, 'h'},
     {0, 0, 0, 0}};
 
@@ -120,6 +126,7 @@ static int number_option(const char *name, const char *val, pf_producer_opts *o,
     double v;
     PF_NUM_OPTION("image-size", 1, 8192, v, o->image_size = (int)v)
     PF_NUM_OPTION("max-attempts", 1, 1000, v, o->max_attempts = (int)v)
+    PF_NUM_OPTION("retry-backoff", 0, 3600, v, o->retry_backoff_s = v)
     PF_NUM_OPTION("preprocess-lease", 0.1, 1e7, v, o->preprocess_lease_s = v)
     PF_NUM_OPTION("inference-lease", 0.1, 1e7, v, o->inference_lease_s = v)
     PF_NUM_OPTION("ack-timeout", 0.1, 1e7, v, o->ack_timeout_s = v)
@@ -162,6 +169,8 @@ static int producer_option(const char *name, const char *val, void *arg, pf_err 
         o->report = val;
     else if (!strcmp(name, "stay"))
         o->stay = 1;
+    else if (!strcmp(name, "custom-image-size"))
+        c->custom_size = 1;
     else if (!strcmp(name, "progress"))
         return progress_option(val, &o->progress, err);
     else
@@ -185,6 +194,7 @@ static int reparse(int argc, char **argv, void *arg)
         pf_producer_opts *o = &live->o;
         const pf_producer_opts *n = &fresh.o;
         PF_RELOAD("max-attempts", o->max_attempts, n->max_attempts);
+        PF_RELOAD("retry-backoff", o->retry_backoff_s, n->retry_backoff_s);
         PF_RELOAD("preprocess-lease", o->preprocess_lease_s, n->preprocess_lease_s);
         PF_RELOAD("inference-lease", o->inference_lease_s, n->inference_lease_s);
         PF_RELOAD("ack-timeout", o->ack_timeout_s, n->ack_timeout_s);
@@ -230,6 +240,12 @@ int cmd_producer(int argc0, char **argv0)
     if (c.task) {
         if (o->image_size <= 0) {
             fprintf(stderr, "paliflow producer: --task needs --image-size (the model's image size)\n");
+            goto bad;
+        }
+        /* A typo (300) would make every tensor the wrong size for every worker: refused up front. */
+        if (!c.custom_size && !pf_image_size_is_paligemma(o->image_size)) {
+            fprintf(stderr, "paliflow producer: --image-size %d: PaliGemma takes 224, 448 or 896 (--custom-image-size "
+                            "for another model)\n", o->image_size);
             goto bad;
         }
         if (!*c.task) {

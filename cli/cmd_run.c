@@ -35,7 +35,7 @@ static void usage(FILE *out)
             "  --task TASK              'caption en', 'ocr', 'answer en Q', 'detect cat ; dog', any prompt (required)\n"
             "  --out FILE               JSON-lines output (required)\n"
             "  --db FILE                job store (default FILE.jsonl.db)\n"
-            "  --image-size S           default: the model's\n"
+            "  --image-size S           default: the model's; another size is refused before the job starts\n"
             "  --list FILE              also take the paths listed in FILE ('-' = stdin)\n"
             "  --include GLOB, --exclude GLOB   filter files found in folders (repeatable; any case: *.jpg\n"
             "                           takes IMG_1.JPG; the scan logs what each one skipped)\n"
@@ -173,7 +173,7 @@ int cmd_run(int argc0, char **argv0)
                 goto out;
             }
         }
-        INT("image-size", 1, 8192, eo.producer.image_size = (int)iv)
+        INT("image-size", 224, 896, eo.producer.image_size = (int)iv)
         INT("preprocess-threads", 1, 256, eo.pre_threads = (int)iv)
         INT("max-batch", 1, 4096, eo.max_batch = (int)iv)
         INT("max-delay-ms", 0, 600000, eo.max_delay_ms = (int)iv)

@@ -127,8 +127,15 @@ int pf_embedded_run(pf_embedded_opts *o, pf_job_stats *stats, pf_err *err)
         zmq_ctx_term(ctx);
         return -1;
     }
-    if (o->producer.image_size <= 0 && o->inf_ops->image_size)
-        o->producer.image_size = o->inf_ops->image_size(inf_inst);
+    int model_size = o->inf_ops->image_size ? o->inf_ops->image_size(inf_inst) : 0;
+    if (o->producer.image_size <= 0)
+        o->producer.image_size = model_size;
+    /* Every item would fail on this model: refused before anything starts. */
+    if (model_size > 0 && o->producer.image_size != model_size) {
+        pf_errf(err, "--image-size %d, but the model takes %d px images (leave --image-size out to use the "
+                "model's)", o->producer.image_size, model_size);
+        goto out;
+    }
     if (o->producer.image_size <= 0) {
         pf_errf(err, "the image size is unknown (give --image-size)");
         goto out;

@@ -20,6 +20,7 @@ void pf_producer_opts_defaults(pf_producer_opts *o)
     memset(o, 0, sizeof *o);
     pf_task_defaults(&o->task);
     o->max_attempts = 3;
+    o->retry_backoff_s = 0.5;
     o->preprocess_lease_s = 120;
     o->inference_lease_s = 1800;
     o->ack_timeout_s = 60;
@@ -185,6 +186,7 @@ static void prod_free(prod *p)
     while ((e = pf_prod_queue_pop(p)))
         free(e);
     pf_ring_free(&p->raw);
+    pf_prod_delayed_free(p);
     pf_ring_free(&p->ready);
     free(p->peers);
     free(p->prompt);

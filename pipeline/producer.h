@@ -23,6 +23,7 @@ typedef struct pf_producer_opts {
     pf_scan_opts scan;                /* no roots and no list: rescan the inputs stored in the job */
     int path_only;                    /* send paths, not bytes (workers share the storage) */
     int max_attempts;                 /* lost leases / retries before an item becomes an error record */
+    double retry_backoff_s;           /* wait before a retry: this x 2^(attempt-1), jitter 0.5-1.5x; 0 none */
     double preprocess_lease_s, inference_lease_s, ack_timeout_s;
     double hb_interval, hb_timeout;
     int max_ready;                    /* preprocessed items kept in memory waiting for inference */
@@ -54,6 +55,10 @@ typedef struct pf_job_stats {
  * Written atomically (write + fsync + rename). */
 
 void pf_producer_opts_defaults(pf_producer_opts *o);
+
+/* PaliGemma's input sizes. Another --image-size is refused unless asked for (a typo such as 300 would make
+ * every item's tensor the wrong size for every worker). */
+static inline int pf_image_size_is_paligemma(int s) { return s == 224 || s == 448 || s == 896; }
 
 /* Run the job. Returns 0 when every item is done or failed, 1 when stopped before that, -1 on a setup or
  * fatal error (err says why). STATS (may be NULL) gets the final counts. */

@@ -85,6 +85,8 @@ static void unreadable(prod *p, flight *f, const char *why)
 
 void pf_prod_dispatch_pre(prod *p, double now)
 {
+    pf_prod_release_delayed(p, now);
+    pf_prod_clamp_credit(p, ROLE_PRE);
     size_t in_memory = pf_prod_count_stage(p, FL_PRE) + pf_prod_count_stage(p, FL_READY);
     while (p->raw.n > 0 && in_memory < (size_t)p->o->max_ready) {
         int pi = next_peer(p, ROLE_PRE, &p->rr_pre);
@@ -115,8 +117,13 @@ void pf_prod_dispatch_pre(prod *p, double now)
         item_msg(p, f, &m);
         m.image_size = p->image_size;
         m.lease_s = p->o->preprocess_lease_s;
+        char *canon = NULL;
         if (p->o->path_only) {
             m.path_only = 1;
+            /* Workers run elsewhere (another folder, another host): a relative path would be read from
+             * theirs. The record keeps the path as found (the job's identity). */
+            canon = realpath(f->path, NULL);
+            m.file = canon;
         } else {
             m.data = bytes ? bytes : (const uint8_t *)"";
             m.data_len = len;
@@ -124,6 +131,7 @@ void pf_prod_dispatch_pre(prod *p, double now)
         /* The sink learns the lease first: it takes the worker's error record for the item only then. */
         if (pf_prod_note_lease(p, f, pi, FL_PRE)) {
             free(bytes);
+            free(canon);
             pf_prod_note_unlease(p, f);
             pf_prod_queue_push(p, f->id, f->path, f->attempts, 1);
             pf_prod_flight_remove(p, f);
@@ -131,6 +139,7 @@ void pf_prod_dispatch_pre(prod *p, double now)
         }
         int bad = pf_prod_send_to(p, pi, &m);
         free(bytes);
+        free(canon);
         if (bad) {   /* the worker vanished: put the item back untouched */
             pf_prod_note_unlease(p, f);
             pf_prod_queue_push(p, f->id, f->path, f->attempts, 1);
@@ -145,6 +154,7 @@ void pf_prod_dispatch_pre(prod *p, double now)
 
 void pf_prod_dispatch_inf(prod *p, double now)
 {
+    pf_prod_clamp_credit(p, ROLE_INF);
     while (p->ready.n > 0) {
         int pi = next_peer(p, ROLE_INF, &p->rr_inf);
         if (pi < 0)

@@ -49,6 +49,15 @@ typedef struct peer {
     double last_seen;
     char key[64];        /* CURVE key the peer was admitted with ("" without CURVE) */
     int leases;          /* a sink that checks records against our lease notes (said so in its hello) */
+    /* Failure policy (producer_quarantine.c) */
+    int64_t capacity;    /* items it holds at most (its hello): credit + leases never exceed it; 0 unknown */
+    int image_size;      /* the model's image size it announced (inference workers); 0 none */
+    int quarantined;     /* its failures are its own (no file, wrong model...): no more work */
+    int64_t pid;         /* of its hello: another pid under the same name is a restarted worker (clean slate) */
+    int strikes;         /* items it failed that then succeeded on another worker, less its own successes */
+    int64_t failed_ids[32];   /* id + 1 of the latest items it failed (a ring; 0 empty): struck off when they
+                                 succeed elsewhere (the item's flight may be gone meanwhile: a retry waits) */
+    int failed_pos;
 } peer;
 
 /* An item held in memory: from its first hand-out in this run to the sink's acknowledgement. */
@@ -120,6 +129,9 @@ typedef struct prod {
     pf_rate rate;
     double last_gauges;
     pf_refusals refused;   /* messages dropped by "who may say what" (producer_trust.c) */
+    struct pf_delayed *delayed;   /* retries waiting out their backoff (producer_quarantine.c) */
+    size_t n_delayed, cap_delayed;
+    uint64_t rng;                 /* backoff jitter */
     int warned_old_sink;
     struct {
         pf_metric *items[6], *queue[2], *job_items, *leased[2], *retried[2], *expired[2], *handed_back[2];
@@ -210,6 +222,33 @@ int pf_prod_from_holder(prod *p, pf_wire_in *in, int pi, flight *f, int stage1, 
 /* Count and log a refused message IN (from peer PI, -1 unknown). */
 void pf_prod_refuse(prod *p, pf_wire_in *in, int pi, const char *reason, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
+
+/* producer_quarantine.c: the failure policy. A retry waits out an exponential backoff with jitter; a
+ * failure that is the worker's (no such file on its host, another model) quarantines the worker instead of
+ * costing the item an attempt; credit never lets a worker hold more than its capacity. */
+/* Delay F's next attempt (it is out of every queue): back to the raw queue, or to the ready queue when it
+ * keeps its tensor, after the backoff for its attempt count. 0, or -1 out of memory (F is untouched). */
+int pf_prod_retry_later(prod *p, flight *f, double now);
+/* Retries whose backoff is over go to the front of their queues. */
+void pf_prod_release_delayed(prod *p, double now);
+size_t pf_prod_delayed_count(const prod *p);
+void pf_prod_delayed_free(prod *p);
+/* Set paliflow_producer_workers_quarantined{role} from the connected workers. */
+void pf_prod_quarantine_gauge(prod *p, int role);
+/* No more work for worker PI: WHY is logged once and counted (paliflow_producer_quarantined_total). */
+void pf_prod_quarantine(prod *p, int pi, const char *why);
+/* A hello's announcements: capacity, and the model's image size (a mismatch quarantines the worker). */
+void pf_prod_hello_policy(prod *p, int pi, const pf_msg *m);
+/* Clamp every ROLE worker's credit to its capacity minus the items leased to it (a repeated or stale
+ * hello, or credit from a stale welcome, must not let a worker hoard the queue). */
+void pf_prod_clamp_credit(prod *p, int role);
+/* Worker PI gave F back saying the failure is its own: 1 when believed (the producer can see the file),
+ * then the worker is quarantined and F goes back without an attempt; 0: F is to be charged as usual. */
+int pf_prod_worker_fault(prod *p, int pi, flight *f, const char *why);
+/* Worker PI failed F (an attempt charged): remembered, for a strike if F then succeeds elsewhere. */
+void pf_prod_note_failure(prod *p, int pi, const flight *f);
+/* F succeeded on worker PI: a worker that failed it before gets a strike; three quarantine it. */
+void pf_prod_success_elsewhere(prod *p, const flight *f, int pi);
 
 /* producer_stats.c */
 void pf_prod_metrics_init(prod *p);

@@ -9,13 +9,16 @@
 #include "base/log.h"
 #include "pipeline/producer_internal.h"
 
-/* A lease was lost (worker died, deadline passed, worker asked to retry). */
-void pf_prod_lease_lost(prod *p, flight *f, int count_attempt, const char *why)
+/* A lease was lost (worker died, deadline passed, worker asked to retry). QUIET: no line per item (the
+ * caller logs one summary, e.g. for every item of a worker that is gone). */
+static void lease_lost(prod *p, flight *f, int count_attempt, const char *why, int quiet)
 {
     pf_err e = {{0}};
     const char *stage = f->stage == FL_INF ? "inference" : "preprocess";
-    if (count_attempt)
+    if (count_attempt) {
         f->attempts++;
+        pf_prod_note_failure(p, f->peer, f);   /* a strike for it if the item succeeds elsewhere */
+    }
     f->peer = -1;
     f->started = 0;
     pf_prod_note_unlease(p, f);   /* a record from the old holder is not taken any more */
@@ -29,23 +32,36 @@ void pf_prod_lease_lost(prod *p, flight *f, int count_attempt, const char *why)
     }
     p->requeued[pf_prod_stage_index(f->stage)]++;
     pf_metric_add(p->m.retried[pf_prod_stage_index(f->stage)], 1);
-    pf_info(LOG, "%s: %s; retrying (attempt %d of %d)", f->path, why, f->attempts + 1, p->o->max_attempts);
+    if (!quiet)
+        pf_info(LOG, "%s: %s; retrying (attempt %d of %d)", f->path, why, f->attempts + 1, p->o->max_attempts);
     pf_prod_tx(p);
     pf_prod_dbcheck(pf_jobstore_requeue(p->js, f->id, f->attempts, why, &e), &e);
-    if (f->stage == FL_INF && f->rgb) {   /* the preprocessed image is still good: straight back to inference */
+    int keep_tensor = f->stage == FL_INF && f->rgb;   /* the preprocessed image is still good */
+    if (keep_tensor)
         f->stage = FL_READY;
-        if (pf_prod_ready_push(p, f, 1) == 0)
-            return;
+    /* A failure that cost an attempt waits out a backoff first (a worker's transient trouble, a file
+     * still being written); one that did not (worker gone with the item queued, sink lost it) goes now. */
+    if (count_attempt && pf_prod_retry_later(p, f, pf_now()) == 0) {
+        if (!keep_tensor)
+            pf_prod_flight_remove(p, f);
+        return;
     }
+    if (keep_tensor && pf_prod_ready_push(p, f, 1) == 0)
+        return;
     if (pf_prod_queue_push(p, f->id, f->path, f->attempts, 1))
         pf_error(LOG, "out of memory requeueing %s", f->path);
     pf_prod_flight_remove(p, f);
 }
 
+void pf_prod_lease_lost(prod *p, flight *f, int count_attempt, const char *why)
+{
+    lease_lost(p, f, count_attempt, why, 0);
+}
+
 void pf_prod_peer_gone(prod *p, int pi, const char *why)
 {
     peer *w = &p->peers[pi];
-    int n = 0;
+    int n = 0, n_charged = 0;
     /* If it reported no start at all (the start may die with the process), charge all its items: every
      * worker death must charge something, or a poison item could crash workers forever. */
     int any_started = 0;
@@ -59,8 +75,10 @@ void pf_prod_peer_gone(prod *p, int pi, const char *why)
             size_t before = p->n_fl;
             /* Only items the worker had started are suspects (a poison item kills its worker every time);
              * items still waiting in its queue go back without an attempt counted. */
-            pf_prod_lease_lost(p, f, f->started || !any_started, reason);
+            int charged = f->started || !any_started;
+            lease_lost(p, f, charged, reason, 1);
             n++;
+            n_charged += charged;
             if (p->n_fl < before)
                 continue;   /* f was removed: the same index now holds another flight */
         } else if (f->peer == pi) {
@@ -68,10 +86,17 @@ void pf_prod_peer_gone(prod *p, int pi, const char *why)
         }
         i++;
     }
-    pf_warn(LOG, "%s worker %s %s; %d of its items requeued", pf_prod_role_name(w->role), w->name, why, n);
+    /* One line per lost worker, not one per item (a worker may hold hundreds) */
+    if (w->role == ROLE_SINK)
+        pf_warn(LOG, "sink %s %s", w->name, why);
+    else
+        pf_warn(LOG, "%s worker %s gone (%s): %d items back in the queue (%d of them charged an attempt)",
+                pf_prod_role_name(w->role), w->name, why, n, n_charged);
     p->lost[w->role]++;
     pf_metric_add(p->m.lost[w->role], 1);
     w->used = 0;
+    if (w->quarantined)
+        pf_prod_quarantine_gauge(p, w->role);
 }
 
 void pf_prod_expire(prod *p, double now)
@@ -116,11 +141,11 @@ void pf_prod_on_tensor(prod *p, int pi, pf_wire_in *in)
     flight *f = pf_prod_flight_find(p, m->id);
     if (!pf_prod_from_holder(p, in, pi, f, FL_PRE, FL_PRE))
         return;
-    if (m->image_size != p->image_size) {
+    if (m->image_size != p->image_size) {   /* the worker's fault, not the item's: quarantine it */
         char msg[200];
-        snprintf(msg, sizeof msg, "preprocess worker %s made a %d px image, the job needs %d", p->peers[pi].name,
-                 m->image_size, p->image_size);
-        pf_prod_lease_lost(p, f, 1, msg);
+        snprintf(msg, sizeof msg, "it made a %d px image, the job needs %d", m->image_size, p->image_size);
+        pf_prod_quarantine(p, pi, msg);
+        lease_lost(p, f, 0, msg, 1);
         return;
     }
     f->rgb = malloc(m->data_len);
@@ -138,6 +163,7 @@ void pf_prod_on_tensor(prod *p, int pi, pf_wire_in *in)
     f->tm.preprocess_s = m->timings.preprocess_s;
     if (m->timings.read_s >= 0)
         f->tm.read_s = m->timings.read_s;
+    pf_prod_success_elsewhere(p, f, pi);   /* a preprocess worker that failed it before gets a strike */
     f->stage = FL_READY;
     f->peer = -1;
     f->started = 0;
@@ -158,6 +184,12 @@ void pf_prod_on_nack(prod *p, int pi, pf_wire_in *in)
     if (m->handback) {
         p->handed_back[pf_prod_stage_index(f->stage)]++;
         pf_metric_add(p->m.handed_back[pf_prod_stage_index(f->stage)], 1);
+    }
+    /* "Not the item's fault, mine" (no such file on my host...): believed when the producer sees the file;
+     * then the worker is quarantined and the item goes back free. */
+    if (!m->handback && m->worker_fault && pf_prod_worker_fault(p, pi, f, why)) {
+        lease_lost(p, f, 0, why, 1);
+        return;
     }
     pf_prod_lease_lost(p, f, !m->handback, why);
 }

@@ -123,9 +123,13 @@ static void on_hello(prod *p, pf_wire_in *in, double now)
     if (p->peers[pi].role == ROLE_SINK)
         pf_prod_on_sink_output(p, m);
     p->peers[pi].leases = p->peers[pi].role == ROLE_SINK && m->leases;
+    pf_prod_hello_policy(p, pi, m);
     pf_msg w;
     pf_msg_init(&w, PF_MSG_WELCOME);
     w.leases = p->peers[pi].leases;   /* "I will tell you every lease" */
+    /* Hellos queue up in a worker's socket while no producer listens; each gets a welcome. The worker takes
+     * only the welcome of its latest hello (the number echoed here) and announces its free slots once. */
+    w.hello_seq = m->hello_seq;
     pf_prod_send_to(p, pi, &w);
     if (p->peers[pi].role == ROLE_SINK)   /* a (re)joining sink must learn the leases it may see records for */
         pf_prod_note_all_leases(p, pi);
@@ -133,6 +137,8 @@ static void on_hello(prod *p, pf_wire_in *in, double now)
 
 void pf_prod_add_credit(prod *p, int pi, const pf_msg *m)
 {
+    if (p->peers[pi].quarantined)
+        return;
     if (m->instance && strcmp(m->instance, p->instance) == 0) {
         p->peers[pi].credit += m->credit;
         if (p->peers[pi].credit > (1 << 20))

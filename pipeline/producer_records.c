@@ -48,6 +48,8 @@ void pf_prod_on_done(prod *p, int pi, pf_wire_in *in, double now)
         f->err_msg = strdup(m->message);
         warn_failed(f->path, m->stage, m->message);
     }
+    if (!m->stage)   /* a success: a worker that failed the item before gets a strike */
+        pf_prod_success_elsewhere(p, f, pi);
     pf_prod_flight_drop_tensor(f);
     /* The holder stays known (f->holder): the sink may still take its record, which travels apart. */
     f->stage = FL_ACK;

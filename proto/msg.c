@@ -341,6 +341,7 @@ static int decode_field(pf_msg *m, const msgpack_object *k, const msgpack_object
     STRF("instance", instance)
     STRF("key", key)
     STRF("path", path)
+    STRF("file", file)
     STRF("stage", stage)
     STRF("message", message)
     STRF("holder", holder)
@@ -355,6 +356,7 @@ static int decode_field(pf_msg *m, const msgpack_object *k, const msgpack_object
     INTF("out_end", out_end, 0, INT64_MAX)
     INTF("out_records", out_records, 0, INT64_MAX)
     INTF("credit", credit, 0, 1 << 20)
+    INTF("hello_seq", hello_seq, 0, INT64_MAX)
     INTF("total", n_total, 0, INT64_MAX)
     INTF("done", n_done, 0, INT64_MAX)
     INTF("failed", n_failed, 0, INT64_MAX)
@@ -366,6 +368,7 @@ static int decode_field(pf_msg *m, const msgpack_object *k, const msgpack_object
     BOOLF("finished", finished)
     BOOLF("path_only", path_only)
     BOOLF("handback", handback)
+    BOOLF("worker_fault", worker_fault)
     BOOLF("stopped_by_eos", stopped_by_eos)
     BOOLF("leases", leases)
     if (key_is(k, "lease_s")) {
@@ -688,6 +691,7 @@ int pf_msg_encode(const pf_msg *m, uint8_t **out, size_t *len, pf_err *err)
         KV_INT("id", m->id);
     KV_STR("key", m->key);
     KV_STR("path", m->path);
+    KV_STR("file", m->file);
     if (m->attempt)
         KV_INT("attempt", m->attempt);
     if (m->has_task) {
@@ -712,6 +716,10 @@ int pf_msg_encode(const pf_msg *m, uint8_t **out, size_t *len, pf_err *err)
         KV_BOOL("leases", 1);
     if (m->handback)
         KV_BOOL("handback", 1);
+    if (m->worker_fault)
+        KV_BOOL("worker_fault", 1);
+    if (m->hello_seq > 0)
+        KV_INT("hello_seq", m->hello_seq);
     if (m->text) {
         KEY("text");
         size_t tl = m->text_len ? m->text_len : strlen(m->text);

@@ -115,6 +115,8 @@ typedef struct pf_msg {
     pf_task task;
     int32_t image_size;        /* S: the model input the job was made for */
     int32_t path_only;         /* item: no bytes, read `path` from shared storage */
+    const char *file;          /* item with path_only: the file to read, canonical and absolute (the producer's
+                                  realpath of `path`, which stays the record's path) */
     const uint8_t *data;       /* item: file bytes; tensor/item(inference): uint8 [S,S,3] HWC RGB */
     size_t data_len;
     int32_t width, height;     /* original image size (tensor, result) */
@@ -123,6 +125,8 @@ typedef struct pf_msg {
     const char *stage;         /* error/nack: "producer" | "preprocess" | "inference" */
     const char *message;       /* error/nack: reason */
     int32_t handback;          /* nack: not a failure (worker shutting down): no attempt counted */
+    int32_t worker_fault;      /* nack: the failure is the worker's (its host lacks the file, ...), not the item's */
+    int64_t hello_seq;         /* hello: the sender's hello number (1, 2, ...); welcome: the hello it answers */
     const char *text;          /* result: generated text; may hold NUL bytes (byte tokens): use text_len */
     size_t text_len;
     int32_t *ids;              /* result: generated ids (heap, owned by the message) */

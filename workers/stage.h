@@ -28,6 +28,9 @@ typedef struct pf_work {
     int status;               /* PF_WORK_OK, PF_WORK_FAILED (final: error record), PF_WORK_RETRY (give back;
                                  counts an attempt; after N attempts the producer writes the error record) */
     char message[512];        /* reason when not OK */
+    int worker_fault;         /* with PF_WORK_RETRY: the failure is this worker's (its host cannot see the file,
+                                 its model takes another size), not the item's: the producer quarantines the
+                                 worker instead of charging the item an attempt */
     /* preprocess output: uint8 [size, size, 3] HWC RGB (malloc'd, freed by the runtime) */
     uint8_t *rgb;
     int size, width, height;  /* width/height: the original image */

@@ -97,8 +97,11 @@ static int inf_submit(void *inst, pf_work *w, pf_err *err)
 {
     inf_inst *p = inst;
     if (w->in.image_size != p->image_size) {
-        pf_work_fail(w, PF_WORK_FAILED, "the item was preprocessed for %d px but the model takes %d px "
+        /* The item is fine; this worker is the wrong one for the job (a producer of this version never
+         * sends it such items: our hello announced the size). */
+        pf_work_fail(w, PF_WORK_RETRY, "the item was preprocessed for %d px but the model takes %d px "
                      "(producer --image-size must match the model)", w->in.image_size, p->image_size);
+        w->worker_fault = 1;
         return push_done(p, w) ? pf_errf(err, "out of memory") : 0;
     }
     pf_img_to_pixels(w->in.data, p->image_size, p->pixels);

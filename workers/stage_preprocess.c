@@ -58,13 +58,19 @@ static void pre_process(void *inst, pf_work *w)
         uint64_t budget = pf_img_budget_total(p->cfg.budget);
         size_t cap = budget && budget < PF_IMG_MAX_FILE_BYTES ? (size_t)budget : PF_IMG_MAX_FILE_BYTES;
         pf_file_fault fault;
-        if (pf_read_file_safe(w->in.path, cap, &owned, &len, &fault, &e)) {
+        /* `file` is the producer's canonical absolute path: a relative `path` would be read from this
+         * worker's working folder, not the producer's */
+        const char *file = w->in.file && *w->in.file ? w->in.file : w->in.path;
+        if (pf_read_file_safe(file, cap, &owned, &len, &fault, &e)) {
             /* Missing, unreadable or changing while read: maybe this host lacks the mount or the file is
              * being written; let another try decide (bounded by --max-attempts). Not a file, or too big:
              * the same on every host. */
             int final = fault == PF_FILE_NOT_REGULAR || fault == PF_FILE_TOO_BIG;
             pf_work_fail(w, final ? PF_WORK_FAILED : PF_WORK_RETRY, "%s%s", e.msg,
                          fault == PF_FILE_TOO_BIG && budget ? " (the decode memory budget, --decode-memory-mb)" : "");
+            /* Cannot open it: our host's view of the shared storage (a missing mount, another working
+             * folder). The producer believes that only if it sees the file itself. */
+            w->worker_fault = fault == PF_FILE_IO;
             return;
         }
         bytes = owned;

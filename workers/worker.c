@@ -291,6 +291,8 @@ int pf_worker_run(const pf_worker_opts *o, pf_err *err)
     }
     if (pf_worker_start_compute(r, o, err) || open_sockets(s, ctx, err))
         goto out;
+    if (o->ops->image_size && r->n_cs > 0 && r->cs[0].inst)   /* announced in every hello */
+        s->image_size = o->ops->image_size(r->cs[0].inst);
     pf_info(pf_worker_role(o), "%s: producer %s, sink %s, capacity %d", s->name, o->producer, o->sink,
             s->capacity);
     double now = pf_now();

@@ -49,6 +49,8 @@ typedef struct wstate {
     char name[128];
     char host[64];
     pf_link link;           /* to the producer: its instance, welcome, heartbeats, silence */
+    int64_t hello_seq;      /* number of our latest hello: only the welcome that echoes it counts */
+    int image_size;         /* the model's image size, announced at hello (0: the stage has none) */
     int capacity;
     pf_work **held;         /* works received and not yet answered */
     size_t n_held, cap_held;

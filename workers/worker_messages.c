@@ -50,6 +50,8 @@ void pf_worker_send_hello(wstate *s, double now)
     m.host = s->host;
     m.pid = getpid();
     m.capacity = s->capacity;
+    m.image_size = s->image_size;   /* the producer sends us only items of that size */
+    m.hello_seq = ++s->hello_seq;
     m.instance = NULL;
     pf_err e = {{0}};
     m.name = s->name;
@@ -97,8 +99,16 @@ static void send_credit(wstate *s, int n)
     pf_worker_send_prod(s, &m);
 }
 
-/* Tell the producer to take an item back. handback: not the item's fault (we are leaving). */
+static void send_nack(wstate *s, const pf_msg *in, int handback, int worker_fault, const char *why);
+
+/* Tell the producer to take an item back. handback: not the item's fault (we are leaving); worker_fault: a
+ * retry that is this worker's fault, not the item's (pf_work.worker_fault). */
 void pf_worker_send_nack(wstate *s, const pf_msg *in, int handback, const char *why)
+{
+    send_nack(s, in, handback, 0, why);
+}
+
+static void send_nack(wstate *s, const pf_msg *in, int handback, int worker_fault, const char *why)
 {
     pf_msg m;
     pf_msg_init(&m, PF_MSG_NACK);
@@ -107,6 +117,7 @@ void pf_worker_send_nack(wstate *s, const pf_msg *in, int handback, const char *
     m.stage = pf_worker_role(s->o);
     m.message = why;
     m.handback = handback;
+    m.worker_fault = worker_fault;
     m.credit = s->stopping ? 0 : 1;
     if (handback)
         pf_metric_add(s->m.handed_back, 1);
@@ -219,8 +230,9 @@ static void answer(wstate *s, pf_work *w)
     pf_timings tm = work_timings(w, inference);
     count_work(s, w, inference);
     if (w->status == PF_WORK_RETRY) {
-        pf_warn(pf_worker_role(s->o), "%s: %s (handing it back to be retried)", w->in.path, w->message);
-        pf_worker_send_nack(s, &w->in, 0, w->message);
+        pf_warn(pf_worker_role(s->o), "%s: %s (handing it back to be retried%s)", w->in.path, w->message,
+                w->worker_fault ? " elsewhere: the fault is this worker's" : "");
+        send_nack(s, &w->in, 0, w->worker_fault, w->message);
     } else if (w->status == PF_WORK_OK && !inference) {
         send_tensor(s, w, &tm);
     } else {
@@ -322,6 +334,16 @@ void pf_worker_on_producer_msg(wstate *s, pf_wire_in *in, double now)
         pf_info(pf_worker_role(s->o), "producer is back");
     switch (m->type) {
     case PF_MSG_WELCOME: {
+        /* Hellos queued while no producer listened are each welcomed: once welcomed, only the welcome of our
+         * latest hello counts (one announcement of free slots, not one per queued hello). The first welcome
+         * is taken whatever hello it answers: with a producer slower to answer than our hello interval,
+         * waiting for the latest could go on for ever. A welcome without a number is an older producer's.
+         * The producer caps our credit at our capacity anyway; this keeps the messages few. */
+        if (s->link.welcomed && m->hello_seq > 0 && m->hello_seq != s->hello_seq) {
+            pf_debug(pf_worker_role(s->o), "ignoring the welcome of hello %lld (the latest is %lld)",
+                     (long long)m->hello_seq, (long long)s->hello_seq);
+            break;
+        }
         int was_welcomed = s->link.welcomed;
         if (pf_link_welcome(&s->link, m->instance) || !was_welcomed)
             pf_info(pf_worker_role(s->o), "joined producer %s as %s (%d free slots)", m->instance, s->name,

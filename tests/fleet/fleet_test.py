@@ -77,7 +77,8 @@ class Fleet:
 
     def producer(self, extra=(), inputs=None):
         cmd = [self.a.paliflow, "producer", "--bind", self.bind_prod, "--db", self.db, "--task", "caption en",
-               "--image-size", "8", "--progress", "lines", "--progress-interval", "1", "--ack-timeout", "5",
+               "--image-size", "8", "--custom-image-size", "--progress", "lines", "--progress-interval", "1",
+               "--ack-timeout", "5",
                "--max-attempts", "3", "--report", self.report] + HB + self.server_args + list(extra) + \
               [inputs or os.path.join(self.d, "in")]
         return start(cmd, self.log("producer"))

@@ -170,7 +170,8 @@ def run(a, d, rng, seed):
                        "--out", out, "--batch", "32", "--flush-ms", "20", "--metrics", "127.0.0.1:9101"] + HB + server,
                  "sink")
     prod = in_ns(hub, [a.paliflow, "producer", "--bind", "tcp://0.0.0.0:7101", "--db", db, "--task", "caption en",
-                       "--image-size", "8", "--progress", "lines", "--progress-interval", "5", "--max-attempts", "5",
+                       "--image-size", "8", "--custom-image-size", "--progress", "lines", "--progress-interval", "5",
+                       "--max-attempts", "5",
                        "--ack-timeout", "10", "--preprocess-lease", "30", "--inference-lease", "60",
                        "--report", report, "--stay", "--metrics", "127.0.0.1:9100",
                        os.path.join(d, "in")] + HB + server, "producer")

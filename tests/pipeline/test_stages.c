@@ -47,8 +47,10 @@ static void pre_process(void *inst, pf_work *w)
     char *owned = NULL;
     if (w->in.path_only) {
         pf_err e = {{0}};
-        if (pf_read_file(w->in.path, 64u << 20, &owned, &len, &e)) {
+        /* as the real stage: the producer's canonical path when given; cannot open it = our host's fault */
+        if (pf_read_file(w->in.file && *w->in.file ? w->in.file : w->in.path, 64u << 20, &owned, &len, &e)) {
             pf_work_fail(w, PF_WORK_RETRY, "%s", e.msg);
+            w->worker_fault = 1;
             return;
         }
         b = (const uint8_t *)owned;

@@ -282,6 +282,65 @@ static void test_lease_notes(void **state)
     free(buf);
 }
 
+/* The failure-policy fields (issue 18): hello number and image size, the welcome's echo, the item's canonical
+ * file, the worker-fault nack; absent ones decode as 0/NULL (older peers). */
+static void test_policy_fields(void **state)
+{
+    (void)state;
+    pf_err e = {{0}};
+    pf_msg d;
+    size_t len;
+    pf_msg h;
+    pf_msg_init(&h, PF_MSG_HELLO);
+    h.role = "inference";
+    h.name = "w";
+    h.capacity = 10;
+    h.hello_seq = 42;
+    h.image_size = 448;
+    uint8_t *buf = enc(&h, &len);
+    assert_int_equal(pf_msg_decode(buf, len, &L, &d, &e), 0);
+    assert_int_equal(d.hello_seq, 42);
+    assert_int_equal(d.image_size, 448);
+    pf_msg_free(&d);
+    free(buf);
+    pf_msg w;
+    pf_msg_init(&w, PF_MSG_WELCOME);
+    w.instance = "i1";
+    buf = enc(&w, &len);   /* an older producer's welcome: no number */
+    assert_int_equal(pf_msg_decode(buf, len, &L, &d, &e), 0);
+    assert_int_equal(d.hello_seq, 0);
+    pf_msg_free(&d);
+    free(buf);
+    pf_msg n;
+    pf_msg_init(&n, PF_MSG_NACK);
+    n.id = 3;
+    n.key = "k";
+    n.stage = "preprocess";
+    n.message = "cannot open";
+    n.worker_fault = 1;
+    buf = enc(&n, &len);
+    assert_int_equal(pf_msg_decode(buf, len, &L, &d, &e), 0);
+    assert_int_equal(d.worker_fault, 1);
+    assert_int_equal(d.handback, 0);
+    pf_msg_free(&d);
+    free(buf);
+    pf_msg it;
+    pf_msg_init(&it, PF_MSG_ITEM);
+    it.id = 1;
+    it.key = "k";
+    it.path = "in/a.jpg";
+    it.file = "/data/in/a.jpg";
+    it.has_task = 1;
+    it.image_size = 224;
+    it.path_only = 1;
+    buf = enc(&it, &len);
+    assert_int_equal(pf_msg_decode(buf, len, &L, &d, &e), 0);
+    assert_string_equal(d.path, "in/a.jpg");
+    assert_string_equal(d.file, "/data/in/a.jpg");
+    pf_msg_free(&d);
+    free(buf);
+}
+
 /* Refusals are all counted, by (type, reason), and the metric follows; the log is rate-limited (not checked
  * here: it only writes to stderr). */
 static void test_refusals(void **state)
@@ -568,6 +627,7 @@ int main(void)
         cmocka_unit_test(test_wants_hello),         cmocka_unit_test(test_link),
         cmocka_unit_test(test_schema),              cmocka_unit_test(test_keys),
         cmocka_unit_test(test_lease_notes),         cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_policy_fields),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
