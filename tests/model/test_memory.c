@@ -135,10 +135,17 @@ static void test_budget_env_and_refusal(void **state)
 static void test_session_refuses_and_auto_falls_back(void **state)
 {
     (void)state;
-    const char *dir = PF_GOLDEN_DIR "/e2e/checkpoints/pg1_gemma_tiny";
-    pf_config c;
+    /* a tiny random checkpoint written here (no golden data needed) */
+    char dir[] = "/tmp/pf_test_memory_XXXXXX", cfg[64];
+    assert_non_null(mkdtemp(dir));
     pf_err err;
-    assert_int_equal(pf_config_load(PF_GOLDEN_DIR "/e2e/checkpoints/pg1_gemma_tiny/config.json", &c, &err), 0);
+    pf_rc_spec spec;
+    pf_rc_options ro = {.seed = 5, .f32 = true};
+    assert_int_equal(pf_rc_spec_lookup("tiny-gemma", &spec, &err), 0);
+    assert_int_equal(pf_rc_write(&spec, dir, &ro, &err), 0);
+    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+    pf_config c;
+    assert_int_equal(pf_config_load(cfg, &c, &err), 0);
     pf_mem_need n8, n16;
     pf_mem_estimate(&c, PF_PREC_INT8, 0, 1, PF_MEM_TEXT_TOKENS, &n8);
     pf_mem_estimate(&c, PF_PREC_BF16, 0, 1, PF_MEM_TEXT_TOKENS, &n16);
@@ -152,7 +159,7 @@ static void test_session_refuses_and_auto_falls_back(void **state)
     assert_int_equal(pf_session_open(dir, &so, &s, &err), -1);
     assert_non_null(strstr(err.msg, "not enough memory for precision fp32"));
     assert_non_null(strstr(err.msg, "would fit: --precision int8"));
-    assert_non_null(strstr(err.msg, "pg1_gemma_tiny"));
+    assert_non_null(strstr(err.msg, dir));
     so.no_memory_check = 1;
     assert_int_equal(pf_session_open(dir, &so, &s, &err), 0);
     assert_int_equal(s.precision, PF_PREC_FP32);
@@ -165,6 +172,9 @@ static void test_session_refuses_and_auto_falls_back(void **state)
         pf_session_close(&s);
     }
     unsetenv("PALIFLOW_MEMORY_BUDGET");
+    char cmd[96];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
 }
 
 static void write_file(const char *dir, const char *name, const char *text)
