@@ -25,9 +25,14 @@ static void usage(FILE *out)
             "\n"
             "  --bind ENDPOINT          tcp://*:5555, ipc:///run/paliflow.sock, inproc://... (required)\n"
             "  --db FILE                job store (SQLite, WAL) (required)\n"
-            "  --task TASK              the prompt: 'caption en', 'ocr', 'answer en Q', 'detect cat ; dog', ...\n"
+            "  --task TASK              the prompt: 'caption en', 'ocr', 'answer en Q', 'detect cat ; dog', ...;\n"
+            "                           repeat it for several tasks per image (one record per image and task)\n"
+            "  --manifest FILE          items from a JSONL, CSV or TSV manifest (header row: path, prompt or task,\n"
+            "                           max_new_tokens, temperature, top_k, top_p, seed, id; other columns go to\n"
+            "                           the record's \"extra\"); a bad line is named (file:line) and skipped\n"
             "  --image-size S           the model's image size (224, 448, 896); carried in every item\n"
-            "  --list FILE              also take the paths listed in FILE (one per line, '-' = stdin)\n"
+            "  --list FILE              also take the paths listed in FILE (one per line, '-' = stdin; a line with a\n"
+            "                           tab is refused: per-item prompts go in a --manifest)\n"
             "  --include GLOB           only files whose name or path below the folder matches (repeatable)\n"
             "  --exclude GLOB           skip files and folders that match (repeatable); globs match in any\n"
             "                           case (*.jpg takes IMG_1.JPG); the scan logs what each one skipped\n"
@@ -63,6 +68,8 @@ typedef struct producer_cli {
     const char **include, **exclude;
     size_t n_inc, n_exc;
     const char *task;
+    const char **more_tasks;   /* --task given again: further tasks per image */
+    size_t n_more;
 } producer_cli;
 
 static const struct option g_opts[] = {
@@ -80,7 +87,7 @@ static const struct option g_opts[] = {
     {"max-file-mb", required_argument, 0, 0},   {"max-message-mb", required_argument, 0, 0},
     {"progress", required_argument, 0, 0},      {"progress-interval", required_argument, 0, 0},
     {"report", required_argument, 0, 0},        {"log-level", required_argument, 0, 0},
-    {"stay", no_argument, 0, 0},
+    {"stay", no_argument, 0, 0},                {"manifest", required_argument, 0, 0},
     PF_SERVICE_LONG_OPTIONS,                    {"help", no_argument, 0, 'h'},
     {0, 0, 0, 0}};
 
@@ -90,13 +97,15 @@ static int cli_init(producer_cli *c, int argc)
     pf_producer_opts_defaults(&c->o);
     c->include = calloc((size_t)argc + 1, sizeof *c->include);
     c->exclude = calloc((size_t)argc + 1, sizeof *c->exclude);
-    return c->include && c->exclude ? 0 : -1;
+    c->more_tasks = calloc((size_t)argc + 1, sizeof *c->more_tasks);
+    return c->include && c->exclude && c->more_tasks ? 0 : -1;
 }
 
 static void cli_free(producer_cli *c)
 {
     free(c->include);
     free(c->exclude);
+    free(c->more_tasks);
 }
 
 static int progress_option(const char *val, int *mode, pf_err *err)
@@ -145,8 +154,12 @@ static int producer_option(const char *name, const char *val, void *arg, pf_err 
         o->bind = val;
     else if (!strcmp(name, "db"))
         o->db = val;
+    else if (!strcmp(name, "task") && c->task)
+        c->more_tasks[c->n_more++] = val;
     else if (!strcmp(name, "task"))
         c->task = val;
+    else if (!strcmp(name, "manifest"))
+        o->manifest = val;
     else if (!strcmp(name, "list"))
         o->scan.list_file = val;
     else if (!strcmp(name, "include"))
@@ -235,6 +248,13 @@ int cmd_producer(int argc0, char **argv0)
         }
         o->task.prompt = c.task;
         o->have_task = 1;
+        for (size_t i = 0; i < c.n_more; i++)
+            if (!*c.more_tasks[i]) {
+                fprintf(stderr, "paliflow producer: --task is empty\n");
+                goto bad;
+            }
+        o->more_tasks = c.more_tasks;
+        o->n_more_tasks = c.n_more;
     }
     if (pf_security_load(&c.svc.sec, &err) || pf_security_check_bind(&c.svc.sec, "--bind", o->bind, &err)) {
         fprintf(stderr, "paliflow producer: %s\n", err.msg);

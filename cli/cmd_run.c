@@ -29,11 +29,16 @@ static void usage(FILE *out)
             "\n"
             "  --model DIR              checkpoint folder (required)\n"
             "  --tokenizer FILE         tokenizer.json (required)\n"
-            "  --task TASK              'caption en', 'ocr', 'answer en Q', 'detect cat ; dog', any prompt (required)\n"
+            "  --task TASK              'caption en', 'ocr', 'answer en Q', 'detect cat ; dog', any prompt (required);\n"
+            "                           repeat it for several tasks per image (one record per image and task; the\n"
+            "                           image is decoded and its vision features reused for every task)\n"
+            "  --manifest FILE          items from a JSONL, CSV or TSV manifest (header row: path, prompt or task,\n"
+            "                           max_new_tokens, temperature, top_k, top_p, seed, id; other columns go to\n"
+            "                           the record's \"extra\"); a bad line is named (file:line) and skipped\n"
             "  --out FILE               JSON-lines output (required)\n"
             "  --db FILE                job store (default FILE.jsonl.db)\n"
             "  --image-size S           default: the model's\n"
-            "  --list FILE              also take the paths listed in FILE ('-' = stdin)\n"
+            "  --list FILE              also take the paths listed in FILE ('-' = stdin; no tabs: see --manifest)\n"
             "  --include GLOB, --exclude GLOB   filter files found in folders (repeatable; any case: *.jpg\n"
             "                           takes IMG_1.JPG; the scan logs what each one skipped)\n"
             PF_TASK_OPTIONS_HELP
@@ -76,7 +81,8 @@ int cmd_run(int argc0, char **argv0)
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     eo.pre_threads = cores > 4 ? 4 : cores > 0 ? (int)cores : 1;
     const char **include = calloc((size_t)argc, sizeof *include), **exclude = calloc((size_t)argc, sizeof *exclude);
-    size_t n_inc = 0, n_exc = 0;
+    const char **more_tasks = calloc((size_t)argc, sizeof *more_tasks);
+    size_t n_inc = 0, n_exc = 0, n_more = 0;
     const char *model = NULL, *tokenizer = NULL, *task = NULL, *db = NULL, *seg_path = NULL;
     pf_seg_decoder *seg = NULL;
     pf_session_opts so = {0};
@@ -84,6 +90,7 @@ int cmd_run(int argc0, char **argv0)
     static const struct option opts[] = {
         {"model", required_argument, 0, 0},        {"tokenizer", required_argument, 0, 0},
         {"task", required_argument, 0, 0},         {"out", required_argument, 0, 0},
+        {"manifest", required_argument, 0, 0},
         {"db", required_argument, 0, 0},           {"image-size", required_argument, 0, 0},
         {"list", required_argument, 0, 0},         {"include", required_argument, 0, 0},
         {"exclude", required_argument, 0, 0},      {"max-new-tokens", required_argument, 0, 0},
@@ -138,8 +145,12 @@ int cmd_run(int argc0, char **argv0)
             model = val;
         else if (!strcmp(name, "tokenizer"))
             tokenizer = val;
+        else if (!strcmp(name, "task") && task)
+            more_tasks[n_more++] = val;
         else if (!strcmp(name, "task"))
             task = val;
+        else if (!strcmp(name, "manifest"))
+            eo.producer.manifest = val;
         else if (!strcmp(name, "out"))
             eo.sink.out = val;
         else if (!strcmp(name, "db"))
@@ -183,12 +194,17 @@ int cmd_run(int argc0, char **argv0)
         fprintf(stderr, "paliflow run: --model, --tokenizer, --task and --out are required\n");
         goto bad;
     }
+    for (size_t i = 0; i < n_more; i++)
+        if (!*more_tasks[i])
+            task = "";
+    eo.producer.more_tasks = more_tasks;
+    eo.producer.n_more_tasks = n_more;
     if (!*task) {
         fprintf(stderr, "paliflow run: --task is empty\n");
         goto bad;
     }
-    if (optind == argc && !eo.producer.scan.list_file) {
-        fprintf(stderr, "paliflow run: give at least one PATH (file or folder) or --list FILE\n");
+    if (optind == argc && !eo.producer.scan.list_file && !eo.producer.manifest) {
+        fprintf(stderr, "paliflow run: give at least one PATH (file or folder), --list FILE or --manifest FILE\n");
         goto bad;
     }
     /* Before anything starts: a missing or malformed decoder is refused by name, not found out per record. */
@@ -266,6 +282,7 @@ out:
     pf_seg_decoder_free(seg);
     free(include);
     free(exclude);
+    free(more_tasks);
     free(db_default);
     pf_config_free_argv(argc, argv);
     return rc;

@@ -56,7 +56,7 @@ static int open_job(prod *p, pf_err *err)
     const pf_producer_opts *o = p->o;
     if (pf_jobstore_open(o->db, &p->js, err))
         return -1;
-    if (pf_jobstore_begin(p->js, err) || pf_prod_setup_job(p, err))
+    if (pf_jobstore_begin(p->js, err) || pf_prod_setup_job(p, err) || pf_prod_setup_tasks(p, err))
         return -1;
     int64_t reset = 0, counts[4];
     if (pf_jobstore_reset_leases(p->js, &reset, err) || pf_jobstore_counts(p->js, counts, err))
@@ -188,6 +188,7 @@ static void prod_free(prod *p)
     pf_ring_free(&p->ready);
     free(p->peers);
     free(p->prompt);
+    pf_prod_tasks_free(p);
     pf_keyset_free(&p->finished);
 }
 

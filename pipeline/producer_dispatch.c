@@ -53,7 +53,8 @@ static void item_msg(const prod *p, const flight *f, pf_msg *m)
     m->path = f->path;
     m->attempt = f->attempts;
     m->has_task = 1;
-    m->task = p->task;
+    m->task = f->task;
+    m->meta = f->meta;
 }
 
 /* The item went out to worker PI for one credit: it is leased to it now, in memory and in the job store. */
@@ -76,7 +77,7 @@ static void lease_to(prod *p, flight *f, int pi, int stage, double lease_s, doub
 /* A file that cannot be read ends its item here: the producer makes its error record (stage "producer"). */
 static void unreadable(prod *p, flight *f, const char *why)
 {
-    pf_item_key("", 0, p->settings, f->key);
+    pf_item_key("", 0, f->settings, f->key);
     pf_err e = {{0}};
     pf_prod_tx(p);
     pf_prod_dbcheck(pf_jobstore_lease(p->js, f->id, f->key, "producer", "producer", pf_prod_unix_now(), &e), &e);
@@ -101,6 +102,7 @@ void pf_prod_dispatch_pre(prod *p, double now)
             pf_error(LOG, "out of memory");
             return;
         }
+        pf_prod_flight_load_task(p, f);
         uint8_t *bytes = NULL;
         size_t len = 0;
         char why[400];
@@ -110,7 +112,7 @@ void pf_prod_dispatch_pre(prod *p, double now)
             continue;
         }
         f->tm.read_s = pf_now() - t_read;
-        pf_item_key(bytes, len, p->settings, f->key);
+        pf_item_key(bytes, len, f->settings, f->key);
         pf_msg m;
         item_msg(p, f, &m);
         m.image_size = p->image_size;
