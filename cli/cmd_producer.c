@@ -37,6 +37,7 @@ static void usage(FILE *out)
             "  --exclude GLOB           skip files and folders that match (repeatable); globs match in any\n"
             "                           case (*.jpg takes IMG_1.JPG); the scan logs what each one skipped\n"
             PF_TASK_OPTIONS_HELP
+            "  --retry-failed           queue the job's failed items again (their attempts reset)\n"
             "  --path-only              send paths instead of bytes (workers share the storage)\n"
             "  --max-attempts N         lost leases or failures before an item becomes an error record (3)\n"
             "  --preprocess-lease S     seconds a preprocess worker may hold an item (120)\n"
@@ -88,6 +89,7 @@ static const struct option g_opts[] = {
     {"progress", required_argument, 0, 0},      {"progress-interval", required_argument, 0, 0},
     {"report", required_argument, 0, 0},        {"log-level", required_argument, 0, 0},
     {"stay", no_argument, 0, 0},                {"manifest", required_argument, 0, 0},
+    {"retry-failed", no_argument, 0, 0},
     PF_SERVICE_LONG_OPTIONS,                    {"help", no_argument, 0, 'h'},
     {0, 0, 0, 0}};
 
@@ -160,6 +162,8 @@ static int producer_option(const char *name, const char *val, void *arg, pf_err 
         c->task = val;
     else if (!strcmp(name, "manifest"))
         o->manifest = val;
+    else if (!strcmp(name, "retry-failed"))
+        o->retry_failed = 1;
     else if (!strcmp(name, "list"))
         o->scan.list_file = val;
     else if (!strcmp(name, "include"))

@@ -11,6 +11,7 @@
 #include "cli/commands.h"
 #include "model/seg/decoder.h"
 #include "pipeline/config.h"
+#include "pipeline/compact.h"
 #include "pipeline/embedded.h"
 #include "pipeline/service.h"
 #include "workers/stages.h"
@@ -39,6 +40,8 @@ static void usage(FILE *out)
             "  --db FILE                job store (default FILE.jsonl.db)\n"
             "  --image-size S           default: the model's\n"
             "  --list FILE              also take the paths listed in FILE ('-' = stdin; no tabs: see --manifest)\n"
+            "  --retry-failed           queue the job's failed items again; when a retry succeeds, its earlier\n"
+            "                           error record is dropped from FILE.jsonl at the end (one record per item)\n"
             "  --include GLOB, --exclude GLOB   filter files found in folders (repeatable; any case: *.jpg\n"
             "                           takes IMG_1.JPG; the scan logs what each one skipped)\n"
             PF_TASK_OPTIONS_HELP
@@ -90,7 +93,7 @@ int cmd_run(int argc0, char **argv0)
     static const struct option opts[] = {
         {"model", required_argument, 0, 0},        {"tokenizer", required_argument, 0, 0},
         {"task", required_argument, 0, 0},         {"out", required_argument, 0, 0},
-        {"manifest", required_argument, 0, 0},
+        {"manifest", required_argument, 0, 0},     {"retry-failed", no_argument, 0, 0},
         {"db", required_argument, 0, 0},           {"image-size", required_argument, 0, 0},
         {"list", required_argument, 0, 0},         {"include", required_argument, 0, 0},
         {"exclude", required_argument, 0, 0},      {"max-new-tokens", required_argument, 0, 0},
@@ -151,6 +154,8 @@ int cmd_run(int argc0, char **argv0)
             task = val;
         else if (!strcmp(name, "manifest"))
             eo.producer.manifest = val;
+        else if (!strcmp(name, "retry-failed"))
+            eo.producer.retry_failed = 1;
         else if (!strcmp(name, "out"))
             eo.sink.out = val;
         else if (!strcmp(name, "db"))
@@ -269,8 +274,16 @@ int cmd_run(int argc0, char **argv0)
         fprintf(stderr, "paliflow run: interrupted; rerun the same command to resume (job state in %s)\n", db);
         rc = 1;
     } else {
-        fprintf(stderr, "paliflow run: %lld files, %lld records, %lld errors -> %s (%.1f s)\n", (long long)st.total,
+        /* one final record per (item, task): errors a later success superseded leave the output */
+        int64_t dropped = 0;
+        if (pf_output_compact(eo.sink.out, db, &dropped, &err))
+            fprintf(stderr, "paliflow run: %s (superseded error records stay in the output)\n", err.msg);
+        fprintf(stderr, "paliflow run: %lld files, %lld records, %lld errors -> %s (%.1f s)", (long long)st.total,
                 (long long)st.done, (long long)st.failed, eo.sink.out, st.seconds);
+        if (dropped)
+            fprintf(stderr, "; %lld earlier error record%s superseded by a success and removed", (long long)dropped,
+                    dropped == 1 ? "" : "s");
+        fputc('\n', stderr);
         rc = 0;
     }
     goto out;

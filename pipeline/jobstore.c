@@ -442,6 +442,28 @@ int pf_jobstore_count_unplaced(pf_jobstore *js, int64_t *n, pf_err *err)
     return rc == SQLITE_ROW ? 0 : dberr(js, err, "count finished items without an output offset");
 }
 
+int pf_jobstore_requeue_failed(pf_jobstore *js, int64_t *n, pf_err *err)
+{
+    if (exec(js, "UPDATE items SET state = 0, attempts = 0, out_end = NULL, stage = NULL, worker = NULL, "
+                 "deadline = NULL WHERE state = 3", err))
+        return -1;
+    *n = sqlite3_changes(js->db);
+    return 0;
+}
+
+int pf_jobstore_shift_out_end(pf_jobstore *js, int64_t end, int64_t len, pf_err *err)
+{
+    sqlite3_stmt *s = NULL;
+    if (sqlite3_prepare_v2(js->db, "UPDATE items SET out_end = out_end - ?2 WHERE out_end >= ?1", -1, &s, NULL) !=
+        SQLITE_OK)
+        return dberr(js, err, "move record offsets");
+    sqlite3_bind_int64(s, 1, end);
+    sqlite3_bind_int64(s, 2, len);
+    int rc = sqlite3_step(s);
+    sqlite3_finalize(s);
+    return rc == SQLITE_DONE ? 0 : dberr(js, err, "move record offsets");
+}
+
 int pf_jobstore_reset_leases(pf_jobstore *js, int64_t *n, pf_err *err)
 {
     if (exec(js, "UPDATE items SET state = 0, stage = NULL, worker = NULL, deadline = NULL WHERE state = 1", err))

@@ -84,6 +84,12 @@ int pf_jobstore_requeue_beyond(pf_jobstore *js, int64_t out_size, int64_t *n_don
 int pf_jobstore_count_placed(pf_jobstore *js, int64_t *n, pf_err *err);
 /* Finished items with no output offset (finished before offsets were recorded): they cannot be checked. */
 int pf_jobstore_count_unplaced(pf_jobstore *js, int64_t *n, pf_err *err);
+/* --retry-failed: every failed item back to queued with its attempts reset (*n: how many). Its error record
+ * stays in the output until a success supersedes it (pf_output_compact). */
+int pf_jobstore_requeue_failed(pf_jobstore *js, int64_t *n, pf_err *err);
+/* The output lost LEN bytes ending at END (a superseded record dropped by pf_output_compact): every record
+ * end at or beyond END moves back by LEN. */
+int pf_jobstore_shift_out_end(pf_jobstore *js, int64_t end, int64_t len, pf_err *err);
 /* At startup: every leased item back to queued (its workers belong to the previous run). */
 int pf_jobstore_reset_leases(pf_jobstore *js, int64_t *n, pf_err *err);
 /* counts[state] for the four states. */

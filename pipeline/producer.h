@@ -24,6 +24,7 @@ typedef struct pf_producer_opts {
     const char *manifest;             /* JSONL/CSV/TSV with per-item path, prompt, settings, id, extra columns */
     const char *const *more_tasks;    /* further --task prompts: each file gets one item per task */
     size_t n_more_tasks;
+    int retry_failed;                 /* queue the job's failed items again (attempts reset) */
     int path_only;                    /* send paths, not bytes (workers share the storage) */
     int max_attempts;                 /* lost leases / retries before an item becomes an error record */
     double preprocess_lease_s, inference_lease_s, ack_timeout_s;
