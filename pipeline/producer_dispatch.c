@@ -9,6 +9,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <xxhash.h>
+
 #include "base/file.h"
 #include "base/log.h"
 #include "pipeline/producer_internal.h"
@@ -145,15 +147,39 @@ void pf_prod_dispatch_pre(prod *p, double now)
     }
 }
 
+/* The worker an earlier task of the image (path hash H) went to, if it is still there with credit: -1 otherwise. */
+static int affine_peer(prod *p, uint64_t h)
+{
+    if (p->n_tasks < 2 && !p->o->manifest)
+        return -1;   /* one task per image: nothing to share */
+    for (size_t i = 0; i < sizeof p->affinity / sizeof p->affinity[0]; i++) {
+        int pi = p->affinity[i].peer - 1;   /* 0 = empty slot */
+        if (p->affinity[i].h == h && pi >= 0 && pi < p->n_peers && p->peers[pi].used &&
+            p->peers[pi].role == ROLE_INF && p->peers[pi].credit > 0)
+            return pi;
+    }
+    return -1;
+}
+
+static void remember_affinity(prod *p, uint64_t h, int pi)
+{
+    p->affinity[p->affinity_next++ % (sizeof p->affinity / sizeof p->affinity[0])].h = h;
+    p->affinity[(p->affinity_next - 1) % (sizeof p->affinity / sizeof p->affinity[0])].peer = pi + 1;
+}
+
 void pf_prod_dispatch_inf(prod *p, double now)
 {
     while (p->ready.n > 0) {
-        int pi = next_peer(p, ROLE_INF, &p->rr_inf);
-        if (pi < 0)
-            return;
+        if (next_peer(p, ROLE_INF, &(int){p->rr_inf}) < 0)
+            return;   /* no inference worker with credit (probed without moving the round-robin) */
         flight *f = pf_prod_ready_pop(p);
         if (!f)
             return;
+        uint64_t h = XXH3_64bits(f->path, strlen(f->path));
+        int pi = affine_peer(p, h);
+        if (pi < 0)
+            pi = next_peer(p, ROLE_INF, &p->rr_inf);
+        remember_affinity(p, h, pi);
         pf_msg m;
         item_msg(p, f, &m);
         m.image_size = f->size;

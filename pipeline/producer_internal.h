@@ -115,6 +115,10 @@ typedef struct prod {
     char *task_json;        /* the job's task, canonical (a manifest line with the same task stores "") */
     struct pf_manifest *manifest;
     int files_scanned;      /* the folder/list scan is over; the manifest is being read */
+    /* The inference workers the latest images went to (hash of the path -> peer), so that the other tasks of
+     * an image follow it: that worker's image-feature cache then runs the vision tower once for all of them. */
+    struct { uint64_t h; int peer; } affinity[64];
+    unsigned affinity_next;
     pf_keyset finished;     /* ids finished in this run (to skip stale pending entries) */
     int64_t total, done, failed;
     int64_t at_start_done;
