@@ -156,10 +156,8 @@ static int producer_option(const char *name, const char *val, void *arg, pf_err 
         o->bind = val;
     else if (!strcmp(name, "db"))
         o->db = val;
-    else if (!strcmp(name, "task") && c->task)
-        c->more_tasks[c->n_more++] = val;
     else if (!strcmp(name, "task"))
-        c->task = val;
+        c->more_tasks[c->n_more++] = val;   /* all of them; cmd_producer keeps the command line's */
     else if (!strcmp(name, "manifest"))
         o->manifest = val;
     else if (!strcmp(name, "retry-failed"))
@@ -240,6 +238,17 @@ int cmd_producer(int argc0, char **argv0)
     if (!o->bind || !o->db) {
         fprintf(stderr, "paliflow producer: --bind and --db are required\n");
         goto bad;
+    }
+    /* --task is repeatable (several tasks per image); the command line's replace a config file's */
+    size_t n_cli = cli_count_option(argc0, argv0, "task");
+    if (n_cli && n_cli < c.n_more) {
+        memmove(c.more_tasks, c.more_tasks + (c.n_more - n_cli), n_cli * sizeof *c.more_tasks);
+        c.n_more = n_cli;
+    }
+    if (c.n_more) {
+        c.task = c.more_tasks[0];
+        memmove(c.more_tasks, c.more_tasks + 1, (c.n_more - 1) * sizeof *c.more_tasks);
+        c.n_more--;
     }
     if (c.task) {
         if (o->image_size <= 0) {

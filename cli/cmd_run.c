@@ -86,6 +86,14 @@ int cmd_run(int argc0, char **argv0)
     const char **include = calloc((size_t)argc, sizeof *include), **exclude = calloc((size_t)argc, sizeof *exclude);
     const char **more_tasks = calloc((size_t)argc, sizeof *more_tasks);
     size_t n_inc = 0, n_exc = 0, n_more = 0;
+    if (!include || !exclude || !more_tasks) {
+        free(include);
+        free(exclude);
+        free(more_tasks);
+        pf_config_free_argv(argc, argv);
+        fprintf(stderr, "paliflow run: out of memory\n");
+        return 2;
+    }
     const char *model = NULL, *tokenizer = NULL, *task = NULL, *db = NULL, *seg_path = NULL;
     pf_seg_decoder *seg = NULL;
     pf_session_opts so = {0};
@@ -148,10 +156,8 @@ int cmd_run(int argc0, char **argv0)
             model = val;
         else if (!strcmp(name, "tokenizer"))
             tokenizer = val;
-        else if (!strcmp(name, "task") && task)
-            more_tasks[n_more++] = val;
         else if (!strcmp(name, "task"))
-            task = val;
+            more_tasks[n_more++] = val;   /* all of them; the command line's replace a config file's below */
         else if (!strcmp(name, "manifest"))
             eo.producer.manifest = val;
         else if (!strcmp(name, "retry-failed"))
@@ -195,15 +201,26 @@ int cmd_run(int argc0, char **argv0)
             goto out;
 #undef INT
     }
-    if (!model || !tokenizer || !task || !eo.sink.out) {
-        fprintf(stderr, "paliflow run: --model, --tokenizer, --task and --out are required\n");
-        goto bad;
+    /* --task is repeatable (several tasks per image); the command line's replace a config file's */
+    size_t n_cli = cli_count_option(argc0, argv0, "task");
+    if (n_cli && n_cli < n_more) {
+        memmove(more_tasks, more_tasks + (n_more - n_cli), n_cli * sizeof *more_tasks);
+        n_more = n_cli;
+    }
+    if (n_more) {
+        task = more_tasks[0];
+        memmove(more_tasks, more_tasks + 1, (n_more - 1) * sizeof *more_tasks);
+        n_more--;
     }
     for (size_t i = 0; i < n_more; i++)
         if (!*more_tasks[i])
             task = "";
     eo.producer.more_tasks = more_tasks;
     eo.producer.n_more_tasks = n_more;
+    if (!model || !tokenizer || !task || !eo.sink.out) {
+        fprintf(stderr, "paliflow run: --model, --tokenizer, --task and --out are required\n");
+        goto bad;
+    }
     if (!*task) {
         fprintf(stderr, "paliflow run: --task is empty\n");
         goto bad;

@@ -18,8 +18,8 @@ static const char *const g_sql[ST_COUNT] = {
     [ST_META_GET] = "SELECT v FROM job WHERE k = ?1",
     [ST_META_SET] = "INSERT INTO job(k, v) VALUES(?1, ?2) ON CONFLICT(k) DO UPDATE SET v = excluded.v",
     [ST_HAS] = "SELECT 1 FROM items WHERE path = ?1",
-    [ST_ADD] = "INSERT OR IGNORE INTO items(path, key, size, state, attempts, updated, task, meta) "
-               "VALUES(?1, '', ?3, 0, 0, ?4, ?5, ?6)",
+    [ST_ADD] = "INSERT OR IGNORE INTO items(path, key, size, state, attempts, updated, task, meta, ident) "
+               "VALUES(?1, '', ?3, 0, 0, ?4, ?5, ?6, ?7)",
     [ST_NEXT] = "SELECT id, path, key, size, attempts, state, task, meta FROM items WHERE state = 0 AND id > ?1 "
                 "ORDER BY id LIMIT ?2",
     [ST_GET] = "SELECT id, path, key, size, attempts, state, task, meta FROM items WHERE id = ?1",
@@ -103,24 +103,25 @@ static int has_column(pf_jobstore *js, const char *col, int *have, pf_err *err)
     return rc == SQLITE_DONE ? 0 : dberr(js, err, "read the schema");
 }
 
-/* items.task / items.meta (issue 19): an item is a (path, task) pair, so that one image can carry several
- * tasks; task is the canonical JSON of the item's own task ('' = the job's), meta the JSON its record gets
- * (manifest id and extra columns). Job stores made before them had `path UNIQUE`, which SQLite cannot drop
+/* items.ident / items.task / items.meta (issue 19): an item is an (ident, task) pair, so that one image can
+ * carry several tasks and one file typed two ways is one item; ident is the canonical path (path stays as
+ * found: workers read it, records show it), task the canonical JSON of the item's own task ('' = the job's),
+ * meta the JSON its record gets (manifest id and extra columns). Job stores made before them had `path UNIQUE`, which SQLite cannot drop
  * in place: the table is rebuilt once, in one transaction, ids and states kept (so out_end and resumes hold). */
 static int add_task_columns(pf_jobstore *js, pf_err *err)
 {
     int have = 0;
-    if (has_column(js, "task", &have, err))
+    if (has_column(js, "ident", &have, err))
         return -1;
     if (!have &&
         exec(js, "BEGIN IMMEDIATE;"
                  "CREATE TABLE items_v2(id INTEGER PRIMARY KEY, path TEXT NOT NULL, "
                  " key TEXT NOT NULL DEFAULT '', size INTEGER NOT NULL, state INTEGER NOT NULL DEFAULT 0, "
                  " attempts INTEGER NOT NULL DEFAULT 0, stage TEXT, worker TEXT, deadline REAL, error TEXT, "
-                 " updated REAL, out_end INTEGER, task TEXT NOT NULL DEFAULT '', meta TEXT);"
+                 " updated REAL, out_end INTEGER, task TEXT NOT NULL DEFAULT '', meta TEXT, ident TEXT NOT NULL);"
                  "INSERT INTO items_v2(id, path, key, size, state, attempts, stage, worker, deadline, error, updated, "
-                 " out_end) SELECT id, path, key, size, state, attempts, stage, worker, deadline, error, updated, "
-                 " out_end FROM items;"
+                 " out_end, ident) SELECT id, path, key, size, state, attempts, stage, worker, deadline, error, "
+                 " updated, out_end, path FROM items;"
                  "DROP TABLE items;"
                  "ALTER TABLE items_v2 RENAME TO items;"
                  "COMMIT;",
@@ -128,7 +129,7 @@ static int add_task_columns(pf_jobstore *js, pf_err *err)
         sqlite3_exec(js->db, "ROLLBACK", NULL, NULL, NULL);
         return -1;
     }
-    return exec(js, "CREATE UNIQUE INDEX IF NOT EXISTS items_ident ON items(path, task);"
+    return exec(js, "CREATE UNIQUE INDEX IF NOT EXISTS items_ident ON items(ident, task);"
                     "CREATE INDEX IF NOT EXISTS items_state ON items(state, id);",
                 err);
 }
@@ -158,7 +159,7 @@ int pf_jobstore_open(const char *path, pf_jobstore **out, pf_err *err)
                  "CREATE TABLE IF NOT EXISTS items(id INTEGER PRIMARY KEY, path TEXT NOT NULL, "
                  " key TEXT NOT NULL DEFAULT '', size INTEGER NOT NULL, state INTEGER NOT NULL DEFAULT 0, "
                  " attempts INTEGER NOT NULL DEFAULT 0, stage TEXT, worker TEXT, deadline REAL, error TEXT, "
-                 " updated REAL, out_end INTEGER, task TEXT NOT NULL DEFAULT '', meta TEXT);"
+                 " updated REAL, out_end INTEGER, task TEXT NOT NULL DEFAULT '', meta TEXT, ident TEXT NOT NULL);"
                  "CREATE INDEX IF NOT EXISTS items_state ON items(state, id);",
              err) ||
         add_out_end(js, err) || add_task_columns(js, err) || add_out_end(js, err)) {
@@ -268,14 +269,15 @@ int pf_jobstore_has_path(pf_jobstore *js, const char *path, int *has, pf_err *er
 
 int pf_jobstore_add(pf_jobstore *js, const char *path, int64_t size, int64_t *id, pf_err *err)
 {
-    return pf_jobstore_add_item(js, path, "", NULL, size, id, err);
+    return pf_jobstore_add_item(js, path, path, "", NULL, size, id, err);
 }
 
-int pf_jobstore_add_item(pf_jobstore *js, const char *path, const char *task, const char *meta, int64_t size,
-                         int64_t *id, pf_err *err)
+int pf_jobstore_add_item(pf_jobstore *js, const char *path, const char *ident, const char *task, const char *meta,
+                         int64_t size, int64_t *id, pf_err *err)
 {
     sqlite3_stmt *s = stmt(js, ST_ADD);
     sqlite3_bind_text(s, 1, path, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 7, ident ? ident : path, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 5, task ? task : "", -1, SQLITE_STATIC);
     if (meta)
         sqlite3_bind_text(s, 6, meta, -1, SQLITE_STATIC);

@@ -55,11 +55,12 @@ int pf_jobstore_has_path(pf_jobstore *js, const char *path, int *has, pf_err *er
 /* Add a queued item; *id = its id, or -1 when the path was already in the job. The key is computed when
  * the item is first handed out (the producer reads the file then, so a scan never reads every byte twice). */
 int pf_jobstore_add(pf_jobstore *js, const char *path, int64_t size, int64_t *id, pf_err *err);
-/* The same for one (path, task) pair: TASK is the item's canonical task JSON ("" = the job's task), META the
- * JSON object its record carries (NULL: none). Identity is (path, task): the same image with two tasks is two
- * items; the same pair again is ignored (*id = -1). */
-int pf_jobstore_add_item(pf_jobstore *js, const char *path, const char *task, const char *meta, int64_t size,
-                         int64_t *id, pf_err *err);
+/* The same for one (path, task) pair: IDENT is the canonical path (NULL: PATH), TASK the item's canonical task
+ * JSON ("" = the job's task), META the JSON object its record carries (NULL: none). Identity is (ident, task):
+ * the same image with two tasks is two items, the same file typed two ways one; the same pair again is
+ * ignored (*id = -1). PATH, as found, is what workers read and records show. */
+int pf_jobstore_add_item(pf_jobstore *js, const char *path, const char *ident, const char *task, const char *meta,
+                         int64_t size, int64_t *id, pf_err *err);
 
 /* Up to MAX queued items with id > after_id, in id order. Free rows with pf_item_rows_free. */
 int pf_jobstore_next_queued(pf_jobstore *js, int64_t after_id, size_t max, pf_item_row *rows, size_t *n,

@@ -2,8 +2,8 @@
  * file gets one item per job task (--task given more than once), a manifest line one per prompt it lists
  * (or per job task when it names none), with its own settings and record additions (manifest.h).
  *
- * Identity: the path is canonicalized with realpath at scan time, so the same file typed two ways is one
- * item; the task is stored as canonical JSON (pf_prod_task_json: prompt + every generation setting + image
+ * Identity: the path's realpath (canonical()), taken at scan time, so the same file typed two ways is one
+ * item (the job store keeps it as items.ident; records show the path as found); the task is stored as canonical JSON (pf_prod_task_json: prompt + every generation setting + image
  * size), "" when it is the job's own, so an item's identity is source + task + settings. */
 #include <errno.h>
 #include <jansson.h>
@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "base/file.h"
 #include "base/log.h"
@@ -125,13 +126,13 @@ int pf_prod_open_manifest(prod *p, const char *path, pf_err *err)
     return 0;
 }
 
-/* One (path, task, meta) into the job. */
-static int add_one(prod *p, const char *path, int64_t size, const char *task, const char *meta, int *added,
-                   pf_err *err)
+/* One (path, task, meta) into the job; IDENT is the path's canonical form. */
+static int add_one(prod *p, const char *path, const char *ident, int64_t size, const char *task, const char *meta,
+                   int *added, pf_err *err)
 {
     int64_t id;
     pf_prod_tx(p);
-    if (pf_jobstore_add_item(p->js, path, task, meta, size, &id, err))
+    if (pf_jobstore_add_item(p->js, path, ident, task, meta, size, &id, err))
         return -1;
     if (id >= 0) {
         p->total++;
@@ -140,14 +141,67 @@ static int add_one(prod *p, const char *path, int64_t size, const char *task, co
     return 0;
 }
 
-/* realpath of PATH into a malloc'd string; PATH itself when it cannot be resolved (a broken link, a file
- * gone): the producer then makes its error record under the name the user gave. */
+/* The working folder as the user sees it: $PWD when it names this folder (the shell keeps the symlinked
+ * spelling the user cd'ed through; getcwd would give the physical one), else getcwd. */
+static char *working_folder(void)
+{
+    const char *pwd = getenv("PWD");
+    struct stat a, b;
+    if (pwd && pwd[0] == '/' && stat(pwd, &a) == 0 && stat(".", &b) == 0 && a.st_dev == b.st_dev &&
+        a.st_ino == b.st_ino)
+        return strdup(pwd);
+    return getcwd(NULL, 0);
+}
+
+/* PATH's identity: its realpath, so "photos/a.jpg", "./photos/a.jpg", the absolute path and a path through a
+ * symlinked folder are one item (records still show the path as found). A path realpath cannot resolve (a
+ * broken link, a file gone) is made absolute lexically instead: the working folder in front, "//", "/./" and
+ * "dir/.." folded. */
 static char *canonical(const char *path, int64_t *size)
 {
     struct stat st;
     *size = stat(path, &st) == 0 ? (int64_t)st.st_size : -1;
-    char *r = realpath(path, NULL);
-    return r ? r : strdup(path);
+    char *real = realpath(path, NULL);
+    if (real)
+        return real;
+    char *cwd = path[0] == '/' ? NULL : working_folder();
+    if (path[0] != '/' && !cwd)
+        return strdup(path);   /* no working folder (deleted): keep it as given */
+    size_t n = (cwd ? strlen(cwd) + 1 : 0) + strlen(path) + 2;
+    char *in = malloc(n), *out = malloc(n);
+    if (!in || !out) {
+        free(cwd);
+        free(in);
+        free(out);
+        return NULL;
+    }
+    snprintf(in, n, "%s%s%s", cwd ? cwd : "", cwd ? "/" : "", path);
+    free(cwd);
+    size_t o = 0;   /* out holds "/seg/seg..." without a trailing slash */
+    for (char *s = in; *s;) {
+        while (*s == '/')
+            s++;
+        char *e = s;
+        while (*e && *e != '/')
+            e++;
+        size_t len = (size_t)(e - s);
+        if (len == 0 || (len == 1 && s[0] == '.')) {
+            /* nothing */
+        } else if (len == 2 && s[0] == '.' && s[1] == '.') {
+            while (o > 0 && out[--o] != '/')
+                ;
+        } else {
+            out[o++] = '/';
+            memcpy(out + o, s, len);
+            o += len;
+        }
+        s = e;
+    }
+    if (o == 0)
+        out[o++] = '/';
+    out[o] = '\0';
+    free(in);
+    return out;
 }
 
 int pf_prod_add_path(prod *p, const char *path, int *added, pf_err *err)
@@ -158,7 +212,7 @@ int pf_prod_add_path(prod *p, const char *path, int *added, pf_err *err)
         return pf_errf(err, "out of memory");
     int rc = 0;
     for (size_t i = 0; !rc && i < p->n_tasks; i++)
-        rc = add_one(p, c, size, p->tasks[i], NULL, added, err);
+        rc = add_one(p, path, c, size, p->tasks[i], NULL, added, err);
     free(c);
     return rc;
 }
@@ -183,13 +237,13 @@ static int add_manifest_item(prod *p, const pf_manifest_item *it, int *added, pf
             } else {
                 j = item_task_json(p, NULL, &it->set);
             }
-            rc = j ? add_one(p, c, size, j, it->meta, added, err) : pf_errf(err, "out of memory");
+            rc = j ? add_one(p, it->path, c, size, j, it->meta, added, err) : pf_errf(err, "out of memory");
             free(j);
         }
     }
     for (size_t i = 0; !rc && i < it->n_prompts; i++) {
         char *j = item_task_json(p, it->prompts[i], &it->set);
-        rc = j ? add_one(p, c, size, j, it->meta, added, err) : pf_errf(err, "out of memory");
+        rc = j ? add_one(p, it->path, c, size, j, it->meta, added, err) : pf_errf(err, "out of memory");
         free(j);
     }
     free(c);

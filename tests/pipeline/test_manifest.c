@@ -183,7 +183,7 @@ static void test_jobstore_migration(void **state)
     assert_int_equal(counts[PF_ITEM_QUEUED], 1);
     assert_int_equal(pf_jobstore_add(js, "a.jpg", 5, &id, &e), 0);
     assert_int_equal(id, -1);   /* the same (path, task) */
-    assert_int_equal(pf_jobstore_add_item(js, "a.jpg", "{\"prompt\":\"ocr\"}", "{\"id\":1}", 5, &id, &e), 0);
+    assert_int_equal(pf_jobstore_add_item(js, "a.jpg", NULL, "{\"prompt\":\"ocr\"}", "{\"id\":1}", 5, &id, &e), 0);
     assert_true(id > 2);
     pf_item_row r;
     assert_int_equal(pf_jobstore_get(js, id, &r, &e), 0);
