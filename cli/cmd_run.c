@@ -32,7 +32,7 @@ static void usage(FILE *out)
             "  --tokenizer FILE         tokenizer.json (required)\n"
             "  --task TASK              'caption en', 'ocr', 'answer en Q', 'detect cat ; dog', any prompt (required);\n"
             "                           repeat it for several tasks per image (one record per image and task; the\n"
-            "                           image is decoded and its vision features reused for every task)\n"
+            "                           image's vision features are computed once for all its tasks)\n"
             "  --manifest FILE          items from a JSONL, CSV or TSV manifest (header row: path, prompt or task,\n"
             "                           max_new_tokens, temperature, top_k, top_p, seed, id; other columns go to\n"
             "                           the record's \"extra\"); a bad line is named (file:line) and skipped\n"
