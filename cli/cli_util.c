@@ -78,3 +78,15 @@ void cli_control(pf_control *ctl, pf_service *svc, volatile sig_atomic_t *stop, 
     ctl->on_reload = cli_reload;
     ctl->reload_arg = reloader;
 }
+
+size_t cli_count_option(int argc, char **argv, const char *name)
+{
+    size_t n = 0, len = strlen(name);
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--"))
+            break;
+        if (!strncmp(argv[i], "--", 2) && !strncmp(argv[i] + 2, name, len) && (!argv[i][2 + len] || argv[i][2 + len] == '='))
+            n++;
+    }
+    return n;
+}

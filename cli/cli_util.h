@@ -14,6 +14,9 @@ int cli_not_yet(const char *command, const char *tracking);
 
 /* True if argv holds --help or -h. */
 int cli_wants_help(int argc, char **argv);
+/* How many times --NAME (or --NAME=...) is on the command line ARGV itself, before --config expansion: a
+ * repeatable option given there replaces the config file's values instead of adding to them. */
+size_t cli_count_option(int argc, char **argv, const char *name);
 
 /* A command's option handler (base/option.h): NAME without dashes; 1 taken, 0 not its own, -1 bad value. */
 typedef int (*cli_option_fn)(const char *name, const char *val, void *arg, pf_err *err);

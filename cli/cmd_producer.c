@@ -25,16 +25,22 @@ static void usage(FILE *out)
             "\n"
             "  --bind ENDPOINT          tcp://*:5555, ipc:///run/paliflow.sock, inproc://... (required)\n"
             "  --db FILE                job store (SQLite, WAL) (required)\n"
-            "  --task TASK              the prompt: 'caption en', 'ocr', 'answer en Q', 'detect cat ; dog', ...\n"
+            "  --task TASK              the prompt: 'caption en', 'ocr', 'answer en Q', 'detect cat ; dog', ...;\n"
+            "                           repeat it for several tasks per image (one record per image and task)\n"
+            "  --manifest FILE          items from a JSONL, CSV or TSV manifest (header row: path, prompt or task,\n"
+            "                           max_new_tokens, temperature, top_k, top_p, seed, id; other columns go to\n"
+            "                           the record's \"extra\"); a bad line is named (file:line) and skipped\n"
             "  --image-size S           the model's image size (224, 448, 896); carried in every item; an\n"
             "                           inference worker whose model takes another size gets no work\n"
             "  --custom-image-size      accept an --image-size other than 224/448/896 (custom or test models)\n"
-            "  --list FILE              also take the paths listed in FILE (one per line, '-' = stdin)\n"
+            "  --list FILE              also take the paths listed in FILE (one per line, '-' = stdin; a line with a\n"
+            "                           tab is refused: per-item prompts go in a --manifest)\n"
             "  --include GLOB           only files whose name or path below the folder matches (repeatable)\n"
             "  --exclude GLOB           skip files and folders that match (repeatable); globs match in any\n"
             "                           case (*.jpg takes IMG_1.JPG); the scan logs what each one skipped\n"
             "  --include-hidden         also take files and folders named '.*' (skipped by default: .DS_Store)\n"
             PF_TASK_OPTIONS_HELP
+            "  --retry-failed           queue the job's failed items again (their attempts reset)\n"
             "  --path-only              send paths instead of bytes (workers share the storage)\n"
             "  --max-attempts N         lost leases or failures before an item becomes an error record (3)\n"
             "  --retry-backoff S        wait S x 2^(attempt-1) s (jitter 0.5-1.5x, at most 60) before a\n"
@@ -69,6 +75,8 @@ typedef struct producer_cli {
     size_t n_inc, n_exc;
     const char *task;
     int custom_size;
+    const char **more_tasks;   /* --task given again: further tasks per image */
+    size_t n_more;
 } producer_cli;
 
 static const struct option g_opts[] = {
@@ -88,6 +96,7 @@ static const struct option g_opts[] = {
     {"report", required_argument, 0, 0},        {"log-level", required_argument, 0, 0},
     {"stay", no_argument, 0, 0},                {"include-hidden", no_argument, 0, 0},
     {"custom-image-size", no_argument, 0, 0},   {"retry-backoff", required_argument, 0, 0},
+    {"manifest", required_argument, 0, 0},      {"retry-failed", no_argument, 0, 0},
     PF_SERVICE_LONG_OPTIONS,                    {"help", no_argument, 0, 'h'},
     {0, 0, 0, 0}};
 
@@ -97,13 +106,15 @@ static int cli_init(producer_cli *c, int argc)
     pf_producer_opts_defaults(&c->o);
     c->include = calloc((size_t)argc + 1, sizeof *c->include);
     c->exclude = calloc((size_t)argc + 1, sizeof *c->exclude);
-    return c->include && c->exclude ? 0 : -1;
+    c->more_tasks = calloc((size_t)argc + 1, sizeof *c->more_tasks);
+    return c->include && c->exclude && c->more_tasks ? 0 : -1;
 }
 
 static void cli_free(producer_cli *c)
 {
     free(c->include);
     free(c->exclude);
+    free(c->more_tasks);
 }
 
 static int progress_option(const char *val, int *mode, pf_err *err)
@@ -154,7 +165,11 @@ static int producer_option(const char *name, const char *val, void *arg, pf_err 
     else if (!strcmp(name, "db"))
         o->db = val;
     else if (!strcmp(name, "task"))
-        c->task = val;
+        c->more_tasks[c->n_more++] = val;   /* all of them; cmd_producer keeps the command line's */
+    else if (!strcmp(name, "manifest"))
+        o->manifest = val;
+    else if (!strcmp(name, "retry-failed"))
+        o->retry_failed = 1;
     else if (!strcmp(name, "list"))
         o->scan.list_file = val;
     else if (!strcmp(name, "include"))
@@ -237,6 +252,17 @@ int cmd_producer(int argc0, char **argv0)
         fprintf(stderr, "paliflow producer: --bind and --db are required\n");
         goto bad;
     }
+    /* --task is repeatable (several tasks per image); the command line's replace a config file's */
+    size_t n_cli = cli_count_option(argc0, argv0, "task");
+    if (n_cli && n_cli < c.n_more) {
+        memmove(c.more_tasks, c.more_tasks + (c.n_more - n_cli), n_cli * sizeof *c.more_tasks);
+        c.n_more = n_cli;
+    }
+    if (c.n_more) {
+        c.task = c.more_tasks[0];
+        memmove(c.more_tasks, c.more_tasks + 1, (c.n_more - 1) * sizeof *c.more_tasks);
+        c.n_more--;
+    }
     if (c.task) {
         if (o->image_size <= 0) {
             fprintf(stderr, "paliflow producer: --task needs --image-size (the model's image size)\n");
@@ -254,6 +280,13 @@ int cmd_producer(int argc0, char **argv0)
         }
         o->task.prompt = c.task;
         o->have_task = 1;
+        for (size_t i = 0; i < c.n_more; i++)
+            if (!*c.more_tasks[i]) {
+                fprintf(stderr, "paliflow producer: --task is empty\n");
+                goto bad;
+            }
+        o->more_tasks = c.more_tasks;
+        o->n_more_tasks = c.n_more;
     }
     if (pf_security_load(&c.svc.sec, &err) || pf_security_check_bind(&c.svc.sec, "--bind", o->bind, &err)) {
         fprintf(stderr, "paliflow producer: %s\n", err.msg);

@@ -11,6 +11,7 @@
 #include "cli/commands.h"
 #include "model/seg/decoder.h"
 #include "pipeline/config.h"
+#include "pipeline/compact.h"
 #include "pipeline/embedded.h"
 #include "pipeline/run_exit.h"
 #include "pipeline/service.h"
@@ -32,11 +33,18 @@ static void usage(FILE *out)
             "\n"
             "  --model DIR              checkpoint folder (required)\n"
             "  --tokenizer FILE         tokenizer.json (required)\n"
-            "  --task TASK              'caption en', 'ocr', 'answer en Q', 'detect cat ; dog', any prompt (required)\n"
+            "  --task TASK              'caption en', 'ocr', 'answer en Q', 'detect cat ; dog', any prompt (required);\n"
+            "                           repeat it for several tasks per image (one record per image and task; the\n"
+            "                           image's vision features are computed once for all its tasks)\n"
+            "  --manifest FILE          items from a JSONL, CSV or TSV manifest (header row: path, prompt or task,\n"
+            "                           max_new_tokens, temperature, top_k, top_p, seed, id; other columns go to\n"
+            "                           the record's \"extra\"); a bad line is named (file:line) and skipped\n"
             "  --out FILE               JSON-lines output (required)\n"
             "  --db FILE                job store (default FILE.jsonl.db)\n"
             "  --image-size S           default: the model's; another size is refused before the job starts\n"
-            "  --list FILE              also take the paths listed in FILE ('-' = stdin)\n"
+            "  --list FILE              also take the paths listed in FILE ('-' = stdin; no tabs: see --manifest)\n"
+            "  --retry-failed           queue the job's failed items again; when a retry succeeds, its earlier\n"
+            "                           error record is dropped from FILE.jsonl at the end (one record per item)\n"
             "  --include GLOB, --exclude GLOB   filter files found in folders (repeatable; any case: *.jpg\n"
             "                           takes IMG_1.JPG; the scan logs what each one skipped)\n"
             "  --include-hidden         also take files and folders named '.*'\n"
@@ -84,7 +92,16 @@ int cmd_run(int argc0, char **argv0)
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     eo.pre_threads = cores > 4 ? 4 : cores > 0 ? (int)cores : 1;
     const char **include = calloc((size_t)argc, sizeof *include), **exclude = calloc((size_t)argc, sizeof *exclude);
-    size_t n_inc = 0, n_exc = 0;
+    const char **more_tasks = calloc((size_t)argc, sizeof *more_tasks);
+    size_t n_inc = 0, n_exc = 0, n_more = 0;
+    if (!include || !exclude || !more_tasks) {
+        free(include);
+        free(exclude);
+        free(more_tasks);
+        pf_config_free_argv(argc, argv);
+        fprintf(stderr, "paliflow run: out of memory\n");
+        return 2;
+    }
     const char *model = NULL, *tokenizer = NULL, *task = NULL, *db = NULL, *seg_path = NULL;
     pf_seg_decoder *seg = NULL;
     pf_session_opts so = {0};
@@ -92,6 +109,7 @@ int cmd_run(int argc0, char **argv0)
     static const struct option opts[] = {
         {"model", required_argument, 0, 0},        {"tokenizer", required_argument, 0, 0},
         {"task", required_argument, 0, 0},         {"out", required_argument, 0, 0},
+        {"manifest", required_argument, 0, 0},     {"retry-failed", no_argument, 0, 0},
         {"db", required_argument, 0, 0},           {"image-size", required_argument, 0, 0},
         {"list", required_argument, 0, 0},         {"include", required_argument, 0, 0},
         {"exclude", required_argument, 0, 0},      {"max-new-tokens", required_argument, 0, 0},
@@ -148,7 +166,11 @@ int cmd_run(int argc0, char **argv0)
         else if (!strcmp(name, "tokenizer"))
             tokenizer = val;
         else if (!strcmp(name, "task"))
-            task = val;
+            more_tasks[n_more++] = val;   /* all of them; the command line's replace a config file's below */
+        else if (!strcmp(name, "manifest"))
+            eo.producer.manifest = val;
+        else if (!strcmp(name, "retry-failed"))
+            eo.producer.retry_failed = 1;
         else if (!strcmp(name, "out"))
             eo.sink.out = val;
         else if (!strcmp(name, "db"))
@@ -190,6 +212,22 @@ int cmd_run(int argc0, char **argv0)
             goto out;
 #undef INT
     }
+    /* --task is repeatable (several tasks per image); the command line's replace a config file's */
+    size_t n_cli = cli_count_option(argc0, argv0, "task");
+    if (n_cli && n_cli < n_more) {
+        memmove(more_tasks, more_tasks + (n_more - n_cli), n_cli * sizeof *more_tasks);
+        n_more = n_cli;
+    }
+    if (n_more) {
+        task = more_tasks[0];
+        memmove(more_tasks, more_tasks + 1, (n_more - 1) * sizeof *more_tasks);
+        n_more--;
+    }
+    for (size_t i = 0; i < n_more; i++)
+        if (!*more_tasks[i])
+            task = "";
+    eo.producer.more_tasks = more_tasks;
+    eo.producer.n_more_tasks = n_more;
     if (!model || !tokenizer || !task || !eo.sink.out) {
         fprintf(stderr, "paliflow run: --model, --tokenizer, --task and --out are required\n");
         goto bad;
@@ -198,8 +236,8 @@ int cmd_run(int argc0, char **argv0)
         fprintf(stderr, "paliflow run: --task is empty\n");
         goto bad;
     }
-    if (optind == argc && !eo.producer.scan.list_file) {
-        fprintf(stderr, "paliflow run: give at least one PATH (file or folder) or --list FILE\n");
+    if (optind == argc && !eo.producer.scan.list_file && !eo.producer.manifest) {
+        fprintf(stderr, "paliflow run: give at least one PATH (file or folder), --list FILE or --manifest FILE\n");
         goto bad;
     }
     /* Before anything starts: a missing or malformed decoder is refused by name, not found out per record. */
@@ -263,12 +301,20 @@ int cmd_run(int argc0, char **argv0)
         fprintf(stderr, "paliflow run: interrupted at %lld of %lld files; rerun the same command to resume (job "
                 "state in %s)\n", (long long)(st.done + st.failed), (long long)st.total, db);
     } else {
+        /* one final record per (item, task): errors a later success superseded leave the output */
+        int64_t dropped = 0;
+        if (pf_output_compact(eo.sink.out, db, &dropped, &err))
+            fprintf(stderr, "paliflow run: %s (superseded error records stay in the output)\n", err.msg);
         char hidden[64] = "";
         if (st.hidden_skipped)
             snprintf(hidden, sizeof hidden, " (%lld hidden skipped)", (long long)st.hidden_skipped);
-        fprintf(stderr, "paliflow run: %lld files%s, %lld records, %lld errors -> %s (%.1f s)%s\n",
-                (long long)st.total, hidden, (long long)st.done, (long long)st.failed, eo.sink.out, st.seconds,
+        fprintf(stderr, "paliflow run: %lld files%s, %lld records, %lld errors -> %s (%.1f s)%s", (long long)st.total,
+                hidden, (long long)st.done, (long long)st.failed, eo.sink.out, st.seconds,
                 st.failed && !st.done ? "; every file failed: see the warnings above" : "");
+        if (dropped)
+            fprintf(stderr, "; %lld earlier error record%s superseded by a success and removed", (long long)dropped,
+                    dropped == 1 ? "" : "s");
+        fputc('\n', stderr);
     }
     rc = pf_run_exit_code(r, &st);
     goto out;
@@ -280,6 +326,7 @@ out:
     pf_seg_decoder_free(seg);
     free(include);
     free(exclude);
+    free(more_tasks);
     free(db_default);
     pf_config_free_argv(argc, argv);
     return rc;

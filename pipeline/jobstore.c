@@ -18,9 +18,11 @@ static const char *const g_sql[ST_COUNT] = {
     [ST_META_GET] = "SELECT v FROM job WHERE k = ?1",
     [ST_META_SET] = "INSERT INTO job(k, v) VALUES(?1, ?2) ON CONFLICT(k) DO UPDATE SET v = excluded.v",
     [ST_HAS] = "SELECT 1 FROM items WHERE path = ?1",
-    [ST_ADD] = "INSERT OR IGNORE INTO items(path, key, size, state, attempts, updated) VALUES(?1, '', ?3, 0, 0, ?4)",
-    [ST_NEXT] = "SELECT id, path, key, size, attempts, state FROM items WHERE state = 0 AND id > ?1 ORDER BY id LIMIT ?2",
-    [ST_GET] = "SELECT id, path, key, size, attempts, state FROM items WHERE id = ?1",
+    [ST_ADD] = "INSERT OR IGNORE INTO items(path, key, size, state, attempts, updated, task, meta, ident) "
+               "VALUES(?1, '', ?3, 0, 0, ?4, ?5, ?6, ?7)",
+    [ST_NEXT] = "SELECT id, path, key, size, attempts, state, task, meta FROM items WHERE state = 0 AND id > ?1 "
+                "ORDER BY id LIMIT ?2",
+    [ST_GET] = "SELECT id, path, key, size, attempts, state, task, meta FROM items WHERE id = ?1",
     [ST_LEASE] = "UPDATE items SET state = 1, stage = ?2, worker = ?3, deadline = ?4, updated = ?5, key = ?6 "
                  "WHERE id = ?1 AND state IN (0, 1)",
     [ST_REQUEUE] = "UPDATE items SET state = 0, attempts = ?2, error = ?3, stage = NULL, worker = NULL, "
@@ -86,6 +88,52 @@ static int add_out_end(pf_jobstore *js, pf_err *err)
     return exec(js, "CREATE INDEX IF NOT EXISTS items_out_end ON items(out_end) WHERE out_end IS NOT NULL", err);
 }
 
+static int has_column(pf_jobstore *js, const char *col, int *have, pf_err *err)
+{
+    sqlite3_stmt *s = NULL;
+    *have = 0;
+    if (sqlite3_prepare_v2(js->db, "SELECT 1 FROM pragma_table_info('items') WHERE name = ?1", -1, &s, NULL) !=
+        SQLITE_OK)
+        return dberr(js, err, "read the schema");
+    sqlite3_bind_text(s, 1, col, -1, SQLITE_STATIC);
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+        *have = 1;
+    sqlite3_finalize(s);
+    return rc == SQLITE_DONE ? 0 : dberr(js, err, "read the schema");
+}
+
+/* items.ident / items.task / items.meta (issue 19): an item is an (ident, task) pair, so that one image can
+ * carry several tasks and one file typed two ways is one item; ident is the canonical path (path stays as
+ * found: workers read it, records show it), task the canonical JSON of the item's own task ('' = the job's),
+ * meta the JSON its record gets (manifest id and extra columns). Job stores made before them had `path UNIQUE`, which SQLite cannot drop
+ * in place: the table is rebuilt once, in one transaction, ids and states kept (so out_end and resumes hold). */
+static int add_task_columns(pf_jobstore *js, pf_err *err)
+{
+    int have = 0;
+    if (has_column(js, "ident", &have, err))
+        return -1;
+    if (!have &&
+        exec(js, "BEGIN IMMEDIATE;"
+                 "CREATE TABLE items_v2(id INTEGER PRIMARY KEY, path TEXT NOT NULL, "
+                 " key TEXT NOT NULL DEFAULT '', size INTEGER NOT NULL, state INTEGER NOT NULL DEFAULT 0, "
+                 " attempts INTEGER NOT NULL DEFAULT 0, stage TEXT, worker TEXT, deadline REAL, error TEXT, "
+                 " updated REAL, out_end INTEGER, task TEXT NOT NULL DEFAULT '', meta TEXT, ident TEXT NOT NULL);"
+                 "INSERT INTO items_v2(id, path, key, size, state, attempts, stage, worker, deadline, error, updated, "
+                 " out_end, ident) SELECT id, path, key, size, state, attempts, stage, worker, deadline, error, "
+                 " updated, out_end, path FROM items;"
+                 "DROP TABLE items;"
+                 "ALTER TABLE items_v2 RENAME TO items;"
+                 "COMMIT;",
+             err)) {
+        sqlite3_exec(js->db, "ROLLBACK", NULL, NULL, NULL);
+        return -1;
+    }
+    return exec(js, "CREATE UNIQUE INDEX IF NOT EXISTS items_ident ON items(ident, task);"
+                    "CREATE INDEX IF NOT EXISTS items_state ON items(state, id);",
+                err);
+}
+
 int pf_jobstore_open(const char *path, pf_jobstore **out, pf_err *err)
 {
     *out = NULL;
@@ -108,13 +156,13 @@ int pf_jobstore_open(const char *path, pf_jobstore **out, pf_err *err)
     sqlite3_busy_timeout(js->db, 5000);
     if (exec(js, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", err) ||
         exec(js, "CREATE TABLE IF NOT EXISTS job(k TEXT PRIMARY KEY, v TEXT NOT NULL);"
-                 "CREATE TABLE IF NOT EXISTS items(id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE, "
+                 "CREATE TABLE IF NOT EXISTS items(id INTEGER PRIMARY KEY, path TEXT NOT NULL, "
                  " key TEXT NOT NULL DEFAULT '', size INTEGER NOT NULL, state INTEGER NOT NULL DEFAULT 0, "
                  " attempts INTEGER NOT NULL DEFAULT 0, stage TEXT, worker TEXT, deadline REAL, error TEXT, "
-                 " updated REAL);"
+                 " updated REAL, out_end INTEGER, task TEXT NOT NULL DEFAULT '', meta TEXT, ident TEXT NOT NULL);"
                  "CREATE INDEX IF NOT EXISTS items_state ON items(state, id);",
              err) ||
-        add_out_end(js, err)) {
+        add_out_end(js, err) || add_task_columns(js, err) || add_out_end(js, err)) {
         pf_jobstore_close(js);
         return -1;
     }
@@ -221,8 +269,18 @@ int pf_jobstore_has_path(pf_jobstore *js, const char *path, int *has, pf_err *er
 
 int pf_jobstore_add(pf_jobstore *js, const char *path, int64_t size, int64_t *id, pf_err *err)
 {
+    return pf_jobstore_add_item(js, path, path, "", NULL, size, id, err);
+}
+
+int pf_jobstore_add_item(pf_jobstore *js, const char *path, const char *ident, const char *task, const char *meta,
+                         int64_t size, int64_t *id, pf_err *err)
+{
     sqlite3_stmt *s = stmt(js, ST_ADD);
     sqlite3_bind_text(s, 1, path, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 7, ident ? ident : path, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 5, task ? task : "", -1, SQLITE_STATIC);
+    if (meta)
+        sqlite3_bind_text(s, 6, meta, -1, SQLITE_STATIC);
     sqlite3_bind_int64(s, 3, size);
     sqlite3_bind_double(s, 4, unix_now());
     int changed = 0;
@@ -243,7 +301,10 @@ static int read_row(sqlite3_stmt *s, pf_item_row *r)
     r->size = sqlite3_column_int64(s, 3);
     r->attempts = sqlite3_column_int(s, 4);
     r->state = sqlite3_column_int(s, 5);
-    return r->path ? 0 : -1;
+    const unsigned char *t = sqlite3_column_text(s, 6), *m = sqlite3_column_text(s, 7);
+    r->task = t && *t ? strdup((const char *)t) : NULL;
+    r->meta = m && *m ? strdup((const char *)m) : NULL;
+    return r->path && (!t || !*t || r->task) && (!m || !*m || r->meta) ? 0 : -1;
 }
 
 int pf_jobstore_next_queued(pf_jobstore *js, int64_t after_id, size_t max, pf_item_row *rows, size_t *n,
@@ -276,7 +337,9 @@ void pf_item_rows_free(pf_item_row *rows, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         free(rows[i].path);
-        rows[i].path = NULL;
+        free(rows[i].task);
+        free(rows[i].meta);
+        rows[i].path = rows[i].task = rows[i].meta = NULL;
     }
 }
 
@@ -379,6 +442,28 @@ int pf_jobstore_count_unplaced(pf_jobstore *js, int64_t *n, pf_err *err)
     *n = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
     sqlite3_reset(s);
     return rc == SQLITE_ROW ? 0 : dberr(js, err, "count finished items without an output offset");
+}
+
+int pf_jobstore_requeue_failed(pf_jobstore *js, int64_t *n, pf_err *err)
+{
+    if (exec(js, "UPDATE items SET state = 0, attempts = 0, out_end = NULL, stage = NULL, worker = NULL, "
+                 "deadline = NULL WHERE state = 3", err))
+        return -1;
+    *n = sqlite3_changes(js->db);
+    return 0;
+}
+
+int pf_jobstore_shift_out_end(pf_jobstore *js, int64_t end, int64_t len, pf_err *err)
+{
+    sqlite3_stmt *s = NULL;
+    if (sqlite3_prepare_v2(js->db, "UPDATE items SET out_end = out_end - ?2 WHERE out_end >= ?1", -1, &s, NULL) !=
+        SQLITE_OK)
+        return dberr(js, err, "move record offsets");
+    sqlite3_bind_int64(s, 1, end);
+    sqlite3_bind_int64(s, 2, len);
+    int rc = sqlite3_step(s);
+    sqlite3_finalize(s);
+    return rc == SQLITE_DONE ? 0 : dberr(js, err, "move record offsets");
 }
 
 int pf_jobstore_reset_leases(pf_jobstore *js, int64_t *n, pf_err *err)

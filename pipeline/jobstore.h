@@ -36,6 +36,8 @@ typedef struct pf_item_row {
     int64_t size;
     int attempts;
     int state;
+    char *task;                 /* malloc'd canonical task JSON of this item, NULL = the job's task */
+    char *meta;                 /* malloc'd JSON object its record carries (manifest id, extra), or NULL */
 } pf_item_row;
 
 int pf_jobstore_open(const char *path, pf_jobstore **out, pf_err *err);
@@ -53,6 +55,12 @@ int pf_jobstore_has_path(pf_jobstore *js, const char *path, int *has, pf_err *er
 /* Add a queued item; *id = its id, or -1 when the path was already in the job. The key is computed when
  * the item is first handed out (the producer reads the file then, so a scan never reads every byte twice). */
 int pf_jobstore_add(pf_jobstore *js, const char *path, int64_t size, int64_t *id, pf_err *err);
+/* The same for one (path, task) pair: IDENT is the canonical path (NULL: PATH), TASK the item's canonical task
+ * JSON ("" = the job's task), META the JSON object its record carries (NULL: none). Identity is (ident, task):
+ * the same image with two tasks is two items, the same file typed two ways one; the same pair again is
+ * ignored (*id = -1). PATH, as found, is what workers read and records show. */
+int pf_jobstore_add_item(pf_jobstore *js, const char *path, const char *ident, const char *task, const char *meta,
+                         int64_t size, int64_t *id, pf_err *err);
 
 /* Up to MAX queued items with id > after_id, in id order. Free rows with pf_item_rows_free. */
 int pf_jobstore_next_queued(pf_jobstore *js, int64_t after_id, size_t max, pf_item_row *rows, size_t *n,
@@ -77,6 +85,12 @@ int pf_jobstore_requeue_beyond(pf_jobstore *js, int64_t out_size, int64_t *n_don
 int pf_jobstore_count_placed(pf_jobstore *js, int64_t *n, pf_err *err);
 /* Finished items with no output offset (finished before offsets were recorded): they cannot be checked. */
 int pf_jobstore_count_unplaced(pf_jobstore *js, int64_t *n, pf_err *err);
+/* --retry-failed: every failed item back to queued with its attempts reset (*n: how many). Its error record
+ * stays in the output until a success supersedes it (pf_output_compact). */
+int pf_jobstore_requeue_failed(pf_jobstore *js, int64_t *n, pf_err *err);
+/* The output lost LEN bytes ending at END (a superseded record dropped by pf_output_compact): every record
+ * end at or beyond END moves back by LEN. */
+int pf_jobstore_shift_out_end(pf_jobstore *js, int64_t end, int64_t len, pf_err *err);
 /* At startup: every leased item back to queued (its workers belong to the previous run). */
 int pf_jobstore_reset_leases(pf_jobstore *js, int64_t *n, pf_err *err);
 /* counts[state] for the four states. */

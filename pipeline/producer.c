@@ -57,10 +57,18 @@ static int open_job(prod *p, pf_err *err)
     const pf_producer_opts *o = p->o;
     if (pf_jobstore_open(o->db, &p->js, err))
         return -1;
-    if (pf_jobstore_begin(p->js, err) || pf_prod_setup_job(p, err))
+    if (pf_jobstore_begin(p->js, err) || pf_prod_setup_job(p, err) || pf_prod_setup_tasks(p, err))
         return -1;
     int64_t reset = 0, counts[4];
-    if (pf_jobstore_reset_leases(p->js, &reset, err) || pf_jobstore_counts(p->js, counts, err))
+    if (pf_jobstore_reset_leases(p->js, &reset, err))
+        return -1;
+    if (o->retry_failed) {
+        int64_t n = 0;
+        if (pf_jobstore_requeue_failed(p->js, &n, err))
+            return -1;
+        pf_info(LOG, "--retry-failed: %lld failed item%s queued again", (long long)n, n == 1 ? "" : "s");
+    }
+    if (pf_jobstore_counts(p->js, counts, err))
         return -1;
     p->total = counts[0] + counts[1] + counts[2] + counts[3];
     p->done = p->at_start_done = counts[PF_ITEM_DONE];
@@ -190,6 +198,7 @@ static void prod_free(prod *p)
     pf_ring_free(&p->ready);
     free(p->peers);
     free(p->prompt);
+    pf_prod_tasks_free(p);
     pf_keyset_free(&p->finished);
 }
 

@@ -21,6 +21,10 @@ typedef struct pf_producer_opts {
     pf_task task;
     int image_size;
     pf_scan_opts scan;                /* no roots and no list: rescan the inputs stored in the job */
+    const char *manifest;             /* JSONL/CSV/TSV with per-item path, prompt, settings, id, extra columns */
+    const char *const *more_tasks;    /* further --task prompts: each file gets one item per task */
+    size_t n_more_tasks;
+    int retry_failed;                 /* queue the job's failed items again (attempts reset) */
     int path_only;                    /* send paths, not bytes (workers share the storage) */
     int max_attempts;                 /* lost leases / retries before an item becomes an error record */
     double retry_backoff_s;           /* wait before a retry: this x 2^(attempt-1), jitter 0.5-1.5x; 0 none */

@@ -9,6 +9,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <xxhash.h>
+
 #include "base/file.h"
 #include "base/log.h"
 #include "pipeline/producer_internal.h"
@@ -53,7 +55,8 @@ static void item_msg(const prod *p, const flight *f, pf_msg *m)
     m->path = f->path;
     m->attempt = f->attempts;
     m->has_task = 1;
-    m->task = p->task;
+    m->task = f->task;
+    m->meta = f->meta;
 }
 
 /* The item went out to worker PI for one credit: it is leased to it now, in memory and in the job store. */
@@ -76,7 +79,7 @@ static void lease_to(prod *p, flight *f, int pi, int stage, double lease_s, doub
 /* A file that cannot be read ends its item here: the producer makes its error record (stage "producer"). */
 static void unreadable(prod *p, flight *f, const char *why)
 {
-    pf_item_key("", 0, p->settings, f->key);
+    pf_item_key("", 0, f->settings, f->key);
     pf_err e = {{0}};
     pf_prod_tx(p);
     pf_prod_dbcheck(pf_jobstore_lease(p->js, f->id, f->key, "producer", "producer", pf_prod_unix_now(), &e), &e);
@@ -103,6 +106,7 @@ void pf_prod_dispatch_pre(prod *p, double now)
             pf_error(LOG, "out of memory");
             return;
         }
+        pf_prod_flight_load_task(p, f);
         uint8_t *bytes = NULL;
         size_t len = 0;
         char why[400];
@@ -112,7 +116,7 @@ void pf_prod_dispatch_pre(prod *p, double now)
             continue;
         }
         f->tm.read_s = pf_now() - t_read;
-        pf_item_key(bytes, len, p->settings, f->key);
+        pf_item_key(bytes, len, f->settings, f->key);
         pf_msg m;
         item_msg(p, f, &m);
         m.image_size = p->image_size;
@@ -152,16 +156,40 @@ void pf_prod_dispatch_pre(prod *p, double now)
     }
 }
 
+/* The worker an earlier task of the image (path hash H) went to, if it is still there with credit: -1 otherwise. */
+static int affine_peer(prod *p, uint64_t h)
+{
+    if (p->n_tasks < 2 && !p->o->manifest)
+        return -1;   /* one task per image: nothing to share */
+    for (size_t i = 0; i < sizeof p->affinity / sizeof p->affinity[0]; i++) {
+        int pi = p->affinity[i].peer - 1;   /* 0 = empty slot */
+        if (p->affinity[i].h == h && pi >= 0 && pi < p->n_peers && p->peers[pi].used &&
+            p->peers[pi].role == ROLE_INF && p->peers[pi].credit > 0)
+            return pi;
+    }
+    return -1;
+}
+
+static void remember_affinity(prod *p, uint64_t h, int pi)
+{
+    p->affinity[p->affinity_next++ % (sizeof p->affinity / sizeof p->affinity[0])].h = h;
+    p->affinity[(p->affinity_next - 1) % (sizeof p->affinity / sizeof p->affinity[0])].peer = pi + 1;
+}
+
 void pf_prod_dispatch_inf(prod *p, double now)
 {
     pf_prod_clamp_credit(p, ROLE_INF);
     while (p->ready.n > 0) {
-        int pi = next_peer(p, ROLE_INF, &p->rr_inf);
-        if (pi < 0)
-            return;
+        if (next_peer(p, ROLE_INF, &(int){p->rr_inf}) < 0)
+            return;   /* no inference worker with credit (probed without moving the round-robin) */
         flight *f = pf_prod_ready_pop(p);
         if (!f)
             return;
+        uint64_t h = XXH3_64bits(f->path, strlen(f->path));
+        int pi = affine_peer(p, h);
+        if (pi < 0)
+            pi = next_peer(p, ROLE_INF, &p->rr_inf);
+        remember_affinity(p, h, pi);
         pf_msg m;
         item_msg(p, f, &m);
         m.image_size = f->size;

@@ -83,6 +83,12 @@ typedef struct flight {
     char *holder;        /* its routing id, printable (pf_wire_ident_str) */
     char holder_key[64];
     int holder_stage;    /* FL_PRE or FL_INF; 0: none */
+    /* The item's own task (a manifest line's prompt and settings, or one of several --task): loaded from the
+     * job store when it is first handed out in this run (pf_prod_flight_load_task); else the job's. */
+    pf_task task;
+    char *prompt;        /* owns task.prompt when the item has its own task */
+    uint64_t settings;   /* pf_task_hash of the item's task: part of its key */
+    char *meta;          /* JSON object for its record (manifest id, extra columns), or NULL */
 } flight;
 
 /* An item in the raw queue, not handed out yet. */
@@ -111,6 +117,17 @@ typedef struct prod {
     int db_exhausted;       /* no queued items with id > cursor (until the scan adds more) */
     pf_scan *scan;
     int scanning;
+    /* Items per file (issue 19): tasks[i] is the canonical task JSON of the i-th task every scanned file gets
+     * ("" = the job's task, always first; then each further --task); the manifest, read after the scan. */
+    char **tasks;
+    size_t n_tasks;
+    char *task_json;        /* the job's task, canonical (a manifest line with the same task stores "") */
+    struct pf_manifest *manifest;
+    int files_scanned;      /* the folder/list scan is over; the manifest is being read */
+    /* The inference workers the latest images went to (hash of the path -> peer), so that the other tasks of
+     * an image follow it: that worker's image-feature cache then runs the vision tower once for all of them. */
+    struct { uint64_t h; int peer; } affinity[64];
+    unsigned affinity_next;
     pf_keyset finished;     /* ids finished in this run (to skip stale pending entries) */
     int64_t total, done, failed;
     int64_t at_start_done;
@@ -164,15 +181,33 @@ flight *pf_prod_ready_pop(prod *p);
 flight *pf_prod_flight_find(prod *p, int64_t id);
 flight *pf_prod_flight_new(prod *p, int64_t id, const char *path, int attempts);
 void pf_prod_flight_drop_tensor(flight *f);
+/* F's own task and record additions from the job store (items.task, items.meta): 0, or -1 when the stored
+ * task cannot be read (then F keeps the job's task and the reason is logged). */
+int pf_prod_flight_load_task(prod *p, flight *f);
 void pf_prod_flight_remove(prod *p, flight *f);
 size_t pf_prod_count_stage(const prod *p, int stage);
 
 /* producer_job.c: the job store (one transaction per loop iteration), the job's task, the input scan. */
 int pf_prod_tx(prod *p);
+/* The canonical JSON of a task (its identity in the job store), and back; *prompt owns t->prompt. */
+char *pf_prod_task_json(const pf_task *t, int image_size);
+int pf_prod_task_from_json(const char *s, pf_task *t, char **prompt, int *image_size, pf_err *err);
 void pf_prod_dbcheck(int rc, const pf_err *e);
 int pf_prod_setup_job(prod *p, pf_err *err);
 int pf_prod_setup_scan(prod *p, pf_err *err);
 int pf_prod_scan_some(prod *p, double budget_s, pf_err *err);
+
+/* producer_manifest.c: the job's items per file and per manifest line. */
+/* The job's tasks: the given --task list (stored for resumes) or the stored one. After pf_prod_setup_job. */
+int pf_prod_setup_tasks(prod *p, pf_err *err);
+/* Open the manifest given (or stored by an earlier run), if any. */
+int pf_prod_open_manifest(prod *p, const char *path, pf_err *err);
+/* A scanned file: its canonical path (realpath, so "photos/a.jpg", "./photos/a.jpg" and the absolute path are
+ * one item) into the job once per task. *added counts new items. */
+int pf_prod_add_path(prod *p, const char *path, int *added, pf_err *err);
+/* Read a bounded chunk of the manifest into the job; at its end the scan is complete. */
+int pf_prod_manifest_some(prod *p, double budget_s, pf_err *err);
+void pf_prod_tasks_free(prod *p);
 void pf_prod_refill(prod *p);
 
 /* producer_peers.c: connected workers and sinks, and what they send. */

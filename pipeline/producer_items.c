@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/log.h"
 #include "pipeline/producer_internal.h"
 
 int pf_prod_queue_push(prod *p, int64_t id, const char *path, int attempts, int front)
@@ -69,8 +70,40 @@ flight *pf_prod_flight_new(prod *p, int64_t id, const char *path, int attempts)
     f->attempts = attempts;
     f->peer = -1;
     f->tm = (pf_timings){-1, -1, -1, -1, -1, -1};
+    f->task = p->task;
+    f->settings = p->settings;
     p->fl[p->n_fl++] = f;
     return f;
+}
+
+int pf_prod_flight_load_task(prod *p, flight *f)
+{
+    pf_item_row r;
+    pf_err e = {{0}};
+    if (pf_jobstore_get(p->js, f->id, &r, &e)) {
+        pf_error(LOG, "%s", e.msg);
+        return -1;
+    }
+    int rc = 0;
+    free(f->meta);
+    f->meta = r.meta;
+    r.meta = NULL;
+    if (r.task) {
+        pf_task t;
+        char *prompt = NULL;
+        int size = 0;
+        if (pf_prod_task_from_json(r.task, &t, &prompt, &size, &e)) {
+            pf_error(LOG, "%s: item %lld: %s", p->o->db, (long long)f->id, e.msg);
+            rc = -1;
+        } else {
+            free(f->prompt);
+            f->prompt = prompt;
+            f->task = t;
+            f->settings = pf_task_hash(&t, p->image_size);
+        }
+    }
+    pf_item_rows_free(&r, 1);
+    return rc;
 }
 
 void pf_prod_flight_drop_tensor(flight *f)
@@ -95,6 +128,8 @@ void pf_prod_flight_remove(prod *p, flight *f)
     free(f->err_stage);
     free(f->err_msg);
     free(f->holder);
+    free(f->prompt);
+    free(f->meta);
     free(f);
 }
 

@@ -26,7 +26,7 @@ void pf_prod_dbcheck(int rc, const pf_err *e)
         pf_error(LOG, "%s", e->msg);
 }
 
-static char *task_json(const pf_task *t, int image_size)
+char *pf_prod_task_json(const pf_task *t, int image_size)
 {
     json_t *j = json_pack("{s:s, s:i, s:f, s:i, s:f, s:f, s:I, s:b, s:i}", "prompt", t->prompt ? t->prompt : "",
                           "max_new_tokens", t->max_new_tokens, "temperature", t->temperature, "top_k", t->top_k,
@@ -37,7 +37,7 @@ static char *task_json(const pf_task *t, int image_size)
     return s;
 }
 
-static int task_from_json(const char *s, pf_task *t, char **prompt, int *image_size, pf_err *err)
+int pf_prod_task_from_json(const char *s, pf_task *t, char **prompt, int *image_size, pf_err *err)
 {
     json_error_t je;
     json_t *j = json_loads(s, 0, &je);
@@ -72,7 +72,7 @@ int pf_prod_setup_job(prod *p, pf_err *err)
         pf_task st;
         char *sprompt = NULL;
         int ssize = 0;
-        int rc = task_from_json(stored, &st, &sprompt, &ssize, err);
+        int rc = pf_prod_task_from_json(stored, &st, &sprompt, &ssize, err);
         free(stored);
         if (rc)
             return -1;
@@ -98,7 +98,7 @@ int pf_prod_setup_job(prod *p, pf_err *err)
             return pf_errf(err, "out of memory");
         p->task.prompt = p->prompt;
         p->image_size = o->image_size;
-        char *js = task_json(&p->task, p->image_size);
+        char *js = pf_prod_task_json(&p->task, p->image_size);
         if (!js)
             return pf_errf(err, "out of memory");
         int rc = pf_jobstore_meta_set(p->js, "task", js, err);
@@ -132,10 +132,10 @@ static const char **string_values(const json_t *a, size_t *n)
 static int store_inputs(prod *p, pf_err *err)
 {
     const pf_scan_opts *so = &p->o->scan;
-    json_t *j = json_pack("{s:o, s:o, s:o, s:s?, s:b}", "roots", string_array(so->roots, so->n_roots), "include",
-                          string_array(so->include, so->n_include), "exclude",
+    json_t *j = json_pack("{s:o, s:o, s:o, s:s?, s:b, s:s?}", "roots", string_array(so->roots, so->n_roots),
+                          "include", string_array(so->include, so->n_include), "exclude",
                           string_array(so->exclude, so->n_exclude), "list", so->list_file, "include_hidden",
-                          so->include_hidden);
+                          so->include_hidden, "manifest", p->o->manifest);
     char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
     if (!s || pf_jobstore_meta_set(p->js, "inputs", s, err) ||
@@ -166,6 +166,8 @@ static int open_stored_inputs(prod *p, const char *text, pf_err *err)
         so.list_file = json_string_value(json_object_get(j, "list"));
         so.include_hidden = json_is_true(json_object_get(j, "include_hidden"));
         rc = pf_scan_open(&so, &p->scan, err);   /* copies the strings */
+        if (!rc)
+            rc = pf_prod_open_manifest(p, json_string_value(json_object_get(j, "manifest")), err);
     } else {
         pf_errf(err, "out of memory");
     }
@@ -181,14 +183,15 @@ static int open_stored_inputs(prod *p, const char *text, pf_err *err)
 int pf_prod_setup_scan(prod *p, pf_err *err)
 {
     const pf_producer_opts *o = p->o;
-    int given = o->scan.n_roots > 0 || o->scan.list_file;
+    int given = o->scan.n_roots > 0 || o->scan.list_file || o->manifest;
     char *scan_complete = NULL;
     if (pf_jobstore_meta_get(p->js, "scan_complete", &scan_complete, err))
         return -1;
     int complete = scan_complete && !strcmp(scan_complete, "1");
     free(scan_complete);
     if (given) {
-        if (store_inputs(p, err) || pf_scan_open(&o->scan, &p->scan, err))
+        if (store_inputs(p, err) || pf_scan_open(&o->scan, &p->scan, err) ||
+            pf_prod_open_manifest(p, o->manifest, err))
             return -1;
         p->scanning = 1;
         return 0;
@@ -215,6 +218,8 @@ int pf_prod_setup_scan(prod *p, pf_err *err)
 /* Scan a bounded chunk of the inputs so the sockets stay served while millions of files are listed. */
 int pf_prod_scan_some(prod *p, double budget_s, pf_err *err)
 {
+    if (p->files_scanned)
+        return pf_prod_manifest_some(p, budget_s, err);
     double t_end = pf_now() + budget_s;
     int added = 0;
     for (int k = 0; k < 2000; k++) {
@@ -222,6 +227,10 @@ int pf_prod_scan_some(prod *p, double budget_s, pf_err *err)
         int r = pf_scan_next(p->scan, &path, err);
         if (r < 0)
             return -1;
+        if (r == 0 && p->manifest) {   /* the files first, then the manifest's lines */
+            p->files_scanned = 1;
+            break;
+        }
         if (r == 0) {
             p->scanning = 0;
             pf_prod_tx(p);
@@ -231,16 +240,8 @@ int pf_prod_scan_some(prod *p, double budget_s, pf_err *err)
                     pf_scan_hidden_skipped(p->scan));
             break;
         }
-        struct stat st;
-        int64_t size = stat(path, &st) == 0 ? (int64_t)st.st_size : -1;
-        int64_t id;
-        pf_prod_tx(p);
-        if (pf_jobstore_add(p->js, path, size, &id, err))
+        if (pf_prod_add_path(p, path, &added, err))
             return -1;
-        if (id >= 0) {
-            p->total++;
-            added++;
-        }
         if ((k & 63) == 63 && pf_now() > t_end)
             break;
     }

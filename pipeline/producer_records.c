@@ -138,7 +138,8 @@ void pf_prod_flush_sink_queue(prod *p, double now)
         m.key = f->key;
         m.path = f->path;
         m.has_task = 1;
-        m.task = p->task;
+        m.task = f->task;
+        m.meta = f->meta;
         m.image_size = p->image_size;
         m.stage = f->err_stage;
         m.message = f->err_msg;

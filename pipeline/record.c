@@ -137,6 +137,25 @@ int pf_record_path(const json_t *rec, char **path)
     return (*path = strdup(p)) ? 0 : -1;
 }
 
+/* The item's own additions (manifest "id" and "extra" columns) go in at the top level, but never over a
+ * field the record already has: a column named like a record field cannot forge or hide the result. A meta
+ * that is not a JSON object (a hostile worker) is dropped. */
+static void add_meta(json_t *rec, const char *meta)
+{
+    if (!meta || !*meta)
+        return;
+    json_t *j = json_loads(meta, 0, NULL);
+    const char *k;
+    json_t *v;
+    if (json_is_object(j))
+        json_object_foreach(j, k, v)
+        {
+            if (!json_object_get(rec, k))
+                json_object_set(rec, k, v);
+        }
+    json_decref(j);
+}
+
 json_t *pf_record_make(const pf_msg *m)
 {
     json_t *rec = json_object();
@@ -181,6 +200,7 @@ json_t *pf_record_make(const pf_msg *m)
     if (m->w_inference)
         json_object_set_new(w, "inference", jstr(m->w_inference));
     json_object_set_new(rec, "workers", w);
+    add_meta(rec, m->meta);
     return rec;
 }
 

@@ -27,6 +27,7 @@ struct pf_scan {
     size_t n_owned;
     size_t next_root;
     FILE *list;
+    size_t list_line;   /* lines read from the list (messages name the line) */
     int list_is_stdin;
     frame *stack;
     size_t depth, cap;
@@ -250,8 +251,14 @@ int pf_scan_next(pf_scan *s, const char **path, pf_err *err)
                 s->list = NULL;
                 continue;
             }
+            s->list_line++;
             while (n > 0 && (s->line[n - 1] == '\n' || s->line[n - 1] == '\r'))
                 s->line[--n] = '\0';
+            /* "path<TAB>prompt" lines were once taken whole as a file name: a tab means a manifest was meant */
+            if (memchr(s->line, '\t', (size_t)n))
+                return pf_errf(err, "%s:%zu: a tab in a --list line: --list takes one path per line; for a prompt "
+                               "per image use --manifest FILE (TSV with a header row 'path<TAB>prompt')",
+                               s->o.list_file, s->list_line);
             if (n == 0)
                 continue;
             struct stat st;

@@ -18,8 +18,11 @@
 #include "pipeline/sink_internal.h"
 
 /* Dedupe identity of a record: the item key plus the path (two files with the same bytes are two items,
- * each with its own record). */
-static XXH128_hash_t record_id(const char *key, const char *path)
+ * each with its own record), plus its kind: a result and an error record of one item are two identities, so
+ * that a later success (--retry-failed, a new --db) is written after an earlier error instead of being
+ * dropped as its duplicate; `run` then drops the superseded error (pf_outfile_compact). An error after a
+ * result is still dropped (pf_sink_on_record). */
+static XXH128_hash_t record_id_kind(const char *key, const char *path, int ok)
 {
     XXH3_state_t *st = XXH3_createState();
     XXH128_hash_t h = {0, 0};
@@ -28,10 +31,14 @@ static XXH128_hash_t record_id(const char *key, const char *path)
     XXH3_128bits_reset(st);
     XXH3_128bits_update(st, key, strlen(key) + 1);   /* with the NUL as a separator */
     XXH3_128bits_update(st, path, strlen(path));
+    if (!ok)
+        XXH3_128bits_update(st, "\0E", 2);   /* results keep the identity they always had */
     h = XXH3_128bits_digest(st);
     XXH3_freeState(st);
     return h;
 }
+
+static XXH128_hash_t record_id(const char *key, const char *path) { return record_id_kind(key, path, 1); }
 
 static void observe_record(sink *s, const pf_msg *m)
 {
@@ -66,7 +73,7 @@ static int load_line(const char *line, size_t n, off_t end, void *arg)
     char *path = NULL; /* the raw bytes (path_b64 when present), as the live identity uses them */
     int rc = 0;
     if (key && pf_record_path(j, &path) == 0) {
-        XXH128_hash_t h = record_id(key, path);
+        XXH128_hash_t h = record_id_kind(key, path, json_object_get(j, "error") == NULL);
         free(path);
         if (pf_keyset_add(&c->s->seen, h.high64, h.low64) < 0)
             rc = pf_errf(c->err, "%s: out of memory loading %lld records", c->s->o->out, (long long)c->records);
@@ -140,7 +147,8 @@ static char *json_line(const json_t *rec, size_t *len)
 
 void pf_sink_on_record(sink *s, const pf_msg *m)
 {
-    XXH128_hash_t h = record_id(m->key, m->path);
+    int ok = m->type == PF_MSG_RESULT;
+    XXH128_hash_t h = record_id_kind(m->key, m->path, ok);
     pend p = {0};
     p.id = m->id;
     p.key = strdup(m->key);
@@ -149,7 +157,8 @@ void pf_sink_on_record(sink *s, const pf_msg *m)
         return;
     /* Mark as seen now so a duplicate inside the same batch is caught too; a crash before the batch is
      * synced loses the mark with the record, and the item is redone. */
-    int added = pf_keyset_add(&s->seen, h.high64, h.low64);
+    XXH128_hash_t r = ok ? h : record_id(m->key, m->path);
+    int added = !ok && pf_keyset_has(&s->seen, r.high64, r.low64) ? 0 : pf_keyset_add(&s->seen, h.high64, h.low64);
     if (added <= 0) {
         p.is_dup = 1;
         s->dups++;

@@ -346,6 +346,7 @@ static int decode_field(pf_msg *m, const msgpack_object *k, const msgpack_object
     STRF("message", message)
     STRF("holder", holder)
     STRF("holder_key", holder_key)
+    STRF("meta", meta)
     if (key_is(k, "text")) {
         if (get_str_n(m, v, &m->text, &m->text_len))
             BAD("text");
@@ -712,6 +713,7 @@ int pf_msg_encode(const pf_msg *m, uint8_t **out, size_t *len, pf_err *err)
     KV_STR("message", m->message);
     KV_STR("holder", m->holder);
     KV_STR("holder_key", m->holder_key);
+    KV_STR("meta", m->meta);
     if (m->leases)
         KV_BOOL("leases", 1);
     if (m->handback)

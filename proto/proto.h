@@ -135,6 +135,8 @@ typedef struct pf_msg {
     const char *objects;       /* result of a segment prompt, from a worker with a mask decoder: the JSON array
                                   of objects with masks (model/seg/objects.h); wire type bin; NULL = absent */
     size_t objects_len;
+    const char *meta;          /* item/result/error: JSON object text the record gets (a manifest's "id" and
+                                  "extra" columns); carried unchanged by workers; NULL = none */
     const char *w_preprocess;  /* names of the workers that handled the item */
     const char *w_inference;
     pf_timings timings;

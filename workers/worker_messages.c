@@ -133,6 +133,7 @@ static void fill_item_fields(pf_msg *m, const pf_msg *in)
     m->task = in->task;
     m->image_size = in->image_size;
     m->attempt = in->attempt;
+    m->meta = in->meta;
 }
 
 /* The item's timings so far plus this stage's. */

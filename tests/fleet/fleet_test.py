@@ -76,9 +76,10 @@ class Fleet:
         return os.path.join(self.d, "%02d_%s.log" % (self.n, name))
 
     def producer(self, extra=(), inputs=None):
-        cmd = [self.a.paliflow, "producer", "--bind", self.bind_prod, "--db", self.db, "--task", "caption en",
-               "--image-size", "8", "--custom-image-size", "--progress", "lines", "--progress-interval", "1",
-               "--ack-timeout", "5",
+        # --task is repeatable (one item per task, issue 19): the default only when the caller gives none
+        task = [] if "--task" in extra else ["--task", "caption en"]
+        cmd = [self.a.paliflow, "producer", "--bind", self.bind_prod, "--db", self.db] + task + [
+               "--image-size", "8", "--custom-image-size", "--progress", "lines", "--progress-interval", "1", "--ack-timeout", "5",
                "--max-attempts", "3", "--report", self.report] + HB + self.server_args + list(extra) + \
               [inputs or os.path.join(self.d, "in")]
         return start(cmd, self.log("producer"))
