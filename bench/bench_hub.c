@@ -228,7 +228,8 @@ static int run_hub(const cfg *c, result *r)
 static void *sock_or_die(void *ctx, int type, const char *ep, int bind)
 {
     void *s = zmq_socket(ctx, type);
-    int hwm = 0, linger = 0;
+    int hwm = 0, linger = 0, rcvtimeo = 30000;   /* a stuck relay fails instead of hanging the bench */
+    zmq_setsockopt(s, ZMQ_RCVTIMEO, &rcvtimeo, sizeof rcvtimeo);
     zmq_setsockopt(s, ZMQ_SNDHWM, &hwm, sizeof hwm);
     zmq_setsockopt(s, ZMQ_RCVHWM, &hwm, sizeof hwm);
     zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
@@ -280,14 +281,22 @@ static void relay_sink(const char *rep, const char *sink_ep, long items)
     char buf[512], ack[8 * 64];
     int n = 0;
     for (long got = 0; got < items; got++) {
-        if (zmq_recv(pull, buf, sizeof buf, 0) < 0)
+        if (zmq_recv(pull, buf, sizeof buf, 0) < 0) {
+            fprintf(stderr, "bench_hub relay sink: nothing received for 30 s after %ld records\n", got);
             _exit(1);
+        }
         memcpy(ack + 8 * n++, buf, 8);
         if (n == 64 || got + 1 == items) {
             zmq_send(d, ack, (size_t)n * 8, 0);
             n = 0;
         }
     }
+    /* the last acks must leave before the process does (the sockets were made with linger 0) */
+    int linger = 5000;
+    zmq_setsockopt(d, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_close(d);
+    zmq_close(pull);
+    zmq_ctx_term(ctx);
     _exit(0);
 }
 
@@ -310,8 +319,12 @@ static void relay_hub(const char *rep, long items, size_t item_bytes, int n_pre)
         zmq_msg_t idm, body;
         zmq_msg_init(&idm);
         zmq_msg_init(&body);
-        if (zmq_msg_recv(&idm, r, 0) < 0 || zmq_msg_recv(&body, r, 0) < 0)
+        if (zmq_msg_recv(&idm, r, 0) < 0 || zmq_msg_recv(&body, r, 0) < 0) {
+            fprintf(stderr, "bench_hub relay: nothing received for 30 s (%ld sent, %ld acknowledged, %zu waiting, "
+                    "%d preprocess workers, inference worker %s, inference credit %d)\n", next, acked, wn, np,
+                    have_inf ? "known" : "unknown", credit_inf);
             _exit(1);
+        }
         const uint8_t *idp = zmq_msg_data(&idm);
         size_t idl = zmq_msg_size(&idm), bl = zmq_msg_size(&body);
         const char *b = zmq_msg_data(&body);

@@ -144,8 +144,9 @@ void pf_prod_flight_drop_tensor(flight *f);
 void pf_prod_flight_remove(prod *p, flight *f);
 size_t pf_prod_count_stage(const prod *p, int stage);
 
-/* producer_job.c: the job store (one transaction per loop iteration), the job's task, the input scan. */
+/* producer_job.c: the job store (transactions committed in groups), the job's task, the input scan. */
 int pf_prod_tx(prod *p);
+int pf_prod_commit_due(prod *p, pf_err *err);
 void pf_prod_dbcheck(int rc, const pf_err *e);
 int pf_prod_setup_job(prod *p, pf_err *err);
 int pf_prod_setup_scan(prod *p, pf_err *err);

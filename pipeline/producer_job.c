@@ -1,4 +1,4 @@
-/* producer_job.c - the producer's side of the job store: one transaction per loop iteration, the job's
+/* producer_job.c - the producer's side of the job store: transactions committed in groups, the job's
  * task settings (stored on the first run, checked on a resume), the inputs (stored so that an interrupted
  * scan can continue) and the scan itself, done in bounded chunks between socket polls. */
 #include <jansson.h>
@@ -18,6 +18,16 @@ int pf_prod_tx(prod *p)
         return -1;
     }
     return 0;
+}
+
+/* Group commit (jobstore.h, pf_jobstore_commit_due, says why holding transitions back loses nothing):
+ * at most COMMIT_EVERY_S of transitions wait in the open transaction, and at most COMMIT_MAX_OPS updates
+ * (a bound on the memory SQLite holds for it, e.g. while a scan inserts). */
+#define COMMIT_EVERY_S 0.2
+#define COMMIT_MAX_OPS 20000
+int pf_prod_commit_due(prod *p, pf_err *err)
+{
+    return pf_jobstore_commit_due(p->js, COMMIT_EVERY_S, COMMIT_MAX_OPS, err);
 }
 
 void pf_prod_dbcheck(int rc, const pf_err *e)
