@@ -41,9 +41,18 @@ struct pf_jobstore {
     sqlite3 *db;
     sqlite3_stmt *st[ST_COUNT];
     int in_tx;
+    double tx_t0;      /* when the open transaction began (monotonic), for pf_jobstore_commit_due */
+    int64_t tx_ops;    /* updates in the open transaction */
     char *path;
     int lock_fd;   /* flock on <path>.lock (outfile.h): one process per job store */
 };
+
+static double mono_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
 
 static double unix_now(void)
 {
@@ -199,6 +208,8 @@ int pf_jobstore_begin(pf_jobstore *js, pf_err *err)
     if (exec(js, "BEGIN IMMEDIATE", err))
         return -1;
     js->in_tx = 1;
+    js->tx_t0 = mono_now();
+    js->tx_ops = 0;
     return 0;
 }
 
@@ -208,6 +219,13 @@ int pf_jobstore_commit(pf_jobstore *js, pf_err *err)
         return 0;
     js->in_tx = 0;
     return exec(js, "COMMIT", err);
+}
+
+int pf_jobstore_commit_due(pf_jobstore *js, double max_age_s, int64_t max_ops, pf_err *err)
+{
+    if (!js->in_tx || (js->tx_ops < max_ops && mono_now() - js->tx_t0 < max_age_s))
+        return 0;
+    return pf_jobstore_commit(js, err);
 }
 
 int pf_jobstore_in_tx(const pf_jobstore *js) { return js->in_tx; }
@@ -226,6 +244,7 @@ static int run_update(pf_jobstore *js, sqlite3_stmt *s, const char *what, int *c
     sqlite3_reset(s);
     if (rc != SQLITE_DONE)
         return dberr(js, err, what);
+    js->tx_ops++;
     if (changed)
         *changed = sqlite3_changes(js->db) > 0;
     return 0;

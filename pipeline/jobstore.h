@@ -2,8 +2,10 @@
  *
  * Item states: queued -> leased (stage, worker, deadline) -> done | failed; a lost lease goes back to
  * queued (attempts + 1). done and failed are final: nothing moves an item out of them, so a restarted
- * producer never redoes a finished item. Writes are grouped in transactions by the caller (begin/commit
- * around a loop iteration) so that millions of items cost few fsyncs. synchronous=NORMAL: a power cut may
+ * producer never redoes a finished item. Writes are grouped in transactions by the caller: the producer
+ * commits every 0.2 s or few thousand updates (pf_jobstore_commit_due), so that an item's three updates
+ * (leased twice, finished) land in the same pages of the same commit instead of a commit of whole WAL pages
+ * each; bytes written per item fell from ~16 KB to well under 1 KB (bench/bench_hub.c measures it). synchronous=NORMAL: a power cut may
  * lose the last commits (never corrupt the file); the worst case is an item redone, which the sink's
  * dedupe turns into no extra record.
  *
@@ -46,6 +48,13 @@ void pf_jobstore_close(pf_jobstore *js);
 int pf_jobstore_begin(pf_jobstore *js, pf_err *err);
 int pf_jobstore_commit(pf_jobstore *js, pf_err *err);
 int pf_jobstore_in_tx(const pf_jobstore *js);
+/* Group commit: commit the open transaction once it is MAX_AGE_S old or holds MAX_OPS updates, else
+ * nothing. Why it is safe to hold transitions back (see also the top of this file): a transition lost with
+ * a crash leaves the item queued or leased, and leases go back to the queue at startup, so the item is
+ * redone; the sink acknowledges only records already on disk and drops the second copy of a record it
+ * holds, acknowledging it again with an output offset at or past the first copy's, so the redo writes
+ * nothing and the reconciliation by offsets (out_end) stays on the safe side. */
+int pf_jobstore_commit_due(pf_jobstore *js, double max_age_s, int64_t max_ops, pf_err *err);
 
 /* Job settings (key/value text). get gives a malloc'd copy, or NULL when absent. */
 int pf_jobstore_meta_get(pf_jobstore *js, const char *k, char **v, pf_err *err);

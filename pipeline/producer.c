@@ -132,6 +132,9 @@ static int job_finished(prod *p)
 /* --stay: keep answering peers (the job is finished) and serving metrics until stopped. */
 static void stay_up(prod *p)
 {
+    pf_err ce = {{0}};
+    if (pf_jobstore_commit(p->js, &ce))   /* the finished job is on disk before it is announced */
+        pf_error(LOG, "%s", ce.msg);
     pf_prod_send_heartbeats(p, 1);
     pf_metric_set(p->m.complete, 1);
     pf_info(LOG, "job complete: %lld items, %lld done, %lld failed, %.1f s; staying up (--stay) until "
@@ -277,7 +280,7 @@ int pf_producer_run(const pf_producer_opts *o, pf_job_stats *stats, pf_err *err)
             pf_prod_dispatch_inf(p, now);
             pf_prod_flush_sink_queue(p, now);
         }
-        if (pf_jobstore_commit(p->js, err))
+        if (pf_prod_commit_due(p, err))
             goto out;
         if (now - last_hb >= o->hb_interval) {
             pf_prod_send_heartbeats(p, complete);

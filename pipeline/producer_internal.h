@@ -187,11 +187,12 @@ int pf_prod_flight_load_task(prod *p, flight *f);
 void pf_prod_flight_remove(prod *p, flight *f);
 size_t pf_prod_count_stage(const prod *p, int stage);
 
-/* producer_job.c: the job store (one transaction per loop iteration), the job's task, the input scan. */
+/* producer_job.c: the job store (transactions committed in groups), the job's task, the input scan. */
 int pf_prod_tx(prod *p);
 /* The canonical JSON of a task (its identity in the job store), and back; *prompt owns t->prompt. */
 char *pf_prod_task_json(const pf_task *t, int image_size);
 int pf_prod_task_from_json(const char *s, pf_task *t, char **prompt, int *image_size, pf_err *err);
+int pf_prod_commit_due(prod *p, pf_err *err);
 void pf_prod_dbcheck(int rc, const pf_err *e);
 int pf_prod_setup_job(prod *p, pf_err *err);
 int pf_prod_setup_scan(prod *p, pf_err *err);
