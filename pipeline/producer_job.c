@@ -233,10 +233,10 @@ int pf_prod_setup_scan(prod *p, pf_err *err)
 #define SCAN_SLICE_BUSY_S 0.002
 int pf_prod_scan_some(prod *p, double budget_s, pf_err *err)
 {
-    if (p->files_scanned)
-        return pf_prod_manifest_some(p, budget_s, err);
     if (budget_s > SCAN_SLICE_BUSY_S && (pf_prod_count_role(p, ROLE_PRE) > 0 || pf_prod_count_role(p, ROLE_INF) > 0))
         budget_s = SCAN_SLICE_BUSY_S;
+    if (p->files_scanned)
+        return pf_prod_manifest_some(p, budget_s, err);
     double t_end = pf_now() + budget_s;
     int added = 0;
     for (int k = 0; k < 2000; k++) {
@@ -259,11 +259,6 @@ int pf_prod_scan_some(prod *p, double budget_s, pf_err *err)
         }
         if (pf_prod_add_path(p, path, &added, err))
             return -1;
-        if ((k & 63) == 63 && pf_now() > t_end)
-        if (id >= 0) {
-            p->total++;
-            added++;
-        }
         if ((k & 15) == 15 && pf_now() > t_end)
             break;
     }
