@@ -12,7 +12,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
@@ -621,27 +620,7 @@ def main():
     except ImportError as e:
         print("SKIP: %s (python3-zmq, python3-msgpack, python3-prometheus-client: .ci/packages)" % e)
         return 77
-    d = tempfile.mkdtemp(prefix="pf_fleet_%s_" % a.test)
-    t0 = time.time()
-    try:
-        TESTS[a.test](a, d)
-        for p in pt.PROCS:
-            text = open(p.log, errors="replace").read() if os.path.exists(p.log) else ""
-            check("ERROR: AddressSanitizer" not in text and "runtime error:" not in text and
-                  "ERROR: LeakSanitizer" not in text, "sanitizer report in %s" % p.log)
-    except Fail as e:
-        print("FAIL %s: %s (folder %s kept)" % (a.test, e, d))
-        for p in pt.PROCS:
-            if os.path.exists(p.log):
-                print("---- %s (last lines)" % p.log)
-                print("".join(open(p.log, errors="replace").readlines()[-15:]))
-        pt.cleanup()
-        return 1
-    if not a.keep:
-        pt.CLEANUP_DIRS.append(d)
-    print("PASS %s (%.1f s)" % (a.test, time.time() - t0))
-    return 0
-
+    return pt.run_case(a.test, "pf_fleet_%s_" % a.test, lambda d: TESTS[a.test](a, d), a.keep)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -13,7 +13,6 @@ import argparse
 import os
 import signal
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -238,30 +237,12 @@ def main():
     except ImportError as e:
         print("SKIP: %s (python3-zmq, python3-msgpack, python3-prometheus-client: .ci/packages)" % e)
         return 77
-    d = tempfile.mkdtemp(prefix="pf_hostile_%s_" % a.mode)
-    t0 = time.time()
-    try:
+    def body(d):
         if a.mode == "clean":
             t_clean(a, d)
         else:
             t_hostile(a, d, a.mode == "curve")
-        for p in pt.PROCS:
-            text = open(p.log, errors="replace").read() if os.path.exists(p.log) else ""
-            check("ERROR: AddressSanitizer" not in text and "runtime error:" not in text and
-                  "ERROR: LeakSanitizer" not in text, "sanitizer report in %s" % p.log)
-    except Fail as e:
-        print("FAIL hostile %s: %s (folder %s kept)" % (a.mode, e, d))
-        for p in pt.PROCS:
-            if os.path.exists(p.log):
-                print("---- %s (last lines)" % p.log)
-                print("".join(open(p.log, errors="replace").readlines()[-20:]))
-        pt.cleanup()
-        return 1
-    if not a.keep:
-        pt.CLEANUP_DIRS.append(d)
-    print("PASS hostile %s (%.1f s)" % (a.mode, time.time() - t0))
-    return 0
-
+    return pt.run_case("hostile " + a.mode, "pf_hostile_%s_" % a.mode, body, a.keep, tail=20)
 
 if __name__ == "__main__":
     sys.exit(main())

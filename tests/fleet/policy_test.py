@@ -21,7 +21,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -289,32 +288,9 @@ def main():
     except ImportError as e:
         print("SKIP: %s (python3-zmq, python3-msgpack, python3-prometheus-client: .ci/packages)" % e)
         return 77
-    d = tempfile.mkdtemp(prefix="pf_policy_%s_" % a.mode)
-    t0 = time.time()
-    try:
-        {"hoard": t_hoard, "quarantine": t_quarantine, "backoff": t_backoff, "mismatch": t_mismatch}[a.mode](a, d)
-        for p in pt.PROCS:
-            text = open(p.log, errors="replace").read() if os.path.exists(p.log) else ""
-            check("ERROR: AddressSanitizer" not in text and "runtime error:" not in text and
-                  "ERROR: LeakSanitizer" not in text, "sanitizer report in %s" % p.log)
-    except Skip as e:
-        print("SKIP policy %s: %s" % (a.mode, e))
-        pt.cleanup()
-        return 77
-    except Fail as e:
-        print("FAIL policy %s: %s (folder %s kept)" % (a.mode, e, d))
-        for p in pt.PROCS:
-            if os.path.exists(p.log):
-                print("---- %s (last lines)" % p.log)
-                print("".join(open(p.log, errors="replace").readlines()[-25:]))
-        pt.cleanup()
-        return 1
-    pt.cleanup()
-    if not a.keep:
-        pt.CLEANUP_DIRS.append(d)
-    print("PASS policy %s (%.1f s)" % (a.mode, time.time() - t0))
-    return 0
-
+    tests = {"hoard": t_hoard, "quarantine": t_quarantine, "backoff": t_backoff, "mismatch": t_mismatch}
+    return pt.run_case("policy " + a.mode, "pf_policy_%s_" % a.mode, lambda d: tests[a.mode](a, d), a.keep,
+                       tail=25, skip=Skip, cleanup_on_pass=True)
 
 if __name__ == "__main__":
     sys.exit(main())

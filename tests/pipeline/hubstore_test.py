@@ -12,7 +12,6 @@ import os
 import random
 import sqlite3
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -87,27 +86,7 @@ def main():
     ap.add_argument("--worker", required=True)
     ap.add_argument("--keep", action="store_true")
     a = ap.parse_args()
-    d = tempfile.mkdtemp(prefix="pf_%s_" % a.test)
-    t0 = time.time()
-    try:
-        run(a, d, a.test.split("_")[1])
-        for p in pt.PROCS:
-            text = open(p.log, errors="replace").read() if os.path.exists(p.log) else ""
-            pt.check("ERROR: AddressSanitizer" not in text and "runtime error:" not in text and
-                     "ERROR: LeakSanitizer" not in text, "sanitizer report in %s" % p.log)
-    except pt.Fail as e:
-        print("FAIL %s: %s (folder %s kept)" % (a.test, e, d))
-        for p in pt.PROCS:
-            if os.path.exists(p.log):
-                print("---- %s (last lines)" % p.log)
-                print("".join(open(p.log, errors="replace").readlines()[-15:]))
-        pt.cleanup()
-        return 1
-    if not a.keep:
-        pt.CLEANUP_DIRS.append(d)
-    print("PASS %s (%.1f s)" % (a.test, time.time() - t0))
-    return 0
-
+    return pt.run_case(a.test, "pf_%s_" % a.test, lambda d: run(a, d, a.test.split("_")[1]), a.keep)
 
 if __name__ == "__main__":
     sys.exit(main())

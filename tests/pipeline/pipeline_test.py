@@ -467,6 +467,41 @@ TESTS = {"e2e": t_e2e, "embedded": t_embedded, "faults": t_faults, "restart": t_
          "poison": t_poison, "netns": t_netns}
 
 
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer")
+
+
+def run_case(label, prefix, body, keep=False, tail=15, skip=(), cleanup_on_pass=False):
+    """The life of one process-level test, shared by every *_test.py here and in tests/fleet: BODY(d) runs in a
+    new temporary folder d (name starting with PREFIX); a sanitizer report in any started process's log fails
+    it (even a killed one's); on failure the last TAIL lines of every log are printed and the folder kept.
+    Exceptions in SKIP end it as skipped (77). Returns the exit status."""
+    d = tempfile.mkdtemp(prefix=prefix)
+    t0 = time.time()
+    try:
+        body(d)
+        for p in PROCS:
+            text = open(p.log, errors="replace").read() if os.path.exists(p.log) else ""
+            check(not any(m in text for m in SANITIZER_MARKS), "sanitizer report in %s" % p.log)
+    except skip as e:
+        print("SKIP %s: %s" % (label, e))
+        cleanup()
+        return 77
+    except Fail as e:
+        print("FAIL %s: %s (folder %s kept)" % (label, e, d))
+        for p in PROCS:
+            if os.path.exists(p.log):
+                print("---- %s (last lines)" % p.log)
+                print("".join(open(p.log, errors="replace").readlines()[-tail:]))
+        cleanup()
+        return 1
+    if cleanup_on_pass:
+        cleanup()
+    if not keep:
+        CLEANUP_DIRS.append(d)
+    print("PASS %s (%.1f s)" % (label, time.time() - t0))
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("test", choices=sorted(TESTS))
@@ -474,27 +509,7 @@ def main():
     ap.add_argument("--worker", required=True)
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
     a = ap.parse_args()
-    d = tempfile.mkdtemp(prefix="pf_%s_" % a.test)
-    t0 = time.time()
-    try:
-        TESTS[a.test](a, d)
-        for p in PROCS:   # sanitizer reports in any process fail the test (even a killed one's)
-            text = open(p.log, errors="replace").read() if os.path.exists(p.log) else ""
-            check("ERROR: AddressSanitizer" not in text and "runtime error:" not in text and
-                  "ERROR: LeakSanitizer" not in text, "sanitizer report in %s" % p.log)
-    except Fail as e:
-        print("FAIL %s: %s (folder %s kept)" % (a.test, e, d))
-        for p in PROCS:
-            if os.path.exists(p.log):
-                print("---- %s (last lines)" % p.log)
-                print("".join(open(p.log, errors="replace").readlines()[-15:]))
-        cleanup()
-        return 1
-    if not a.keep:
-        CLEANUP_DIRS.append(d)
-    print("PASS %s (%.1f s)" % (a.test, time.time() - t0))
-    return 0
-
+    return run_case(a.test, "pf_%s_" % a.test, lambda d: TESTS[a.test](a, d), a.keep)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -16,7 +16,6 @@ import os
 import signal
 import struct
 import sys
-import tempfile
 import threading
 import time
 import zlib
@@ -360,27 +359,7 @@ def main():
     ap.add_argument("--golden", help="../shared/golden (a real tokenizer for the checkpoint FIFO case)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
     a = ap.parse_args()
-    d = tempfile.mkdtemp(prefix="pf_safeio_%s_" % a.test)
-    t0 = time.time()
-    try:
-        TESTS[a.test](a, d)
-        for p in pt.PROCS:
-            text = open(p.log, errors="replace").read() if os.path.exists(p.log) else ""
-            check("ERROR: AddressSanitizer" not in text and "runtime error:" not in text and
-                  "ERROR: LeakSanitizer" not in text, "sanitizer report in %s" % p.log)
-    except Fail as e:
-        print("FAIL %s: %s (folder %s kept)" % (a.test, e, d))
-        for p in pt.PROCS:
-            if os.path.exists(p.log):
-                print("---- %s (last lines)" % p.log)
-                print("".join(open(p.log, errors="replace").readlines()[-15:]))
-        pt.cleanup()
-        return 1
-    if not a.keep:
-        pt.CLEANUP_DIRS.append(d)
-    print("PASS %s (%.1f s)" % (a.test, time.time() - t0))
-    return 0
-
+    return pt.run_case(a.test, "pf_safeio_%s_" % a.test, lambda d: TESTS[a.test](a, d), a.keep)
 
 if __name__ == "__main__":
     sys.exit(main())
