@@ -16,22 +16,9 @@
 #include "pipeline/jobstore.h"
 #include "pipeline/outfile.h"
 
-static char g_tmp[256];
+#define PF_TEST_TMP_NAME "pf_outfile"
+#include "test_tmp.h"
 
-static int setup_tmp(void **state)
-{
-    (void)state;
-    snprintf(g_tmp, sizeof g_tmp, "/tmp/pf_outfile_XXXXXX");
-    return mkdtemp(g_tmp) ? 0 : -1;
-}
-
-static int teardown_tmp(void **state)
-{
-    (void)state;
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
-    return system(cmd) == 0 ? 0 : -1;
-}
 
 static void in_tmp(char *buf, size_t n, const char *name)
 {

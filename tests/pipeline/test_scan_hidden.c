@@ -14,24 +14,9 @@
 
 #include "pipeline/scan.h"
 
-static char g_tmp[256];
+#define PF_TEST_TMP_NAME "pf_hidden"
+#include "test_tmp.h"
 
-static void put(const char *rel)
-{
-    char p[512];
-    snprintf(p, sizeof p, "%s/%s", g_tmp, rel);
-    FILE *f = fopen(p, "w");
-    assert_non_null(f);
-    fputs(rel, f);
-    fclose(f);
-}
-
-static void dir(const char *rel)
-{
-    char p[512];
-    snprintf(p, sizeof p, "%s/%s", g_tmp, rel);
-    assert_int_equal(mkdir(p, 0755), 0);
-}
 
 /* Scan ROOT; the paths found (below g_tmp) joined with ' ' into OUT; returns the hidden count. */
 static size_t scan(const char *root, int include_hidden, char *out, size_t cap)
@@ -63,19 +48,18 @@ static size_t scan(const char *root, int include_hidden, char *out, size_t cap)
 static void test_hidden(void **state)
 {
     (void)state;
-    snprintf(g_tmp, sizeof g_tmp, "/tmp/pf_hidden_XXXXXX");
-    assert_non_null(mkdtemp(g_tmp));
-    dir("in");
-    put("in/a.jpg");
-    put("in/.DS_Store");
-    put("in/._a.jpg");   /* macOS AppleDouble companion */
-    dir("in/.git");
-    put("in/.git/x.jpg");
-    dir("in/sub");
-    put("in/sub/b.png");
-    put("in/sub/.hidden.png");
-    dir("in/.thumbs");
-    put("in/.thumbs/c.jpg");
+    assert_int_equal(setup_tmp(NULL), 0);
+    mk("in");
+    touch("in/a.jpg");
+    touch("in/.DS_Store");
+    touch("in/._a.jpg");   /* macOS AppleDouble companion */
+    mk("in/.git");
+    touch("in/.git/x.jpg");
+    mk("in/sub");
+    touch("in/sub/b.png");
+    touch("in/sub/.hidden.png");
+    mk("in/.thumbs");
+    touch("in/.thumbs/c.jpg");
     char got[2048];
     size_t hidden = scan("in", 0, got, sizeof got);
     assert_string_equal(got, "in/a.jpg in/sub/b.png");
@@ -89,13 +73,11 @@ static void test_hidden(void **state)
     assert_string_equal(got, "in/.DS_Store");
     assert_int_equal(hidden, 0);
     /* a hidden root folder named explicitly is walked; hidden entries inside it are still skipped */
-    put("in/.thumbs/.x.jpg");
+    touch("in/.thumbs/.x.jpg");
     hidden = scan("in/.thumbs", 0, got, sizeof got);
     assert_string_equal(got, "in/.thumbs/c.jpg");
     assert_int_equal(hidden, 1);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
-    assert_int_equal(system(cmd), 0);
+    assert_int_equal(teardown_tmp(NULL), 0);
 }
 
 int main(void)

@@ -17,22 +17,9 @@
 #include "pipeline/keyset.h"
 #include "pipeline/scan.h"
 
-static char g_tmp[256];
+#define PF_TEST_TMP_NAME "pf_units"
+#include "test_tmp.h"
 
-static int setup_tmp(void **state)
-{
-    (void)state;
-    snprintf(g_tmp, sizeof g_tmp, "/tmp/pf_units_XXXXXX");
-    return mkdtemp(g_tmp) ? 0 : -1;
-}
-
-static int teardown_tmp(void **state)
-{
-    (void)state;
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
-    return system(cmd) == 0 ? 0 : -1;
-}
 
 /* ---------- boxes ---------- */
 
@@ -215,22 +202,6 @@ static void test_jobstore(void **state)
 
 /* ---------- scanner ---------- */
 
-static void touch(const char *rel)
-{
-    char p[512];
-    snprintf(p, sizeof p, "%s/%s", g_tmp, rel);
-    FILE *f = fopen(p, "w");
-    assert_non_null(f);
-    fputs(rel, f);
-    fclose(f);
-}
-
-static void mk(const char *rel)
-{
-    char p[512];
-    snprintf(p, sizeof p, "%s/%s", g_tmp, rel);
-    assert_int_equal(mkdir(p, 0755), 0);
-}
 
 static size_t scan_all(const char *const *roots, size_t nr, const char *const *inc, size_t ni, const char *const *exc,
                        size_t ne, const char *list, char out[][512], size_t max)
