@@ -1,6 +1,7 @@
 /* compact.c - superseded error records out of a finished output (compact.h). Three reads of the output
- * (results' identities, then the superseded errors' byte ranges, then the copy), one keyset of 16 bytes per
- * result in memory, like the sink's own dedupe set. */
+ * (results' identities, then, when there are error records, the superseded errors' byte ranges, then the
+ * copy, when there is something to drop), one keyset of 16 bytes per result in memory, like the sink's own
+ * dedupe set. */
 #include "pipeline/compact.h"
 
 #include <errno.h>
@@ -27,6 +28,7 @@ typedef struct cctx {
     int pass;            /* 1: collect results; 2: collect superseded errors */
     range *drop;
     size_t n_drop, cap_drop;
+    int64_t n_err;       /* error records seen in pass 1: none (the usual job) and pass 2 is skipped */
     const char *path;
     pf_err *err;
 } cctx;
@@ -59,6 +61,7 @@ static int on_line(const char *line, size_t n, off_t end, void *arg)
     int rc = 0;
     if (key && pf_record_path(j, &path) == 0) {
         int is_err = json_object_get(j, "error") != NULL;
+        c->n_err += c->pass == 1 && is_err;
         XXH128_hash_t h = ident(key, path);
         if (c->pass == 1 && !is_err && pf_keyset_add(&c->ok, h.high64, h.low64) < 0)
             rc = pf_errf(c->err, "%s: out of memory", c->path);
@@ -110,7 +113,8 @@ int pf_output_compact(const char *out, const char *db, int64_t *removed, pf_err 
     pf_keyset_init(&c.ok);
     off_t good = 0;
     int rc = 0;
-    for (c.pass = 1; !rc && c.pass <= 2; c.pass++)
+    /* pass 2 only when there are error records to look at: a job without errors reads its output once */
+    for (c.pass = 1; !rc && c.pass <= 2 && (c.pass == 1 || c.n_err > 0); c.pass++)
         rc = pf_outfile_scan(fd, out, PF_OUT_MAX_LINE, on_line, &c, &good, err);
     pf_keyset_free(&c.ok);
     if (rc || c.n_drop == 0)
