@@ -16,77 +16,17 @@ print every record the sink wrote to its JSON-lines file (same paths, keys and t
 "PATH: ERROR (stage) message"), and write nothing to stderr. The producer's log must carry the scan's
 summary line. Exit 0 pass, 1 fail, 77 skipped (no tokenizer.json, or python3-zmq/msgpack missing)."""
 import argparse
-import atexit
 import json
 import os
-import random
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
-PROCS = []
-
-
-def cleanup():
-    for p in PROCS:
-        if p.poll() is None:
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except OSError:
-                pass
-        try:
-            p.wait(timeout=5)
-        except Exception:
-            pass
-
-
-atexit.register(cleanup)
-signal.signal(signal.SIGTERM, lambda *a: sys.exit(1))
-
-
-class Fail(Exception):
-    pass
-
-
-def check(cond, msg):
-    if not cond:
-        raise Fail(msg)
-
-
-def start(cmd, log, stdout=None):
-    f = open(log, "ab")
-    env = dict(os.environ, PALIFLOW_LOG=os.environ.get("PALIFLOW_LOG", "info"))
-    p = subprocess.Popen(cmd, stdout=stdout or f, stderr=f, start_new_session=True, env=env)
-    p.log = log
-    PROCS.append(p)
-    return p
-
-
-def free_port():
-    """A port below the kernel's ephemeral range (one bind(0) gives out may meanwhile become some client's
-    source port; tests/pipeline/pipeline_test.py explains)."""
-    lo = 32768
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            lo = int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        pass
-    rng = random.SystemRandom()
-    for _ in range(1000):
-        port = rng.randrange(max(1024, lo - 12000), lo)
-        s = socket.socket()
-        try:
-            s.bind(("127.0.0.1", port))
-            return port
-        except OSError:
-            continue
-        finally:
-            s.close()
-    raise Fail("no free port below %d" % lo)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pipeline"))
+# the shared process helpers: started processes killed at exit, Fail/check, free_port below the ephemeral range
+from pipeline_test import Fail, check, cleanup, free_port, start  # noqa: E402
 
 
 def connections_to(port):

@@ -58,12 +58,13 @@ def check(cond, msg):
         raise Fail(msg)
 
 
-def start(cmd, log, netns=None):
+def start(cmd, log, netns=None, stdout=None):
+    """CMD in its own session, stderr (and stdout, unless STDOUT) appended to LOG; killed at exit (cleanup)."""
     if netns:
         cmd = ["ip", "netns", "exec", netns] + cmd
     f = open(log, "ab")
     env = dict(os.environ, PALIFLOW_LOG=os.environ.get("PALIFLOW_LOG", "info"))
-    p = subprocess.Popen(cmd, stdout=f, stderr=f, start_new_session=True, env=env)
+    p = subprocess.Popen(cmd, stdout=stdout or f, stderr=f, start_new_session=True, env=env)
     p.log = log
     PROCS.append(p)
     return p
