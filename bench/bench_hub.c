@@ -167,6 +167,12 @@ static int log_says_complete(const char *log)
     return yes;
 }
 
+/* Both runs give every worker the same credit (items it may hold), so that both pipelines are as deep: a
+ * worker's default credit (2 per preprocess thread) would measure latency, not the hub's cost. */
+#define CREDIT 8
+#define CREDIT_S "8"
+#define MAX_READY 64
+
 static int run_hub(const cfg *c, result *r)
 {
     memset(r, 0, sizeof *r);
@@ -190,12 +196,12 @@ static int run_hub(const cfg *c, result *r)
     int nw = 0;
     for (int i = 0; i < c->pre && nw < 16; i++) {
         char *a[] = {(char *)c->worker, "preprocess", "--producer", prod_ep, "--sink", sink_ep, "--threads", "1",
-                     "--steps", "1", "--exit-when-done", NULL};
+                     "--credit", CREDIT_S, "--steps", "1", "--exit-when-done", NULL};
         snprintf(wlog, sizeof wlog, "%s/pre%d.log", c->dir, i);
         w[nw++] = spawn(a, wlog);
     }
     char *ia[] = {(char *)c->worker, "inference", "--producer", prod_ep, "--sink", sink_ep, "--max-batch", "8",
-                  "--steps", "1", "--exit-when-done", NULL};
+                  "--credit", CREDIT_S, "--steps", "1", "--exit-when-done", NULL};
     snprintf(wlog, sizeof wlog, "%s/inf.log", c->dir);
     w[nw++] = spawn(ia, wlog);
     /* generous: a loaded 2-core machine runs a few hundred items/s at worst */
@@ -221,9 +227,6 @@ static int run_hub(const cfg *c, result *r)
 }
 
 /* ---- the raw relay: the same messages, nothing else ---- */
-
-#define CREDIT 8
-#define MAX_READY 64
 
 static void *sock_or_die(void *ctx, int type, const char *ep, int bind)
 {

@@ -11,7 +11,7 @@
 
 enum {
     ST_META_GET, ST_META_SET, ST_HAS, ST_ADD, ST_NEXT, ST_GET, ST_LEASE, ST_REQUEUE, ST_FINISH, ST_COUNTS,
-    ST_BEYOND, ST_UNPLACED, ST_PLACED, ST_COUNT
+    ST_BEYOND, ST_UNPLACED, ST_PLACED, ST_STATE, ST_COUNT
 };
 
 static const char *const g_sql[ST_COUNT] = {
@@ -35,6 +35,7 @@ static const char *const g_sql[ST_COUNT] = {
                   "WHERE out_end > ?1 AND state IN (2, 3)",
     [ST_UNPLACED] = "SELECT count(*) FROM items WHERE state IN (2, 3) AND out_end IS NULL",
     [ST_PLACED] = "SELECT count(*) FROM items WHERE out_end IS NOT NULL AND state IN (2, 3)",
+    [ST_STATE] = "SELECT state FROM items WHERE id = ?1",
 };
 
 struct pf_jobstore {
@@ -375,6 +376,16 @@ int pf_jobstore_get(pf_jobstore *js, int64_t id, pf_item_row *row, pf_err *err)
     sqlite3_reset(s);
     return rc == SQLITE_DONE ? pf_errf(err, "job store %s: no item %lld", js->path, (long long)id)
                              : dberr(js, err, "read an item");
+}
+
+int pf_jobstore_state(pf_jobstore *js, int64_t id, int *state, pf_err *err)
+{
+    sqlite3_stmt *s = stmt(js, ST_STATE);
+    sqlite3_bind_int64(s, 1, id);
+    int rc = sqlite3_step(s);
+    *state = rc == SQLITE_ROW ? sqlite3_column_int(s, 0) : -1;
+    sqlite3_reset(s);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : dberr(js, err, "read an item's state");
 }
 
 int pf_jobstore_lease(pf_jobstore *js, int64_t id, const char *key, const char *stage, const char *worker,

@@ -76,6 +76,8 @@ int pf_jobstore_next_queued(pf_jobstore *js, int64_t after_id, size_t max, pf_it
                             pf_err *err);
 void pf_item_rows_free(pf_item_row *rows, size_t n);
 int pf_jobstore_get(pf_jobstore *js, int64_t id, pf_item_row *row, pf_err *err);
+/* *state = the item's state (pf_item_state), or -1 when there is no item ID. */
+int pf_jobstore_state(pf_jobstore *js, int64_t id, int *state, pf_err *err);
 
 /* Transitions. Each only applies to an item that is not final; *changed (may be NULL) says if it did. */
 int pf_jobstore_lease(pf_jobstore *js, int64_t id, const char *key, const char *stage, const char *worker,

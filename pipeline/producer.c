@@ -188,6 +188,7 @@ static int stopped(prod *p)
 
 static void prod_free(prod *p)
 {
+    pf_prod_feed_stop(p->feed);   /* before the scan it walks */
     pf_scan_close(p->scan);
     pf_jobstore_close(p->js);
     while (p->n_fl)
@@ -202,7 +203,6 @@ static void prod_free(prod *p)
     free(p->peers);
     free(p->prompt);
     pf_prod_tasks_free(p);
-    pf_keyset_free(&p->finished);
 }
 
 /* The end of a run that returns RC: final counts, gauges and the job report (unless setup failed), then
@@ -210,6 +210,8 @@ static void prod_free(prod *p)
 static void close_run(prod *p, void *ctx, int rc, pf_job_stats *stats)
 {
     const pf_producer_opts *o = p->o;
+    pf_prod_feed_stop(p->feed);   /* a walk cut short: its thread is joined before its counters are read */
+    p->feed = NULL;
     if (stats) {
         stats->total = p->total;
         stats->done = p->done;
@@ -242,7 +244,6 @@ int pf_producer_run(const pf_producer_opts *o, pf_job_stats *stats, pf_err *err)
     p->o = o;
     p->t0 = pf_now();
     p->t0_unix = pf_prod_unix_now();
-    pf_keyset_init(&p->finished);
     pf_refusals_init(&p->refused, LOG);
     pf_prod_metrics_init(p);
     pf_health_register("producer", 60);
@@ -261,8 +262,10 @@ int pf_producer_run(const pf_producer_opts *o, pf_job_stats *stats, pf_err *err)
     int complete = 0;
     while (!pf_control_stopping(&o->ctl)) {
         zmq_pollitem_t it = {p->sock, 0, ZMQ_POLLIN, 0};
-        int busy = p->scanning;   /* scanning: poll without waiting, the scan is the work */
-        if (zmq_poll(&it, 1, busy ? 0 : 50) < 0 && errno == ETERM)
+        /* Files found and not in the job store yet: poll without waiting, inserting them is work. While the
+         * scan thread walks with nothing found yet, look again every few ms. */
+        long wait_ms = !p->scanning ? 50 : pf_prod_scan_waiting(p) > 0 || !p->feed ? 0 : 5;
+        if (zmq_poll(&it, 1, wait_ms) < 0 && errno == ETERM)
             break;
         double now = pf_now();
         pf_health_tick("producer");

@@ -96,7 +96,8 @@ void pf_prod_dispatch_pre(prod *p, double now)
         if (pi < 0)
             return;
         pending *e = pf_prod_queue_pop(p);
-        if (pf_keyset_has(&p->finished, (uint64_t)e->id, 1) || pf_prod_flight_find(p, e->id)) {
+        /* a stale entry: the item is in flight already, or finished meanwhile (the job store says) */
+        if (pf_prod_flight_find(p, e->id) || pf_prod_item_final(p, e->id)) {
             free(e);
             continue;
         }

@@ -27,7 +27,6 @@
 #include "base/metrics.h"
 #include "base/ring.h"
 #include "pipeline/jobstore.h"
-#include "pipeline/keyset.h"
 #include "pipeline/producer.h"
 #include "pipeline/progress.h"
 #include "proto/refusal.h"
@@ -91,6 +90,15 @@ typedef struct flight {
     char *meta;          /* JSON object for its record (manifest id, extra columns), or NULL */
 } flight;
 
+/* A file the scan thread found (producer_scan.c): the path as found, its identity (pf_prod_canonical) and
+ * size (-1: cannot be stat'ed; the item then becomes an error record when handed out). */
+typedef struct pf_prod_scan_entry {
+    char *ident;
+    int64_t size;
+    char path[];
+} pf_prod_scan_entry;
+typedef struct pf_prod_feed pf_prod_feed;
+
 /* An item in the raw queue, not handed out yet. */
 typedef struct pending {
     int64_t id;
@@ -116,6 +124,7 @@ typedef struct prod {
     int64_t cursor;         /* last item id loaded from the job store */
     int db_exhausted;       /* no queued items with id > cursor (until the scan adds more) */
     pf_scan *scan;
+    pf_prod_feed *feed;     /* the thread walking SCAN (producer_scan.c); NULL before the first turn and after */
     int scanning;
     /* Items per file (issue 19): tasks[i] is the canonical task JSON of the i-th task every scanned file gets
      * ("" = the job's task, always first; then each further --task); the manifest, read after the scan. */
@@ -128,7 +137,6 @@ typedef struct prod {
      * an image follow it: that worker's image-feature cache then runs the vision tower once for all of them. */
     struct { uint64_t h; int peer; } affinity[64];
     unsigned affinity_next;
-    pf_keyset finished;     /* ids finished in this run (to skip stale pending entries) */
     int64_t total, done, failed;
     int64_t at_start_done;
     int out_checked;        /* a sink reported its output's size (producer_reconcile.c): the job may complete */
@@ -185,6 +193,9 @@ void pf_prod_flight_drop_tensor(flight *f);
  * task cannot be read (then F keeps the job's task and the reason is logged). */
 int pf_prod_flight_load_task(prod *p, flight *f);
 void pf_prod_flight_remove(prod *p, flight *f);
+/* Item ID is done or failed in the job store (the job store is the truth: the producer keeps no set of the
+ * items finished in the run, so its memory stays flat in the job's size). */
+int pf_prod_item_final(prod *p, int64_t id);
 size_t pf_prod_count_stage(const prod *p, int stage);
 
 /* producer_job.c: the job store (transactions committed in groups), the job's task, the input scan. */
@@ -197,6 +208,19 @@ void pf_prod_dbcheck(int rc, const pf_err *e);
 int pf_prod_setup_job(prod *p, pf_err *err);
 int pf_prod_setup_scan(prod *p, pf_err *err);
 int pf_prod_scan_some(prod *p, double budget_s, pf_err *err);
+/* Files found by the scan thread and not yet in the job store (0 without a scan thread). */
+size_t pf_prod_scan_waiting(prod *p);
+
+/* producer_scan.c: the walk in its own thread, feeding the loop through a bounded queue. */
+/* Start walking SCAN (the thread uses it alone until the walk is complete or the feed stopped). */
+int pf_prod_feed_start(pf_scan *scan, pf_prod_feed **out, pf_err *err);
+/* Take up to MAX entries found (the caller frees them: pf_prod_scan_entry_free); never waits. *state: 0 the
+ * walk goes on, 1 it is complete and everything was taken, -1 it failed (ERR says why). */
+size_t pf_prod_feed_take(pf_prod_feed *f, pf_prod_scan_entry **v, size_t max, int *state, pf_err *err);
+size_t pf_prod_feed_waiting(pf_prod_feed *f);
+/* Stop the walk (it returns after the entry at hand) and free what was not taken. NULL: nothing. */
+void pf_prod_feed_stop(pf_prod_feed *f);
+void pf_prod_scan_entry_free(pf_prod_scan_entry *en);
 
 /* producer_manifest.c: the job's items per file and per manifest line. */
 /* The job's tasks: the given --task list (stored for resumes) or the stored one. After pf_prod_setup_job. */
@@ -206,6 +230,11 @@ int pf_prod_open_manifest(prod *p, const char *path, pf_err *err);
 /* A scanned file: its canonical path (realpath, so "photos/a.jpg", "./photos/a.jpg" and the absolute path are
  * one item) into the job once per task. *added counts new items. */
 int pf_prod_add_path(prod *p, const char *path, int *added, pf_err *err);
+/* The same with the identity found already (the scan thread's entry). */
+int pf_prod_add_found(prod *p, const char *path, const char *ident, int64_t size, int *added, pf_err *err);
+/* PATH's identity: its realpath (or, when it cannot be resolved, the absolute path folded lexically); *size
+ * its size, -1 when it cannot be stat'ed. NULL: out of memory. Thread-safe (the scan thread calls it). */
+char *pf_prod_canonical(const char *path, int64_t *size);
 /* Read a bounded chunk of the manifest into the job; at its end the scan is complete. */
 int pf_prod_manifest_some(prod *p, double budget_s, pf_err *err);
 void pf_prod_tasks_free(prod *p);

@@ -106,6 +106,17 @@ int pf_prod_flight_load_task(prod *p, flight *f)
     return rc;
 }
 
+int pf_prod_item_final(prod *p, int64_t id)
+{
+    int state = -1;
+    pf_err e = {{0}};
+    if (pf_jobstore_state(p->js, id, &state, &e)) {
+        pf_error(LOG, "%s", e.msg);
+        return 0;
+    }
+    return state == PF_ITEM_DONE || state == PF_ITEM_FAILED;
+}
+
 void pf_prod_flight_drop_tensor(flight *f)
 {
     free(f->rgb);

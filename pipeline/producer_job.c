@@ -225,11 +225,11 @@ int pf_prod_setup_scan(prod *p, pf_err *err)
     return 0;
 }
 
-/* Scan a bounded chunk of the inputs so the sockets stay served while millions of files are listed.
- * With workers connected the chunk is short (SCAN_SLICE_BUSY_S): dispatch happens once per loop turn and a
- * worker's credit is a handful of items, so a 50 ms chunk capped dispatch at a few credits per 50 ms
- * (134-172 items/s during a 1M-file scan against 2400-3400 after it). Alone, the caller's budget holds. The
- * inserts are not committed per chunk (pf_prod_commit_due), so short chunks cost no extra writes. */
+/* The files the scan thread found (producer_scan.c) go into the job store, at most SCAN_TAKE_MAX per loop
+ * turn and for at most the caller's budget: the loop never waits for the walk (an empty queue is "nothing new
+ * yet"), and inserting is all the walk costs it. The inserts are not committed per chunk (pf_prod_commit_due),
+ * so short chunks cost no extra writes. After the files, the manifest's lines (read here: a bounded chunk). */
+#define SCAN_TAKE_MAX 512
 #define SCAN_SLICE_BUSY_S 0.002
 int pf_prod_scan_some(prod *p, double budget_s, pf_err *err)
 {
@@ -237,34 +237,47 @@ int pf_prod_scan_some(prod *p, double budget_s, pf_err *err)
         budget_s = SCAN_SLICE_BUSY_S;
     if (p->files_scanned)
         return pf_prod_manifest_some(p, budget_s, err);
+    if (!p->feed && pf_prod_feed_start(p->scan, &p->feed, err))
+        return -1;
     double t_end = pf_now() + budget_s;
-    int added = 0;
-    for (int k = 0; k < 2000; k++) {
-        const char *path;
-        int r = pf_scan_next(p->scan, &path, err);
-        if (r < 0)
-            return -1;
-        if (r == 0 && p->manifest) {   /* the files first, then the manifest's lines */
-            p->files_scanned = 1;
-            break;
+    int added = 0, state = 0;
+    pf_prod_scan_entry *v[64];
+    for (size_t taken = 0; taken < SCAN_TAKE_MAX;) {
+        size_t n = pf_prod_feed_take(p->feed, v, sizeof v / sizeof v[0], &state, err);
+        int rc = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (!rc)
+                rc = pf_prod_add_found(p, v[i]->path, v[i]->ident, v[i]->size, &added, err);
+            pf_prod_scan_entry_free(v[i]);
         }
-        if (r == 0) {
-            p->scanning = 0;
-            pf_prod_tx(p);
-            if (pf_jobstore_meta_set(p->js, "scan_complete", "1", err))
-                return -1;
-            pf_info(LOG, "scan complete: %lld items in the job, %zu hidden files or folders skipped", (long long)p->total,
-                    pf_scan_hidden_skipped(p->scan));
-            break;
-        }
-        if (pf_prod_add_path(p, path, &added, err))
+        if (rc || state < 0)
             return -1;
-        if ((k & 15) == 15 && pf_now() > t_end)
+        taken += n;
+        if (state != 0 || n == 0 || pf_now() > t_end)
             break;
     }
     if (added)
         p->db_exhausted = 0;
+    if (state == 0)
+        return 0;
+    pf_prod_feed_stop(p->feed);   /* the walk is complete and joined: its counters may be read */
+    p->feed = NULL;
+    if (p->manifest) {   /* the files first, then the manifest's lines */
+        p->files_scanned = 1;
+        return 0;
+    }
+    p->scanning = 0;
+    pf_prod_tx(p);
+    if (pf_jobstore_meta_set(p->js, "scan_complete", "1", err))
+        return -1;
+    pf_info(LOG, "scan complete: %lld items in the job, %zu hidden files or folders skipped", (long long)p->total,
+            pf_scan_hidden_skipped(p->scan));
     return 0;
+}
+
+size_t pf_prod_scan_waiting(prod *p)
+{
+    return p->feed ? pf_prod_feed_waiting(p->feed) : 0;
 }
 
 void pf_prod_refill(prod *p)

@@ -2,7 +2,7 @@
  * file gets one item per job task (--task given more than once), a manifest line one per prompt it lists
  * (or per job task when it names none), with its own settings and record additions (manifest.h).
  *
- * Identity: the path's realpath (canonical()), taken at scan time, so the same file typed two ways is one
+ * Identity: the path's realpath (pf_prod_canonical()), taken at scan time, so the same file typed two ways is one
  * item (the job store keeps it as items.ident; records show the path as found); the task is stored as canonical JSON (pf_prod_task_json: prompt + every generation setting + image
  * size), "" when it is the job's own, so an item's identity is source + task + settings. */
 #include <errno.h>
@@ -157,7 +157,7 @@ static char *working_folder(void)
  * symlinked folder are one item (records still show the path as found). A path realpath cannot resolve (a
  * broken link, a file gone) is made absolute lexically instead: the working folder in front, "//", "/./" and
  * "dir/.." folded. */
-static char *canonical(const char *path, int64_t *size)
+char *pf_prod_canonical(const char *path, int64_t *size)
 {
     struct stat st;
     *size = stat(path, &st) == 0 ? (int64_t)st.st_size : -1;
@@ -204,15 +204,21 @@ static char *canonical(const char *path, int64_t *size)
     return out;
 }
 
+int pf_prod_add_found(prod *p, const char *path, const char *ident, int64_t size, int *added, pf_err *err)
+{
+    int rc = 0;
+    for (size_t i = 0; !rc && i < p->n_tasks; i++)
+        rc = add_one(p, path, ident, size, p->tasks[i], NULL, added, err);
+    return rc;
+}
+
 int pf_prod_add_path(prod *p, const char *path, int *added, pf_err *err)
 {
     int64_t size;
-    char *c = canonical(path, &size);
+    char *c = pf_prod_canonical(path, &size);
     if (!c)
         return pf_errf(err, "out of memory");
-    int rc = 0;
-    for (size_t i = 0; !rc && i < p->n_tasks; i++)
-        rc = add_one(p, path, c, size, p->tasks[i], NULL, added, err);
+    int rc = pf_prod_add_found(p, path, c, size, added, err);
     free(c);
     return rc;
 }
@@ -220,7 +226,7 @@ int pf_prod_add_path(prod *p, const char *path, int *added, pf_err *err)
 static int add_manifest_item(prod *p, const pf_manifest_item *it, int *added, pf_err *err)
 {
     int64_t size;
-    char *c = canonical(it->path, &size);
+    char *c = pf_prod_canonical(it->path, &size);
     if (!c)
         return pf_errf(err, "out of memory");
     int rc = 0;

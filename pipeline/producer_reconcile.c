@@ -23,12 +23,10 @@ static void sent_back(prod *p, int64_t nd, int64_t nf)
     p->done -= nd;
     p->failed -= nf;
     p->at_start_done = p->at_start_done > nd ? p->at_start_done - nd : 0;
-    /* they may sit before the refill cursor; and an id finished earlier in this run must not be skipped as
-     * stale when it comes round again (a stale entry that slips through is only redone, and deduplicated) */
+    /* they may sit before the refill cursor (whether an entry is stale is asked of the job store when it is
+     * handed out, so an item finished earlier in this run is not skipped when it comes round again) */
     p->cursor = 0;
     p->db_exhausted = 0;
-    pf_keyset_free(&p->finished);
-    pf_keyset_init(&p->finished);
 }
 
 void pf_prod_on_sink_output(prod *p, const pf_msg *m)

@@ -73,7 +73,6 @@ static void finish(prod *p, int64_t id, const char *key, int ok, const char *err
         else
             p->failed++, p->failed_run++;
         pf_metric_add(p->m.finished[ok ? 0 : 1], 1);
-        pf_keyset_add(&p->finished, (uint64_t)id, 1);
     }
 }
 

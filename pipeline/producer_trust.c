@@ -138,7 +138,7 @@ int pf_prod_from_holder(prod *p, pf_wire_in *in, int pi, flight *f, int stage1, 
 {
     const pf_msg *m = &in->msg;
     char st[300];
-    if (!f && pf_keyset_has(&p->finished, (uint64_t)m->id, 1)) {
+    if (!f && pf_prod_item_final(p, m->id)) {
         /* The sink's acknowledgement overtook the holder's `done`: the item is finished, nothing to do. */
         pf_debug(LOG, "%s for item %lld, finished already, dropped", pf_msg_type_name(m->type), (long long)m->id);
         return 0;

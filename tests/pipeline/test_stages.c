@@ -72,8 +72,15 @@ static void pre_process(void *inst, pf_work *w)
         if (!w->rgb) {
             pf_work_fail(w, PF_WORK_RETRY, "out of memory");
         } else {
-            for (size_t i = 0; i < n; i++)
-                w->rgb[i] = b[i % len];
+            /* rgb[i] = b[i % len], built by doubling copies: a byte loop with a division per byte took
+             * ~0.5 ms per 224 px item, which made this "near-zero" worker the bottleneck of bench_hub */
+            size_t have = len < n ? len : n;
+            memcpy(w->rgb, b, have);
+            while (have < n) {
+                size_t c = have < n - have ? have : n - have;
+                memcpy(w->rgb + have, w->rgb, c);
+                have += c;
+            }
             w->size = S;
             w->width = (int)len;
             w->height = 1 + (int)(len % 7);
