@@ -1,5 +1,6 @@
 #include "pipeline/jobstore.h"
 
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +47,12 @@ struct pf_jobstore {
     int64_t tx_ops;    /* updates in the open transaction */
     char *path;
     int lock_fd;   /* flock on <path>.lock (outfile.h): one process per job store */
+    /* pf_jobstore_checkpoint_thread: WAL checkpoints on a connection and thread of their own */
+    pthread_t ck_th;
+    int ck_started, ck_stop;
+    pthread_mutex_t ck_mu;
+    pthread_cond_t ck_cv;
+    sqlite3 *ck_db;
 };
 
 static double mono_now(void)
@@ -187,10 +194,13 @@ int pf_jobstore_open(const char *path, pf_jobstore **out, pf_err *err)
     return 0;
 }
 
+static void checkpoint_stop(pf_jobstore *js);
+
 void pf_jobstore_close(pf_jobstore *js)
 {
     if (!js)
         return;
+    checkpoint_stop(js);
     if (js->in_tx)
         sqlite3_exec(js->db, "COMMIT", NULL, NULL, NULL);
     for (int i = 0; i < ST_COUNT; i++)
@@ -200,6 +210,74 @@ void pf_jobstore_close(pf_jobstore *js)
         close(js->lock_fd);   /* after SQLite let go of the file */
     free(js->path);
     free(js);
+}
+
+/* The checkpointer: a PASSIVE checkpoint every 0.5 s copies what the WAL holds into the database file and
+ * syncs it, never waiting for the writer (it stops at the oldest snapshot still read) nor making it wait. */
+static void *checkpoint_main(void *arg)
+{
+    pf_jobstore *js = arg;
+    pthread_mutex_lock(&js->ck_mu);
+    while (!js->ck_stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 500000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&js->ck_cv, &js->ck_mu, &ts);
+        if (js->ck_stop)
+            break;
+        pthread_mutex_unlock(&js->ck_mu);
+        sqlite3_wal_checkpoint_v2(js->ck_db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        pthread_mutex_lock(&js->ck_mu);
+    }
+    pthread_mutex_unlock(&js->ck_mu);
+    return NULL;
+}
+
+int pf_jobstore_checkpoint_thread(pf_jobstore *js, pf_err *err)
+{
+    if (js->ck_started)
+        return 0;
+    if (sqlite3_open_v2(js->path, &js->ck_db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+        pf_errf(err, "job store %s: cannot open it for checkpoints: %s", js->path,
+                js->ck_db ? sqlite3_errmsg(js->ck_db) : "out of memory");
+        sqlite3_close(js->ck_db);
+        js->ck_db = NULL;
+        return -1;
+    }
+    sqlite3_busy_timeout(js->ck_db, 100);
+    pthread_mutex_init(&js->ck_mu, NULL);
+    pthread_cond_init(&js->ck_cv, NULL);
+    int rc = pthread_create(&js->ck_th, NULL, checkpoint_main, js);
+    if (rc) {
+        pthread_cond_destroy(&js->ck_cv);
+        pthread_mutex_destroy(&js->ck_mu);
+        sqlite3_close(js->ck_db);
+        js->ck_db = NULL;
+        return pf_errf(err, "job store %s: cannot start the checkpoint thread: %s", js->path, strerror(rc));
+    }
+    js->ck_started = 1;
+    /* the writer's own commits no longer checkpoint (that is the thread's job now) */
+    return exec(js, "PRAGMA wal_autocheckpoint=0", err);
+}
+
+static void checkpoint_stop(pf_jobstore *js)
+{
+    if (!js->ck_started)
+        return;
+    pthread_mutex_lock(&js->ck_mu);
+    js->ck_stop = 1;
+    pthread_cond_signal(&js->ck_cv);
+    pthread_mutex_unlock(&js->ck_mu);
+    pthread_join(js->ck_th, NULL);
+    pthread_cond_destroy(&js->ck_cv);
+    pthread_mutex_destroy(&js->ck_mu);
+    sqlite3_close(js->ck_db);   /* the main connection, closed last, checkpoints what is left */
+    js->ck_db = NULL;
+    js->ck_started = 0;
 }
 
 int pf_jobstore_begin(pf_jobstore *js, pf_err *err)

@@ -55,7 +55,7 @@ static void make_instance(prod *p)
 static int open_job(prod *p, pf_err *err)
 {
     const pf_producer_opts *o = p->o;
-    if (pf_jobstore_open(o->db, &p->js, err))
+    if (pf_jobstore_open(o->db, &p->js, err) || pf_jobstore_checkpoint_thread(p->js, err))
         return -1;
     if (pf_jobstore_begin(p->js, err) || pf_prod_setup_job(p, err) || pf_prod_setup_tasks(p, err))
         return -1;
