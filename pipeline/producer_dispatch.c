@@ -15,6 +15,33 @@
 #include "base/log.h"
 #include "pipeline/producer_internal.h"
 
+/* --path-only: the item's canonical path (malloc'd; the worker reads it) and its key from its size and
+ * modification time (pf_item_stat_key), without opening the file. NULL: the item cannot be done (WHY). */
+static char *stat_item(prod *p, flight *f, char *why, size_t why_cap)
+{
+    struct stat st;
+    if (stat(f->path, &st) != 0) {
+        snprintf(why, why_cap, "%s", strerror(errno));
+        return NULL;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(why, why_cap, "not a regular file");
+        return NULL;
+    }
+    if ((uint64_t)st.st_size > (uint64_t)p->o->max_file_bytes) {
+        snprintf(why, why_cap, "file too large: %lld bytes (--max-file-mb)", (long long)st.st_size);
+        return NULL;
+    }
+    char *canon = realpath(f->path, NULL);
+    if (!canon) {
+        snprintf(why, why_cap, "%s", strerror(errno));
+        return NULL;
+    }
+    int64_t mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+    pf_item_stat_key(canon, (int64_t)st.st_size, mtime_ns, f->settings, f->key);
+    return canon;
+}
+
 /* Read a whole regular file without blocking on fifos or devices (base/file.h's shared reader), the reason
  * in WHY without the path (the record names it). */
 static int read_item(const char *path, size_t max, uint8_t **out, size_t *len, char *why, size_t why_cap)
@@ -111,28 +138,33 @@ void pf_prod_dispatch_pre(prod *p, double now)
         uint8_t *bytes = NULL;
         size_t len = 0;
         char why[400];
-        double t_read = pf_now();
-        if (read_item(f->path, p->o->max_file_bytes, &bytes, &len, why, sizeof why)) {
-            unreadable(p, f, why);
-            continue;
-        }
-        f->tm.read_s = pf_now() - t_read;
-        pf_item_key(bytes, len, f->settings, f->key);
-        pf_msg m;
-        item_msg(p, f, &m);
-        m.image_size = p->image_size;
-        m.lease_s = p->o->preprocess_lease_s;
         char *canon = NULL;
+        pf_msg m;
         if (p->o->path_only) {
+            /* Workers read the file (shared storage): the producer only stats it, and the key is made from
+             * what the stat says (PROTOCOL.md, `key`); the worker makes the bytes' key. The canonical path
+             * goes out: a worker in another folder or on another host reads the same file. */
+            if (!(canon = stat_item(p, f, why, sizeof why))) {
+                unreadable(p, f, why);
+                continue;
+            }
+            item_msg(p, f, &m);
             m.path_only = 1;
-            /* Workers run elsewhere (another folder, another host): a relative path would be read from
-             * theirs. The record keeps the path as found (the job's identity). */
-            canon = realpath(f->path, NULL);
             m.file = canon;
         } else {
+            double t_read = pf_now();
+            if (read_item(f->path, p->o->max_file_bytes, &bytes, &len, why, sizeof why)) {
+                unreadable(p, f, why);
+                continue;
+            }
+            f->tm.read_s = pf_now() - t_read;
+            pf_item_key(bytes, len, f->settings, f->key);
+            item_msg(p, f, &m);
             m.data = bytes ? bytes : (const uint8_t *)"";
             m.data_len = len;
         }
+        m.image_size = p->image_size;
+        m.lease_s = p->o->preprocess_lease_s;
         /* The sink learns the lease first: it takes the worker's error record for the item only then. */
         if (pf_prod_note_lease(p, f, pi, FL_PRE)) {
             free(bytes);
@@ -199,6 +231,7 @@ void pf_prod_dispatch_inf(prod *p, double now)
         m.data = f->rgb;
         m.data_len = (size_t)f->size * (size_t)f->size * 3;
         m.w_preprocess = f->w_pre;
+        m.content_key = f->content_key[0] ? f->content_key : NULL;
         m.timings = f->tm;
         m.lease_s = p->o->inference_lease_s;
         if (pf_prod_note_lease(p, f, pi, FL_INF)) {   /* the sink takes the result only from this holder */

@@ -63,6 +63,7 @@ typedef struct peer {
 typedef struct flight {
     int64_t id;
     char key[PF_KEY_LEN + 1];
+    char content_key[PF_KEY_LEN + 1];   /* --path-only: the bytes' key its preprocess worker made ("" none) */
     char *path;
     int attempts;
     int stage;           /* FL_* */

@@ -161,6 +161,8 @@ void pf_prod_on_tensor(prod *p, int pi, pf_wire_in *in)
     free(f->w_pre);
     f->w_pre = strdup(m->w_preprocess ? m->w_preprocess : p->peers[pi].name);
     f->tm.preprocess_s = m->timings.preprocess_s;
+    snprintf(f->content_key, sizeof f->content_key, "%s",
+             m->content_key && strlen(m->content_key) == PF_KEY_LEN ? m->content_key : "");
     if (m->timings.read_s >= 0)
         f->tm.read_s = m->timings.read_s;
     pf_prod_success_elsewhere(p, f, pi);   /* a preprocess worker that failed it before gets a strike */

@@ -161,6 +161,8 @@ json_t *pf_record_make(const pf_msg *m)
     json_t *rec = json_object();
     set_path(rec, m->path);
     json_object_set_new(rec, "key", jstr(m->key));
+    if (m->content_key)   /* --path-only: `key` is made from the file's path, size and time; this from its bytes */
+        json_object_set_new(rec, "content_key", jstr(m->content_key));
     json_object_set_new(rec, "task", jstr(m->task.prompt));
     if (m->type == PF_MSG_RESULT) {
         json_object_set_new(rec, "text", m->text ? json_stringn(m->text, m->text_len) : json_null());

@@ -342,6 +342,7 @@ static int decode_field(pf_msg *m, const msgpack_object *k, const msgpack_object
     STRF("key", key)
     STRF("path", path)
     STRF("file", file)
+    STRF("content_key", content_key)
     STRF("stage", stage)
     STRF("message", message)
     STRF("holder", holder)
@@ -693,6 +694,7 @@ int pf_msg_encode(const pf_msg *m, uint8_t **out, size_t *len, pf_err *err)
     KV_STR("key", m->key);
     KV_STR("path", m->path);
     KV_STR("file", m->file);
+    KV_STR("content_key", m->content_key);
     if (m->attempt)
         KV_INT("attempt", m->attempt);
     if (m->has_task) {
@@ -808,6 +810,30 @@ void pf_item_key(const void *bytes, size_t len, uint64_t settings_hash, char out
     XXH128_hash_t h = XXH3_128bits(bytes, len);
     snprintf(out, PF_KEY_LEN + 1, "%016llx%016llx-%016llx", (unsigned long long)h.high64,
              (unsigned long long)h.low64, (unsigned long long)settings_hash);
+}
+
+void pf_item_stat_key(const char *ident, int64_t size, int64_t mtime_ns, uint64_t settings_hash,
+                      char out[PF_KEY_LEN + 1])
+{
+    /* "stat\0" in front: never the hash of some file's bytes by accident; the path enters as its own hash, so
+     * any length fits a fixed buffer */
+    XXH128_hash_t d = XXH3_128bits(ident, strlen(ident));
+    uint64_t v[4] = {d.high64, d.low64, (uint64_t)size, (uint64_t)mtime_ns};
+    uint8_t buf[5 + sizeof v];
+    memcpy(buf, "stat", 5);
+    memcpy(buf + 5, v, sizeof v);
+    XXH128_hash_t h = XXH3_128bits(buf, sizeof buf);
+    snprintf(out, PF_KEY_LEN + 1, "%016llx%016llx-%016llx", (unsigned long long)h.high64,
+             (unsigned long long)h.low64, (unsigned long long)settings_hash);
+}
+
+int pf_item_content_key(const void *bytes, size_t len, const char *item_key, char out[PF_KEY_LEN + 1])
+{
+    if (!item_key || strlen(item_key) != PF_KEY_LEN || item_key[32] != '-')
+        return -1;
+    uint64_t settings = strtoull(item_key + 33, NULL, 16);
+    pf_item_key(bytes, len, settings, out);
+    return 0;
 }
 
 int pf_task_is_detect(const char *prompt)

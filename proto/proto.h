@@ -117,6 +117,8 @@ typedef struct pf_msg {
     int32_t path_only;         /* item: no bytes, read `path` from shared storage */
     const char *file;          /* item with path_only: the file to read, canonical and absolute (the producer's
                                   realpath of `path`, which stays the record's path) */
+    const char *content_key;   /* path-only items: the key of the bytes (pf_item_key), made by the preprocess
+                                  worker that read them (tensor, error), carried on (inference item, result) */
     const uint8_t *data;       /* item: file bytes; tensor/item(inference): uint8 [S,S,3] HWC RGB */
     size_t data_len;
     int32_t width, height;     /* original image size (tensor, result) */
@@ -171,6 +173,14 @@ int pf_msg_encode(const pf_msg *m, uint8_t **out, size_t *len, pf_err *err);
 uint64_t pf_task_hash(const pf_task *t, int image_size);
 #define PF_KEY_LEN 49
 void pf_item_key(const void *bytes, size_t len, uint64_t settings_hash, char out[PF_KEY_LEN + 1]);
+/* A --path-only item's key, made without reading the file: xxh3-128 of its canonical path, size and
+ * modification time (ns), then the settings hash. The same file unchanged gives the same key in every run (so
+ * a redone item is deduplicated by the sink); a file rewritten in between gives another (a new record). */
+void pf_item_stat_key(const char *ident, int64_t size, int64_t mtime_ns, uint64_t settings_hash,
+                      char out[PF_KEY_LEN + 1]);
+/* The content key of BYTES for an item whose key is ITEM_KEY: the bytes' hash with ITEM_KEY's settings half
+ * (a worker knows the item's key, not how its settings hash was made). 0, or -1 when ITEM_KEY is malformed. */
+int pf_item_content_key(const void *bytes, size_t len, const char *item_key, char out[PF_KEY_LEN + 1]);
 
 /* True if the prompt asks for detection ("detect ..."): records then carry boxes. */
 int pf_task_is_detect(const char *prompt);

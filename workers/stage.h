@@ -35,6 +35,7 @@ typedef struct pf_work {
     uint8_t *rgb;
     int size, width, height;  /* width/height: the original image */
     double read_s;            /* time spent reading the file (path-only mode) */
+    char content_key[PF_KEY_LEN + 1];   /* path-only mode: the key of the bytes read (pf_item_content_key); "" none */
     /* inference output (malloc'd, freed by the runtime) */
     char *text;
     size_t text_len;          /* text may hold NUL bytes (decoded byte tokens) */

@@ -75,6 +75,9 @@ static void pre_process(void *inst, pf_work *w)
         }
         bytes = owned;
         w->read_s = pf_now() - t;
+        /* the producer only stat'ed the file: the bytes' key is made here, where they are read */
+        if (pf_item_content_key(owned ? owned : "", len, w->in.key, w->content_key))
+            w->content_key[0] = '\0';
     }
     pf_img_opts opts = {.size = w->in.image_size,
                         .autorotate = w->in.task.autorotate,

@@ -180,6 +180,7 @@ static void send_tensor(wstate *s, const pf_work *w, const pf_timings *tm)
     m.data_len = (size_t)w->size * (size_t)w->size * 3;
     m.timings = *tm;
     m.w_preprocess = s->name;
+    m.content_key = w->content_key[0] ? w->content_key : NULL;   /* path-only: the producer never read the bytes */
     m.credit = s->stopping ? 0 : 1;
     pf_worker_send_prod(s, &m);
 }
@@ -211,6 +212,8 @@ static void send_record(wstate *s, const pf_work *w, const pf_timings *tm, int i
     r.timings = *tm;
     r.w_preprocess = inference ? in->w_preprocess : s->name;
     r.w_inference = inference ? s->name : NULL;
+    /* path-only: the key of the bytes, made where they were read (the preprocess worker), carried on */
+    r.content_key = inference ? in->content_key : w->content_key[0] ? w->content_key : NULL;
     send_sink(s, &r);
     pf_msg d;
     pf_msg_init(&d, PF_MSG_DONE);

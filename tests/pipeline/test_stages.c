@@ -54,6 +54,8 @@ static void pre_process(void *inst, pf_work *w)
             return;
         }
         b = (const uint8_t *)owned;
+        if (pf_item_content_key(owned ? owned : "", len, w->in.key, w->content_key))
+            w->content_key[0] = '\0';
     }
     if (t->cfg.delay_ms)
         usleep((useconds_t)t->cfg.delay_ms * 1000);
