@@ -188,8 +188,8 @@ static int stopped(prod *p)
 
 static void prod_free(prod *p)
 {
-    pf_prod_feed_stop(p->feed);   /* before the scan it walks */
-    pf_scan_close(p->scan);
+    if (pf_prod_feed_stop(p->feed) == 0)   /* before the scan it walks; a thread left behind keeps it */
+        pf_scan_close(p->scan);
     pf_jobstore_close(p->js);
     while (p->n_fl)
         pf_prod_flight_remove(p, p->fl[p->n_fl - 1]);
@@ -210,7 +210,9 @@ static void prod_free(prod *p)
 static void close_run(prod *p, void *ctx, int rc, pf_job_stats *stats)
 {
     const pf_producer_opts *o = p->o;
-    pf_prod_feed_stop(p->feed);   /* a walk cut short: its thread is joined before its counters are read */
+    /* a walk cut short: its thread is joined before its counters are read (one left behind keeps its scan) */
+    if (pf_prod_feed_stop(p->feed))
+        p->scan = NULL;
     p->feed = NULL;
     if (stats) {
         stats->total = p->total;

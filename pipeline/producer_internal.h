@@ -219,8 +219,10 @@ int pf_prod_feed_start(pf_scan *scan, pf_prod_feed **out, pf_err *err);
  * walk goes on, 1 it is complete and everything was taken, -1 it failed (ERR says why). */
 size_t pf_prod_feed_take(pf_prod_feed *f, pf_prod_scan_entry **v, size_t max, int *state, pf_err *err);
 size_t pf_prod_feed_waiting(pf_prod_feed *f);
-/* Stop the walk (it returns after the entry at hand) and free what was not taken. NULL: nothing. */
-void pf_prod_feed_stop(pf_prod_feed *f);
+/* Stop the walk (it returns after the entry at hand) and free what was not taken: 0 (also for NULL). -1: the
+ * walk is blocked reading its list (a FIFO, stdin) and was left behind with the scan it uses, which the caller
+ * must then not close. */
+int pf_prod_feed_stop(pf_prod_feed *f);
 void pf_prod_scan_entry_free(pf_prod_scan_entry *en);
 
 /* producer_manifest.c: the job's items per file and per manifest line. */

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base/log.h"
@@ -32,6 +33,8 @@ struct pf_prod_feed {
     int started;
     pthread_mutex_t mu;
     pthread_cond_t space;     /* the loop took entries: the thread may go on */
+    pthread_cond_t ended;     /* the thread is about to return */
+    int exited;
     pf_ring q;                /* pf_prod_scan_entry *, at most FEED_CAP */
     int stop;                 /* the loop is closing: the thread returns at its next entry */
     int state;                /* 0 walking, 1 the walk is complete, -1 failed (err) */
@@ -142,6 +145,8 @@ static void *feed_main(void *arg)
         f->state = state;
         f->err = e;
     }
+    f->exited = 1;
+    pthread_cond_signal(&f->ended);
     pthread_mutex_unlock(&f->mu);
     return NULL;
 }
@@ -155,8 +160,10 @@ int pf_prod_feed_start(pf_scan *scan, pf_prod_feed **out, pf_err *err)
     f->scan = scan;
     pthread_mutex_init(&f->mu, NULL);
     pthread_cond_init(&f->space, NULL);
+    pthread_cond_init(&f->ended, NULL);
     int rc = pthread_create(&f->th, NULL, feed_main, f);
     if (rc) {
+        pthread_cond_destroy(&f->ended);
         pthread_cond_destroy(&f->space);
         pthread_mutex_destroy(&f->mu);
         free(f);
@@ -202,21 +209,42 @@ void pf_prod_scan_entry_free(pf_prod_scan_entry *en)
     }
 }
 
-void pf_prod_feed_stop(pf_prod_feed *f)
+/* How long a stop waits for the walk to return: an entry is a stat and a realpath, but a --list read from a
+ * FIFO or stdin that nobody writes to blocks in read() for good, and a stopping producer must not hang. */
+#define FEED_STOP_WAIT_S 2
+
+int pf_prod_feed_stop(pf_prod_feed *f)
 {
     if (!f)
-        return;
+        return 0;
     pthread_mutex_lock(&f->mu);
     f->stop = 1;
     pthread_cond_broadcast(&f->space);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += FEED_STOP_WAIT_S;
+    while (f->started && !f->exited)
+        if (pthread_cond_timedwait(&f->ended, &f->mu, &ts) == ETIMEDOUT)
+            break;
+    int exited = !f->started || f->exited;
     pthread_mutex_unlock(&f->mu);
+    if (!exited) {
+        /* blocked reading the list: left behind with its scan and this feed (freeing them under it would be
+         * worse); the process is on its way out */
+        pf_warn(LOG, "the scan is blocked reading its input (a --list FIFO or stdin nobody writes to?): left "
+                "behind");
+        pthread_detach(f->th);
+        return -1;
+    }
     if (f->started)
-        pthread_join(f->th, NULL);   /* returns after its current entry: a stat and a realpath */
+        pthread_join(f->th, NULL);
     pf_prod_scan_entry *en;
     while ((en = pf_ring_pop(&f->q)))
         pf_prod_scan_entry_free(en);
     pf_ring_free(&f->q);
+    pthread_cond_destroy(&f->ended);
     pthread_cond_destroy(&f->space);
     pthread_mutex_destroy(&f->mu);
     free(f);
+    return 0;
 }
