@@ -41,7 +41,9 @@ static void usage(FILE *out)
             "  --include-hidden         also take files and folders named '.*' (skipped by default: .DS_Store)\n"
             PF_TASK_OPTIONS_HELP
             "  --retry-failed           queue the job's failed items again (their attempts reset)\n"
-            "  --path-only              send paths instead of bytes (workers share the storage)\n"
+            "  --path-only              send paths instead of bytes (workers share the storage); files are\n"
+            "                           stat'ed, not read: the key is made from path, size and mtime, and\n"
+            "                           records also get content_key (the bytes' key, made by the worker)\n"
             "  --max-attempts N         lost leases or failures before an item becomes an error record (3)\n"
             "  --retry-backoff S        wait S x 2^(attempt-1) s (jitter 0.5-1.5x, at most 60) before a\n"
             "                           retry (0.5; 0: retry at once)\n"
