@@ -69,7 +69,10 @@ typedef struct flight {
     int stage;           /* FL_* */
     int peer;            /* lease holder (index into peers), -1 none */
     double deadline;
-    uint8_t *rgb;        /* READY / INF: the preprocessed image */
+    uint8_t *rgb;        /* READY / INF: the preprocessed image, inside FRAME (the tensor message as received:
+                            kept, not copied; 150 KB per item at 224 px) */
+    zmq_msg_t frame;
+    int has_frame;
     int size, width, height;
     char *w_pre;
     pf_timings tm;

@@ -119,7 +119,9 @@ int pf_prod_item_final(prod *p, int64_t id)
 
 void pf_prod_flight_drop_tensor(flight *f)
 {
-    free(f->rgb);
+    if (f->has_frame)
+        zmq_msg_close(&f->frame);
+    f->has_frame = 0;
     f->rgb = NULL;
 }
 
@@ -133,7 +135,7 @@ void pf_prod_flight_remove(prod *p, flight *f)
     f->stage = 0;   /* stale for any ready-queue entry still pointing here... */
     /* ...so ready entries never point at freed memory: purge them first. */
     pf_ring_remove(&p->ready, f);
-    free(f->rgb);
+    pf_prod_flight_drop_tensor(f);
     free(f->path);
     free(f->w_pre);
     free(f->err_stage);

@@ -148,12 +148,17 @@ void pf_prod_on_tensor(prod *p, int pi, pf_wire_in *in)
         lease_lost(p, f, 0, msg, 1);
         return;
     }
-    f->rgb = malloc(m->data_len);
-    if (!f->rgb) {
-        pf_prod_lease_lost(p, f, 0, "out of memory holding a preprocessed image");
+    /* The received frame is kept as it is (m->data points into it): no copy of the image */
+    size_t off = (size_t)(m->data - (const uint8_t *)zmq_msg_data(&in->frame));
+    pf_prod_flight_drop_tensor(f);
+    zmq_msg_init(&f->frame);
+    if (zmq_msg_move(&f->frame, &in->frame) != 0) {
+        zmq_msg_close(&f->frame);
+        pf_prod_lease_lost(p, f, 0, "cannot hold a preprocessed image");
         return;
     }
-    memcpy(f->rgb, m->data, m->data_len);
+    f->has_frame = 1;
+    f->rgb = (uint8_t *)zmq_msg_data(&f->frame) + off;
     pf_metric_observe(p->m.stage_s[0], pf_now() - f->t_lease);
     f->size = m->image_size;
     f->width = m->width;
