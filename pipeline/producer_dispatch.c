@@ -186,6 +186,8 @@ void pf_prod_dispatch_pre(prod *p, double now)
         }
         lease_to(p, f, pi, FL_PRE, p->o->preprocess_lease_s, now);
         in_memory++;
+        if (!p->handed_out++)   /* how long a (re)start takes to put work out: the job store's size shows here */
+            pf_info(LOG, "first item handed out %.2f s after start", pf_now() - p->t0);
     }
 }
 

@@ -148,6 +148,7 @@ typedef struct prod {
     int64_t sink_records;
     int redid_all;          /* the output held fewer records than finished items: all were redone once */
     double t0;
+    int handed_out;         /* an item went out in this run (the first one is logged: the restart's cost) */
     pf_progress prog;
     int rr_pre, rr_inf;
     pf_zap *zap;
@@ -222,6 +223,9 @@ int pf_prod_feed_start(pf_scan *scan, pf_prod_feed **out, pf_err *err);
  * walk goes on, 1 it is complete and everything was taken, -1 it failed (ERR says why). */
 size_t pf_prod_feed_take(pf_prod_feed *f, pf_prod_scan_entry **v, size_t max, int *state, pf_err *err);
 size_t pf_prod_feed_waiting(pf_prod_feed *f);
+/* YIELD 1: the walk runs at nice +10 (workers are connected: the loop's CPU comes first); 0: at the process'
+ * own priority. */
+void pf_prod_feed_yield(pf_prod_feed *f, int yield);
 /* Stop the walk (it returns after the entry at hand) and free what was not taken: 0 (also for NULL). -1: the
  * walk is blocked reading its list (a FIFO, stdin) and was left behind with the scan it uses, which the caller
  * must then not close. */

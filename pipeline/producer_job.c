@@ -239,6 +239,7 @@ int pf_prod_scan_some(prod *p, double budget_s, pf_err *err)
         return pf_prod_manifest_some(p, budget_s, err);
     if (!p->feed && pf_prod_feed_start(p->scan, &p->feed, err))
         return -1;
+    pf_prod_feed_yield(p->feed, pf_prod_count_role(p, ROLE_PRE) > 0 || pf_prod_count_role(p, ROLE_INF) > 0);
     double t_end = pf_now() + budget_s;
     int added = 0, state = 0;
     pf_prod_scan_entry *v[64];
