@@ -123,8 +123,7 @@ void pf_prod_dispatch_pre(prod *p, double now)
         if (pi < 0)
             return;
         pending *e = pf_prod_queue_pop(p);
-        /* a stale entry: the item is in flight already, or finished meanwhile (the job store says) */
-        if (pf_prod_flight_find(p, e->id) || pf_prod_item_final(p, e->id)) {
+        if (pf_prod_flight_find(p, e->id)) {   /* a stale entry: the item is in flight already */
             free(e);
             continue;
         }
@@ -134,7 +133,12 @@ void pf_prod_dispatch_pre(prod *p, double now)
             pf_error(LOG, "out of memory");
             return;
         }
-        pf_prod_flight_load_task(p, f);
+        int final = 0;
+        pf_prod_flight_load_task(p, f, &final);
+        if (final) {   /* a stale entry: finished meanwhile (the job store says; no set of finished ids is kept) */
+            pf_prod_flight_remove(p, f);
+            continue;
+        }
         uint8_t *bytes = NULL;
         size_t len = 0;
         char why[400];

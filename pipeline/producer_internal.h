@@ -195,8 +195,9 @@ flight *pf_prod_flight_find(prod *p, int64_t id);
 flight *pf_prod_flight_new(prod *p, int64_t id, const char *path, int attempts);
 void pf_prod_flight_drop_tensor(flight *f);
 /* F's own task and record additions from the job store (items.task, items.meta): 0, or -1 when the stored
- * task cannot be read (then F keeps the job's task and the reason is logged). */
-int pf_prod_flight_load_task(prod *p, flight *f);
+ * task cannot be read (then F keeps the job's task and the reason is logged). *FINAL (may be NULL): the item
+ * is done or failed in the job store (a stale queue entry: it is not to go out). */
+int pf_prod_flight_load_task(prod *p, flight *f, int *final);
 void pf_prod_flight_remove(prod *p, flight *f);
 /* Item ID is done or failed in the job store (the job store is the truth: the producer keeps no set of the
  * items finished in the run, so its memory stays flat in the job's size). */

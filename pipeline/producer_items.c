@@ -76,14 +76,18 @@ flight *pf_prod_flight_new(prod *p, int64_t id, const char *path, int attempts)
     return f;
 }
 
-int pf_prod_flight_load_task(prod *p, flight *f)
+int pf_prod_flight_load_task(prod *p, flight *f, int *final)
 {
     pf_item_row r;
     pf_err e = {{0}};
+    if (final)
+        *final = 0;
     if (pf_jobstore_get(p->js, f->id, &r, &e)) {
         pf_error(LOG, "%s", e.msg);
         return -1;
     }
+    if (final)
+        *final = r.state == PF_ITEM_DONE || r.state == PF_ITEM_FAILED;
     int rc = 0;
     free(f->meta);
     f->meta = r.meta;
