@@ -19,7 +19,7 @@
 
 #include "base/log.h"
 #include "cli/commands.h"
-#include "model/safetensors.h"
+#include "model/io/safetensors.h"
 #include "workers/image.h"
 
 typedef struct item {

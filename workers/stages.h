@@ -4,8 +4,8 @@
 #ifndef PF_WORKERS_STAGES_H
 #define PF_WORKERS_STAGES_H
 
-#include "model/sample.h"
-#include "model/session.h"
+#include "model/generate/sample.h"
+#include "model/generate/session.h"
 #include "proto/proto.h"
 #include "workers/image.h"
 #include "workers/stage.h"

@@ -29,7 +29,7 @@ with tempfile.TemporaryDirectory(prefix="pf_bench_") as tmp:
     dec = j.get("decode_ms_per_step")
     if not isinstance(dec, dict) or sorted(dec) != ["1", "2"] or not all(v > 0 for v in dec.values()):
         sys.exit(f"decode_ms_per_step: {dec!r}")
-    probe = j.get("precision_probe")  # the table --precision auto decides from (model/precision_probe.h)
+    probe = j.get("precision_probe")  # the table --precision auto decides from (model/linear/precision_probe.h)
     if not isinstance(probe, dict) or probe.get("auto") not in ("fp32", "bf16", "int8") or \
             not probe.get("fp32", {}).get("supported") or not probe["fp32"].get("gflops", 0) > 0:
         sys.exit(f"precision_probe: {probe!r}")

@@ -11,8 +11,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "model/cpu.h"
-#include "model/precision_probe.h"
+#include "model/linear/cpu.h"
+#include "model/linear/precision_probe.h"
 
 /* True if /proc/cpuinfo's first "flags" line holds the word; -1 if the file is unavailable. */
 static int proc_flag(const char *flag)

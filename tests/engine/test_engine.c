@@ -21,9 +21,9 @@
 #include <string.h>
 
 #include "../model/test_util.h"
-#include "model/engine.h"
-#include "model/generate.h"
-#include "model/mm.h"
+#include "model/engine/engine.h"
+#include "model/generate/generate.h"
+#include "model/linear/mm.h"
 
 static const char *const CASES[] = {"eos_early_stop", "hub_minimal_config", "new_layout_f16",
                                     "pg1_224_mqa_f32", "pg2_gemma2_window", "score_bf16_sharded"};

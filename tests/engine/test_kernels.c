@@ -11,9 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model/dtype.h"
-#include "model/kernels.h"
-#include "model/quant.h"
+#include "model/math/dtype.h"
+#include "model/linear/kernels.h"
+#include "model/linear/quant.h"
 
 static uint64_t g_rng = 88172645463325252ull;
 static uint32_t rnd(void)

@@ -12,8 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model/dtype.h"
-#include "model/mm.h"
+#include "model/math/dtype.h"
+#include "model/linear/mm.h"
 
 static uint64_t g_rng = 0x2545F4914F6CDD1Dull;
 static double nrand(void) /* approximately N(0,1): sum of 4 uniforms */

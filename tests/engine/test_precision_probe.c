@@ -1,4 +1,4 @@
-/* --precision auto by measurement (model/precision_probe.h): the choice as a pure function of a table
+/* --precision auto by measurement (model/linear/precision_probe.h): the choice as a pure function of a table
  * (made-up tables: int8 where bf16 measures slower, the accuracy contract, the margin), one real probe on
  * this machine (a valid choice that oneDNN runs here), the cache's round trip and its refusal of bad files. */
 #include <setjmp.h>
@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include "base/file.h"
-#include "model/precision_probe.h"
+#include "model/linear/precision_probe.h"
 
 static pf_probe_table table3(double fp32, double bf16, double int8)
 {

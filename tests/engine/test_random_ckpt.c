@@ -13,8 +13,8 @@
 #include <unistd.h>
 
 #include "base/file.h"
-#include "model/random_ckpt.h"
-#include "model/safetensors.h"
+#include "model/tools/random_ckpt.h"
+#include "model/io/safetensors.h"
 
 static char g_dir[256];
 

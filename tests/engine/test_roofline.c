@@ -8,7 +8,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "model/roofline.h"
+#include "model/tools/roofline.h"
 
 static void test_triad(void **state)
 {

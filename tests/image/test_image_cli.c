@@ -19,7 +19,7 @@
 #include "../golden_split.h"
 #include "base/file.h"
 #include "image_test_util.h"
-#include "model/safetensors.h"
+#include "model/io/safetensors.h"
 #include "workers/image.h"
 
 extern char **environ;

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""LoRA adapters (model/lora.h) end to end, through `paliflow golden`:
+"""LoRA adapters (model/io/lora.h) end to end, through `paliflow golden`:
 
 base checkpoint + adapter merged by paliflow at load == the checkpoint merged offline (W + scale * B @ A,
 computed here in Python doubles, independently of the C code), at fp32 within the golden case's fp32

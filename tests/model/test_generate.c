@@ -9,8 +9,8 @@
 #include <math.h>
 #include <unistd.h>
 
-#include "model/generate.h"
-#include "model/ref.h"
+#include "model/generate/generate.h"
+#include "model/ref/ref.h"
 #include "test_util.h"
 
 typedef struct fixture {

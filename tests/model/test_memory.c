@@ -1,4 +1,4 @@
-/* Memory need from shapes (model/memory.h) for every published PaliGemma size, against the engine's
+/* Memory need from shapes (model/generate/memory.h) for every published PaliGemma size, against the engine's
  * measured weight bytes where known; the budget; the refusal before loading, made deterministic with
  * PALIFLOW_MEMORY_BUDGET. Prints the size x precision table model/README.md shows. */
 #include <setjmp.h>
@@ -11,9 +11,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "model/memory.h"
-#include "model/random_ckpt.h"
-#include "model/session.h"
+#include "model/generate/memory.h"
+#include "model/tools/random_ckpt.h"
+#include "model/generate/session.h"
 
 static pf_config config_of(const char *name)
 {

@@ -16,9 +16,9 @@
 
 #include "../golden_split.h"
 #include "base/file.h"
-#include "model/checkpoint.h"
-#include "model/model.h"
-#include "model/random_ckpt.h"
+#include "model/io/checkpoint.h"
+#include "model/io/model.h"
+#include "model/tools/random_ckpt.h"
 
 /* g_src: the intact checkpoint the broken ones are made from; g_dir: where they are written. */
 static char g_src[256], g_dir[256];

@@ -7,8 +7,8 @@
 #include <cmocka.h>
 #include <math.h>
 
-#include "model/ref.h"
-#include "model/score.h"
+#include "model/ref/ref.h"
+#include "model/generate/score.h"
 #include "test_util.h"
 
 #define CASE "score_bf16_sharded"

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model/ref.h"
+#include "model/ref/ref.h"
 
 #define PF_VISION_896_EXTRA_MB 96
 

@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "../golden_split.h"
-#include "model/safetensors.h"
+#include "model/io/safetensors.h"
 
 static char g_tmp[256];
 

@@ -12,8 +12,8 @@
 #include <unistd.h>
 
 #include "base/err.h"
-#include "model/processor.h"
-#include "model/tokenizer.h"
+#include "model/tokenizer/processor.h"
+#include "model/tokenizer/tokenizer.h"
 
 /* JSON in this file is written with ' for " (swapped back at run time) to stay readable. */
 static char *q(const char *s)

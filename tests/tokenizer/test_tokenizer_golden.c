@@ -17,8 +17,8 @@
 #include <unistd.h>
 
 #include "base/err.h"
-#include "model/processor.h"
-#include "model/tokenizer.h"
+#include "model/tokenizer/processor.h"
+#include "model/tokenizer/tokenizer.h"
 
 #define TOK_DIR PF_GOLDEN_DIR "/tokenizer"
 
