@@ -25,7 +25,7 @@
 #include "pipeline/boxes.h"
 #include "pipeline/config.h"
 #include "proto/proto.h"
-#include "workers/image.h"
+#include "image/image.h"
 #include "workers/stages.h"
 
 static void usage(FILE *out)

@@ -20,7 +20,7 @@
 #include "base/log.h"
 #include "cli/commands.h"
 #include "model/io/safetensors.h"
-#include "workers/image.h"
+#include "image/image.h"
 
 typedef struct item {
     const char *path;

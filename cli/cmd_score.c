@@ -16,7 +16,7 @@
 #include "model/generate/score.h"
 #include "model/generate/session.h"
 #include "model/tokenizer/tokenizer.h"
-#include "workers/image.h"
+#include "image/image.h"
 
 static void usage(FILE *out)
 {

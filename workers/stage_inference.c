@@ -16,7 +16,7 @@
 #include "model/seg/objects.h"
 #include "model/generate/session.h"
 #include "model/tokenizer/tokenizer.h"
-#include "workers/image.h"
+#include "image/image.h"
 
 typedef struct inf_inst {
     pf_session ses;

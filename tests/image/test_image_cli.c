@@ -20,7 +20,7 @@
 #include "base/file.h"
 #include "image_test_util.h"
 #include "model/io/safetensors.h"
-#include "workers/image.h"
+#include "image/image.h"
 
 extern char **environ;
 static const char *g_prog;

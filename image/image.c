@@ -3,7 +3,7 @@
  * image_gif.c / image_bmp.c / image_pnm.c (our readers), image_colour.c (convert("RGB")),
  * image_orient.c (EXIF autorotate) and resample*.c (Pillow's bicubic resize).
  */
-#include "workers/image.h"
+#include "image/image.h"
 
 #include <malloc.h>
 #include <pthread.h>
@@ -15,8 +15,8 @@
 
 #include "base/file.h"
 #include "base/log.h"
-#include "workers/image_internal.h"
-#include "workers/resample.h"
+#include "image/image_internal.h"
+#include "image/resample.h"
 
 /* ---- init ---------------------------------------------------------------------------------------- */
 

@@ -1,4 +1,4 @@
-/* image_internal.h - pieces of the image preprocessor shared between workers/image*.c (not public). */
+/* image_internal.h - pieces of the image preprocessor shared between image/image*.c (not public). */
 #ifndef PF_WORKERS_IMAGE_INTERNAL_H
 #define PF_WORKERS_IMAGE_INTERNAL_H
 
@@ -6,7 +6,7 @@
 #include <stdint.h>
 
 #include "base/err.h"
-#include "workers/image.h"
+#include "image/image.h"
 
 /* ---- formats, by content (image_sniff.c) ---- */
 typedef enum pf_img_format {

@@ -13,7 +13,7 @@
  * where Pillow fails: codes out of range -> corrupt; data ending before the frame is complete ->
  * truncated. Memory: one byte per canvas pixel, checked against the pixel limit before decoding.
  */
-#include "workers/image_internal.h"
+#include "image/image_internal.h"
 
 #include <stdlib.h>
 #include <string.h>

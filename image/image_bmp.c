@@ -9,7 +9,7 @@
  * escape consumes four bytes). Palette entries a file does not set are Pillow's grey ramp (i, i, i).
  * A file shorter than its pixel rows is truncated; anything Pillow refuses is refused.
  */
-#include "workers/image_internal.h"
+#include "image/image_internal.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -4,7 +4,7 @@
  * TRANSPOSE, ROTATE_270, TRANSVERSE, ROTATE_90). Here each output row is gathered from the stored image,
  * so the rotated copy is never materialised (the stored one is, since a rotation needs all of it).
  */
-#include "workers/image_internal.h"
+#include "image/image_internal.h"
 
 #include <string.h>
 

@@ -11,7 +11,7 @@
  *   - mode I becomes RGB as v >> 8 (the project's 16-bit grey rule).
  * Short data fails (Pillow: "image file is truncated" / "not enough image data").
  */
-#include "workers/image_internal.h"
+#include "image/image_internal.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -15,7 +15,7 @@
  *      ignored, EXIF orientation ignored unless opts->autorotate (then ImageOps.exif_transpose first),
  *      except that, as in Pillow, a TIFF's Orientation tag is always applied (and twice with autorotate);
  *   3. resize to S x S ignoring the aspect ratio with our port of Pillow's bicubic resampler
- *      (workers/resample.h, bit-exact), streaming: no full-resolution float image, and on the plain
+ *      (image/resample.h, bit-exact), streaming: no full-resolution float image, and on the plain
  *      (non-rotated) path not even a full-resolution 8-bit copy (rows are resampled as libvips decodes
  *      them; an applied orientation keeps the decoded 8-bit image, bounded by the pixel limit);
  *   4. pixel_values = (u8 / 255.0f - 0.5f) / 0.5f as float32 [3, S, S] (pf_img_to_pixels).

@@ -18,7 +18,7 @@
  *     transforms applied by libheif; EXIF orientation inside HEIF is ignored, as the format requires.
  * Every other libvips loader is blocked in pf_img_init (untrusted ones included).
  */
-#include "workers/image_internal.h"
+#include "image/image_internal.h"
 
 #include <stdlib.h>
 #include <string.h>

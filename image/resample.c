@@ -1,10 +1,10 @@
 /* resample.c - the streaming two-pass resampler (see resample.h) and the scalar reference port. */
-#include "workers/resample.h"
+#include "image/resample.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include "workers/resample_kernels.h"
+#include "image/resample_kernels.h"
 
 /* Coefficient tables above this size are recomputed on the fly instead (only absurd aspect ratios, e.g.
  * 100000000 x 1, get there; normal images need a few KB). */

@@ -5,7 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "workers/resample.h"
+#include "image/resample.h"
 
 /* The horizontal pass works on blocks of PF_RS_BLOCK_ROWS input rows interleaved per pixel into
  * PF_RS_LANES 16-bit lanes: lane 3 * r + c holds channel c of row r (the last lane is padding), so one

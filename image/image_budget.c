@@ -8,7 +8,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 
-#include "workers/image_internal.h"
+#include "image/image_internal.h"
 
 struct pf_img_budget {
     pthread_mutex_t mu;

@@ -5,7 +5,7 @@
  * floating-point contraction (no FMA): Pillow's wheels and Debian package are built for baseline x86-64,
  * where `a * b + c` is rounded twice. workers/CMakeLists.txt passes -ffp-contract=off.
  */
-#include "workers/resample.h"
+#include "image/resample.h"
 
 #include <limits.h>
 #include <stdlib.h>

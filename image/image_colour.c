@@ -4,7 +4,7 @@
  * 16-bit samples keep their high byte (v >> 8, what Pillow's ";16B" raw modes do for RGB/RGBA, and our
  * documented choice for 16-bit grey); CMYK uses Pillow's integer cmyk2rgb. ICC profiles are ignored.
  */
-#include "workers/image_internal.h"
+#include "image/image_internal.h"
 
 #include <string.h>
 

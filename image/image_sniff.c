@@ -1,5 +1,5 @@
 /* image_sniff.c - image format by content (as Pillow's Image.open does), and cheap structural checks. */
-#include "workers/image_internal.h"
+#include "image/image_internal.h"
 
 #include <string.h>
 #include <zlib.h>

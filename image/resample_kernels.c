@@ -8,7 +8,7 @@
  * ISA-specific intrinsics: the compiler lowers them to SSE2, AVX2 or AVX-512. On x86-64 with GCC, AVX2
  * and AVX-512 clones are selected at run time by the dynamic loader (target_clones), never assumed.
  */
-#include "workers/resample_kernels.h"
+#include "image/resample_kernels.h"
 
 #include <string.h>
 

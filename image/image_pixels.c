@@ -4,7 +4,7 @@
  * byte values that equals (u8 / 255.0f - 0.5f) / 0.5f evaluated in float32 (checked bit for bit in
  * ../shared/golden/images/README.md and in tests/image).
  */
-#include "workers/image.h"
+#include "image/image.h"
 
 float pf_img_pixel_value(uint8_t v)
 {
