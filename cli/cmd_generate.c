@@ -22,7 +22,7 @@
 #include "model/seg/objects.h"
 #include "model/generate/session.h"
 #include "model/tokenizer/tokenizer.h"
-#include "pipeline/boxes.h"
+#include "model/seg/boxes.h"
 #include "pipeline/config.h"
 #include "proto/proto.h"
 #include "image/image.h"

@@ -12,8 +12,8 @@
  * four-digit locs above 1023 (the demo's regex takes them as a box, the evaluator calls it invalid).
  * The splitting is model/seg/answer.h's, shared with segment answers.
  */
-#ifndef PF_PIPELINE_BOXES_H
-#define PF_PIPELINE_BOXES_H
+#ifndef PF_MODEL_SEG_BOXES_H
+#define PF_MODEL_SEG_BOXES_H
 
 #include <stddef.h>
 

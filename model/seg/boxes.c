@@ -1,6 +1,6 @@
 /* boxes.c - see boxes.h. The text grammar is model/seg/answer.h's (the one segment answers use too), so
  * detect boxes and segment objects split an answer the same way. */
-#include "pipeline/boxes.h"
+#include "model/seg/boxes.h"
 
 #include <stdlib.h>
 #include <string.h>
