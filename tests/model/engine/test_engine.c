@@ -20,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../model/test_util.h"
+#include "../test_util.h"
 #include "model/engine/engine.h"
 #include "model/generate/generate.h"
 #include "model/linear/mm.h"

@@ -1,5 +1,5 @@
 // oracle.js MODE TOKENIZER_JSON < jsonl > jsonl: the Rust tokenizers library (via @anush008/tokenizers) as an
-// oracle for tests/tokenizer/oracle/oracle_diff.py. MODE: encode ({text} -> {ids}, no special tokens), decode,
+// oracle for tests/model/tokenizer/oracle/oracle_diff.py. MODE: encode ({text} -> {ids}, no special tokens), decode,
 // decode-skip ({ids} -> {text}).
 const { Tokenizer } = require('@anush008/tokenizers');
 const fs = require('fs');

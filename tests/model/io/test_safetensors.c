@@ -9,7 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../golden_split.h"
+#include "../../golden_split.h"
 #include "model/io/safetensors.h"
 
 static char g_tmp[256];

@@ -14,7 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../golden_split.h"
+#include "../../golden_split.h"
 #include "base/file.h"
 #include "model/io/checkpoint.h"
 #include "model/io/model.h"

@@ -11,7 +11,7 @@
 
 #include "model/generate/generate.h"
 #include "model/ref/ref.h"
-#include "test_util.h"
+#include "../test_util.h"
 
 typedef struct fixture {
     pf_model *m;

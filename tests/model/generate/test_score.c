@@ -9,7 +9,7 @@
 
 #include "model/ref/ref.h"
 #include "model/generate/score.h"
-#include "test_util.h"
+#include "../test_util.h"
 
 #define CASE "score_bf16_sharded"
 
