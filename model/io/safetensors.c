@@ -1,3 +1,6 @@
+/* safetensors.c - see safetensors.h. A checkpoint file is untrusted input: every number its JSON header
+ * states (dtype, shape, data_offsets) is checked against the file's real size before a tensor pointer is
+ * handed out, so a truncated or lying file is refused by name at open instead of faulting at first use. */
 #include "model/io/safetensors.h"
 
 #include <errno.h>
@@ -10,11 +13,14 @@
 
 /* ---- reading ---------------------------------------------------------------------------------- */
 
+/* Tensors are kept sorted by name: a load looks up about a thousand of them by name (pf_st_find), so a
+ * binary search instead of a scan per lookup. */
 static int cmp_tensor_name(const void *a, const void *b)
 {
     return strcmp(((const pf_st_tensor *)a)->name, ((const pf_st_tensor *)b)->name);
 }
 
+/* By start address, for check_overlaps: overlaps are found between neighbours in O(n log n). */
 static int cmp_tensor_ptr_offset(const void *a, const void *b)
 {
     const pf_st_tensor *x = *(const pf_st_tensor *const *)a, *y = *(const pf_st_tensor *const *)b;
@@ -52,6 +58,8 @@ static int parse_entry(const char *path, const char *name, json_t *desc, const u
     uint64_t numel = 1;
     for (int d = 0; d < t->ndim; d++) {
         uint64_t dim;
+        /* 2^40 is far above any real dimension; the cap keeps a hostile value from wrapping the int64_t shape
+         * and keeps the overflow checks below meaningful. */
         if (json_uint(json_array_get(jshape, (size_t)d), (uint64_t)1 << 40, &dim) != 0)
             return pf_errf(err, "%s: tensor %s: shape[%d] is not a sane non-negative integer", path, name, d);
         t->shape[d] = (int64_t)dim;
@@ -68,6 +76,8 @@ static int parse_entry(const char *path, const char *name, json_t *desc, const u
         json_uint(json_array_get(joff, 1), data_size, &e) || e < b)
         return pf_errf(err, "%s: tensor %s: data_offsets must be [begin, end] within the %zu data bytes", path,
                        name, data_size);
+    /* The span must be exactly what dtype x shape needs: a longer one would hide bytes another tensor may
+     * claim, a shorter one would let readers of numel elements run past it. */
     if (e - b != nbytes)
         return pf_errf(err, "%s: tensor %s: data_offsets span %llu bytes but dtype %s x shape needs %llu", path,
                        name, (unsigned long long)(e - b), pf_dtype_name(t->dtype), (unsigned long long)nbytes);
@@ -80,7 +90,8 @@ static int parse_entry(const char *path, const char *name, json_t *desc, const u
     return 0;
 }
 
-/* Tensors must not share bytes (zero-sized tensors excepted). */
+/* Tensors must not share bytes (zero-sized tensors excepted): the format lays tensors end to end, so shared
+ * bytes mean a corrupt or crafted header, and one region would be read as two different weights. */
 static int check_overlaps(const pf_st_file *f, pf_err *err)
 {
     if (f->count < 2)
@@ -109,6 +120,7 @@ static int parse_header(pf_st_file *f, const uint8_t *hdr, size_t hlen, const ui
                         pf_err *err)
 {
     json_error_t jerr;
+    /* A name given twice would make which tensor wins depend on the JSON parser: refuse it. */
     json_t *root = json_loadb((const char *)hdr, hlen, JSON_REJECT_DUPLICATES, &jerr);
     if (!root)
         return pf_errf(err, "%s: header is not valid JSON (line %d column %d: %s)", f->path, jerr.line,
@@ -118,6 +130,7 @@ static int parse_header(pf_st_file *f, const uint8_t *hdr, size_t hlen, const ui
         return pf_errf(err, "%s: header is not a JSON object", f->path);
     }
     size_t n = json_object_size(root);
+    /* At least one slot: calloc(0) may return NULL, which would read as out of memory for an empty file. */
     f->tensors = calloc(n ? n : 1, sizeof *f->tensors);
     if (!f->tensors) {
         json_decref(root);
@@ -128,7 +141,7 @@ static int parse_header(pf_st_file *f, const uint8_t *hdr, size_t hlen, const ui
     int rc = 0;
     json_object_foreach(root, key, val)
     {
-        if (strcmp(key, "__metadata__") == 0)
+        if (strcmp(key, "__metadata__") == 0) /* free-form strings (e.g. "format": "pt"), not a tensor */
             continue;
         rc = parse_entry(f->path, key, val, data, dsize, &f->tensors[f->count], err);
         if (rc != 0)
@@ -148,9 +161,12 @@ static int parse_buffer(pf_st_file *out, const uint8_t *buf, size_t size, pf_err
     const char *path = out->path;
     if (size < 8)
         return pf_errf(err, "%s: file is %zu bytes, too short for a safetensors header", path, size);
+    /* The header length is a little-endian u64 whatever the host; assembled byte by byte (no unaligned load). */
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--)
         hlen = (hlen << 8) | buf[i];
+    /* Checked before anything is allocated or parsed: the JSON parser never sees more than the file holds, and
+     * a huge claimed length costs nothing. */
     if (hlen > PF_ST_MAX_HEADER || hlen > size - 8)
         return pf_errf(err, "%s: header length %llu exceeds the file (%zu bytes) or the %u-byte limit: truncated "
                             "or not a safetensors file",
@@ -224,6 +240,7 @@ int pf_st_read_f32(const pf_st_tensor *t, float *dst, pf_err *err)
     return 0;
 }
 
+/* memcpy per element: a tensor's data starts wherever the header's length puts it, so it may be unaligned. */
 int pf_st_read_i64(const pf_st_tensor *t, int64_t *dst, pf_err *err)
 {
     const uint8_t *p = t->data;
@@ -292,6 +309,7 @@ static char *build_header(const pf_st_entry *entries, size_t n, const char *meta
         }
         off += nb;
     }
+    /* Insertion order = data order: the same entries always give the same bytes (reproducible files). */
     char *text = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(root);
     if (!text) {
@@ -327,6 +345,8 @@ static int write_all(int fd, const void *buf, size_t n, const char *path, pf_err
     return 0;
 }
 
+/* A tensor with a fill callback is produced chunk by chunk (random checkpoints): a 3B model's LM head is over
+ * a gigabyte, which the writer never needs to hold at once. */
 static int write_entry_data(int fd, const pf_st_entry *e, size_t nbytes, const char *path, uint8_t *chunk,
                             size_t chunk_size, pf_err *err)
 {
@@ -359,6 +379,8 @@ int pf_st_write(const char *path, const pf_st_entry *entries, size_t n, const ch
         pf_errf(err, "%s: out of memory", path);
         goto done;
     }
+    /* Written beside the target, synced, then renamed over it: a crash leaves the old file or the new one,
+     * never a torn checkpoint under the real name. The pid keeps two writers off each other's temp file. */
     snprintf(tmp, tl, "%s.tmp.%d", path, (int)getpid());
     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
