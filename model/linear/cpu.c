@@ -22,6 +22,9 @@
 #define PF_ARCH_REQ_XCOMP_PERM 0x1023
 #define PF_XFEATURE_XTILEDATA 18
 
+/* XCR0: which register states the OS saves on a context switch. A CPU may advertise AVX/AVX-512 in cpuid
+ * while the OS has not enabled the wider registers (e.g. a VM, or a kernel booted with them off); the
+ * instructions then fault, so every feature below needs both its cpuid bit and its XCR0 bits. */
 static uint64_t xgetbv0(void)
 {
     uint32_t lo, hi;
@@ -39,6 +42,7 @@ void pf_cpu_detect(pf_cpu_features *f)
     memcpy(f->vendor, &b, 4);
     memcpy(f->vendor + 4, &d, 4);
     memcpy(f->vendor + 8, &c, 4);
+    /* The brand string is only for logs and the probe cache key (precision_probe.c): same model, same result. */
     unsigned ext = __get_cpuid_max(0x80000000u, NULL);
     if (ext >= 0x80000004u) {
         unsigned *w = (unsigned *)(void *)f->brand;
@@ -58,6 +62,7 @@ void pf_cpu_detect(pf_cpu_features *f)
     f->sse41 = c & (1u << 19);
     bool avx = c & (1u << 28), fma = c & (1u << 12), f16c = c & (1u << 29);
     uint64_t xcr0 = osxsave ? xgetbv0() : 0;
+    /* XCR0 bits: 1-2 SSE/AVX state, 5-7 opmask and the upper ZMM halves/registers, 17-18 AMX tile config/data. */
     f->os_avx = (xcr0 & 0x6) == 0x6;
     f->os_avx512 = f->os_avx && (xcr0 & 0xe0) == 0xe0;
     f->os_amx = (xcr0 & 0x60000) == 0x60000;
@@ -82,6 +87,8 @@ void pf_cpu_detect(pf_cpu_features *f)
             f->avx512_bf16 = (a & (1u << 5)) && f->os_avx512;
         }
     }
+    /* A tier is what our kernels are compiled for (kernels_avx512.c targets avx512f,bw,vl,dq,fma;
+     * kernels_avx2.c avx2,fma): a CPU missing any one of those takes the tier below. */
     if (f->avx512f && f->avx512bw && f->avx512vl && f->avx512dq && f->fma)
         f->tier = PF_TIER_AVX512;
     else if (f->avx2 && f->fma)
@@ -224,7 +231,9 @@ const char *pf_precision_name(pf_precision p)
 static pthread_once_t g_probe_once = PTHREAD_ONCE_INIT;
 static pf_precision_support g_probe;
 
-/* Ask oneDNN for the matmul we would really run, at a prefill-like shape with the layout left to it. */
+/* Ask oneDNN for the matmul we would really run, at a prefill-like shape with the layout left to it. Only
+ * the primitive descriptor is created (nothing runs): what matters is whether oneDNN has a real (non `ref:`)
+ * kernel for the precision on this CPU, since a `ref:` one is orders of magnitude slower. */
 static void probe_one(pf_precision p)
 {
     pf_dnnl_mm mm = {.prec = p, .m = 256, .k = 512, .n = 512, .ldx = 512, .ldy = 512, .bias = true};
@@ -251,6 +260,8 @@ static void probe_init(void)
     }
     for (int p = PF_PREC_FP32; p < PF_PREC_COUNT; p++)
         probe_one((pf_precision)p);
+    /* bf16 is "native" only where both the CPU and oneDNN's (possibly capped) dispatcher do bf16 dot
+     * products; elsewhere oneDNN emulates it through fp32 and bf16 loses its speed advantage. */
     dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
     g_probe.native_bf16 =
         (f->use_bf16_512 || f->amx_bf16) && (isa & dnnl_cpu_isa_avx512_core_bf16) == dnnl_cpu_isa_avx512_core_bf16;
