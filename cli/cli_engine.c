@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-int cli_engine_option(const char *name, const char *val, pf_session_opts *o, pf_err *err)
+int cli_engine_option(const char *name, const char *val, pf_session_params *o, pf_err *err)
 {
     if (!strcmp(name, "backend"))
         return pf_backend_parse(val, &o->backend, err) ? -1 : 1;

@@ -24,6 +24,6 @@
 
 /* If NAME is one of the options above (VAL NULL for --no-memory-check), apply VAL to O: returns 1 (handled), -1 (bad value, err set);
  * 0 if NAME is another option. */
-int cli_engine_option(const char *name, const char *val, pf_session_opts *o, pf_err *err);
+int cli_engine_option(const char *name, const char *val, pf_session_params *o, pf_err *err);
 
 #endif

@@ -13,11 +13,11 @@
 #include "workers/worker.h"
 
 typedef struct cli_worker {
-    pf_worker_opts o;
+    pf_worker_params o;
     pf_service svc;
     const char *model, *tokenizer;   /* inference-worker */
     const char *seg_decoder;         /* inference-worker: --seg-decoder FILE */
-    pf_session_opts so;              /* inference-worker: --backend, --precision, --threads */
+    pf_session_params so;              /* inference-worker: --backend, --precision, --threads */
     uint64_t max_pixels;             /* preprocess-worker: --max-pixels (0: Pillow's limit) */
     double decode_memory_mb;         /* preprocess-worker: --decode-memory-mb (0: PF_DECODE_MEMORY_MB_DEFAULT) */
     const char *cmd;

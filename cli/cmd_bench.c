@@ -48,7 +48,7 @@ static void usage(FILE *out)
             "  -h, --help         this help\n");
 }
 
-static int parse_batches(const char *s, bench_opts *o)
+static int parse_batches(const char *s, bench_params *o)
 {
     o->n_batches = 0;
     while (*s) {
@@ -64,7 +64,7 @@ static int parse_batches(const char *s, bench_opts *o)
     return o->n_batches ? 0 : -1;
 }
 
-static int parse_args(int argc, char **argv, bench_opts *o, const char **json_path)
+static int parse_args(int argc, char **argv, bench_params *o, const char **json_path)
 {
     static const struct option longopts[] = {
         {"model", required_argument, 0, 'm'},      {"precision", required_argument, 0, 'p'},
@@ -76,7 +76,7 @@ static int parse_args(int argc, char **argv, bench_opts *o, const char **json_pa
         {"log-level", required_argument, 0, 'L'},  {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
-    *o = (bench_opts){.precision = PF_PREC_AUTO, .images = 4, .new_tokens = 20, .batches = {1, 4, 16, 64},
+    *o = (bench_params){.precision = PF_PREC_AUTO, .images = 4, .new_tokens = 20, .batches = {1, 4, 16, 64},
                       .n_batches = 4, .decode_steps = 5, .triad_bytes = (size_t)1 << 30};
     int c;
     long v;
@@ -140,7 +140,7 @@ static int parse_args(int argc, char **argv, bench_opts *o, const char **json_pa
     return 0;
 }
 
-static void print_table(const bench_opts *o, const bench_result *r)
+static void print_table(const bench_params *o, const bench_result *r)
 {
     printf("paliflow bench: %s, precision %s, oneDNN ISA %s, %d threads\n", o->model_dir, r->precision, r->isa,
            r->threads);
@@ -201,7 +201,7 @@ static json_t *probe_json(const pf_probe_table *t)
     return j;
 }
 
-static int write_json(const char *path, const bench_opts *o, const bench_result *r)
+static int write_json(const char *path, const bench_params *o, const bench_result *r)
 {
     json_t *j = json_object(), *dec = json_object();
     for (int i = 0; i < o->n_batches; i++) {
@@ -246,7 +246,7 @@ static int write_json(const char *path, const bench_opts *o, const bench_result 
 
 int cmd_bench(int argc, char **argv)
 {
-    bench_opts o;
+    bench_params o;
     const char *json_path = NULL;
     if (parse_args(argc, argv, &o, &json_path) != 0) {
         usage(stderr);

@@ -59,17 +59,17 @@ static void usage(FILE *out)
             "Exit status: 0 all images succeeded, 1 some failed (the others are printed), 2 usage/setup error.\n");
 }
 
-typedef struct gen_opts {
+typedef struct gen_params {
     const char *model_dir, *tokenizer;
     const char **prompts;
     int n_prompts;
     pf_sample_params params;
     int autorotate;
-    pf_session_opts so;
+    pf_session_params so;
     const char *seg_decoder;
-} gen_opts;
+} gen_params;
 
-static int parse_args(int argc, char **argv, gen_opts *o)
+static int parse_args(int argc, char **argv, gen_params *o)
 {
     static const struct option longopts[] = {
         {"model", required_argument, 0, 'm'},        {"tokenizer", required_argument, 0, 't'},
@@ -187,9 +187,9 @@ static void print_item(const pf_tokenizer *tok, const pf_seg_decoder *seg, const
 
 /* Decode every image and submit it; failures are recorded on the item. */
 static void prepare_items(gen_item *items, size_t n, const pf_tokenizer *tok, const pf_config *cfg,
-                          const gen_opts *o, pf_generator *gen)
+                          const gen_params *o, pf_generator *gen)
 {
-    pf_img_opts io = {.size = cfg->vision.image_size, .autorotate = o->autorotate};
+    pf_img_params io = {.size = cfg->vision.image_size, .autorotate = o->autorotate};
     size_t S = (size_t)cfg->vision.image_size;
     for (size_t i = 0; i < n; i++) {
         gen_item *it = &items[i];
@@ -239,7 +239,7 @@ int cmd_generate(int argc, char **argv)
         usage(stdout);
         return 0;
     }
-    gen_opts o = {0};
+    gen_params o = {0};
     if (parse_args(argc, argv, &o) != 0) {
         usage(stderr);
         free(o.prompts);

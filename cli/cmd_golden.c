@@ -43,7 +43,7 @@ int cmd_golden(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    pf_golden_opts opts = {.precision = PF_PREC_FP32};
+    pf_golden_params opts = {.precision = PF_PREC_FP32};
     int c, prec_given = 0;
     pf_err perr = {{0}};
     optind = 1;

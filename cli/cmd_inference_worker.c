@@ -34,7 +34,7 @@ static void usage(FILE *out)
 
 static int setup(cli_worker *c)
 {
-    static pf_inference_cfg cfg;
+    static pf_inference_params cfg;
     if (!c->o.producer || !c->o.sink || !c->model || !c->tokenizer) {
         fprintf(stderr, "paliflow inference-worker: --producer, --sink, --model and --tokenizer are required\n");
         return -1;
@@ -49,7 +49,7 @@ static int setup(cli_worker *c)
             return -1;
         }
     }
-    cfg = (pf_inference_cfg){.model_dir = c->model, .tokenizer = c->tokenizer, .session = c->so,
+    cfg = (pf_inference_params){.model_dir = c->model, .tokenizer = c->tokenizer, .session = c->so,
                              .max_batch = c->o.max_batch, .seg_decoder = seg};
     c->o.ops = &pf_stage_inference_ops;
     c->o.stage_cfg = &cfg;

@@ -140,7 +140,7 @@ int cmd_make_random_checkpoint(int argc, char **argv)
     const char *like = NULL;
     bool tiny = false, list = false;
     uint64_t hidden = 0, tlayers = 0, vlayers = 0;
-    pf_rc_options o = {.progress = true};
+    pf_rc_params o = {.progress = true};
     optind = 1;
     opterr = 0;
     int c;

@@ -33,7 +33,7 @@ typedef struct item {
 typedef struct job {
     item *items;
     size_t n;
-    pf_img_opts opts;
+    pf_img_params opts;
     atomic_size_t next;
 } job;
 
@@ -125,7 +125,7 @@ int cmd_preprocess_image(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
     };
     const char *me = "paliflow preprocess-image";
-    pf_img_opts io = {0};
+    pf_img_params io = {0};
     const char *out = NULL;
     uint64_t threads = 1, v;
     int c;

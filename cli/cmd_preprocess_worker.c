@@ -24,7 +24,7 @@ static void usage(FILE *out)
 
 static int setup(cli_worker *c)
 {
-    static pf_preprocess_cfg cfg;
+    static pf_preprocess_params cfg;
     cfg.max_pixels = c->max_pixels;
     double mb = c->decode_memory_mb > 0 ? c->decode_memory_mb : PF_DECODE_MEMORY_MB_DEFAULT;
     /* one budget for the whole process, shared by the --threads decoders; lives as long as the process */

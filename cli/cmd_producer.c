@@ -69,7 +69,7 @@ static void usage(FILE *out)
 }
 
 typedef struct producer_cli {
-    pf_producer_opts o;
+    pf_producer_params o;
     pf_service svc;
     const char **include, **exclude;
     size_t n_inc, n_exc;
@@ -132,7 +132,7 @@ static int progress_option(const char *val, int *mode, pf_err *err)
     return 1;
 }
 
-static int number_option(const char *name, const char *val, pf_producer_opts *o, pf_err *err)
+static int number_option(const char *name, const char *val, pf_producer_params *o, pf_err *err)
 {
     double v;
     PF_NUM_OPTION("image-size", 1, 8192, v, o->image_size = (int)v)
@@ -154,7 +154,7 @@ static int number_option(const char *name, const char *val, pf_producer_opts *o,
 static int producer_option(const char *name, const char *val, void *arg, pf_err *err)
 {
     producer_cli *c = arg;
-    pf_producer_opts *o = &c->o;
+    pf_producer_params *o = &c->o;
     int t = pf_task_option(name, val, &o->task, err);
     if (t == 0)
         t = pf_service_option(name, val, &c->svc, err);
@@ -206,8 +206,8 @@ static int reparse(int argc, char **argv, void *arg)
     producer_cli fresh;
     int rc = -1;
     if (cli_init(&fresh, argc) == 0 && parse(argc, argv, &fresh) == 0) {
-        pf_producer_opts *o = &live->o;
-        const pf_producer_opts *n = &fresh.o;
+        pf_producer_params *o = &live->o;
+        const pf_producer_params *n = &fresh.o;
         PF_RELOAD("max-attempts", o->max_attempts, n->max_attempts);
         PF_RELOAD("retry-backoff", o->retry_backoff_s, n->retry_backoff_s);
         PF_RELOAD("preprocess-lease", o->preprocess_lease_s, n->preprocess_lease_s);
@@ -240,7 +240,7 @@ int cmd_producer(int argc0, char **argv0)
         fprintf(stderr, "paliflow producer: out of memory\n");
         goto out;
     }
-    pf_producer_opts *o = &c.o;
+    pf_producer_params *o = &c.o;
     int pr = parse(argc, argv, &c);
     if (pr == 1) {
         rc = 0;

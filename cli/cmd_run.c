@@ -79,8 +79,8 @@ int cmd_run(int argc0, char **argv0)
      * INFO lines (joins, scans, shutdown) are for the services' logs. --log-level / PALIFLOW_LOG win. */
     if (!getenv("PALIFLOW_LOG"))
         pf_log_set_level(PF_LOG_WARN);
-    pf_embedded_opts eo;
-    pf_preprocess_cfg pcfg = {0};
+    pf_embedded_params eo;
+    pf_preprocess_params pcfg = {0};
     int decode_mb = PF_DECODE_MEMORY_MB_DEFAULT;
     memset(&eo, 0, sizeof eo);
     pf_service svc;   /* --metrics, and CURVE for a tcp --publish */
@@ -104,7 +104,7 @@ int cmd_run(int argc0, char **argv0)
     }
     const char *model = NULL, *tokenizer = NULL, *task = NULL, *db = NULL, *seg_path = NULL;
     pf_seg_decoder *seg = NULL;
-    pf_session_opts so = {0};
+    pf_session_params so = {0};
     char *db_default = NULL;
     static const struct option opts[] = {
         {"model", required_argument, 0, 0},        {"tokenizer", required_argument, 0, 0},
@@ -287,7 +287,7 @@ int cmd_run(int argc0, char **argv0)
         goto out;
     }
     pcfg.budget = budget;
-    pf_inference_cfg icfg = {.model_dir = model, .tokenizer = tokenizer, .session = so, .max_batch = eo.max_batch,
+    pf_inference_params icfg = {.model_dir = model, .tokenizer = tokenizer, .session = so, .max_batch = eo.max_batch,
                              .seg_decoder = seg};
     eo.pre_ops = &pf_stage_preprocess_ops;
     eo.pre_cfg = &pcfg;

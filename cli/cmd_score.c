@@ -66,7 +66,7 @@ int cmd_score(int argc, char **argv)
     };
     const char *model_dir = NULL, *tok_arg = NULL, *prompt = NULL, *suffix = NULL;
     int autorotate = 0, c, idx;
-    pf_session_opts so = {.max_active = 1};
+    pf_session_params so = {.max_active = 1};
     pf_err err;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", longopts, &idx)) != -1) {
@@ -107,7 +107,7 @@ int cmd_score(int argc, char **argv)
     model = ses.model;
     const pf_config *cfg = pf_model_config(model);
     size_t S = (size_t)cfg->vision.image_size;
-    pf_img_opts io = {.size = (int)S, .autorotate = autorotate};
+    pf_img_params io = {.size = (int)S, .autorotate = autorotate};
     pf_img_errkind kind;
     if (pf_img_load_file(path, &io, &img, &kind, &err)) {
         rc = 1;

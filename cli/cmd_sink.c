@@ -48,7 +48,7 @@ static void usage(FILE *out)
 }
 
 typedef struct sink_cli {
-    pf_sink_opts o;
+    pf_sink_params o;
     pf_service svc;
 } sink_cli;
 
@@ -72,7 +72,7 @@ static void cli_init(sink_cli *c)
 static int sink_option(const char *name, const char *val, void *arg, pf_err *err)
 {
     sink_cli *c = arg;
-    pf_sink_opts *o = &c->o;
+    pf_sink_params *o = &c->o;
     double v;
     int t = pf_service_option(name, val, &c->svc, err);
     if (t != 0)
@@ -116,7 +116,7 @@ static int reparse(int argc, char **argv, void *arg)
     cli_init(&fresh);
     if (parse(argc, argv, &fresh) != 0)
         return -1;
-    pf_sink_opts *o = &live->o;
+    pf_sink_params *o = &live->o;
     PF_RELOAD("batch", o->batch, fresh.o.batch);
     pf_service_log_change("flush-ms", o->flush_s * 1000, fresh.o.flush_s * 1000); /* logged in ms */
     o->flush_s = fresh.o.flush_s;
@@ -136,7 +136,7 @@ int cmd_sink(int argc0, char **argv0)
     }
     sink_cli c;
     cli_init(&c);
-    pf_sink_opts *o = &c.o;
+    pf_sink_params *o = &c.o;
     int rc = 2;
     int pr = parse(argc, argv, &c);
     if (pr == 1) {

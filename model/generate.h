@@ -46,7 +46,7 @@ typedef struct pf_gen_prefill {
 /* The compute behind a generator. `ctx` is per generator (scratch), `seq` per sequence (KV cache). */
 typedef struct pf_gen_backend {
     const char *name;
-    /* arg: pf_generator_options.backend_arg (e.g. the engine's converted weights); NULL for the reference. */
+    /* arg: pf_generator_params.backend_arg (e.g. the engine's converted weights); NULL for the reference. */
     void *(*ctx_create)(const pf_model *m, void *arg, pf_err *err);
     void (*ctx_free)(void *ctx);
     /* A sequence able to hold `capacity` tokens (prompt + generated). */
@@ -69,16 +69,16 @@ typedef struct pf_gen_backend {
 /* The fp32 reference backend (model/ref.h). */
 extern const pf_gen_backend pf_gen_backend_ref;
 
-typedef struct pf_generator_options {
+typedef struct pf_generator_params {
     const pf_gen_backend *backend; /* NULL: the reference */
     void *backend_arg;             /* passed to backend->ctx_create */
     size_t max_active;             /* sequences decoding at once; 0: 64. Others wait in the queue. */
-} pf_generator_options;
+} pf_generator_params;
 
 typedef struct pf_generator pf_generator;
 
 int pf_generator_create(const pf_model *m, pf_generator **out, pf_err *err);
-int pf_generator_create_opts(const pf_model *m, const pf_generator_options *opts, pf_generator **out, pf_err *err);
+int pf_generator_create_params(const pf_model *m, const pf_generator_params *opts, pf_generator **out, pf_err *err);
 void pf_generator_free(pf_generator *g);
 
 /* Queue a request (inputs are copied). Fails (-1) for a request that can never run: no ids, ids outside

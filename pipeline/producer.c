@@ -15,7 +15,7 @@
 #include "base/log.h"
 #include "pipeline/producer_internal.h"
 
-void pf_producer_opts_defaults(pf_producer_opts *o)
+void pf_producer_opts_defaults(pf_producer_params *o)
 {
     memset(o, 0, sizeof *o);
     pf_task_defaults(&o->task);
@@ -54,7 +54,7 @@ static void make_instance(prod *p)
  * and open the scan of the inputs. */
 static int open_job(prod *p, pf_err *err)
 {
-    const pf_producer_opts *o = p->o;
+    const pf_producer_params *o = p->o;
     if (pf_jobstore_open(o->db, &p->js, err))
         return -1;
     if (pf_jobstore_begin(p->js, err) || pf_prod_setup_job(p, err) || pf_prod_setup_tasks(p, err))
@@ -85,7 +85,7 @@ static int open_job(prod *p, pf_err *err)
 /* The ROUTER socket every peer connects to; CURVE with the ZAP handler when the endpoint needs it. */
 static int open_socket(prod *p, void *ctx, pf_err *err)
 {
-    const pf_producer_opts *o = p->o;
+    const pf_producer_params *o = p->o;
     p->sock = pf_wire_socket(ctx, ZMQ_ROUTER, &o->lim, 1000, err);
     if (!p->sock)
         return -1;
@@ -209,7 +209,7 @@ static void prod_free(prod *p)
  * close everything. */
 static void close_run(prod *p, void *ctx, int rc, pf_job_stats *stats)
 {
-    const pf_producer_opts *o = p->o;
+    const pf_producer_params *o = p->o;
     if (stats) {
         stats->total = p->total;
         stats->done = p->done;
@@ -236,7 +236,7 @@ static void close_run(prod *p, void *ctx, int rc, pf_job_stats *stats)
     prod_free(p);
 }
 
-int pf_producer_run(const pf_producer_opts *o, pf_job_stats *stats, pf_err *err)
+int pf_producer_run(const pf_producer_params *o, pf_job_stats *stats, pf_err *err)
 {
     prod P = {0}, *p = &P;
     p->o = o;

@@ -15,7 +15,7 @@
 #include "proto/security.h"
 #include "workers/stage.h"
 
-typedef struct pf_worker_opts {
+typedef struct pf_worker_params {
     const char *producer;          /* endpoint to connect to */
     const char *sink;              /* endpoint to connect to */
     const char *name;              /* NULL: host-role-pid-random */
@@ -34,19 +34,19 @@ typedef struct pf_worker_opts {
     void *zctx;                    /* optional ZeroMQ context (embedded mode: inproc endpoints) */
     const pf_security *sec;        /* CURVE keys / --insecure (NULL: plain sockets, library use) */
     pf_control ctl;                /* stop (drain) and reload (may change drain_timeout, hb_timeout) */
-} pf_worker_opts;
+} pf_worker_params;
 
-void pf_worker_opts_defaults(pf_worker_opts *o);
+void pf_worker_opts_defaults(pf_worker_params *o);
 
 /* Run until stopped (0), the job is complete with exit_when_done (0), or a fatal error (-1). */
-int pf_worker_run(const pf_worker_opts *o, pf_err *err);
+int pf_worker_run(const pf_worker_params *o, pf_err *err);
 
 
 
 /* Options every worker command shares (name without dashes): producer, sink, name, threads, credit,
  * heartbeat, heartbeat-timeout, drain-timeout, exit-when-done, max-message-mb, max-batch, max-delay-ms.
  * Returns 1 if NAME is one of them, 0 if not, -1 on a bad value. */
-int pf_worker_option(const char *name, const char *val, pf_worker_opts *o, pf_err *err);
+int pf_worker_option(const char *name, const char *val, pf_worker_params *o, pf_err *err);
 #define PF_WORKER_OPTIONS_HELP                                                                                     \
     "  --producer ENDPOINT      the producer's endpoint, e.g. tcp://host:5555 (required)\n"                       \
     "  --sink ENDPOINT          the sink's endpoint, e.g. tcp://host:5556 (required)\n"                           \

@@ -4,7 +4,7 @@
 #include "base/option.h"
 #include "workers/worker.h"
 
-int pf_worker_option(const char *name, const char *val, pf_worker_opts *o, pf_err *err)
+int pf_worker_option(const char *name, const char *val, pf_worker_params *o, pf_err *err)
 {
     double v;
     if (!strcmp(name, "producer")) {

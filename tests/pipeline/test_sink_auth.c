@@ -16,7 +16,7 @@
 #define KEY7 "0123456789abcdef0123456789abcdef-0123456789abcdef"
 
 typedef struct fixture {
-    pf_sink_opts o;
+    pf_sink_params o;
     sink s;
 } fixture;
 

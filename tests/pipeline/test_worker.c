@@ -26,10 +26,10 @@ int main(int argc, char **argv)
     const char *mode = argv[1];
     argc--;
     argv++;
-    pf_test_stage_cfg cfg = {0, 3, 0};
-    pf_worker_opts o;
+    pf_test_stage_params cfg = {0, 3, 0};
+    pf_worker_params o;
     pf_worker_opts_defaults(&o);
-    pf_embedded_opts eo;
+    pf_embedded_params eo;
     memset(&eo, 0, sizeof eo);
     pf_producer_opts_defaults(&eo.producer);
     pf_sink_opts_defaults(&eo.sink);
