@@ -178,7 +178,7 @@ static int bench_e2e(bench_state *s, const bench_params *o, bench_result *r, pf_
     random_pixels(px, N * s->img, 777); /* images not seen by the prefill measurement */
     for (size_t i = 0; i < N; i++) {
         reqs[i] = (pf_gen_request){.pixels = px + i * s->img, .num_images = 1, .ids = s->ids, .n_ids = s->L,
-                                   .params = pf_sample_params_default(), .tag = i};
+                                   .params = pf_sample_default_params(), .tag = i};
         reqs[i].params.max_new_tokens = o->new_tokens;
         reqs[i].params.ignore_eos = 1;
     }

@@ -30,7 +30,7 @@ static int reparse(int argc, char **argv, void *arg);
 void cli_worker_init(cli_worker *c, const char *cmd, int inference, int argc0, char **argv0)
 {
     memset(c, 0, sizeof *c);
-    pf_worker_opts_defaults(&c->o);
+    c->o = pf_worker_default_params();
     c->cmd = cmd;
     c->inference = inference;
     c->reload = (cli_reloader){argc0, argv0, reparse, c};

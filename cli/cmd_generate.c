@@ -84,7 +84,7 @@ static int parse_args(int argc, char **argv, gen_params *o)
         {0, 0, 0, 0},
     };
     pf_task task;
-    pf_task_defaults(&task); /* 64 new tokens, greedy: what `run` and the producer use */
+    task = pf_task_default_params(); /* 64 new tokens, greedy: what `run` and the producer use */
     o->prompts = calloc((size_t)argc, sizeof *o->prompts);
     if (!o->prompts)
         return -1;

@@ -103,7 +103,7 @@ static const struct option g_opts[] = {
 static int cli_init(producer_cli *c, int argc)
 {
     memset(c, 0, sizeof *c);
-    pf_producer_opts_defaults(&c->o);
+    c->o = pf_producer_default_params();
     c->include = calloc((size_t)argc + 1, sizeof *c->include);
     c->exclude = calloc((size_t)argc + 1, sizeof *c->exclude);
     c->more_tasks = calloc((size_t)argc + 1, sizeof *c->more_tasks);

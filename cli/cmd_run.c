@@ -85,8 +85,8 @@ int cmd_run(int argc0, char **argv0)
     memset(&eo, 0, sizeof eo);
     pf_service svc;   /* --metrics, and CURVE for a tcp --publish */
     memset(&svc, 0, sizeof svc);
-    pf_producer_opts_defaults(&eo.producer);
-    pf_sink_opts_defaults(&eo.sink);
+    eo.producer = pf_producer_default_params();
+    eo.sink = pf_sink_default_params();
     eo.max_batch = 8;
     eo.max_delay_ms = 20;
     long cores = sysconf(_SC_NPROCESSORS_ONLN);

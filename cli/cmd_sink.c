@@ -65,7 +65,7 @@ static const struct option g_opts[] = {
 static void cli_init(sink_cli *c)
 {
     memset(c, 0, sizeof *c);
-    pf_sink_opts_defaults(&c->o);
+    c->o = pf_sink_default_params();
 }
 
 /* The sink's options (cli_option_fn): the service's, then its own. */

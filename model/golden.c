@@ -354,7 +354,7 @@ static int op_generate(gcase *c, int max_new, pf_err *err)
         reqs[b].n_ids = n;
         reqs[b].pixels = num_images ? c->pixels + b * c->img_floats : NULL;
         reqs[b].num_images = num_images;
-        reqs[b].params = pf_sample_params_default();
+        reqs[b].params = pf_sample_default_params();
         reqs[b].params.max_new_tokens = max_new;
         reqs[b].tag = b;
     }

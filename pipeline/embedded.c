@@ -152,7 +152,7 @@ int pf_embedded_run(pf_embedded_params *o, pf_job_stats *stats, pf_err *err)
     so.ctl.stop = &inner_stop;
     so.hb_interval = po.hb_interval;
     pf_worker_params pre, inf;
-    pf_worker_opts_defaults(&pre);
+    pre = pf_worker_default_params();
     pre.producer = prod_ep;
     pre.sink = sink_ep;
     pre.ops = o->pre_ops;

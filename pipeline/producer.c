@@ -15,22 +15,13 @@
 #include "base/log.h"
 #include "pipeline/producer_internal.h"
 
-void pf_producer_opts_defaults(pf_producer_params *o)
+pf_producer_params pf_producer_default_params(void)
 {
-    memset(o, 0, sizeof *o);
-    pf_task_defaults(&o->task);
-    o->max_attempts = 3;
-    o->retry_backoff_s = 0.5;
-    o->preprocess_lease_s = 120;
-    o->inference_lease_s = 1800;
-    o->ack_timeout_s = 60;
-    o->hb_interval = 1.0;
-    o->hb_timeout = 10.0;
-    o->max_ready = 64;
-    o->max_file_bytes = 48u << 20;
-    o->lim = pf_proto_default_limits();
-    o->progress = -1;
-    o->progress_interval = 10;
+    return (pf_producer_params){.task = pf_task_default_params(), .max_attempts = 3, .retry_backoff_s = 0.5,
+                                .preprocess_lease_s = 120, .inference_lease_s = 1800, .ack_timeout_s = 60,
+                                .hb_interval = 1.0, .hb_timeout = 10.0, .max_ready = 64,
+                                .max_file_bytes = 48u << 20, .lim = pf_proto_default_limits(), .progress = -1,
+                                .progress_interval = 10};
 }
 
 /* After a reload (the command re-read its config file into the reloadable options): the allow-list too. */

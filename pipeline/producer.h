@@ -58,7 +58,8 @@ typedef struct pf_job_stats {
  *    "errors": {"count", "by_stage": {stage: n}, "by_reason": [{"reason", "count"}] (largest first, top 50)}}
  * Written atomically (write + fsync + rename). */
 
-void pf_producer_opts_defaults(pf_producer_params *o);
+/* Every field at its default (the numbers `producer --help` shows); endpoints, paths and controls unset. */
+pf_producer_params pf_producer_default_params(void);
 
 /* PaliGemma's input sizes. Another --image-size is refused unless asked for (a typo such as 300 would make
  * every item's tensor the wrong size for every worker). */

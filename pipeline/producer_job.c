@@ -53,7 +53,7 @@ int pf_prod_task_from_json(const char *s, pf_task *t, char **prompt, int *image_
     json_t *j = json_loads(s, 0, &je);
     if (!j)
         return pf_errf(err, "job store: task settings are not JSON: %s", je.text);
-    pf_task_defaults(t);
+    *t = pf_task_default_params();
     const char *pr = NULL;
     json_int_t seed = 0;
     int autorot = 0;

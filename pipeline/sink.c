@@ -17,15 +17,10 @@
 #include "pipeline/sink_internal.h"
 #include "proto/wire.h"
 
-void pf_sink_opts_defaults(pf_sink_params *o)
+pf_sink_params pf_sink_default_params(void)
 {
-    memset(o, 0, sizeof *o);
-    o->batch = 64;
-    o->flush_s = 0.05;
-    o->fsync = 1;
-    o->hb_interval = 1.0;
-    o->hb_timeout = 10.0;
-    o->lim = pf_proto_default_limits();
+    return (pf_sink_params){.batch = 64, .flush_s = 0.05, .fsync = 1, .hb_interval = 1.0, .hb_timeout = 10.0,
+                            .lim = pf_proto_default_limits()};
 }
 
 static void metrics_init(sink *s)

@@ -36,7 +36,8 @@ typedef struct pf_sink_params {
     pf_control ctl;          /* stop and reload (may change batch, flush_s, hb_timeout; the allow-list is re-read) */
 } pf_sink_params;
 
-void pf_sink_opts_defaults(pf_sink_params *o);
+/* Every field at its default (the numbers `sink --help` shows); endpoints, output and controls unset. */
+pf_sink_params pf_sink_default_params(void);
 int pf_sink_run(const pf_sink_params *o, pf_err *err);
 
 #endif

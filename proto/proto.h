@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "base/err.h"
+#include "base/generation.h"
 
 #define PF_PROTO_VERSION 1
 
@@ -68,7 +69,8 @@ typedef struct pf_task {
     int32_t autorotate;        /* apply EXIF orientation before resizing */
 } pf_task;
 
-void pf_task_defaults(pf_task *t);
+/* The generation defaults (base/generation.h: 64 new tokens, greedy), no prompt. */
+pf_task pf_task_default_params(void);
 
 typedef struct pf_ack {
     int64_t id;

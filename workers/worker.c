@@ -27,16 +27,10 @@ void pf_work_fail(pf_work *w, int status, const char *fmt, ...)
     va_end(ap);
 }
 
-void pf_worker_opts_defaults(pf_worker_params *o)
+pf_worker_params pf_worker_default_params(void)
 {
-    memset(o, 0, sizeof *o);
-    o->threads = 1;
-    o->max_batch = 8;
-    o->max_delay_ms = 20;
-    o->hb_interval = 1.0;
-    o->hb_timeout = 10.0;
-    o->drain_timeout = 30.0;
-    o->lim = pf_proto_default_limits();
+    return (pf_worker_params){.threads = 1, .max_batch = 8, .max_delay_ms = 20, .hb_interval = 1.0,
+                              .hb_timeout = 10.0, .drain_timeout = 30.0, .lim = pf_proto_default_limits()};
 }
 
 void pf_worker_work_free(pf_work *w)

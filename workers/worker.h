@@ -36,7 +36,9 @@ typedef struct pf_worker_params {
     pf_control ctl;                /* stop (drain) and reload (may change drain_timeout, hb_timeout) */
 } pf_worker_params;
 
-void pf_worker_opts_defaults(pf_worker_params *o);
+/* Every field at its default (the numbers --help shows): one thread, batch 8, 20 ms, heartbeat 1 s / 10 s,
+ * drain 30 s, the protocol's default limits; endpoints, stage and controls unset. */
+pf_worker_params pf_worker_default_params(void);
 
 /* Run until stopped (0), the job is complete with exit_when_done (0), or a fatal error (-1). */
 int pf_worker_run(const pf_worker_params *o, pf_err *err);

@@ -165,7 +165,7 @@ static void test_generate_batch_equals_solo(void **state)
             pf_engine *e = engine(m, (pf_precision)p);
             pf_gen_request reqs[8];
             size_t n = 0;
-            pf_sample_params sp = pf_sample_params_default();
+            pf_sample_params sp = pf_sample_default_params();
             sp.max_new_tokens = 12;
             for (int b = 0; b < r.B; b++, n++)
                 reqs[n] = (pf_gen_request){.pixels = r.pixels + (size_t)b * r.img, .num_images = 1, .ids = r.ids[b],
@@ -201,7 +201,7 @@ static void test_join_mid_flight(void **state)
     test_rows r;
     test_load_rows("pg2_gemma2_window", m, &r);
     pf_engine *e = engine(m, PF_PREC_FP32);
-    pf_sample_params p = pf_sample_params_default();
+    pf_sample_params p = pf_sample_default_params();
     p.max_new_tokens = 9;
     pf_gen_request a = {.pixels = r.pixels, .num_images = 1, .ids = r.ids[0], .n_ids = r.n[0], .params = p, .tag = 1};
     pf_gen_request b = {.pixels = r.pixels + r.img, .num_images = 1, .ids = r.ids[1], .n_ids = r.n[1], .params = p,

@@ -23,7 +23,7 @@ typedef struct fixture {
 static int setup(void **state)
 {
     fixture *f = calloc(1, sizeof *f);
-    pf_sink_opts_defaults(&f->o);
+    f->o = pf_sink_default_params();
     f->s.o = &f->o;
     f->s.fd = -1;
     pf_keyset_init(&f->s.seen);

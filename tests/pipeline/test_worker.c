@@ -28,11 +28,11 @@ int main(int argc, char **argv)
     argv++;
     pf_test_stage_params cfg = {0, 3, 0};
     pf_worker_params o;
-    pf_worker_opts_defaults(&o);
+    o = pf_worker_default_params();
     pf_embedded_params eo;
     memset(&eo, 0, sizeof eo);
-    pf_producer_opts_defaults(&eo.producer);
-    pf_sink_opts_defaults(&eo.sink);
+    eo.producer = pf_producer_default_params();
+    eo.sink = pf_sink_default_params();
     eo.pre_threads = 2;
     eo.max_batch = 4;
     static const struct option opts[] = {
