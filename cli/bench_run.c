@@ -293,6 +293,12 @@ static int setup(bench_state *s, const bench_params *o, bench_result *r, pf_err 
     return 0;
 }
 
+bench_params bench_default_params(void)
+{
+    return (bench_params){.precision = PF_PREC_AUTO, .images = 4, .new_tokens = 20, .batches = {1, 4, 16, 64},
+                          .n_batches = 4, .decode_steps = 5, .triad_bytes = (size_t)1 << 30};
+}
+
 int bench_run(const bench_params *o, bench_result *r, pf_err *err)
 {
     memset(r, 0, sizeof *r);

@@ -53,6 +53,9 @@ typedef struct bench_result {
     size_t image_cache_hits;
 } bench_result;
 
+/* precision auto, 4 images, 20 new tokens, batches 1,4,16,64, 5 decode steps, a 1 GiB triad, all cores */
+bench_params bench_default_params(void);
+
 int bench_run(const bench_params *o, bench_result *r, pf_err *err);
 
 #endif

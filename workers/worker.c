@@ -33,6 +33,15 @@ pf_worker_params pf_worker_default_params(void)
                               .hb_timeout = 10.0, .drain_timeout = 30.0, .lim = pf_proto_default_limits()};
 }
 
+int pf_worker_name_opt_hook(const pf_opt *opt, void *field, const char *val, pf_err *err)
+{
+    (void)field;
+    /* the name goes into every record and log line: bounded, and never empty */
+    if (!*val || strlen(val) > 100)
+        return pf_errf(err, "--%s: want 1 to 100 characters", opt->name);
+    return 0;
+}
+
 void pf_worker_work_free(pf_work *w)
 {
     if (!w)

@@ -12,7 +12,8 @@
 #include <cmocka.h>
 
 #include "pipeline/boxes.h"
-#include "pipeline/config.h"
+#include "base/config_file.h"
+#include "base/option.h"
 #include "pipeline/jobstore.h"
 #include "pipeline/keyset.h"
 #include "pipeline/scan.h"
