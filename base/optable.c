@@ -92,7 +92,7 @@ static void range_text(const pf_opt *o, char *buf, size_t cap)
     fmt_num(lo, sizeof lo, o->lo);
     fmt_num(hi, sizeof hi, o->hi);
     if (o->hi >= (o->type == PF_OPT_INT || o->type == PF_OPT_U64 ? 2147483647.0 : 1e6))
-        snprintf(buf, cap, ">= %s", lo);
+        snprintf(buf, cap, ">=%s", lo);   /* no blank: --help never wraps it apart */
     else
         snprintf(buf, cap, "%s..%s", lo, hi);
 }
@@ -140,7 +140,7 @@ static int store(const pf_opt *o, void *field, const char *val, size_t argc, pf_
     case PF_OPT_INT:
     case PF_OPT_U64:
         if (pf_parse_int(val, to_ll(o->lo), to_ll(o->hi), &iv))
-            return pf_errf(err, "--%s: want an integer %s%s, got '%s'", o->name, range[0] == '>' ? "" : "in ", range,
+            return pf_errf(err, "--%s: want an integer %s%s, got '%s'", o->name, range[0] == '>' ? ">= " : "in ", range + (range[0] == '>' ? 2 : 0),
                            val);
         if (o->type == PF_OPT_INT)
             *(int *)field = (int)iv;
@@ -150,7 +150,7 @@ static int store(const pf_opt *o, void *field, const char *val, size_t argc, pf_
     case PF_OPT_DOUBLE:
     case PF_OPT_SIZE:
         if (pf_parse_double(val, o->lo, o->hi, &dv))
-            return pf_errf(err, "--%s: want a number %s%s, got '%s'", o->name, range[0] == '>' ? "" : "in ", range,
+            return pf_errf(err, "--%s: want a number %s%s, got '%s'", o->name, range[0] == '>' ? ">= " : "in ", range + (range[0] == '>' ? 2 : 0),
                            val);
         if (o->type == PF_OPT_DOUBLE)
             *(double *)field = dv * scale_of(o);
@@ -214,69 +214,58 @@ static const pf_opt *row_of(const pf_optcmd *cmd, size_t n, int ch)
     return ch == 'h' ? &g_common[COMMON_HELP] : NULL;
 }
 
-static int usage_error(const pf_optcmd *cmd, int quiet, const char *msg)
-{
-    if (quiet) {   /* a reload: the reason goes to the log, where the failed reload is reported */
-        if (msg)
-            pf_error("config", "%s", msg);
-        return 2;
-    }
-    if (msg)
-        fprintf(stderr, "paliflow %s: %s\n", cmd->name, msg);
-    fprintf(stderr, "Run 'paliflow %s --help' for the options.\n", cmd->name);
-    return 2;
-}
-
-int pf_opt_parse(const pf_optcmd *cmd, void *obj, int argc, char **argv, int *optind_out, int quiet)
+int pf_opt_parse_args(const pf_optcmd *cmd, void *obj, int argc, char **argv, int *first, pf_err *err)
 {
     size_t n = n_rows(cmd);
     struct option *lo;
     char shorts[128];
     if (build_getopt(cmd, n, &lo, shorts, sizeof shorts))
-        return usage_error(cmd, quiet, "out of memory");
+        return pf_errf(err, "out of memory");
     int rc = 0, ch, idx;
     optind = 0;   /* a full reset: a reload parses again */
     opterr = 0;   /* our messages, in our format */
-    while ((ch = getopt_long(argc, argv, shorts, lo, &idx)) != -1) {
+    while (rc == 0 && (ch = getopt_long(argc, argv, shorts, lo, &idx)) != -1) {
         const pf_opt *o = ch == '?' || ch == ':' ? NULL : row_of(cmd, n, ch);
-        char msg[PF_ERR_MAX + 64];
         if (!o) {
             const char *arg = argv[optind - 1];
             if (ch == ':')
-                snprintf(msg, sizeof msg, "option '%s' needs a value", arg);
+                rc = pf_errf(err, "option '%.200s' needs a value", arg);
             else if (optopt && optopt < ROW_BASE && !(arg[0] == '-' && arg[1] == '-'))
-                snprintf(msg, sizeof msg, "unknown option '-%c'", optopt);
+                rc = pf_errf(err, "unknown option '-%c'", optopt);
             else
-                snprintf(msg, sizeof msg, "unknown or ambiguous option '%s'", arg);
-            rc = usage_error(cmd, quiet, msg);
-            break;
-        }
-        if (o == &g_common[COMMON_HELP]) {
-            if (!quiet)
-                pf_opt_help(cmd, stdout);
+                rc = pf_errf(err, "unknown or ambiguous option '%.200s'", arg);
+        } else if (o == &g_common[COMMON_HELP]) {
             rc = 1;
-            break;
-        }
-        if (o == &g_common[COMMON_CONFIG]) {
+        } else if (o == &g_common[COMMON_CONFIG]) {
             /* main() or the command expanded every --config before parsing; one left here came from a file */
-            rc = usage_error(cmd, quiet, "--config inside a config file");
-            break;
-        }
-        pf_err err = {{0}};
-        if (set_field(o, obj, optarg, (size_t)argc, &err)) {
-            rc = usage_error(cmd, quiet, err.msg);
-            break;
+            rc = pf_errf(err, "--config inside a config file");
+        } else {
+            rc = set_field(o, obj, optarg, (size_t)argc, err);
         }
     }
-    if (rc == 0 && !cmd->operands && optind < argc) {
-        char msg[PF_ERR_MAX];
-        snprintf(msg, sizeof msg, "unexpected argument '%.200s'", argv[optind]);
-        rc = usage_error(cmd, quiet, msg);
-    }
-    if (optind_out)
-        *optind_out = optind;
+    if (rc == 0 && !cmd->operands && optind < argc)
+        rc = pf_errf(err, "unexpected argument '%.200s'", argv[optind]);
+    if (first)
+        *first = optind;
     free(lo);
     return rc;
+}
+
+int pf_opt_parse(const pf_optcmd *cmd, void *obj, int argc, char **argv, int *first, int quiet)
+{
+    pf_err err = {{0}};
+    int rc = pf_opt_parse_args(cmd, obj, argc, argv, first, &err);
+    if (rc == 1 && !quiet)
+        pf_opt_help(cmd, stdout);
+    if (rc >= 0)
+        return rc;
+    if (quiet) {   /* a reload: the reason goes to the log, where the failed reload is reported */
+        pf_error("config", "%s", err.msg);
+    } else {
+        fprintf(stderr, "paliflow %s: %s\n", cmd->name, err.msg);
+        fprintf(stderr, "Run 'paliflow %s --help' for the options.\n", cmd->name);
+    }
+    return 2;
 }
 
 void pf_opt_free(const pf_optcmd *cmd, void *obj)

@@ -109,11 +109,16 @@ typedef struct pf_optcmd {
     {(NAME), 0, PF_OPT_FUNC, offsetof(T, F), .fn = (FN), .flags = (FL), .arg = (ARG), .help = (HELP)}
 
 /* Parse ARGV (argv[0] is the command's name; --config already expanded: base/config_file.h) into OBJ, which
- * the caller initialised (cmd->init). --help/-h prints pf_opt_help to stdout; --log-level LEVEL and --config
- * FILE are every command's (the table need not list them). Operands stay at argv[*optind_out...].
- * Returns 0 parsed, 1 --help printed, 2 usage error (printed: "paliflow NAME: ..." and where to find help;
- * with QUIET, as in a reload, the reason is logged instead and --help prints nothing). */
-int pf_opt_parse(const pf_optcmd *cmd, void *obj, int argc, char **argv, int *optind_out, int quiet);
+ * the caller initialised (cmd->init). --help/-h, --log-level LEVEL and --config FILE are every command's (the
+ * table need not list them). Operands stay at argv[*first...]. Returns 0 parsed, 1 --help was asked for,
+ * -1 a bad option (ERR names it: "--max-attempts: want an integer in 1..1000, got '0'"). OBJ may be
+ * partly filled on error. */
+int pf_opt_parse_args(const pf_optcmd *cmd, void *obj, int argc, char **argv, int *first, pf_err *err);
+
+/* pf_opt_parse_args for a command: --help printed to stdout (returns 1), a bad option printed as "paliflow
+ * NAME: reason" and where to find help (returns 2; with QUIET, as in a reload, the reason is logged
+ * instead). 0 parsed. */
+int pf_opt_parse(const pf_optcmd *cmd, void *obj, int argc, char **argv, int *first, int quiet);
 
 /* The --help text: synopsis, every row (with its default from a fresh cmd->init struct, and its range),
  * the common options, the epilog. Wrapped to 80 columns. */

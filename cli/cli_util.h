@@ -23,7 +23,7 @@ typedef struct cli_reloader {
     void *arg;
 } cli_reloader;
 
-/* The roles' on_reload callback (pf_*_opts.on_reload) with reload_arg a cli_reloader. Logs the reload and
+/* The roles' on_reload callback (pf_control.on_reload) with reload_arg a cli_reloader. Logs the reload and
  * its failures. */
 void cli_reload(void *reloader);
 

@@ -40,7 +40,8 @@ typedef struct pf_producer_params {
     const char *report;               /* write the job report (JSON) here when the run ends (optional) */
     int stay;                         /* after completion keep serving (finished heartbeats, metrics) until stopped */
     /* Stop and reload. A reload may change the reloadable fields of this struct: max_attempts, leases,
-     * ack/heartbeat timeouts, max_ready, progress_interval; the CURVE allow-list is re-read after it. */
+     * ack/heartbeat timeouts, max_ready, retry_backoff_s, progress_interval (the rows cli/cmd_producer.c marks
+     * PF_OPT_RELOAD); the CURVE allow-list is re-read after it. */
     pf_control ctl;
 } pf_producer_params;
 

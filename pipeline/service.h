@@ -2,11 +2,10 @@
  * run) shares on a fleet: the CURVE options (proto/security.h), --metrics HOST:PORT (pipeline/httpd.h) and
  * SIGHUP, which asks the role to re-read its --config file between two iterations of its loop.
  *
- * What a reload applies (the rest needs a restart, and a reload says so when it changed): --log-level and
- * the --curve-allow list everywhere; producer: --max-attempts, --preprocess-lease, --inference-lease,
- * --ack-timeout, --heartbeat-timeout, --max-ready, --progress-interval; sink: --batch, --flush-ms,
- * --heartbeat-timeout; workers: --drain-timeout, --heartbeat-timeout. A config file that fails to parse
- * changes nothing (the error is logged).
+ * What a reload applies: --log-level and the --curve-allow list everywhere, and the rows each command's
+ * option table marks PF_OPT_RELOAD (base/optable.h; --help says "reloads"). Any other option that changed
+ * needs a restart, and the reload names it. A config file that fails to parse changes nothing (the error
+ * is logged).
  */
 #ifndef PF_PIPELINE_SERVICE_H
 #define PF_PIPELINE_SERVICE_H
