@@ -431,6 +431,11 @@ void pf_opt_help(const pf_optcmd *cmd, FILE *out)
     fold(out, cmd->synopsis);
     for (const pf_opt *o = cmd->opts; !is_end(o); o++)
         help_row(out, o, defaults);
+    int headed = 0;   /* after a table's heading, the common options need their own */
+    for (const pf_opt *o = cmd->opts; !is_end(o); o++)
+        headed |= o->type == PF_OPT_HEADING;
+    if (headed)
+        fputs("every command:\n", out);
     for (int i = 0; i < N_COMMON; i++)
         if (common_used(cmd, i))
             help_row(out, &g_common[i], NULL);

@@ -98,11 +98,11 @@ typedef struct pf_optcmd {
 #define PF_OPT_ROW_LIST(NAME, T, F, ARG, HELP)                                                                     \
     {(NAME), 0, PF_OPT_LIST, offsetof(T, F), .flags = PF_OPT_NONEMPTY, .arg = (ARG), .help = (HELP)}
 #define PF_OPT_ROW_INT(NAME, T, F, LO, HI, FL, ARG, HELP)                                                          \
-    {(NAME), 0, PF_OPT_INT, offsetof(T, F), (LO), (HI), .flags = (FL), .arg = (ARG), .help = (HELP)}
+    {(NAME), 0, PF_OPT_INT, offsetof(T, F), (double)(LO), (double)(HI), .flags = (FL), .arg = (ARG), .help = (HELP)}
 #define PF_OPT_ROW_U64(NAME, T, F, LO, HI, FL, ARG, HELP)                                                          \
-    {(NAME), 0, PF_OPT_U64, offsetof(T, F), (LO), (HI), .flags = (FL), .arg = (ARG), .help = (HELP)}
+    {(NAME), 0, PF_OPT_U64, offsetof(T, F), (double)(LO), (double)(HI), .flags = (FL), .arg = (ARG), .help = (HELP)}
 #define PF_OPT_ROW_DOUBLE(NAME, T, F, LO, HI, FL, ARG, HELP)                                                       \
-    {(NAME), 0, PF_OPT_DOUBLE, offsetof(T, F), (LO), (HI), .flags = (FL), .arg = (ARG), .help = (HELP)}
+    {(NAME), 0, PF_OPT_DOUBLE, offsetof(T, F), (double)(LO), (double)(HI), .flags = (FL), .arg = (ARG), .help = (HELP)}
 #define PF_OPT_ROW_ENUM(NAME, T, F, CHOICES, FL, ARG, HELP)                                                        \
     {(NAME), 0, PF_OPT_ENUM, offsetof(T, F), .choices = (CHOICES), .flags = (FL), .arg = (ARG), .help = (HELP)}
 #define PF_OPT_ROW_FUNC(NAME, T, F, FN, FL, ARG, HELP)                                                             \
