@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 #include "base/optable.h"
-#include "model/session.h"
+#include "model/generate/session.h"
 #include "proto/proto.h"
 
 /* The generation settings, into a pf_task (its defaults: base/generation.h). */

@@ -6,7 +6,7 @@
 
 #include "base/config_file.h"
 #include "cli/cli_options.h"
-#include "workers/image.h"
+#include "image/image.h"
 
 void cli_worker_defaults(void *obj)
 {

@@ -9,7 +9,7 @@
 
 #include "base/optable.h"
 #include "cli/cli_util.h"
-#include "model/session.h"
+#include "model/generate/session.h"
 #include "pipeline/service.h"
 #include "workers/worker.h"
 

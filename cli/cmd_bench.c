@@ -10,7 +10,7 @@
 #include "base/optable.h"
 #include "cli/bench_run.h"
 #include "cli/commands.h"
-#include "model/precision_probe.h"
+#include "model/linear/precision_probe.h"
 
 static int parse_batches(const char *s, bench_params *o)
 {

@@ -1,6 +1,6 @@
 /* paliflow generate: image files + prompt(s) -> generated token ids and text, one JSON line per image.
  *
- * Every image is decoded and resized exactly as SiglipImageProcessor does (workers/image.h), the prompt
+ * Every image is decoded and resized exactly as SiglipImageProcessor does (image/image.h), the prompt
  * is built as PaliGemmaProcessor does, and all images run as ONE batch through the generator (continuous
  * batching: each row gives exactly what it gives alone). The prompt -> request -> text path is
  * model/annotate.h, the same code the pipeline's inference stage runs. */
@@ -14,16 +14,16 @@
 #include "base/optable.h"
 #include "cli/cli_options.h"
 #include "cli/commands.h"
-#include "model/annotate.h"
-#include "model/generate.h"
-#include "model/model.h"
+#include "model/generate/annotate.h"
+#include "model/generate/generate.h"
+#include "model/io/model.h"
 #include "model/seg/decoder.h"
 #include "model/seg/objects.h"
-#include "model/session.h"
-#include "model/tokenizer.h"
-#include "pipeline/boxes.h"
+#include "model/generate/session.h"
+#include "model/tokenizer/tokenizer.h"
+#include "model/seg/boxes.h"
 #include "proto/proto.h"
-#include "workers/image.h"
+#include "image/image.h"
 #include "workers/stages.h"
 
 typedef struct gen_params {

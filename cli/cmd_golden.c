@@ -2,12 +2,12 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "model/cpu.h"
+#include "model/linear/cpu.h"
 
 #include "base/log.h"
 #include "base/optable.h"
 #include "cli/commands.h"
-#include "model/golden.h"
+#include "model/tools/golden.h"
 
 typedef struct golden_cli {
     pf_golden_params g;

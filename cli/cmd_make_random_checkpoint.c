@@ -10,7 +10,7 @@
 #include "base/log.h"
 #include "base/optable.h"
 #include "cli/commands.h"
-#include "model/random_ckpt.h"
+#include "model/tools/random_ckpt.h"
 
 /* "5GB", "500MB", "2GiB", "1234": decimal units like transformers' max_shard_size. */
 static int parse_size(const char *s, uint64_t *out)

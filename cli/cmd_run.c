@@ -16,7 +16,7 @@
 #include "pipeline/embedded.h"
 #include "pipeline/run_exit.h"
 #include "pipeline/service.h"
-#include "workers/image.h"
+#include "image/image.h"
 #include "workers/stages.h"
 
 typedef struct run_cli {

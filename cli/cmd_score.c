@@ -10,12 +10,12 @@
 #include "base/optable.h"
 #include "cli/cli_options.h"
 #include "cli/commands.h"
-#include "model/model.h"
-#include "model/processor.h"
-#include "model/score.h"
-#include "model/session.h"
-#include "model/tokenizer.h"
-#include "workers/image.h"
+#include "model/io/model.h"
+#include "model/tokenizer/processor.h"
+#include "model/generate/score.h"
+#include "model/generate/session.h"
+#include "model/tokenizer/tokenizer.h"
+#include "image/image.h"
 
 typedef struct score_cli {
     const char *model_dir, *tokenizer, *prompt, *suffix;

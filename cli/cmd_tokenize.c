@@ -12,8 +12,8 @@
 #include "base/log.h"
 #include "base/optable.h"
 #include "cli/commands.h"
-#include "model/processor.h"
-#include "model/tokenizer.h"
+#include "model/tokenizer/processor.h"
+#include "model/tokenizer/tokenizer.h"
 
 typedef struct tokenize_cli {
     const char *path;

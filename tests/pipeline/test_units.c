@@ -11,9 +11,9 @@
 
 #include <cmocka.h>
 
-#include "pipeline/boxes.h"
 #include "base/config_file.h"
 #include "base/option.h"
+#include "model/seg/boxes.h"
 #include "pipeline/jobstore.h"
 #include "pipeline/keyset.h"
 #include "pipeline/scan.h"
