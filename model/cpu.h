@@ -18,13 +18,8 @@
 #include <stddef.h>
 
 #include "base/err.h"
+#include "base/simd.h" /* pf_cpu_tier, pf_simd_tier(): the tier our own SIMD code runs at */
 
-/* Vector tiers our kernels are written for (each implies the ones below). */
-typedef enum pf_cpu_tier {
-    PF_TIER_GENERIC = 0, /* plain C (compiler's SSE2) */
-    PF_TIER_AVX2 = 1,    /* AVX2 + FMA */
-    PF_TIER_AVX512 = 2,  /* AVX-512 F + BW + VL + DQ */
-} pf_cpu_tier;
 
 typedef struct pf_cpu_features {
     char vendor[13];
