@@ -98,6 +98,17 @@ pf_simd_void_fn pf_simd_bind(pf_simd_fn *f)
     return f->variant[t];
 }
 
+pf_simd_void_fn pf_simd_variant(const char *name, pf_cpu_tier t)
+{
+    pf_simd_void_fn p = NULL;
+    pthread_mutex_lock(&g_reg_lock);
+    for (pf_simd_fn *f = g_reg; f && !p; f = f->next)
+        if (strcmp(f->name, name) == 0 && (unsigned)t < PF_TIER_COUNT)
+            p = f->variant[t];
+    pthread_mutex_unlock(&g_reg_lock);
+    return p;
+}
+
 static int tier_of(const pf_simd_fn *f, pf_simd_void_fn p)
 {
     for (int t = 0; p && t < PF_TIER_COUNT; t++)

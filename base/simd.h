@@ -121,6 +121,11 @@ size_t pf_simd_list(pf_simd_status *out, size_t max);
  * name; cut at LEN. */
 void pf_simd_report(char *buf, size_t len);
 
+/* The variant of the function registered as NAME written for tier T exactly (NULL if none): for tests and
+ * benchmarks that compare tiers in one process. Calling a tier above pf_simd_hw_tier() faults (SIGILL);
+ * calling one marks it as ran. */
+pf_simd_void_fn pf_simd_variant(const char *name, pf_cpu_tier t);
+
 /* ---- the macros ---- */
 
 #define PF_SIMD_PICK(fn) ((__typeof__(&fn##_v_generic))pf_simd_pick(&fn##_simd))

@@ -22,6 +22,7 @@
 #include "model/engine_internal.h"
 #include "model/ref.h"
 #include "workers/resample.h"
+#include "workers/resample_kernels.h" /* PF_RS_ROW_ALIGN */
 
 static uint64_t g_rng = 0x9e3779b97f4a7c15ull;
 static float frand(void) /* uniform [-1, 1) */
@@ -338,6 +339,76 @@ static void test_every_variant_ran_capped(void **state)
     }
 }
 
+/* ---- every tier this CPU runs computes the same bits where the code promises it: the reference oracle
+ * (-ffp-contract=off, no reassociation) and the resampler's integer kernels. Runs last: calling variants
+ * directly marks them as ran. ---- */
+
+typedef void (*linear_fn)(float *, const float *, const float *, const float *, size_t, size_t, size_t);
+typedef int (*attn_fn)(const pf_ref_attn *, const float *, size_t, size_t, const float *, const float *, size_t,
+                       size_t, float *, float *);
+typedef void (*vgather_fn)(const uint16_t *const *, const int32_t *, int, size_t, uint8_t *);
+typedef void (*accumulate_fn)(int32_t *, const uint8_t *, int32_t, size_t);
+
+static void test_tiers_agree_bit_for_bit(void **state)
+{
+    (void)state;
+    enum { N = 70, IN = 75, OUT = 13, AL = 2 * PF_RS_ROW_ALIGN, TAPS = 9 };
+    float *x = frandv(N * IN, 1), *w = frandv(OUT * IN, 1), *b = frandv(OUT, 1);
+    float *q = frandv(N * AQD, 2), *k = frandv(N * AKVD, 2), *v = frandv(N * AKVD, 1);
+    float y[PF_TIER_COUNT][N * OUT];
+    static float att[PF_TIER_COUNT][N * AQD];
+    static uint16_t rows16[TAPS][AL];
+    const uint16_t *rowp[TAPS];
+    int32_t taps[TAPS], acc[PF_TIER_COUNT][AL];
+    uint8_t gathered[PF_TIER_COUNT][AL], h8[AL];
+    for (int t = 0; t < TAPS; t++) {
+        for (int i = 0; i < AL; i++)
+            rows16[t][i] = (uint16_t)((t * 131 + i * 17) & 0xff);
+        rowp[t] = rows16[t];
+        taps[t] = (t - 3) * 40000; /* negative taps too: the clip to 0..255 is exercised */
+    }
+    for (int i = 0; i < AL; i++)
+        h8[i] = (uint8_t)(i * 29);
+    int32_t tt[N];
+    for (int j = 0; j < N; j++)
+        tt[j] = j < 20 ? 0 : 1;
+    pf_ref_attn ra = ref_attn(50.0f, tt);
+    int top = (int)pf_simd_hw_tier();
+    for (int t = 0; t <= top; t++) {
+        linear_fn lin = (linear_fn)pf_simd_variant("pf_ref_linear", (pf_cpu_tier)t);
+        attn_fn att_fn = (attn_fn)pf_simd_variant("pf_ref_attention", (pf_cpu_tier)t);
+        vgather_fn vg = (vgather_fn)pf_simd_variant("pf_rs_kernel_vgather", (pf_cpu_tier)t);
+        accumulate_fn ac = (accumulate_fn)pf_simd_variant("pf_rs_kernel_accumulate", (pf_cpu_tier)t);
+        if (PF_SIMD_MULTI || t == 0) {
+            assert_non_null(lin);
+            assert_non_null(att_fn);
+            assert_non_null(vg);
+            assert_non_null(ac);
+        } else {
+            continue;
+        }
+        lin(y[t], x, w, b, N, IN, OUT);
+        assert_int_equal(att_fn(&ra, q, N, 0, k, v, N, AKVD, att[t], NULL), 0);
+        vg(rowp, taps, TAPS, AL - 5, gathered[t]);
+        for (int i = 0; i < AL; i++)
+            acc[t][i] = i;
+        ac(acc[t], h8, -77, AL - 3);
+        if (t == 0)
+            continue;
+        const char *tn = pf_simd_tier_name((pf_cpu_tier)t);
+        if (memcmp(y[t], y[0], sizeof y[0]) != 0)
+            fail_msg("pf_ref_linear: %s differs from generic", tn);
+        if (memcmp(att[t], att[0], sizeof att[0]) != 0)
+            fail_msg("pf_ref_attention: %s differs from generic", tn);
+        if (memcmp(gathered[t], gathered[0], AL - 5) != 0)
+            fail_msg("pf_rs_kernel_vgather: %s differs from generic", tn);
+        if (memcmp(acc[t], acc[0], sizeof acc[0]) != 0)
+            fail_msg("pf_rs_kernel_accumulate: %s differs from generic", tn);
+    }
+    assert_null(pf_simd_variant("no_such_function", PF_TIER_GENERIC));
+    free(x), free(w), free(b), free(q), free(k), free(v);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -345,6 +416,7 @@ int main(void)
         cmocka_unit_test(test_engine_ops),       cmocka_unit_test(test_attention_prefill),
         cmocka_unit_test(test_attention_decode), cmocka_unit_test(test_ref_linear),
         cmocka_unit_test(test_resample),         cmocka_unit_test(test_every_variant_ran_capped),
+        cmocka_unit_test(test_tiers_agree_bit_for_bit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
