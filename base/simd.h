@@ -25,11 +25,14 @@
  * which variant is bound and which ran. tests/simd checks that under each cap every function ran exactly the
  * capped variant.
  *
- * No FMA in the PF_SIMD_VEC_* (auto-vectorized) variants: GNU C contracts a*b+c into one rounding when FMA
- * is enabled, which would make the variants differ in their last bits. Without it, vectorizing changes no
- * result (no reassociation without -ffast-math), so every tier computes the same bits: the reference oracle
- * (model/ref_ops.c, also built with -ffp-contract=off) relies on that, and the engine's tests compare tiers.
- * Hand-written variants use the tier's whole ISA (PF_SIMD_TARGET_*), FMA included.
+ * The auto-vectorized variants (PF_SIMD_VEC_*) are compiled as the target_clones were: AVX2 without FMA,
+ * AVX-512F alone. Without FMA, GNU C's default -ffp-contract=fast has nothing to contract and vectorizing
+ * changes no result (no reassociation without -ffast-math). AVX-512F brings its own FMA instructions, so in
+ * files built with the default the AVX-512 variant contracts a*b+c (as before); the reference oracle
+ * (model/ref_ops.c) is built with -ffp-contract=off and gives the same bits at every tier (tests/simd checks).
+ * BW/VL/DQ stay out of PF_SIMD_VEC_AVX512: with them GCC mixes ymm and zmm code in the row norms, measured
+ * 11% slower on the engine's residual norm (Zen 5), and the resampler is no faster. Hand-written variants
+ * use the tier's whole ISA (PF_SIMD_TARGET_*), FMA included.
  *
  * Only on x86-64 with GCC or clang (PF_SIMD_MULTI); elsewhere, or with -DPF_NO_CLONES, only the generic
  * variant exists and the dispatch still works (and reports it).
@@ -69,9 +72,9 @@ pf_cpu_tier pf_simd_tier(void);
 /* hand-written code: the whole tier (add e.g. ",avxvnni" for an extension the caller checked) */
 #define PF_SIMD_TARGET_AVX2 __attribute__((target(PF_SIMD_ISA_AVX2)))
 #define PF_SIMD_TARGET_AVX512 __attribute__((target(PF_SIMD_ISA_AVX512)))
-/* auto-vectorized code: the tier without FMA (see above) */
+/* auto-vectorized code: AVX2 without FMA, AVX-512F alone (see above) */
 #define PF_SIMD_VEC_AVX2 __attribute__((target("avx2")))
-#define PF_SIMD_VEC_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+#define PF_SIMD_VEC_AVX512 __attribute__((target("avx512f")))
 #define PF_SIMD_IF_MULTI(...) __VA_ARGS__
 #else
 #define PF_SIMD_MULTI 0
