@@ -9,7 +9,8 @@
  *
  * PALIFLOW_MAX_ISA=generic|avx2|avx512|avx512_vnni|avx512_bf16 caps our kernels, the SIMD variants of
  * base/simd.h (the tier itself comes from there) and oneDNN (dnnl_set_max_cpu_isa), so the AVX2 paths can
- * be tested on an AVX-512 machine. It is read once, by the first call to pf_cpu() — before any oneDNN primitive is created (oneDNN fixes its ISA at first use).
+ * be tested on an AVX-512 machine. It is read once, by the first call to pf_cpu() — before any oneDNN
+ * primitive is created (oneDNN fixes its ISA at first use).
  */
 #ifndef PF_MODEL_CPU_H
 #define PF_MODEL_CPU_H
