@@ -133,35 +133,39 @@ pf_simd_void_fn pf_simd_variant(const char *name, pf_cpu_tier t);
 
 #define PF_SIMD_PICK(fn) ((__typeof__(&fn##_v_generic))pf_simd_pick(&fn##_simd))
 
-#define PF_SIMD_WRAP_(attr, tier, ret, fn, suffix, params, args, impl)                                    \
-    attr static ret fn##_v_##suffix params                                                               \
-    {                                                                                                      \
-        pf_simd_ran(&fn##_simd, tier);                                                                   \
-        return impl args;                                                                                  \
+/* One variant: notes that it ran, then runs IMPL, inlined and compiled for ATTR. (`return f(...)` of a void f is
+ * valid GNU C, which lets one macro serve void and non-void functions.) */
+#define PF_SIMD_WRAP_(attr, tier, ret, fn, suffix, params, args, impl)                                               \
+    attr static ret fn##_v_##suffix params                                                                           \
+    {                                                                                                                \
+        pf_simd_ran(&fn##_simd, tier);                                                                               \
+        return impl args;                                                                                            \
     }
 
-#define PF_SIMD_DEFINE_(linkage, ret, fn, params, args, f_generic, f_avx2, f_avx512, attr2, attr5)         \
-    static pf_simd_fn fn##_simd;                                                                         \
-    PF_SIMD_WRAP_(, PF_TIER_GENERIC, ret, fn, generic, params, args, f_generic)                          \
-    PF_SIMD_IF_MULTI(PF_SIMD_WRAP_(attr2, PF_TIER_AVX2, ret, fn, avx2, params, args, f_avx2)             \
-                         PF_SIMD_WRAP_(attr5, PF_TIER_AVX512, ret, fn, avx512, params, args, f_avx512))  \
-    static pf_simd_fn fn##_simd = {                                                                      \
-        .name = #fn,                                                                                     \
-        .variant = {(pf_simd_void_fn)fn##_v_generic PF_SIMD_IF_MULTI(, (pf_simd_void_fn)fn##_v_avx2,  \
-                                                                       (pf_simd_void_fn)fn##_v_avx512)}, \
-    };                                                                                                     \
-    __attribute__((constructor)) static void fn##_simd_register(void) { pf_simd_register(&fn##_simd); } \
+/* The variants; the record, registered by a constructor so that pf_simd_list also shows functions never called;
+ * the dispatcher (`unused`: callers that only take PF_SIMD_PICK never call it). */
+#define PF_SIMD_DEFINE_(linkage, ret, fn, params, args, f_generic, f_avx2, f_avx512, attr2, attr5)                   \
+    static pf_simd_fn fn##_simd;                                                                                     \
+    PF_SIMD_WRAP_(, PF_TIER_GENERIC, ret, fn, generic, params, args, f_generic)                                      \
+    PF_SIMD_IF_MULTI(PF_SIMD_WRAP_(attr2, PF_TIER_AVX2, ret, fn, avx2, params, args, f_avx2)                         \
+                         PF_SIMD_WRAP_(attr5, PF_TIER_AVX512, ret, fn, avx512, params, args, f_avx512))              \
+    static pf_simd_fn fn##_simd = {                                                                                  \
+        .name = #fn,                                                                                                 \
+        .variant = {(pf_simd_void_fn)fn##_v_generic PF_SIMD_IF_MULTI(, (pf_simd_void_fn)fn##_v_avx2,                 \
+                                                                       (pf_simd_void_fn)fn##_v_avx512)},             \
+    };                                                                                                               \
+    __attribute__((constructor)) static void fn##_simd_register(void) { pf_simd_register(&fn##_simd); }              \
     __attribute__((unused)) linkage ret fn params { return PF_SIMD_PICK(fn) args; }
 
 /* The body that follows is compiled once per tier (always inlined into each variant). */
-#define PF_SIMD_CLONES(linkage, ret, fn, params, args)                                                   \
-    static inline __attribute__((always_inline)) ret fn##_body params;                                   \
-    PF_SIMD_DEFINE_(linkage, ret, fn, params, args, fn##_body, fn##_body, fn##_body,                \
-                    PF_SIMD_VEC_AVX2, PF_SIMD_VEC_AVX512)                                                  \
+#define PF_SIMD_CLONES(linkage, ret, fn, params, args)                                                               \
+    static inline __attribute__((always_inline)) ret fn##_body params;                                               \
+    PF_SIMD_DEFINE_(linkage, ret, fn, params, args, fn##_body, fn##_body, fn##_body,                                 \
+                    PF_SIMD_VEC_AVX2, PF_SIMD_VEC_AVX512)                                                            \
     static inline __attribute__((always_inline)) ret fn##_body params
 
-#define PF_SIMD_VARIANTS(linkage, ret, fn, params, args, f_generic, f_avx2, f_avx512)                      \
-    PF_SIMD_DEFINE_(linkage, ret, fn, params, args, f_generic, f_avx2, f_avx512, PF_SIMD_TARGET_AVX2,      \
+#define PF_SIMD_VARIANTS(linkage, ret, fn, params, args, f_generic, f_avx2, f_avx512)                                \
+    PF_SIMD_DEFINE_(linkage, ret, fn, params, args, f_generic, f_avx2, f_avx512, PF_SIMD_TARGET_AVX2,                \
                     PF_SIMD_TARGET_AVX512)
 
 #endif

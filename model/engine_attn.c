@@ -168,7 +168,8 @@ size_t pf_eng_attn_decode_work(const eng_attn *a, size_t max_len)
 }
 
 /* softmax over s[j0..n) in place (soft-cap first); returns 1 / sum. */
-PF_SIMD_CLONES(static, float, softmax_full, (float *restrict s, size_t j0, size_t n, float softcap), (s, j0, n, softcap))
+PF_SIMD_CLONES(static, float, softmax_full, (float *restrict s, size_t j0, size_t n, float softcap),
+               (s, j0, n, softcap))
 {
     float mx = -INFINITY, sumv = 0;
     if (softcap > 0)

@@ -131,8 +131,8 @@ void pf_eng_gelu_erf(float *x, size_t n)
         x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
 }
 
-PF_SIMD_CLONES(static, void, gelu_mul_row, (float *restrict a, const float *restrict g, const float *restrict u, size_t I),
-               (a, g, u, I))
+PF_SIMD_CLONES(static, void, gelu_mul_row,
+               (float *restrict a, const float *restrict g, const float *restrict u, size_t I), (a, g, u, I))
 {
     for (size_t j = 0; j < I; j++)
         a[j] = gelu_tanh1(g[j]) * u[j];

@@ -203,8 +203,8 @@ PF_SIMD_CLONES(extern, void, pf_rs_widen_row, (const uint8_t *restrict src, size
         dst[i] = src[i];
 }
 
-PF_SIMD_CLONES(extern, void, pf_rs_kernel_accumulate, (int32_t *restrict acc, const uint8_t *restrict h, int32_t k, size_t n),
-               (acc, h, k, n))
+PF_SIMD_CLONES(extern, void, pf_rs_kernel_accumulate,
+               (int32_t *restrict acc, const uint8_t *restrict h, int32_t k, size_t n), (acc, h, k, n))
 {
     for (size_t i = 0; i < n; i++)
         acc[i] += h[i] * k;
