@@ -18,8 +18,9 @@ import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pipeline"))
-import pipeline_test as pt  # noqa: E402  (shared helpers: processes, inputs, record checks)
-from pipeline_test import Fail, check, free_port, kill9, make_inputs, read_records, start, verify, wait_exit  # noqa
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from pipeline_test import make_inputs, verify  # noqa: E402
+from pftest import PROCS, Fail, check, free_port, kill9, read_records, run_case, start, wait_exit  # noqa: E402
 
 HB = ["--heartbeat", "0.2", "--heartbeat-timeout", "1.5"]
 
@@ -193,7 +194,7 @@ def t_curve(a, d):
     check(bad.poll() is None, "the refused worker should keep retrying (it exited %s)" % bad.returncode)
     kill9(bad)
     bad_key = k.pub["bad"]
-    for p in pt.PROCS:
+    for p in PROCS:
         if "producer" in p.log or "sink" in p.log:
             text = logtext(p)
             check("refused a connection from 127.0.0.1: CURVE client key %s is not in the allow-list" % bad_key in text,
@@ -329,7 +330,7 @@ def t_wire(a, d):
     check(b"CURVE" in data, "no CURVE greeting on the wire")
     check(MARKER not in data and MARKER.hex().encode() not in data and b"marker0" not in data,
           "plaintext payload on the wire with CURVE on")
-    for p in list(pt.PROCS):   # the first run's sink is still up
+    for p in list(PROCS):   # the first run's sink is still up
         if p.poll() is None:
             kill9(p)
     data, _ = wire_run(a, os.path.join(d, "plain"), False)
@@ -463,10 +464,10 @@ def t_metrics(a, d):
     check(rep["errors"]["by_stage"].get("preprocess") == len(pre_failed), "by_stage: %s" % rep["errors"])
     check(rep["retries"]["requeued"] >= 1, "the flaky item was requeued: %s" % rep["retries"])
     check(rep["throughput"]["items_per_second"] > 0, "throughput")
-    for p in pt.PROCS:
+    for p in PROCS:
         if p.poll() is None:
             os.kill(p.pid, signal.SIGTERM)
-    for p in pt.PROCS:
+    for p in PROCS:
         check(wait_exit(p, 20, p.log) == 0, "%s did not exit 0 on SIGTERM" % p.log)
     del inf
 
@@ -620,7 +621,7 @@ def main():
     except ImportError as e:
         print("SKIP: %s (python3-zmq, python3-msgpack, python3-prometheus-client: .ci/packages)" % e)
         return 77
-    return pt.run_case(a.test, "pf_fleet_%s_" % a.test, lambda d: TESTS[a.test](a, d), a.keep)
+    return run_case(a.test, "pf_fleet_%s_" % a.test, lambda d: TESTS[a.test](a, d), a.keep)
 
 if __name__ == "__main__":
     sys.exit(main())

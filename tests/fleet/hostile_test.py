@@ -18,8 +18,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pipeline"))
 import fleet_test as ft  # noqa: E402
-import pipeline_test as pt  # noqa: E402
-from pipeline_test import Fail, check, free_port, make_inputs, verify, wait_exit  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from pipeline_test import make_inputs, verify  # noqa: E402
+from pftest import PROCS, check, free_port, run_case, wait_exit  # noqa: E402
 
 
 class Rogue:
@@ -216,7 +217,7 @@ def t_clean(a, d):
     os.kill(sink.pid, signal.SIGTERM)
     check(wait_exit(sink, 30, "sink") == 0, "sink exit status %s" % sink.returncode)
     verify(f.out, files, f.db)
-    for p in pt.PROCS:
+    for p in PROCS:
         text = ft.logtext(p)
         check(": refused " not in text, "a refusal without a hostile peer in %s: %s" %
               (p.log, [line for line in text.splitlines() if ": refused " in line][:3]))
@@ -242,7 +243,7 @@ def main():
             t_clean(a, d)
         else:
             t_hostile(a, d, a.mode == "curve")
-    return pt.run_case("hostile " + a.mode, "pf_hostile_%s_" % a.mode, body, a.keep, tail=20)
+    return run_case("hostile " + a.mode, "pf_hostile_%s_" % a.mode, body, a.keep, tail=20)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -26,8 +26,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pipeline"))
 import fleet_test as ft  # noqa: E402
-import pipeline_test as pt  # noqa: E402
-from pipeline_test import Fail, check, free_port, kill9, make_inputs, read_records, verify, wait_exit  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from pipeline_test import make_inputs, verify  # noqa: E402
+from pftest import PROCS, check, free_port, kill9, read_records, run_case, wait_exit  # noqa: E402
 
 INSECURE = ["--insecure"]
 
@@ -163,7 +164,7 @@ def start_in(cwd, cmd, log, pre=()):
     env = dict(os.environ, PALIFLOW_LOG="info")
     p = subprocess.Popen(list(pre) + cmd, stdout=f, stderr=f, start_new_session=True, env=env, cwd=cwd)
     p.log = log
-    pt.PROCS.append(p)
+    PROCS.append(p)
     return p
 
 
@@ -289,7 +290,7 @@ def main():
         print("SKIP: %s (python3-zmq, python3-msgpack, python3-prometheus-client: .ci/packages)" % e)
         return 77
     tests = {"hoard": t_hoard, "quarantine": t_quarantine, "backoff": t_backoff, "mismatch": t_mismatch}
-    return pt.run_case("policy " + a.mode, "pf_policy_%s_" % a.mode, lambda d: tests[a.mode](a, d), a.keep,
+    return run_case("policy " + a.mode, "pf_policy_%s_" % a.mode, lambda d: tests[a.mode](a, d), a.keep,
                        tail=25, skip=Skip, cleanup_on_pass=True)
 
 if __name__ == "__main__":

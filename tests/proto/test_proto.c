@@ -25,6 +25,47 @@ static uint8_t *enc(const pf_msg *m, size_t *len)
     return buf;
 }
 
+/* One message through the codec: M encoded, then decoded into *D, which must succeed; the checks that follow
+ * read *D (whose payloads point into the returned buffer). Free both with release(). */
+static uint8_t *decode_ok(const pf_msg *m, pf_msg *d)
+{
+    size_t len;
+    pf_err e = {{0}};
+    uint8_t *buf = enc(m, &len);
+    if (pf_msg_decode(buf, len, &L, d, &e) != 0)
+        fail_msg("decode: %s", e.msg);
+    return buf;
+}
+
+static void release(pf_msg *d, uint8_t *buf)
+{
+    pf_msg_free(d);
+    free(buf);
+}
+
+/* A hello from ROLE named NAME, every other field at its default. */
+static pf_msg hello(const char *role, const char *name)
+{
+    pf_msg h;
+    pf_msg_init(&h, PF_MSG_HELLO);
+    h.role = role;
+    h.name = name;
+    return h;
+}
+
+/* M encoded is refused by the decoder, with a message holding WANT (NULL: any message). */
+static void decode_refused(const pf_msg *m, const char *want)
+{
+    size_t len;
+    pf_err e = {{0}};
+    pf_msg d;
+    uint8_t *buf = enc(m, &len);
+    assert_int_equal(pf_msg_decode(buf, len, &L, &d, &e), -1);
+    if (want && !strstr(e.msg, want))
+        fail_msg("refused with '%s', want '%s'", e.msg, want);
+    release(&d, buf);
+}
+
 static void test_roundtrip_item(void **state)
 {
     (void)state;
@@ -110,11 +151,7 @@ static void test_roundtrip_tensor_result_ack(void **state)
     free(buf);
     /* a tensor whose data does not hold S*S*3 bytes is refused */
     t.data_len = sizeof rgb - 1;
-    buf = enc(&t, &len);
-    assert_int_equal(pf_msg_decode(buf, len, &L, &d, &e), -1);
-    assert_non_null(strstr(e.msg, "data holds"));
-    pf_msg_free(&d);
-    free(buf);
+    decode_refused(&t, "data holds");
 
     /* result */
     pf_msg r;
@@ -131,25 +168,21 @@ static void test_roundtrip_tensor_result_ack(void **state)
     r.stopped_by_eos = 1;
     r.w_preprocess = "w1";
     r.w_inference = "w2";
-    buf = enc(&r, &len);
-    assert_int_equal(pf_msg_decode(buf, len, &L, &d, &e), 0);
+    buf = decode_ok(&r, &d);
     assert_int_equal(d.n_ids, 4);
     assert_memory_equal(d.ids, ids, sizeof ids);
     assert_string_equal(d.text, "a cat");
     assert_string_equal(d.w_preprocess, "w1");
     assert_string_equal(d.w_inference, "w2");
     assert_int_equal(d.stopped_by_eos, 1);
-    pf_msg_free(&d);
-    free(buf);
+    release(&d, buf);
     /* generated text may hold NUL bytes (the byte token <0x00>): they travel with the length */
     r.text = "a\0b";
     r.text_len = 3;
-    buf = enc(&r, &len);
-    assert_int_equal(pf_msg_decode(buf, len, &L, &d, &e), 0);
+    buf = decode_ok(&r, &d);
     assert_int_equal(d.text_len, 3);
     assert_memory_equal(d.text, "a\0b", 3);
-    pf_msg_free(&d);
-    free(buf);
+    release(&d, buf);
 
     /* ack */
     /* end: where the record ends in the output (4th element), absent (-1) in the old 3-element form */
@@ -158,42 +191,30 @@ static void test_roundtrip_tensor_result_ack(void **state)
     pf_msg_init(&a, PF_MSG_ACK);
     a.acks = acks;
     a.n_acks = 3;
-    buf = enc(&a, &len);
-    assert_int_equal(pf_msg_decode(buf, len, &L, &d, &e), 0);
+    buf = decode_ok(&a, &d);
     assert_int_equal(d.n_acks, 3);
     assert_true(d.acks[2].id == 9000000000ll);
     assert_string_equal(d.acks[1].key, "b");
     assert_int_equal(d.acks[1].ok, 0);
     assert_true(d.acks[0].end == -1 && d.acks[1].end == 0 && d.acks[2].end == 5000000000ll);
-    pf_msg_free(&d);
-    free(buf);
+    release(&d, buf);
 
     /* hello / credit / hb / error */
-    pf_msg h;
-    pf_msg_init(&h, PF_MSG_HELLO);
-    h.role = "inference";
-    h.name = "w";
+    pf_msg h = hello("inference", "w");
     h.capacity = 10;
-    buf = enc(&h, &len);
-    assert_int_equal(pf_msg_decode(buf, len, &L, &d, &e), 0);
+    buf = decode_ok(&h, &d);
     assert_int_equal(d.capacity, 10);
     assert_true(d.out_end == -1);   /* only a sink reports its output's size */
-    pf_msg_free(&d);
-    free(buf);
+    release(&d, buf);
     h.role = "sink";
     h.out_end = 123456789012ll;
     h.out_records = 0;
-    buf = enc(&h, &len);
-    assert_int_equal(pf_msg_decode(buf, len, &L, &d, &e), 0);
+    buf = decode_ok(&h, &d);
     assert_true(d.out_end == 123456789012ll && d.out_records == 0);
-    pf_msg_free(&d);
-    free(buf);
+    release(&d, buf);
     h.out_end = h.out_records = -1;
     h.role = "boss";
-    buf = enc(&h, &len);
-    assert_int_equal(pf_msg_decode(buf, len, &L, &d, &e), -1);
-    pf_msg_free(&d);
-    free(buf);
+    decode_refused(&h, NULL);
     pf_msg er;
     pf_msg_init(&er, PF_MSG_ERROR);
     er.id = 1;
@@ -203,20 +224,16 @@ static void test_roundtrip_tensor_result_ack(void **state)
     er.task.prompt = "ocr";
     er.stage = "preprocess";
     er.message = "truncated";
-    buf = enc(&er, &len);
-    assert_int_equal(pf_msg_decode(buf, len, &L, &d, &e), 0);
+    buf = decode_ok(&er, &d);
     assert_string_equal(d.message, "truncated");
-    pf_msg_free(&d);
-    free(buf);
+    release(&d, buf);
 }
 
 /* The producer's lease notes to the sink, and the sink's ask for them (PROTOCOL.md, "Who may say what"). */
 static void test_lease_notes(void **state)
 {
     (void)state;
-    pf_err e = {{0}};
     pf_msg m, d;
-    size_t len;
     pf_msg_init(&m, PF_MSG_LEASE);
     m.id = 7;
     m.key = "k7";
@@ -224,16 +241,14 @@ static void test_lease_notes(void **state)
     m.stage = "inference";
     m.holder = "host-inference-12-ab";
     m.holder_key = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7";
-    uint8_t *buf = enc(&m, &len);
-    assert_int_equal(pf_msg_decode(buf, len, &L, &d, &e), 0);
+    uint8_t *buf = decode_ok(&m, &d);
     assert_int_equal(d.type, PF_MSG_LEASE);
     assert_int_equal(d.id, 7);
     assert_string_equal(d.path, "in/a.jpg");
     assert_string_equal(d.stage, "inference");
     assert_string_equal(d.holder, "host-inference-12-ab");
     assert_string_equal(d.holder_key, m.holder_key);
-    pf_msg_free(&d);
-    free(buf);
+    release(&d, buf);
     /* without a holder, a path, or with a stage that is not a worker's: refused by the decoder */
     const char *stages[] = {"inference", "producer", NULL};
     for (int i = 0; i < 3; i++) {
@@ -244,43 +259,28 @@ static void test_lease_notes(void **state)
             b.stage = stages[1];
         else
             b.path = NULL;
-        buf = enc(&b, &len);
-        assert_int_equal(pf_msg_decode(buf, len, &L, &d, &e), -1);
-        pf_msg_free(&d);
-        free(buf);
+        decode_refused(&b, NULL);
     }
     pf_msg u;
     pf_msg_init(&u, PF_MSG_UNLEASE);
     u.id = 7;
     u.key = "k7";
-    buf = enc(&u, &len);
-    assert_int_equal(pf_msg_decode(buf, len, &L, &d, &e), 0);
+    buf = decode_ok(&u, &d);
     assert_int_equal(d.type, PF_MSG_UNLEASE);
     assert_null(d.holder);
-    pf_msg_free(&d);
-    free(buf);
+    release(&d, buf);
     u.key = NULL;
-    buf = enc(&u, &len);
-    assert_int_equal(pf_msg_decode(buf, len, &L, &d, &e), -1);
-    pf_msg_free(&d);
-    free(buf);
+    decode_refused(&u, NULL);
     /* hello from a sink asks for notes; a welcome promises them; absent means no */
-    pf_msg h;
-    pf_msg_init(&h, PF_MSG_HELLO);
-    h.role = "sink";
-    h.name = "s";
+    pf_msg h = hello("sink", "s");
     h.leases = 1;
-    buf = enc(&h, &len);
-    assert_int_equal(pf_msg_decode(buf, len, &L, &d, &e), 0);
+    buf = decode_ok(&h, &d);
     assert_int_equal(d.leases, 1);
-    pf_msg_free(&d);
-    free(buf);
+    release(&d, buf);
     h.leases = 0;
-    buf = enc(&h, &len);
-    assert_int_equal(pf_msg_decode(buf, len, &L, &d, &e), 0);
+    buf = decode_ok(&h, &d);
     assert_int_equal(d.leases, 0);
-    pf_msg_free(&d);
-    free(buf);
+    release(&d, buf);
 }
 
 /* The failure-policy fields (issue 18): hello number and image size, the welcome's echo, the item's canonical
@@ -288,27 +288,19 @@ static void test_lease_notes(void **state)
 static void test_policy_fields(void **state)
 {
     (void)state;
-    pf_err e = {{0}};
     pf_msg d;
-    size_t len;
-    pf_msg h;
-    pf_msg_init(&h, PF_MSG_HELLO);
-    h.role = "inference";
-    h.name = "w";
+    pf_msg h = hello("inference", "w");
     h.capacity = 10;
     h.hello_seq = 42;
     h.image_size = 448;
-    uint8_t *buf = enc(&h, &len);
-    assert_int_equal(pf_msg_decode(buf, len, &L, &d, &e), 0);
+    uint8_t *buf = decode_ok(&h, &d);
     assert_int_equal(d.hello_seq, 42);
     assert_int_equal(d.image_size, 448);
-    pf_msg_free(&d);
-    free(buf);
+    release(&d, buf);
     pf_msg w;
     pf_msg_init(&w, PF_MSG_WELCOME);
     w.instance = "i1";
-    buf = enc(&w, &len);   /* an older producer's welcome: no number */
-    assert_int_equal(pf_msg_decode(buf, len, &L, &d, &e), 0);
+    buf = decode_ok(&w, &d);   /* an older producer's welcome: no number */
     assert_int_equal(d.hello_seq, 0);
     pf_msg_free(&d);
     free(buf);
@@ -319,12 +311,10 @@ static void test_policy_fields(void **state)
     n.stage = "preprocess";
     n.message = "cannot open";
     n.worker_fault = 1;
-    buf = enc(&n, &len);
-    assert_int_equal(pf_msg_decode(buf, len, &L, &d, &e), 0);
+    buf = decode_ok(&n, &d);
     assert_int_equal(d.worker_fault, 1);
     assert_int_equal(d.handback, 0);
-    pf_msg_free(&d);
-    free(buf);
+    release(&d, buf);
     pf_msg it;
     pf_msg_init(&it, PF_MSG_ITEM);
     it.id = 1;
@@ -334,12 +324,10 @@ static void test_policy_fields(void **state)
     it.has_task = 1;
     it.image_size = 224;
     it.path_only = 1;
-    buf = enc(&it, &len);
-    assert_int_equal(pf_msg_decode(buf, len, &L, &d, &e), 0);
+    buf = decode_ok(&it, &d);
     assert_string_equal(d.path, "in/a.jpg");
     assert_string_equal(d.file, "/data/in/a.jpg");
-    pf_msg_free(&d);
-    free(buf);
+    release(&d, buf);
 }
 
 /* Log lines captured through pf_log_set_writer: how many mention a text, and the counts their summaries give. */

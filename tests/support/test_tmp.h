@@ -1,9 +1,9 @@
-/* test_tmp.h - the temporary folder of a pipeline unit-test program (cmocka): define PF_TEST_TMP_NAME, then
- * include this after <cmocka.h>. setup_tmp/teardown_tmp make and remove /tmp/<name>_XXXXXX (as a group's
- * setup and teardown), touch/mk create a file (holding its own relative path) or a folder in it. Three
- * programs kept their own copies of these before. */
-#ifndef PF_TESTS_PIPELINE_TEST_TMP_H
-#define PF_TESTS_PIPELINE_TEST_TMP_H
+/* test_tmp.h - the temporary folder of a unit-test program (cmocka): define PF_TEST_TMP_NAME, then include
+ * this after <cmocka.h> as "tests/support/test_tmp.h". setup_tmp/teardown_tmp make and remove
+ * /tmp/<name>_XXXXXX (as a group's setup and teardown), touch/mk create a file (holding its own relative path)
+ * or a folder in it. Six programs kept their own copies of these before. */
+#ifndef PF_TESTS_SUPPORT_TEST_TMP_H
+#define PF_TESTS_SUPPORT_TEST_TMP_H
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,7 +13,8 @@
 #error "define PF_TEST_TMP_NAME (the folder's name prefix) before including test_tmp.h"
 #endif
 
-static char g_tmp[256];
+/* /tmp/<name>_XXXXXX: kept short, so that "%s/<file>" fits the callers' 256-byte paths (no truncation warning) */
+static char g_tmp[128];
 
 static inline int setup_tmp(void **state)
 {
