@@ -182,3 +182,27 @@ def run_case(label, prefix, body, keep=False, tail=15, skip=(), cleanup_on_pass=
         CLEANUP_DIRS.append(d)
     print("PASS %s (%.1f s)" % (label, time.time() - t0))
     return 0
+
+
+class Findings:
+    """The failures of a check that goes on after one (a lint-like test: every problem of one run listed, not
+    only the first): check/fail record a message, report() prints them all and gives the exit status."""
+
+    def __init__(self):
+        self.messages = []
+
+    def check(self, cond, msg):
+        if not cond:
+            self.messages.append(msg)
+        return cond
+
+    def fail(self, msg):
+        self.messages.append(msg)
+
+    def report(self, label, passed=""):
+        """FAIL LABEL and every message (exit status 1), or PASS LABEL and PASSED (0)."""
+        if self.messages:
+            print("FAIL %s:\n  %s" % (label, "\n  ".join(self.messages)))
+            return 1
+        print("PASS %s%s" % (label, ": " + passed if passed else ""))
+        return 0
