@@ -4,7 +4,6 @@ Real producer and sink processes (build/paliflow) with workers running the test 
 
 usage: fleet_test.py TEST --paliflow PATH --worker PATH      (TEST: keygen embedded curve wire metrics drain reload)
 Exit 0 pass, 1 fail, 77 skipped. Every process started here is killed on the way out."""
-import argparse
 import json
 import os
 import signal
@@ -20,7 +19,8 @@ import urllib.request
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pipeline"))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 from pipeline_test import make_inputs, verify  # noqa: E402
-from pftest import PROCS, Fail, check, free_port, kill9, read_records, run_case, start, wait_exit  # noqa: E402
+from pftest import (FLEET_MODULES, PROCS, Fail, case_parser, check, free_port, kill9,  # noqa: E402
+                    missing_modules, read_records, run_case, start, wait_exit)
 
 HB = ["--heartbeat", "0.2", "--heartbeat-timeout", "1.5"]
 
@@ -608,18 +608,10 @@ TESTS = {"keygen": t_keygen, "embedded": t_embedded, "curve": t_curve, "wire": t
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("test", choices=sorted(TESTS))
-    ap.add_argument("--paliflow", required=True)
-    ap.add_argument("--worker", required=True)
-    ap.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
-    a = ap.parse_args()
-    try:
-        import msgpack  # noqa: F401
-        import prometheus_client  # noqa: F401
-        import zmq  # noqa: F401
-    except ImportError as e:
-        print("SKIP: %s (python3-zmq, python3-msgpack, python3-prometheus-client: .ci/packages)" % e)
+    a = case_parser(TESTS).parse_args()
+    skip = missing_modules(FLEET_MODULES)
+    if skip:
+        print(skip)
         return 77
     return run_case(a.test, "pf_fleet_%s_" % a.test, lambda d: TESTS[a.test](a, d), a.keep)
 

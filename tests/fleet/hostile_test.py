@@ -9,7 +9,6 @@ completes with exactly one correct record per file and the producer exits 0.
 
 usage: hostile_test.py MODE --paliflow PATH --worker PATH     (MODE: insecure curve clean; clean: no rogue,
 2000 items at full speed, nothing refused). Exit 0 pass, 1 fail, 77 skipped."""
-import argparse
 import os
 import signal
 import sys
@@ -20,7 +19,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import fleet_test as ft  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 from pipeline_test import make_inputs, verify  # noqa: E402
-from pftest import PROCS, check, free_port, run_case, wait_exit  # noqa: E402
+from pftest import (FLEET_MODULES, PROCS, case_parser, check, free_port, missing_modules, run_case,  # noqa: E402
+                    wait_exit)
 
 
 class Rogue:
@@ -225,18 +225,10 @@ def t_clean(a, d):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["insecure", "curve", "clean"])
-    ap.add_argument("--paliflow", required=True)
-    ap.add_argument("--worker", required=True)
-    ap.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
-    a = ap.parse_args()
-    try:
-        import msgpack  # noqa: F401
-        import prometheus_client  # noqa: F401
-        import zmq  # noqa: F401
-    except ImportError as e:
-        print("SKIP: %s (python3-zmq, python3-msgpack, python3-prometheus-client: .ci/packages)" % e)
+    a = case_parser(["insecure", "curve", "clean"], "mode").parse_args()
+    skip = missing_modules(FLEET_MODULES)
+    if skip:
+        print(skip)
         return 77
     def body(d):
         if a.mode == "clean":

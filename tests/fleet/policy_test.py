@@ -15,7 +15,6 @@ running the test stages (test_worker) and fake workers speaking the protocol by 
               `producer --image-size 300` is refused.
 
 usage: policy_test.py MODE --paliflow PATH --worker PATH. Exit 0 pass, 1 fail, 77 skipped."""
-import argparse
 import os
 import signal
 import sqlite3
@@ -28,7 +27,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import fleet_test as ft  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 from pipeline_test import make_inputs, verify  # noqa: E402
-from pftest import PROCS, check, free_port, kill9, read_records, run_case, wait_exit  # noqa: E402
+from pftest import (FLEET_MODULES, PROCS, case_parser, check, free_port, kill9, missing_modules,  # noqa: E402
+                    read_records, run_case, wait_exit)
 
 INSECURE = ["--insecure"]
 
@@ -275,19 +275,11 @@ class Skip(Exception):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["hoard", "quarantine", "backoff", "mismatch"])
-    ap.add_argument("--paliflow", required=True)
-    ap.add_argument("--worker", required=True)
-    ap.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
-    a = ap.parse_args()
+    a = case_parser(["hoard", "quarantine", "backoff", "mismatch"], "mode").parse_args()
     a.paliflow, a.worker = os.path.abspath(a.paliflow), os.path.abspath(a.worker)
-    try:
-        import msgpack  # noqa: F401
-        import prometheus_client  # noqa: F401
-        import zmq  # noqa: F401
-    except ImportError as e:
-        print("SKIP: %s (python3-zmq, python3-msgpack, python3-prometheus-client: .ci/packages)" % e)
+    skip = missing_modules(FLEET_MODULES)
+    if skip:
+        print(skip)
         return 77
     tests = {"hoard": t_hoard, "quarantine": t_quarantine, "backoff": t_backoff, "mismatch": t_mismatch}
     return run_case("policy " + a.mode, "pf_policy_%s_" % a.mode, lambda d: tests[a.mode](a, d), a.keep,

@@ -7,7 +7,6 @@ per item, every item finished in the job store.
 
 usage: hubstore_test.py crash_producer|crash_sink --paliflow PATH --worker PATH [--keep]
 Exit 0 pass, 1 fail (the helpers of pipeline_test.py: every process started is killed on the way out)."""
-import argparse
 import os
 import random
 import signal
@@ -18,7 +17,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 import pipeline_test as pt  # noqa: E402  (the pipeline harness: Job, inputs, record checks)
-from pftest import Fail, check, kill9, read_records, run_case, wait_exit  # noqa: E402
+from pftest import Fail, case_parser, check, kill9, read_records, run_case, wait_exit  # noqa: E402
 
 ROUNDS = 6
 
@@ -83,12 +82,7 @@ def run(a, d, victim):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("test", choices=["crash_producer", "crash_sink"])
-    ap.add_argument("--paliflow", required=True)
-    ap.add_argument("--worker", required=True)
-    ap.add_argument("--keep", action="store_true")
-    a = ap.parse_args()
+    a = case_parser(["crash_producer", "crash_sink"]).parse_args()
     return run_case(a.test, "pf_%s_" % a.test, lambda d: run(a, d, a.test.split("_")[1]), a.keep)
 
 if __name__ == "__main__":

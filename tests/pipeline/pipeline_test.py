@@ -6,7 +6,6 @@ item, and a multi-host run in network namespaces.
 usage: pipeline_test.py TEST --paliflow PATH --worker PATH      (TEST: e2e embedded faults restart pub
 poison netns). Exit 0 pass, 1 fail, 77 skipped. Every process started here is killed on the way out,
 whatever happens."""
-import argparse
 import hashlib
 import os
 import re
@@ -17,8 +16,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-from pftest import (NETNS, PROCS, Fail, check, free_port, kill9,  # noqa: E402
-                    read_records, run_case, start, wait_exit)
+from pftest import (NETNS, PROCS, Fail, case_parser, check, free_port, kill9, read_records,  # noqa: E402
+                    run_case, start, wait_exit)
 
 def make_inputs(root, n_good=30, extra=True):
     """Files with known contents; returns {path: kind} with kind 'good' or 'bad'."""
@@ -363,12 +362,7 @@ TESTS = {"e2e": t_e2e, "embedded": t_embedded, "faults": t_faults, "restart": t_
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("test", choices=sorted(TESTS))
-    ap.add_argument("--paliflow", required=True)
-    ap.add_argument("--worker", required=True)
-    ap.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
-    a = ap.parse_args()
+    a = case_parser(TESTS).parse_args()
     return run_case(a.test, "pf_%s_" % a.test, lambda d: TESTS[a.test](a, d), a.keep)
 
 if __name__ == "__main__":

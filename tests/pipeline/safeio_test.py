@@ -9,7 +9,6 @@ garbage frames is logged rate-limited with the sender's address.
 usage: safeio_test.py TEST --paliflow PATH --worker PATH   (TEST: nonutf8 fifo_options path_only pixels
 flood). Exit 0 pass, 1 fail, 77 skipped. Uses pipeline_test.py's process helpers (every process started
 is killed on the way out)."""
-import argparse
 import base64
 import json
 import os
@@ -23,7 +22,7 @@ import zlib
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 from pipeline_test import HB, Job  # noqa: E402
-from pftest import check, free_port, run_case, start, wait_exit  # noqa: E402
+from pftest import case_parser, check, free_port, run_case, start, wait_exit  # noqa: E402
 
 
 def png_bytes(w, h, ctype=2, depth=8, interlace=0, seed=0):
@@ -353,12 +352,8 @@ TESTS = {"nonutf8": t_nonutf8, "fifo_options": t_fifo_options, "path_only": t_pa
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("test", choices=sorted(TESTS))
-    ap.add_argument("--paliflow", required=True)
-    ap.add_argument("--worker", required=True)
+    ap = case_parser(TESTS)
     ap.add_argument("--golden", help="../shared/golden (a real tokenizer for the checkpoint FIFO case)")
-    ap.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
     a = ap.parse_args()
     return run_case(a.test, "pf_safeio_%s_" % a.test, lambda d: TESTS[a.test](a, d), a.keep)
 

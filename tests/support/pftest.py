@@ -7,7 +7,9 @@ A test script puts this folder on sys.path and imports what it uses:
     from pftest import Fail, check, run_case, start  # noqa: E402
 Exit statuses follow ctest's conventions here: 0 pass, 1 fail, 77 skipped (SKIP_RETURN_CODE 77).
 """
+import argparse
 import atexit
+import importlib
 import json
 import os
 import random
@@ -145,6 +147,31 @@ def tiny_checkpoint(paliflow, dest, seed, like="paligemma-3b-pt-224"):
                         str(seed), dest], capture_output=True, text=True)
     check(r.returncode == 0, "make-random-checkpoint %s: exit %d: %s" % (dest, r.returncode, r.stderr[-1500:]))
     return dest
+
+
+def case_parser(choices, name="test", worker=True):
+    """The command line of a process test: NAME (one of CHOICES) --paliflow PATH [--worker PATH (test_worker)]
+    [--keep]; the caller adds its own options and parses."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument(name, choices=sorted(choices))
+    ap.add_argument("--paliflow", required=True)
+    if worker:
+        ap.add_argument("--worker", required=True)
+    ap.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
+    return ap
+
+
+FLEET_MODULES = {"zmq": "python3-zmq", "msgpack": "python3-msgpack", "prometheus_client": "python3-prometheus-client"}
+
+
+def missing_modules(modules):
+    """A SKIP line for the first of MODULES ({module: Debian package}) that does not import, else None."""
+    for mod, package in modules.items():
+        try:
+            importlib.import_module(mod)
+        except ImportError as e:
+            return "SKIP: %s (%s: .ci/packages)" % (e, package)
+    return None
 
 
 def run_case(label, prefix, body, keep=False, tail=15, skip=(), cleanup_on_pass=False, logs_in_folder=False):
