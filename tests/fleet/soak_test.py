@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 import pipeline_test as pt  # noqa: E402  (the pipeline harness: Job, inputs, record checks)
 from pftest import (CLEANUP_DIRS, NETNS, PROCS, Fail, check, cleanup,  # noqa: E402
-                    kill9, read_records, start, wait_exit)
+                    kill9, no_sanitizer_report, read_records, start, wait_exit)
 
 HB = ["--heartbeat", "0.5", "--heartbeat-timeout", "3"]
 
@@ -293,8 +293,7 @@ def run(a, d, rng, seed):
     for p in [prod, sink] + [s["proc"] for s in slots]:
         check(wait_exit(p, 20, p.log) == 0, "%s exited %s on SIGTERM" % (p.log, p.returncode))
     for p in PROCS:
-        txt = open(p.log, errors="replace").read()
-        check("ERROR: AddressSanitizer" not in txt and "runtime error:" not in txt, "sanitizer report in " + p.log)
+        no_sanitizer_report(open(p.log, errors="replace").read(), p.log)
     refusals = sum(open(p.log, errors="replace").read().count("refused a connection") for p in (prod, sink))
     return {
         "seed": seed, "items": len(files), "bad_items": n_bad, "records": len(recs), "results": len(results),
