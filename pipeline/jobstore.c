@@ -270,6 +270,9 @@ int pf_jobstore_commit_due(pf_jobstore *js, double max_age_s, int64_t max_ops, p
 
 int pf_jobstore_in_tx(const pf_jobstore *js) { return js->in_tx; }
 
+/* A prepared statement ready for new bindings: reset (a previous step may have left it mid-row) and its old
+ * bindings cleared, so that a parameter a caller leaves unbound is NULL, not the last item's value (ST_FINISH's
+ * error and out_end, ST_REQUEUE's reason rely on it). */
 static sqlite3_stmt *stmt(pf_jobstore *js, int which)
 {
     sqlite3_stmt *s = js->st[which];
@@ -278,6 +281,7 @@ static sqlite3_stmt *stmt(pf_jobstore *js, int which)
     return s;
 }
 
+/* Step an UPDATE/INSERT once. tx_ops counts it for pf_jobstore_commit_due's size bound. */
 static int run_update(pf_jobstore *js, sqlite3_stmt *s, const char *what, int *changed, pf_err *err)
 {
     int rc = sqlite3_step(s);
@@ -349,6 +353,7 @@ int pf_jobstore_add_item(pf_jobstore *js, const char *path, const char *ident, c
     return 0;
 }
 
+/* Copy a row out of S (sqlite3_column_text pointers die at the next step or reset). -1: out of memory. */
 static int read_row(sqlite3_stmt *s, pf_item_row *r)
 {
     memset(r, 0, sizeof *r);
@@ -384,6 +389,7 @@ int pf_jobstore_next_queued(pf_jobstore *js, int64_t after_id, size_t max, pf_it
         (*n)++;
     }
     sqlite3_reset(s);
+    /* an error mid-way gives no rows at all: the caller never hands out half a page it thinks is whole */
     if (*n < max && rc != SQLITE_DONE) {
         pf_item_rows_free(rows, *n);
         *n = 0;
@@ -514,6 +520,8 @@ int pf_jobstore_requeue_failed(pf_jobstore *js, int64_t *n, pf_err *err)
     return 0;
 }
 
+/* compact.c removed LEN bytes that ended at END from the output: every record after them moved back by LEN,
+ * so their offsets follow (else the next reconciliation would take them for lost). */
 int pf_jobstore_shift_out_end(pf_jobstore *js, int64_t end, int64_t len, pf_err *err)
 {
     sqlite3_stmt *s = NULL;
