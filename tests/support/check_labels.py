@@ -7,8 +7,11 @@ which runs nothing) what it will run, so it sees exactly the labels `ctest -L` f
 """
 import argparse
 import json
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -18,7 +21,15 @@ def main():
                     help="comma-separated labels of which a test needs one (PF_TEST_CATEGORIES in labels.cmake)")
     a = ap.parse_args()
     categories = set(c for c in a.categories.split(",") if c)
-    out = subprocess.run([a.ctest, "--test-dir", a.build, "--show-only=json-v1"], capture_output=True, text=True)
+    # ctest writes Testing/Temporary/LastTest.log even for --show-only: run it on a copy of the build tree's
+    # CTestTestfile.cmake files, so that the ctest run this test is part of keeps its own log.
+    with tempfile.TemporaryDirectory(prefix="pf_labels_") as tmp:
+        for root, _dirs, files in os.walk(a.build):
+            if "CTestTestfile.cmake" in files:
+                dst = os.path.join(tmp, os.path.relpath(root, a.build))
+                os.makedirs(dst, exist_ok=True)
+                shutil.copy(os.path.join(root, "CTestTestfile.cmake"), dst)
+        out = subprocess.run([a.ctest, "--test-dir", tmp, "--show-only=json-v1"], capture_output=True, text=True)
     if out.returncode != 0:
         print(f"FAIL: {a.ctest} --show-only=json-v1 exited {out.returncode}: {out.stderr.strip()}")
         return 1
