@@ -25,7 +25,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 # the shared process helpers: started processes killed at exit, Fail/check, free_port below the ephemeral range
-from pftest import Fail, check, free_port, run_case, start, tiny_checkpoint  # noqa: E402
+from pftest import Fail, check, free_port, run_case, start, tiny_checkpoint, wait_for  # noqa: E402
 
 
 def connections_to(port):
@@ -40,15 +40,6 @@ def connections_to(port):
     except OSError:
         pass
     return n
-
-
-def wait_for(pred, timeout, what):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise Fail("timed out after %d s waiting for %s" % (timeout, what))
 
 
 def run(cmd):

@@ -19,8 +19,8 @@ import urllib.request
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pipeline"))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 from pipeline_test import make_inputs, verify  # noqa: E402
-from pftest import (FLEET_MODULES, PROCS, Fail, case_parser, check, free_port, kill9,  # noqa: E402
-                    missing_modules, read_records, run_case, start, wait_exit)
+from pftest import (FLEET_MODULES, PROCS, case_parser, check, free_port, kill9, missing_modules,  # noqa: E402
+                    read_records, run_case, start, wait_exit, wait_for)
 
 HB = ["--heartbeat", "0.2", "--heartbeat-timeout", "1.5"]
 
@@ -99,15 +99,6 @@ class Fleet:
 
 def logtext(p):
     return open(p.log, errors="replace").read()
-
-
-def wait_for(pred, timeout, what):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise Fail("timed out waiting for %s" % what)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import fleet_test as ft  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 from pipeline_test import make_inputs, verify  # noqa: E402
 from pftest import (FLEET_MODULES, PROCS, case_parser, check, free_port, missing_modules, run_case,  # noqa: E402
-                    wait_exit)
+                    wait_exit, wait_for)
 
 
 class Rogue:
@@ -141,7 +141,7 @@ def t_hostile(a, d, curve):
     rogue.pump(0.3)
     f.worker("inference", ["--exit-when-done", "--name", "inf-real"] + client("w1"))
 
-    ft.wait_for(lambda: "staying up (--stay)" in ft.logtext(prod), 90, "the job to complete")
+    wait_for(lambda: "staying up (--stay)" in ft.logtext(prod), 90, "the job to complete")
     def refused(m, component, type_, reason):
         return m.get(("paliflow_refused_messages_total", frozenset({"component": component, "type": type_,
                                                                      "reason": reason}.items())), 0)
@@ -151,7 +151,7 @@ def t_hostile(a, d, curve):
         return refused(sm, "sink", "result", "no_lease") + refused(sm, "sink", "result", "not_holder")
 
     # records a note could still make right (no lease, another holder) wait 5 s for one before they are refused
-    ft.wait_for(lambda: sink_refused_results() >= 2, 30, "the sink to refuse both fake results")
+    wait_for(lambda: sink_refused_results() >= 2, 30, "the sink to refuse both fake results")
     pm, _ = ft.parse_metrics(ft.scrape(mports["producer"])[1])
     sm, _ = ft.parse_metrics(ft.scrape(mports["sink"])[1])
 

@@ -28,7 +28,7 @@ import fleet_test as ft  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 from pipeline_test import make_inputs, verify  # noqa: E402
 from pftest import (FLEET_MODULES, PROCS, case_parser, check, free_port, kill9, missing_modules,  # noqa: E402
-                    read_records, run_case, wait_exit)
+                    read_records, run_case, wait_exit, wait_for)
 
 INSECURE = ["--insecure"]
 
@@ -187,7 +187,7 @@ def t_quarantine(a, d):
     start_in("/", worker + ["--name", "blind", "--exit-when-done"], f.log("blind"),
              pre=["unshare", "-rm", "sh", "-c", hide, "sh"])
     f.worker("inference", INSECURE + ["--exit-when-done"])
-    ft.wait_for(lambda: "preprocess worker blind quarantined" in ft.logtext(prod), 60, "the blind worker's quarantine")
+    wait_for(lambda: "preprocess worker blind quarantined" in ft.logtext(prod), 60, "the blind worker's quarantine")
     time.sleep(0.5)
     check(not read_records(f.out), "records written while only the blind worker preprocessed")
     # 2. a worker that fails what succeeds elsewhere, and a good worker in another folder ("/")
@@ -256,7 +256,7 @@ def t_mismatch(a, d):
     prod = f.producer(["--metrics", "127.0.0.1:%d" % pport])   # an 8 px job (--custom-image-size)
     f.worker("preprocess", INSECURE + ["--exit-when-done"])
     wrong = f.worker("inference", INSECURE + ["--model-size", "16", "--name", "wrong-model"])
-    ft.wait_for(lambda: "inference worker wrong-model quarantined: its model takes 16 px images, the job is for 8 px"
+    wait_for(lambda: "inference worker wrong-model quarantined: its model takes 16 px images, the job is for 8 px"
                 in ft.logtext(prod), 30, "the wrong model's quarantine")
     time.sleep(1)
     check(not read_records(f.out), "records written with only the wrong model")

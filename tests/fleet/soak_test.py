@@ -24,8 +24,8 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pipeline"))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 import pipeline_test as pt  # noqa: E402  (the pipeline harness: Job, inputs, record checks)
-from pftest import (CLEANUP_DIRS, NETNS, PROCS, Fail, check, cleanup,  # noqa: E402
-                    kill9, no_sanitizer_report, read_records, start, wait_exit)
+from pftest import (CLEANUP_DIRS, PROCS, Fail, check, cleanup, kill9, netns_add,  # noqa: E402
+                    no_sanitizer_report, read_records, start, wait_exit)
 
 HB = ["--heartbeat", "0.5", "--heartbeat-timeout", "3"]
 
@@ -132,10 +132,7 @@ def main():
 def run(a, d, rng, seed):
     tag = "%d" % (os.getpid() % 100000)
     hub, na, nb = "pfsh" + tag, "pfsa" + tag, "pfsb" + tag
-    for ns in (hub, na, nb):
-        r = subprocess.run(["ip", "netns", "add", ns], capture_output=True, text=True)
-        check(r.returncode == 0, "cannot create network namespace %s: %s" % (ns, r.stderr.strip()))
-        NETNS.append(ns)
+    netns_add((hub, na, nb))
     # test-only addresses inside namespaces this test creates
     links = {na: ("10.231.21.1", "10.231.21.2", "sa" + tag), nb: ("10.231.22.1", "10.231.22.2", "sb" + tag)}
     sh("ip", "-n", hub, "link", "set", "lo", "up")

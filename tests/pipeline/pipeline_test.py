@@ -16,7 +16,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-from pftest import (NETNS, PROCS, Fail, case_parser, check, free_port, kill9, read_records,  # noqa: E402
+from pftest import (PROCS, Fail, case_parser, check, free_port, kill9, netns_add, read_records,  # noqa: E402
                     run_case, start, wait_exit)
 
 def make_inputs(root, n_good=30, extra=True):
@@ -324,10 +324,7 @@ def t_netns(a, d):
         sys.exit(77)
     tag = "%d" % (os.getpid() % 100000)
     hub, w1, w2 = "pfh" + tag, "pfa" + tag, "pfb" + tag
-    for ns in (hub, w1, w2):
-        r = subprocess.run(["ip", "netns", "add", ns], capture_output=True, text=True)
-        check(r.returncode == 0, "running as root but cannot create network namespace %s: %s" % (ns, r.stderr.strip()))
-        NETNS.append(ns)
+    netns_add((hub, w1, w2))
     # Test-only addresses inside namespaces this test creates (never routed anywhere else).
     links = [(w1, "10.231.1.1", "10.231.1.2", "va" + tag), (w2, "10.231.2.1", "10.231.2.2", "vb" + tag)]
     sh = lambda *c: subprocess.run(list(c), check=True, capture_output=True)

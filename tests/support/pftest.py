@@ -79,6 +79,24 @@ def kill9(p):
     p.wait(timeout=10)
 
 
+def wait_for(pred, timeout, what):
+    """Poll PRED every 50 ms until it holds; Fail naming WHAT after TIMEOUT seconds."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise Fail("timed out after %d s waiting for %s" % (timeout, what))
+
+
+def netns_add(names):
+    """Create the network namespaces NAMES (root); cleanup() deletes them."""
+    for ns in names:
+        r = subprocess.run(["ip", "netns", "add", ns], capture_output=True, text=True)
+        check(r.returncode == 0, "cannot create network namespace %s: %s" % (ns, r.stderr.strip()))
+        NETNS.append(ns)
+
+
 def wait_exit(p, timeout, what):
     try:
         return p.wait(timeout=timeout)
