@@ -17,7 +17,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#include "workers/image.h"
+#include "image/image.h"
 #include "workers/stages.h"
 
 #define PF_TEST_TMP_NAME "pf_test_safe_reads"
