@@ -25,16 +25,6 @@
 #define PF_TEST_TMP_NAME "pf_fleet_units"
 #include "tests/support/test_tmp.h"
 
-
-static char *tmp_path(const char *name)
-{
-    static char buf[4][512];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", g_tmp, name);
-    return buf[k];
-}
-
 static void write_text(const char *path, const char *text)
 {
     FILE *f = fopen(path, "w");

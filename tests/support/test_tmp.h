@@ -1,7 +1,7 @@
 /* test_tmp.h - the temporary folder of a unit-test program (cmocka): define PF_TEST_TMP_NAME, then include
  * this after <cmocka.h> as "tests/support/test_tmp.h". setup_tmp/teardown_tmp make and remove
- * /tmp/<name>_XXXXXX (as a group's setup and teardown), touch/mk create a file (holding its own relative path)
- * or a folder in it. Six programs kept their own copies of these before. */
+ * /tmp/<name>_XXXXXX (as a group's setup and teardown), tmp_path names a file in it, touch/mk create a file
+ * (holding its own relative path) or a folder in it. Seven programs kept their own copies of these before. */
 #ifndef PF_TESTS_SUPPORT_TEST_TMP_H
 #define PF_TESTS_SUPPORT_TEST_TMP_H
 
@@ -29,6 +29,16 @@ static inline int teardown_tmp(void **state)
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
     return system(cmd) == 0 ? 0 : -1;
+}
+
+/* REL inside the folder, in one of four rotating buffers (a call may use a few at once, as in a rename). */
+static inline char *tmp_path(const char *rel)
+{
+    static char buf[4][512];
+    static int i;
+    i = (i + 1) % 4;
+    snprintf(buf[i], sizeof buf[i], "%s/%s", g_tmp, rel);
+    return buf[i];
 }
 
 static inline void touch(const char *rel)
