@@ -6,7 +6,7 @@ of the producer (crash_producer) or of the sink (crash_sink), then a resume to t
 per item, every item finished in the job store.
 
 usage: hubstore_test.py crash_producer|crash_sink --paliflow PATH --worker PATH [--keep]
-Exit 0 pass, 1 fail (the helpers of pipeline_test.py: every process started is killed on the way out)."""
+Exit 0 pass, 1 fail (tests/support/pftest.py: every process started is killed on the way out)."""
 import os
 import random
 import signal

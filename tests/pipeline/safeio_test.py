@@ -7,7 +7,7 @@ more than --decode-memory-mb is refused from its header with the worker's memory
 garbage frames is logged rate-limited with the sender's address.
 
 usage: safeio_test.py TEST --paliflow PATH --worker PATH   (TEST: nonutf8 fifo_options path_only pixels
-flood). Exit 0 pass, 1 fail, 77 skipped. Uses pipeline_test.py's process helpers (every process started
+flood). Exit 0 pass, 1 fail, 77 skipped. Uses tests/support/pftest.py's process helpers (every process started
 is killed on the way out)."""
 import base64
 import json
