@@ -17,7 +17,9 @@
  * reading (and drops "refused" from the record: its error says it). A shard that cannot be listed to its
  * end gets one item of its own (the shard's path, identity canonical path + "#") whose error record says
  * why: truncated, corrupt, not an archive, too many members. */
+#define _GNU_SOURCE   /* asprintf */
 #include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -137,6 +139,19 @@ static int add_shard_error(prod *p, struct pf_prod_arc *a, const char *why, int 
 static int add_member(prod *p, struct pf_prod_arc *a, const pf_archive_member *m, int *added, pf_err *err)
 {
     char *path = join(a->shard, m->name), *ident = join(a->canon, m->name);
+    if (m->duplicate && path && ident) {
+        /* The first member of the name is the item "SHARD#NAME"; this one needs its own identity (a backslash:
+         * no accepted name holds one) and its own record path (compaction keys on path + task). */
+        char *np = NULL, *ni = NULL;
+        if (asprintf(&np, "%s (duplicate: member %lld)", path, (long long)m->entry) < 0)
+            np = NULL;
+        if (asprintf(&ni, "%s\\%lld", ident, (long long)m->entry) < 0)
+            ni = NULL;
+        free(path);
+        free(ident);
+        path = np;
+        ident = ni;
+    }
     json_t *arc = json_pack("{s:s, s:s, s:s, s:I}", "shard", a->shard, "member", m->name, "key", m->key, "entry",
                             (json_int_t)m->entry);
     if (arc && m->refused)

@@ -70,6 +70,7 @@ typedef struct pf_archive_member {
     int64_t entry;         /* 0-based position among the shard's members */
     int64_t size;          /* stored size, -1 unknown */
     const char *refused;   /* NULL, or why this member is refused */
+    int duplicate;         /* refused as a second member of its name: NAME alone does not identify it */
     const char *extra;     /* NULL, or a compact JSON object of its sample's siblings: {"json": <the .json
                               member parsed>, "txt": "<the .txt member>"}, keyed by the extension after the
                               key ("json", "txt", "cls.txt", ...) */

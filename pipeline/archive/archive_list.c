@@ -46,8 +46,10 @@ struct pf_archive_list {
     int failed;            /* ... then fail with err_msg */
     pf_err fail_err;
     nameset names;
-    /* the member handed out by the last call (refused ones come from here) */
+    /* a refused member, handed out once the sample before it is (refusals come from here) */
     char *cur_name, *cur_key, *cur_refused;
+    pf_archive_member refused;
+    int has_refused;
     size_t n_images, n_siblings, n_skipped;
 };
 
@@ -146,22 +148,25 @@ void pf_archive_list_counts(const pf_archive_list *l, size_t *images, size_t *si
     *skipped = l->n_skipped;
 }
 
-/* Hand out a refused member now (see the top of the file). */
-static int refuse(pf_archive_list *l, pf_archive_member *m, const char *name, size_t key_len, int64_t entry,
-                  int64_t size, const char *why, pf_err *err)
+/* A refused member is handed out next, after the sample sealed before it (see the top of the file). */
+static int refuse(pf_archive_list *l, const char *name, int64_t entry,
+                  int64_t size, const char *why, int dup, pf_err *err)
 {
     char d[PF_ARCHIVE_MAX_NAME + 64];
     free(l->cur_name);
     free(l->cur_key);
     free(l->cur_refused);
+    /* shown, not raw: a refused name may not be UTF-8 (records are JSON) */
     l->cur_name = strdup(pf_arc_display(name, d, sizeof d));
-    l->cur_key = key_len <= strlen(name) ? strndup(name, key_len) : strdup("");
+    size_t dk = 0;
+    l->cur_key = l->cur_name && pf_archive_wds_key(l->cur_name, &dk) ? strndup(l->cur_name, dk) : strdup("");
     l->cur_refused = strdup(why);
     if (!l->cur_name || !l->cur_key || !l->cur_refused)
         return pf_errf(err, "%s: out of memory", l->shard);
-    *m = (pf_archive_member){l->cur_name, l->cur_key, entry, size, l->cur_refused, NULL};
+    l->refused = (pf_archive_member){l->cur_name, l->cur_key, entry, size, l->cur_refused, dup, NULL};
+    l->has_refused = 1;
     l->n_images++;
-    return 1;
+    return 0;
 }
 
 /* A .json / .txt member of the sample being filled: its content under its extension. Problems are logged and
@@ -227,9 +232,8 @@ static void seal(pf_archive_list *l)
         l->out.extra = json_dumps(l->out.sib, JSON_COMPACT);
 }
 
-/* One entry: 1 with *m set when it is handed out now (a refusal), 0 when taken into the samples or skipped,
- * -1 on error. */
-static int take_entry(pf_archive_list *l, struct archive_entry *e, const char *name, pf_archive_member *m, pf_err *err)
+/* One entry into the samples, skipped, or refused (handed out next): 0, or -1 on error. */
+static int take_entry(pf_archive_list *l, struct archive_entry *e, const char *name, pf_err *err)
 {
     int64_t entry = l->h.next - 1;
     if (!name) {
@@ -262,6 +266,7 @@ static int take_entry(pf_archive_list *l, struct archive_entry *e, const char *n
     }
     int64_t size = archive_entry_size_is_set(e) ? archive_entry_size(e) : -1;
     char why[256];
+    int dup = 0;
     if (pf_archive_check_name(name, why, sizeof why) == 0) {
         const char *r = pf_arc_entry_refusal(e, l->lim.max_member_bytes, why, sizeof why);
         if (r && r != why)
@@ -270,7 +275,7 @@ static int take_entry(pf_archive_list *l, struct archive_entry *e, const char *n
             int added = nameset_add(&l->names, name);
             if (added < 0)
                 return pf_errf(err, "%s: out of memory", l->shard);
-            if (added == 0)
+            if (added == 0 && (dup = 1))
                 snprintf(why, sizeof why, "duplicate member name (an earlier member of the shard has it; that one is "
                          "the item)");
             else if (l->fill.n_img == PF_ARCHIVE_MAX_GROUP_IMAGES)
@@ -287,7 +292,7 @@ static int take_entry(pf_archive_list *l, struct archive_entry *e, const char *n
             }
         }
     }
-    return refuse(l, m, name, key_len, entry, size, why, err);
+    return refuse(l, name, entry, size, why, dup, err);
 }
 
 int pf_archive_list_next(pf_archive_list *l, pf_archive_member *m, pf_err *err)
@@ -295,8 +300,13 @@ int pf_archive_list_next(pf_archive_list *l, pf_archive_member *m, pf_err *err)
     for (;;) {
         if (l->out_pos < l->out.n_img) {
             held *hd = &l->out.img[l->out_pos++];
-            *m = (pf_archive_member){hd->name, l->out.key, hd->entry, hd->size, NULL, l->out.extra};
+            *m = (pf_archive_member){hd->name, l->out.key, hd->entry, hd->size, NULL, 0, l->out.extra};
             l->n_images++;
+            return 1;
+        }
+        if (l->has_refused) {
+            l->has_refused = 0;
+            *m = l->refused;
             return 1;
         }
         if (l->eof) {
@@ -324,7 +334,7 @@ int pf_archive_list_next(pf_archive_list *l, pf_archive_member *m, pf_err *err)
             l->failed = rc < 0;
             continue;
         }
-        rc = take_entry(l, e, name, m, err);
+        rc = take_entry(l, e, name, err);
         if (rc)
             return rc;
     }
