@@ -17,9 +17,10 @@
  * is not UTF-8; for a type other than a regular file (symlink, hardlink, device, fifo); for a stored size over
  * the caller's byte limit; for a name already seen in the shard (duplicate: the first one wins). Reads count
  * the bytes as they come and stop at the limit, whatever the header said. A shard that cannot be opened, is
- * truncated or corrupt, holds more than max_entries members, or inflates more than PF_ARCHIVE_MAX_RATIO times
- * its compressed size past PF_ARCHIVE_RATIO_FLOOR bytes (a compression bomb) ends its listing with a reason
- * (pf_archive_list_next returns -1); the members listed before stay good.
+ * truncated or corrupt, holds more than max_entries members, inflates more than PF_ARCHIVE_MAX_RATIO times
+ * its compressed size past PF_ARCHIVE_RATIO_FLOOR bytes, or declares a member over PF_ARCHIVE_MAX_SKIP bytes
+ * in a compressed shard (compression bombs: the listing would inflate them to skip them) ends its listing
+ * with a reason (pf_archive_list_next returns -1); the members listed before stay good.
  *
  * Every function that can fail returns 0 / -1 (or the documented counts) and fills ERR with the shard, the
  * member and the reason. */
@@ -37,6 +38,8 @@
 #define PF_ARCHIVE_MAX_NAME 4096               /* bytes of a member name */
 #define PF_ARCHIVE_MAX_RATIO 1000              /* uncompressed / compressed bytes of a compressed shard... */
 #define PF_ARCHIVE_RATIO_FLOOR (1ull << 30)    /* ...checked once this many uncompressed bytes went by */
+#define PF_ARCHIVE_MAX_ZIP_DIRECTORY (128ull << 20)   /* bytes of a zip's central directory */
+#define PF_ARCHIVE_MAX_SKIP (1ull << 34)       /* a member of a compressed shard larger than this ends its listing */
 
 typedef struct pf_archive_limits {
     size_t max_member_bytes;   /* an image member larger than this is refused (the producer's --max-file-mb) */

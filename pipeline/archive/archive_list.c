@@ -174,7 +174,9 @@ static int refuse(pf_archive_list *l, const char *name, int64_t entry,
 static void add_sibling(pf_archive_list *l, struct archive_entry *e, const char *name, const char *ext)
 {
     char why[200], d[512];
-    const char *bad = pf_archive_check_name(name, why, sizeof why) ? why : pf_arc_entry_refusal(e, l->lim.max_sibling_bytes, why, sizeof why);
+    const char *bad = pf_archive_check_name(name, why, sizeof why)
+                          ? why
+                          : pf_arc_entry_refusal(e, l->lim.max_sibling_bytes, why, sizeof why);
     if (!bad && l->fill.sib_bytes + (size_t)(archive_entry_size_is_set(e) ? archive_entry_size(e) : 0) >
                     4 * l->lim.max_sibling_bytes)
         bad = "the sample's .json/.txt members together are over 4 times the sibling limit";
@@ -332,6 +334,17 @@ int pf_archive_list_next(pf_archive_list *l, pf_archive_member *m, pf_err *err)
         if (rc <= 0) {
             l->eof = 1;
             l->failed = rc < 0;
+            continue;
+        }
+        if (archive_filter_count(l->h.a) > 1 && archive_entry_size_is_set(e) &&
+            (uint64_t)archive_entry_size(e) > PF_ARCHIVE_MAX_SKIP) {
+            /* skipping it means inflating it all, at most 1 byte per 1000 read: stop here instead */
+            char d[256];
+            l->eof = l->failed = 1;
+            pf_errf(&l->fail_err, "%s: member %lld '%s' declares %lld bytes in a compressed shard: not inflated "
+                    "past (a compression bomb?); the rest of the shard is not read", l->shard,
+                    (long long)(l->h.next - 1), name ? pf_arc_display(name, d, sizeof d) : "?",
+                    (long long)archive_entry_size(e));
             continue;
         }
         rc = take_entry(l, e, name, err);

@@ -17,11 +17,67 @@ static int support(struct archive *a, pf_err *err, const char *shard)
 {
     int (*const filters[])(struct archive *) = {archive_read_support_filter_gzip, archive_read_support_filter_bzip2,
                                                 archive_read_support_filter_xz, archive_read_support_filter_zstd};
+    /* zip: the seekable reader (the central directory: member types, symlinks included, are only there) for a
+     * whole zip, its directory size checked first (zip_directory_ok); the streaming one, local headers only,
+     * takes a zip whose directory is gone (cut short) so that the members before the cut still count. */
     if (archive_read_support_format_tar(a) != ARCHIVE_OK || archive_read_support_format_zip(a) != ARCHIVE_OK)
         return pf_errf(err, "%s: libarchive: %s", shard, archive_error_string(a));
     for (size_t i = 0; i < sizeof filters / sizeof filters[0]; i++)
         filters[i](a);   /* ARCHIVE_WARN: built without that library; such shards fail to open, named */
     return 0;
+}
+
+static uint32_t le16(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8; }
+static uint32_t le32(const uint8_t *p) { return le16(p) | le16(p + 2) << 16; }
+static uint64_t le64(const uint8_t *p) { return le32(p) | (uint64_t)le32(p + 4) << 32; }
+
+/* LEN bytes at OFF of the shard into BUF: 0, or -1 when they are not all there. */
+static int read_at(const pf_arc_src *src, int fd, uint64_t off, uint8_t *buf, size_t len)
+{
+    if (src->buf) {
+        if (off > src->len || len > src->len - off)
+            return -1;
+        memcpy(buf, (const uint8_t *)src->buf + off, len);
+        return 0;
+    }
+    return pread(fd, buf, len, (off_t)off) == (ssize_t)len ? 0 : -1;
+}
+
+/* libarchive's seekable zip reader loads the whole central directory before the first member, so its memory
+ * grows with the member count before any cap of ours acts: a zip whose end-of-directory record (zip64's
+ * included) announces more than PF_ARCHIVE_MAX_ENTRIES members or a directory over
+ * PF_ARCHIVE_MAX_ZIP_DIRECTORY bytes is refused here, from the record (at most 64 KiB + 22 bytes read).
+ * Anything else (a tar, no record found) is left to libarchive. */
+static int zip_directory_ok(const pf_arc_src *src, int fd, uint64_t size, pf_err *err)
+{
+    uint8_t head[4];
+    if (size < 22 || read_at(src, fd, 0, head, 4) || memcmp(head, "PK", 2))
+        return 0;
+    size_t tail = size < 65557 ? (size_t)size : 65557;
+    uint8_t *t = malloc(tail);
+    if (!t)
+        return pf_errf(err, "%s: out of memory", src->path);
+    int rc = 0;
+    if (read_at(src, fd, size - tail, t, tail) == 0)
+        for (size_t i = tail - 22 + 1; i-- > 0;) {
+            if (memcmp(t + i, "PK\5\6", 4))
+                continue;
+            uint64_t n = le16(t + i + 10), cd = le32(t + i + 12);
+            uint8_t z[56];
+            if ((n == 0xFFFF || cd == 0xFFFFFFFFu) && i >= 20 && !memcmp(t + i - 20, "PK\6\7", 4) &&
+                read_at(src, fd, le64(t + i - 20 + 8), z, sizeof z) == 0 && !memcmp(z, "PK\6\6", 4)) {
+                n = le64(z + 32);
+                cd = le64(z + 40);
+            }
+            if (n > PF_ARCHIVE_MAX_ENTRIES || cd > PF_ARCHIVE_MAX_ZIP_DIRECTORY)
+                rc = pf_errf(err, "%s: zip directory of %llu members, %llu bytes: over the limit of %u members, "
+                             "%llu bytes (its reading would hold it all in memory)", src->path,
+                             (unsigned long long)n, (unsigned long long)cd, PF_ARCHIVE_MAX_ENTRIES,
+                             (unsigned long long)PF_ARCHIVE_MAX_ZIP_DIRECTORY);
+            break;
+        }
+    free(t);
+    return rc;
 }
 
 int pf_arc_open(const pf_arc_src *src, pf_arc *h, pf_err *err)
@@ -30,6 +86,7 @@ int pf_arc_open(const pf_arc_src *src, pf_arc *h, pf_err *err)
     h->fd = -1;
     h->next = 0;
     const char *shard = src->path;
+    uint64_t size = src->len;
     if (!src->buf) {
         /* O_NONBLOCK: opening a fifo must not hang the producer; cleared once we know it is a file */
         int fd = open(shard, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
@@ -44,6 +101,11 @@ int pf_arc_open(const pf_arc_src *src, pf_arc *h, pf_err *err)
         if (fl >= 0)
             fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
         h->fd = fd;
+        size = (uint64_t)st.st_size;
+    }
+    if (zip_directory_ok(src, h->fd, size, err)) {
+        pf_arc_close(h);
+        return -1;
     }
     if (!(h->a = archive_read_new())) {
         pf_arc_close(h);

@@ -157,6 +157,10 @@ def t_hostile(env):
         z.writestr("ok.jpg", img(env, 2))
         z.writestr("../../zip_escape.jpg", img(env, 0))
         z.writestr("..\\win.jpg", img(env, 0))   # a Windows separator
+        zl = zipfile.ZipInfo("zlink.jpg")
+        zl.create_system = 3                    # unix: the type lives in the central directory's attributes
+        zl.external_attr = 0o120777 << 16       # a symlink
+        z.writestr(zl, "/etc/passwd")
     out = os.path.join(d, "h.jsonl")
     err = env.run(["--task", "caption en", "--out", out, ev, gz, tr, dm, junk, zp], want_rc=3)
     recs = records(out)
@@ -174,7 +178,7 @@ def t_hostile(env):
         "control character", ev + "#caf\\xe9.jpg": "not UTF-8", ev + "#big.jpg": "over the limit",
         gz + "#zeros.jpg": "over the limit", tr + "#c2.jpg": "truncated", tr: "truncated or corrupt shard after 2", dm: "truncated or corrupt shard after 2",
         junk: "not a readable tar or zip shard", zp + "#../../zip_escape.jpg": "path traversal",
-        zp + "#../win.jpg": "path traversal"}   # libarchive's zip reader turns a Windows "\\" into "/"
+        zp + "#../win.jpg": "path traversal", zp + "#zlink.jpg": "symbolic link"}   # libarchive's zip reader turns a Windows "\\" into "/"
     for p, why in want_err.items():
         r = got.get(p)
         check(r is not None and "error" in r, "no error record for %s (records: %s)" % (p, sorted(got)))
