@@ -94,7 +94,8 @@ void pf_archive_list_close(pf_archive_list *l);
  *
  * A reader is a forward cursor over one shard: reading members in the shard's order reads the shard once;
  * a member behind the cursor reopens the shard (a plain tar then seeks past members, a compressed one must
- * inflate again). One reader holds one libarchive handle and one member's bytes at most. */
+ * inflate again), except the member read last, which is kept (a copy is handed out: the next task of the same
+ * image). One reader holds one libarchive handle and one member's bytes (twice while copying) at most. */
 
 typedef struct pf_archive_reader pf_archive_reader;
 

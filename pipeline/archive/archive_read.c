@@ -11,7 +11,34 @@ struct pf_archive_reader {
     char *shard;
     pf_arc h;        /* h.a NULL: closed (not opened yet, or after a shard error) */
     int at_end;      /* the cursor passed the last member */
+    /* The member read last, kept: the other tasks of an image come right after it (one item per task), and
+     * going back one member would reopen the shard (for a compressed one, inflate it again up to there). */
+    char *last_name;
+    int64_t last_entry;
+    uint8_t *last_data;
+    size_t last_len;
 };
+
+static void forget_last(pf_archive_reader *r)
+{
+    free(r->last_name);
+    free(r->last_data);
+    r->last_name = NULL;
+    r->last_data = NULL;
+    r->last_len = 0;
+}
+
+/* A copy of the member read last, when it is NAME (at ENTRY, when given) and fits MAX: 1, else 0. */
+static int from_last(pf_archive_reader *r, const char *name, int64_t entry, size_t max, uint8_t **data, size_t *len)
+{
+    if (!r->last_name || strcmp(r->last_name, name) || (entry >= 0 && entry != r->last_entry) || r->last_len > max)
+        return 0;
+    if (!(*data = malloc(r->last_len ? r->last_len : 1)))
+        return 0;
+    memcpy(*data, r->last_data, r->last_len);
+    *len = r->last_len;
+    return 1;
+}
 
 static int reader_new(const pf_arc_src *src, pf_archive_reader **out, pf_err *err)
 {
@@ -45,6 +72,7 @@ void pf_archive_reader_close(pf_archive_reader *r)
     if (!r)
         return;
     pf_arc_close(&r->h);
+    forget_last(r);
     free(r->shard);
     free(r);
 }
@@ -97,6 +125,9 @@ int pf_archive_read_member(pf_archive_reader *r, const char *name, int64_t entry
         char d[256];
         return pf_errf(err, "%s#%s: %s", r->shard, pf_arc_display(name, d, sizeof d), why);
     }
+    if (from_last(r, name, entry, max, data, len))
+        return 0;
+    forget_last(r);
     if (!r->h.a && reopen(r, err))
         return -1;
     struct archive_entry *e = NULL;
@@ -130,6 +161,14 @@ int pf_archive_read_member(pf_archive_reader *r, const char *name, int64_t entry
         if (!refused)
             pf_arc_close(&r->h);   /* a read error leaves libarchive's state unknown: start over next time */
         return -1;
+    }
+    int64_t at = r->h.next - 1;
+    if ((r->last_name = strdup(name)) && (r->last_data = malloc(*len ? *len : 1))) {
+        memcpy(r->last_data, *data, *len);
+        r->last_len = *len;
+        r->last_entry = at;
+    } else {
+        forget_last(r);   /* no copy: the next read of it reopens, nothing worse */
     }
     return 0;
 }
