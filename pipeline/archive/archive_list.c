@@ -268,30 +268,29 @@ static int take_entry(pf_archive_list *l, struct archive_entry *e, const char *n
     }
     int64_t size = archive_entry_size_is_set(e) ? archive_entry_size(e) : -1;
     char why[256];
-    int dup = 0;
-    if (pf_archive_check_name(name, why, sizeof why) == 0) {
-        const char *r = pf_arc_entry_refusal(e, l->lim.max_member_bytes, why, sizeof why);
+    /* every image name goes into the set, refused or not: the second of a name is always its own item */
+    int added = nameset_add(&l->names, name), dup = added == 0;
+    if (added < 0)
+        return pf_errf(err, "%s: out of memory", l->shard);
+    const char *r = NULL;
+    if (dup)
+        snprintf(why, sizeof why, "duplicate member name (an earlier member of the shard has it; that one is the "
+                 "item)");
+    else if (pf_archive_check_name(name, why, sizeof why) == 0) {
+        r = pf_arc_entry_refusal(e, l->lim.max_member_bytes, why, sizeof why);
         if (r && r != why)
             snprintf(why, sizeof why, "%s", r);
-        if (!r) {
-            int added = nameset_add(&l->names, name);
-            if (added < 0)
+        else if (!r && l->fill.n_img == PF_ARCHIVE_MAX_GROUP_IMAGES)
+            snprintf(why, sizeof why, "more than %d image members under the key '%.100s'", PF_ARCHIVE_MAX_GROUP_IMAGES,
+                     l->fill.key);
+        else if (!r) {
+            held *hd = &l->fill.img[l->fill.n_img];
+            if (!(hd->name = strdup(name)))
                 return pf_errf(err, "%s: out of memory", l->shard);
-            if (added == 0 && (dup = 1))
-                snprintf(why, sizeof why, "duplicate member name (an earlier member of the shard has it; that one is "
-                         "the item)");
-            else if (l->fill.n_img == PF_ARCHIVE_MAX_GROUP_IMAGES)
-                snprintf(why, sizeof why, "more than %d image members under the key '%.100s'",
-                         PF_ARCHIVE_MAX_GROUP_IMAGES, l->fill.key);
-            else {
-                held *hd = &l->fill.img[l->fill.n_img];
-                if (!(hd->name = strdup(name)))
-                    return pf_errf(err, "%s: out of memory", l->shard);
-                hd->entry = entry;
-                hd->size = size;
-                l->fill.n_img++;
-                return 0;
-            }
+            hd->entry = entry;
+            hd->size = size;
+            l->fill.n_img++;
+            return 0;
         }
     }
     return refuse(l, name, entry, size, why, dup, err);
@@ -322,18 +321,18 @@ int pf_archive_list_next(pf_archive_list *l, pf_archive_member *m, pf_err *err)
             }
             return 0;
         }
-        if (l->h.next >= (int64_t)l->lim.max_entries) {
-            l->eof = l->failed = 1;
-            pf_errf(&l->fail_err, "%s: more than %zu members: the rest of the shard is not read", l->shard,
-                    l->lim.max_entries);
-            continue;
-        }
         struct archive_entry *e = NULL;
         const char *name = NULL;
         int rc = pf_arc_next(&l->h, l->shard, &e, &name, &l->fail_err);
         if (rc <= 0) {
             l->eof = 1;
             l->failed = rc < 0;
+            continue;
+        }
+        if (l->h.next > (int64_t)l->lim.max_entries) {
+            l->eof = l->failed = 1;
+            pf_errf(&l->fail_err, "%s: more than %zu members: the rest of the shard is not read", l->shard,
+                    l->lim.max_entries);
             continue;
         }
         if (archive_filter_count(l->h.a) > 1 && archive_entry_size_is_set(e) &&

@@ -150,6 +150,12 @@ static void t_list_refusals(void **state)
     assert_int_equal(list(shard, &lim, out, sizeof out, &err), -1);
     assert_string_equal(out, "ok.jpg ../up.jpg='..' in the  link.jpg=a symbolic l");
     assert_non_null(strstr(err.msg, "more than 3 members"));
+    lim.max_entries = 6;   /* exactly as many as the shard holds: no error */
+    assert_int_equal(list(shard, &lim, out, sizeof out, &err), 0);
+    /* a refused name still counts: the next member of that name is a duplicate, its own item */
+    const ent e2[] = {{"x.jpg", NULL, AE_IFLNK}, {"x.jpg", "ok", 0}};
+    assert_int_equal(list(make_shard("r2.tar", e2, 2), &lim, out, sizeof out, &err), 0);
+    assert_string_equal(out, "x.jpg=a symbolic l x.jpg=duplicate me");
 }
 
 static void t_list_group_cap(void **state)
