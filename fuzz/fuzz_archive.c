@@ -3,7 +3,8 @@
  * must have a name and key, a refusal or a name the name check accepts, an extra that is a JSON object; a
  * member read back never exceeds the byte limit. The first byte sets the limits (member bytes 1..256 KiB,
  * the member cap 1..256), so refusals by size and the cap are reached too.
- * Run: build-fuzz/fuzz/fuzz_archive -max_total_time=300 CORPUS_DIR (seed it with small .tar/.zip files). */
+ * Run: build-fuzz/fuzz/fuzz_archive -max_total_time=300 fuzz/corpus_archive (seeds: one byte of limits, then a
+ * tar, tar.gz or zip with siblings, a traversal name, a symlink and a duplicate). */
 #include <jansson.h>
 #include <stdint.h>
 #include <stdlib.h>
