@@ -199,11 +199,14 @@ static void add_sibling(pf_archive_list *l, struct archive_entry *e, const char 
         last = last ? last + 1 : ext;
         if (!strcasecmp(last, "json")) {
             json_error_t je;
-            v = json_loadb((const char *)data, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
+            /* no NUL in strings: the meta is parsed again without JSON_ALLOW_NUL (record.c) */
+            v = json_loadb((const char *)data, len, JSON_DECODE_ANY, &je);
             if (!v) {
                 snprintf(why, sizeof why, "not JSON: %s (line %d)", je.text, je.line);
                 bad = why;
             }
+        } else if (memchr(data, 0, len)) {
+            bad = "a NUL byte in the text";
         } else if (!(v = json_stringn((const char *)data, len))) {
             bad = "not UTF-8 text";
         }

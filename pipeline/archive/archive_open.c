@@ -216,7 +216,8 @@ int pf_arc_read_data(pf_arc *h, const char *shard, const char *name, int64_t siz
                 return pf_errf(err, "%s#%s: member is over the limit of %zu bytes (--max-file-mb; counted while "
                                "reading)", shard, name, max);
             }
-            size_t nc = cap > max / 2 ? max : 2 * cap;
+            /* grow (a stored size of 0 may hide bytes: a zip's local header can lie); cap < max here */
+            size_t nc = cap == 0 ? (max < 65536 ? max : 65536) : cap > max / 2 ? max : 2 * cap;
             uint8_t *nb = realloc(buf, nc);
             if (!nb) {
                 free(buf);

@@ -244,9 +244,10 @@ static void expect_read(pf_archive_reader *r, const char *name, int64_t entry, s
 static void t_reader(void **state)
 {
     (void)state;
-    const ent e[] = {{"a.jpg", "AAAA", 0}, {"b.jpg", "BBBBBBBB", 0}, {"l.jpg", NULL, AE_IFLNK}, {"c.jpg", "C", 0}};
+    const ent e[] = {{"a.jpg", "AAAA", 0}, {"b.jpg", "BBBBBBBB", 0}, {"l.jpg", NULL, AE_IFLNK}, {"c.jpg", "C", 0},
+                     {"empty.jpg", NULL, 0}};
     for (int z = 0; z < 3; z++) {
-        const char *shard = make_shard(z == 0 ? "rd.tar" : z == 1 ? "rd.tar.gz" : "rd.zip", e, 4);
+        const char *shard = make_shard(z == 0 ? "rd.tar" : z == 1 ? "rd.tar.gz" : "rd.zip", e, 5);
         pf_archive_reader *r;
         pf_err err = {{0}};
         if (pf_archive_reader_open(shard, &r, &err))
@@ -264,6 +265,7 @@ static void t_reader(void **state)
         expect_read(r, "l.jpg", -1, 100, "!symbolic link");
         expect_read(r, "../a.jpg", -1, 100, "!path traversal");
         expect_read(r, "a.jpg", -1, 100, "AAAA");          /* still usable after refusals */
+        expect_read(r, "empty.jpg", 4, 100, "");           /* 0 bytes stored (once a double free) */
         pf_archive_reader_close(r);
         uint8_t *d = NULL;
         size_t n = 0;
