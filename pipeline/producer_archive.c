@@ -33,6 +33,7 @@ struct pf_prod_arc {
     /* the shard being listed */
     pf_archive_list *list;
     char *shard, *canon;   /* as found, canonical */
+    char *shown;           /* as found, as UTF-8 (records are JSON; the dispatch reads the shard from the path) */
     char **tasks;          /* the task JSON every member gets */
     size_t n_tasks;
     json_t *base;          /* the manifest line's meta ({"id", "extra"}), or NULL */
@@ -47,6 +48,8 @@ static void listing_end(struct pf_prod_arc *a)
     a->list = NULL;
     free(a->shard);
     free(a->canon);
+    free(a->shown);
+    a->shown = NULL;
     for (size_t i = 0; i < a->n_tasks; i++)
         free(a->tasks[i]);
     free(a->tasks);
@@ -128,7 +131,7 @@ static char *join(const char *a, const char *b)
 static int add_shard_error(prod *p, struct pf_prod_arc *a, const char *why, int *added, pf_err *err)
 {
     char *ident = join(a->canon, "");
-    json_t *arc = json_pack("{s:s, s:s}", "shard", a->shard, "refused", why);
+    json_t *arc = json_pack("{s:s, s:s}", "shard", a->shown, "refused", why);
     char *meta = member_meta(a->base, arc, NULL);
     int rc = ident && meta ? add_items(p, a, a->shard, ident, -1, meta, added, err) : pf_errf(err, "out of memory");
     free(ident);
@@ -152,7 +155,7 @@ static int add_member(prod *p, struct pf_prod_arc *a, const pf_archive_member *m
         path = np;
         ident = ni;
     }
-    json_t *arc = json_pack("{s:s, s:s, s:s, s:I}", "shard", a->shard, "member", m->name, "key", m->key, "entry",
+    json_t *arc = json_pack("{s:s, s:s, s:s, s:I}", "shard", a->shown, "member", m->name, "key", m->key, "entry",
                             (json_int_t)m->entry);
     if (arc && m->refused)
         json_object_set_new(arc, "refused", json_string(m->refused));
@@ -202,9 +205,10 @@ static int listing_begin(prod *p, const char *path, const char *const *tasks, si
     struct pf_prod_arc *a = p->arc;
     int64_t size;
     a->shard = strdup(path);
+    a->shown = pf_archive_printable(path);
     a->canon = pf_prod_canonical(path, &size);
     a->tasks = calloc(n_tasks ? n_tasks : 1, sizeof *a->tasks);
-    int oom = !a->shard || !a->canon || !a->tasks;
+    int oom = !a->shard || !a->shown || !a->canon || !a->tasks;
     for (size_t i = 0; !oom && i < n_tasks; i++)
         oom = !(a->tasks[a->n_tasks++] = strdup(tasks[i]));
     if (!oom && meta && !(a->base = json_loads(meta, 0, NULL)))
@@ -234,7 +238,7 @@ int pf_prod_archive_add(prod *p, const char *path, const char *const *tasks, siz
         struct pf_prod_arc *a = p->arc;
         const char *name = path + sl + 1;
         char *ident = join(a->canon, name);
-        json_t *arc = json_pack("{s:s, s:s}", "shard", a->shard, "member", name);
+        json_t *arc = json_pack("{s:s, s:s}", "shard", a->shown, "member", name);
         char *m = member_meta(a->base, arc, NULL);
         rc = ident && m ? add_items(p, a, path, ident, -1, m, added, err) : pf_errf(err, "out of memory");
         free(ident);
@@ -282,19 +286,25 @@ int pf_prod_archive_read(prod *p, flight *f, uint8_t **bytes, size_t *len, char 
     const char *member = json_string_value(json_object_get(arc, "member"));
     json_t *je = json_object_get(arc, "entry");
     int64_t entry = json_is_integer(je) ? (int64_t)json_integer_value(je) : -1;
+    /* The shard is the item's path before "#MEMBER" (the meta's "shard" is for reading: a name that is not
+     * UTF-8 is shown escaped there) */
+    size_t pl = strlen(f->path), ml = member ? strlen(member) : 0;
+    char *sp = member && pl > ml + 1 && f->path[pl - ml - 1] == '#' && !strcmp(f->path + pl - ml, member)
+                   ? strndup(f->path, pl - ml - 1)
+                   : strdup(shard);
     struct pf_prod_arc *a = p->arc;
     pf_err e = {{0}};
     int rc = 1;
-    if (!a && !(a = p->arc = calloc(1, sizeof *p->arc))) {
+    if (!sp || (!a && !(a = p->arc = calloc(1, sizeof *p->arc)))) {
         rc = pf_errf(&e, "out of memory");
     } else if (!member) {
         rc = pf_errf(&e, "%s: archive item without a member", f->path);
     } else {
-        if (a->rd && strcmp(pf_archive_reader_shard(a->rd), shard)) {
+        if (a->rd && strcmp(pf_archive_reader_shard(a->rd), sp)) {
             pf_archive_reader_close(a->rd);
             a->rd = NULL;
         }
-        if (!a->rd && pf_archive_reader_open(shard, &a->rd, &e))
+        if (!a->rd && pf_archive_reader_open(sp, &a->rd, &e))
             rc = -1;
         else if (pf_archive_read_member(a->rd, member, entry, p->o->max_file_bytes, bytes, len, &e))
             rc = -1;
@@ -304,10 +314,11 @@ int pf_prod_archive_read(prod *p, flight *f, uint8_t **bytes, size_t *len, char 
         }
     }
     if (rc < 0) {
-        size_t pl = strlen(f->path);   /* the record names the item: the reason without its path */
+        /* the record names the item: the reason without its path */
         const char *msg = !strncmp(e.msg, f->path, pl) && e.msg[pl] == ':' ? e.msg + pl + 2 : e.msg;
         snprintf(why, why_cap, "%s", msg);
     }
+    free(sp);
     json_decref(m);
     return rc;
 }

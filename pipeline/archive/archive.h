@@ -58,6 +58,9 @@ int pf_archive_is_shard_name(const char *path);
 int pf_archive_split_ref(const char *ref, size_t *shard_len);
 /* 0 when NAME is safe to carry and show; else -1 and the reason in WHY (without the name). */
 int pf_archive_check_name(const char *name, char *why, size_t why_cap);
+/* S as valid UTF-8 for JSON and messages: bytes that are not well-formed UTF-8, and control bytes, as \xNN.
+ * malloc'd (NULL: out of memory). */
+char *pf_archive_printable(const char *s);
 /* WebDataset's split of NAME: *key_len bytes of key, the extension after it (NULL when the last component
  * has no dot after its first character: WebDataset skips such members). */
 const char *pf_archive_wds_key(const char *name, size_t *key_len);

@@ -245,6 +245,13 @@ int pf_arc_read_data(pf_arc *h, const char *shard, const char *name, int64_t siz
     return 0;
 }
 
+char *pf_archive_printable(const char *s)
+{
+    size_t cap = 4 * strlen(s) + 6;   /* every byte escaped, at worst; the display's own reserve */
+    char *buf = malloc(cap);
+    return buf ? (char *)pf_arc_display(s, buf, cap) : NULL;
+}
+
 const char *pf_arc_display(const char *name, char *buf, size_t cap)
 {
     size_t o = 0, n = strlen(name);

@@ -5,8 +5,8 @@ usage: shards_test.py TEST --paliflow PATH --tokenizer FILE --images DIR       T
   tar       - a WebDataset tar (and the same as .tar.gz): one record per image member, each with "archive"
               (shard, member, key, entry) and its sample's .json (parsed) and .txt under "extra"; other members
               skipped; a rerun adds nothing.
-  zip       - a folder holding a zip (images in a subfolder) and a loose image: the scan finds the zip and
-              lists it; one record per image.
+  zip       - a folder holding a zip (images in a subfolder), a tar whose name is not UTF-8 and a loose image:
+              the scan finds the shards and lists them; one record per image.
   hostile   - shards with a path-traversal name, an absolute name, a symlink, a hard link, a device, a
               duplicate name, a control byte, a non-UTF-8 name, a member over the 48 MiB limit (plain and
               gzipped), a truncated shard, a damaged header, random bytes named .tar: each refused with an
@@ -15,6 +15,7 @@ usage: shards_test.py TEST --paliflow PATH --tokenizer FILE --images DIR       T
               a whole shard, and --list lines naming members.
   resume    - kill -9 of a run over a tar mid-job, then the same command: exactly one record per member.
 Exit 0 pass, 1 fail, 77 skipped."""
+import base64
 import io
 import json
 import os
@@ -95,16 +96,23 @@ def t_zip(env):
         z.writestr("readme.md", "not an image")
     with open(os.path.join(folder, "loose.jpg"), "wb") as f:
         f.write(img(env, 2))
+    with tarfile.open(os.path.join(folder.encode(), b"caf\xe9.tar"), "w") as t:   # a shard name not UTF-8
+        add(t, "x.jpg", img(env, 0))
     out = os.path.join(env.d, "z.jsonl")
     err = env.run(["--task", "caption en", "--out", out, folder])
     recs = by_member(records(out))
     zp = os.path.join(folder, "shard.zip")
+    latin = [r for r in recs.values() if "path_b64" in r]
+    check(len(latin) == 1 and base64.b64decode(latin[0]["path_b64"]) == folder.encode() + b"/caf\xe9.tar#x.jpg"
+          and "error" not in latin[0] and latin[0]["archive"]["shard"] == folder + "/caf\\xe9.tar",
+          "the shard whose name is not UTF-8: %s" % latin)
+    recs = {p: r for p, r in recs.items() if "path_b64" not in r}
     want = {zp + "#imgs/a.jpg", zp + "#imgs/b.jpg", os.path.join(folder, "loose.jpg")}
     check(set(recs) == want, "records %s, want %s" % (sorted(recs), sorted(want)))
     check(not any("error" in r for r in recs.values()), "errors: %s" % recs)
     check(recs[zp + "#imgs/a.jpg"]["extra"] == {"json": {"label": "astronaut"}}, "zip sibling: %s" % recs)
     check(recs[zp + "#imgs/a.jpg"]["archive"]["key"] == "imgs/a", "zip key: %s" % recs)
-    check(summary(err) == (3, 3, 0), "summary: %s" % err[-300:])
+    check(summary(err) == (4, 4, 0), "summary: %s" % err[-300:])
 
 
 def t_hostile(env):
