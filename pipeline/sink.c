@@ -17,15 +17,10 @@
 #include "pipeline/sink_internal.h"
 #include "proto/wire.h"
 
-void pf_sink_opts_defaults(pf_sink_opts *o)
+pf_sink_params pf_sink_default_params(void)
 {
-    memset(o, 0, sizeof *o);
-    o->batch = 64;
-    o->flush_s = 0.05;
-    o->fsync = 1;
-    o->hb_interval = 1.0;
-    o->hb_timeout = 10.0;
-    o->lim = pf_proto_default_limits();
+    return (pf_sink_params){.batch = 64, .flush_s = 0.05, .fsync = 1, .hb_interval = 1.0, .hb_timeout = 10.0,
+                            .lim = pf_proto_default_limits()};
 }
 
 static void metrics_init(sink *s)
@@ -140,7 +135,7 @@ static void make_name(sink *s)
  * producer (a CURVE client, watched for a refused key). */
 static int open_sockets(sink *s, void *ctx, pf_err *err)
 {
-    const pf_sink_opts *o = s->o;
+    const pf_sink_params *o = s->o;
     s->rsock = pf_wire_socket(ctx, ZMQ_ROUTER, &o->lim, 0, err);
     s->psock = s->rsock ? pf_wire_socket(ctx, ZMQ_DEALER, &o->lim, 2000, err) : NULL;
     if (!s->psock)
@@ -167,7 +162,7 @@ static int open_sockets(sink *s, void *ctx, pf_err *err)
 /* After a reload (the command re-read its config file into the reloadable options): the allow-list too. */
 static void reload(sink *s)
 {
-    const pf_sink_opts *o = s->o;
+    const pf_sink_params *o = s->o;
     pf_err re = {{0}};
     if (s->zap && pf_zap_reload(s->zap, o->sec->allow_path, &re))
         pf_error(LOG, "reload: %s (the previous allow-list stays)", re.msg);
@@ -202,7 +197,7 @@ static int on_producer(void *arg, pf_wire_in *in)
  * keeps collecting results meanwhile). */
 static void keep_in_touch(sink *s, double now)
 {
-    const pf_sink_opts *o = s->o;
+    const pf_sink_params *o = s->o;
     int due = pf_link_tick(&s->link, now, o->hb_interval, o->hb_timeout);
     if (due & PF_LINK_SEND_HB) {
         pf_msg hb;
@@ -226,7 +221,7 @@ static void update_metrics(sink *s, double now)
 /* Drop what was not flushed (never acknowledged: the producer redoes it), close everything. */
 static void close_run(sink *s, void *ctx)
 {
-    const pf_sink_opts *o = s->o;
+    const pf_sink_params *o = s->o;
     pf_sink_batch_free(s);
     free(s->batch);
     pf_sink_auth_free(s);
@@ -251,7 +246,7 @@ static void close_run(sink *s, void *ctx)
     pf_keyset_free(&s->seen);
 }
 
-int pf_sink_run(const pf_sink_opts *o, pf_err *err)
+int pf_sink_run(const pf_sink_params *o, pf_err *err)
 {
     sink S = {0}, *s = &S;
     s->o = o;

@@ -16,14 +16,14 @@
 #define KEY7 "0123456789abcdef0123456789abcdef-0123456789abcdef"
 
 typedef struct fixture {
-    pf_sink_opts o;
+    pf_sink_params o;
     sink s;
 } fixture;
 
 static int setup(void **state)
 {
     fixture *f = calloc(1, sizeof *f);
-    pf_sink_opts_defaults(&f->o);
+    f->o = pf_sink_default_params();
     f->s.o = &f->o;
     f->s.fd = -1;
     pf_keyset_init(&f->s.seen);
