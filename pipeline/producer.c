@@ -194,6 +194,8 @@ static void prod_free(prod *p)
     free(p->peers);
     free(p->prompt);
     pf_prod_tasks_free(p);
+    pf_prod_archive_free(p);
+    pf_prod_scan_stash_free(p);
 }
 
 /* The end of a run that returns RC: final counts, gauges and the job report (unless setup failed), then

@@ -144,7 +144,13 @@ void pf_prod_dispatch_pre(prod *p, double now)
         char why[400];
         char *canon = NULL;
         pf_msg m;
-        if (p->o->path_only) {
+        double t_read = pf_now();
+        int member = pf_prod_archive_read(p, f, &bytes, &len, why, sizeof why);   /* 0: not a shard's */
+        if (member < 0) {
+            unreadable(p, f, why);
+            continue;
+        }
+        if (p->o->path_only && !member) {
             /* Workers read the file (shared storage): the producer only stats it, and the key is made from
              * what the stat says (PROTOCOL.md, `key`); the worker makes the bytes' key. The canonical path
              * goes out: a worker in another folder or on another host reads the same file. */
@@ -155,9 +161,8 @@ void pf_prod_dispatch_pre(prod *p, double now)
             item_msg(p, f, &m);
             m.path_only = 1;
             m.file = canon;
-        } else {
-            double t_read = pf_now();
-            if (read_item(f->path, p->o->max_file_bytes, &bytes, &len, why, sizeof why)) {
+        } else {   /* the bytes travel; a shard's member always does (a worker cannot open it) */
+            if (!member && read_item(f->path, p->o->max_file_bytes, &bytes, &len, why, sizeof why)) {
                 unreadable(p, f, why);
                 continue;
             }

@@ -129,6 +129,9 @@ typedef struct prod {
     int db_exhausted;       /* no queued items with id > cursor (until the scan adds more) */
     pf_scan *scan;
     pf_prod_feed *feed;     /* the thread walking SCAN (producer_scan.c); NULL before the first turn and after */
+#define PF_PROD_STASH 64
+    pf_prod_scan_entry *stash[PF_PROD_STASH];   /* entries taken from the feed, [stash_i, stash_n) not added yet */
+    size_t stash_i, stash_n;
     int scanning;
     /* Items per file (issue 19): tasks[i] is the canonical task JSON of the i-th task every scanned file gets
      * ("" = the job's task, always first; then each further --task); the manifest, read after the scan. */
@@ -137,6 +140,7 @@ typedef struct prod {
     char *task_json;        /* the job's task, canonical (a manifest line with the same task stores "") */
     struct pf_manifest *manifest;
     int files_scanned;      /* the folder/list scan is over; the manifest is being read */
+    struct pf_prod_arc *arc;   /* tar/zip shards: the one being listed, the dispatch's reader (producer_archive.c) */
     /* The inference workers the latest images went to (hash of the path -> peer), so that the other tasks of
      * an image follow it: that worker's image-feature cache then runs the vision tower once for all of them. */
     struct { uint64_t h; int peer; } affinity[64];
@@ -232,6 +236,8 @@ void pf_prod_feed_yield(pf_prod_feed *f, int yield);
  * must then not close. */
 int pf_prod_feed_stop(pf_prod_feed *f);
 void pf_prod_scan_entry_free(pf_prod_scan_entry *en);
+/* Free the entries taken from the feed but not added (a stop in the middle of a shard's listing). */
+void pf_prod_scan_stash_free(prod *p);
 
 /* producer_manifest.c: the job's items per file and per manifest line. */
 /* The job's tasks: the given --task list (stored for resumes) or the stored one. After pf_prod_setup_job. */
@@ -249,6 +255,22 @@ char *pf_prod_canonical(const char *path, int64_t *size);
 /* Read a bounded chunk of the manifest into the job; at its end the scan is complete. */
 int pf_prod_manifest_some(prod *p, double budget_s, pf_err *err);
 void pf_prod_tasks_free(prod *p);
+/* One (path, task, meta) into the job; IDENT is its identity (canonical path, or shard + member). */
+int pf_prod_add_one(prod *p, const char *path, const char *ident, int64_t size, const char *task, const char *meta,
+                    int *added, pf_err *err);
+/* PATH's realpath (or lexically absolute when it has none); *size its size, -1 when it cannot be stat'ed. */
+char *pf_prod_canonical(const char *path, int64_t *size);
+
+/* producer_archive.c: tar/zip shards. pf_prod_archive_add takes PATH when it is a shard (its listing starts:
+ * pf_prod_archive_some adds its members, TASKS each, with META's columns) or "SHARD#MEMBER" (one member):
+ * 1 taken, 0 not an archive path, -1 error. */
+int pf_prod_archive_add(prod *p, const char *path, const char *const *tasks, size_t n_tasks, const char *meta,
+                        int *added, pf_err *err);
+int pf_prod_archive_listing(const prod *p);   /* a shard is being listed */
+int pf_prod_archive_some(prod *p, double t_end, int *added, pf_err *err);
+/* The bytes of F when it is an archive item: 0 not one; 1 read (*bytes malloc'd); -1 its error (WHY). */
+int pf_prod_archive_read(prod *p, flight *f, uint8_t **bytes, size_t *len, char *why, size_t why_cap);
+void pf_prod_archive_free(prod *p);
 void pf_prod_refill(prod *p);
 
 /* producer_peers.c: connected workers and sinks, and what they send. */

@@ -242,24 +242,39 @@ int pf_prod_scan_some(prod *p, double budget_s, pf_err *err)
     pf_prod_feed_yield(p->feed, pf_prod_count_role(p, ROLE_PRE) > 0 || pf_prod_count_role(p, ROLE_INF) > 0);
     double t_end = pf_now() + budget_s;
     int added = 0, state = 0;
-    pf_prod_scan_entry *v[64];
     for (size_t taken = 0; taken < SCAN_TAKE_MAX;) {
-        size_t n = pf_prod_feed_take(p->feed, v, sizeof v / sizeof v[0], &state, err);
-        int rc = 0;
-        for (size_t i = 0; i < n; i++) {
-            if (!rc)
-                rc = pf_prod_add_found(p, v[i]->path, v[i]->ident, v[i]->size, &added, err);
-            pf_prod_scan_entry_free(v[i]);
+        if (pf_prod_archive_listing(p)) {   /* a shard found: its members before the next file */
+            if (pf_prod_archive_some(p, t_end, &added, err))
+                return -1;
+            if (pf_prod_archive_listing(p))
+                break;
+            continue;
         }
-        if (rc || state < 0)
-            return -1;
-        taken += n;
-        if (state != 0 || n == 0 || pf_now() > t_end)
+        if (p->stash_i == p->stash_n) {   /* all taken entries added: take more from the walk */
+            p->stash_i = 0;
+            p->stash_n = pf_prod_feed_take(p->feed, p->stash, PF_PROD_STASH, &state, err);
+            if (state < 0)
+                return -1;
+            taken += p->stash_n;
+            if (p->stash_n == 0)
+                break;
+        }
+        /* A shard starts a listing that must end before the next entry is added (one listing at a time): the
+         * entries after it wait in the stash. */
+        while (p->stash_i < p->stash_n && !pf_prod_archive_listing(p)) {
+            pf_prod_scan_entry *en = p->stash[p->stash_i++];
+            int ar = pf_prod_archive_add(p, en->path, (const char *const *)p->tasks, p->n_tasks, NULL, &added, err);
+            int rc = ar < 0 ? -1 : ar ? 0 : pf_prod_add_found(p, en->path, en->ident, en->size, &added, err);
+            pf_prod_scan_entry_free(en);
+            if (rc)
+                return -1;
+        }
+        if (pf_now() > t_end)
             break;
     }
     if (added)
         p->db_exhausted = 0;
-    if (state == 0)
+    if (state == 0 || p->stash_i < p->stash_n || pf_prod_archive_listing(p))
         return 0;
     pf_prod_feed_stop(p->feed);   /* the walk is complete and joined: its counters may be read */
     p->feed = NULL;

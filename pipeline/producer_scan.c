@@ -228,6 +228,13 @@ void pf_prod_scan_entry_free(pf_prod_scan_entry *en)
     }
 }
 
+void pf_prod_scan_stash_free(prod *p)
+{
+    while (p->stash_i < p->stash_n)
+        pf_prod_scan_entry_free(p->stash[p->stash_i++]);
+    p->stash_i = p->stash_n = 0;
+}
+
 /* How long a stop waits for the walk to return: an entry is a stat and a realpath, but a --list read from a
  * FIFO or stdin that nobody writes to blocks in read() for good, and a stopping producer must not hang. */
 #define FEED_STOP_WAIT_S 2
