@@ -84,7 +84,7 @@ static void send_hello(sink *s, double now)
     m.pid = getpid();
     m.path = s->o->out;
     m.out_end = s->out_end;   /* the producer redoes finished items whose records end beyond it */
-    m.out_records = (int64_t)pf_keyset_size(&s->seen);   /* or all, when fewer than it finished */
+    m.out_records = pf_sink_index_count(s->index);   /* or all, when fewer than it finished */
     m.leases = 1;   /* tell me every lease: I write a worker's record only for an item leased to it */
     pf_sink_send_prod(s, &m);
     pf_link_said_hello(&s->link, now);
@@ -248,7 +248,7 @@ static void close_run(sink *s, void *ctx)
             pf_error(LOG, "%s: fsync on close: %s", o->out, strerror(errno));
         close(s->fd);
     }
-    pf_keyset_free(&s->seen);
+    pf_sink_index_close(s->index);
 }
 
 int pf_sink_run(const pf_sink_opts *o, pf_err *err)
@@ -256,7 +256,6 @@ int pf_sink_run(const pf_sink_opts *o, pf_err *err)
     sink S = {0}, *s = &S;
     s->o = o;
     s->fd = -1;
-    pf_keyset_init(&s->seen);
     make_name(s);
     int rc = -1;
     metrics_init(s);
@@ -299,6 +298,10 @@ int pf_sink_run(const pf_sink_opts *o, pf_err *err)
         int got = pf_wire_drain(s->rsock, 1, &o->lim, 1000, LOG, NULL, on_worker_msg, &c);
         if (got == -1)
             goto out;
+        if (s->failed) {   /* the record index failed: stop before acknowledging anything unchecked */
+            *err = s->fail;
+            goto out;
+        }
         if (got == -2)
             break;
         pf_sink_auth_tick(s, now);

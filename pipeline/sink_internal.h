@@ -11,7 +11,7 @@
 #include <stdint.h>
 
 #include "base/metrics.h"
-#include "pipeline/keyset.h"
+#include "pipeline/sink_index.h"
 #include "pipeline/sink.h"
 #include "proto/link.h"
 #include "proto/wire.h"
@@ -36,7 +36,9 @@ typedef struct sink {
     const pf_sink_opts *o;
     int fd;                /* the output, locked (outfile.h) */
     int64_t out_end;       /* its committed size: every byte before is whole, synced lines */
-    pf_keyset seen;
+    pf_sink_index *index;  /* the identity of every record in the output, on disk (sink_index.h) */
+    int failed;            /* the index failed on a record: the sink stops with FAIL */
+    pf_err fail;
     void *rsock, *psock, *pub;
     pend *batch;
     size_t n_batch, cap_batch;
@@ -56,8 +58,9 @@ typedef struct sink {
 } sink;
 
 /* sink_output.c */
-/* Rebuild the dedupe set from the output file s->fd (cutting off a torn last line left by a crash); sets
- * out_end, which the sink's hello reports to the producer (reconciliation, sink.h). */
+/* Open the record index beside the output s->fd and catch it up with the output's tail past its checkpoint
+ * (cutting off a torn last line left by a crash); sets out_end, which the sink's hello reports to the
+ * producer (reconciliation, sink.h). */
 int pf_sink_load_existing(sink *s, pf_err *err);
 /* Take a result or error record: dedupe it and add it to the batch. */
 void pf_sink_on_record(sink *s, const pf_msg *m);

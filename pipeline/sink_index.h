@@ -1,0 +1,62 @@
+/* sink_index.h - the sink's dedupe set on disk: the identity of every record in the output, in a SQLite file
+ * beside it (<out>.seen), with a checkpoint: the output offset up to which the index holds every record.
+ *
+ * Why on disk: the set used to live in memory (16 bytes + hash slack per record: ~4 GB at 100M records) and
+ * was rebuilt at every sink start by parsing the whole output (10 s per million lines, nothing dispatched
+ * meanwhile). Now the sink's memory is SQLite's bounded page cache whatever the output's size, and a start
+ * reads only the output's tail past the checkpoint (records synced to the output whose index commit a crash
+ * cut off), so a restart costs the same for 1k or 100M records.
+ *
+ * Order of writes (the crash guarantee): a batch's identities go into an open transaction as its records
+ * arrive (so a duplicate inside the batch is caught); the output is written and fdatasync'ed; only then is
+ * the transaction committed with the new checkpoint. So the index never claims a record the output does not
+ * hold: a kill -9 before the commit rolls the batch back, and the tail scan at the next start adds the
+ * records that did reach the output. An output that no longer matches the index (shorter than the checkpoint,
+ * another file, its bytes before the checkpoint changed: compared by a hash of the 256 bytes before it, and
+ * the file's inode) makes the index start over from a full scan, logged. */
+#ifndef PF_PIPELINE_SINK_INDEX_H
+#define PF_PIPELINE_SINK_INDEX_H
+
+#include <stdint.h>
+
+#include "base/err.h"
+
+typedef struct pf_sink_index pf_sink_index;
+
+/* A record's identity (xxh3-128 of key + path + kind; sink_output.c). */
+typedef struct pf_rec_id {
+    uint64_t hi, lo;
+} pf_rec_id;
+
+/* The identity of a record: the item key plus the raw path bytes (two files with the same bytes are two items,
+ * each with its own record), plus its kind: a result and an error record of one item are two identities, so
+ * that a later success (--retry-failed, a new --db) is written after an earlier error instead of being
+ * dropped as its duplicate (compaction then drops the superseded error, compact.h). */
+pf_rec_id pf_rec_identity(const char *key, const char *path, int ok);
+
+/* Open (create) the index of the output OUT (open as FD, locked by the caller) and make it match the output:
+ * *FROM is where the caller must scan the output from and add what it finds (pf_sink_index_add, then
+ * pf_sink_index_commit with the scan's end): the checkpoint when the index matches, 0 when it starts over. */
+int pf_sink_index_open(const char *out, int fd, pf_sink_index **ix, int64_t *from, pf_err *err);
+void pf_sink_index_close(pf_sink_index *ix);
+
+/* 1 when ID is in the index (committed or added in the open batch), 0 not, -1 error. */
+int pf_sink_index_has(pf_sink_index *ix, pf_rec_id id, pf_err *err);
+/* Add ID to the open batch (a transaction begun on demand): 1 added, 0 it was there, -1 error. */
+int pf_sink_index_add(pf_sink_index *ix, pf_rec_id id, pf_err *err);
+/* Commit the open batch: the output holds every record up to END (synced), FD is the output (for the
+ * fingerprint of its bytes before END). */
+int pf_sink_index_commit(pf_sink_index *ix, int fd, int64_t end, pf_err *err);
+/* Drop the open batch (its records did not reach the output). */
+void pf_sink_index_rollback(pf_sink_index *ix);
+/* Remove ID (a record compaction dropped from the output): 1 removed, 0 absent, -1 error. Within the open
+ * batch; pf_sink_index_commit makes it stick. */
+int pf_sink_index_remove(pf_sink_index *ix, pf_rec_id id, pf_err *err);
+/* Distinct records in the output (committed + the open batch's). */
+int64_t pf_sink_index_count(const pf_sink_index *ix);
+/* The checkpoint: the output offset up to which the committed index is complete. */
+int64_t pf_sink_index_end(const pf_sink_index *ix);
+/* The index's file name for OUT (malloc'd). */
+char *pf_sink_index_path(const char *out);
+
+#endif
