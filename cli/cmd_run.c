@@ -54,6 +54,7 @@ static void usage(FILE *out)
             "  --max-delay-ms N         when idle, wait this long for more items (20)\n"
             CLI_ENGINE_OPTIONS_HELP
             "  --max-attempts N         tries before an item becomes an error record (3)\n"
+            PF_VIEW_OPTIONS_HELP
             "  --publish ENDPOINT       also publish every record on a PUB socket\n"
             "  --report FILE            write the job report (JSON: counts, throughput, error reasons) at the end\n"
             "  --seg-decoder FILE       big_vision's vae-oid.npz: records of 'segment' tasks get \"objects\" with\n"
@@ -125,6 +126,7 @@ int cmd_run(int argc0, char **argv0)
         {"max-pixels", required_argument, 0, 0},   {"decode-memory-mb", required_argument, 0, 0},
         {"include-hidden", no_argument, 0, 0},
         CLI_ENGINE_LONG_OPTIONS,
+        PF_VIEW_LONG_OPTIONS,
         {0, 0, 0, 0}};
     int rc = 2, idx, c;
     long long iv;
@@ -145,6 +147,13 @@ int cmd_run(int argc0, char **argv0)
         }
         if (t > 0)
             continue;
+        if ((t = pf_view_option(name, val, &eo.sink.views, &err)) != 0) {
+            if (t < 0) {
+                fprintf(stderr, "paliflow run: %s\n", err.msg);
+                goto out;
+            }
+            continue;
+        }
         if ((t = cli_engine_option(name, val, &so, &err)) != 0) {
             if (t < 0) {
                 fprintf(stderr, "paliflow run: %s\n", err.msg);
@@ -305,6 +314,8 @@ int cmd_run(int argc0, char **argv0)
         int64_t dropped = 0;
         if (pf_output_compact(eo.sink.out, db, &dropped, &err))
             fprintf(stderr, "paliflow run: %s (superseded error records stay in the output)\n", err.msg);
+        else if (dropped && pf_views_refresh(&eo.sink.views, eo.sink.out, &err))
+            fprintf(stderr, "paliflow run: %s (the other output forms catch up at the next run)\n", err.msg);
         char hidden[64] = "";
         if (st.hidden_skipped)
             snprintf(hidden, sizeof hidden, " (%lld hidden skipped)", (long long)st.hidden_skipped);

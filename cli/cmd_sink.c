@@ -8,6 +8,7 @@
 #include "cli/cli_util.h"
 #include "cli/commands.h"
 #include "pipeline/config.h"
+#include "pipeline/out_view.h"
 #include "pipeline/service.h"
 #include "pipeline/sink.h"
 
@@ -34,6 +35,9 @@ static void usage(FILE *out)
             "  --heartbeat S            heartbeat interval (1)\n"
             "  --heartbeat-timeout S    producer silent this long is reported (10)\n"
             "  --exit-when-done         exit 0 once the producer reports the job complete\n"
+            "  --no-compact             keep error records a later success superseded (by default they are removed\n"
+            "                           when the producer reports the job complete: one final record per item)\n"
+            PF_VIEW_OPTIONS_HELP
             "  --max-message-mb N       ZMQ_MAXMSGSIZE and decoder limit (64)\n"
             "security (tcp endpoints need CURVE keys or --insecure; the sink is a server on --bind/--publish and a\n"
             "client of the producer: its server key pair doubles as its client pair, and the producer always admits\n"
@@ -60,12 +64,14 @@ static const struct option g_opts[] = {
     {"heartbeat", required_argument, 0, 0}, {"heartbeat-timeout", required_argument, 0, 0},
     {"exit-when-done", no_argument, 0, 0},  {"max-message-mb", required_argument, 0, 0},
     {"log-level", required_argument, 0, 0}, PF_SERVICE_LONG_OPTIONS,
+    PF_VIEW_LONG_OPTIONS,                   {"no-compact", no_argument, 0, 0},
     {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
 
 static void cli_init(sink_cli *c)
 {
     memset(c, 0, sizeof *c);
     pf_sink_opts_defaults(&c->o);
+    c->o.compact_at_end = 1;
 }
 
 /* The sink's options (cli_option_fn): the service's, then its own. */
@@ -75,6 +81,8 @@ static int sink_option(const char *name, const char *val, void *arg, pf_err *err
     pf_sink_opts *o = &c->o;
     double v;
     int t = pf_service_option(name, val, &c->svc, err);
+    if (t == 0)
+        t = pf_view_option(name, val, &o->views, err);
     if (t != 0)
         return t;
     if (!strcmp(name, "bind"))
@@ -91,6 +99,8 @@ static int sink_option(const char *name, const char *val, void *arg, pf_err *err
         o->name = val;
     else if (!strcmp(name, "exit-when-done"))
         o->exit_when_done = 1;
+    else if (!strcmp(name, "no-compact"))
+        o->compact_at_end = 0;
     else {
         PF_NUM_OPTION("batch", 1, 1e6, v, o->batch = (int)v)
         PF_NUM_OPTION("flush-ms", 0, 1e7, v, o->flush_s = v / 1000)

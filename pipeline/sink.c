@@ -13,6 +13,7 @@
 
 #include "base/file.h"
 #include "base/log.h"
+#include "pipeline/compact.h"
 #include "pipeline/outfile.h"
 #include "pipeline/sink_internal.h"
 #include "proto/wire.h"
@@ -26,6 +27,7 @@ void pf_sink_opts_defaults(pf_sink_opts *o)
     o->hb_interval = 1.0;
     o->hb_timeout = 10.0;
     o->lim = pf_proto_default_limits();
+    pf_view_default_params(&o->views);
 }
 
 static void metrics_init(sink *s)
@@ -97,8 +99,10 @@ static void on_producer_msg(sink *s, pf_wire_in *in, double now)
     switch (m->type) {
     case PF_MSG_WELCOME: {
         int fresh = pf_link_welcome(&s->link, m->instance);
-        if (fresh)
+        if (fresh) {
             pf_info(LOG, "connected to producer %s", m->instance);
+            s->finished = s->compacted = 0;   /* a new run of the job (or another job): it ends again */
+        }
         pf_sink_auth_welcomed(s, m, fresh);
         break;
     }
@@ -223,6 +227,27 @@ static void update_metrics(sink *s, double now)
     pf_metric_set(s->m.tps, pf_rate_update(&s->rate_tokens, now, (double)s->tokens));
 }
 
+/* The job is complete (every record acknowledged): errors a later success superseded leave the output, so it
+ * holds one final record per (item, task) (compact.h). Nothing is read when there are none. A failure leaves
+ * them in (logged); -1 only when the views cannot follow the new file. */
+static int compact(sink *s, pf_err *err)
+{
+    s->compacted = 1;
+    if (pf_sink_index_superseded(s->index) == 0)
+        return 0;
+    pf_err e = {{0}};
+    int64_t removed = 0;
+    pf_views_close(s->views);   /* their checkpoints move with the file (pf_views_compacted) */
+    s->views = NULL;
+    if (pf_output_compact_indexed(s->o->out, &s->fd, &s->out_end, s->index, NULL, &removed, &e))
+        pf_error(LOG, "%s: compaction: %s (superseded error records stay in it)", s->o->out, e.msg);
+    else if (removed)
+        pf_info(LOG, "%s: %lld error records superseded by a later success removed: one final record per item",
+                s->o->out, (long long)removed);
+    s->in_file = pf_sink_index_count(s->index);
+    return pf_views_open(&s->o->views, s->o->out, s->fd, s->out_end, &s->views, err);
+}
+
 /* Drop what was not flushed (never acknowledged: the producer redoes it), close everything. */
 static void close_run(sink *s, void *ctx)
 {
@@ -248,6 +273,7 @@ static void close_run(sink *s, void *ctx)
             pf_error(LOG, "%s: fsync on close: %s", o->out, strerror(errno));
         close(s->fd);
     }
+    pf_views_close(s->views);
     pf_sink_index_close(s->index);
 }
 
@@ -268,7 +294,8 @@ int pf_sink_run(const pf_sink_opts *o, pf_err *err)
         goto out;
     }
     /* checked (a regular file, writable, room), locked against a second writer, then read back */
-    if (pf_outfile_open(o->out, &s->fd, err) || pf_sink_load_existing(s, err))
+    if (pf_outfile_open(o->out, &s->fd, err) || pf_sink_load_existing(s, err) ||
+        pf_views_open(&o->views, o->out, s->fd, s->out_end, &s->views, err))
         goto out;
     pf_metric_set(s->m.in_file, (double)s->in_file);
     if (open_sockets(s, ctx, err))
@@ -310,6 +337,8 @@ int pf_sink_run(const pf_sink_opts *o, pf_err *err)
                 goto out;
         keep_in_touch(s, now);
         update_metrics(s, now);
+        if (o->compact_at_end && s->finished && !s->compacted && s->n_batch == 0 && compact(s, err))
+            goto out;
         if (o->exit_when_done && s->finished && s->n_batch == 0) {
             pf_info(LOG, "job complete: exiting");
             break;

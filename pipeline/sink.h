@@ -16,6 +16,7 @@
 
 #include "base/control.h"
 #include "base/err.h"
+#include "pipeline/out_view.h"
 #include "proto/proto.h"
 #include "proto/security.h"
 
@@ -30,6 +31,8 @@ typedef struct pf_sink_opts {
     int fsync;              /* fdatasync before acknowledging (default 1) */
     double hb_interval, hb_timeout;
     int exit_when_done;     /* exit once the producer reports the job complete and all is flushed */
+    int compact_at_end;     /* drop superseded error records when the producer reports the job complete */
+    pf_view_params views;   /* WebDataset / sidecar / rotated JSONL beside the JSONL (out_view.h) */
     pf_proto_limits lim;
     void *zctx;
     const pf_security *sec;  /* CURVE keys / --insecure (NULL: plain sockets, library use) */

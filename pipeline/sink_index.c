@@ -21,9 +21,11 @@
 struct pf_sink_index {
     sqlite3 *db;
     sqlite3_stmt *has, *add, *del;
+    sqlite3_stmt *err_add, *err_has, *sup_add;
     char *path;
     int in_tx;
     int64_t count, tx_delta, end;
+    int64_t superseded, tx_superseded;
 };
 
 char *pf_sink_index_path(const char *out)
@@ -107,18 +109,21 @@ static int begin(pf_sink_index *ix, pf_err *err)
 /* Empty the index (it does not match the output): the caller scans the output from 0. */
 static int start_over(pf_sink_index *ix, pf_err *err)
 {
-    if (begin(ix, err) || exec(ix, "DELETE FROM seen; DELETE FROM meta", err) || exec(ix, "COMMIT", err))
+    if (begin(ix, err) ||
+        exec(ix, "DELETE FROM seen; DELETE FROM meta; DELETE FROM errs; DELETE FROM superseded", err) ||
+        exec(ix, "COMMIT", err))
         return -1;
     ix->in_tx = 0;
-    ix->count = ix->end = 0;
+    ix->count = ix->end = ix->superseded = 0;
     return 0;
 }
 
 /* Does the committed index describe the output FD? *WHY: a reason when not. */
 static int matches(pf_sink_index *ix, int fd, const char **why, pf_err *err)
 {
-    int64_t ver, end, ino, fp, count;
-    if (meta_get(ix, "version", 0, &ver, err) || meta_get(ix, "end", -1, &end, err) ||
+    int64_t ver, end, ino, fp, count, sup;
+    if (meta_get(ix, "superseded", 0, &sup, err) || meta_get(ix, "version", 0, &ver, err) ||
+        meta_get(ix, "end", -1, &end, err) ||
         meta_get(ix, "ino", -1, &ino, err) || meta_get(ix, "fp", -1, &fp, err) ||
         meta_get(ix, "records", 0, &count, err))
         return -1;
@@ -138,6 +143,7 @@ static int matches(pf_sink_index *ix, int fd, const char **why, pf_err *err)
         return 0;
     ix->end = end;
     ix->count = count;
+    ix->superseded = sup;
     return 1;
 }
 
@@ -145,7 +151,11 @@ static int prepare(pf_sink_index *ix, pf_err *err)
 {
     if (sqlite3_prepare_v2(ix->db, "SELECT 1 FROM seen WHERE id=?", -1, &ix->has, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(ix->db, "INSERT OR IGNORE INTO seen(id) VALUES(?)", -1, &ix->add, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(ix->db, "DELETE FROM seen WHERE id=?", -1, &ix->del, NULL) != SQLITE_OK)
+        sqlite3_prepare_v2(ix->db, "DELETE FROM seen WHERE id=?", -1, &ix->del, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(ix->db, "INSERT OR IGNORE INTO errs(id) VALUES(?)", -1, &ix->err_add, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(ix->db, "SELECT 1 FROM errs WHERE id=?", -1, &ix->err_has, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(ix->db, "INSERT OR IGNORE INTO superseded(id) VALUES(?)", -1, &ix->sup_add, NULL) !=
+            SQLITE_OK)
         return db_err(ix, "prepare", err);
     return 0;
 }
@@ -172,7 +182,10 @@ int pf_sink_index_open(const char *out, int fd, pf_sink_index **ixp, int64_t *fr
     int m = -1;
     if (exec(ix, pragmas, err) ||
         exec(ix, "CREATE TABLE IF NOT EXISTS seen(id BLOB PRIMARY KEY) WITHOUT ROWID;"
-                 "CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v INTEGER)", err) ||
+                 "CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v INTEGER);"
+                 /* error records (by pf_rec_supersede_ident), and those a later result superseded */
+                 "CREATE TABLE IF NOT EXISTS errs(id BLOB PRIMARY KEY) WITHOUT ROWID;"
+                 "CREATE TABLE IF NOT EXISTS superseded(id BLOB PRIMARY KEY) WITHOUT ROWID", err) ||
         prepare(ix, err) || (m = matches(ix, fd, &why, err)) < 0) {
         pf_sink_index_close(ix);
         return -1;
@@ -201,6 +214,9 @@ void pf_sink_index_close(pf_sink_index *ix)
     sqlite3_finalize(ix->has);
     sqlite3_finalize(ix->add);
     sqlite3_finalize(ix->del);
+    sqlite3_finalize(ix->err_add);
+    sqlite3_finalize(ix->err_has);
+    sqlite3_finalize(ix->sup_add);
     sqlite3_close(ix->db);
     free(ix->path);
     free(ix);
@@ -283,13 +299,15 @@ int pf_sink_index_commit(pf_sink_index *ix, int fd, int64_t end, pf_err *err)
     int64_t fp = fingerprint(fd, end);
     if (begin(ix, err) || meta_set(ix, "version", 1, err) || meta_set(ix, "end", end, err) ||
         meta_set(ix, "ino", (int64_t)st.st_ino, err) || meta_set(ix, "fp", fp, err) ||
-        meta_set(ix, "records", ix->count + ix->tx_delta, err) || exec(ix, "COMMIT", err)) {
+        meta_set(ix, "records", ix->count + ix->tx_delta, err) ||
+        meta_set(ix, "superseded", ix->superseded + ix->tx_superseded, err) || exec(ix, "COMMIT", err)) {
         pf_sink_index_rollback(ix);
         return -1;
     }
     ix->in_tx = 0;
     ix->count += ix->tx_delta;
-    ix->tx_delta = 0;
+    ix->superseded += ix->tx_superseded;
+    ix->tx_delta = ix->tx_superseded = 0;
     ix->end = end;
     return 0;
 }
@@ -299,7 +317,84 @@ void pf_sink_index_rollback(pf_sink_index *ix)
     if (ix->in_tx)
         sqlite3_exec(ix->db, "ROLLBACK", NULL, NULL, NULL);
     ix->in_tx = 0;
-    ix->tx_delta = 0;
+    ix->tx_delta = ix->tx_superseded = 0;
+}
+
+pf_rec_id pf_rec_supersede_ident(const char *key, const char *path)
+{
+    const char *dash = strrchr(key, '-');
+    key = dash ? dash + 1 : key;
+    XXH3_state_t *st = XXH3_createState();
+    pf_rec_id id = {0, 0};
+    if (!st)
+        return id;
+    XXH3_128bits_reset(st);
+    XXH3_128bits_update(st, key, strlen(key) + 1);
+    XXH3_128bits_update(st, path, strlen(path));
+    XXH128_hash_t h = XXH3_128bits_digest(st);
+    XXH3_freeState(st);
+    id.hi = h.high64;
+    id.lo = h.low64;
+    return id;
+}
+
+int pf_sink_index_note_error(pf_sink_index *ix, pf_rec_id ident, pf_err *err)
+{
+    return change(ix, ix->err_add, ident, err) < 0 ? -1 : 0;
+}
+
+int pf_sink_index_note_result(pf_sink_index *ix, pf_rec_id ident, pf_err *err)
+{
+    sqlite3_reset(ix->err_has);
+    bind_id(ix->err_has, ident);
+    int r = sqlite3_step(ix->err_has);
+    sqlite3_reset(ix->err_has);
+    if (r == SQLITE_DONE)
+        return 0;
+    if (r != SQLITE_ROW)
+        return db_err(ix, "lookup", err);
+    int a = change(ix, ix->sup_add, ident, err);
+    if (a > 0)
+        ix->tx_superseded++;
+    return a < 0 ? -1 : 1;
+}
+
+int64_t pf_sink_index_superseded(const pf_sink_index *ix) { return ix->superseded + ix->tx_superseded; }
+
+int pf_sink_index_each_superseded(pf_sink_index *ix, int (*cb)(pf_rec_id ident, void *arg), void *arg, pf_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(ix->db, "SELECT id FROM superseded", -1, &st, NULL) != SQLITE_OK)
+        return db_err(ix, "read", err);
+    int r, rc = 0;
+    while (!rc && (r = sqlite3_step(st)) == SQLITE_ROW) {
+        const unsigned char *b = sqlite3_column_blob(st, 0);
+        if (!b || sqlite3_column_bytes(st, 0) != 16)
+            continue;
+        pf_rec_id id = {0, 0};
+        for (int i = 0; i < 8; i++) {
+            id.hi = id.hi << 8 | b[i];
+            id.lo = id.lo << 8 | b[8 + i];
+        }
+        rc = cb(id, arg);
+    }
+    if (!rc && r != SQLITE_DONE)
+        rc = db_err(ix, "read", err);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int pf_sink_index_compacted(pf_sink_index *ix, const pf_rec_id *ids, size_t n, int fd, int64_t end, pf_err *err)
+{
+    for (size_t i = 0; i < n; i++)
+        if (pf_sink_index_remove(ix, ids[i], err) < 0)
+            return -1;
+    /* every superseded error is gone from the output now; their items have their results */
+    if (begin(ix, err) || exec(ix, "DELETE FROM errs WHERE id IN (SELECT id FROM superseded); DELETE FROM superseded",
+                               err))
+        return -1;
+    ix->tx_superseded = -ix->superseded;
+    return pf_sink_index_commit(ix, fd, end, err);
 }
 
 int64_t pf_sink_index_count(const pf_sink_index *ix) { return ix->count + ix->tx_delta; }

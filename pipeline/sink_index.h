@@ -33,6 +33,10 @@ typedef struct pf_rec_id {
  * that a later success (--retry-failed, a new --db) is written after an earlier error instead of being
  * dropped as its duplicate (compaction then drops the superseded error, compact.h). */
 pf_rec_id pf_rec_identity(const char *key, const char *path, int ok);
+/* What a success supersedes: the same path with the same task and settings, i.e. the key's settings half
+ * ("<content>-<settings>"), not its content half: an unreadable or broken file that was fixed has other bytes
+ * (another content hash) and is still the item whose error the new result replaces. */
+pf_rec_id pf_rec_supersede_ident(const char *key, const char *path);
 
 /* Open (create) the index of the output OUT (open as FD, locked by the caller) and make it match the output:
  * *FROM is where the caller must scan the output from and add what it finds (pf_sink_index_add, then
@@ -52,6 +56,19 @@ void pf_sink_index_rollback(pf_sink_index *ix);
 /* Remove ID (a record compaction dropped from the output): 1 removed, 0 absent, -1 error. Within the open
  * batch; pf_sink_index_commit makes it stick. */
 int pf_sink_index_remove(pf_sink_index *ix, pf_rec_id id, pf_err *err);
+/* Supersession (one final record per (item, task), compact.h): IDENT is pf_rec_supersede_ident of a record.
+ * An error record written: noted. A result written: 1 when an error record of the same item was noted before
+ * (that error is now superseded, and remembered for compaction), 0 not, -1 error. Both in the open batch. */
+int pf_sink_index_note_error(pf_sink_index *ix, pf_rec_id ident, pf_err *err);
+int pf_sink_index_note_result(pf_sink_index *ix, pf_rec_id ident, pf_err *err);
+/* Superseded error records waiting for compaction (committed + open batch). */
+int64_t pf_sink_index_superseded(const pf_sink_index *ix);
+/* Call CB for each superseded identity (stops at a non-zero return, which is returned). */
+int pf_sink_index_each_superseded(pf_sink_index *ix, int (*cb)(pf_rec_id ident, void *arg), void *arg, pf_err *err);
+/* Compaction dropped the superseded errors (IDs: their record identities, N of them) from the output, now FD
+ * (a new file) of END bytes: forget them, and commit. */
+int pf_sink_index_compacted(pf_sink_index *ix, const pf_rec_id *ids, size_t n, int fd, int64_t end, pf_err *err);
+
 /* Distinct records in the output (committed + the open batch's). */
 int64_t pf_sink_index_count(const pf_sink_index *ix);
 /* The checkpoint: the output offset up to which the committed index is complete. */

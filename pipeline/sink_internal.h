@@ -37,6 +37,7 @@ typedef struct sink {
     int fd;                /* the output, locked (outfile.h) */
     int64_t out_end;       /* its committed size: every byte before is whole, synced lines */
     pf_sink_index *index;  /* the identity of every record in the output, on disk (sink_index.h) */
+    pf_views *views;       /* the other output forms, following the JSONL (out_view.h) */
     int failed;            /* the index failed on a record: the sink stops with FAIL */
     pf_err fail;
     void *rsock, *psock, *pub;
@@ -47,6 +48,7 @@ typedef struct sink {
     pf_link link; /* to the producer: its instance, welcome, heartbeats, silence */
     pf_sink_auth *auth; /* which records may be written: the producer's leases (sink_auth.c) */
     int finished;
+    int compacted;         /* compaction ran since the producer reported the job complete */
     int64_t written, dups, in_file, tokens;
     pf_zap *zap;
     pf_sock_watch *watch;

@@ -33,6 +33,8 @@ static void observe_record(sink *s, const pf_msg *m)
     }
 }
 
+static int note_kind(pf_sink_index *ix, const char *key, const char *path, int ok, pf_err *err);
+
 typedef struct load_ctx {
     sink *s;
     int64_t records, bad;
@@ -50,10 +52,11 @@ static int load_line(const char *line, size_t n, off_t end, void *arg)
     char *path = NULL; /* the raw bytes (path_b64 when present), as the live identity uses them */
     int rc = 0;
     if (key && pf_record_path(j, &path) == 0) {
-        pf_rec_id id = pf_rec_identity(key, path, json_object_get(j, "error") == NULL);
-        free(path);
-        if (pf_sink_index_add(c->s->index, id, c->err) < 0)
+        int ok = json_object_get(j, "error") == NULL;
+        int added = pf_sink_index_add(c->s->index, pf_rec_identity(key, path, ok), c->err);
+        if (added < 0 || (added > 0 && note_kind(c->s->index, key, path, ok, c->err)))
             rc = -1;
+        free(path);
         c->records++;
     } else {
         c->bad++;
@@ -128,6 +131,13 @@ static char *json_line(const json_t *rec, size_t *len)
     return line;
 }
 
+/* What compaction needs: error records by item, and the errors a result superseded (sink_index.h). */
+static int note_kind(pf_sink_index *ix, const char *key, const char *path, int ok, pf_err *err)
+{
+    pf_rec_id ident = pf_rec_supersede_ident(key, path);
+    return ok ? (pf_sink_index_note_result(ix, ident, err) < 0 ? -1 : 0) : pf_sink_index_note_error(ix, ident, err);
+}
+
 /* Is the record new? 1 yes (now in the open batch of the index), 0 a duplicate, -1 the index failed. An error
  * record is a duplicate also when the item has a result (an error after a success is dropped). */
 static int take_identity(sink *s, const pf_msg *m, int ok, pf_err *err)
@@ -137,7 +147,10 @@ static int take_identity(sink *s, const pf_msg *m, int ok, pf_err *err)
         if (r != 0)
             return r < 0 ? -1 : 0;
     }
-    return pf_sink_index_add(s->index, pf_rec_identity(m->key, m->path, ok), err);
+    int added = pf_sink_index_add(s->index, pf_rec_identity(m->key, m->path, ok), err);
+    if (added > 0 && note_kind(s->index, m->key, m->path, ok, err))
+        return -1;
+    return added;
 }
 
 void pf_sink_on_record(sink *s, const pf_msg *m)
@@ -243,11 +256,27 @@ static void publish(sink *s, const json_t *rec)
     msgpack_sbuffer_destroy(&sb);
 }
 
+/* The batch's records into the other output forms, synced, before anything is acknowledged: a job reported
+ * complete is complete in every form. */
+static int apply_views(sink *s, pf_err *err)
+{
+    if (!s->views)
+        return 0;
+    json_t **recs = calloc(s->n_batch ? s->n_batch : 1, sizeof *recs);
+    if (!recs)
+        return pf_errf(err, "out of memory");
+    for (size_t i = 0; i < s->n_batch; i++)
+        recs[i] = s->batch[i].is_dup ? NULL : s->batch[i].rec;
+    int rc = pf_views_apply(s->views, recs, s->n_batch, s->out_end, err);
+    free(recs);
+    return rc;
+}
+
 int pf_sink_flush_batch(sink *s, pf_err *err)
 {
     if (!s->n_batch)
         return 0;
-    if (write_batch(s, err))
+    if (write_batch(s, err) || apply_views(s, err))
         return -1;
     pf_ack *acks = calloc(s->n_batch, sizeof *acks);
     for (size_t i = 0; i < s->n_batch; i++) {
