@@ -1,7 +1,13 @@
 /* sink_index.c - see sink_index.h. One WITHOUT ROWID table of 16-byte identities and a small meta table
- * (checkpoint, record count, the output's inode and a hash of its bytes before the checkpoint). WAL with
- * synchronous=NORMAL: a commit costs no fsync (the index can be rebuilt from the output; a power cut loses at
- * most recent commits, whose records the tail scan finds again), and a bounded page cache. */
+ * (checkpoint, record count, the output's inode and a hash of its bytes before the checkpoint), plus the
+ * error records by item and the superseded ones (for compaction).
+ *
+ * Rollback journal, truncated after each commit, with synchronous=OFF: a commit costs no fsync, and the index
+ * takes no more room than its rows (a WAL grows by whole pages per commit up to its checkpoint, megabytes that
+ * a nearly full disk does not have, and the output must get that room first). A kill -9 is safe (the kernel
+ * keeps what was written; the hot journal rolls the open transaction back at the next open); a power cut may
+ * corrupt the file, which is then removed and rebuilt from the output (it holds nothing else). A bounded page
+ * cache: the sink's memory for the index, whatever its size. */
 #include "pipeline/sink_index.h"
 
 #include <errno.h>
@@ -39,14 +45,18 @@ char *pf_sink_index_path(const char *out)
 
 static int db_err(pf_sink_index *ix, const char *what, pf_err *err)
 {
+    if (sqlite3_errcode(ix->db) == SQLITE_FULL)   /* say it as the output's own write would */
+        return pf_errf(err, "%s (the sink's record index): %s: %s", ix->path, what, strerror(ENOSPC));
     return pf_errf(err, "%s (the sink's record index): %s: %s", ix->path, what, sqlite3_errmsg(ix->db));
 }
 
 static int exec(pf_sink_index *ix, const char *sql, pf_err *err)
 {
     char *msg = NULL;
-    if (sqlite3_exec(ix->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-        pf_errf(err, "%s (the sink's record index): %s", ix->path, msg ? msg : "error");
+    int r = sqlite3_exec(ix->db, sql, NULL, NULL, &msg);
+    if (r != SQLITE_OK) {
+        pf_errf(err, "%s (the sink's record index): %s", ix->path,
+                (r & 0xff) == SQLITE_FULL ? strerror(ENOSPC) : msg ? msg : "error");
         sqlite3_free(msg);
         return -1;
     }
@@ -160,7 +170,42 @@ static int prepare(pf_sink_index *ix, pf_err *err)
     return 0;
 }
 
+static int open_once(const char *out, int fd, pf_sink_index **ixp, int64_t *from, int *corrupt, pf_err *err);
+
+/* The index file and its journal, removed (corrupt: it is rebuilt from the output). */
+static void remove_files(const char *path)
+{
+    size_t n = strlen(path) + 16;
+    char *j = malloc(n);
+    unlink(path);
+    if (j) {
+        snprintf(j, n, "%s-journal", path);
+        unlink(j);
+        snprintf(j, n, "%s-wal", path);
+        unlink(j);
+        snprintf(j, n, "%s-shm", path);
+        unlink(j);
+    }
+    free(j);
+}
+
 int pf_sink_index_open(const char *out, int fd, pf_sink_index **ixp, int64_t *from, pf_err *err)
+{
+    int corrupt = 0;
+    if (open_once(out, fd, ixp, from, &corrupt, err) == 0)
+        return 0;
+    if (!corrupt)
+        return -1;
+    char *p = pf_sink_index_path(out);
+    if (!p)
+        return -1;
+    pf_warn("sink", "%s: %s: removed; it is rebuilt from the output", p, err->msg);
+    remove_files(p);
+    free(p);
+    return open_once(out, fd, ixp, from, &corrupt, err);
+}
+
+static int open_once(const char *out, int fd, pf_sink_index **ixp, int64_t *from, int *corrupt, pf_err *err)
 {
     *ixp = NULL;
     *from = 0;
@@ -176,7 +221,7 @@ int pf_sink_index_open(const char *out, int fd, pf_sink_index **ixp, int64_t *fr
         return -1;
     }
     char pragmas[160];
-    snprintf(pragmas, sizeof pragmas, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-%d;",
+    snprintf(pragmas, sizeof pragmas, "PRAGMA journal_mode=TRUNCATE; PRAGMA synchronous=OFF; PRAGMA cache_size=-%d;",
              CACHE_KIB);
     const char *why = NULL;
     int m = -1;
@@ -187,6 +232,8 @@ int pf_sink_index_open(const char *out, int fd, pf_sink_index **ixp, int64_t *fr
                  "CREATE TABLE IF NOT EXISTS errs(id BLOB PRIMARY KEY) WITHOUT ROWID;"
                  "CREATE TABLE IF NOT EXISTS superseded(id BLOB PRIMARY KEY) WITHOUT ROWID", err) ||
         prepare(ix, err) || (m = matches(ix, fd, &why, err)) < 0) {
+        int code = sqlite3_errcode(ix->db) & 0xff;
+        *corrupt = code == SQLITE_CORRUPT || code == SQLITE_NOTADB;
         pf_sink_index_close(ix);
         return -1;
     }
