@@ -18,19 +18,20 @@
 void pf_safe_component(const char *name, size_t len, int keep_dot, size_t max, char *out)
 {
     size_t n = 0;
-    int only_dots = 1;
     for (size_t i = 0; i < len && n < max; i++) {
         unsigned char c = (unsigned char)name[i];
         int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-' ||
                  (keep_dot && c == '.');
         out[n++] = ok ? (char)c : '_';
-        only_dots &= c == '.';
     }
     if (len > max && max > 9) {   /* cut: the end names the whole, so that long names stay apart */
         snprintf(out + max - 9, 10, "-%08x", (unsigned)XXH3_64bits(name, len));
         n = max;
     }
-    if (n == 0 || (only_dots && len <= max)) {
+    int only_dots = 1;   /* ".", "..", "...": a way up or nothing, as a name */
+    for (size_t i = 0; i < n; i++)
+        only_dots &= out[i] == '.';
+    if (only_dots) {
         out[0] = '_';
         n = 1;
     }

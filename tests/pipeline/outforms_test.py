@@ -41,7 +41,15 @@ def start_sink(j, extra):
     return pt.start(sink_cmd(j, extra), j.log("sink"))
 
 
-def run_job(a, d, extra, files=None, crash=True, n_good=150, prod_extra=(), db=None):
+def start_producer(j, listed):
+    """The producer of pt.Job, on the paths listed in LISTED (not on the folder)."""
+    cmd = [j.a.paliflow, "producer", "--bind", j.bind_prod, "--db", j.db, "--task", j.task, "--image-size", "8",
+           "--custom-image-size", "--progress", "lines", "--progress-interval", "1", "--ack-timeout", "5",
+           "--max-attempts", "3", "--list", listed] + pt.HB
+    return pt.start(cmd, j.log("producer"))
+
+
+def run_job(a, d, extra, files=None, crash=True, n_good=150, listed=None, db=None):
     """One job through producer, workers and a sink with EXTRA options; with CRASH, the sink is killed -9
     ROUNDS times at random moments and restarted. Returns (job, files)."""
     if files is None:
@@ -50,7 +58,7 @@ def run_job(a, d, extra, files=None, crash=True, n_good=150, prod_extra=(), db=N
     if db:
         j.db = db
     sink = start_sink(j, extra)
-    prod = j.producer(prod_extra)
+    prod = start_producer(j, listed) if listed else j.producer()
     j.worker("preprocess", ["--delay-ms", "5", "--threads", "2", "--exit-when-done"])
     j.worker("inference", ["--delay-ms", "2", "--max-batch", "4", "--exit-when-done"])
     rng = random.Random(os.getpid())
@@ -187,7 +195,7 @@ def t_hostile(a, d):
     os.makedirs(os.path.join(d, "in", "sub"))
     outside = os.path.join(d, "outside")
     os.makedirs(outside)
-    names = ["dots..jpg", "ctl\x01\x1b[31m.jpg", "x" * 250 + ".jpg", "new\nline.jpg", "sp ace é.jpg", ".. .jpg",
+    names = ["dots..jpg", "ctl\x01\x1b[31m.jpg", "x" * 250 + ".jpg", "semi;colon|pipe.jpg", "sp ace é.jpg", ".. .jpg",
              "-rf.jpg", "a.b.c.jpeg"]
     files = {}
     for i, n in enumerate(names):
@@ -211,7 +219,7 @@ def t_hostile(a, d):
     os.symlink(outside, os.path.join(side, d.lstrip("/").split("/")[0]))
     w = os.path.join(d, "wds")
     j, _ = run_job(a, d, ["--webdataset", w, "--shard-size", "3", "--sidecar-dir", side], files=files, crash=False,
-                   prod_extra=["--list", lst])
+                   listed=lst)
     recs = pt.read_records(j.out)
     pt.check(len(recs) == len(files), "%d records for %d files" % (len(recs), len(files)))
     pt.check(os.listdir(outside) == [], "written outside the output folders: %s" % os.listdir(outside))
@@ -228,7 +236,7 @@ def t_hostile(a, d):
     os.rename(j.out, j.out + ".1")
     for f in (j.db,):
         os.unlink(f)
-    j, _ = run_job(a, d, ["--sidecar-dir", side], files=files, crash=False, prod_extra=["--list", lst])
+    j, _ = run_job(a, d, ["--sidecar-dir", side], files=files, crash=False, listed=lst)
     for r in pt.read_records(j.out):
         comps = [c for c in r["path"].split("/") if c not in ("", ".")]
         sc = os.path.join(side, *["_" if c == ".." else c for c in comps[:-1]])
