@@ -252,6 +252,14 @@ static int compact(sink *s, pf_err *err)
 static void close_run(sink *s, void *ctx)
 {
     const pf_sink_opts *o = s->o;
+    /* The index up to the output's end, so that the next start reads nothing; not with records in the batch
+     * (their identities are in the open transaction, their lines not in the output): then it rolls back, and
+     * the next start reads the tail since the last commit. */
+    pf_err ie = {{0}};
+    if (s->index && (s->failed || s->n_batch))
+        pf_sink_index_rollback(s->index);
+    else if (s->index && pf_sink_index_commit(s->index, s->fd, s->out_end, &ie))
+        pf_warn(LOG, "%s (the next start reads the output's tail again)", ie.msg);
     pf_sink_batch_free(s);
     free(s->batch);
     pf_sink_auth_free(s);

@@ -38,6 +38,7 @@ typedef struct sink {
     int64_t out_end;       /* its committed size: every byte before is whole, synced lines */
     pf_sink_index *index;  /* the identity of every record in the output, on disk (sink_index.h) */
     pf_views *views;       /* the other output forms, following the JSONL (out_view.h) */
+    double index_commit_t; /* when the index was last committed */
     int failed;            /* the index failed on a record: the sink stops with FAIL */
     pf_err fail;
     void *rsock, *psock, *pub;

@@ -17,6 +17,8 @@
 #include "pipeline/record.h"
 #include "pipeline/sink_internal.h"
 
+#define INDEX_COMMIT_S 1.0   /* longest the index lags the synced output */
+
 static void observe_record(sink *s, const pf_msg *m)
 {
     double v[PF_TIMINGS_N];
@@ -237,9 +239,14 @@ static int write_batch(sink *s, pf_err *err)
         return pf_errf(err, "%s: %s failed: %s", s->o->out, bad == 2 ? "fdatasync" : "write", strerror(e));
     }
     s->out_end += (int64_t)total;
-    /* the index follows the synced output, never leads it (sink_index.h) */
-    if (pf_sink_index_commit(s->index, s->fd, s->out_end, err))
-        return -1;
+    /* The index follows the synced output, never leads it (sink_index.h); committed about once a second, not
+     * per batch: each commit rewrites the pages its random keys touched, and a crash only costs the next
+     * start a read of the records since the last commit. */
+    if (pf_now() - s->index_commit_t >= INDEX_COMMIT_S) {
+        if (pf_sink_index_commit(s->index, s->fd, s->out_end, err))
+            return -1;
+        s->index_commit_t = pf_now();
+    }
     pf_metric_add(s->m.batches, 1);
     pf_metric_observe(s->m.fsync_s, pf_now() - t_flush);
     return 0;
