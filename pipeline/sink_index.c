@@ -330,6 +330,23 @@ int pf_sink_index_add(pf_sink_index *ix, pf_rec_id id, pf_err *err)
     return r;
 }
 
+static int cmp_id(const void *a, const void *b)
+{
+    const pf_rec_id *x = a, *y = b;
+    if (x->hi != y->hi)
+        return x->hi < y->hi ? -1 : 1;
+    return x->lo < y->lo ? -1 : x->lo > y->lo;
+}
+
+int pf_sink_index_add_sorted(pf_sink_index *ix, pf_rec_id *ids, size_t n, pf_err *err)
+{
+    qsort(ids, n, sizeof *ids, cmp_id);   /* bind_id stores big-endian: this is the B-tree's order */
+    for (size_t i = 0; i < n; i++)
+        if (pf_sink_index_add(ix, ids[i], err) < 0)
+            return -1;
+    return 0;
+}
+
 int pf_sink_index_remove(pf_sink_index *ix, pf_rec_id id, pf_err *err)
 {
     int r = change(ix, ix->del, id, err);

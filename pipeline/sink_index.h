@@ -48,6 +48,8 @@ void pf_sink_index_close(pf_sink_index *ix);
 int pf_sink_index_has(pf_sink_index *ix, pf_rec_id id, pf_err *err);
 /* Add ID to the open batch (a transaction begun on demand): 1 added, 0 it was there, -1 error. */
 int pf_sink_index_add(pf_sink_index *ix, pf_rec_id id, pf_err *err);
+/* Add the N identities IDS (sorted here, in place) to the open batch: reading an output back. */
+int pf_sink_index_add_sorted(pf_sink_index *ix, pf_rec_id *ids, size_t n, pf_err *err);
 /* Commit the open batch: the output holds every record up to END (synced), FD is the output (for the
  * fingerprint of its bytes before END). */
 int pf_sink_index_commit(pf_sink_index *ix, int fd, int64_t end, pf_err *err);

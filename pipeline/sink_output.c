@@ -37,11 +37,22 @@ static void observe_record(sink *s, const pf_msg *m)
 
 static int note_kind(pf_sink_index *ix, const char *key, const char *path, int ok, pf_err *err);
 
+#define LOAD_CHUNK 65536   /* identities sorted and inserted together when reading an output back (1 MiB) */
+
 typedef struct load_ctx {
     sink *s;
     int64_t records, bad;
+    pf_rec_id *buf;   /* the chunk: random keys inserted in order touch each index page once, not once per key */
+    size_t n;
     pf_err *err;
 } load_ctx;
+
+static int load_flush(load_ctx *c)
+{
+    int rc = pf_sink_index_add_sorted(c->s->index, c->buf, c->n, c->err);
+    c->n = 0;
+    return rc;
+}
 
 /* One line of the existing output: its item goes into the dedupe set. */
 static int load_line(const char *line, size_t n, off_t end, void *arg)
@@ -55,8 +66,9 @@ static int load_line(const char *line, size_t n, off_t end, void *arg)
     int rc = 0;
     if (key && pf_record_path(j, &path) == 0) {
         int ok = json_object_get(j, "error") == NULL;
-        int added = pf_sink_index_add(c->s->index, pf_rec_identity(key, path, ok), c->err);
-        if (added < 0 || (added > 0 && note_kind(c->s->index, key, path, ok, c->err)))
+        /* supersession in file order (an error, then its result); both notes are idempotent */
+        c->buf[c->n++] = pf_rec_identity(key, path, ok);
+        if (note_kind(c->s->index, key, path, ok, c->err) || (c->n == LOAD_CHUNK && load_flush(c)))
             rc = -1;
         free(path);
         c->records++;
@@ -69,17 +81,24 @@ static int load_line(const char *line, size_t n, off_t end, void *arg)
 
 int pf_sink_load_existing(sink *s, pf_err *err)
 {
-    load_ctx c = {s, 0, 0, err};
+    load_ctx c = {s, 0, 0, calloc(LOAD_CHUNK, sizeof(pf_rec_id)), 0, err};
     int64_t from = 0;
     off_t good = 0;
     double t0 = pf_now();
-    if (pf_sink_index_open(s->o->out, s->fd, &s->index, &from, err))
+    if (!c.buf)
+        return pf_errf(err, "out of memory");
+    if (pf_sink_index_open(s->o->out, s->fd, &s->index, &from, err)) {
+        free(c.buf);
         return -1;
+    }
     /* Only the tail past the index's checkpoint is read: records synced to the output whose index commit a
      * crash cut off (sink_index.h). Bounded lines (outfile.h); a crash mid-write can leave a last line
      * without its '\n' (never acknowledged): it is cut off, so that the next record starts a line of its own. */
-    if (pf_outfile_scan_from(s->fd, s->o->out, (off_t)from, PF_OUT_MAX_LINE, load_line, &c, &good, err) ||
-        pf_outfile_cut(s->fd, s->o->out, good, err) || pf_sink_index_commit(s->index, s->fd, (int64_t)good, err))
+    int rc = pf_outfile_scan_from(s->fd, s->o->out, (off_t)from, PF_OUT_MAX_LINE, load_line, &c, &good, err);
+    if (!rc)
+        rc = load_flush(&c);
+    free(c.buf);
+    if (rc || pf_outfile_cut(s->fd, s->o->out, good, err) || pf_sink_index_commit(s->index, s->fd, (int64_t)good, err))
         return -1;
     if (c.bad)
         pf_warn(LOG, "%s: %lld lines are not records of ours (ignored)", s->o->out, (long long)c.bad);
