@@ -46,6 +46,9 @@ static int rot_open(pf_view *v, int fresh, pf_err *err)
         return pf_errf(err, "--jsonl-shards %s: cannot make the folder: %s", dir, strerror(errno));
     if ((r->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
         return pf_errf(err, "--jsonl-shards %s: %s", dir, strerror(errno));
+    if (!v->owned && faccessat(r->dirfd, "records-000000.jsonl", F_OK, AT_SYMLINK_NOFOLLOW) == 0)
+        return pf_errf(err, "--jsonl-shards %s: holds records-000000.jsonl but no checkpoint of this output (%s): shards of another job? "
+                       "Give an empty or new folder, or remove them", dir, v->state_path);
     json_t *d = fresh ? NULL : json_object_get(v->st, "done");
     r->done = json_is_array(d) ? json_deep_copy(d) : json_array();
     if (!fresh) {
@@ -81,7 +84,6 @@ static int rot_apply(pf_view *v, const json_t *rec, pf_err *err)
     if (!txt)
         return pf_errf(err, "out of memory");
     size_t n = strlen(txt);
-    txt[n] = '\0';
     int rc = 0;
     if (r->bytes > 0 && r->bytes + (int64_t)n + 1 > v->p->shard_bytes) {   /* this line would pass the size */
         json_t *e = json_pack("[I,I]", (json_int_t)r->bytes, (json_int_t)r->count);

@@ -84,14 +84,16 @@ static char *state_path(const char *out, const char *name)
 }
 
 /* The saved state of a view: {"end": N, "view": {...}}; absent: end -1 (start over). */
-static int load_state(const char *path, int64_t *end, json_t **st, pf_err *err)
+static int load_state(const char *path, int64_t *end, json_t **st, int *exists, pf_err *err)
 {
     *end = -1;
     *st = NULL;
+    *exists = 0;
     json_error_t je;
     FILE *f = fopen(path, "r");
     if (!f)
         return errno == ENOENT ? 0 : pf_errf(err, "%s: %s", path, strerror(errno));
+    *exists = 1;
     json_t *j = json_loadf(f, JSON_DISABLE_EOF_CHECK, &je);
     fclose(f);
     json_t *e = j ? json_object_get(j, "end") : NULL, *v = j ? json_object_get(j, "view") : NULL;
@@ -151,7 +153,7 @@ static int open_one(pf_view *v, int fd, int64_t out_end, pf_err *err)
 {
     json_t *st = NULL;
     int64_t end = -1;
-    if (load_state(v->state_path, &end, &st, err))
+    if (load_state(v->state_path, &end, &st, &v->owned, err))
         return -1;
     int fresh = end < 0 || end > out_end;
     if (end > out_end)
@@ -165,6 +167,10 @@ static int open_one(pf_view *v, int fd, int64_t out_end, pf_err *err)
     v->st = st;
     v->end = end;
     if (!v->st || v->ops->open(v, fresh, err))
+        return -1;
+    /* from now on the view's files are ours: a crash before the first batch's checkpoint must not make them
+     * look like someone else's at the next start */
+    if (fresh && save_state(v->state_path, 0, v->st, err))
         return -1;
     if (end == out_end)
         return 0;
@@ -258,10 +264,11 @@ int pf_views_compacted(const char *out, int64_t old_end, int64_t new_end, pf_err
     for (int i = 0; i < 3 && !rc; i++) {
         char *sp = state_path(out, all[i]->name);
         int64_t end;
+        int exists = 0;
         json_t *st = NULL;
         if (!sp)
             return pf_errf(err, "out of memory");
-        if (access(sp, F_OK) == 0 && !(rc = load_state(sp, &end, &st, err)) && end >= 0) {
+        if (!(rc = load_state(sp, &end, &st, &exists, err)) && exists && end >= 0) {
             /* rotated shards copy the lines, superseded errors included: they start over at the next open;
              * so does a view behind the compacted file (its offset means nothing in the new one) */
             int keep = end == old_end && all[i] != &pf_view_jsonl_shards;

@@ -77,6 +77,8 @@ struct pf_view {
     char *state_path;     /* <out>.<name>.state */
     int64_t end;          /* JSONL offset the view holds everything up to */
     json_t *st;           /* the view's own state (an object), saved with end */
+    int owned;            /* a state file was there: the view's files in its folder are ours to cut or remove;
+                           * without one, files of the view's names there are someone else's: refused */
     void *impl;
 };
 

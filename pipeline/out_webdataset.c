@@ -80,6 +80,9 @@ static int wds_open(pf_view *v, int fresh, pf_err *err)
     w->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (w->dirfd < 0)
         return pf_errf(err, "--webdataset %s: %s", dir, strerror(errno));
+    if (!v->owned && faccessat(w->dirfd, "shard-000000.tar", F_OK, AT_SYMLINK_NOFOLLOW) == 0)
+        return pf_errf(err, "--webdataset %s: holds shard-000000.tar but no checkpoint of this output (%s): shards of another job? "
+                       "Give an empty or new folder, or remove them", dir, v->state_path);
     if (!fresh) {
         w->shard = st_int(v->st, "shard");
         w->bytes = st_int(v->st, "bytes");

@@ -138,6 +138,12 @@ def t_webdataset(a, d):
     j, files = run_job(a, d, ["--webdataset", w, "--shard-size", "7"])
     recs = pt.verify(j.out, files, j.db)
     n, ns = check_webdataset(w, recs, 7)
+    # another output over the same shard folder: refused, the shards left as they are
+    other = pt.start([a.paliflow, "sink", "--bind", "ipc://%s/s2.sock" % d, "--producer", "ipc://%s/p2.sock" % d,
+                      "--out", os.path.join(d, "other.jsonl"), "--webdataset", w] + pt.HB, j.log("sink_other"))
+    pt.check(pt.wait_exit(other, 30, "second sink") != 0, "a sink took over another output's shards")
+    pt.check("no checkpoint of this output" in open(other.log).read(), "the refusal does not say why")
+    check_webdataset(w, recs, 7)
     print("%d samples in %d shards, %d error records in the JSONL only" % (n, ns, len(recs) - n))
 
 
