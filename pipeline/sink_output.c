@@ -201,13 +201,14 @@ void pf_sink_on_record(sink *s, const pf_msg *m)
         observe_record(s, m);
         p.rec = pf_record_make(m);
         p.line = json_line(p.rec, &p.len);
-        if (!p.line) {
-            pend_free(&p);
-            return;
-        }
     }
-    if (batch_add(s, &p))
+    if ((!p.is_dup && !p.line) || batch_add(s, &p)) {
+        /* its identity is in the index's open batch, its line nowhere: stop before that is committed (the
+         * batch rolls back, nothing of it was acknowledged, its items are redone) */
+        pf_errf(&s->fail, "out of memory for a record of %s", m->path);
+        s->failed = 1;
         pend_free(&p);
+    }
 }
 
 static int write_all(int fd, const char *buf, size_t len)
@@ -300,6 +301,10 @@ static int apply_views(sink *s, pf_err *err)
 
 int pf_sink_flush_batch(sink *s, pf_err *err)
 {
+    if (s->failed) {   /* the index holds an identity whose line is not in the batch: nothing more is written */
+        *err = s->fail;
+        return -1;
+    }
     if (!s->n_batch)
         return 0;
     if (write_batch(s, err) || apply_views(s, err))
