@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "base/file.h"
-#include "model/engine.h"
+#include "model/engine/engine.h"
 
 int main(int argc, char **argv)
 {

@@ -17,10 +17,10 @@
 
 #include "base/file.h"
 #include "base/log.h"
-#include "model/cpu.h"
-#include "model/dtype.h"
-#include "model/mm.h"
-#include "model/roofline.h"
+#include "model/linear/cpu.h"
+#include "model/math/dtype.h"
+#include "model/linear/mm.h"
+#include "model/tools/roofline.h"
 
 static double g_triad;
 static int g_reps = 7;

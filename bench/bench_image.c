@@ -20,7 +20,7 @@
 #include <unistd.h>
 
 #include "base/file.h"
-#include "workers/image.h"
+#include "image/image.h"
 
 #ifndef PF_SOURCE_DIR
 #define PF_SOURCE_DIR "."

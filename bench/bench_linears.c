@@ -16,9 +16,9 @@
 
 #include "base/file.h"
 #include "base/log.h"
-#include "model/mm.h"
-#include "model/roofline.h"
-#include "model/safetensors.h"
+#include "model/linear/mm.h"
+#include "model/tools/roofline.h"
+#include "model/io/safetensors.h"
 
 #define MAX_FILES 64
 

@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "base/file.h"
-#include "model/tokenizer.h"
+#include "model/tokenizer/tokenizer.h"
 
 #define RUNS 5
 

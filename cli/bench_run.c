@@ -9,9 +9,9 @@
 
 #include "base/file.h"
 #include "base/log.h"
-#include "model/engine.h"
-#include "model/generate.h"
-#include "model/roofline.h"
+#include "model/engine/engine.h"
+#include "model/generate/generate.h"
+#include "model/tools/roofline.h"
 
 /* "caption en" as PaliGemmaProcessor builds it after the image tokens: <bos>, "caption", " en", "\n". */
 static const int32_t PROMPT_IDS[] = {2, 21209, 659, 108};

@@ -20,7 +20,7 @@
 #include <stddef.h>
 
 #include "base/err.h"
-#include "model/cpu.h"
+#include "model/linear/cpu.h"
 
 #define BENCH_MAX_BATCHES 8
 

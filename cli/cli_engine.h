@@ -4,7 +4,7 @@
 #define PF_CLI_ENGINE_H
 
 #include "base/err.h"
-#include "model/session.h"
+#include "model/generate/session.h"
 
 #define CLI_ENGINE_OPTIONS_HELP                                                                                    \
     "  --backend B             engine (default: the fast oneDNN engine) or reference (the fp32 oracle,\n"        \

@@ -8,7 +8,7 @@
 #include <stdio.h>
 
 #include "cli/cli_util.h"
-#include "model/session.h"
+#include "model/generate/session.h"
 #include "pipeline/service.h"
 #include "workers/worker.h"
 

@@ -10,7 +10,7 @@
 #include "base/log.h"
 #include "cli/bench_run.h"
 #include "cli/commands.h"
-#include "model/precision_probe.h"
+#include "model/linear/precision_probe.h"
 
 static void usage(FILE *out)
 {

@@ -3,11 +3,11 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "model/cpu.h"
+#include "model/linear/cpu.h"
 
 #include "base/log.h"
 #include "cli/commands.h"
-#include "model/golden.h"
+#include "model/tools/golden.h"
 
 static void usage(FILE *out)
 {

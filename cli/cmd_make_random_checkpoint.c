@@ -10,7 +10,7 @@
 #include "base/file.h"
 #include "base/log.h"
 #include "cli/commands.h"
-#include "model/random_ckpt.h"
+#include "model/tools/random_ckpt.h"
 
 static void usage(FILE *out)
 {

@@ -19,8 +19,8 @@
 
 #include "base/log.h"
 #include "cli/commands.h"
-#include "model/safetensors.h"
-#include "workers/image.h"
+#include "model/io/safetensors.h"
+#include "image/image.h"
 
 typedef struct item {
     const char *path;

@@ -11,12 +11,12 @@
 #include "cli/cli_engine.h"
 #include "cli/cli_util.h"
 #include "cli/commands.h"
-#include "model/model.h"
-#include "model/processor.h"
-#include "model/score.h"
-#include "model/session.h"
-#include "model/tokenizer.h"
-#include "workers/image.h"
+#include "model/io/model.h"
+#include "model/tokenizer/processor.h"
+#include "model/generate/score.h"
+#include "model/generate/session.h"
+#include "model/tokenizer/tokenizer.h"
+#include "image/image.h"
 
 static void usage(FILE *out)
 {

@@ -12,8 +12,8 @@
 #include "base/file.h"
 #include "base/log.h"
 #include "cli/commands.h"
-#include "model/processor.h"
-#include "model/tokenizer.h"
+#include "model/tokenizer/processor.h"
+#include "model/tokenizer/tokenizer.h"
 
 static void usage(FILE *out)
 {

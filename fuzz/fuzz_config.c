@@ -4,8 +4,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "model/checkpoint.h"
-#include "model/config.h"
+#include "model/io/checkpoint.h"
+#include "model/io/config.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -1,11 +1,11 @@
-/* libFuzzer: the PEFT adapter_config.json parser (model/lora.h) on arbitrary text.
+/* libFuzzer: the PEFT adapter_config.json parser (model/io/lora.h) on arbitrary text.
  * Run: build-fuzz/fuzz/fuzz_lora_config -max_total_time=300 CORPUS_DIR (seed with adapter_config.json files) */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "model/lora.h"
+#include "model/io/lora.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

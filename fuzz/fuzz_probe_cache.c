@@ -1,11 +1,11 @@
-/* libFuzzer: the precision probe's cache file parser (model/precision_probe.h) on arbitrary text.
+/* libFuzzer: the precision probe's cache file parser (model/linear/precision_probe.h) on arbitrary text.
  * Run: build-fuzz/fuzz/fuzz_probe_cache -max_total_time=300 CORPUS_DIR (seed with a written
  * ~/.cache/paliflow/precision-probe.tsv) */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "model/precision_probe.h"
+#include "model/linear/precision_probe.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -1,9 +1,9 @@
-/* libFuzzer target: detection-box parsing of generated text (pipeline/boxes.c). */
+/* libFuzzer target: detection-box parsing of generated text (model/seg/boxes.c). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "pipeline/boxes.h"
+#include "model/seg/boxes.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -19,8 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model/processor.h"
-#include "model/tokenizer.h"
+#include "model/tokenizer/processor.h"
+#include "model/tokenizer/tokenizer.h"
 
 static pf_tokenizer *g_tok;
 

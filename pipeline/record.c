@@ -7,7 +7,7 @@
 
 #include "base/base64.h"
 #include "model/seg/objects.h"
-#include "pipeline/boxes.h"
+#include "model/seg/boxes.h"
 
 /* JSON needs UTF-8; file names and decoded bytes need not be. Invalid bytes become U+FFFD. */
 static json_t *jstr(const char *s)

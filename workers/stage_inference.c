@@ -9,14 +9,14 @@
 #include <string.h>
 
 #include "base/log.h"
-#include "model/annotate.h"
-#include "model/generate.h"
-#include "model/model.h"
-#include "model/processor.h"
+#include "model/generate/annotate.h"
+#include "model/generate/generate.h"
+#include "model/io/model.h"
+#include "model/tokenizer/processor.h"
 #include "model/seg/objects.h"
-#include "model/session.h"
-#include "model/tokenizer.h"
-#include "workers/image.h"
+#include "model/generate/session.h"
+#include "model/tokenizer/tokenizer.h"
+#include "image/image.h"
 
 typedef struct inf_inst {
     pf_session ses;

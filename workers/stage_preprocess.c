@@ -1,6 +1,6 @@
 /* stage_preprocess.c - the preprocess stage: image bytes (or a shared-storage path) -> uint8 [S,S,3].
  * Decoding, EXIF, pixel limits, the decode memory budget and the Pillow-exact resize are the image
- * library's (workers/image.h). */
+ * library's (image/image.h). */
 #include "workers/stages.h"
 
 
@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "base/file.h"
-#include "workers/image.h"
+#include "image/image.h"
 
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 static int g_init_rc;

@@ -1,13 +1,13 @@
-/* stages.h - the product's real stages. They call the image library (workers/image.h) and the model
+/* stages.h - the product's real stages. They call the image library (image/image.h) and the model
  * (model/model.h, generate.h, tokenizer.h, processor.h). Test stages live in tests/ and are never
  * reachable from the paliflow binary. */
 #ifndef PF_WORKERS_STAGES_H
 #define PF_WORKERS_STAGES_H
 
-#include "model/sample.h"
-#include "model/session.h"
+#include "model/generate/sample.h"
+#include "model/generate/session.h"
 #include "proto/proto.h"
-#include "workers/image.h"
+#include "image/image.h"
 #include "workers/stage.h"
 
 typedef struct pf_preprocess_cfg {

@@ -5,7 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "workers/image.h"
+#include "image/image.h"
 
 #define IMG_DIR PF_GOLDEN_DIR "/images"
 

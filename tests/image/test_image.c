@@ -14,7 +14,7 @@
 #include "../golden_split.h"
 #include "base/file.h"
 #include "image_test_util.h"
-#include "workers/image.h"
+#include "image/image.h"
 
 static void load_ok(const char *path, const pf_img_opts *o, pf_img *img)
 {

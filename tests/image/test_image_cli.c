@@ -19,8 +19,8 @@
 #include "../golden_split.h"
 #include "base/file.h"
 #include "image_test_util.h"
-#include "model/safetensors.h"
-#include "workers/image.h"
+#include "model/io/safetensors.h"
+#include "image/image.h"
 
 extern char **environ;
 static const char *g_prog;

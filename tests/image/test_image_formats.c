@@ -15,7 +15,7 @@
 #include <cmocka.h>
 #include <vips/vips.h>
 
-#include "workers/image.h"
+#include "image/image.h"
 
 enum { W = 64, H = 48, S = 16 };
 

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "workers/resample.h"
+#include "image/resample.h"
 
 /* Image.fromarray((np.arange(45) * 37 % 256).astype(np.uint8).reshape(3, 5, 3)).resize((W, H), BICUBIC) */
 static const uint8_t pil_8x5[] = {

@@ -17,7 +17,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#include "workers/image.h"
+#include "image/image.h"
 #include "workers/stages.h"
 
 static char g_dir[] = "/tmp/pf_test_safe_reads_XXXXXX";

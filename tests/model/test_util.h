@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model/model.h"
-#include "model/safetensors.h"
+#include "model/io/model.h"
+#include "model/io/safetensors.h"
 
 typedef struct test_rows {
     int B, T;

@@ -11,7 +11,7 @@
 
 #include <cmocka.h>
 
-#include "pipeline/boxes.h"
+#include "model/seg/boxes.h"
 #include "pipeline/config.h"
 #include "pipeline/jobstore.h"
 #include "pipeline/keyset.h"
