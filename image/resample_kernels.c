@@ -5,20 +5,17 @@
  * do not depend on order, so any vectorisation gives Pillow's bits.
  *
  * The loops use GCC/clang generic vectors (16 x int32 accumulators kept in registers) rather than
- * ISA-specific intrinsics: the compiler lowers them to SSE2, AVX2 or AVX-512. On x86-64 with GCC, AVX2
- * and AVX-512 clones are selected at run time by the dynamic loader (target_clones), never assumed.
+ * ISA-specific intrinsics: the compiler lowers them to SSE2, AVX2 or AVX-512. Each kernel is compiled once
+ * per SIMD tier and the variant for the CPU (capped by PALIFLOW_MAX_ISA) is chosen at run time by
+ * base/simd.h, never assumed.
  */
 #include "image/resample_kernels.h"
 
 #include <string.h>
 
-#define PF_RS_BIAS (1 << (PF_RS_PRECISION_BITS - 1))
+#include "base/simd.h"
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(PF_NO_CLONES)
-#define PF_CLONES __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
-#else
-#define PF_CLONES
-#endif
+#define PF_RS_BIAS (1 << (PF_RS_PRECISION_BITS - 1))
 
 typedef uint8_t v16u8 __attribute__((vector_size(16)));
 typedef uint16_t v16u16 __attribute__((vector_size(32)));
@@ -73,7 +70,14 @@ static void pack_scalar(uint16_t *restrict block, size_t x0, int in_w, const uin
     }
 }
 
-#if defined(__x86_64__) && defined(__GNUC__)
+/* All the block's pixels (the AVX2 tier has no hand-written packer: the same code compiled for AVX2). */
+static inline __attribute__((always_inline)) void pack_all(uint16_t *restrict block, int in_w,
+                                                           const uint8_t *const *rows)
+{
+    pack_scalar(block, 0, in_w, rows);
+}
+
+#if PF_SIMD_MULTI
 #include <immintrin.h>
 #include <pthread.h>
 
@@ -82,7 +86,7 @@ static void pack_scalar(uint16_t *restrict block, size_t x0, int in_w, const uin
  * two-register word permutes per pair of pixels then pick lane 3r + c of pixel j from row r's element
  * 3j + c, the pad lane from the zero half. Large reductions (3000 px -> 224) spend more time packing than
  * filtering, so this matters there; the result is the same bits as pack_scalar (tests/image). */
-#define T512BW __attribute__((target("avx512f,avx512bw")))
+#define T512BW PF_SIMD_TARGET_AVX512
 
 /* Permute indices for the pixel pair (j0, j0 + 1): `ab` picks rows 0-3 from (rows 0+1, rows 2+3), `e`
  * keeps those lanes and fills row 4 and the pad lane from (row 4, zeros). */
@@ -131,20 +135,13 @@ T512BW static void pack_avx512(uint16_t *restrict block, int in_w, const uint8_t
 }
 #endif
 
-void pf_rs_block_pack(uint16_t *restrict block, int in_w, const uint8_t *const *rows)
-{
-#if defined(__x86_64__) && defined(__GNUC__)
-    if (__builtin_cpu_supports("avx512bw")) { /* a load and a test: the CPU model is read at start-up */
-        pack_avx512(block, in_w, rows);
-        return;
-    }
-#endif
-    pack_scalar(block, 0, in_w, rows);
-}
+PF_SIMD_VARIANTS(extern, void, pf_rs_block_pack, (uint16_t *restrict block, int in_w, const uint8_t *const *rows),
+                 (block, in_w, rows), pack_all, pack_all, pack_avx512)
 
-PF_CLONES
-void pf_rs_kernel_hblock(const pf_rs_axis *ax, const uint16_t *restrict block, int nrows, uint8_t *const *dst,
-                         uint16_t *const *dst16)
+PF_SIMD_CLONES(extern, void, pf_rs_kernel_hblock,
+               (const pf_rs_axis *ax, const uint16_t *restrict block, int nrows, uint8_t *const *dst,
+                uint16_t *const *dst16),
+               (ax, block, nrows, dst, dst16))
 {
     const int *bounds = ax->bounds;
     const int kstride = ax->kstride;
@@ -178,8 +175,9 @@ void pf_rs_kernel_hblock(const pf_rs_axis *ax, const uint16_t *restrict block, i
     }
 }
 
-PF_CLONES
-void pf_rs_kernel_vgather(const uint16_t *const *rows, const int32_t *k, int n, size_t len, uint8_t *restrict out)
+PF_SIMD_CLONES(extern, void, pf_rs_kernel_vgather,
+               (const uint16_t *const *rows, const int32_t *k, int n, size_t len, uint8_t *restrict out),
+               (rows, k, n, len, out))
 {
     const v16i32 bias = (v16i32){0} + PF_RS_BIAS;
     for (size_t i = 0; i < len; i += 64) {
@@ -198,15 +196,15 @@ void pf_rs_kernel_vgather(const uint16_t *const *rows, const int32_t *k, int n, 
     }
 }
 
-PF_CLONES
-void pf_rs_widen_row(const uint8_t *restrict src, size_t n, uint16_t *restrict dst)
+PF_SIMD_CLONES(extern, void, pf_rs_widen_row, (const uint8_t *restrict src, size_t n, uint16_t *restrict dst),
+               (src, n, dst))
 {
     for (size_t i = 0; i < n; i++)
         dst[i] = src[i];
 }
 
-PF_CLONES
-void pf_rs_kernel_accumulate(int32_t *restrict acc, const uint8_t *restrict h, int32_t k, size_t n)
+PF_SIMD_CLONES(extern, void, pf_rs_kernel_accumulate,
+               (int32_t *restrict acc, const uint8_t *restrict h, int32_t k, size_t n), (acc, h, k, n))
 {
     for (size_t i = 0; i < n; i++)
         acc[i] += h[i] * k;

@@ -12,6 +12,7 @@
 #include <omp.h>
 #include <string.h>
 
+#include "base/simd.h"
 #include "model/engine/engine_internal.h"
 #include "model/math/vec_math.h"
 
@@ -26,9 +27,10 @@ size_t pf_eng_attn_prefill_work(int head_dim)
 
 /* One query row of a score block: scale, soft-cap, mask (visible() only if masked), online softmax update.
  * s[c] becomes the probability (0 where masked). Returns the factor acc must be multiplied by. */
-PF_ENG_CLONES
-static float softmax_block_row(float *restrict s, size_t kb, float scale, float softcap, const uint8_t *restrict vis,
-                               float *m, float *l)
+PF_SIMD_CLONES(static, float, softmax_block_row,
+               (float *restrict s, size_t kb, float scale, float softcap, const uint8_t *restrict vis, float *m,
+                float *l),
+               (s, kb, scale, softcap, vis, m, l))
 {
     float bm = -INFINITY;
     if (softcap > 0) {
@@ -69,8 +71,7 @@ static float softmax_block_row(float *restrict s, size_t kb, float scale, float 
     return alpha;
 }
 
-PF_ENG_CLONES
-static void scale_row(float *restrict x, size_t n, float f)
+PF_SIMD_CLONES(static, void, scale_row, (float *restrict x, size_t n, float f), (x, n, f))
 {
     for (size_t i = 0; i < n; i++)
         x[i] *= f;
@@ -167,8 +168,8 @@ size_t pf_eng_attn_decode_work(const eng_attn *a, size_t max_len)
 }
 
 /* softmax over s[j0..n) in place (soft-cap first); returns 1 / sum. */
-PF_ENG_CLONES
-static float softmax_full(float *restrict s, size_t j0, size_t n, float softcap)
+PF_SIMD_CLONES(static, float, softmax_full, (float *restrict s, size_t j0, size_t n, float softcap),
+               (s, j0, n, softcap))
 {
     float mx = -INFINITY, sumv = 0;
     if (softcap > 0)

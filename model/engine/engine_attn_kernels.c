@@ -8,12 +8,12 @@
 #include <immintrin.h>
 #include <string.h>
 
-#include "model/linear/cpu.h"
+#include "base/simd.h"
 #include "model/engine/engine_internal.h"
 
 #define INLINE static inline __attribute__((always_inline))
-#define T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma")))
-#define T256 __attribute__((target("avx2,fma")))
+#define T512 PF_SIMD_TARGET_AVX512
+#define T256 PF_SIMD_TARGET_AVX2
 
 /* ---- AVX-512 ---- */
 
@@ -183,9 +183,18 @@ static void values_c(const float *p, size_t ldp, int g, int hd, const float *v, 
                 o[(size_t)h * (size_t)hd + (size_t)d] += p[(size_t)h * ldp + j] * v[j * kv_dim + (size_t)d];
 }
 
+/* The variant for this CPU's tier capped by PALIFLOW_MAX_ISA (base/simd.h); decode keeps the pointers for the
+ * pages of a whole step. */
+PF_SIMD_VARIANTS(static, void, attn_scores,
+                 (const float *q, size_t ldq, int g, int hd, const float *k, size_t kv_dim, size_t nk, float scale,
+                  float *s, size_t lds),
+                 (q, ldq, g, hd, k, kv_dim, nk, scale, s, lds), scores_c, scores_avx2, scores_avx512)
+PF_SIMD_VARIANTS(static, void, attn_values,
+                 (const float *p, size_t ldp, int g, int hd, const float *v, size_t kv_dim, size_t nk, float *o),
+                 (p, ldp, g, hd, v, kv_dim, nk, o), values_c, values_avx2, values_avx512)
+
 void pf_eng_attn_kernels(pf_eng_scores_fn *scores, pf_eng_values_fn *values)
 {
-    pf_cpu_tier t = pf_cpu()->tier;
-    *scores = t >= PF_TIER_AVX512 ? scores_avx512 : t >= PF_TIER_AVX2 ? scores_avx2 : scores_c;
-    *values = t >= PF_TIER_AVX512 ? values_avx512 : t >= PF_TIER_AVX2 ? values_avx2 : values_c;
+    *scores = PF_SIMD_PICK(attn_scores);
+    *values = PF_SIMD_PICK(attn_values);
 }

@@ -1,6 +1,7 @@
 /* engine_ops.c - the engine's elementwise work: norms (fused with the residual add), GELU (fused with the
  * gate * up product), soft-caps, RoPE, embedding rows. Each row kernel is a vectorized leaf function
- * (multiversioned for AVX-512 / AVX2 / baseline); the drivers split rows across the OpenMP threads.
+ * (one variant per SIMD tier, dispatched by base/simd.h); the drivers split rows across the OpenMP threads.
+ * Only on leaf functions: an OpenMP region inside a variant would be outlined into a function without variants.
  *
  * Same formulas as the reference (model/ref_ops.c): RMSNorm and LayerNorm statistics summed in double,
  * (x * r) * (1 + w), RoPE angles pos * inv_freq in fp32 with libm cos/sin; only tanh/exp differ (a few ulp).
@@ -9,8 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model/math/dtype.h"
+#include "base/simd.h"
 #include "model/engine/engine_internal.h"
+#include "model/math/dtype.h"
 #include "model/math/vec_math.h"
 
 #define PAR_MIN 32768 /* elements below which a loop stays on one thread */
@@ -45,9 +47,10 @@ static inline float rms_factor(const float *x, size_t d, float eps)
     return 1.0f / sqrtf((float)(sumsq(x, d) / (double)d) + eps);
 }
 
-PF_ENG_CLONES
-static void residual_norm_row(float *restrict x, const float *restrict t, const float *restrict post,
-                              float *restrict h, const float *restrict w, size_t d, float eps)
+PF_SIMD_CLONES(static, void, residual_norm_row,
+               (float *restrict x, const float *restrict t, const float *restrict post, float *restrict h,
+                const float *restrict w, size_t d, float eps),
+               (x, t, post, h, w, d, eps))
 {
     if (t && post) {
         float r = rms_factor(t, d, eps);
@@ -72,9 +75,9 @@ void pf_eng_residual_norm(float *x, size_t ldx, const float *t, size_t ldt, cons
         residual_norm_row(x + i * ldx, t ? t + i * ldt : NULL, post, h ? h + i * ldh : NULL, w, d, eps);
 }
 
-PF_ENG_CLONES
-static void layernorm_row(float *y, const float *x, const float *restrict w, const float *restrict b, size_t d,
-                          float eps)
+PF_SIMD_CLONES(static, void, layernorm_row,
+               (float *y, const float *x, const float *restrict w, const float *restrict b, size_t d, float eps),
+               (y, x, w, b, d, eps))
 {
     double mean = sum(x, d) / (double)d;
     double acc[8] = {0};
@@ -105,8 +108,7 @@ static inline float gelu_tanh1(float v)
     return 0.5f * v * (1.0f + pf_eng_tanh(beta * (v + kappa * v * v * v)));
 }
 
-PF_ENG_CLONES
-static void gelu_tanh_chunk(float *restrict x, size_t n)
+PF_SIMD_CLONES(static, void, gelu_tanh_chunk, (float *restrict x, size_t n), (x, n))
 {
     for (size_t i = 0; i < n; i++)
         x[i] = gelu_tanh1(x[i]);
@@ -129,8 +131,8 @@ void pf_eng_gelu_erf(float *x, size_t n)
         x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
 }
 
-PF_ENG_CLONES
-static void gelu_mul_row(float *restrict a, const float *restrict g, const float *restrict u, size_t I)
+PF_SIMD_CLONES(static, void, gelu_mul_row,
+               (float *restrict a, const float *restrict g, const float *restrict u, size_t I), (a, g, u, I))
 {
     for (size_t j = 0; j < I; j++)
         a[j] = gelu_tanh1(g[j]) * u[j];
@@ -151,8 +153,7 @@ void pf_eng_gelu_mul(float *a, const float *gu, size_t n, size_t I, int erf_form
     }
 }
 
-PF_ENG_CLONES
-static void softcap_chunk(float *restrict x, size_t n, float cap)
+PF_SIMD_CLONES(static, void, softcap_chunk, (float *restrict x, size_t n, float cap), (x, n, cap))
 {
     for (size_t i = 0; i < n; i++)
         x[i] = pf_eng_tanh(x[i] / cap) * cap;
@@ -166,8 +167,9 @@ void pf_eng_softcap(float *x, size_t n, float cap)
         softcap_chunk(x + c * CHUNK, n - c * CHUNK < CHUNK ? n - c * CHUNK : CHUNK, cap);
 }
 
-PF_ENG_CLONES
-static void rope_heads(float *restrict x, int heads, int half, const float *restrict cs, const float *restrict sn)
+PF_SIMD_CLONES(static, void, rope_heads,
+               (float *restrict x, int heads, int half, const float *restrict cs, const float *restrict sn),
+               (x, heads, half, cs, sn))
 {
     for (int h = 0; h < heads; h++) {
         float *v = x + (size_t)h * 2 * (size_t)half;

@@ -108,39 +108,36 @@ void pf_cpu_detect(pf_cpu_features *f)
     }
 }
 
-const char *pf_cpu_tier_name(pf_cpu_tier t)
-{
-    switch (t) {
-    case PF_TIER_AVX512: return "avx512";
-    case PF_TIER_AVX2: return "avx2";
-    default: return "generic";
-    }
-}
+const char *pf_cpu_tier_name(pf_cpu_tier t) { return pf_simd_tier_name(t); }
 
 static pthread_once_t g_cpu_once = PTHREAD_ONCE_INIT;
 static pf_cpu_features g_cpu;
 
-/* PALIFLOW_MAX_ISA: cap our tier and oneDNN's dispatcher to the same level. */
+/* PALIFLOW_MAX_ISA: cap our tier and oneDNN's dispatcher to the same level. The tier comes from base/simd.c,
+ * which also drives the SIMD variants of our own functions (and warns about an unknown name): one cap for
+ * every path. */
 static void apply_cap(pf_cpu_features *f, const char *cap)
 {
     struct {
         const char *name;
-        pf_cpu_tier tier;
         bool vnni, bf16;
         dnnl_cpu_isa_t dnnl;
     } caps[] = {
-        {"generic", PF_TIER_GENERIC, false, false, dnnl_cpu_isa_sse41},
-        {"avx2", PF_TIER_AVX2, false, false, dnnl_cpu_isa_avx2},
-        {"avx2_vnni", PF_TIER_AVX2, true, false, dnnl_cpu_isa_avx2_vnni},
-        {"avx512", PF_TIER_AVX512, false, false, dnnl_cpu_isa_avx512_core},
-        {"avx512_vnni", PF_TIER_AVX512, true, false, dnnl_cpu_isa_avx512_core_vnni},
-        {"avx512_bf16", PF_TIER_AVX512, true, true, dnnl_cpu_isa_avx512_core_bf16},
+        {"generic", false, false, dnnl_cpu_isa_sse41},
+        {"avx2", false, false, dnnl_cpu_isa_avx2},
+        {"avx2_vnni", true, false, dnnl_cpu_isa_avx2_vnni},
+        {"avx512", false, false, dnnl_cpu_isa_avx512_core},
+        {"avx512_vnni", true, false, dnnl_cpu_isa_avx512_core_vnni},
+        {"avx512_bf16", true, true, dnnl_cpu_isa_avx512_core_bf16},
     };
+    pf_cpu_tier tier;
+    if (!pf_simd_cap_tier(cap, &tier))
+        return;
     for (size_t i = 0; i < sizeof caps / sizeof caps[0]; i++) {
         if (strcasecmp(cap, caps[i].name) != 0)
             continue;
-        if (f->tier > caps[i].tier)
-            f->tier = caps[i].tier;
+        if (f->tier > tier)
+            f->tier = tier;
         f->use_vnni512 = f->use_vnni512 && caps[i].vnni && f->tier == PF_TIER_AVX512;
         f->use_avx_vnni = f->use_avx_vnni && caps[i].vnni && f->tier >= PF_TIER_AVX2;
         f->use_bf16_512 = f->use_bf16_512 && caps[i].bf16 && f->tier == PF_TIER_AVX512;
@@ -150,13 +147,12 @@ static void apply_cap(pf_cpu_features *f, const char *cap)
             pf_warn("cpu", "PALIFLOW_MAX_ISA=%s: oneDNN refused the cap (%s)", cap, pf_dnnl_status_name(s));
         return;
     }
-    pf_warn("cpu", "PALIFLOW_MAX_ISA=%s: unknown (use generic|avx2|avx2_vnni|avx512|avx512_vnni|avx512_bf16); "
-            "ignored", cap);
 }
 
 static void cpu_init(void)
 {
     pf_cpu_detect(&g_cpu);
+    (void)pf_simd_tier(); /* reads the cap for our SIMD variants; warns once if the name is unknown */
     const char *cap = getenv("PALIFLOW_MAX_ISA");
     if (cap && *cap)
         apply_cap(&g_cpu, cap);

@@ -7,9 +7,10 @@
  *     oneDNN refuses bf16 matmul on AVX2, and silently falls back to its slow `ref:` code for some
  *     combinations; both count as "not supported" here.
  *
- * PALIFLOW_MAX_ISA=generic|avx2|avx512|avx512_vnni|avx512_bf16 caps both our kernels and oneDNN
- * (dnnl_set_max_cpu_isa), so the AVX2 paths can be tested on an AVX-512 machine. It is read once, by the
- * first call to pf_cpu() — before any oneDNN primitive is created (oneDNN fixes its ISA at first use).
+ * PALIFLOW_MAX_ISA=generic|avx2|avx512|avx512_vnni|avx512_bf16 caps our kernels, the SIMD variants of
+ * base/simd.h (the tier itself comes from there) and oneDNN (dnnl_set_max_cpu_isa), so the AVX2 paths can
+ * be tested on an AVX-512 machine. It is read once, by the first call to pf_cpu() — before any oneDNN
+ * primitive is created (oneDNN fixes its ISA at first use).
  */
 #ifndef PF_MODEL_CPU_H
 #define PF_MODEL_CPU_H
@@ -18,13 +19,7 @@
 #include <stddef.h>
 
 #include "base/err.h"
-
-/* Vector tiers our kernels are written for (each implies the ones below). */
-typedef enum pf_cpu_tier {
-    PF_TIER_GENERIC = 0, /* plain C (compiler's SSE2) */
-    PF_TIER_AVX2 = 1,    /* AVX2 + FMA */
-    PF_TIER_AVX512 = 2,  /* AVX-512 F + BW + VL + DQ */
-} pf_cpu_tier;
+#include "base/simd.h" /* pf_cpu_tier, pf_simd_tier(): the tier our own SIMD code runs at */
 
 typedef struct pf_cpu_features {
     char vendor[13];

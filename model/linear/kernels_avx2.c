@@ -5,11 +5,12 @@
 #include <immintrin.h>
 #include <string.h>
 
-#include "model/math/dtype.h"
+#include "base/simd.h"
 #include "model/linear/kernels.h"
+#include "model/math/dtype.h"
 
-#define T2 __attribute__((target("avx2,fma")))
-#define T2V __attribute__((target("avx2,fma,avxvnni")))
+#define T2 PF_SIMD_TARGET_AVX2
+#define T2V __attribute__((target(PF_SIMD_ISA_AVX2 ",avxvnni")))
 #define INLINE static inline __attribute__((always_inline))
 
 INLINE T2 void store(const pf_gemv *g, int64_t m, int64_t n, float v)

@@ -7,11 +7,12 @@
 #include <immintrin.h>
 #include <string.h>
 
-#include "model/math/dtype.h"
+#include "base/simd.h"
 #include "model/linear/kernels.h"
+#include "model/math/dtype.h"
 
-#define T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma")))
-#define T512V __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,avx512vnni")))
+#define T512 PF_SIMD_TARGET_AVX512
+#define T512V __attribute__((target(PF_SIMD_ISA_AVX512 ",avx512vnni")))
 #define INLINE static inline __attribute__((always_inline))
 
 INLINE T512 void store(const pf_gemv *g, int64_t m, int64_t n, float v)

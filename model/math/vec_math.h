@@ -1,5 +1,5 @@
-/* engine_math.h - branch-free exp and tanh that gcc vectorizes (no libm calls in the loops), and the
- * function-multiversioning attribute the engine's hot loops use.
+/* vec_math.h - branch-free exp and tanh that gcc vectorizes (no libm calls in the loops). The hot loops
+ * that call them get their SIMD variants from base/simd.h.
  *
  * exp: Cephes' expf (range reduction by ln 2 split in two, degree-5 polynomial), within 2 ulp of libm on
  * [-87.3, 88.3] (inputs are clamped to that range: below, results flush towards 0).
@@ -11,14 +11,6 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
-
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(PF_NO_CLONES)
-/* One binary for AVX2-only and AVX-512 machines: the loader picks the clone at run time. Only on leaf
- * functions: an OpenMP region inside a clone would be outlined into an uncloned function. */
-#define PF_ENG_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define PF_ENG_CLONES
-#endif
 
 static inline float pf_eng_exp(float x)
 {

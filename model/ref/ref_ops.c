@@ -2,21 +2,16 @@
  *
  * Inner loops are contiguous and written with explicit independent accumulators so gcc vectorizes them
  * without reassociating floats (-O3, -ffp-contract=off for model/ref_*.c: results are identical whatever
- * ISA clone runs, and identical between the blocked and unblocked code paths).
+ * SIMD variant runs (base/simd.h), and identical between the blocked and unblocked code paths).
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/simd.h"
 #include "model/math/vec_math.h" /* pf_eng_exp: Cephes expf, branch-free so the key loop vectorizes */
 #include "model/ref/ref.h"
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(PF_NO_CLONES)
-/* One binary for AVX2-only and AVX-512 machines: the loader picks the clone at run time. */
-#define PF_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define PF_CLONES
-#endif
 
 #define LANES 16
 
@@ -68,8 +63,10 @@ static inline void dot4(const float *restrict a, const float *restrict b0, const
     out[3] = reduce(a3);
 }
 
-PF_CLONES
-void pf_ref_linear(float *y, const float *x, const float *w, const float *b, size_t n, size_t in, size_t out)
+/* One variant per SIMD tier (base/simd.h), all computing the same bits. */
+PF_SIMD_CLONES(extern, void, pf_ref_linear,
+               (float *y, const float *x, const float *w, const float *b, size_t n, size_t in, size_t out),
+               (y, x, w, b, n, in, out))
 {
     /* Block the weight rows so a block (<= 256 KB) stays in L2 while every input row passes over it. */
     size_t ob = (256u << 10) / (in * sizeof(float) + 1);
@@ -185,9 +182,10 @@ static inline int visible(const pf_ref_attn *a, size_t i, size_t j)
 
 size_t pf_ref_attention_work_floats(int head_dim) { return (size_t)(2 * BQ + BK) * (size_t)head_dim; }
 
-PF_CLONES
-int pf_ref_attention(const pf_ref_attn *a, const float *q, size_t nq, size_t q0, const float *k, const float *v,
-                     size_t nk, size_t kv_stride, float *out, float *work)
+PF_SIMD_CLONES(extern, int, pf_ref_attention,
+               (const pf_ref_attn *a, const float *q, size_t nq, size_t q0, const float *k, const float *v, size_t nk,
+                size_t kv_stride, float *out, float *work),
+               (a, q, nq, q0, k, v, nk, kv_stride, out, work))
 {
     const int hd = a->head_dim, group = a->heads / a->kv_heads;
     const size_t qstride = (size_t)a->heads * (size_t)hd;
