@@ -21,7 +21,7 @@ int main(int argc, char **argv)
                                          {"steps", required_argument, NULL, 's'},
                                          {"reps", required_argument, NULL, 'r'},
                                          {NULL, 0, NULL, 0}};
-    pf_engine_options eo = {.precision = PF_PREC_AUTO};
+    pf_engine_params eo = {.precision = PF_PREC_AUTO};
     int N = 1, B = 0, S = 10, R = 1, c;
     pf_err err;
     while ((c = getopt_long(argc, argv, "p:n:b:s:r:", opts, NULL)) != -1) {

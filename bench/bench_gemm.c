@@ -44,7 +44,7 @@ static int prefill(pf_precision p)
         {"vision fc1 x1", 256, 1152, 4304},        {"vision fc1 x4", 1024, 1152, 4304},
         {"vision fc2 x4", 1024, 4304, 1152},       {"vision qkv x4", 1024, 1152, 3456},
     };
-    pf_mm_options o = {.precision = p};
+    pf_mm_params o = {.precision = p};
     pf_mm_engine *e;
     pf_err err;
     if (pf_mm_engine_create(&o, &e, &err) != 0) {
@@ -59,7 +59,7 @@ static int prefill(pf_precision p)
         if (g_quick && shapes[i].m > 1024)
             continue;
         pf_gemm_result r;
-        pf_gemm_opts go = {.reps = g_reps > 5 ? 5 : g_reps, .rotate_bytes = 1};
+        pf_gemm_params go = {.reps = g_reps > 5 ? 5 : g_reps, .rotate_bytes = 1};
         if (pf_roofline_gemm(e, NULL, shapes[i].m, shapes[i].k, shapes[i].n, &go, &r, &err) != 0) {
             fprintf(stderr, "bench_gemm: %s\n", err.msg);
             pf_mm_engine_destroy(e);
@@ -108,7 +108,7 @@ static void variant_free(variant *v)
 /* Engine + enough weight copies (>= 512 MB, at most 32) that calls stream from memory, not cache. */
 static int variant_make(variant *v, pf_precision p, int64_t k, int64_t n, const uint16_t *w, pf_err *err)
 {
-    pf_mm_options o = {.precision = p, .layout = v->layout};
+    pf_mm_params o = {.precision = p, .layout = v->layout};
     if (pf_mm_engine_create(&o, &v->e, err) || pf_mm_ctx_create(v->e, &v->c, err))
         return -1;
     do {

@@ -139,7 +139,7 @@ int main(int argc, char **argv)
     printf("corpus: %zu files, %d reps per size, one thread\n", nfiles, reps);
     for (int s = 0; s < nsizes; s++) {
         int S = sizes[s];
-        pf_img_opts o = {.size = S};
+        pf_img_params o = {.size = S};
         float *px = malloc((size_t)S * S * 3 * sizeof *px);
         double *per = calloc(nfiles, sizeof *per);
         for (size_t i = 0; i < nfiles; i++) { /* warm-up and check */

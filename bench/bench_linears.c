@@ -148,7 +148,7 @@ int main(int argc, char **argv)
     pf_precision prec;
     if (pf_precision_parse(prec_s, &prec, &err) != 0)
         return fprintf(stderr, "bench_linears: %s\n", err.msg), 2;
-    pf_mm_options o = {.precision = prec};
+    pf_mm_params o = {.precision = prec};
     pf_mm_engine *e;
     pf_mm_ctx *ctx;
     if (pf_mm_engine_create(&o, &e, &err) || pf_mm_ctx_create(e, &ctx, &err))

@@ -86,7 +86,7 @@ static void state_free(bench_state *s)
 
 /* N images in one ragged batch, twice (the first creates the primitives for these sizes); the faster counts.
  * The first N sequences keep their caches for the decode measurements. */
-static int bench_prefill(bench_state *s, const bench_opts *o, bench_result *r, pf_err *err)
+static int bench_prefill(bench_state *s, const bench_params *o, bench_result *r, pf_err *err)
 {
     size_t N = (size_t)o->images, V = (size_t)s->m->cfg.text.vocab_size;
     pf_engine_row *rows = calloc(N, sizeof *rows);
@@ -126,7 +126,7 @@ static int bench_prefill(bench_state *s, const bench_opts *o, bench_result *r, p
 }
 
 /* Decode steps at batch B over copies of the prefilled caches: median step time. */
-static int bench_decode(bench_state *s, const bench_opts *o, int B, double *ms, pf_err *err)
+static int bench_decode(bench_state *s, const bench_params *o, int B, double *ms, pf_err *err)
 {
     size_t N = (size_t)o->images, steps = (size_t)o->decode_steps;
     pf_engine_seq **bs = calloc((size_t)B, sizeof *bs);
@@ -163,7 +163,7 @@ done:
 }
 
 /* N requests through the generator (its own engine context), eos ignored: images/s. */
-static int bench_e2e(bench_state *s, const bench_opts *o, bench_result *r, pf_err *err)
+static int bench_e2e(bench_state *s, const bench_params *o, bench_result *r, pf_err *err)
 {
     size_t N = (size_t)o->images;
     pf_gen_request *reqs = calloc(N, sizeof *reqs);
@@ -178,12 +178,12 @@ static int bench_e2e(bench_state *s, const bench_opts *o, bench_result *r, pf_er
     random_pixels(px, N * s->img, 777); /* images not seen by the prefill measurement */
     for (size_t i = 0; i < N; i++) {
         reqs[i] = (pf_gen_request){.pixels = px + i * s->img, .num_images = 1, .ids = s->ids, .n_ids = s->L,
-                                   .params = pf_sample_params_default(), .tag = i};
+                                   .params = pf_sample_default_params(), .tag = i};
         reqs[i].params.max_new_tokens = o->new_tokens;
         reqs[i].params.ignore_eos = 1;
     }
-    pf_generator_options go = {.backend = &pf_gen_backend_engine, .backend_arg = s->e, .max_active = N};
-    if (pf_generator_create_opts(s->m, &go, &g, err) != 0)
+    pf_generator_params go = {.backend = &pf_gen_backend_engine, .backend_arg = s->e, .max_active = N};
+    if (pf_generator_create_params(s->m, &go, &g, err) != 0)
         goto done;
     /* Warm up the generator's context as a long-running worker's is (oneDNN primitives for these sizes,
      * scratch and KV pages faulted in): N requests of 2 tokens, other pixels. */
@@ -233,7 +233,7 @@ done:
 }
 
 /* GEMM rate and bandwidth, best of this and any earlier call (a shared machine only ever slows them). */
-static int ceilings(bench_state *s, const bench_opts *o, bench_result *r, pf_err *err)
+static int ceilings(bench_state *s, const bench_params *o, bench_result *r, pf_err *err)
 {
     size_t N = (size_t)o->images, P = (size_t)s->m->cfg.num_image_tokens;
     double g;
@@ -249,10 +249,10 @@ static int ceilings(bench_state *s, const bench_opts *o, bench_result *r, pf_err
     return 0;
 }
 
-static int setup(bench_state *s, const bench_opts *o, bench_result *r, pf_err *err)
+static int setup(bench_state *s, const bench_params *o, bench_result *r, pf_err *err)
 {
     double t0 = pf_now();
-    pf_engine_options eo = {.precision = o->precision, .threads = o->threads};
+    pf_engine_params eo = {.precision = o->precision, .threads = o->threads};
     if (pf_model_load_flags(o->model_dir, PF_MODEL_STORED_ONLY, &s->m, err) != 0 ||
         pf_engine_create(s->m, &eo, &s->e, err) != 0)
         return -1;
@@ -293,7 +293,13 @@ static int setup(bench_state *s, const bench_opts *o, bench_result *r, pf_err *e
     return 0;
 }
 
-int bench_run(const bench_opts *o, bench_result *r, pf_err *err)
+bench_params bench_default_params(void)
+{
+    return (bench_params){.precision = PF_PREC_AUTO, .images = 4, .new_tokens = 20, .batches = {1, 4, 16, 64},
+                          .n_batches = 4, .decode_steps = 5, .triad_bytes = (size_t)1 << 30};
+}
+
+int bench_run(const bench_params *o, bench_result *r, pf_err *err)
 {
     memset(r, 0, sizeof *r);
     bench_state s = {0};

@@ -24,7 +24,7 @@
 
 #define BENCH_MAX_BATCHES 8
 
-typedef struct bench_opts {
+typedef struct bench_params {
     const char *model_dir;
     pf_precision precision;
     int threads;
@@ -36,7 +36,7 @@ typedef struct bench_opts {
     size_t triad_bytes;
     int skip_e2e;
     int probe_only; /* --probe: print the precision probe table and exit */
-} bench_opts;
+} bench_params;
 
 typedef struct bench_result {
     char precision[16], isa[64], cpu[200];
@@ -53,6 +53,9 @@ typedef struct bench_result {
     size_t image_cache_hits;
 } bench_result;
 
-int bench_run(const bench_opts *o, bench_result *r, pf_err *err);
+/* precision auto, 4 images, 20 new tokens, batches 1,4,16,64, 5 decode steps, a 1 GiB triad, all cores */
+bench_params bench_default_params(void);
+
+int bench_run(const bench_params *o, bench_result *r, pf_err *err);
 
 #endif

@@ -5,54 +5,8 @@
 #include <string.h>
 
 #include "base/log.h"
-#include "pipeline/config.h"
-
-int cli_not_yet(const char *command, const char *tracking)
-{
-    fprintf(stderr, "paliflow %s: not implemented yet (%s)\n", command, tracking);
-    return 2;
-}
-
-int cli_wants_help(int argc, char **argv)
-{
-    for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
-            return 1;
-    return 0;
-}
-
-int cli_parse_options(const char *cmd, int argc, char **argv, const struct option *opts, void (*usage)(FILE *),
-                      cli_option_fn on_option, void *arg, int operands)
-{
-    pf_err err = {{0}};
-    int idx, ch;
-    optind = 0;   /* full getopt reset */
-    opterr = 1;
-    while ((ch = getopt_long(argc, argv, "h", opts, &idx)) != -1) {
-        if (ch == 'h') {
-            if (usage)
-                usage(stdout);
-            return 1;
-        }
-        if (ch != 0)
-            return 2;   /* getopt said why */
-        const char *name = opts[idx].name, *val = optarg;
-        if (!strcmp(name, "log-level")) {
-            if (pf_log_level_option(cmd, val))
-                return 2;
-            continue;
-        }
-        if (on_option(name, val, arg, &err) < 0) {
-            fprintf(stderr, "paliflow %s: %s\n", cmd, err.msg);
-            return 2;
-        }
-    }
-    if (!operands && optind < argc) {
-        fprintf(stderr, "paliflow %s: unexpected argument '%s'\n", cmd, argv[optind]);
-        return 2;
-    }
-    return 0;
-}
+#include "base/config_file.h"
+#include "base/signals.h"
 
 void cli_reload(void *reloader)
 {

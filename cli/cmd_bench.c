@@ -1,54 +1,18 @@
 /* paliflow bench: the engine's speed on a checkpoint against ceilings measured in the same run (GEMM rate
  * on the model's own shapes, memory bandwidth); prints a table and optionally writes JSON. Measurements:
  * cli/bench_run.h. */
-#include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "base/log.h"
+#include "base/optable.h"
 #include "cli/bench_run.h"
 #include "cli/commands.h"
 #include "model/linear/precision_probe.h"
 
-static void usage(FILE *out)
-{
-    fprintf(out,
-            "usage: paliflow bench --model DIR [--precision P] [--images N] [--new-tokens N] [--json FILE] [OPTIONS]\n"
-            "       paliflow bench --probe\n"
-            "\n"
-            "Measure the engine on a checkpoint (a real one, or make-random-checkpoint's: speed does not depend on\n"
-            "the values) against ceilings measured in the same run, and print a table:\n"
-            "  load time; the GEMM rate of the model's own linear layers at prefill sizes; memory bandwidth (triad);\n"
-            "  prefill of N images in one ragged batch (time, GFLOP/s of its linear layers, share of the GEMM rate);\n"
-            "  one decode step at each batch size vs the bound weight-bytes-per-step / bandwidth; end to end: N images\n"
-            "  through continuous batching, each forced to generate exactly --new-tokens (eos ignored), images/s vs\n"
-            "  the bound from the measured rates; peak RSS vs weights + KV cache + 600 MB.\n"
-            "The prompt is \"caption en\" after the image tokens. Timings are the best of their repetitions and the\n"
-            "ceilings the best of two probes (before and after), so other load on the machine disturbs the ratios\n"
-            "less; still, compare ratios rather than absolute figures.\n"
-            "\n"
-            "  --model DIR        checkpoint folder (required)\n"
-            "  --precision P      auto (default: the fastest within its accuracy contract, measured on this CPU:\n"
-            "                     the probe table below), fp32, bf16, int8\n"
-            "  --images N         prefill batch and end-to-end images (default 4)\n"
-            "  --new-tokens N     tokens generated per image end to end (default 20)\n"
-            "  --batches LIST     decode batch sizes (default 1,4,16,64)\n"
-            "  --decode-steps N   timed decode steps per batch size (default 5)\n"
-            "  --triad-mb N       memory for the bandwidth triad (default 1024; less is for smoke tests: caches then\n"
-            "                     inflate the bandwidth)\n"
-            "  --threads N        compute threads (default: all cores)\n"
-            "  --skip-e2e         no end-to-end run\n"
-            "  --probe            only measure the precision probe now (no model), print its table and store it in the\n"
-            "                     cache --precision auto reads (replacing one measured while the machine was busy)\n"
-            "  --json FILE        also write the results as JSON\n"
-            "  --log-level L      error|warn|info|debug\n"
-            "  --config FILE      options from FILE, 'name = value' lines (the command line wins)\n"
-            "  -h, --help         this help\n");
-}
-
-static int parse_batches(const char *s, bench_opts *o)
+static int parse_batches(const char *s, bench_params *o)
 {
     o->n_batches = 0;
     while (*s) {
@@ -64,83 +28,95 @@ static int parse_batches(const char *s, bench_opts *o)
     return o->n_batches ? 0 : -1;
 }
 
-static int parse_args(int argc, char **argv, bench_opts *o, const char **json_path)
+typedef struct bench_cli {
+    bench_params b;
+    const char *json;
+} bench_cli;
+
+static void bench_init(void *obj)
 {
-    static const struct option longopts[] = {
-        {"model", required_argument, 0, 'm'},      {"precision", required_argument, 0, 'p'},
-        {"images", required_argument, 0, 'n'},     {"new-tokens", required_argument, 0, 't'},
-        {"batches", required_argument, 0, 'b'},    {"decode-steps", required_argument, 0, 's'},
-        {"triad-mb", required_argument, 0, 'T'},   {"threads", required_argument, 0, 'j'},
-        {"skip-e2e", no_argument, 0, 'E'},         {"json", required_argument, 0, 'J'},
-        {"probe", no_argument, 0, 'P'},
-        {"log-level", required_argument, 0, 'L'},  {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0},
-    };
-    *o = (bench_opts){.precision = PF_PREC_AUTO, .images = 4, .new_tokens = 20, .batches = {1, 4, 16, 64},
-                      .n_batches = 4, .decode_steps = 5, .triad_bytes = (size_t)1 << 30};
-    int c;
-    long v;
-    char *end;
-    pf_err err;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'm': o->model_dir = optarg; break;
-        case 'p':
-            if (pf_precision_parse(optarg, &o->precision, &err) != 0) {
-                fprintf(stderr, "paliflow bench: --precision: %s\n", err.msg);
-                return -1;
-            }
-            break;
-        case 'n':
-        case 't':
-        case 's':
-        case 'T':
-        case 'j':
-            v = strtol(optarg, &end, 10);
-            if (*end || v < 1 || v > (c == 'T' ? 65536 : 4096)) {
-                fprintf(stderr, "paliflow bench: bad number '%s'\n", optarg);
-                return -1;
-            }
-            if (c == 'n')
-                o->images = (int)v;
-            else if (c == 't')
-                o->new_tokens = (int)v;
-            else if (c == 's')
-                o->decode_steps = (int)v;
-            else if (c == 'j')
-                o->threads = (int)v;
-            else
-                o->triad_bytes = (size_t)v << 20;
-            break;
-        case 'b':
-            if (parse_batches(optarg, o) != 0) {
-                fprintf(stderr, "paliflow bench: --batches: want up to %d sizes like 1,4,16,64, got '%s'\n",
-                        BENCH_MAX_BATCHES, optarg);
-                return -1;
-            }
-            break;
-        case 'E': o->skip_e2e = 1; break;
-        case 'P': o->probe_only = 1; break;
-        case 'J': *json_path = optarg; break;
-        case 'L':
-            if (pf_log_level_option("bench", optarg))
-                return -1;
-            break;
-        case 'h': usage(stdout); exit(0);
-        default: return -1;
-        }
-    }
-    if (o->probe_only && optind == argc)
+    *(bench_cli *)obj = (bench_cli){.b = bench_default_params()};
+}
+
+static int precision_opt(const pf_opt *opt, void *field, const char *val, pf_err *err)
+{
+    (void)opt;
+    return pf_precision_parse(val, field, err) ? -1 : 0;
+}
+
+static int batches_opt(const pf_opt *opt, void *params, const char *val, pf_err *err)
+{
+    if (parse_batches(val, params))
+        return pf_errf(err, "--%s: want up to %d sizes like 1,4,16,64, got '%s'", opt->name, BENCH_MAX_BATCHES, val);
+    return 0;
+}
+
+#define T bench_cli
+static const pf_opt g_rows[] = {
+    PF_OPT_ROW_STR("model", T, b.model_dir, PF_OPT_NONEMPTY | PF_OPT_REQUIRED, "DIR", "checkpoint folder"),
+    {"precision", 0, PF_OPT_FUNC, offsetof(T, b.precision), .fn = precision_opt, .arg = "P", .def = "auto",
+     .help = "auto (the fastest within its accuracy contract, measured on this CPU: the probe table below), fp32, "
+             "bf16, int8"},
+    PF_OPT_ROW_INT("images", T, b.images, 1, 4096, 0, "N", "prefill batch and end-to-end images"),
+    PF_OPT_ROW_INT("new-tokens", T, b.new_tokens, 1, 4096, 0, "N", "tokens generated per image end to end"),
+    {"batches", 0, PF_OPT_FUNC, offsetof(T, b), .fn = batches_opt, .arg = "LIST", .def = "1,4,16,64",
+     .help = "decode batch sizes"},
+    PF_OPT_ROW_INT("decode-steps", T, b.decode_steps, 1, 4096, 0, "N", "timed decode steps per batch size"),
+    {"triad-mb", 0, PF_OPT_SIZE, offsetof(T, b.triad_bytes), 1, 65536, 1048576, .arg = "N",
+     .help = "memory for the bandwidth triad (less is for smoke tests: caches then inflate the bandwidth)"},
+    {"threads", 0, PF_OPT_INT, offsetof(T, b.threads), 1, 4096, .arg = "N", .def = "all cores",
+     .help = "compute threads"},
+    PF_OPT_ROW_FLAG("skip-e2e", T, b.skip_e2e, 0, "no end-to-end run"),
+    PF_OPT_ROW_FLAG("probe", T, b.probe_only, 0,
+                    "only measure the precision probe now (no model), print its table and store it in the cache "
+                    "--precision auto reads (replacing one measured while the machine was busy)"),
+    PF_OPT_ROW_STR("json", T, json, PF_OPT_NONEMPTY, "FILE", "also write the results as JSON"),
+    PF_OPT_END,
+};
+#undef T
+
+static const pf_optcmd g_cmd = {
+    .name = "bench",
+    .synopsis = "usage: paliflow bench --model DIR [--precision P] [--images N] [--new-tokens N] [--json FILE] [OPTIONS]\n"
+                "       paliflow bench --probe\n"
+                "\n"
+                "Measure the engine on a checkpoint (a real one, or make-random-checkpoint's: speed does not depend on\n"
+                "the values) against ceilings measured in the same run, and print a table:\n"
+                "  load time; the GEMM rate of the model's own linear layers at prefill sizes; memory bandwidth (triad);\n"
+                "  prefill of N images in one ragged batch (time, GFLOP/s of its linear layers, share of the GEMM rate);\n"
+                "  one decode step at each batch size vs the bound weight-bytes-per-step / bandwidth; end to end: N images\n"
+                "  through continuous batching, each forced to generate exactly --new-tokens (eos ignored), images/s vs\n"
+                "  the bound from the measured rates; peak RSS vs weights + KV cache + 600 MB.\n"
+                "The prompt is \"caption en\" after the image tokens. Timings are the best of their repetitions and the\n"
+                "ceilings the best of two probes (before and after), so other load on the machine disturbs the ratios\n"
+                "less; still, compare ratios rather than absolute figures.\n"
+                "\n"
+                "\n",
+    .opts = g_rows,
+    .size = sizeof(bench_cli),
+    .init = bench_init,
+};
+
+/* 0 parsed, 1 --help printed, 2 usage error (printed). */
+static int parse_args(int argc, char **argv, bench_params *o, const char **json_path)
+{
+    bench_cli c;
+    bench_init(&c);
+    int pr = pf_opt_parse(&g_cmd, &c, argc, argv, NULL, 0);
+    if (pr)
+        return pr;
+    *o = c.b;
+    *json_path = c.json;
+    if (o->probe_only)
         return 0;
-    if (!o->model_dir || optind != argc) {
+    if (!o->model_dir) {
         fprintf(stderr, "paliflow bench: --model DIR is required (and no other arguments)\n");
-        return -1;
+        return 2;
     }
     return 0;
 }
 
-static void print_table(const bench_opts *o, const bench_result *r)
+static void print_table(const bench_params *o, const bench_result *r)
 {
     printf("paliflow bench: %s, precision %s, oneDNN ISA %s, %d threads\n", o->model_dir, r->precision, r->isa,
            r->threads);
@@ -201,7 +177,7 @@ static json_t *probe_json(const pf_probe_table *t)
     return j;
 }
 
-static int write_json(const char *path, const bench_opts *o, const bench_result *r)
+static int write_json(const char *path, const bench_params *o, const bench_result *r)
 {
     json_t *j = json_object(), *dec = json_object();
     for (int i = 0; i < o->n_batches; i++) {
@@ -246,12 +222,11 @@ static int write_json(const char *path, const bench_opts *o, const bench_result 
 
 int cmd_bench(int argc, char **argv)
 {
-    bench_opts o;
+    bench_params o;
     const char *json_path = NULL;
-    if (parse_args(argc, argv, &o, &json_path) != 0) {
-        usage(stderr);
-        return 2;
-    }
+    int pr = parse_args(argc, argv, &o, &json_path);
+    if (pr)
+        return pr == 1 ? 0 : 2;
     bench_result r;
     pf_err err;
     if (o.probe_only) {

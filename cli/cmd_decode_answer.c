@@ -1,43 +1,59 @@
 /* paliflow decode-answer: PaliGemma answer texts (stdin) -> their objects (stdout, one JSON line each), for
  * users who already have answers: from another runtime, or records made without --seg-decoder. */
-#include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "base/log.h"
-#include "base/option.h"
-#include "cli/cli_util.h"
+#include "base/optable.h"
 #include "cli/commands.h"
 #include "model/seg/decoder.h"
 #include "model/seg/objects.h"
 
 #define MAX_LINE (16u << 20)   /* one answer (or one record) per line; anything longer is refused */
 
-static void usage(FILE *out)
+typedef struct decode_cli {
+    const char *seg_path;
+    int width, height;
+} decode_cli;
+
+static void decode_init(void *obj)
 {
-    fprintf(out,
-            "usage: paliflow decode-answer [--seg-decoder FILE] [--width W --height H] < answers\n"
-            "\n"
-            "Read PaliGemma answers from stdin, one per line, and print one JSON line per answer:\n"
-            "  {\"objects\": [{\"label\", \"loc\": [y0,x0,y1,x1], \"x0\", \"y0\", \"x1\", \"y1\", \"mask\"}, ...]}\n"
-            "Objects come from detect answers (<loc>x4 label) and segment answers (<loc>x4 <seg>x16 label),\n"
-            "several separated by ' ; '. Boxes are in pixels of the original W x H image (loc/1023 * size);\n"
-            "a segment object's mask is COCO uncompressed RLE {\"size\": [h, w], \"counts\": [...]}\n"
-            "(column-major, first run = zeros), decoded exactly as big_vision's evaluator does.\n"
-            "A line may also be JSON: a string (the answer, which may then hold newlines), or an object with\n"
-            "\"text\" and the size as \"width\"/\"height\" or \"image\": {\"width\", \"height\"} (so the records of\n"
-            "`paliflow run` can be piped in as they are).\n"
-            "\n"
-            "  --seg-decoder FILE   big_vision's vae-oid.npz (without it masks are null, with a \"note\")\n"
-            "  --width W, --height H  the original image size (1..65536), for lines that do not carry one\n"
-            "  --log-level LEVEL    error | warn | info | debug\n"
-            "  --config FILE        options from FILE, 'name = value' lines (the command line wins)\n"
-            "  -h, --help           this text\n"
-            "A line that cannot be decoded prints {\"error\": reason}.\n"
-            "Exit status: 0 every line decoded, 1 some lines failed, 2 usage or setup error.\n");
+    *(decode_cli *)obj = (decode_cli){0};
 }
+
+#define T decode_cli
+static const pf_opt g_rows[] = {
+    PF_OPT_ROW_STR("seg-decoder", T, seg_path, PF_OPT_NONEMPTY, "FILE",
+                   "big_vision's vae-oid.npz (without it masks are null, with a \"note\")"),
+    PF_OPT_ROW_INT("width", T, width, 1, 65536, PF_OPT_NO_DEFAULT, "W",
+                   "the original image width, for lines that do not carry one (with --height)"),
+    PF_OPT_ROW_INT("height", T, height, 1, 65536, PF_OPT_NO_DEFAULT, "H", "the original image height"),
+    PF_OPT_END,
+};
+#undef T
+
+static const pf_optcmd g_cmd = {
+    .name = "decode-answer",
+    .synopsis = "usage: paliflow decode-answer [--seg-decoder FILE] [--width W --height H] < answers\n"
+                "\n"
+                "Read PaliGemma answers from stdin, one per line, and print one JSON line per answer:\n"
+                "  {\"objects\": [{\"label\", \"loc\": [y0,x0,y1,x1], \"x0\", \"y0\", \"x1\", \"y1\", \"mask\"}, ...]}\n"
+                "Objects come from detect answers (<loc>x4 label) and segment answers (<loc>x4 <seg>x16 label),\n"
+                "several separated by ' ; '. Boxes are in pixels of the original W x H image (loc/1023 * size);\n"
+                "a segment object's mask is COCO uncompressed RLE {\"size\": [h, w], \"counts\": [...]}\n"
+                "(column-major, first run = zeros), decoded exactly as big_vision's evaluator does.\n"
+                "A line may also be JSON: a string (the answer, which may then hold newlines), or an object with\n"
+                "\"text\" and the size as \"width\"/\"height\" or \"image\": {\"width\", \"height\"} (so the records of\n"
+                "`paliflow run` can be piped in as they are).\n"
+                "\n",
+    .epilog = "A line that cannot be decoded prints {\"error\": reason}.\n"
+            "Exit status: 0 every line decoded, 1 some lines failed, 2 usage or setup error.\n",
+    .opts = g_rows,
+    .size = sizeof(decode_cli),
+    .init = decode_init,
+};
 
 /* One line of at most MAX_LINE bytes into *buf (grown as needed). 1 a line, 0 end of input, -1 too long
  * (the rest of that line is skipped). */
@@ -104,43 +120,13 @@ static int json_line(const char *line, size_t len, json_t **doc, const char **te
 
 int cmd_decode_answer(int argc, char **argv)
 {
-    if (cli_wants_help(argc, argv)) {
-        usage(stdout);
-        return 0;
-    }
-    static const struct option opts[] = {
-        {"seg-decoder", required_argument, 0, 's'}, {"width", required_argument, 0, 'w'},
-        {"height", required_argument, 0, 'H'},      {"log-level", required_argument, 0, 'L'},
-        {"help", no_argument, 0, 'h'},              {0, 0, 0, 0}};
-    const char *seg_path = NULL;
-    int width = 0, height = 0, c;
-    long long v;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        switch (c) {
-        case 's': seg_path = optarg; break;
-        case 'w':
-        case 'H':
-            if (pf_parse_int(optarg, 1, 65536, &v)) {
-                fprintf(stderr, "paliflow decode-answer: --%s: want an integer in [1, 65536], got '%s'\n",
-                        c == 'w' ? "width" : "height", optarg);
-                return 2;
-            }
-            *(c == 'w' ? &width : &height) = (int)v;
-            break;
-        case 'L':
-            if (pf_log_level_option("decode-answer", optarg))
-                return 2;
-            break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
-        }
-    }
-    if (optind < argc) {
-        fprintf(stderr, "paliflow decode-answer: unexpected argument '%s' (answers are read from stdin)\n",
-                argv[optind]);
-        return 2;
-    }
+    decode_cli o;
+    decode_init(&o);
+    int pr = pf_opt_parse(&g_cmd, &o, argc, argv, NULL, 0);
+    if (pr)
+        return pr == 1 ? 0 : 2;
+    const char *seg_path = o.seg_path;
+    int width = o.width, height = o.height;
     if ((width > 0) != (height > 0)) {
         fprintf(stderr, "paliflow decode-answer: give both --width and --height\n");
         return 2;

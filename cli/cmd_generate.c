@@ -1,10 +1,9 @@
 /* paliflow generate: image files + prompt(s) -> generated token ids and text, one JSON line per image.
  *
- * Every image is decoded and resized exactly as SiglipImageProcessor does (workers/image.h), the prompt
+ * Every image is decoded and resized exactly as SiglipImageProcessor does (image/image.h), the prompt
  * is built as PaliGemmaProcessor does, and all images run as ONE batch through the generator (continuous
  * batching: each row gives exactly what it gives alone). The prompt -> request -> text path is
  * model/annotate.h, the same code the pipeline's inference stage runs. */
-#include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,8 +11,8 @@
 
 #include "base/file.h"
 #include "base/log.h"
-#include "cli/cli_engine.h"
-#include "cli/cli_util.h"
+#include "base/optable.h"
+#include "cli/cli_options.h"
 #include "cli/commands.h"
 #include "model/generate/annotate.h"
 #include "model/generate/generate.h"
@@ -23,111 +22,77 @@
 #include "model/generate/session.h"
 #include "model/tokenizer/tokenizer.h"
 #include "model/seg/boxes.h"
-#include "pipeline/config.h"
 #include "proto/proto.h"
 #include "image/image.h"
 #include "workers/stages.h"
 
-static void usage(FILE *out)
+typedef struct gen_params {
+    const char *model_dir, *tokenizer;
+    pf_opt_list prompts;
+    pf_task task;                 /* the generation settings, as for `run` and the producer */
+    pf_sample_params params;      /* the task's, as the generator takes them */
+    pf_session_params so;
+    const char *seg_decoder;
+} gen_params;
+
+static void gen_init(void *obj)
 {
-    fprintf(out,
-            "usage: paliflow generate --model DIR [--tokenizer FILE] --prompt P [--prompt P ...] [options] IMAGE...\n"
-            "\n"
-            "Run PaliGemma on image files and print one JSON line per image, in order:\n"
-            "  {\"image\": PATH, \"ids\": [new token ids], \"text\": decoded text (special tokens skipped),\n"
-            "   \"boxes\": [...] for detect prompts, \"objects\": [...] for segment prompts}\n"
-            "  or  {\"image\": PATH, \"error\": reason}\n"
-            "All images run as one batch; each gives exactly what it gives alone.\n"
-            "\n"
-            "options:\n"
-            "  --model DIR             Hugging Face PaliGemma checkpoint folder (config.json + safetensors)\n"
-            "  --tokenizer FILE        tokenizer.json (default: DIR/tokenizer.json)\n"
-            "  --prompt P              e.g. \"caption en\", \"ocr\", \"answer en what is this?\", \"detect cat\";\n"
-            "                          once for every image, or once per image (paired in order)\n"
-            "  --max-new-tokens N      at most N new tokens per image (default 64); <eos> stops earlier\n"
-            "  --temperature T         sample with temperature T (default 0: greedy)\n"
-            "  --top-k K, --top-p P    sampling filters (default off)\n"
-            "  --repetition-penalty R  (default 1: off)\n"
-            "  --seed S                sampling seed (default 0); same seed, same tokens\n"
-            "  --autorotate            apply EXIF orientation before resizing (default off, as transformers)\n"
-            "  --seg-decoder FILE      big_vision's vae-oid.npz: 'segment' answers get objects with masks\n"
-            "                          (label, box, COCO RLE mask); without it, label and box only\n"
-            CLI_ENGINE_OPTIONS_HELP
-            "  --log-level L           error|warn|info|debug\n"
-            "  --config FILE           options from FILE, 'name = value' lines (the command line wins)\n"
-            "  -h, --help              this help\n"
-            "Exit status: 0 all images succeeded, 1 some failed (the others are printed), 2 usage/setup error.\n");
+    *(gen_params *)obj = (gen_params){.task = pf_task_default_params()};
 }
 
-typedef struct gen_opts {
-    const char *model_dir, *tokenizer;
-    const char **prompts;
-    int n_prompts;
-    pf_sample_params params;
-    int autorotate;
-    pf_session_opts so;
-    const char *seg_decoder;
-} gen_opts;
+#define T gen_params
+static const pf_opt g_rows[] = {
+    PF_OPT_ROW_STR("model", T, model_dir, PF_OPT_NONEMPTY | PF_OPT_REQUIRED, "DIR",
+                   "Hugging Face PaliGemma checkpoint folder (config.json + safetensors)"),
+    {"tokenizer", 0, PF_OPT_STR, offsetof(T, tokenizer), .flags = PF_OPT_NONEMPTY, .arg = "FILE",
+     .def = "DIR/tokenizer.json", .help = "tokenizer.json"},
+    {"prompt", 0, PF_OPT_LIST, offsetof(T, prompts), .flags = PF_OPT_REQUIRED, .arg = "P",
+     .help = "e.g. \"caption en\", \"ocr\", \"answer en what is this?\", \"detect cat\"; once for every "
+             "image, or once per image (paired in order)"},
+    CLI_TASK_ROWS(T, task),
+    PF_OPT_ROW_STR("seg-decoder", T, seg_decoder, PF_OPT_NONEMPTY, "FILE",
+                   "big_vision's vae-oid.npz: 'segment' answers get objects with masks (label, box, COCO RLE "
+                   "mask); without it, label and box only"),
+    CLI_ENGINE_ROWS(T, so),
+    PF_OPT_END,
+};
+#undef T
 
-static int parse_args(int argc, char **argv, gen_opts *o)
+static const pf_optcmd g_cmd = {
+    .name = "generate",
+    .synopsis = "usage: paliflow generate --model DIR [--tokenizer FILE] --prompt P [--prompt P ...] [options] IMAGE...\n"
+                "\n"
+                "Run PaliGemma on image files and print one JSON line per image, in order:\n"
+                "  {\"image\": PATH, \"ids\": [new token ids], \"text\": decoded text (special tokens skipped),\n"
+                "   \"boxes\": [...] for detect prompts, \"objects\": [...] for segment prompts}\n"
+                "  or  {\"image\": PATH, \"error\": reason}\n"
+                "All images run as one batch; each gives exactly what it gives alone.\n"
+                "\n"
+                "options:\n",
+    .epilog = "Exit status: 0 all images succeeded, 1 some failed (the others are printed), 2 usage/setup error.\n",
+    .opts = g_rows,
+    .size = sizeof(gen_params),
+    .init = gen_init,
+    .operands = 1,
+};
+
+/* 0 parsed (images at argv[*first...]), 1 --help printed, 2 usage error (printed). */
+static int parse_args(int argc, char **argv, gen_params *o, int *first)
 {
-    static const struct option longopts[] = {
-        {"model", required_argument, 0, 'm'},        {"tokenizer", required_argument, 0, 't'},
-        {"prompt", required_argument, 0, 'p'},       {"max-new-tokens", required_argument, 0, 1002},
-        {"temperature", required_argument, 0, 1002}, {"top-k", required_argument, 0, 1002},
-        {"top-p", required_argument, 0, 1002},       {"repetition-penalty", required_argument, 0, 1002},
-        {"seed", required_argument, 0, 1002},        {"autorotate", no_argument, 0, 1002},
-        {"log-level", required_argument, 0, 'L'},    {"help", no_argument, 0, 'h'},
-        {"backend", required_argument, 0, 1001},     {"precision", required_argument, 0, 1001},
-        {"threads", required_argument, 0, 1001},     {"seg-decoder", required_argument, 0, 1003},
-        {"no-memory-check", no_argument, 0, 1001},  {"adapter", required_argument, 0, 1001},
-        {0, 0, 0, 0},
-    };
-    pf_task task;
-    pf_task_defaults(&task); /* 64 new tokens, greedy: what `run` and the producer use */
-    o->prompts = calloc((size_t)argc, sizeof *o->prompts);
-    if (!o->prompts)
-        return -1;
-    int c, idx;
-    pf_err err;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "h", longopts, &idx)) != -1) {
-        switch (c) {
-        case 1001:
-            if (cli_engine_option(longopts[idx].name, optarg, &o->so, &err) < 0) {
-                fprintf(stderr, "paliflow generate: %s\n", err.msg);
-                return -1;
-            }
-            break;
-        case 'm': o->model_dir = optarg; break;
-        case 1003: o->seg_decoder = optarg; break;
-        case 't': o->tokenizer = optarg; break;
-        case 'p': o->prompts[o->n_prompts++] = optarg; break;
-        case 1002: /* the generation settings, parsed and checked as for `run` and the producer */
-            if (pf_task_option(longopts[idx].name, optarg, &task, &err) < 0) {
-                fprintf(stderr, "paliflow generate: %s\n", err.msg);
-                return -1;
-            }
-            break;
-        case 'L':
-            if (pf_log_level_option("generate", optarg))
-                return -1;
-            break;
-        case 'h': usage(stdout); exit(0);
-        default: return -1;
-        }
-    }
-    o->params = pf_task_sample_params(&task);
-    o->autorotate = task.autorotate;
-    int n_images = argc - optind;
-    if (!o->model_dir || o->n_prompts == 0 || n_images == 0) {
+    gen_init(o);
+    int pr = pf_opt_parse(&g_cmd, o, argc, argv, first, 0);
+    if (pr)
+        return pr;
+    o->params = pf_task_sample_params(&o->task);
+    int n_images = argc - *first;
+    if (!o->model_dir || o->prompts.n == 0 || n_images == 0) {
         fprintf(stderr, "paliflow generate: --model, --prompt and at least one IMAGE are required\n");
-        return -1;
+        return 2;
     }
-    if (o->n_prompts != 1 && o->n_prompts != n_images) {
-        fprintf(stderr, "paliflow generate: %d prompts for %d images: give one prompt, or one per image\n",
-                o->n_prompts, n_images);
-        return -1;
+    if (o->prompts.n != 1 && o->prompts.n != (size_t)n_images) {
+        fprintf(stderr, "paliflow generate: %zu prompts for %d images: give one prompt, or one per image\n",
+                o->prompts.n, n_images);
+        return 2;
     }
     return 0;
 }
@@ -187,9 +152,9 @@ static void print_item(const pf_tokenizer *tok, const pf_seg_decoder *seg, const
 
 /* Decode every image and submit it; failures are recorded on the item. */
 static void prepare_items(gen_item *items, size_t n, const pf_tokenizer *tok, const pf_config *cfg,
-                          const gen_opts *o, pf_generator *gen)
+                          const gen_params *o, pf_generator *gen)
 {
-    pf_img_opts io = {.size = cfg->vision.image_size, .autorotate = o->autorotate};
+    pf_img_params io = {.size = cfg->vision.image_size, .autorotate = o->task.autorotate};
     size_t S = (size_t)cfg->vision.image_size;
     for (size_t i = 0; i < n; i++) {
         gen_item *it = &items[i];
@@ -235,18 +200,15 @@ static int run_batch(gen_item *items, pf_generator *gen, pf_err *err)
 
 int cmd_generate(int argc, char **argv)
 {
-    if (cli_wants_help(argc, argv)) {
-        usage(stdout);
-        return 0;
+    gen_params o;
+    int first;
+    int pr = parse_args(argc, argv, &o, &first);
+    if (pr) {
+        pf_opt_free(&g_cmd, &o);
+        return pr == 1 ? 0 : 2;
     }
-    gen_opts o = {0};
-    if (parse_args(argc, argv, &o) != 0) {
-        usage(stderr);
-        free(o.prompts);
-        return 2;
-    }
-    size_t n = (size_t)(argc - optind);
-    char **paths = argv + optind;
+    size_t n = (size_t)(argc - first);
+    char **paths = argv + first;
     pf_err err;
     pf_session ses = {0};
     pf_tokenizer *tok = NULL;
@@ -271,7 +233,7 @@ int cmd_generate(int argc, char **argv)
     }
     for (size_t i = 0; i < n; i++) {
         items[i].path = paths[i];
-        items[i].prompt = o.prompts[o.n_prompts == 1 ? 0 : i];
+        items[i].prompt = o.prompts.v[o.prompts.n == 1 ? 0 : i];
     }
     prepare_items(items, n, tok, pf_model_config(model), &o, gen);
     if (run_batch(items, gen, &err) != 0) {
@@ -304,6 +266,6 @@ done:
     pf_session_close(&ses);
     pf_tokenizer_free(tok);
     free(tok_path);
-    free(o.prompts);
+    pf_opt_free(&g_cmd, &o);
     return rc;
 }

@@ -1,56 +1,63 @@
 /* paliflow keygen: make a CURVE key pair (czmq-style certificate files) for secure transport. */
-#include <getopt.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "base/optable.h"
 #include "cli/commands.h"
 #include "proto/security.h"
 
-static void usage(FILE *out)
+typedef struct keygen_cli {
+    const char *out, *name, *show;
+    int force;
+} keygen_cli;
+
+static void keygen_init(void *obj)
 {
-    fprintf(out,
-            "usage: paliflow keygen --out FILE [--name NAME] [--force]\n"
-            "       paliflow keygen --show FILE\n"
-            "\n"
-            "Make a CURVE key pair for paliflow's encrypted and authenticated transport (ZeroMQ CURVE, Curve25519).\n"
-            "Writes two certificate files in ZeroMQ's (czmq) format:\n"
-            "  FILE          the public certificate (mode 0644): hand it to the other side\n"
-            "  FILE_secret   the secret certificate (mode 0600): never leaves this machine\n"
-            "A server (producer, sink) takes its FILE_secret with --curve-server-key and the public files of its\n"
-            "clients with --curve-allow (a directory of them, or one file); a client (worker) takes its FILE_secret\n"
-            "with --curve-client-key and the server's public FILE with --curve-server-public.\n"
-            "\n"
-            "  --out FILE       where to write (FILE and FILE_secret); existing files are kept unless --force\n"
-            "  --name NAME      a name stored in the certificates (shown in logs when the key connects)\n"
-            "  --force          replace existing files\n"
-            "  --show FILE      print the public key of a certificate (public or secret) and exit\n"
-            "  --config FILE    options from FILE, 'name = value' lines (the command line wins)\n"
-            "  --help           this text\n");
+    *(keygen_cli *)obj = (keygen_cli){0};
 }
+
+#define T keygen_cli
+static const pf_opt g_rows[] = {
+    PF_OPT_ROW_STR("out", T, out, PF_OPT_NONEMPTY, "FILE",
+                   "where to write (FILE and FILE_secret); existing files are kept unless --force"),
+    PF_OPT_ROW_STR("name", T, name, PF_OPT_NO_DEFAULT, "NAME",
+                   "a name stored in the certificates (shown in logs when the key connects)"),
+    PF_OPT_ROW_FLAG("force", T, force, 0, "replace existing files"),
+    PF_OPT_ROW_STR("show", T, show, PF_OPT_NONEMPTY, "FILE",
+                   "print the public key of a certificate (public or secret) and exit"),
+    PF_OPT_END,
+};
+#undef T
+
+static const pf_optcmd g_cmd = {
+    .name = "keygen",
+    .synopsis = "usage: paliflow keygen --out FILE [--name NAME] [--force]\n"
+                "       paliflow keygen --show FILE\n"
+                "\n"
+                "Make a CURVE key pair for paliflow's encrypted and authenticated transport (ZeroMQ CURVE,\n"
+                "Curve25519).\n"
+                "Writes two certificate files in ZeroMQ's (czmq) format:\n"
+                "  FILE          the public certificate (mode 0644): hand it to the other side\n"
+                "  FILE_secret   the secret certificate (mode 0600): never leaves this machine\n"
+                "A server (producer, sink) takes its FILE_secret with --curve-server-key and the public files of\n"
+                "its clients with --curve-allow (a directory of them, or one file); a client (worker) takes its\n"
+                "FILE_secret with --curve-client-key and the server's public FILE with --curve-server-public.\n"
+                "\n",
+    .opts = g_rows,
+    .size = sizeof(keygen_cli),
+    .init = keygen_init,
+};
 
 int cmd_keygen(int argc, char **argv)
 {
-    static const struct option opts[] = {{"out", required_argument, 0, 'o'}, {"name", required_argument, 0, 'n'},
-                                         {"force", no_argument, 0, 'f'},      {"show", required_argument, 0, 's'},
-                                         {"help", no_argument, 0, 'h'},       {0, 0, 0, 0}};
-    const char *out = NULL, *name = NULL, *show = NULL;
-    int force = 0, c;
-    optind = 0;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'o': out = optarg; break;
-        case 'n': name = optarg; break;
-        case 'f': force = 1; break;
-        case 's': show = optarg; break;
-        case 'h': usage(stdout); return 0;
-        default: goto bad;
-        }
-    }
-    if (optind < argc) {
-        fprintf(stderr, "paliflow keygen: unexpected argument '%s'\n", argv[optind]);
-        goto bad;
-    }
+    keygen_cli o;
+    keygen_init(&o);
+    int pr = pf_opt_parse(&g_cmd, &o, argc, argv, NULL, 0);
+    if (pr)
+        return pr == 1 ? 0 : 2;
+    const char *out = o.out, *name = o.name, *show = o.show;
+    int force = o.force;
     pf_err err = {{0}};
     if (show) {
         pf_keypair kp;

@@ -2,58 +2,15 @@
  * model, in the Hugging Face layout, to benchmark and test without the real weights. */
 #include <ctype.h>
 #include <errno.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "base/file.h"
 #include "base/log.h"
+#include "base/optable.h"
 #include "cli/commands.h"
 #include "model/tools/random_ckpt.h"
-
-static void usage(FILE *out)
-{
-    fprintf(out,
-            "usage: paliflow make-random-checkpoint --like NAME [OPTIONS] OUT_DIR\n"
-            "\n"
-            "Write a random checkpoint with the real shapes and config of NAME into OUT_DIR, laid out as\n"
-            "transformers 4.47 save_pretrained writes it (config.json, generation_config.json, safetensors\n"
-            "shards of at most --max-shard-size plus model.safetensors.index.json, or one model.safetensors).\n"
-            "Weights are seeded and scaled so activations stay finite through all layers.\n"
-            "\n"
-            "options:\n"
-            "  --like NAME            model to imitate (see --list)\n"
-            "  --tiny                 few-MB demo model: real vocabulary (257216), image size and patch size,\n"
-            "                         text width --hidden-size, 2 layers of each tower\n"
-            "  --hidden-size N        text width with --tiny (default 8)\n"
-            "  --text-layers N        number of decoder layers (default: the model's)\n"
-            "  --vision-layers N      number of SigLIP layers (default: the model's)\n"
-            "  --seed N               random seed (default 0); same seed, same bytes\n"
-            "  --max-shard-size SIZE  e.g. 5GB (default), 500MB, 123456 (bytes); 1 GB = 1e9 bytes\n"
-            "  --f32                  store F32 instead of BF16\n"
-            "  --list                 print the known models with their sizes and exit\n"
-            "  --quiet                no progress lines\n"
-            "  --log-level LEVEL      error|warn|info|debug\n"
-            "  --config FILE          options from FILE, 'name = value' lines (the command line wins)\n"
-            "  -h, --help             this help\n"
-            "\n"
-            "example:\n"
-            "  paliflow make-random-checkpoint --like paligemma-3b-pt-224 --tiny demo-ckpt\n");
-}
-
-static int parse_u64(const char *s, uint64_t *out)
-{
-    if (!s || !isdigit((unsigned char)*s))
-        return -1;
-    errno = 0;
-    char *end;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || *end)
-        return -1;
-    *out = v;
-    return 0;
-}
 
 /* "5GB", "500MB", "2GiB", "1234": decimal units like transformers' max_shard_size. */
 static int parse_size(const char *s, uint64_t *out)
@@ -88,6 +45,67 @@ static int parse_size(const char *s, uint64_t *out)
     return -1;
 }
 
+typedef struct rc_cli {
+    const char *like;
+    int tiny, list, f32, progress, hidden, tlayers, vlayers;
+    uint64_t seed, max_shard_bytes;
+} rc_cli;
+
+static void rc_init(void *obj)
+{
+    /* 0 for the sizes: the model's own (--hidden-size: pf_rc_spec_tiny's 8; --max-shard-size: 5 GB) */
+    *(rc_cli *)obj = (rc_cli){.progress = 1};
+}
+
+static int shard_size_opt(const pf_opt *opt, void *field, const char *val, pf_err *err)
+{
+    if (parse_size(val, field))
+        return pf_errf(err, "--%s: want a size like 5GB, 500MB or a byte count, got '%s'", opt->name, val);
+    return 0;
+}
+
+#define T rc_cli
+static const pf_opt g_rows[] = {
+    {"like", 'l', PF_OPT_STR, offsetof(T, like), .flags = PF_OPT_NONEMPTY | PF_OPT_REQUIRED, .arg = "NAME",
+     .help = "model to imitate (see --list)"},
+    PF_OPT_ROW_FLAG("tiny", T, tiny, 0,
+                    "few-MB demo model: real vocabulary (257216), image size and patch size, text width "
+                    "--hidden-size, 2 layers of each tower"),
+    {"hidden-size", 0, PF_OPT_INT, offsetof(T, hidden), 1, 65536, .arg = "N", .def = "8",
+     .help = "text width with --tiny"},
+    {"text-layers", 0, PF_OPT_INT, offsetof(T, tlayers), 1, 1024, .arg = "N", .def = "the model's",
+     .help = "number of decoder layers"},
+    {"vision-layers", 0, PF_OPT_INT, offsetof(T, vlayers), 1, 1024, .arg = "N", .def = "the model's",
+     .help = "number of SigLIP layers"},
+    PF_OPT_ROW_U64("seed", T, seed, 0, INT64_MAX, 0, "N", "random seed; same seed, same bytes"),
+    {"max-shard-size", 0, PF_OPT_FUNC, offsetof(T, max_shard_bytes), .fn = shard_size_opt, .arg = "SIZE",
+     .def = "5GB", .help = "e.g. 5GB, 500MB, 123456 (bytes); 1 GB = 1e9 bytes"},
+    PF_OPT_ROW_FLAG("f32", T, f32, 0, "store F32 instead of BF16"),
+    PF_OPT_ROW_FLAG("list", T, list, 0, "print the known models with their sizes and exit"),
+    PF_OPT_ROW_FLAG("quiet", T, progress, PF_OPT_CLEAR, "no progress lines"),
+    PF_OPT_END,
+};
+#undef T
+
+static const pf_optcmd g_cmd = {
+    .name = "make-random-checkpoint",
+    .synopsis = "usage: paliflow make-random-checkpoint --like NAME [OPTIONS] OUT_DIR\n"
+                "\n"
+                "Write a random checkpoint with the real shapes and config of NAME into OUT_DIR, laid out as\n"
+                "transformers 4.47 save_pretrained writes it (config.json, generation_config.json, safetensors\n"
+                "shards of at most --max-shard-size plus model.safetensors.index.json, or one model.safetensors).\n"
+                "Weights are seeded and scaled so activations stay finite through all layers.\n"
+                "\n"
+                "options:\n",
+    .epilog = "\n"
+              "example:\n"
+              "  paliflow make-random-checkpoint --like paligemma-3b-pt-224 --tiny demo-ckpt\n",
+    .opts = g_rows,
+    .size = sizeof(rc_cli),
+    .init = rc_init,
+    .operands = 1,
+};
+
 static uint64_t params_of(const pf_rc_spec *s)
 {
     pf_rc_tensor *ts;
@@ -120,92 +138,30 @@ static void list_models(void)
 
 int cmd_make_random_checkpoint(int argc, char **argv)
 {
-    enum { OPT_TINY = 256, OPT_HIDDEN, OPT_TLAYERS, OPT_VLAYERS, OPT_SEED, OPT_SHARD, OPT_F32, OPT_LIST, OPT_QUIET,
-           OPT_LOG };
-    static const struct option opts[] = {
-        {"like", required_argument, NULL, 'l'},
-        {"tiny", no_argument, NULL, OPT_TINY},
-        {"hidden-size", required_argument, NULL, OPT_HIDDEN},
-        {"text-layers", required_argument, NULL, OPT_TLAYERS},
-        {"vision-layers", required_argument, NULL, OPT_VLAYERS},
-        {"seed", required_argument, NULL, OPT_SEED},
-        {"max-shard-size", required_argument, NULL, OPT_SHARD},
-        {"f32", no_argument, NULL, OPT_F32},
-        {"list", no_argument, NULL, OPT_LIST},
-        {"quiet", no_argument, NULL, OPT_QUIET},
-        {"log-level", required_argument, NULL, OPT_LOG},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    const char *like = NULL;
-    bool tiny = false, list = false;
-    uint64_t hidden = 0, tlayers = 0, vlayers = 0;
-    pf_rc_options o = {.progress = true};
-    optind = 1;
-    opterr = 0;
-    int c;
-    while ((c = getopt_long(argc, argv, "l:h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'l': like = optarg; break;
-        case OPT_TINY: tiny = true; break;
-        case OPT_HIDDEN:
-            if (parse_u64(optarg, &hidden) || hidden < 1 || hidden > 65536) {
-                fprintf(stderr, "make-random-checkpoint: --hidden-size '%s': need an integer 1..65536\n", optarg);
-                return 2;
-            }
-            break;
-        case OPT_TLAYERS:
-        case OPT_VLAYERS: {
-            uint64_t v;
-            if (parse_u64(optarg, &v) || v < 1 || v > 1024) {
-                fprintf(stderr, "make-random-checkpoint: --%s '%s': need an integer 1..1024\n",
-                        c == OPT_TLAYERS ? "text-layers" : "vision-layers", optarg);
-                return 2;
-            }
-            *(c == OPT_TLAYERS ? &tlayers : &vlayers) = v;
-            break;
-        }
-        case OPT_SEED:
-            if (parse_u64(optarg, &o.seed)) {
-                fprintf(stderr, "make-random-checkpoint: --seed '%s': need a non-negative integer\n", optarg);
-                return 2;
-            }
-            break;
-        case OPT_SHARD:
-            if (parse_size(optarg, &o.max_shard_bytes)) {
-                fprintf(stderr, "make-random-checkpoint: --max-shard-size '%s': need a size like 5GB, 500MB or "
-                                "a byte count\n", optarg);
-                return 2;
-            }
-            break;
-        case OPT_F32: o.f32 = true; break;
-        case OPT_LIST: list = true; break;
-        case OPT_QUIET: o.progress = false; break;
-        case OPT_LOG:
-            if (pf_log_level_option("make-random-checkpoint", optarg))
-                return 2;
-            break;
-        case 'h': usage(stdout); return 0;
-        default:
-            fprintf(stderr, "make-random-checkpoint: unknown or incomplete option '%s'\n\n", argv[optind - 1]);
-            usage(stderr);
-            return 2;
-        }
-    }
+    rc_cli c;
+    rc_init(&c);
+    int first;
+    int pr = pf_opt_parse(&g_cmd, &c, argc, argv, &first, 0);
+    if (pr)
+        return pr == 1 ? 0 : 2;
+    const char *like = c.like;
+    bool tiny = c.tiny, list = c.list;
+    uint64_t hidden = (uint64_t)c.hidden, tlayers = (uint64_t)c.tlayers, vlayers = (uint64_t)c.vlayers;
+    pf_rc_params o = {.seed = c.seed, .max_shard_bytes = c.max_shard_bytes, .f32 = c.f32, .progress = c.progress};
     if (list) {
         list_models();
         return 0;
     }
-    if (!like || optind != argc - 1) {
-        fprintf(stderr, "make-random-checkpoint: %s\n\n", !like ? "--like NAME is required" : "need exactly one OUT_DIR");
-        usage(stderr);
+    if (!like || first != argc - 1) {
+        fprintf(stderr, "paliflow make-random-checkpoint: %s\n", !like ? "--like NAME is required" : "need exactly one OUT_DIR");
+        fprintf(stderr, "Run 'paliflow make-random-checkpoint --help' for the options.\n");
         return 2;
     }
     if (hidden && !tiny) {
         fprintf(stderr, "make-random-checkpoint: --hidden-size only applies with --tiny\n");
         return 2;
     }
-    const char *out_dir = argv[optind];
+    const char *out_dir = argv[first];
     pf_err err;
     pf_rc_spec s;
     if (pf_rc_spec_lookup(like, &s, &err) != 0) {

@@ -9,7 +9,6 @@
  * file named twice is processed and stored once.
  */
 #include <errno.h>
-#include <getopt.h>
 #include <glib.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -18,6 +17,7 @@
 #include <string.h>
 
 #include "base/log.h"
+#include "base/optable.h"
 #include "cli/commands.h"
 #include "model/io/safetensors.h"
 #include "image/image.h"
@@ -33,37 +33,57 @@ typedef struct item {
 typedef struct job {
     item *items;
     size_t n;
-    pf_img_opts opts;
+    pf_img_params opts;
     atomic_size_t next;
 } job;
 
-static void usage(FILE *out)
+typedef struct prep_cli {
+    pf_img_params io;
+    const char *out;
+    int threads;
+} prep_cli;
+
+static void prep_init(void *obj)
 {
-    fprintf(out,
-            "usage: paliflow preprocess-image --size S [--autorotate] [--max-pixels N] [--threads N]\n"
-            "                                 --out OUT.safetensors FILE...\n"
-            "\n"
-            "Decode image files and resize them exactly as Hugging Face's SiglipImageProcessor does for\n"
-            "PaliGemma (bicubic to S x S, rescale 1/255, normalise mean 0.5 std 0.5), writing one F32 tensor\n"
-            "[3, S, S] per file into OUT, keyed by the FILE argument as given.\n"
-            "\n"
-            "options:\n"
-            "  -s, --size S          image size of the model (its vision_config.image_size: 224, 448, 896)\n"
-            "  -o, --out OUT         output .safetensors file (written atomically)\n"
-            "      --autorotate      apply the EXIF orientation first (as transformers' load_image does)\n"
-            "      --max-pixels N    refuse images with more than N pixels (default %llu, Pillow's limit)\n"
-            "  -j, --threads N       decode N files at once (default 1)\n"
-            "      --log-level L     error|warn|info|debug\n"
-            "      --config FILE     options from FILE, 'name = value' lines (the command line wins)\n"
-            "  -h, --help            this text\n"
-            "\n"
-            "Formats (by content, not name): JPEG, PNG, GIF (first frame), WebP, TIFF, BMP, PNM, HEIF/HEIC,\n"
-            "AVIF, JPEG XL.\n"
-            "Each file that fails gets one line on stderr naming it, the reason and a category (empty,\n"
-            "not-a-file, truncated, corrupt, unsupported-format, too-many-pixels, io); the rest are still\n"
-            "written. Exit status: 0 all succeeded, 1 some failed, 2 usage or output error.\n",
-            (unsigned long long)PF_IMG_DEFAULT_MAX_PIXELS);
+    *(prep_cli *)obj = (prep_cli){.io = {.max_pixels = PF_IMG_DEFAULT_MAX_PIXELS}, .threads = 1};
 }
+
+#define T prep_cli
+static const pf_opt g_rows[] = {
+    {"size", 's', PF_OPT_INT, offsetof(T, io.size), 1, PF_IMG_MAX_SIZE, .flags = PF_OPT_REQUIRED | PF_OPT_NO_DEFAULT,
+     .arg = "S", .help = "image size of the model (its vision_config.image_size: 224, 448, 896)"},
+    {"out", 'o', PF_OPT_STR, offsetof(T, out), .flags = PF_OPT_NONEMPTY | PF_OPT_REQUIRED, .arg = "OUT",
+     .help = "output .safetensors file (written atomically)"},
+    PF_OPT_ROW_FLAG("autorotate", T, io.autorotate, 0,
+                    "apply the EXIF orientation first (as transformers' load_image does)"),
+    PF_OPT_ROW_U64("max-pixels", T, io.max_pixels, 1, INT64_MAX, 0, "N",
+                   "refuse images with more than N pixels (by default Pillow's limit)"),
+    {"threads", 'j', PF_OPT_INT, offsetof(T, threads), 1, 256, .arg = "N", .help = "decode N files at once"},
+    PF_OPT_END,
+};
+#undef T
+
+static const pf_optcmd g_cmd = {
+    .name = "preprocess-image",
+    .synopsis = "usage: paliflow preprocess-image --size S [--autorotate] [--max-pixels N] [--threads N]\n"
+                "                                 --out OUT.safetensors FILE...\n"
+                "\n"
+                "Decode image files and resize them exactly as Hugging Face's SiglipImageProcessor does for\n"
+                "PaliGemma (bicubic to S x S, rescale 1/255, normalise mean 0.5 std 0.5), writing one F32 tensor\n"
+                "[3, S, S] per file into OUT, keyed by the FILE argument as given.\n"
+                "\n"
+                "options:\n",
+    .epilog = "\n"
+              "Formats (by content, not name): JPEG, PNG, GIF (first frame), WebP, TIFF, BMP, PNM, HEIF/HEIC,\n"
+              "AVIF, JPEG XL.\n"
+              "Each file that fails gets one line on stderr naming it, the reason and a category (empty,\n"
+              "not-a-file, truncated, corrupt, unsupported-format, too-many-pixels, io); the rest are still\n"
+              "written. Exit status: 0 all succeeded, 1 some failed, 2 usage or output error.\n",
+    .opts = g_rows,
+    .size = sizeof(prep_cli),
+    .init = prep_init,
+    .operands = 1,
+};
 
 static void *worker(void *arg)
 {
@@ -105,81 +125,21 @@ static int fill_pixels(void *ctx, uint8_t *dst, size_t off, size_t n, pf_err *er
     return 0;
 }
 
-static int parse_u64(const char *s, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s || *end || s[0] == '-')
-        return -1;
-    *out = v;
-    return 0;
-}
-
 int cmd_preprocess_image(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"size", required_argument, NULL, 's'},     {"out", required_argument, NULL, 'o'},
-        {"autorotate", no_argument, NULL, 'a'},     {"max-pixels", required_argument, NULL, 'm'},
-        {"threads", required_argument, NULL, 'j'},  {"log-level", required_argument, NULL, 'l'},
-        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
-    };
     const char *me = "paliflow preprocess-image";
-    pf_img_opts io = {0};
-    const char *out = NULL;
-    uint64_t threads = 1, v;
-    int c;
-    optind = 1;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, ":s:o:j:h", opts, NULL)) != -1) {
-        switch (c) {
-        case 's':
-            if (parse_u64(optarg, &v) || v < 1 || v > PF_IMG_MAX_SIZE) {
-                fprintf(stderr, "%s: --size must be 1..%d, got '%s'\n", me, PF_IMG_MAX_SIZE, optarg);
-                return 2;
-            }
-            io.size = (int)v;
-            break;
-        case 'o':
-            out = optarg;
-            break;
-        case 'a':
-            io.autorotate = 1;
-            break;
-        case 'm':
-            if (parse_u64(optarg, &v) || v < 1) {
-                fprintf(stderr, "%s: --max-pixels must be a positive integer, got '%s'\n", me, optarg);
-                return 2;
-            }
-            io.max_pixels = v;
-            break;
-        case 'j':
-            if (parse_u64(optarg, &threads) || threads < 1 || threads > 256) {
-                fprintf(stderr, "%s: --threads must be 1..256, got '%s'\n", me, optarg);
-                return 2;
-            }
-            break;
-        case 'l':
-            if (pf_log_level_option("preprocess-image", optarg))
-                return 2;
-            break;
-        case 'h':
-            usage(stdout);
-            return 0;
-        case ':':
-            fprintf(stderr, "%s: option %s needs a value\n\n", me, argv[optind - 1]);
-            usage(stderr);
-            return 2;
-        default:
-            fprintf(stderr, "%s: unknown option %s\n\n", me, argv[optind - 1]);
-            usage(stderr);
-            return 2;
-        }
-    }
-    if (!io.size || !out || optind >= argc) {
-        fprintf(stderr, "%s: %s\n\n", me,
-                !io.size ? "--size is required" : !out ? "--out is required" : "no input FILE given");
-        usage(stderr);
+    prep_cli o;
+    prep_init(&o);
+    int first;
+    int pr = pf_opt_parse(&g_cmd, &o, argc, argv, &first, 0);
+    if (pr)
+        return pr == 1 ? 0 : 2;
+    pf_img_params io = o.io;
+    const char *out = o.out;
+    uint64_t threads = (uint64_t)o.threads;
+    if (!io.size || !out || first >= argc) {
+        fprintf(stderr, "%s: %s\n", me, !io.size ? "--size is required" : !out ? "--out is required" : "no input FILE given");
+        fprintf(stderr, "Run 'paliflow preprocess-image --help' for the options.\n");
         return 2;
     }
     pf_err err;
@@ -187,7 +147,7 @@ int cmd_preprocess_image(int argc, char **argv)
         fprintf(stderr, "%s: %s\n", me, err.msg);
         return 2;
     }
-    size_t n = (size_t)(argc - optind);
+    size_t n = (size_t)(argc - first);
     item *items = calloc(n, sizeof *items);
     if (!items) {
         fprintf(stderr, "%s: out of memory\n", me);
@@ -195,7 +155,7 @@ int cmd_preprocess_image(int argc, char **argv)
     }
     GHashTable *seen = g_hash_table_new(g_str_hash, g_str_equal);
     for (size_t i = 0; i < n; i++) {
-        items[i].path = argv[optind + (int)i];
+        items[i].path = argv[first + (int)i];
         if (g_hash_table_contains(seen, items[i].path))
             items[i].duplicate = 1;
         else

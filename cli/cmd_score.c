@@ -1,6 +1,5 @@
 /* paliflow score: the loss transformers computes for a suffix given an image and a prompt, and the
  * negative log-likelihood of every suffix token (the basis for ranking candidate answers). */
-#include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,8 +7,8 @@
 
 #include "base/file.h"
 #include "base/log.h"
-#include "cli/cli_engine.h"
-#include "cli/cli_util.h"
+#include "base/optable.h"
+#include "cli/cli_options.h"
 #include "cli/commands.h"
 #include "model/io/model.h"
 #include "model/tokenizer/processor.h"
@@ -18,26 +17,46 @@
 #include "model/tokenizer/tokenizer.h"
 #include "image/image.h"
 
-static void usage(FILE *out)
+typedef struct score_cli {
+    const char *model_dir, *tokenizer, *prompt, *suffix;
+    int autorotate;
+    pf_session_params so;
+} score_cli;
+
+static void score_init(void *obj)
 {
-    fprintf(out,
-            "usage: paliflow score --model DIR [--tokenizer FILE] --prompt P --suffix S [--autorotate] IMAGE\n"
-            "\n"
-            "Score SUFFIX as the answer to PROMPT about IMAGE (training-mode forward, prefix-LM mask) and print\n"
-            "  {\"image\": PATH, \"loss\": mean NLL over the suffix tokens and <eos>, \"n_tokens\": N,\n"
-            "   \"tokens\": [{\"id\": ID, \"token\": TEXT, \"nll\": X}, ...]}\n"
-            "The loss equals transformers' PaliGemmaForConditionalGeneration(..., labels=...).loss.\n"
-            "\n"
-            "options:\n"
-            "  --model DIR        Hugging Face PaliGemma checkpoint folder\n"
-            "  --tokenizer FILE   tokenizer.json (default: DIR/tokenizer.json)\n"
-            "  --prompt P         the prefix, e.g. \"answer en what is in the image?\"\n"
-            "  --suffix S         the candidate answer to score\n"
-            "  --autorotate       apply EXIF orientation before resizing\n"
-            CLI_ENGINE_OPTIONS_HELP
-            "  --config FILE      options from FILE, 'name = value' lines (the command line wins)\n"
-            "  -h, --help         this help\n");
+    *(score_cli *)obj = (score_cli){.so = {.max_active = 1}};
 }
+
+#define T score_cli
+static const pf_opt g_rows[] = {
+    PF_OPT_ROW_STR("model", T, model_dir, PF_OPT_NONEMPTY | PF_OPT_REQUIRED, "DIR",
+                   "Hugging Face PaliGemma checkpoint folder"),
+    {"tokenizer", 0, PF_OPT_STR, offsetof(T, tokenizer), .flags = PF_OPT_NONEMPTY, .arg = "FILE",
+     .def = "DIR/tokenizer.json", .help = "tokenizer.json"},
+    PF_OPT_ROW_STR("prompt", T, prompt, PF_OPT_REQUIRED, "P", "the prefix, e.g. \"answer en what is in the image?\""),
+    PF_OPT_ROW_STR("suffix", T, suffix, PF_OPT_REQUIRED, "S", "the candidate answer to score"),
+    PF_OPT_ROW_FLAG("autorotate", T, autorotate, 0, "apply EXIF orientation before resizing"),
+    CLI_ENGINE_ROWS(T, so),
+    PF_OPT_END,
+};
+#undef T
+
+static const pf_optcmd g_cmd = {
+    .name = "score",
+    .synopsis = "usage: paliflow score --model DIR [--tokenizer FILE] --prompt P --suffix S [--autorotate] IMAGE\n"
+                "\n"
+                "Score SUFFIX as the answer to PROMPT about IMAGE (training-mode forward, prefix-LM mask) and print\n"
+                "  {\"image\": PATH, \"loss\": mean NLL over the suffix tokens and <eos>, \"n_tokens\": N,\n"
+                "   \"tokens\": [{\"id\": ID, \"token\": TEXT, \"nll\": X}, ...]}\n"
+                "The loss equals transformers' PaliGemmaForConditionalGeneration(..., labels=...).loss.\n"
+                "\n"
+                "options:\n",
+    .opts = g_rows,
+    .size = sizeof(score_cli),
+    .init = score_init,
+    .operands = 1,
+};
 
 static json_t *token_list(const pf_tokenizer *tok, const pf_proc_row *row, const float *nll)
 {
@@ -56,42 +75,22 @@ static json_t *token_list(const pf_tokenizer *tok, const pf_proc_row *row, const
 
 int cmd_score(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"model", required_argument, 0, 'm'},  {"tokenizer", required_argument, 0, 't'},
-        {"prompt", required_argument, 0, 'p'}, {"suffix", required_argument, 0, 's'},
-        {"autorotate", no_argument, 0, 'a'},   {"help", no_argument, 0, 'h'},
-        {"backend", required_argument, 0, 1001}, {"precision", required_argument, 0, 1001},
-        {"threads", required_argument, 0, 1001}, {"no-memory-check", no_argument, 0, 1001},
-        {"adapter", required_argument, 0, 1001}, {0, 0, 0, 0},
-    };
-    const char *model_dir = NULL, *tok_arg = NULL, *prompt = NULL, *suffix = NULL;
-    int autorotate = 0, c, idx;
-    pf_session_opts so = {.max_active = 1};
+    score_cli o;
+    score_init(&o);
+    int first;
+    int pr = pf_opt_parse(&g_cmd, &o, argc, argv, &first, 0);
+    if (pr)
+        return pr == 1 ? 0 : 2;
+    const char *model_dir = o.model_dir, *tok_arg = o.tokenizer, *prompt = o.prompt, *suffix = o.suffix;
+    int autorotate = o.autorotate;
+    pf_session_params so = o.so;
     pf_err err;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "h", longopts, &idx)) != -1) {
-        switch (c) {
-        case 1001:
-            if (cli_engine_option(longopts[idx].name, optarg, &so, &err) < 0) {
-                fprintf(stderr, "paliflow score: %s\n", err.msg);
-                return 2;
-            }
-            break;
-        case 'm': model_dir = optarg; break;
-        case 't': tok_arg = optarg; break;
-        case 'p': prompt = optarg; break;
-        case 's': suffix = optarg; break;
-        case 'a': autorotate = 1; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
-        }
-    }
-    if (!model_dir || !prompt || !suffix || argc - optind != 1) {
+    if (!model_dir || !prompt || !suffix || argc - first != 1) {
         fprintf(stderr, "paliflow score: --model, --prompt, --suffix and exactly one IMAGE are required\n");
-        usage(stderr);
+        fprintf(stderr, "Run 'paliflow score --help' for the options.\n");
         return 2;
     }
-    const char *path = argv[optind];
+    const char *path = argv[first];
     pf_session ses = {0};
     pf_engine_ctx *ectx = NULL;
     pf_model *model = NULL;
@@ -107,7 +106,7 @@ int cmd_score(int argc, char **argv)
     model = ses.model;
     const pf_config *cfg = pf_model_config(model);
     size_t S = (size_t)cfg->vision.image_size;
-    pf_img_opts io = {.size = (int)S, .autorotate = autorotate};
+    pf_img_params io = {.size = (int)S, .autorotate = autorotate};
     pf_img_errkind kind;
     if (pf_img_load_file(path, &io, &img, &kind, &err)) {
         rc = 1;

@@ -1,7 +1,6 @@
 /* paliflow tokenize: encode / decode / build processor inputs for JSON lines on stdin (issue 3).
  * One output line per input line, in order; a line that cannot be processed gives {"error": ...}. */
 #define _GNU_SOURCE
-#include <getopt.h>
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -11,35 +10,55 @@
 #include "base/err.h"
 #include "base/file.h"
 #include "base/log.h"
+#include "base/optable.h"
 #include "cli/commands.h"
 #include "model/tokenizer/processor.h"
 #include "model/tokenizer/tokenizer.h"
 
-static void usage(FILE *out)
+typedef struct tokenize_cli {
+    const char *path;
+    int decode, skip, proc;
+} tokenize_cli;
+
+static void tokenize_init(void *obj)
 {
-    fputs("usage: paliflow tokenize --tokenizer FILE [--decode [--skip-special] | --processor]\n"
-          "\n"
-          "Read JSON lines on stdin and write one JSON line per input line on stdout, in order.\n"
-          "  (default)      {\"text\": \"...\"}  ->  {\"ids\": [...]}   (no special tokens added)\n"
-          "  --decode       {\"ids\": [...]}   ->  {\"text\": \"...\"}  (unknown ids are dropped)\n"
-          "  --skip-special with --decode: drop special tokens (skip_special_tokens=True); a line's\n"
-          "                 own \"skip_special\": true/false overrides the flag\n"
-          "  --processor    PaliGemmaProcessor text inputs:\n"
-          "                 {\"prompt\", \"suffix\" (string or null), \"image_seq_len\", \"num_images\"}\n"
-          "                   -> {\"input_ids\", \"token_type_ids\", \"labels\"} (null without suffix)\n"
-          "                 {\"prompts\", \"suffixes\" (list or null), \"image_seq_len\",\n"
-          "                  \"num_images\": [...], \"padding\": \"longest\", \"padding_side\": \"left\"}\n"
-          "                   -> {\"input_ids\", \"attention_mask\", \"token_type_ids\", \"labels\"} (2-D)\n"
-          "\n"
-          "options:\n"
-          "  -t, --tokenizer FILE   tokenizer.json (Hugging Face format)\n"
-          "  --config FILE          options from FILE, 'name = value' lines (the command line wins)\n"
-          "  -h, --help             show this help\n"
-          "\n"
-          "A line that cannot be processed gives {\"error\": \"line N: ...\"} and processing goes on;\n"
-          "the exit status is then 1. Exit status 2: usage error or the tokenizer cannot be loaded.\n",
-          out);
+    *(tokenize_cli *)obj = (tokenize_cli){0};
 }
+
+#define T tokenize_cli
+static const pf_opt g_rows[] = {
+    {"tokenizer", 't', PF_OPT_STR, offsetof(T, path), .flags = PF_OPT_NONEMPTY | PF_OPT_REQUIRED, .arg = "FILE",
+     .help = "tokenizer.json (Hugging Face format)"},
+    PF_OPT_ROW_FLAG("decode", T, decode, 0, "{\"ids\": [...]} -> {\"text\": \"...\"} (unknown ids are dropped)"),
+    PF_OPT_ROW_FLAG("skip-special", T, skip, 0,
+                    "with --decode: drop special tokens (skip_special_tokens=True); a line's own \"skip_special\": "
+                    "true/false overrides the flag"),
+    PF_OPT_ROW_FLAG("processor", T, proc, 0, "PaliGemmaProcessor text inputs (above)"),
+    PF_OPT_END,
+};
+#undef T
+
+static const pf_optcmd g_cmd = {
+    .name = "tokenize",
+    .synopsis = "usage: paliflow tokenize --tokenizer FILE [--decode [--skip-special] | --processor]\n"
+                "\n"
+                "Read JSON lines on stdin and write one JSON line per input line on stdout, in order.\n"
+                "  (default)      {\"text\": \"...\"}  ->  {\"ids\": [...]}   (no special tokens added)\n"
+                "  --decode       {\"ids\": [...]}   ->  {\"text\": \"...\"}\n"
+                "  --processor    {\"prompt\", \"suffix\" (string or null), \"image_seq_len\", \"num_images\"}\n"
+                "                   -> {\"input_ids\", \"token_type_ids\", \"labels\"} (null without suffix)\n"
+                "                 {\"prompts\", \"suffixes\" (list or null), \"image_seq_len\",\n"
+                "                  \"num_images\": [...], \"padding\": \"longest\", \"padding_side\": \"left\"}\n"
+                "                   -> {\"input_ids\", \"attention_mask\", \"token_type_ids\", \"labels\"} (2-D)\n"
+                "\n"
+                "options:\n",
+    .epilog = "\n"
+              "A line that cannot be processed gives {\"error\": \"line N: ...\"} and processing goes on;\n"
+              "the exit status is then 1. Exit status 2: usage error or the tokenizer cannot be loaded.\n",
+    .opts = g_rows,
+    .size = sizeof(tokenize_cli),
+    .init = tokenize_init,
+};
 
 /* ---- output helpers ---- */
 
@@ -318,48 +337,15 @@ enum { MODE_ENCODE, MODE_DECODE, MODE_PROCESSOR };
 
 int cmd_tokenize(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"tokenizer", required_argument, NULL, 't'},
-        {"decode", no_argument, NULL, 'd'},
-        {"skip-special", no_argument, NULL, 's'},
-        {"processor", no_argument, NULL, 'p'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    const char *path = NULL;
-    bool decode = false, skip = false, proc = false;
-    int c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "t:h", opts, NULL)) != -1) {
-        switch (c) {
-        case 't':
-            path = optarg;
-            break;
-        case 'd':
-            decode = true;
-            break;
-        case 's':
-            skip = true;
-            break;
-        case 'p':
-            proc = true;
-            break;
-        case 'h':
-            usage(stdout);
-            return 0;
-        default:
-            usage(stderr);
-            return 2;
-        }
-    }
-    if (optind < argc) {
-        fprintf(stderr, "paliflow tokenize: unexpected argument '%s'\n\n", argv[optind]);
-        usage(stderr);
-        return 2;
-    }
+    tokenize_cli opts;
+    tokenize_init(&opts);
+    int pr = pf_opt_parse(&g_cmd, &opts, argc, argv, NULL, 0);
+    if (pr)
+        return pr == 1 ? 0 : 2;
+    const char *path = opts.path;
+    bool decode = opts.decode, skip = opts.skip, proc = opts.proc;
     if (!path) {
-        fprintf(stderr, "paliflow tokenize: --tokenizer FILE is required\n\n");
-        usage(stderr);
+        fprintf(stderr, "paliflow tokenize: --tokenizer FILE is required\n");
         return 2;
     }
     if (decode && proc) {

@@ -4,7 +4,7 @@
 
 #include "base/log.h"
 #include "cli/commands.h"
-#include "pipeline/config.h"
+#include "base/config_file.h"
 
 typedef struct command {
     const char *name;
@@ -39,12 +39,12 @@ static void usage(FILE *out)
     for (size_t i = 0; i < sizeof g_commands / sizeof g_commands[0]; i++)
         fprintf(out, "  %-24s %s\n", g_commands[i].name, g_commands[i].summary);
     fprintf(out, "\nRun 'paliflow COMMAND --help' for the options of a command.\n"
-                 "Logging: PALIFLOW_LOG=error|warn|info|debug for any command; --log-level LEVEL on those whose\n"
-                 "--help lists it.\n");
+                 "Every command takes --config FILE ('name = value' lines) and --log-level LEVEL\n"
+                 "(error|warn|info|debug; or PALIFLOW_LOG=LEVEL).\n");
 }
 
 /* Every command takes --config FILE (README): the file's "name = value" lines become --name=value options
- * placed before the command line's, so the command line wins (pipeline/config.h). */
+ * placed before the command line's, so the command line wins (base/config_file.h). */
 static int run_command(const command *c, int argc, char **argv)
 {
     if (c->own_config)

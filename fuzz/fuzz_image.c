@@ -27,7 +27,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         ready = 1;
     }
-    pf_img_opts o = {.size = 1 + (int)(size % 61), .autorotate = (int)(size & 1), .max_pixels = 1u << 22};
+    pf_img_params o = {.size = 1 + (int)(size % 61), .autorotate = (int)(size & 1), .max_pixels = 1u << 22};
     pf_img img;
     pf_img_errkind kind;
     pf_err err;

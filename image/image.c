@@ -211,7 +211,7 @@ uint64_t pf_img_decode_estimate(uint64_t len, int width, int height, uint64_t fr
     return need;
 }
 
-static int decode_resize(const uint8_t *buf, size_t len, const pf_img_opts *opts, pf_img *out,
+static int decode_resize(const uint8_t *buf, size_t len, const pf_img_params *opts, pf_img *out,
                          pf_img_errkind *kind, pf_err *err)
 {
     pf_img_dec d;
@@ -298,7 +298,7 @@ done:
     return rc;
 }
 
-int pf_img_load_buffer(const void *buf, size_t len, const char *name, const pf_img_opts *opts, pf_img *out,
+int pf_img_load_buffer(const void *buf, size_t len, const char *name, const pf_img_params *opts, pf_img *out,
                        pf_img_errkind *kind, pf_err *err)
 {
     pf_img_errkind k_ignored;
@@ -325,7 +325,7 @@ int pf_img_load_buffer(const void *buf, size_t len, const char *name, const pf_i
     return 0;
 }
 
-int pf_img_load_file(const char *path, const pf_img_opts *opts, pf_img *out, pf_img_errkind *kind, pf_err *err)
+int pf_img_load_file(const char *path, const pf_img_params *opts, pf_img *out, pf_img_errkind *kind, pf_err *err)
 {
     pf_img_errkind k_ignored;
     if (!kind)

@@ -59,12 +59,12 @@ void pf_img_budget_free(pf_img_budget *b);
 uint64_t pf_img_budget_total(const pf_img_budget *b);
 uint64_t pf_img_budget_used(pf_img_budget *b); /* reserved now (tests, metrics) */
 
-typedef struct pf_img_opts {
+typedef struct pf_img_params {
     int size;            /* S: the model's image size from its config (224/448/896/any), never hard-coded */
     int autorotate;      /* apply EXIF orientation first (opt-in) */
     uint64_t max_pixels; /* 0 = default 178956970 (Pillow's MAX_IMAGE_PIXELS); checked from the header */
     pf_img_budget *budget; /* NULL: no memory budget (only max_pixels bounds an image) */
-} pf_img_opts;
+} pf_img_params;
 
 /* Bytes decoding an image with this header will hold at most (what the budget is charged): exposed for the
  * tests and the worker's --help figures. len = the encoded size. */
@@ -96,9 +96,9 @@ int pf_img_init(pf_err *err);
 #define PF_IMG_MAX_FILE_BYTES ((size_t)2 << 30)
 
 /* Decode and resize one file. On failure returns -1, out is left empty (rgb NULL), *kind says why. */
-int pf_img_load_file(const char *path, const pf_img_opts *opts, pf_img *out, pf_img_errkind *kind, pf_err *err);
+int pf_img_load_file(const char *path, const pf_img_params *opts, pf_img *out, pf_img_errkind *kind, pf_err *err);
 /* The same for bytes in memory (e.g. received over the wire); name is used in messages only. */
-int pf_img_load_buffer(const void *buf, size_t len, const char *name, const pf_img_opts *opts, pf_img *out,
+int pf_img_load_buffer(const void *buf, size_t len, const char *name, const pf_img_params *opts, pf_img *out,
                        pf_img_errkind *kind, pf_err *err);
 void pf_img_free(pf_img *img);
 /* The category of a file that could not be read (pf_read_file_safe's fault): a FIFO, device or directory is

@@ -62,7 +62,7 @@ static int start(role_thread *t, int kind, const char *name, void *opts, ended_s
 
 /* Before the model loads (seconds to minutes): the output can be written, and neither it nor the job store
  * is held by another run. The sink and the producer take the real locks when they start. */
-static int preflight(const pf_embedded_opts *o, pf_err *err)
+static int preflight(const pf_embedded_params *o, pf_err *err)
 {
     if (pf_outfile_check(o->sink.out, err) || pf_outfile_probe_lock(o->sink.out, err))
         return -1;
@@ -103,7 +103,7 @@ static void wait_roles(role_thread *rt, int n, ended_signal *sig, volatile sig_a
     pthread_mutex_unlock(&sig->mu);
 }
 
-int pf_embedded_run(pf_embedded_opts *o, pf_job_stats *stats, pf_err *err)
+int pf_embedded_run(pf_embedded_params *o, pf_job_stats *stats, pf_err *err)
 {
     if (preflight(o, err))
         return -1;
@@ -141,18 +141,18 @@ int pf_embedded_run(pf_embedded_opts *o, pf_job_stats *stats, pf_err *err)
         goto out;
     }
 
-    pf_producer_opts po = o->producer;
+    pf_producer_params po = o->producer;
     po.bind = prod_ep;
     po.zctx = ctx;
     po.ctl.stop = &prod_stop;   /* *o->stop, or a role that failed (wait_roles) */
-    pf_sink_opts so = o->sink;
+    pf_sink_params so = o->sink;
     so.bind = sink_ep;
     so.producer = prod_ep;
     so.zctx = ctx;
     so.ctl.stop = &inner_stop;
     so.hb_interval = po.hb_interval;
-    pf_worker_opts pre, inf;
-    pf_worker_opts_defaults(&pre);
+    pf_worker_params pre, inf;
+    pre = pf_worker_default_params();
     pre.producer = prod_ep;
     pre.sink = sink_ep;
     pre.ops = o->pre_ops;

@@ -11,9 +11,9 @@
 #include "pipeline/sink.h"
 #include "workers/stage.h"
 
-typedef struct pf_embedded_opts {
-    pf_producer_opts producer;     /* bind is set by the runner; image_size 0 = ask the inference stage */
-    pf_sink_opts sink;             /* out (and optional publish) from the caller; bind/producer set here */
+typedef struct pf_embedded_params {
+    pf_producer_params producer;     /* bind is set by the runner; image_size 0 = ask the inference stage */
+    pf_sink_params sink;             /* out (and optional publish) from the caller; bind/producer set here */
     const pf_stage_ops *pre_ops;
     const void *pre_cfg;
     int pre_threads;
@@ -21,9 +21,9 @@ typedef struct pf_embedded_opts {
     const void *inf_cfg;
     int max_batch, max_delay_ms;
     volatile sig_atomic_t *stop;
-} pf_embedded_opts;
+} pf_embedded_params;
 
 /* Runs the job to completion: 0 complete, 1 interrupted, -1 error. */
-int pf_embedded_run(pf_embedded_opts *o, pf_job_stats *stats, pf_err *err);
+int pf_embedded_run(pf_embedded_params *o, pf_job_stats *stats, pf_err *err);
 
 #endif

@@ -12,7 +12,7 @@
 
 #include "base/log.h"
 #include "base/metrics.h"
-#include "pipeline/config.h"
+#include "base/option.h"
 
 struct pf_httpd {
     struct MHD_Daemon *d;

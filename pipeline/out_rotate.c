@@ -85,7 +85,7 @@ static int rot_apply(pf_view *v, const json_t *rec, pf_err *err)
         return pf_errf(err, "out of memory");
     size_t n = strlen(txt);
     int rc = 0;
-    if (r->bytes > 0 && r->bytes + (int64_t)n + 1 > v->p->shard_bytes) {   /* this line would pass the size */
+    if (r->bytes > 0 && r->bytes + (int64_t)n + 1 > (int64_t)(v->p->shard_mb * 1048576.0)) {   /* this line would pass the size */
         json_t *e = json_pack("[I,I]", (json_int_t)r->bytes, (json_int_t)r->count);
         if (fdatasync(r->fd) != 0)
             rc = pf_errf(err, "%s: shard %lld: fdatasync: %s", dir, (long long)r->shard, strerror(errno));

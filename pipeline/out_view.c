@@ -11,7 +11,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "base/option.h"
 
 #include "base/log.h"
 #include "pipeline/outfile.h"
@@ -27,7 +26,7 @@ void pf_view_default_params(pf_view_params *p)
 {
     memset(p, 0, sizeof *p);
     p->shard_size = 1000;
-    p->shard_bytes = (int64_t)256 << 20;
+    p->shard_mb = 256;
 }
 
 int pf_view_params_any(const pf_view_params *p)
@@ -35,25 +34,11 @@ int pf_view_params_any(const pf_view_params *p)
     return p->webdataset || p->sidecar_next || p->sidecar_dir || p->jsonl_shards;
 }
 
-int pf_view_option(const char *name, const char *val, pf_view_params *p, pf_err *err)
+int pf_view_params_check(const pf_view_params *p, pf_err *err)
 {
-    double v;
-    if (!strcmp(name, "webdataset"))
-        p->webdataset = val;
-    else if (!strcmp(name, "sidecar-next"))
-        p->sidecar_next = 1;
-    else if (!strcmp(name, "sidecar-dir"))
-        p->sidecar_dir = val;
-    else if (!strcmp(name, "jsonl-shards"))
-        p->jsonl_shards = val;
-    else {
-        PF_NUM_OPTION("shard-size", 1, 1e9, v, p->shard_size = (int)v)
-        PF_NUM_OPTION("shard-mb", 0.001, 1 << 20, v, p->shard_bytes = (int64_t)(v * 1048576))
-        return 0;
-    }
     if (p->sidecar_next && p->sidecar_dir)
         return pf_errf(err, "--sidecar-next and --sidecar-dir: give one of them");
-    return 1;
+    return 0;
 }
 
 int pf_views_refresh(const pf_view_params *p, const char *out, pf_err *err)

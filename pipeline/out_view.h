@@ -15,11 +15,11 @@
 #ifndef PF_PIPELINE_OUT_VIEW_H
 #define PF_PIPELINE_OUT_VIEW_H
 
-#include <getopt.h>
 #include <jansson.h>
 #include <stdint.h>
 
 #include "base/err.h"
+#include "base/optable.h"
 
 /* What views the sink keeps (sink options). */
 typedef struct pf_view_params {
@@ -28,30 +28,31 @@ typedef struct pf_view_params {
     int sidecar_next;          /* a <image>.json next to each image */
     const char *sidecar_dir;   /* or under this folder, in the images' folder tree */
     const char *jsonl_shards;  /* folder of size-rotated JSONL shards + index.json */
-    int64_t shard_bytes;       /* size of a JSONL shard */
+    double shard_mb;           /* size of a JSONL shard, MiB */
 } pf_view_params;
 
 void pf_view_default_params(pf_view_params *p);
 
-/* The views' command-line options (sink and run), for getopt_long tables, --help and the option handler. */
-#define PF_VIEW_LONG_OPTIONS                                                                                       \
-    {"webdataset", required_argument, 0, 0}, {"shard-size", required_argument, 0, 0},                              \
-        {"sidecar-next", no_argument, 0, 0}, {"sidecar-dir", required_argument, 0, 0},                             \
-        {"jsonl-shards", required_argument, 0, 0}, { "shard-mb", required_argument, 0, 0 }
-#define PF_VIEW_OPTIONS_HELP                                                                                       \
-    "other output forms, beside the JSONL (which stays the job's ledger; each form follows it after every batch\n" \
-    "and is repaired and caught up after a crash):\n"                                                             \
-    "  --webdataset DIR         WebDataset tar shards DIR/shard-000000.tar, ...: per result the original image\n" \
-    "                           bytes (read from the item's path: this process must see the input files), its\n"  \
-    "                           record (.json) and text (.txt); error records stay in the JSONL only\n"          \
-    "  --shard-size N           samples per tar shard (1000)\n"                                                   \
-    "  --sidecar-next           a sidecar <image>.json next to each image: a JSON array, one record per task\n"   \
-    "  --sidecar-dir DIR        the sidecars under DIR instead, in the images' folder tree\n"                     \
-    "  --jsonl-shards DIR       the records also as size-rotated JSONL shards DIR/records-000000.jsonl, ...\n"    \
-    "                           with DIR/index.json (records and bytes per shard)\n"                              \
-    "  --shard-mb N             size of a JSONL shard (256)\n"
-/* NAME (without dashes) with VAL: 1 taken, 0 not a view option, -1 bad value (ERR says why). */
-int pf_view_option(const char *name, const char *val, pf_view_params *p, pf_err *err);
+/* The views' rows of a command's option table (base/optable.h), for sink and run: T the command's struct, P
+ * the path of its pf_view_params. */
+#define PF_VIEW_OPT_ROWS(T, P)                                                                                     \
+    PF_OPT_ROW_HEADING("other output forms, beside the JSONL (which stays the job's ledger; each form follows it\n"  \
+                       "after every batch and is repaired and caught up after a crash):"),                          \
+        PF_OPT_ROW_STR("webdataset", T, P.webdataset, PF_OPT_NONEMPTY, "DIR",                                       \
+                       "WebDataset tar shards DIR/shard-000000.tar, ...: per result the original image bytes "     \
+                       "(read from the item's path: this process must see the input files), its record (.json) "   \
+                       "and text (.txt); error records stay in the JSONL only"),                                    \
+        PF_OPT_ROW_INT("shard-size", T, P.shard_size, 1, 1000000000, 0, "N", "samples per tar shard"),              \
+        PF_OPT_ROW_FLAG("sidecar-next", T, P.sidecar_next, 0,                                                      \
+                        "a sidecar <image>.json next to each image: a JSON array, one record per task"),            \
+        PF_OPT_ROW_STR("sidecar-dir", T, P.sidecar_dir, PF_OPT_NONEMPTY, "DIR",                                     \
+                       "the sidecars under DIR instead, in the images' folder tree"),                               \
+        PF_OPT_ROW_STR("jsonl-shards", T, P.jsonl_shards, PF_OPT_NONEMPTY, "DIR",                                   \
+                       "the records also as size-rotated JSONL shards DIR/records-000000.jsonl, ... with "         \
+                       "DIR/index.json (records and bytes per shard)"),                                             \
+        PF_OPT_ROW_DOUBLE("shard-mb", T, P.shard_mb, 0.001, 1048576, 0, "N", "size of a JSONL shard, in MiB")
+/* Checks across the view options (ERR names them): 0 fine, -1 not. */
+int pf_view_params_check(const pf_view_params *p, pf_err *err);
 /* After `run` compacted OUT: bring the views P asks for up to date (rotated shards are rebuilt). */
 int pf_views_refresh(const pf_view_params *p, const char *out, pf_err *err);
 int pf_view_params_any(const pf_view_params *p);

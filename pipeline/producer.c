@@ -15,22 +15,13 @@
 #include "base/log.h"
 #include "pipeline/producer_internal.h"
 
-void pf_producer_opts_defaults(pf_producer_opts *o)
+pf_producer_params pf_producer_default_params(void)
 {
-    memset(o, 0, sizeof *o);
-    pf_task_defaults(&o->task);
-    o->max_attempts = 3;
-    o->retry_backoff_s = 0.5;
-    o->preprocess_lease_s = 120;
-    o->inference_lease_s = 1800;
-    o->ack_timeout_s = 60;
-    o->hb_interval = 1.0;
-    o->hb_timeout = 10.0;
-    o->max_ready = 64;
-    o->max_file_bytes = 48u << 20;
-    o->lim = pf_proto_default_limits();
-    o->progress = -1;
-    o->progress_interval = 10;
+    return (pf_producer_params){.task = pf_task_default_params(), .max_attempts = 3, .retry_backoff_s = 0.5,
+                                .preprocess_lease_s = 120, .inference_lease_s = 1800, .ack_timeout_s = 60,
+                                .hb_interval = 1.0, .hb_timeout = 10.0, .max_ready = 64,
+                                .max_file_bytes = 48u << 20, .lim = pf_proto_default_limits(), .progress = -1,
+                                .progress_interval = 10};
 }
 
 /* After a reload (the command re-read its config file into the reloadable options): the allow-list too. */
@@ -54,7 +45,7 @@ static void make_instance(prod *p)
  * and open the scan of the inputs. */
 static int open_job(prod *p, pf_err *err)
 {
-    const pf_producer_opts *o = p->o;
+    const pf_producer_params *o = p->o;
     if (pf_jobstore_open(o->db, &p->js, err))
         return -1;
     if (pf_jobstore_begin(p->js, err) || pf_prod_setup_job(p, err) || pf_prod_setup_tasks(p, err))
@@ -85,7 +76,7 @@ static int open_job(prod *p, pf_err *err)
 /* The ROUTER socket every peer connects to; CURVE with the ZAP handler when the endpoint needs it. */
 static int open_socket(prod *p, void *ctx, pf_err *err)
 {
-    const pf_producer_opts *o = p->o;
+    const pf_producer_params *o = p->o;
     p->sock = pf_wire_socket(ctx, ZMQ_ROUTER, &o->lim, 1000, err);
     if (!p->sock)
         return -1;
@@ -209,7 +200,7 @@ static void prod_free(prod *p)
  * close everything. */
 static void close_run(prod *p, void *ctx, int rc, pf_job_stats *stats)
 {
-    const pf_producer_opts *o = p->o;
+    const pf_producer_params *o = p->o;
     if (stats) {
         stats->total = p->total;
         stats->done = p->done;
@@ -236,7 +227,7 @@ static void close_run(prod *p, void *ctx, int rc, pf_job_stats *stats)
     prod_free(p);
 }
 
-int pf_producer_run(const pf_producer_opts *o, pf_job_stats *stats, pf_err *err)
+int pf_producer_run(const pf_producer_params *o, pf_job_stats *stats, pf_err *err)
 {
     prod P = {0}, *p = &P;
     p->o = o;

@@ -14,13 +14,13 @@
 #include "proto/proto.h"
 #include "proto/security.h"
 
-typedef struct pf_producer_opts {
+typedef struct pf_producer_params {
     const char *bind;                 /* endpoint */
     const char *db;                   /* job store file */
     int have_task;                    /* task/image_size given (else taken from an existing job store) */
     pf_task task;
     int image_size;
-    pf_scan_opts scan;                /* no roots and no list: rescan the inputs stored in the job */
+    pf_scan_params scan;                /* no roots and no list: rescan the inputs stored in the job */
     const char *manifest;             /* JSONL/CSV/TSV with per-item path, prompt, settings, id, extra columns */
     const char *const *more_tasks;    /* further --task prompts: each file gets one item per task */
     size_t n_more_tasks;
@@ -40,9 +40,10 @@ typedef struct pf_producer_opts {
     const char *report;               /* write the job report (JSON) here when the run ends (optional) */
     int stay;                         /* after completion keep serving (finished heartbeats, metrics) until stopped */
     /* Stop and reload. A reload may change the reloadable fields of this struct: max_attempts, leases,
-     * ack/heartbeat timeouts, max_ready, progress_interval; the CURVE allow-list is re-read after it. */
+     * ack/heartbeat timeouts, max_ready, retry_backoff_s, progress_interval (the rows cli/cmd_producer.c marks
+     * PF_OPT_RELOAD); the CURVE allow-list is re-read after it. */
     pf_control ctl;
-} pf_producer_opts;
+} pf_producer_params;
 
 typedef struct pf_job_stats {
     int64_t total, done, failed;
@@ -58,7 +59,8 @@ typedef struct pf_job_stats {
  *    "errors": {"count", "by_stage": {stage: n}, "by_reason": [{"reason", "count"}] (largest first, top 50)}}
  * Written atomically (write + fsync + rename). */
 
-void pf_producer_opts_defaults(pf_producer_opts *o);
+/* Every field at its default (the numbers `producer --help` shows); endpoints, paths and controls unset. */
+pf_producer_params pf_producer_default_params(void);
 
 /* PaliGemma's input sizes. Another --image-size is refused unless asked for (a typo such as 300 would make
  * every item's tensor the wrong size for every worker). */
@@ -66,6 +68,6 @@ static inline int pf_image_size_is_paligemma(int s) { return s == 224 || s == 44
 
 /* Run the job. Returns 0 when every item is done or failed, 1 when stopped before that, -1 on a setup or
  * fatal error (err says why). STATS (may be NULL) gets the final counts. */
-int pf_producer_run(const pf_producer_opts *o, pf_job_stats *stats, pf_err *err);
+int pf_producer_run(const pf_producer_params *o, pf_job_stats *stats, pf_err *err);
 
 #endif

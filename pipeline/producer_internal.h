@@ -99,7 +99,7 @@ typedef struct pending {
 } pending;
 
 typedef struct prod {
-    const pf_producer_opts *o;
+    const pf_producer_params *o;
     pf_jobstore *js;
     void *sock;
     char instance[40];

@@ -53,7 +53,7 @@ int pf_prod_task_from_json(const char *s, pf_task *t, char **prompt, int *image_
     json_t *j = json_loads(s, 0, &je);
     if (!j)
         return pf_errf(err, "job store: task settings are not JSON: %s", je.text);
-    pf_task_defaults(t);
+    *t = pf_task_default_params();
     const char *pr = NULL;
     json_int_t seed = 0;
     int autorot = 0;
@@ -74,7 +74,7 @@ int pf_prod_task_from_json(const char *s, pf_task *t, char **prompt, int *image_
 
 int pf_prod_setup_job(prod *p, pf_err *err)
 {
-    const pf_producer_opts *o = p->o;
+    const pf_producer_params *o = p->o;
     char *stored = NULL;
     if (pf_jobstore_meta_get(p->js, "task", &stored, err))
         return -1;
@@ -141,7 +141,7 @@ static const char **string_values(const json_t *a, size_t *n)
 /* The given inputs go into the job store, so that a resume without inputs can scan them again. */
 static int store_inputs(prod *p, pf_err *err)
 {
-    const pf_scan_opts *so = &p->o->scan;
+    const pf_scan_params *so = &p->o->scan;
     json_t *j = json_pack("{s:o, s:o, s:o, s:s?, s:b, s:s?}", "roots", string_array(so->roots, so->n_roots),
                           "include", string_array(so->include, so->n_include), "exclude",
                           string_array(so->exclude, so->n_exclude), "list", so->list_file, "include_hidden",
@@ -164,7 +164,7 @@ static int open_stored_inputs(prod *p, const char *text, pf_err *err)
     json_t *j = json_loads(text, 0, &je);
     if (!j)
         return pf_errf(err, "job store: stored inputs are not JSON");
-    pf_scan_opts so = {0};
+    pf_scan_params so = {0};
     const char **vr = string_values(json_object_get(j, "roots"), &so.n_roots);
     const char **vi = string_values(json_object_get(j, "include"), &so.n_include);
     const char **ve = string_values(json_object_get(j, "exclude"), &so.n_exclude);
@@ -192,7 +192,7 @@ static int open_stored_inputs(prod *p, const char *text, pf_err *err)
  * did not complete. */
 int pf_prod_setup_scan(prod *p, pf_err *err)
 {
-    const pf_producer_opts *o = p->o;
+    const pf_producer_params *o = p->o;
     int given = o->scan.n_roots > 0 || o->scan.list_file || o->manifest;
     char *scan_complete = NULL;
     if (pf_jobstore_meta_get(p->js, "scan_complete", &scan_complete, err))

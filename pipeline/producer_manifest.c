@@ -59,7 +59,7 @@ static char *item_task_json(prod *p, const char *prompt, const pf_manifest_setti
 
 int pf_prod_setup_tasks(prod *p, pf_err *err)
 {
-    const pf_producer_opts *o = p->o;
+    const pf_producer_params *o = p->o;
     if (!(p->task_json = pf_prod_task_json(&p->task, p->image_size)) || push_task(p, "", err))
         return p->task_json ? -1 : pf_errf(err, "out of memory");
     char *stored = NULL;

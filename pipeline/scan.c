@@ -22,7 +22,7 @@ typedef struct frame {
 } frame;
 
 struct pf_scan {
-    pf_scan_opts o;     /* deep copy: the caller's strings need not outlive pf_scan_open */
+    pf_scan_params o;     /* deep copy: the caller's strings need not outlive pf_scan_open */
     char **owned;
     size_t n_owned;
     size_t next_root;
@@ -123,7 +123,7 @@ oom:
     return pf_errf(err, "scan: out of memory");
 }
 
-int pf_scan_open(const pf_scan_opts *opts, pf_scan **out, pf_err *err)
+int pf_scan_open(const pf_scan_params *opts, pf_scan **out, pf_err *err)
 {
     *out = NULL;
     for (size_t i = 0; i < opts->n_roots; i++) {
@@ -158,7 +158,7 @@ int pf_scan_open(const pf_scan_opts *opts, pf_scan **out, pf_err *err)
         pf_scan_close(s);
         return pf_errf(err, "scan: out of memory");
     }
-    s->o = (pf_scan_opts){(const char *const *)r, opts->n_roots, list, (const char *const *)i, opts->n_include,
+    s->o = (pf_scan_params){(const char *const *)r, opts->n_roots, list, (const char *const *)i, opts->n_include,
                           (const char *const *)x, opts->n_exclude, opts->include_hidden};
     if (opts->list_file) {
         if (!strcmp(opts->list_file, "-")) {

@@ -21,7 +21,7 @@
 
 #include "base/err.h"
 
-typedef struct pf_scan_opts {
+typedef struct pf_scan_params {
     const char *const *roots;     /* files or folders */
     size_t n_roots;
     const char *list_file;        /* optional */
@@ -30,12 +30,12 @@ typedef struct pf_scan_opts {
     const char *const *exclude;   /* globs on file or folder names / paths below the root */
     size_t n_exclude;
     int include_hidden;           /* 0: entries of folders named ".*" (.DS_Store, .git/) are skipped and counted */
-} pf_scan_opts;
+} pf_scan_params;
 
 typedef struct pf_scan pf_scan;
 
 /* Checks that every root exists (a missing root is a setup error). */
-int pf_scan_open(const pf_scan_opts *opts, pf_scan **out, pf_err *err);
+int pf_scan_open(const pf_scan_params *opts, pf_scan **out, pf_err *err);
 /* 1: *path is the next entry (valid until the next call); 0: done; -1: fatal error. */
 int pf_scan_next(pf_scan *s, const char **path, pf_err *err);
 /* Hidden entries skipped so far (a hidden folder counts once; its contents are never listed). */

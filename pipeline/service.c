@@ -5,18 +5,7 @@
 #include <string.h>
 
 #include "base/log.h"
-#include "pipeline/config.h"
-
-int pf_service_option(const char *name, const char *val, pf_service *s, pf_err *err)
-{
-    if (!strcmp(name, "metrics")) {
-        if (!val || !*val)
-            return pf_errf(err, "--metrics: want HOST:PORT");
-        s->metrics = val;
-        return 1;
-    }
-    return pf_security_option(name, val, &s->sec, err);
-}
+#include "base/signals.h"
 
 int pf_service_start(pf_service *s, pf_err *err)
 {
@@ -48,10 +37,4 @@ void pf_service_reloaded(pf_service *live, const pf_service *fresh)
     free(live->allow_owned);
     live->allow_owned = copy;
     live->sec.allow_path = copy;
-}
-
-void pf_service_log_change(const char *name, double before, double after)
-{
-    if (before != after)
-        pf_info("config", "reload: %s %g -> %g", name, before, after);
 }

@@ -2,19 +2,18 @@
  * run) shares on a fleet: the CURVE options (proto/security.h), --metrics HOST:PORT (pipeline/httpd.h) and
  * SIGHUP, which asks the role to re-read its --config file between two iterations of its loop.
  *
- * What a reload applies (the rest needs a restart, and a reload says so when it changed): --log-level and
- * the --curve-allow list everywhere; producer: --max-attempts, --preprocess-lease, --inference-lease,
- * --ack-timeout, --heartbeat-timeout, --max-ready, --progress-interval; sink: --batch, --flush-ms,
- * --heartbeat-timeout; workers: --drain-timeout, --heartbeat-timeout. A config file that fails to parse
- * changes nothing (the error is logged).
+ * What a reload applies: --log-level and the --curve-allow list everywhere, and the rows each command's
+ * option table marks PF_OPT_RELOAD (base/optable.h; --help says "reloads"). Any other option that changed
+ * needs a restart, and the reload names it. A config file that fails to parse changes nothing (the error
+ * is logged).
  */
 #ifndef PF_PIPELINE_SERVICE_H
 #define PF_PIPELINE_SERVICE_H
 
-#include <getopt.h>
 #include <signal.h>
 
 #include "base/err.h"
+#include "base/optable.h"
 #include "pipeline/httpd.h"
 #include "proto/security.h"
 
@@ -26,17 +25,25 @@ typedef struct pf_service {
     char *allow_owned;                /* --curve-allow as changed by a reload (outlives the reloaded argv) */
 } pf_service;
 
-#define PF_SERVICE_LONG_OPTIONS                                                                                    \
-    {"curve-server-key", required_argument, 0, 0}, {"curve-client-key", required_argument, 0, 0},                 \
-        {"curve-allow", required_argument, 0, 0}, {"curve-server-public", required_argument, 0, 0},               \
-        {"curve-sink-public", required_argument, 0, 0}, {"insecure", no_argument, 0, 0},                          \
-        {"metrics", required_argument, 0, 0}
-
-#define PF_METRICS_HELP                                                                                            \
-    "  --metrics HOST:PORT      serve Prometheus /metrics, /healthz and /readyz there (e.g. 0.0.0.0:9100)\n"
-
-/* Options of the service (name without dashes). 1 taken, 0 not ours, -1 bad value. */
-int pf_service_option(const char *name, const char *val, pf_service *s, pf_err *err);
+/* The service's option rows (base/optable.h) for a command struct T whose pf_service is at path S (`svc`).
+ * SERVER and CLIENT are 0 or PF_OPT_HIDDEN: every role accepts every key option (one
+ * config file may serve several roles) but its --help shows the ones it uses. */
+#define PF_SERVICE_OPT_ROWS(T, S, SERVER, CLIENT)                                                                  \
+    PF_OPT_ROW_STR("curve-server-key", T, S.sec.server_key_file, PF_OPT_NONEMPTY | (SERVER), "FILE",              \
+                   "this server's CURVE certificate with the secret key (paliflow keygen)"),                       \
+    PF_OPT_ROW_STR("curve-allow", T, S.sec.allow_path, PF_OPT_NONEMPTY | PF_OPT_RESTART_QUIET | (SERVER),        \
+                   "FILE|DIR", "client public keys allowed to connect (certificates, or one key per line); "      \
+                   "re-read on SIGHUP"),                                                                           \
+    PF_OPT_ROW_STR("curve-client-key", T, S.sec.client_key_file, PF_OPT_NONEMPTY | (CLIENT), "FILE",              \
+                   "this client's CURVE certificate with the secret key (paliflow keygen)"),                       \
+    PF_OPT_ROW_STR("curve-server-public", T, S.sec.server_public_arg, PF_OPT_NONEMPTY | (CLIENT), "K",            \
+                   "the producer's public key (a certificate file or the Z85 key); the sink's too, unless "        \
+                   "--curve-sink-public"),                                                                         \
+    PF_OPT_ROW_STR("curve-sink-public", T, S.sec.sink_public_arg, PF_OPT_NONEMPTY | (CLIENT), "K",                \
+                   "the sink's public key, when it has its own key pair"),                                         \
+    PF_OPT_ROW_FLAG("insecure", T, S.sec.insecure, 0, "allow plain tcp without CURVE (trusted networks only)"),   \
+    PF_OPT_ROW_STR("metrics", T, S.metrics, PF_OPT_NONEMPTY, "HOST:PORT",                                         \
+                   "serve Prometheus /metrics, /healthz and /readyz there (e.g. 0.0.0.0:9100)")
 
 /* Load the keys, start the metrics server, install the SIGHUP handler. */
 int pf_service_start(pf_service *s, pf_err *err);
@@ -46,10 +53,5 @@ void pf_service_stop(pf_service *s);
  * the list right after). */
 void pf_service_reloaded(pf_service *live, const pf_service *fresh);
 
-/* Log one reloaded value ("reload: max-attempts 3 -> 5") when it changed. */
-void pf_service_log_change(const char *name, double before, double after);
-
-/* Take a reloaded numeric option: log it if it changed, then LIVE = FRESH. */
-#define PF_RELOAD(name, live, fresh) (pf_service_log_change((name), (double)(live), (double)(fresh)), (live) = (fresh))
 
 #endif

@@ -18,16 +18,12 @@
 #include "pipeline/sink_internal.h"
 #include "proto/wire.h"
 
-void pf_sink_opts_defaults(pf_sink_opts *o)
+pf_sink_params pf_sink_default_params(void)
 {
-    memset(o, 0, sizeof *o);
-    o->batch = 64;
-    o->flush_s = 0.05;
-    o->fsync = 1;
-    o->hb_interval = 1.0;
-    o->hb_timeout = 10.0;
-    o->lim = pf_proto_default_limits();
-    pf_view_default_params(&o->views);
+    pf_sink_params p = {.batch = 64, .flush_s = 0.05, .fsync = 1, .hb_interval = 1.0, .hb_timeout = 10.0,
+                        .lim = pf_proto_default_limits()};
+    pf_view_default_params(&p.views);
+    return p;
 }
 
 static void metrics_init(sink *s)
@@ -144,7 +140,7 @@ static void make_name(sink *s)
  * producer (a CURVE client, watched for a refused key). */
 static int open_sockets(sink *s, void *ctx, pf_err *err)
 {
-    const pf_sink_opts *o = s->o;
+    const pf_sink_params *o = s->o;
     s->rsock = pf_wire_socket(ctx, ZMQ_ROUTER, &o->lim, 0, err);
     s->psock = s->rsock ? pf_wire_socket(ctx, ZMQ_DEALER, &o->lim, 2000, err) : NULL;
     if (!s->psock)
@@ -171,7 +167,7 @@ static int open_sockets(sink *s, void *ctx, pf_err *err)
 /* After a reload (the command re-read its config file into the reloadable options): the allow-list too. */
 static void reload(sink *s)
 {
-    const pf_sink_opts *o = s->o;
+    const pf_sink_params *o = s->o;
     pf_err re = {{0}};
     if (s->zap && pf_zap_reload(s->zap, o->sec->allow_path, &re))
         pf_error(LOG, "reload: %s (the previous allow-list stays)", re.msg);
@@ -206,7 +202,7 @@ static int on_producer(void *arg, pf_wire_in *in)
  * keeps collecting results meanwhile). */
 static void keep_in_touch(sink *s, double now)
 {
-    const pf_sink_opts *o = s->o;
+    const pf_sink_params *o = s->o;
     int due = pf_link_tick(&s->link, now, o->hb_interval, o->hb_timeout);
     if (due & PF_LINK_SEND_HB) {
         pf_msg hb;
@@ -251,7 +247,7 @@ static int compact(sink *s, pf_err *err)
 /* Drop what was not flushed (never acknowledged: the producer redoes it), close everything. */
 static void close_run(sink *s, void *ctx)
 {
-    const pf_sink_opts *o = s->o;
+    const pf_sink_params *o = s->o;
     /* The index up to the output's end, so that the next start reads nothing; not with records in the batch
      * (their identities are in the open transaction, their lines not in the output): then it rolls back, and
      * the next start reads the tail since the last commit. */
@@ -285,7 +281,7 @@ static void close_run(sink *s, void *ctx)
     pf_sink_index_close(s->index);
 }
 
-int pf_sink_run(const pf_sink_opts *o, pf_err *err)
+int pf_sink_run(const pf_sink_params *o, pf_err *err)
 {
     sink S = {0}, *s = &S;
     s->o = o;

@@ -22,7 +22,7 @@
 #include "proto/proto.h"
 #include "proto/security.h"
 
-typedef struct pf_sink_opts {
+typedef struct pf_sink_params {
     const char *bind;       /* ROUTER: results and error records from workers */
     const char *publish;    /* PUB: every record as a msgpack map (optional) */
     const char *producer;   /* DEALER: hello/heartbeats/acks to the producer, its error records back */
@@ -39,9 +39,10 @@ typedef struct pf_sink_opts {
     void *zctx;
     const pf_security *sec;  /* CURVE keys / --insecure (NULL: plain sockets, library use) */
     pf_control ctl;          /* stop and reload (may change batch, flush_s, hb_timeout; the allow-list is re-read) */
-} pf_sink_opts;
+} pf_sink_params;
 
-void pf_sink_opts_defaults(pf_sink_opts *o);
-int pf_sink_run(const pf_sink_opts *o, pf_err *err);
+/* Every field at its default (the numbers `sink --help` shows); endpoints, output and controls unset. */
+pf_sink_params pf_sink_default_params(void);
+int pf_sink_run(const pf_sink_params *o, pf_err *err);
 
 #endif

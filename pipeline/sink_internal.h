@@ -33,7 +33,7 @@ typedef struct pend {
 typedef struct pf_sink_auth pf_sink_auth;
 
 typedef struct sink {
-    const pf_sink_opts *o;
+    const pf_sink_params *o;
     int fd;                /* the output, locked (outfile.h) */
     int64_t out_end;       /* its committed size: every byte before is whole, synced lines */
     pf_sink_index *index;  /* the identity of every record in the output, on disk (sink_index.h) */

@@ -10,6 +10,16 @@
 
 #include <string.h>
 
+_Static_assert(offsetof(pf_proto_limits, max_msg_bytes) == 0, "PF_PROTO_LIMITS_OPT_ROW stores the first member");
+
+int pf_proto_limits_opt_hook(const pf_opt *opt, void *lim, const char *val, pf_err *err)
+{
+    (void)opt, (void)val, (void)err;
+    pf_proto_limits *l = lim;
+    l->max_bin = l->max_msg_bytes;
+    return 0;
+}
+
 pf_proto_limits pf_proto_default_limits(void)
 {
     pf_proto_limits l = {

@@ -31,15 +31,9 @@ void pf_timings_values(const pf_timings *t, double v[PF_TIMINGS_N])
     memcpy(v, all, sizeof all);
 }
 
-void pf_task_defaults(pf_task *t)
+pf_task pf_task_default_params(void)
 {
-    memset(t, 0, sizeof *t);
-    t->max_new_tokens = 64;
-    t->temperature = 0.0;
-    t->top_k = 0;
-    t->top_p = 1.0;
-    t->repetition_penalty = 1.0;
-    t->seed = 0;
+    return (pf_task){PF_GENERATION_DEFAULTS};
 }
 
 int pf_msg_wants_hello(const pf_msg *m, const char *instance, int *welcomed, double last_hello, double now)
@@ -66,7 +60,7 @@ void pf_msg_init(pf_msg *m, pf_msg_type type)
     m->out_end = -1;
     m->out_records = -1;
     m->timings = (pf_timings){-1, -1, -1, -1, -1, -1};
-    pf_task_defaults(&m->task);
+    m->task = pf_task_default_params();
 }
 
 void pf_msg_free(pf_msg *m)
@@ -195,7 +189,7 @@ static int decode_task(pf_msg *m, const msgpack_object *o, const char *tname, pf
     if (o->type != MSGPACK_OBJECT_MAP)
         BAD("task");
     pf_task *t = &m->task;
-    pf_task_defaults(t);
+    *t = pf_task_default_params();
     for (uint32_t i = 0; i < o->via.map.size; i++) {
         const msgpack_object *k = &o->via.map.ptr[i].key, *v = &o->via.map.ptr[i].val;
         int64_t iv;

@@ -15,6 +15,8 @@
 #include <stdint.h>
 
 #include "base/err.h"
+#include "base/generation.h"
+#include "base/optable.h"
 
 #define PF_PROTO_VERSION 1
 
@@ -29,6 +31,14 @@ typedef struct pf_proto_limits {
 } pf_proto_limits;
 
 pf_proto_limits pf_proto_default_limits(void);
+
+/* --max-message-mb N, for every command that talks the protocol: one limit for the whole message and for
+ * one bin (the image bytes it carries). F is the command struct's pf_proto_limits (the SIZE row stores
+ * max_msg_bytes, its first member; the hook copies it to max_bin). */
+int pf_proto_limits_opt_hook(const pf_opt *opt, void *lim, const char *val, pf_err *err);
+#define PF_PROTO_LIMITS_OPT_ROW(T, F)                                                                              \
+    {"max-message-mb", 0, PF_OPT_SIZE, offsetof(T, F), 1, 4096, 1048576, .fn = pf_proto_limits_opt_hook, .arg = "N", \
+     .help = "ZMQ_MAXMSGSIZE and decoder limit in MB"}
 
 /* Walk msgpack bytes: exactly one object, no trailing bytes, no ext types, sizes within BUF and LIM. */
 int pf_mp_validate(const uint8_t *buf, size_t len, const pf_proto_limits *lim, pf_err *err);
@@ -68,7 +78,8 @@ typedef struct pf_task {
     int32_t autorotate;        /* apply EXIF orientation before resizing */
 } pf_task;
 
-void pf_task_defaults(pf_task *t);
+/* The generation defaults (base/generation.h: 64 new tokens, greedy), no prompt. */
+pf_task pf_task_default_params(void);
 
 typedef struct pf_ack {
     int64_t id;

@@ -14,27 +14,7 @@
 #define LOG "security"
 #define ZAP_DOMAIN "paliflow"
 
-/* ---------- options ---------- */
-
-int pf_security_option(const char *name, const char *val, pf_security *s, pf_err *err)
-{
-    if (!strcmp(name, "insecure")) {
-        s->insecure = 1;
-        return 1;
-    }
-    const char **dst = !strcmp(name, "curve-server-key")      ? &s->server_key_file
-                       : !strcmp(name, "curve-client-key")    ? &s->client_key_file
-                       : !strcmp(name, "curve-allow")         ? &s->allow_path
-                       : !strcmp(name, "curve-server-public") ? &s->server_public_arg
-                       : !strcmp(name, "curve-sink-public")   ? &s->sink_public_arg
-                                                              : NULL;
-    if (!dst)
-        return 0;
-    if (!val || !*val)
-        return pf_errf(err, "--%s: needs a value", name);
-    *dst = val;
-    return 1;
-}
+/* ---------- keys ---------- */
 
 int pf_security_load(pf_security *s, pf_err *err)
 {

@@ -78,9 +78,6 @@ typedef struct pf_security {
     char server_public[PF_Z85_KEY_LEN + 1], sink_public[PF_Z85_KEY_LEN + 1];
 } pf_security;
 
-/* Security options (name without dashes): curve-server-key, curve-client-key, curve-allow,
- * curve-server-public, curve-sink-public, insecure. 1 taken, 0 not ours, -1 bad value. */
-int pf_security_option(const char *name, const char *val, pf_security *s, pf_err *err);
 /* Load the key files named. A server key without an allow-list is refused (that would be encryption
  * without authentication); a client key without the server's public key too. Without a client key, a
  * server key doubles as the client key (the sink on the hub), and the server's own public key is the
@@ -124,14 +121,5 @@ pf_sock_watch *pf_sock_watch_start(void *ctx, void *sock, const char *endpoint, 
 void pf_sock_watch_poll(pf_sock_watch *w);
 void pf_sock_watch_stop(pf_sock_watch *w);
 
-#define PF_SECURITY_SERVER_HELP                                                                                    \
-    "  --curve-server-key FILE  this server's CURVE certificate with the secret key (paliflow keygen)\n"         \
-    "  --curve-allow FILE|DIR   client public keys allowed to connect (certificates, or one key per line)\n"     \
-    "  --insecure               allow plain tcp without CURVE (trusted networks only)\n"
-#define PF_SECURITY_CLIENT_HELP                                                                                    \
-    "  --curve-client-key FILE  this client's CURVE certificate with the secret key (paliflow keygen)\n"         \
-    "  --curve-server-public K  the producer's public key (a certificate file or the Z85 key); the sink's too\n"  \
-    "  --curve-sink-public K    the sink's public key, when it has its own key pair\n"                           \
-    "  --insecure               allow plain tcp without CURVE (trusted networks only)\n"
 
 #endif

@@ -45,13 +45,13 @@ static void inf_destroy(void *inst)
 
 static void *inf_create(const void *cfgp, pf_err *err)
 {
-    const pf_inference_cfg *cfg = cfgp;
+    const pf_inference_params *cfg = cfgp;
     inf_inst *p = calloc(1, sizeof *p);
     if (!p) {
         pf_errf(err, "out of memory");
         return NULL;
     }
-    pf_session_opts so = cfg->session;
+    pf_session_params so = cfg->session;
     so.max_active = cfg->max_batch > 0 ? (size_t)cfg->max_batch : so.max_active;
     if (pf_tokenizer_load(cfg->tokenizer, &p->tok, err) || pf_session_open(cfg->model_dir, &so, &p->ses, err)) {
         inf_destroy(p);

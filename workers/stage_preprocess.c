@@ -18,7 +18,7 @@ static pf_err g_init_err;
 static void init_once(void) { g_init_rc = pf_img_init(&g_init_err); }
 
 typedef struct pre_inst {
-    pf_preprocess_cfg cfg;
+    pf_preprocess_params cfg;
 } pre_inst;
 
 static void *pre_create(const void *cfg, pf_err *err)
@@ -34,7 +34,7 @@ static void *pre_create(const void *cfg, pf_err *err)
         return NULL;
     }
     if (cfg)
-        p->cfg = *(const pf_preprocess_cfg *)cfg;
+        p->cfg = *(const pf_preprocess_params *)cfg;
     if (!p->cfg.max_pixels)
         p->cfg.max_pixels = PF_IMG_DEFAULT_MAX_PIXELS;
     return p;
@@ -76,7 +76,7 @@ static void pre_process(void *inst, pf_work *w)
         bytes = owned;
         w->read_s = pf_now() - t;
     }
-    pf_img_opts opts = {.size = w->in.image_size,
+    pf_img_params opts = {.size = w->in.image_size,
                         .autorotate = w->in.task.autorotate,
                         .max_pixels = p->cfg.max_pixels,
                         .budget = p->cfg.budget};

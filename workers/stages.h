@@ -10,20 +10,20 @@
 #include "image/image.h"
 #include "workers/stage.h"
 
-typedef struct pf_preprocess_cfg {
+typedef struct pf_preprocess_params {
     uint64_t max_pixels;       /* refuse larger images before decoding (0 = Pillow's 178956970) */
     pf_img_budget *budget;     /* decode memory shared by all the stage's threads (NULL: none; owned by caller) */
-} pf_preprocess_cfg;
+} pf_preprocess_params;
 
-typedef struct pf_inference_cfg {
+typedef struct pf_inference_params {
     const char *model_dir;
     const char *tokenizer;
-    pf_session_opts session; /* backend, precision, threads; zero = the engine at fp32 on all cores */
+    pf_session_params session; /* backend, precision, threads; zero = the engine at fp32 on all cores */
     int max_batch;           /* sequences decoding at once (0: 64) */
     /* --seg-decoder, loaded by the command (NULL: none): results of segment prompts then carry their
      * objects with masks. Shared read-only by the stage; the command frees it after the run. */
     const struct pf_seg_decoder *seg_decoder;
-} pf_inference_cfg;
+} pf_inference_params;
 
 /* A task's generation settings as the generator takes them (the inference stage, and `paliflow generate`
  * for the same results). */

@@ -27,16 +27,19 @@ void pf_work_fail(pf_work *w, int status, const char *fmt, ...)
     va_end(ap);
 }
 
-void pf_worker_opts_defaults(pf_worker_opts *o)
+pf_worker_params pf_worker_default_params(void)
 {
-    memset(o, 0, sizeof *o);
-    o->threads = 1;
-    o->max_batch = 8;
-    o->max_delay_ms = 20;
-    o->hb_interval = 1.0;
-    o->hb_timeout = 10.0;
-    o->drain_timeout = 30.0;
-    o->lim = pf_proto_default_limits();
+    return (pf_worker_params){.threads = 1, .max_batch = 8, .max_delay_ms = 20, .hb_interval = 1.0,
+                              .hb_timeout = 10.0, .drain_timeout = 30.0, .lim = pf_proto_default_limits()};
+}
+
+int pf_worker_name_opt_hook(const pf_opt *opt, void *field, const char *val, pf_err *err)
+{
+    (void)field;
+    /* the name goes into every record and log line: bounded, and never empty */
+    if (!*val || strlen(val) > 100)
+        return pf_errf(err, "--%s: want 1 to 100 characters", opt->name);
+    return 0;
 }
 
 void pf_worker_work_free(pf_work *w)
@@ -100,7 +103,7 @@ static void make_name(wstate *s)
  * CURVE clients on network endpoints, each watched for a refused key. */
 static int open_sockets(wstate *s, void *ctx, pf_err *err)
 {
-    const pf_worker_opts *o = s->o;
+    const pf_worker_params *o = s->o;
     s->prod = pf_wire_socket(ctx, ZMQ_DEALER, &o->lim, 2000, err);
     s->sink = s->prod ? pf_wire_socket(ctx, ZMQ_DEALER, &o->lim, 5000, err) : NULL;
     if (!s->sink)
@@ -158,7 +161,7 @@ static int stage_failed(wstate *s, pf_err *err)
  * items held are kept: a producer that comes back takes their outcomes). */
 static void keep_in_touch(wstate *s, double now)
 {
-    const pf_worker_opts *o = s->o;
+    const pf_worker_params *o = s->o;
     int due = pf_link_tick(&s->link, now, o->hb_interval, o->hb_timeout);
     if (due & PF_LINK_SEND_HB) {
         pf_msg hb;
@@ -218,7 +221,7 @@ static void update_metrics(wstate *s, double now)
 }
 
 /* Name, capacity (the credit it announces), metrics and health of the worker. */
-static void init_state(wstate *s, rt *r, const pf_worker_opts *o)
+static void init_state(wstate *s, rt *r, const pf_worker_params *o)
 {
     s->o = o;
     s->r = r;
@@ -239,7 +242,7 @@ static void init_state(wstate *s, rt *r, const pf_worker_opts *o)
 static void teardown(wstate *s, void *ctx)
 {
     rt *r = s->r;
-    const pf_worker_opts *o = s->o;
+    const pf_worker_params *o = s->o;
     if (r->cs)
         pf_worker_stop_compute(r, o);
     for (size_t i = 0; i < s->n_held; i++)
@@ -266,7 +269,7 @@ static void teardown(wstate *s, void *ctx)
     pthread_cond_destroy(&r->cv);
 }
 
-int pf_worker_run(const pf_worker_opts *o, pf_err *err)
+int pf_worker_run(const pf_worker_params *o, pf_err *err)
 {
     if (!o->ops || (!o->ops->process && (!o->ops->submit || !o->ops->step || !o->ops->active)))
         return pf_errf(err, "worker: incomplete stage");

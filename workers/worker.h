@@ -15,7 +15,7 @@
 #include "proto/security.h"
 #include "workers/stage.h"
 
-typedef struct pf_worker_opts {
+typedef struct pf_worker_params {
     const char *producer;          /* endpoint to connect to */
     const char *sink;              /* endpoint to connect to */
     const char *name;              /* NULL: host-role-pid-random */
@@ -34,30 +34,36 @@ typedef struct pf_worker_opts {
     void *zctx;                    /* optional ZeroMQ context (embedded mode: inproc endpoints) */
     const pf_security *sec;        /* CURVE keys / --insecure (NULL: plain sockets, library use) */
     pf_control ctl;                /* stop (drain) and reload (may change drain_timeout, hb_timeout) */
-} pf_worker_opts;
+} pf_worker_params;
 
-void pf_worker_opts_defaults(pf_worker_opts *o);
+/* Every field at its default (the numbers --help shows): one thread, batch 8, 20 ms, heartbeat 1 s / 10 s,
+ * drain 30 s, the protocol's default limits; endpoints, stage and controls unset. */
+pf_worker_params pf_worker_default_params(void);
 
 /* Run until stopped (0), the job is complete with exit_when_done (0), or a fatal error (-1). */
-int pf_worker_run(const pf_worker_opts *o, pf_err *err);
+int pf_worker_run(const pf_worker_params *o, pf_err *err);
 
 
 
-/* Options every worker command shares (name without dashes): producer, sink, name, threads, credit,
- * heartbeat, heartbeat-timeout, drain-timeout, exit-when-done, max-message-mb, max-batch, max-delay-ms.
- * Returns 1 if NAME is one of them, 0 if not, -1 on a bad value. */
-int pf_worker_option(const char *name, const char *val, pf_worker_opts *o, pf_err *err);
-#define PF_WORKER_OPTIONS_HELP                                                                                     \
-    "  --producer ENDPOINT      the producer's endpoint, e.g. tcp://host:5555 (required)\n"                       \
-    "  --sink ENDPOINT          the sink's endpoint, e.g. tcp://host:5556 (required)\n"                           \
-    "  --name NAME              worker id in logs and records (default host-role-pid-random)\n"                   \
-    "  --credit N               items held at most (default: 2 per thread, or max batch + 2)\n"                    \
-    "  --heartbeat S            heartbeat interval in seconds (1)\n"                                               \
-    "  --heartbeat-timeout S    producer silent this long is reported (10)\n"                                      \
-    "  --drain-timeout S        on SIGTERM/SIGINT: wait this long for items in progress, then hand them back (30)\n" \
-    "  --exit-when-done         exit 0 once the producer reports the job complete\n"                              \
-    "  --max-message-mb N       ZMQ_MAXMSGSIZE and decoder limit (64)\n"                                           \
-    "  --config FILE            options from FILE ('name = value' lines; the command line wins)\n"                \
-    "  --log-level LEVEL        error | warn | info | debug\n"                                                     \
-    "  --help                   this text\n"
+/* The option rows every worker command shares (base/optable.h), for a command struct T whose
+ * pf_worker_params is at path S (`o`). --threads, --max-batch and --max-delay-ms mean
+ * different things per role: the commands add their own rows for them. */
+int pf_worker_name_opt_hook(const pf_opt *opt, void *field, const char *val, pf_err *err);
+#define PF_WORKER_OPT_ROWS(T, S)                                                                                   \
+    PF_OPT_ROW_STR("producer", T, S.producer, PF_OPT_NONEMPTY | PF_OPT_REQUIRED, "ENDPOINT",                      \
+                   "the producer's endpoint, e.g. tcp://host:5555"),                                               \
+    PF_OPT_ROW_STR("sink", T, S.sink, PF_OPT_NONEMPTY | PF_OPT_REQUIRED, "ENDPOINT",                              \
+                   "the sink's endpoint, e.g. tcp://host:5556"),                                                   \
+    {"name", 0, PF_OPT_STR, offsetof(T, S.name), .fn = pf_worker_name_opt_hook, .arg = "NAME",                     \
+     .def = "host-role-pid-random", .help = "worker id in logs and records (1 to 100 characters)"},               \
+    {"credit", 0, PF_OPT_INT, offsetof(T, S.capacity), 1, 1 << 16, .arg = "N",                                     \
+     .def = "2 per thread, or max batch + 2", .help = "items held at most"},                                       \
+    PF_OPT_ROW_DOUBLE("heartbeat", T, S.hb_interval, 0.01, 3600, 0, "S", "heartbeat interval in seconds"),        \
+    PF_OPT_ROW_DOUBLE("heartbeat-timeout", T, S.hb_timeout, 0.05, 1e6, PF_OPT_RELOAD, "S",                        \
+                      "producer silent this long (seconds) is reported"),                                          \
+    PF_OPT_ROW_DOUBLE("drain-timeout", T, S.drain_timeout, 0, 1e6, PF_OPT_RELOAD, "S",                            \
+                      "on SIGTERM/SIGINT: wait this long for items in progress, then hand them back"),            \
+    PF_OPT_ROW_FLAG("exit-when-done", T, S.exit_when_done, 0, "exit 0 once the producer reports the job complete"), \
+    PF_PROTO_LIMITS_OPT_ROW(T, S.lim)
+
 #endif

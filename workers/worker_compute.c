@@ -154,7 +154,7 @@ static void *batch_thread(void *arg)
     return NULL;
 }
 
-int pf_worker_start_compute(rt *r, const pf_worker_opts *o, pf_err *err)
+int pf_worker_start_compute(rt *r, const pf_worker_params *o, pf_err *err)
 {
     int batched = o->ops->process == NULL;
     r->n_cs = batched ? 1 : (o->threads > 0 ? o->threads : 1);
@@ -178,7 +178,7 @@ int pf_worker_start_compute(rt *r, const pf_worker_opts *o, pf_err *err)
     return 0;
 }
 
-void pf_worker_stop_compute(rt *r, const pf_worker_opts *o)
+void pf_worker_stop_compute(rt *r, const pf_worker_params *o)
 {
     pthread_mutex_lock(&r->mu);
     r->quit = 1;

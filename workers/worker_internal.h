@@ -27,7 +27,7 @@ typedef struct compute {
 } compute;
 
 struct rt {
-    const pf_worker_opts *o;
+    const pf_worker_params *o;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     pf_ring in, out, started;   /* pf_work *: to compute, finished, begun (all under mu) */
@@ -43,7 +43,7 @@ struct rt {
 /* ---------- the main thread's state ---------- */
 
 typedef struct wstate {
-    const pf_worker_opts *o;
+    const pf_worker_params *o;
     rt *r;
     void *prod, *sink;
     char name[128];
@@ -66,15 +66,15 @@ typedef struct wstate {
     } m;
 } wstate;
 
-static inline const char *pf_worker_role(const pf_worker_opts *o) { return o->ops->name; }
+static inline const char *pf_worker_role(const pf_worker_params *o) { return o->ops->name; }
 
 /* worker.c */
 void pf_worker_work_free(pf_work *w);
 
 /* worker_compute.c: start the compute threads (one per instance of a per-item stage, one for a batched
  * stage), and stop them (their stage instances destroyed unless the caller made them). */
-int pf_worker_start_compute(rt *r, const pf_worker_opts *o, pf_err *err);
-void pf_worker_stop_compute(rt *r, const pf_worker_opts *o);
+int pf_worker_start_compute(rt *r, const pf_worker_params *o, pf_err *err);
+void pf_worker_stop_compute(rt *r, const pf_worker_params *o);
 
 /* worker_messages.c */
 void pf_worker_send_prod(wstate *s, pf_msg *m);

@@ -32,17 +32,17 @@
 
 #define PF_ENGINE_PAGE 64 /* tokens per KV page */
 
-typedef struct pf_engine_options {
+typedef struct pf_engine_params {
     pf_precision precision; /* AUTO: the best this CPU runs (pf_precision_resolve) */
     int threads;            /* OpenMP threads for oneDNN and our loops; 0 = all cores (or OMP_NUM_THREADS) */
     bool allow_ref;         /* accept oneDNN `ref:` kernels (slow) instead of failing */
-} pf_engine_options;
+} pf_engine_params;
 
 typedef struct pf_engine pf_engine;
 typedef struct pf_engine_ctx pf_engine_ctx;
 typedef struct pf_engine_seq pf_engine_seq;
 
-int pf_engine_create(const pf_model *m, const pf_engine_options *o, pf_engine **out, pf_err *err);
+int pf_engine_create(const pf_model *m, const pf_engine_params *o, pf_engine **out, pf_err *err);
 void pf_engine_free(pf_engine *e);
 const pf_model *pf_engine_model(const pf_engine *e);
 pf_precision pf_engine_precision(const pf_engine *e);
@@ -113,7 +113,7 @@ int pf_engine_prefill(pf_engine_ctx *c, const pf_engine_row *rows, size_t n, pf_
 int pf_engine_decode(pf_engine_ctx *c, pf_engine_seq *const *seqs, const int32_t *tokens, size_t n, float *logits,
                      pf_err *err);
 
-/* The generation backend: pf_generator_options{.backend = &pf_gen_backend_engine, .backend_arg = engine}. */
+/* The generation backend: pf_generator_params{.backend = &pf_gen_backend_engine, .backend_arg = engine}. */
 extern const pf_gen_backend pf_gen_backend_engine;
 
 #endif

@@ -12,7 +12,7 @@ static void *eb_ctx_create(const pf_model *m, void *arg, pf_err *err)
 {
     const pf_engine *e = arg;
     if (!e) {
-        pf_errf(err, "engine backend: no engine given (pf_generator_options.backend_arg)");
+        pf_errf(err, "engine backend: no engine given (pf_generator_params.backend_arg)");
         return NULL;
     }
     if (pf_engine_model(e) != m) {

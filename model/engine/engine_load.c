@@ -205,10 +205,10 @@ static void compute_stats(pf_engine *e)
     st->lm_head_flops_per_row = 2.0 * (double)pf_linear_n(e->lm_head) * (double)pf_linear_k(e->lm_head);
 }
 
-int pf_engine_create(const pf_model *m, const pf_engine_options *o, pf_engine **out, pf_err *err)
+int pf_engine_create(const pf_model *m, const pf_engine_params *o, pf_engine **out, pf_err *err)
 {
     *out = NULL;
-    pf_engine_options opt = {0};
+    pf_engine_params opt = {0};
     if (o)
         opt = *o;
     if (opt.threads < 0 || opt.threads > 4096)
@@ -229,7 +229,7 @@ int pf_engine_create(const pf_model *m, const pf_engine_options *o, pf_engine **
     e->t = calloc((size_t)c->text.layers, sizeof *e->t);
     e->f32_floats = small_floats(c);
     e->f32 = malloc(e->f32_floats * sizeof(float));
-    pf_mm_options mo = {.precision = opt.precision, .allow_ref = opt.allow_ref};
+    pf_mm_params mo = {.precision = opt.precision, .allow_ref = opt.allow_ref};
     if (!e->v || !e->t || !e->f32) {
         pf_engine_free(e);
         return pf_errf(err, "engine: out of memory");

@@ -54,10 +54,10 @@ static void seq_free(pf_generator *g, gen_seq *s)
 
 int pf_generator_create(const pf_model *m, pf_generator **out, pf_err *err)
 {
-    return pf_generator_create_opts(m, NULL, out, err);
+    return pf_generator_create_params(m, NULL, out, err);
 }
 
-int pf_generator_create_opts(const pf_model *m, const pf_generator_options *opts, pf_generator **out, pf_err *err)
+int pf_generator_create_params(const pf_model *m, const pf_generator_params *opts, pf_generator **out, pf_err *err)
 {
     *out = NULL;
     pf_generator *g = calloc(1, sizeof *g);

@@ -35,16 +35,16 @@ typedef struct pf_gen_result {
     double decode_s;  /* wall time of the decode steps it took part in (shared with its batch) */
 } pf_gen_result;
 
-typedef struct pf_generator_options {
+typedef struct pf_generator_params {
     const pf_gen_backend *backend; /* NULL: the reference */
     void *backend_arg;             /* passed to backend->ctx_create */
     size_t max_active;             /* sequences decoding at once; 0: 64. Others wait in the queue. */
-} pf_generator_options;
+} pf_generator_params;
 
 typedef struct pf_generator pf_generator;
 
 int pf_generator_create(const pf_model *m, pf_generator **out, pf_err *err);
-int pf_generator_create_opts(const pf_model *m, const pf_generator_options *opts, pf_generator **out, pf_err *err);
+int pf_generator_create_params(const pf_model *m, const pf_generator_params *opts, pf_generator **out, pf_err *err);
 void pf_generator_free(pf_generator *g);
 
 /* Queue a request (inputs are copied). Fails (-1) for a request that can never run: no ids, ids outside

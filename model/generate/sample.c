@@ -4,11 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-pf_sample_params pf_sample_params_default(void)
+pf_sample_params pf_sample_default_params(void)
 {
-    pf_sample_params p = {.max_new_tokens = 32, .temperature = 0, .top_k = 0, .top_p = 1.0f,
-                          .repetition_penalty = 1.0f, .seed = 0};
-    return p;
+    return (pf_sample_params){PF_GENERATION_DEFAULTS};
 }
 
 static uint64_t splitmix64(uint64_t *x)

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "base/err.h"
+#include "base/generation.h"
 
 typedef struct pf_sample_params {
     int max_new_tokens;
@@ -18,8 +19,8 @@ typedef struct pf_sample_params {
     int ignore_eos;           /* benchmarks only: eos does not stop generation (always max_new_tokens) */
 } pf_sample_params;
 
-/* Greedy, 32 new tokens, everything else off. */
-pf_sample_params pf_sample_params_default(void);
+/* The generation defaults (base/generation.h: greedy, 64 new tokens, everything else off). */
+pf_sample_params pf_sample_default_params(void);
 
 /* xoshiro256** seeded through splitmix64: one per request, so a request's tokens do not depend on what
  * else is in the batch. */

@@ -57,10 +57,10 @@ static int memory_check(const char *dir, int reference, pf_precision *prec, pf_e
     return pf_err_prefix(err, "checkpoint %s", dir);
 }
 
-int pf_session_open(const char *dir, const pf_session_opts *o, pf_session *s, pf_err *err)
+int pf_session_open(const char *dir, const pf_session_params *o, pf_session *s, pf_err *err)
 {
     memset(s, 0, sizeof *s);
-    pf_session_opts opt = {0};
+    pf_session_params opt = {0};
     if (o)
         opt = *o;
     if (opt.backend == PF_BACKEND_REFERENCE && opt.precision != PF_PREC_AUTO && opt.precision != PF_PREC_FP32)
@@ -72,9 +72,9 @@ int pf_session_open(const char *dir, const pf_session_opts *o, pf_session *s, pf
     unsigned flags = opt.backend == PF_BACKEND_ENGINE ? PF_MODEL_STORED_ONLY : 0;
     if (pf_model_load_adapter(dir, opt.adapter, flags, &s->model, err) != 0)
         return -1;
-    pf_generator_options go = {.max_active = opt.max_active};
+    pf_generator_params go = {.max_active = opt.max_active};
     if (opt.backend == PF_BACKEND_ENGINE) {
-        pf_engine_options eo = {.precision = prec, .threads = opt.threads};
+        pf_engine_params eo = {.precision = prec, .threads = opt.threads};
         if (pf_engine_create(s->model, &eo, &s->engine, err) != 0) {
             pf_session_close(s);
             return -1;
@@ -85,7 +85,7 @@ int pf_session_open(const char *dir, const pf_session_opts *o, pf_session *s, pf
     } else {
         s->precision = PF_PREC_FP32;
     }
-    if (pf_generator_create_opts(s->model, &go, &s->gen, err) != 0) {
+    if (pf_generator_create_params(s->model, &go, &s->gen, err) != 0) {
         pf_session_close(s);
         return -1;
     }

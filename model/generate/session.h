@@ -18,7 +18,7 @@
 
 typedef enum pf_backend_kind { PF_BACKEND_ENGINE = 0, PF_BACKEND_REFERENCE = 1 } pf_backend_kind;
 
-typedef struct pf_session_opts {
+typedef struct pf_session_params {
     pf_backend_kind backend; /* default (0): the engine */
     pf_precision precision;  /* engine precision; PF_PREC_AUTO here means the default, fp32, unless auto_ok */
     int auto_ok;             /* precision AUTO really means "best this CPU runs" (set when the user said auto) */
@@ -26,7 +26,7 @@ typedef struct pf_session_opts {
     size_t max_active;       /* generator: sequences decoding at once (0: 64) */
     int no_memory_check;     /* load even when weights + KV cache exceed the memory budget (model/generate/memory.h) */
     const char *adapter;     /* PEFT LoRA adapter folder merged into the weights at load (model/io/lora.h), or NULL */
-} pf_session_opts;
+} pf_session_params;
 
 typedef struct pf_session {
     pf_model *model;
@@ -42,7 +42,7 @@ const char *pf_backend_name(pf_backend_kind b);
 /* Load DIR and build the backend and generator; logs backend, precision and ISA once (info). Before
  * reading any weight, refuses (naming what would fit) when the model cannot fit the memory this process
  * may use, unless no_memory_check; with precision auto it takes the fastest precision that fits. */
-int pf_session_open(const char *dir, const pf_session_opts *o, pf_session *s, pf_err *err);
+int pf_session_open(const char *dir, const pf_session_params *o, pf_session *s, pf_err *err);
 void pf_session_close(pf_session *s);
 
 #endif

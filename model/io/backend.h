@@ -26,7 +26,7 @@ typedef struct pf_gen_prefill {
 /* The compute behind a generator. `ctx` is per generator (scratch), `seq` per sequence (KV cache). */
 typedef struct pf_gen_backend {
     const char *name;
-    /* arg: pf_generator_options.backend_arg (e.g. the engine's converted weights); NULL for the reference. */
+    /* arg: pf_generator_params.backend_arg (e.g. the engine's converted weights); NULL for the reference. */
     void *(*ctx_create)(const pf_model *m, void *arg, pf_err *err);
     void (*ctx_free)(void *ctx);
     /* A sequence able to hold `capacity` tokens (prompt + generated). */

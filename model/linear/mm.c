@@ -31,7 +31,7 @@
 #define CACHE_CAP 256
 
 struct pf_mm_engine {
-    pf_mm_options opt;
+    pf_mm_params opt;
     pf_precision prec;
     const pf_kernels *kt;
     int qmax;
@@ -90,10 +90,10 @@ struct pf_mm_ctx {
 
 /* ---------------------------------------------------------------- engine */
 
-int pf_mm_engine_create(const pf_mm_options *opt, pf_mm_engine **out, pf_err *err)
+int pf_mm_engine_create(const pf_mm_params *opt, pf_mm_engine **out, pf_err *err)
 {
     *out = NULL;
-    pf_mm_options o = {0};
+    pf_mm_params o = {0};
     if (opt)
         o = *opt;
     dnnl_engine_t eng = pf_dnnl_engine(err);
@@ -143,7 +143,7 @@ pf_precision pf_mm_engine_precision(const pf_mm_engine *e)
     return e->prec;
 }
 
-const pf_mm_options *pf_mm_engine_options(const pf_mm_engine *e)
+const pf_mm_params *pf_mm_engine_params(const pf_mm_engine *e)
 {
     return &e->opt;
 }

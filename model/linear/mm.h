@@ -46,7 +46,7 @@ typedef enum pf_mm_layout {
     PF_LAYOUT_PACKED,   /* force oneDNN's choice even if plain */
 } pf_mm_layout;
 
-typedef struct pf_mm_options {
+typedef struct pf_mm_params {
     pf_precision precision; /* AUTO is resolved with pf_precision_resolve */
     int kernel_max_m;       /* fp32/bf16: our kernels for M <= this on row-major weights; 0 = default (16),
                              * -1 = never */
@@ -56,18 +56,18 @@ typedef struct pf_mm_options {
     int64_t layout_m;       /* M at which oneDNN picks the weights layout; 0 = default (1024) */
     pf_mm_layout layout;
     bool allow_ref;         /* run oneDNN `ref:` implementations instead of failing */
-} pf_mm_options;
+} pf_mm_params;
 
 typedef struct pf_mm_engine pf_mm_engine;
 typedef struct pf_linear pf_linear;
 typedef struct pf_mm_ctx pf_mm_ctx;
 
 /* opt may be NULL (auto precision, defaults). */
-int pf_mm_engine_create(const pf_mm_options *opt, pf_mm_engine **out, pf_err *err);
+int pf_mm_engine_create(const pf_mm_params *opt, pf_mm_engine **out, pf_err *err);
 void pf_mm_engine_destroy(pf_mm_engine *e);
 pf_precision pf_mm_engine_precision(const pf_mm_engine *e);
 /* The options in force (defaults filled in). */
-const pf_mm_options *pf_mm_engine_options(const pf_mm_engine *e);
+const pf_mm_params *pf_mm_engine_params(const pf_mm_engine *e);
 /* One line: precision, kernel tier, oneDNN ISA, thresholds. */
 void pf_mm_engine_describe(const pf_mm_engine *e, char *buf, size_t len);
 

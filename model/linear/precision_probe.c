@@ -120,7 +120,7 @@ static void run_free(probe_run *r)
 
 static int run_setup(pf_precision p, const float *w, probe_run *run, pf_probe_row *r, pf_err *err)
 {
-    pf_mm_options o = {.precision = p};
+    pf_mm_params o = {.precision = p};
     run->best = INFINITY;
     run->y = malloc((size_t)PF_PROBE_M * PF_PROBE_N * sizeof(float));
     if (!run->y)

@@ -354,12 +354,12 @@ static int op_generate(gcase *c, int max_new, pf_err *err)
         reqs[b].n_ids = n;
         reqs[b].pixels = num_images ? c->pixels + b * c->img_floats : NULL;
         reqs[b].num_images = num_images;
-        reqs[b].params = pf_sample_params_default();
+        reqs[b].params = pf_sample_default_params();
         reqs[b].params.max_new_tokens = max_new;
         reqs[b].tag = b;
     }
-    pf_generator_options go = {.backend = c->eng ? &pf_gen_backend_engine : NULL, .backend_arg = c->eng};
-    if (pf_generator_create_opts(c->m, &go, &g, err) != 0 || pf_generate(g, reqs, B, res, err) != 0)
+    pf_generator_params go = {.backend = c->eng ? &pf_gen_backend_engine : NULL, .backend_arg = c->eng};
+    if (pf_generator_create_params(c->m, &go, &g, err) != 0 || pf_generate(g, reqs, B, res, err) != 0)
         goto done;
     size_t nmax = 0;
     for (size_t b = 0; b < B; b++) {
@@ -562,7 +562,7 @@ static gout *find_out(gcase *c, const char *name)
     return NULL;
 }
 
-/* Reduced precision (pf_golden_opts doc in golden.h): closeness of the logits to the fp32 expected values
+/* Reduced precision (pf_golden_params doc in golden.h): closeness of the logits to the fp32 expected values
  * against the case's bf16_reference (bf16) or cosine >= 0.99 (int8); greedy agreement reported. */
 static int accuracy_mode(gcase *c, pf_precision prec, FILE *rep)
 {
@@ -642,13 +642,13 @@ static int accuracy_mode(gcase *c, pf_precision prec, FILE *rep)
     return ok;
 }
 
-static int run(gcase *c, const pf_golden_opts *opts, int *passed, pf_err *err)
+static int run(gcase *c, const pf_golden_params *opts, int *passed, pf_err *err)
 {
     FILE *rep = opts && opts->report ? opts->report : stdout;
     if (load_case(c, err) != 0)
         return -1;
     if (opts && opts->engine) {
-        pf_engine_options eo = {.precision = opts->precision};
+        pf_engine_params eo = {.precision = opts->precision};
         if (pf_engine_create(c->m, &eo, &c->eng, err) != 0 || pf_engine_ctx_create(c->eng, &c->ectx, err) != 0)
             return -1;
     }
@@ -711,7 +711,7 @@ static int run(gcase *c, const pf_golden_opts *opts, int *passed, pf_err *err)
     return 0;
 }
 
-int pf_golden_run_case(const char *case_dir, const pf_golden_opts *opts, int *passed, pf_err *err)
+int pf_golden_run_case(const char *case_dir, const pf_golden_params *opts, int *passed, pf_err *err)
 {
     gcase c;
     memset(&c, 0, sizeof c);

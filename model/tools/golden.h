@@ -11,14 +11,14 @@
 #include "base/err.h"
 #include "model/linear/cpu.h"
 
-typedef struct pf_golden_opts {
+typedef struct pf_golden_params {
     const char *dump_path; /* NULL, or write every computed output (required + debug) here */
     FILE *report;          /* per-tensor lines; NULL = stdout */
     int verbose_debug;     /* also print debug tensors that pass */
     bool engine;           /* run the fast engine (model/engine/engine.h) instead of the fp32 reference */
     pf_precision precision; /* engine precision (AUTO resolves per CPU) */
     const char *adapter;    /* PEFT LoRA adapter merged into the case's checkpoint at load (model/io/lora.h), or NULL */
-} pf_golden_opts;
+} pf_golden_params;
 
 /* Run the case. *passed = 1 iff every required output matches. Returns -1 if the case could not be run
  * (missing files, model load failure...).
@@ -31,7 +31,7 @@ typedef struct pf_golden_opts {
  * worst_max_abs_last_position. int8 passes iff the cosine over all real positions is >= 0.99 (the
  * last-position figures are printed: per-channel int8 weights alone cost a tiny golden model up to ~0.98 there).
  * Greedy tokens (generate cases) are compared and reported, not required, in accuracy mode. */
-int pf_golden_run_case(const char *case_dir, const pf_golden_opts *opts, int *passed, pf_err *err);
+int pf_golden_run_case(const char *case_dir, const pf_golden_params *opts, int *passed, pf_err *err);
 
 /* Closeness of logits `got` to `expected` ([B][T][V]) at real positions (mask[b][t] != 0), in double:
  * cosine and max |difference| over all of them, and the worst of each row's last real position. */

@@ -497,7 +497,7 @@ done:
     return rc;
 }
 
-int pf_rc_write(const pf_rc_spec *s, const char *out_dir, const pf_rc_options *o, pf_err *err)
+int pf_rc_write(const pf_rc_spec *s, const char *out_dir, const pf_rc_params *o, pf_err *err)
 {
     pf_dtype dtype = o->f32 ? PF_DT_F32 : PF_DT_BF16;
     uint64_t max_shard = o->max_shard_bytes ? o->max_shard_bytes : 5000000000ull;

@@ -63,14 +63,14 @@ char *pf_rc_config_json(const pf_rc_spec *s, pf_dtype dtype);
 /* Value of element i of a tensor (what the writer stores before rounding to the file dtype). */
 float pf_rc_value(uint64_t seed, const pf_rc_tensor *t, uint64_t i);
 
-typedef struct pf_rc_options {
+typedef struct pf_rc_params {
     uint64_t seed;
     uint64_t max_shard_bytes; /* 0 = 5 GB (5e9), as transformers' save_pretrained */
     bool f32;                 /* write F32 instead of BF16 */
     bool progress;            /* progress lines on stderr */
-} pf_rc_options;
+} pf_rc_params;
 
 /* Write the checkpoint into out_dir (created if missing; files replaced atomically). */
-int pf_rc_write(const pf_rc_spec *s, const char *out_dir, const pf_rc_options *o, pf_err *err);
+int pf_rc_write(const pf_rc_spec *s, const char *out_dir, const pf_rc_params *o, pf_err *err);
 
 #endif

@@ -86,7 +86,7 @@ static void fill_weights(uint16_t *w, int64_t count, int64_t k, uint64_t seed)
 
 /* Time reps calls at one M over the rotating copies. */
 static int time_one(pf_mm_ctx *c, pf_linear **lins, int copies, int64_t m, const float *x, float *y,
-                    const pf_gemm_opts *opt, pf_gemm_result *out, pf_err *err)
+                    const pf_gemm_params *opt, pf_gemm_result *out, pf_err *err)
 {
     const int64_t k = pf_linear_k(lins[0]), n = pf_linear_n(lins[0]);
     memset(out, 0, sizeof *out);
@@ -125,9 +125,9 @@ static int time_one(pf_mm_ctx *c, pf_linear **lins, int copies, int64_t m, const
 }
 
 int pf_roofline_gemm_multi(const pf_mm_engine *e, pf_mm_ctx *c, int64_t k, int64_t n, const int64_t *ms, int nm,
-                           const pf_gemm_opts *o, pf_gemm_result *out, pf_err *err)
+                           const pf_gemm_params *o, pf_gemm_result *out, pf_err *err)
 {
-    pf_gemm_opts opt = {0};
+    pf_gemm_params opt = {0};
     if (o)
         opt = *o;
     if (opt.reps < 1)
@@ -184,7 +184,7 @@ done:
     return rc;
 }
 
-int pf_roofline_gemm(const pf_mm_engine *e, pf_mm_ctx *c, int64_t m, int64_t k, int64_t n, const pf_gemm_opts *o,
+int pf_roofline_gemm(const pf_mm_engine *e, pf_mm_ctx *c, int64_t m, int64_t k, int64_t n, const pf_gemm_params *o,
                      pf_gemm_result *out, pf_err *err)
 {
     return pf_roofline_gemm_multi(e, c, k, n, &m, 1, o, out, err);

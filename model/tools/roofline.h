@@ -35,20 +35,20 @@ typedef struct pf_gemm_result {
     char layout[64];
 } pf_gemm_result;
 
-typedef struct pf_gemm_opts {
+typedef struct pf_gemm_params {
     int reps;                 /* timed calls (default 7) */
     unsigned flags;           /* PF_LINEAR_* path overrides */
     size_t rotate_bytes;      /* create enough weight copies that they total at least this (default 768 MB) */
     uint64_t seed;
-} pf_gemm_opts;
+} pf_gemm_params;
 
 /* Time y = x W^T for random bf16-sourced weights of N x K at engine e's precision and layout.
  * Weight copies rotate so small matrices are not served from cache (what a decode step over 18+ layers
  * sees). c may be NULL (a context is made and destroyed). */
-int pf_roofline_gemm(const pf_mm_engine *e, pf_mm_ctx *c, int64_t m, int64_t k, int64_t n, const pf_gemm_opts *o,
+int pf_roofline_gemm(const pf_mm_engine *e, pf_mm_ctx *c, int64_t m, int64_t k, int64_t n, const pf_gemm_params *o,
                      pf_gemm_result *out, pf_err *err);
 /* The same for several M on one set of weights (converted once): out[i] for ms[i]. */
 int pf_roofline_gemm_multi(const pf_mm_engine *e, pf_mm_ctx *c, int64_t k, int64_t n, const int64_t *ms, int nm,
-                           const pf_gemm_opts *o, pf_gemm_result *out, pf_err *err);
+                           const pf_gemm_params *o, pf_gemm_result *out, pf_err *err);
 
 #endif

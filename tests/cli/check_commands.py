@@ -63,6 +63,7 @@ def main():
         help_conf = conf("help.conf", "# options from a file\nhelp\n")
         bogus_conf = conf("bogus.conf", "no-such-option-zz = 1\n")
         bad_conf = conf("bad.conf", "# fine\n= no name\n")
+        loglevel_conf = conf("loglevel.conf", "log-level = loud\n")
         missing = os.path.join(d, "missing", "x.conf")
         names = commands(pf)
         for c in names:
@@ -72,6 +73,10 @@ def main():
                      "%s --help: exit %d, first line %r" % (c, r.returncode, usage)):
                 check(re.search(r"^\s+--config FILE\s", r.stdout, re.M), "%s --help does not list --config FILE" % c)
                 check(re.search(r"^\s+(-h, )?--help\s", r.stdout, re.M), "%s --help does not list --help" % c)
+                # one option table per command (base/optable.h): 80 columns, --log-level everywhere
+                wide = [l for l in r.stdout.splitlines() if len(l) > 79]
+                check(not wide, "%s --help has %d lines over 79 columns: %r" % (c, len(wide), wide[:2]))
+                check(re.search(r"^\s+--log-level LEVEL\s", r.stdout, re.M), "%s --help does not list --log-level" % c)
             r2 = run([pf, c, "--config", help_conf])
             check(r2.returncode == 0 and r2.stdout == r.stdout,
                   "%s --config (a file saying 'help'): exit %d, not the --help text: %s" % (c, r2.returncode,
@@ -85,6 +90,9 @@ def main():
             r = run([pf, c, "--config=" + bad_conf])
             check(r.returncode == 2 and bad_conf in r.stderr and "line 2" in r.stderr,
                   "%s --config=MALFORMED: exit %d, stderr %r" % (c, r.returncode, r.stderr[:200]))
+            r = run([pf, c, "--config", loglevel_conf])
+            check(r.returncode == 2 and "--log-level: want error|warn|info|debug, got 'loud'" in r.stderr,
+                  "%s --config (log-level = loud): exit %d, stderr %r" % (c, r.returncode, r.stderr[:200]))
             r = run([pf, c, "--config"])
             check(r.returncode == 2 and "--config" in r.stderr,
                   "%s --config (no FILE): exit %d, stderr %r" % (c, r.returncode, r.stderr[:200]))

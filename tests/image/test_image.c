@@ -16,7 +16,7 @@
 #include "image_test_util.h"
 #include "image/image.h"
 
-static void load_ok(const char *path, const pf_img_opts *o, pf_img *img)
+static void load_ok(const char *path, const pf_img_params *o, pf_img *img)
 {
     pf_err err = {{0}};
     pf_img_errkind kind;
@@ -36,7 +36,7 @@ static void test_goldens_exact(void **state)
     for (size_t i = 0; i < n; i++) {
         char path[512];
         snprintf(path, sizeof path, IMG_DIR "/%s", cs[i].name);
-        pf_img_opts o = {.size = cs[i].size, .autorotate = cs[i].autorotate};
+        pf_img_params o = {.size = cs[i].size, .autorotate = cs[i].autorotate};
         pf_img img;
         load_ok(path, &o, &img);
         uint8_t *want = golden_expected(&cs[i]);
@@ -63,7 +63,7 @@ static void test_orig_size(void **state)
 {
     (void)state;
     pf_img img;
-    pf_img_opts o = {.size = 64};
+    pf_img_params o = {.size = 64};
     load_ok(IMG_DIR "/receipt_2000x150.png", &o, &img);
     assert_int_equal(img.orig_width, 2000);
     assert_int_equal(img.orig_height, 150);
@@ -83,7 +83,7 @@ static void expect_refused_file(const char *path, pf_img_errkind want)
     pf_err err = {{0}};
     pf_img_errkind kind = PF_IMG_OK;
     pf_img img;
-    pf_img_opts o = {.size = 224};
+    pf_img_params o = {.size = 224};
     assert_int_equal(pf_img_load_file(path, &o, &img, &kind, &err), -1);
     assert_null(img.rgb);
     if (kind != want)
@@ -124,7 +124,7 @@ static void test_bad_buffers(void **state)
         assert_int_equal(pf_read_file(path, 1 << 24, &data, &len, &err), 0);
         pf_img img;
         pf_img_errkind kind;
-        pf_img_opts o = {.size = 224};
+        pf_img_params o = {.size = 224};
         assert_int_equal(pf_img_load_buffer(data, len, "wire:item-7", &o, &img, &kind, &err), -1);
         if (kind != g_bad_cases[i].kind)
             fail_msg("%s: category %s, want %s", path, pf_img_errkind_name(kind), pf_img_errkind_name(g_bad_cases[i].kind));
@@ -155,7 +155,7 @@ static void *mix_worker(void *p)
             pf_img img;
             pf_img_errkind kind;
             pf_err err;
-            pf_img_opts o = {.size = 96};
+            pf_img_params o = {.size = 96};
             int rc = pf_img_load_file(path, &o, &img, &kind, &err);
             int bad = strncmp(g_mix[i], "bad/", 4) == 0;
             if ((rc == 0) == bad || (bad && !strstr(err.msg, g_mix[i]))) {
@@ -203,7 +203,7 @@ static void test_max_pixels_option(void **state)
     pf_img_errkind kind;
     pf_err err;
     /* receipt is 2000 x 150 = 300000 pixels */
-    pf_img_opts o = {.size = 32, .max_pixels = 299999};
+    pf_img_params o = {.size = 32, .max_pixels = 299999};
     assert_int_equal(pf_img_load_file(IMG_DIR "/receipt_2000x150.png", &o, &img, &kind, &err), -1);
     assert_int_equal(kind, PF_IMG_TOO_MANY_PIXELS);
     o.max_pixels = 300000;
@@ -250,7 +250,7 @@ static void test_fuzz_regressions(void **state)
     pf_img img;
     pf_img_errkind kind;
     pf_err err;
-    pf_img_opts o = {.size = 16};
+    pf_img_params o = {.size = 16};
     assert_int_equal(pf_img_load_buffer(png_cut_in_chunk, sizeof png_cut_in_chunk, "fuzz", &o, &img, &kind, &err), -1);
     assert_int_equal(kind, PF_IMG_TRUNCATED);
 }
@@ -272,7 +272,7 @@ static void test_prefixes(void **state)
         for (size_t cut = 0; cut < len; cut += cut < 256 ? 1 : step) {
             pf_img img;
             pf_img_errkind kind;
-            pf_img_opts o = {.size = 8, .autorotate = (int)(cut & 1)};
+            pf_img_params o = {.size = 8, .autorotate = (int)(cut & 1)};
             if (pf_img_load_buffer(data, cut, "cut", &o, &img, &kind, &err) == 0) {
                 pf_img_free(&img);
                 continue;

@@ -84,7 +84,7 @@ static int free_files(void **state)
     return 0;
 }
 
-static int load(const blob *b, size_t len, const pf_img_opts *o, pf_img *img, pf_img_errkind *kind, pf_err *e)
+static int load(const blob *b, size_t len, const pf_img_params *o, pf_img *img, pf_img_errkind *kind, pf_err *e)
 {
     return pf_img_load_buffer(b->buf, len, "pic", o, img, kind, e);
 }
@@ -92,7 +92,7 @@ static int load(const blob *b, size_t len, const pf_img_opts *o, pf_img *img, pf
 /* Mean absolute difference per byte to the PNG's decode (same picture, same resize). */
 static double diff_to_png(const blob *b)
 {
-    pf_img_opts o = {.size = S};
+    pf_img_params o = {.size = S};
     pf_img ref, got;
     pf_img_errkind kind;
     pf_err e = {{0}};
@@ -130,7 +130,7 @@ static void test_truncated(void **state)
     (void)state;
     const blob *all[] = {&g_avif, &g_heic, &g_jxl, &g_jxl_lossy};
     const char *names[] = {"AVIF", "HEIF", "JPEG XL", "JPEG XL"};
-    pf_img_opts o = {.size = S};
+    pf_img_params o = {.size = S};
     for (size_t i = 0; i < 4; i++) {
         const blob *b = all[i];
         for (size_t cut = 16; cut < b->len; cut += cut < 64 ? 7 : b->len / 9 + 1) {
@@ -163,7 +163,7 @@ static void test_pixel_limit(void **state)
 {
     (void)state;
     const blob *all[] = {&g_avif, &g_heic, &g_jxl};
-    pf_img_opts o = {.size = S, .max_pixels = W * H - 1};
+    pf_img_params o = {.size = S, .max_pixels = W * H - 1};
     for (size_t i = 0; i < 3; i++) {
         pf_img img;
         pf_img_errkind kind;
@@ -177,7 +177,7 @@ static void test_pixel_limit(void **state)
 static void test_heif_orientation(void **state)
 {
     (void)state;
-    pf_img_opts o = {.size = S, .autorotate = 1};
+    pf_img_params o = {.size = S, .autorotate = 1};
     pf_img img;
     pf_img_errkind kind;
     pf_err e = {{0}};
@@ -196,7 +196,7 @@ static void test_not_images(void **state)
     static const uint8_t jxl[] = {0xff, 0x0a, 0, 0, 0, 0, 0, 0};
     static const uint8_t heif_header_only[] = {0, 0, 0, 0x14, 'f', 't', 'y', 'p', 'm', 'i', 'f', '1',
                                                0, 0, 0, 0, 'h', 'e', 'i', 'c'};
-    pf_img_opts o = {.size = S};
+    pf_img_params o = {.size = S};
     pf_img img;
     pf_img_errkind kind;
     pf_err e = {{0}};

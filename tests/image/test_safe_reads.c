@@ -136,7 +136,7 @@ static int run_item(void *inst, const char *path, char *msg, size_t cap)
     return w.status;
 }
 
-static void *make_stage(pf_preprocess_cfg *cfg)
+static void *make_stage(pf_preprocess_params *cfg)
 {
     pf_err err = {{0}};
     void *inst = pf_stage_preprocess_ops.create(cfg, &err);
@@ -148,7 +148,7 @@ static void *make_stage(pf_preprocess_cfg *cfg)
 static void test_not_files(void **state)
 {
     (void)state;
-    pf_preprocess_cfg cfg = {0};
+    pf_preprocess_params cfg = {0};
     void *inst = make_stage(&cfg);
     char fifo[256], msg[512], missing[256];
     snprintf(fifo, sizeof fifo, "%s/swapped.png", g_dir);
@@ -164,7 +164,7 @@ static void test_not_files(void **state)
     pf_img img;
     pf_img_errkind kind;
     pf_err err;
-    pf_img_opts o = {.size = 16};
+    pf_img_params o = {.size = 16};
     assert_int_equal(pf_img_load_file(fifo, &o, &img, &kind, &err), -1);
     assert_int_equal(kind, PF_IMG_NOT_A_FILE);
     unlink(fifo);
@@ -209,7 +209,7 @@ static void test_truncated_while_reading(void **state)
     char path[256], msg[512];
     snprintf(path, sizeof path, "%s/churn.png", g_dir);
     write_file(path, png, len);
-    pf_preprocess_cfg cfg = {0};
+    pf_preprocess_params cfg = {0};
     void *inst = make_stage(&cfg);
     assert_int_equal(run_item(inst, path, msg, sizeof msg), PF_WORK_OK); /* whole, it is a good image */
     churn c = {.path = path, .png = png, .len = len};
@@ -245,7 +245,7 @@ static void test_budget_refuses_whole_frame(void **state)
     uint8_t *inter = make_png(2400, 2400, 6, 16, 1, 0, &len_i); /* 46 MB decoded, a small file */
     uint8_t *seq = make_png(2400, 2400, 6, 16, 0, 0, &len_s);
     assert_true(len_i < (1u << 20));
-    pf_img_opts o = {.size = 16, .budget = b};
+    pf_img_params o = {.size = 16, .budget = b};
     pf_img img;
     pf_img_errkind kind;
     pf_err err = {{0}};
@@ -281,7 +281,7 @@ typedef struct racer {
 static void *racer_main(void *arg)
 {
     racer *r = arg;
-    pf_img_opts o = {.size = 16, .budget = r->b};
+    pf_img_params o = {.size = 16, .budget = r->b};
     for (int i = 0; i < 3; i++) {
         pf_img img;
         pf_img_errkind kind;

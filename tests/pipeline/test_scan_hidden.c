@@ -24,7 +24,7 @@ static size_t scan(const char *root, int include_hidden, char *out, size_t cap)
     char r[512];
     snprintf(r, sizeof r, "%s/%s", g_tmp, root);
     const char *roots[] = {r};
-    pf_scan_opts o;
+    pf_scan_params o;
     memset(&o, 0, sizeof o);
     o.roots = roots;
     o.n_roots = 1;

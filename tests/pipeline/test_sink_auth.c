@@ -17,7 +17,7 @@
 #define KEY7 "0123456789abcdef0123456789abcdef-0123456789abcdef"
 
 typedef struct fixture {
-    pf_sink_opts o;
+    pf_sink_params o;
     sink s;
     char out[64];   /* an empty output, for the sink's record index (dedupe) */
 } fixture;
@@ -25,7 +25,7 @@ typedef struct fixture {
 static int setup(void **state)
 {
     fixture *f = calloc(1, sizeof *f);
-    pf_sink_opts_defaults(&f->o);
+    f->o = pf_sink_default_params();
     f->s.o = &f->o;
     snprintf(f->out, sizeof f->out, "/tmp/test_sink_auth_XXXXXX");
     f->s.fd = mkstemp(f->out);

@@ -8,7 +8,7 @@
 #include "base/file.h"
 
 typedef struct tinst {
-    pf_test_stage_cfg cfg;
+    pf_test_stage_params cfg;
     pf_work **active;
     int *left;
     size_t n_active, cap;
@@ -24,7 +24,7 @@ static void *t_create(const void *cfg, pf_err *err)
         return NULL;
     }
     if (cfg)
-        t->cfg = *(const pf_test_stage_cfg *)cfg;
+        t->cfg = *(const pf_test_stage_params *)cfg;
     if (t->cfg.steps <= 0)
         t->cfg.steps = 3;
     return t;

@@ -12,11 +12,11 @@
 
 #include "workers/stage.h"
 
-typedef struct pf_test_stage_cfg {
+typedef struct pf_test_stage_params {
     int delay_ms;        /* per item (preprocess) or per step (inference) */
     int steps;           /* inference: steps per item */
     int model_size;      /* inference: the image size the "model" takes (0 = any) */
-} pf_test_stage_cfg;
+} pf_test_stage_params;
 
 extern const pf_stage_ops pf_test_preprocess_ops;
 extern const pf_stage_ops pf_test_inference_ops;

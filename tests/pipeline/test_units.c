@@ -11,8 +11,9 @@
 
 #include <cmocka.h>
 
+#include "base/config_file.h"
+#include "base/option.h"
 #include "model/seg/boxes.h"
-#include "pipeline/config.h"
 #include "pipeline/jobstore.h"
 #include "pipeline/keyset.h"
 #include "pipeline/scan.h"
@@ -206,7 +207,7 @@ static void test_jobstore(void **state)
 static size_t scan_all(const char *const *roots, size_t nr, const char *const *inc, size_t ni, const char *const *exc,
                        size_t ne, const char *list, char out[][512], size_t max)
 {
-    pf_scan_opts o = {roots, nr, list, inc, ni, exc, ne, 0};
+    pf_scan_params o = {roots, nr, list, inc, ni, exc, ne, 0};
     pf_scan *s;
     pf_err e = {{0}};
     assert_int_equal(pf_scan_open(&o, &s, &e), 0);
@@ -280,7 +281,7 @@ static void test_scan(void **state)
     assert_string_equal(out[1], "/imgs/skip/e.jpg");
     /* a missing root is an error */
     const char *missing[] = {"/nonexistent/folder"};
-    pf_scan_opts o = {missing, 1, NULL, NULL, 0, NULL, 0, 0};
+    pf_scan_params o = {missing, 1, NULL, NULL, 0, NULL, 0, 0};
     pf_scan *s;
     pf_err e = {{0}};
     assert_int_equal(pf_scan_open(&o, &s, &e), -1);
@@ -307,7 +308,7 @@ static void test_scan_case_and_counts(void **state)
     /* the shipped globs (examples/producer.conf, deploy/) in lower case; excludes in another case */
     const char *inc[] = {"*.jpg", "*.jpeg", "*.png", "*.webp", "*.tif", "*.tiff", "*.gif", "*.bmp"};
     const char *exc[] = {"thumbs", "tmp_*", "RAW/*"};
-    pf_scan_opts o = {roots, 1, NULL, inc, 8, exc, 3, 0};
+    pf_scan_params o = {roots, 1, NULL, inc, 8, exc, 3, 0};
     pf_scan *s;
     pf_err e = {{0}};
     assert_int_equal(pf_scan_open(&o, &s, &e), 0);
@@ -343,7 +344,7 @@ static void test_scan_case_and_counts(void **state)
     assert_int_equal(strncmp(tiny, line, sizeof tiny - 1), 0);
     pf_scan_close(s);
     /* no filters: said so */
-    pf_scan_opts all = {roots, 1, NULL, NULL, 0, NULL, 0, 0};
+    pf_scan_params all = {roots, 1, NULL, NULL, 0, NULL, 0, 0};
     assert_int_equal(pf_scan_open(&all, &s, &e), 0);
     while ((r = pf_scan_next(s, &p, &e)) == 1)
         ;

@@ -2,19 +2,77 @@
  * pipeline tests. Usage:
  *   test_worker preprocess|inference [--delay-ms N] [--steps N] [--model-size S] [worker options]
  *   test_worker embedded --task T --out F [--image-size S] [--model-size S] [--delay-ms N] PATH... */
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "base/log.h"
-#include "pipeline/config.h"
+#include "base/optable.h"
+#include "base/signals.h"
 #include "pipeline/embedded.h"
 #include "pipeline/service.h"
 #include "test_stages.h"
 #include "workers/worker.h"
 
 static volatile sig_atomic_t g_stop;
+
+/* Whether --NAME is on the command line (as --NAME V or --NAME=V). */
+static int cli_given(int argc, char **argv, const char *name)
+{
+    size_t n = strlen(name);
+    for (int i = 1; i < argc; i++)
+        if (!strncmp(argv[i], "--", 2) && !strncmp(argv[i] + 2, name, n) && (!argv[i][2 + n] || argv[i][2 + n] == '='))
+            return 1;
+    return 0;
+}
+
+/* Everything the options fill: the worker's params (preprocess|inference), the embedded runner's, the
+ * service's, the test stages'. */
+typedef struct tw {
+    pf_test_stage_params cfg;
+    pf_worker_params o;
+    pf_embedded_params eo;
+    pf_service svc;
+    int threads_given, batch_given;
+} tw;
+
+static void tw_init(void *obj)
+{
+    tw *t = obj;
+    *t = (tw){.cfg = {0, 3, 0}, .o = pf_worker_default_params()};
+    t->eo.producer = pf_producer_default_params();
+    t->eo.sink = pf_sink_default_params();
+    t->eo.pre_threads = 2;
+    t->eo.max_batch = 4;
+}
+
+#define T tw
+static const pf_opt g_rows[] = {
+    PF_OPT_ROW_INT("delay-ms", T, cfg.delay_ms, 0, 1000000, 0, "N", "test stage: per-item delay"),
+    PF_OPT_ROW_INT("steps", T, cfg.steps, 0, 1000000, 0, "N", "test stage: decode steps"),
+    PF_OPT_ROW_INT("model-size", T, cfg.model_size, 0, 8192, 0, "S", "test stage: the model's image size"),
+    PF_OPT_ROW_STR("task", T, eo.producer.task.prompt, 0, "T", "embedded: the task"),
+    PF_OPT_ROW_STR("out", T, eo.sink.out, 0, "F", "embedded: the output"),
+    PF_OPT_ROW_STR("db", T, eo.producer.db, 0, "F", "embedded: the job store"),
+    PF_OPT_ROW_INT("image-size", T, eo.producer.image_size, 0, 8192, 0, "S", "embedded: the job's image size"),
+    PF_OPT_ROW_STR("report", T, eo.producer.report, 0, "F", "embedded: the job report"),
+    PF_OPT_ROW_INT("threads", T, o.threads, 1, 1024, 0, "N", "worker threads (embedded: preprocess threads)"),
+    PF_OPT_ROW_INT("max-batch", T, o.max_batch, 1, 4096, 0, "N", "inference batch"),
+    PF_OPT_ROW_INT("max-delay-ms", T, o.max_delay_ms, 0, 600000, 0, "N", "inference: wait for more items"),
+    PF_WORKER_OPT_ROWS(T, o),
+    PF_SERVICE_OPT_ROWS(T, svc, 0, 0),
+    PF_OPT_END,
+};
+#undef T
+
+static const pf_optcmd g_cmd = {
+    .name = "test-worker",
+    .synopsis = "usage: test_worker preprocess|inference|embedded [options] [PATH...]\n",
+    .opts = g_rows,
+    .size = sizeof(tw),
+    .init = tw_init,
+    .operands = 1,
+};
 
 int main(int argc, char **argv)
 {
@@ -26,70 +84,21 @@ int main(int argc, char **argv)
     const char *mode = argv[1];
     argc--;
     argv++;
-    pf_test_stage_cfg cfg = {0, 3, 0};
-    pf_worker_opts o;
-    pf_worker_opts_defaults(&o);
-    pf_embedded_opts eo;
-    memset(&eo, 0, sizeof eo);
-    pf_producer_opts_defaults(&eo.producer);
-    pf_sink_opts_defaults(&eo.sink);
-    eo.pre_threads = 2;
-    eo.max_batch = 4;
-    static const struct option opts[] = {
-        {"producer", required_argument, 0, 0}, {"sink", required_argument, 0, 0},
-        {"name", required_argument, 0, 0},     {"threads", required_argument, 0, 0},
-        {"credit", required_argument, 0, 0},   {"max-batch", required_argument, 0, 0},
-        {"max-delay-ms", required_argument, 0, 0}, {"heartbeat", required_argument, 0, 0},
-        {"heartbeat-timeout", required_argument, 0, 0}, {"drain-timeout", required_argument, 0, 0},
-        {"exit-when-done", no_argument, 0, 0}, {"max-message-mb", required_argument, 0, 0},
-        {"delay-ms", required_argument, 0, 0}, {"steps", required_argument, 0, 0},
-        {"model-size", required_argument, 0, 0}, {"task", required_argument, 0, 0},
-        {"out", required_argument, 0, 0},      {"image-size", required_argument, 0, 0},
-        {"db", required_argument, 0, 0},       {"log-level", required_argument, 0, 0},
-        {"report", required_argument, 0, 0},   PF_SERVICE_LONG_OPTIONS,
-        {0, 0, 0, 0}};
-    static pf_service svc;
-    int idx, c;
+    static tw t;
+    tw_init(&t);
+    int optind_ = 0;
+    if (pf_opt_parse(&g_cmd, &t, argc, argv, &optind_, 0))
+        return 2;
+    /* the embedded runner takes --threads and --max-batch as its preprocess threads and batch */
+    if (cli_given(argc, argv, "threads"))
+        t.eo.pre_threads = t.o.threads;
+    if (cli_given(argc, argv, "max-batch"))
+        t.eo.max_batch = t.o.max_batch;
+    pf_test_stage_params cfg = t.cfg;
+    pf_worker_params o = t.o;
+    pf_embedded_params eo = t.eo;
+    pf_service svc = t.svc;
     pf_err err = {{0}};
-    while ((c = getopt_long(argc, argv, "", opts, &idx)) != -1) {
-        if (c != 0)
-            return 2;
-        const char *name = opts[idx].name, *val = optarg;
-        if (!strcmp(name, "delay-ms"))
-            cfg.delay_ms = atoi(val);
-        else if (!strcmp(name, "steps"))
-            cfg.steps = atoi(val);
-        else if (!strcmp(name, "model-size"))
-            cfg.model_size = atoi(val);
-        else if (!strcmp(name, "task"))
-            eo.producer.task.prompt = val;
-        else if (!strcmp(name, "out"))
-            eo.sink.out = val;
-        else if (!strcmp(name, "db"))
-            eo.producer.db = val;
-        else if (!strcmp(name, "image-size"))
-            eo.producer.image_size = atoi(val);
-        else if (!strcmp(name, "report"))
-            eo.producer.report = val;
-        else if (!strcmp(name, "log-level")) {
-            if (pf_log_level_option("test-worker", val))
-                return 2;
-        } else if (pf_service_option(name, val, &svc, &err)) {
-            if (err.msg[0]) {
-                fprintf(stderr, "test_worker: %s\n", err.msg);
-                return 2;
-            }
-        } else {
-            if (!strcmp(name, "threads"))
-                eo.pre_threads = atoi(val);
-            if (!strcmp(name, "max-batch"))
-                eo.max_batch = atoi(val);
-            if (pf_worker_option(name, val, &o, &err) < 0) {
-                fprintf(stderr, "test_worker: %s\n", err.msg);
-                return 2;
-            }
-        }
-    }
     if (pf_service_start(&svc, &err)) {
         fprintf(stderr, "test_worker: %s\n", err.msg);
         return 2;
@@ -97,8 +106,8 @@ int main(int argc, char **argv)
     pf_install_stop_signals(&g_stop);
     if (!strcmp(mode, "embedded")) {
         eo.producer.have_task = 1;
-        eo.producer.scan.roots = (const char *const *)(argv + optind);
-        eo.producer.scan.n_roots = (size_t)(argc - optind);
+        eo.producer.scan.roots = (const char *const *)(argv + optind_);
+        eo.producer.scan.n_roots = (size_t)(argc - optind_);
         eo.producer.progress = 1;
         eo.producer.progress_interval = 0.5;
         eo.pre_ops = &pf_test_preprocess_ops;

@@ -536,7 +536,7 @@ static void test_keys(void **state)
 {
     (void)state;
     pf_task t;
-    pf_task_defaults(&t);
+    t = pf_task_default_params();
     t.prompt = "caption en";
     uint64_t h1 = pf_task_hash(&t, 224), h2 = pf_task_hash(&t, 448);
     assert_true(h1 != h2);

@@ -52,7 +52,7 @@ static pf_engine *engine(const pf_model *m, pf_precision p)
 {
     pf_engine *e;
     pf_err err;
-    pf_engine_options o = {.precision = p};
+    pf_engine_params o = {.precision = p};
     if (pf_engine_create(m, &o, &e, &err) != 0)
         fail_msg("%s", err.msg);
     return e;
@@ -140,8 +140,8 @@ static void run_gen(const pf_model *m, pf_engine *e, const pf_gen_request *reqs,
 {
     pf_generator *g;
     pf_err err;
-    pf_generator_options o = {.backend = &pf_gen_backend_engine, .backend_arg = e};
-    if (pf_generator_create_opts(m, &o, &g, &err) != 0 || pf_generate(g, reqs, n, out, &err) != 0)
+    pf_generator_params o = {.backend = &pf_gen_backend_engine, .backend_arg = e};
+    if (pf_generator_create_params(m, &o, &g, &err) != 0 || pf_generate(g, reqs, n, out, &err) != 0)
         fail_msg("%s", err.msg);
     pf_generator_free(g);
     for (size_t i = 0; i < n; i++)
@@ -165,7 +165,7 @@ static void test_generate_batch_equals_solo(void **state)
             pf_engine *e = engine(m, (pf_precision)p);
             pf_gen_request reqs[8];
             size_t n = 0;
-            pf_sample_params sp = pf_sample_params_default();
+            pf_sample_params sp = pf_sample_default_params();
             sp.max_new_tokens = 12;
             for (int b = 0; b < r.B; b++, n++)
                 reqs[n] = (pf_gen_request){.pixels = r.pixels + (size_t)b * r.img, .num_images = 1, .ids = r.ids[b],
@@ -201,7 +201,7 @@ static void test_join_mid_flight(void **state)
     test_rows r;
     test_load_rows("pg2_gemma2_window", m, &r);
     pf_engine *e = engine(m, PF_PREC_FP32);
-    pf_sample_params p = pf_sample_params_default();
+    pf_sample_params p = pf_sample_default_params();
     p.max_new_tokens = 9;
     pf_gen_request a = {.pixels = r.pixels, .num_images = 1, .ids = r.ids[0], .n_ids = r.n[0], .params = p, .tag = 1};
     pf_gen_request b = {.pixels = r.pixels + r.img, .num_images = 1, .ids = r.ids[1], .n_ids = r.n[1], .params = p,
@@ -212,8 +212,8 @@ static void test_join_mid_flight(void **state)
     run_gen(m, e, &b, 1, &sb);
     pf_generator *g;
     pf_err err;
-    pf_generator_options o = {.backend = &pf_gen_backend_engine, .backend_arg = e};
-    assert_int_equal(pf_generator_create_opts(m, &o, &g, &err), 0);
+    pf_generator_params o = {.backend = &pf_gen_backend_engine, .backend_arg = e};
+    assert_int_equal(pf_generator_create_params(m, &o, &g, &err), 0);
     assert_int_equal(pf_generator_submit(g, &a, &err), 0);
     int got = 0;
     for (int step = 0; pf_generator_active(g) > 0 || step < 3; step++) {
@@ -366,7 +366,7 @@ static void test_no_ref_impls(void **state)
         pf_engine_free(e);
         /* the real SigLIP patch embedding (3 x 14 x 14 -> 1152, with bias), not in test_engine_linear's list */
         pf_mm_engine *me;
-        pf_mm_options mo = {.precision = (pf_precision)p};
+        pf_mm_params mo = {.precision = (pf_precision)p};
         assert_int_equal(pf_mm_engine_create(&mo, &me, &err), 0);
         for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++) {
             char impl[128];

@@ -102,7 +102,7 @@ static void check_batch_equals_solo(fixture *f, const pf_sample_params *p, int v
 static void test_greedy_batch_equals_solo(void **state)
 {
     fixture *f = *state;
-    pf_sample_params p = pf_sample_params_default();
+    pf_sample_params p = pf_sample_default_params();
     p.max_new_tokens = 12;
     pf_gen_result batch[8];
     check_batch_equals_solo(f, &p, 0, batch);
@@ -113,7 +113,7 @@ static void test_greedy_batch_equals_solo(void **state)
 static void test_sampling_batch_equals_solo(void **state)
 {
     fixture *f = *state;
-    pf_sample_params p = pf_sample_params_default();
+    pf_sample_params p = pf_sample_default_params();
     p.max_new_tokens = 10;
     p.temperature = 1.5f;
     p.top_k = 40;
@@ -125,7 +125,7 @@ static void test_sampling_batch_equals_solo(void **state)
     check_batch_equals_solo(f, &p, 1, b);
     for (int i = 0; i < 5; i++)
         assert_same(&a[i], &b[i]);
-    pf_sample_params g = pf_sample_params_default();
+    pf_sample_params g = pf_sample_default_params();
     g.max_new_tokens = 10;
     pf_gen_result gr[8];
     check_batch_equals_solo(f, &g, 0, gr);
@@ -144,7 +144,7 @@ static void test_sampling_batch_equals_solo(void **state)
 static void test_top_k1_is_greedy(void **state)
 {
     fixture *f = *state;
-    pf_sample_params p = pf_sample_params_default();
+    pf_sample_params p = pf_sample_default_params();
     p.max_new_tokens = 8;
     pf_gen_request r = {.pixels = f->r.pixels, .num_images = 1, .ids = f->r.ids[1], .n_ids = f->r.n[1], .params = p};
     pf_gen_result greedy, sampled;
@@ -162,7 +162,7 @@ static void test_top_k1_is_greedy(void **state)
 static void test_join_mid_flight(void **state)
 {
     fixture *f = *state;
-    pf_sample_params p = pf_sample_params_default();
+    pf_sample_params p = pf_sample_default_params();
     p.max_new_tokens = 9;
     pf_gen_request a = {.pixels = f->r.pixels, .num_images = 1, .ids = f->r.ids[0], .n_ids = f->r.n[0], .params = p,
                         .tag = 1};
@@ -250,7 +250,7 @@ static void test_validation(void **state)
     pf_err err;
     assert_int_equal(pf_generator_create(f->m, &g, &err), 0);
     pf_gen_request r = {.pixels = f->r.pixels, .num_images = 1, .ids = f->r.ids[0], .n_ids = f->r.n[0],
-                        .params = pf_sample_params_default()};
+                        .params = pf_sample_default_params()};
     r.params.max_new_tokens = 0;
     assert_int_equal(pf_generator_submit(g, &r, &err), -1);
     assert_non_null(strstr(err.msg, "max_new_tokens"));
@@ -259,7 +259,7 @@ static void test_validation(void **state)
     assert_int_equal(pf_generator_submit(g, &r, &err), -1);
     assert_non_null(strstr(err.msg, "<image>"));
     int32_t bad[3] = {2, 5000, 108};
-    pf_gen_request t = {.ids = bad, .n_ids = 3, .params = pf_sample_params_default()};
+    pf_gen_request t = {.ids = bad, .n_ids = 3, .params = pf_sample_default_params()};
     assert_int_equal(pf_generator_submit(g, &t, &err), -1);
     assert_non_null(strstr(err.msg, "5000"));
     t.n_ids = 0;
@@ -267,8 +267,8 @@ static void test_validation(void **state)
     assert_int_equal(pf_generator_active(g), 0);
     /* pf_generate reports the refused request and runs the rest */
     bad[1] = 7;
-    pf_gen_request two[2] = {{.ids = bad, .n_ids = 3, .params = pf_sample_params_default()},
-                             {.ids = bad, .n_ids = 0, .params = pf_sample_params_default()}};
+    pf_gen_request two[2] = {{.ids = bad, .n_ids = 3, .params = pf_sample_default_params()},
+                             {.ids = bad, .n_ids = 0, .params = pf_sample_default_params()}};
     two[0].params.max_new_tokens = 3;
     pf_gen_result res[2];
     assert_int_equal(pf_generate(g, two, 2, res, &err), 0);
@@ -293,7 +293,7 @@ static void test_eos(void **state)
     const int max_new = 12;
     for (int b = 0; b < r.B; b++) {
         reqs[b] = (pf_gen_request){.pixels = r.pixels + (size_t)b * r.img, .num_images = 1, .ids = r.ids[b],
-                                   .n_ids = r.n[b], .params = pf_sample_params_default(), .tag = (uint64_t)b};
+                                   .n_ids = r.n[b], .params = pf_sample_default_params(), .tag = (uint64_t)b};
         reqs[b].params.max_new_tokens = max_new;
     }
     run(m, reqs, (size_t)r.B, res);
@@ -364,7 +364,7 @@ static void test_sampler(void **state)
     pf_sampler s;
     pf_err err;
     assert_int_equal(pf_sampler_init(&s, 6, &err), 0);
-    pf_sample_params p = pf_sample_params_default();
+    pf_sample_params p = pf_sample_default_params();
     float l[6] = {1, 5, 4.9f, -2, 0, 3};
     int32_t hist[3] = {1, 1, 3};
     pf_rng rng;

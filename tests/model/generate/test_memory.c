@@ -140,7 +140,7 @@ static void test_session_refuses_and_auto_falls_back(void **state)
     assert_non_null(mkdtemp(dir));
     pf_err err;
     pf_rc_spec spec;
-    pf_rc_options ro = {.seed = 5, .f32 = true};
+    pf_rc_params ro = {.seed = 5, .f32 = true};
     assert_int_equal(pf_rc_spec_lookup("tiny-gemma", &spec, &err), 0);
     assert_int_equal(pf_rc_write(&spec, dir, &ro, &err), 0);
     snprintf(cfg, sizeof cfg, "%s/config.json", dir);
@@ -155,7 +155,7 @@ static void test_session_refuses_and_auto_falls_back(void **state)
     setenv("PALIFLOW_MEMORY_BUDGET", budget, 1);
     setenv("PALIFLOW_PROBE_CACHE", "off", 1);
     pf_session s;
-    pf_session_opts so = {.precision = PF_PREC_FP32};
+    pf_session_params so = {.precision = PF_PREC_FP32};
     assert_int_equal(pf_session_open(dir, &so, &s, &err), -1);
     assert_non_null(strstr(err.msg, "not enough memory for precision fp32"));
     assert_non_null(strstr(err.msg, "would fit: --precision int8"));
@@ -166,7 +166,7 @@ static void test_session_refuses_and_auto_falls_back(void **state)
     pf_session_close(&s);
     pf_precision p;
     if (pf_precision_resolve(PF_PREC_INT8, &p, &err) == 0) { /* int8 runs on every CPU oneDNN supports */
-        so = (pf_session_opts){.precision = PF_PREC_AUTO, .auto_ok = 1};
+        so = (pf_session_params){.precision = PF_PREC_AUTO, .auto_ok = 1};
         assert_int_equal(pf_session_open(dir, &so, &s, &err), 0);
         assert_int_equal(s.precision, PF_PREC_INT8);
         pf_session_close(&s);

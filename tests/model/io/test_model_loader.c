@@ -35,7 +35,7 @@ static int make_src(void)
     s.head_dim = 16;
     s.intermediate = 128;
     s.projection_dim = 64;
-    pf_rc_options o = {.seed = 11, .f32 = true};
+    pf_rc_params o = {.seed = 11, .f32 = true};
     snprintf(g_src, sizeof g_src, "/tmp/pf_loader_src_XXXXXX");
     if (!mkdtemp(g_src)) {
         snprintf(err.msg, sizeof err.msg, "mkdtemp %s failed", g_src);

@@ -121,7 +121,7 @@ static void test_precisions_all_paths(void **state)
         if (!supported((pf_precision)p))
             continue;
         for (int layout = PF_LAYOUT_AUTO; layout <= PF_LAYOUT_ROWMAJOR; layout++) {
-            pf_mm_options o = {.precision = (pf_precision)p, .layout = (pf_mm_layout)layout};
+            pf_mm_params o = {.precision = (pf_precision)p, .layout = (pf_mm_layout)layout};
             pf_mm_engine *e;
             pf_mm_ctx *c;
             pf_err err;
@@ -203,7 +203,7 @@ static void test_stacked_parts(void **state)
         d.parts[0] = (pf_linear_part){.w = w0, .dtype = PF_DT_F32, .n = n0};
         d.parts[1] = (pf_linear_part){.w = w1, .dtype = PF_DT_F16, .n = n1, .bias = b1, .bias_dtype = PF_DT_BF16};
         d.parts[2] = (pf_linear_part){.w = w2, .dtype = PF_DT_BF16, .n = n2, .ld = ld2};
-        pf_mm_options o = {.precision = (pf_precision)p};
+        pf_mm_params o = {.precision = (pf_precision)p};
         pf_mm_engine *e;
         pf_mm_ctx *c;
         pf_linear *lin;
@@ -228,7 +228,7 @@ static void test_bad_input_refused(void **state)
     pf_mm_engine *e;
     pf_mm_ctx *c;
     pf_err err;
-    pf_mm_options o = {.precision = PF_PREC_FP32};
+    pf_mm_params o = {.precision = PF_PREC_FP32};
     if (pf_mm_engine_create(&o, &e, &err) || pf_mm_ctx_create(e, &c, &err))
         fail_msg("%s", err.msg);
     float w[4 * 8] = {0}, x[8 * 2] = {0}, y[4 * 2];
@@ -287,7 +287,7 @@ static void test_no_ref_on_hot_shapes(void **state)
     for (int p = PF_PREC_FP32; p < PF_PREC_COUNT; p++) {
         if (!supported((pf_precision)p))
             continue;
-        pf_mm_options o = {.precision = (pf_precision)p};
+        pf_mm_params o = {.precision = (pf_precision)p};
         pf_mm_engine *e;
         pf_err err;
         if (pf_mm_engine_create(&o, &e, &err))
@@ -315,7 +315,7 @@ static void test_int8_rows_batch_invariant(void **state)
     if (!supported(PF_PREC_INT8))
         skip();
     const int64_t M = 200, K = 512, N = 300;
-    pf_mm_options o = {.precision = PF_PREC_INT8};
+    pf_mm_params o = {.precision = PF_PREC_INT8};
     pf_mm_engine *e;
     pf_mm_ctx *c;
     pf_err err;

@@ -125,7 +125,7 @@ static void test_tiny_sharded_roundtrip(void **state)
     pf_rc_spec s;
     pf_err err;
     assert_int_equal(pf_rc_spec_lookup("tiny-gemma2", &s, &err), 0);
-    pf_rc_options o = {.seed = 42, .max_shard_bytes = 40000};
+    pf_rc_params o = {.seed = 42, .max_shard_bytes = 40000};
     if (pf_rc_write(&s, sub("sharded"), &o, &err))
         fail_msg("%s", err.msg);
     verify_dir(sub("sharded"), &s, 42, true);
@@ -154,7 +154,7 @@ static void test_single_file_and_determinism(void **state)
     pf_err err;
     assert_int_equal(pf_rc_spec_lookup("paligemma-3b-pt-224", &s, &err), 0);
     pf_rc_spec_tiny(&s, 8);
-    pf_rc_options o = {.seed = 7};
+    pf_rc_params o = {.seed = 7};
     if (pf_rc_write(&s, sub("a"), &o, &err) || pf_rc_write(&s, sub("b"), &o, &err))
         fail_msg("%s", err.msg);
     o.seed = 8;

@@ -27,14 +27,14 @@ static void test_triad(void **state)
 static void test_gemm(void **state)
 {
     (void)state;
-    pf_mm_options o = {.precision = PF_PREC_FP32};
+    pf_mm_params o = {.precision = PF_PREC_FP32};
     pf_mm_engine *e;
     pf_err err;
     if (pf_mm_engine_create(&o, &e, &err) != 0)
         fail_msg("%s", err.msg);
     const int64_t ms[] = {1, 8, 70};
     pf_gemm_result r[3];
-    pf_gemm_opts go = {.reps = 3, .rotate_bytes = 1u << 20};
+    pf_gemm_params go = {.reps = 3, .rotate_bytes = 1u << 20};
     if (pf_roofline_gemm_multi(e, NULL, 96, 200, ms, 3, &go, r, &err) != 0)
         fail_msg("%s", err.msg);
     for (int i = 0; i < 3; i++) {

@@ -1,11 +1,10 @@
-/* config.c - see config.h. */
-#include "pipeline/config.h"
+/* config_file.c - see config_file.h. */
+#include "base/config_file.h"
 
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "base/file.h"
 
@@ -137,89 +136,3 @@ void pf_config_free_argv(int argc, char **argv)
         free(argv[i]);
     free(argv);
 }
-
-static volatile sig_atomic_t *g_flag;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    if (g_flag && *g_flag) {
-        static const char msg[] = "paliflow: second signal, exiting now\n";
-        ssize_t w = write(2, msg, sizeof msg - 1);
-        (void)w;
-        _exit(130);
-    }
-    if (g_flag)
-        *g_flag = 1;
-}
-
-void pf_install_stop_signals(volatile sig_atomic_t *flag)
-{
-    g_flag = flag;
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
-}
-
-static volatile sig_atomic_t *g_reload;
-
-static void on_hup(int sig)
-{
-    (void)sig;
-    if (g_reload)
-        *g_reload = 1;
-}
-
-void pf_install_reload_signal(volatile sig_atomic_t *flag)
-{
-    g_reload = flag;
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_hup;
-    sigemptyset(&sa.sa_mask);
-    sa.sa_flags = SA_RESTART;
-    sigaction(SIGHUP, &sa, NULL);
-}
-
-#include "base/log.h"
-
-int pf_task_option(const char *name, const char *val, pf_task *t, pf_err *err)
-{
-    long long iv;
-    double dv;
-    if (!strcmp(name, "max-new-tokens")) {
-        if (pf_parse_int(val, 1, 1 << 20, &iv))
-            return pf_errf(err, "--max-new-tokens: want an integer >= 1, got '%s'", val);
-        t->max_new_tokens = (int32_t)iv;
-    } else if (!strcmp(name, "temperature")) {
-        if (pf_parse_double(val, 0, 1e6, &dv))
-            return pf_errf(err, "--temperature: want a number >= 0, got '%s'", val);
-        t->temperature = dv;
-    } else if (!strcmp(name, "top-k")) {
-        if (pf_parse_int(val, 0, INT32_MAX, &iv))
-            return pf_errf(err, "--top-k: want an integer >= 0, got '%s'", val);
-        t->top_k = (int32_t)iv;
-    } else if (!strcmp(name, "top-p")) {
-        if (pf_parse_double(val, 0, 1, &dv))
-            return pf_errf(err, "--top-p: want a number in [0, 1], got '%s'", val);
-        t->top_p = dv;
-    } else if (!strcmp(name, "repetition-penalty")) {
-        if (pf_parse_double(val, 1e-6, 1e6, &dv))
-            return pf_errf(err, "--repetition-penalty: want a number > 0, got '%s'", val);
-        t->repetition_penalty = dv;
-    } else if (!strcmp(name, "seed")) {
-        if (pf_parse_int(val, 0, INT64_MAX, &iv))
-            return pf_errf(err, "--seed: want an integer >= 0, got '%s'", val);
-        t->seed = (uint64_t)iv;
-    } else if (!strcmp(name, "autorotate")) {
-        t->autorotate = 1;
-    } else {
-        return 0;
-    }
-    return 1;
-}
-
