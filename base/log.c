@@ -136,6 +136,26 @@ static void refill(pf_log_limit_slot *b, double now, double rate, double cap)
     b->last = now;
 }
 
+/* The summary a line that gets through carries: what S (the key's slot) and the site suppressed since they last
+ * said so, " [N similar messages suppressed in the last S s; M from other senders suppressed]", or "". Resets both
+ * counts. Called with g_limit_mu held. */
+static void take_summary(pf_log_limit *lim, pf_log_limit_slot *s, double now, char *suffix, size_t size)
+{
+    int k = 0;
+    suffix[0] = '\0';
+    if (s && s->suppressed)
+        k = snprintf(suffix, size, " [%lld similar messages suppressed in the last %.0f s", s->suppressed,
+                     now - s->since < 1 ? 1 : now - s->since);
+    if (lim->site.suppressed && k >= 0 && (size_t)k < size)
+        k += snprintf(suffix + k, size - (size_t)k, "%s%lld from other senders suppressed", k ? "; " : " [",
+                      lim->site.suppressed);
+    if (k > 0 && (size_t)k < size - 1)
+        snprintf(suffix + k, size - (size_t)k, "]");
+    if (s)
+        s->suppressed = 0;
+    lim->site.suppressed = 0;
+}
+
 int pf_log_limited(pf_log_limit *lim, const char *key, pf_log_level level, const char *component, const char *fmt,
                    ...)
 {
@@ -169,17 +189,7 @@ int pf_log_limited(pf_log_limit *lim, const char *key, pf_log_level level, const
     if (pass) {
         s->tokens -= 1.0;
         lim->site.tokens -= 1.0;
-        int k = 0;
-        if (s->suppressed)
-            k = snprintf(suffix, sizeof suffix, " [%lld similar messages suppressed in the last %.0f s", s->suppressed,
-                         now - s->since < 1 ? 1 : now - s->since);
-        if (lim->site.suppressed && k >= 0 && (size_t)k < sizeof suffix)
-            k += snprintf(suffix + k, sizeof suffix - (size_t)k, "%s%lld from other senders suppressed",
-                          k ? "; " : " [", lim->site.suppressed);
-        if (k > 0 && (size_t)k < sizeof suffix - 1)
-            snprintf(suffix + k, sizeof suffix - (size_t)k, "]");
-        s->suppressed = 0;
-        lim->site.suppressed = 0;
+        take_summary(lim, s, now, suffix, sizeof suffix);
     } else if (s->suppressed++ == 0) {
         s->since = now;
     }
@@ -191,4 +201,36 @@ int pf_log_limited(pf_log_limit *lim, const char *key, pf_log_level level, const
     emit(level, component, suffix[0] ? suffix : NULL, fmt, ap);
     va_end(ap);
     return 1;
+}
+
+int pf_log_limit_flush(pf_log_limit *lim, pf_log_level level, const char *component, const char *what)
+{
+    if ((int)level > atomic_load(&g_level))
+        return 0;
+    /* Summaries are taken under the lock and written after it (emit may call the progress bar's writer). */
+    char lines[PF_LOG_LIMIT_KEYS + 1][160];
+    int n = 0;
+    double now = mono_now();
+    pthread_mutex_lock(&g_limit_mu);
+    refill(&lim->site, now, PF_LOG_LIMIT_PER_S * PF_LOG_LIMIT_SITE_FACTOR,
+           (double)PF_LOG_LIMIT_BURST * PF_LOG_LIMIT_SITE_FACTOR);
+    for (int i = 0; i < PF_LOG_LIMIT_KEYS && lim->site.tokens >= 1.0; i++) {
+        pf_log_limit_slot *s = &lim->slot[i];
+        if (!s->key || !s->suppressed)
+            continue;
+        refill(s, now, PF_LOG_LIMIT_PER_S, PF_LOG_LIMIT_BURST);
+        if (s->tokens < 1.0)   /* the flood from this key goes on: its next line will say it */
+            continue;
+        s->tokens -= 1.0;
+        lim->site.tokens -= 1.0;
+        take_summary(lim, s, now, lines[n++], sizeof lines[0]);
+    }
+    if (lim->site.suppressed && lim->site.tokens >= 1.0) {   /* evicted keys' counts, when no key line took them */
+        lim->site.tokens -= 1.0;
+        take_summary(lim, NULL, now, lines[n++], sizeof lines[0]);
+    }
+    pthread_mutex_unlock(&g_limit_mu);
+    for (int i = 0; i < n; i++)
+        pf_log_always(level, component, "%s%s", what, lines[i]);
+    return n;
 }

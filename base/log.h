@@ -57,6 +57,12 @@ typedef struct pf_log_limit {
 int pf_log_limited(pf_log_limit *lim, const char *key, pf_log_level level, const char *component, const char *fmt,
                    ...) __attribute__((format(printf, 5, 6)));
 
+/* Say what LIM suppressed and has not said yet: one line "<component>: WHAT [N similar messages suppressed in
+ * the last S s]" per key whose bucket has a token again (and one for keys pushed out of the slots). Without it
+ * the count of a flood that stopped is never written: it only rides on the key's next line. Call it now and
+ * then (a role's housekeeping tick). Returns the number of lines written. */
+int pf_log_limit_flush(pf_log_limit *lim, pf_log_level level, const char *component, const char *what);
+
 #define PF_LOG_LIMITED_(level, comp, key, ...)                                                                     \
     do {                                                                                                           \
         static pf_log_limit pf_lim_;                                                                               \

@@ -101,6 +101,11 @@ static const pf_optcmd g_cmd = {
         "--image-size may then be left out). Exits 0 when every item is done or failed, 1 when stopped\n"
         "(SIGTERM/SIGINT: the job store is committed and closed; rerun to resume). SIGHUP re-reads --config\n"
         "and applies the options marked 'reloads'.\n"
+        "\n"
+        "Tar (also .tar.gz/.tgz/.tar.bz2/.tar.xz/.tar.zst) and zip shards, given or found in folders, are read in\n"
+        "place: one item per image member (WebDataset samples: the .json/.txt members of its key go to the\n"
+        "record's \"extra\"); a --list or manifest line SHARD#MEMBER names one member. Members always travel as\n"
+        "bytes (also with --path-only); hostile members are error records (README, \"Your data\").\n"
         "\n",
     .opts = g_rows,
     .size = sizeof(producer_cli),

@@ -104,6 +104,11 @@ static const pf_optcmd g_cmd = {
         "FILE.jsonl.db so an interrupted run resumes where it stopped; records missing from FILE.jsonl (deleted,\n"
         "cut) are redone. The output must be a regular file, not in use by another run. Hidden files and\n"
         "folders (names starting with '.', like .DS_Store) are skipped unless --include-hidden.\n"
+        "\n"
+        "Tar (also .tar.gz/.tgz/.tar.bz2/.tar.xz/.tar.zst) and zip shards, given or found in folders, are read in\n"
+        "place: one item per image member (WebDataset samples: the .json/.txt members of its key go to the\n"
+        "record's \"extra\"); a --list or manifest line SHARD#MEMBER names one member. Hostile members are\n"
+        "error records (README, \"Your data\").\n"
         "\n" PF_RUN_EXIT_HELP "\n",
     .opts = g_rows,
     .size = sizeof(run_cli),

@@ -9,6 +9,27 @@
 
 #include "pipeline/outfile.h"
 
+/* The item states (pf_item_state, jobstore.h) as they are spelled inside the SQL below. The statements are
+ * compile-time strings, so each state is an integer macro turned into text; the asserts keep the two in step. */
+#define SQL_TEXT_(x) #x
+#define SQL_TEXT(x) SQL_TEXT_(x)
+#define ITEM_QUEUED 0
+#define ITEM_LEASED 1
+#define ITEM_DONE 2
+#define ITEM_FAILED 3
+_Static_assert(ITEM_QUEUED == PF_ITEM_QUEUED && ITEM_LEASED == PF_ITEM_LEASED && ITEM_DONE == PF_ITEM_DONE &&
+                   ITEM_FAILED == PF_ITEM_FAILED,
+               "jobstore.c's SQL state numbers differ from pf_item_state");
+#define QUEUED SQL_TEXT(ITEM_QUEUED)
+#define LEASED SQL_TEXT(ITEM_LEASED)
+#define FAILED SQL_TEXT(ITEM_FAILED)
+/* "not final": an item a transition may still move (done and failed are final, jobstore.h) */
+#define OPEN_STATES "(" SQL_TEXT(ITEM_QUEUED) ", " SQL_TEXT(ITEM_LEASED) ")"
+/* "finished": an item that has (or had) a record in the output */
+#define FINAL_STATES "(" SQL_TEXT(ITEM_DONE) ", " SQL_TEXT(ITEM_FAILED) ")"
+
+/* Every statement the hot paths run is prepared once at open (sqlite3_prepare costs more than most of these
+ * statements' steps); the rare ones (migrations, reports) are prepared where they run. */
 enum {
     ST_META_GET, ST_META_SET, ST_HAS, ST_ADD, ST_NEXT, ST_GET, ST_LEASE, ST_REQUEUE, ST_FINISH, ST_COUNTS,
     ST_BEYOND, ST_UNPLACED, ST_PLACED, ST_COUNT
@@ -18,23 +39,29 @@ static const char *const g_sql[ST_COUNT] = {
     [ST_META_GET] = "SELECT v FROM job WHERE k = ?1",
     [ST_META_SET] = "INSERT INTO job(k, v) VALUES(?1, ?2) ON CONFLICT(k) DO UPDATE SET v = excluded.v",
     [ST_HAS] = "SELECT 1 FROM items WHERE path = ?1",
+    /* OR IGNORE: the unique index items_ident makes a pair seen again (a rescan, a resumed job) a no-op; the
+     * key stays empty until the item is first leased (jobstore.h: the file is read once, then) */
     [ST_ADD] = "INSERT OR IGNORE INTO items(path, key, size, state, attempts, updated, task, meta, ident) "
-               "VALUES(?1, '', ?3, 0, 0, ?4, ?5, ?6, ?7)",
-    [ST_NEXT] = "SELECT id, path, key, size, attempts, state, task, meta FROM items WHERE state = 0 AND id > ?1 "
-                "ORDER BY id LIMIT ?2",
+               "VALUES(?1, '', ?3, " QUEUED ", 0, ?4, ?5, ?6, ?7)",
+    /* keyset paging by id (index items_state): each call continues after the last id it gave, no OFFSET scan */
+    [ST_NEXT] = "SELECT id, path, key, size, attempts, state, task, meta FROM items WHERE state = " QUEUED
+                " AND id > ?1 ORDER BY id LIMIT ?2",
     [ST_GET] = "SELECT id, path, key, size, attempts, state, task, meta FROM items WHERE id = ?1",
-    [ST_LEASE] = "UPDATE items SET state = 1, stage = ?2, worker = ?3, deadline = ?4, updated = ?5, key = ?6 "
-                 "WHERE id = ?1 AND state IN (0, 1)",
-    [ST_REQUEUE] = "UPDATE items SET state = 0, attempts = ?2, error = ?3, stage = NULL, worker = NULL, "
-                   "deadline = NULL, updated = ?4 WHERE id = ?1 AND state IN (0, 1)",
+    /* leased again from leased: an item is leased once per stage (preprocess, then inference) */
+    [ST_LEASE] = "UPDATE items SET state = " LEASED ", stage = ?2, worker = ?3, deadline = ?4, updated = ?5, "
+                 "key = ?6 WHERE id = ?1 AND state IN " OPEN_STATES,
+    [ST_REQUEUE] = "UPDATE items SET state = " QUEUED ", attempts = ?2, error = ?3, stage = NULL, worker = NULL, "
+                   "deadline = NULL, updated = ?4 WHERE id = ?1 AND state IN " OPEN_STATES,
+    /* key = ?2 (content hash + settings, proto.h): a result for other bytes or settings than the item's current
+     * lease (a stale lease before the file changed, a forged one) does not finish it */
     [ST_FINISH] = "UPDATE items SET state = ?3, error = ?4, stage = NULL, worker = NULL, deadline = NULL, "
-                  "updated = ?5, out_end = ?6 WHERE id = ?1 AND key = ?2 AND state IN (0, 1)",
+                  "updated = ?5, out_end = ?6 WHERE id = ?1 AND key = ?2 AND state IN " OPEN_STATES,
     [ST_COUNTS] = "SELECT state, count(*) FROM items GROUP BY state",
     /* finished items whose record ends beyond the output's committed size: not in the output (any more) */
-    [ST_BEYOND] = "UPDATE items SET state = 0, out_end = NULL, error = NULL, updated = ?2 "
-                  "WHERE out_end > ?1 AND state IN (2, 3)",
-    [ST_UNPLACED] = "SELECT count(*) FROM items WHERE state IN (2, 3) AND out_end IS NULL",
-    [ST_PLACED] = "SELECT count(*) FROM items WHERE out_end IS NOT NULL AND state IN (2, 3)",
+    [ST_BEYOND] = "UPDATE items SET state = " QUEUED ", out_end = NULL, error = NULL, updated = ?2 "
+                  "WHERE out_end > ?1 AND state IN " FINAL_STATES,
+    [ST_UNPLACED] = "SELECT count(*) FROM items WHERE state IN " FINAL_STATES " AND out_end IS NULL",
+    [ST_PLACED] = "SELECT count(*) FROM items WHERE out_end IS NOT NULL AND state IN " FINAL_STATES,
 };
 
 struct pf_jobstore {
@@ -94,6 +121,8 @@ static int add_out_end(pf_jobstore *js, pf_err *err)
         return dberr(js, err, "read the schema");
     if (!have && exec(js, "ALTER TABLE items ADD COLUMN out_end INTEGER", err))
         return -1;
+    /* Partial: only finished items have an offset, and only they are looked up by it (requeue_beyond's
+     * out_end > size, shift_out_end); queued items, most of a fresh job, stay out of the index. */
     return exec(js, "CREATE INDEX IF NOT EXISTS items_out_end ON items(out_end) WHERE out_end IS NOT NULL", err);
 }
 
@@ -115,8 +144,9 @@ static int has_column(pf_jobstore *js, const char *col, int *have, pf_err *err)
 /* items.ident / items.task / items.meta (issue 19): an item is an (ident, task) pair, so that one image can
  * carry several tasks and one file typed two ways is one item; ident is the canonical path (path stays as
  * found: workers read it, records show it), task the canonical JSON of the item's own task ('' = the job's),
- * meta the JSON its record gets (manifest id and extra columns). Job stores made before them had `path UNIQUE`, which SQLite cannot drop
- * in place: the table is rebuilt once, in one transaction, ids and states kept (so out_end and resumes hold). */
+ * meta the JSON its record gets (manifest id and extra columns). Job stores made before them had
+ * `path UNIQUE`, which SQLite cannot drop in place: the table is rebuilt once, in one transaction (a crash
+ * mid-way leaves the old table whole), ids and states kept (so out_end and resumes hold). */
 static int add_task_columns(pf_jobstore *js, pf_err *err)
 {
     int have = 0;
@@ -125,7 +155,7 @@ static int add_task_columns(pf_jobstore *js, pf_err *err)
     if (!have &&
         exec(js, "BEGIN IMMEDIATE;"
                  "CREATE TABLE items_v2(id INTEGER PRIMARY KEY, path TEXT NOT NULL, "
-                 " key TEXT NOT NULL DEFAULT '', size INTEGER NOT NULL, state INTEGER NOT NULL DEFAULT 0, "
+                 " key TEXT NOT NULL DEFAULT '', size INTEGER NOT NULL, state INTEGER NOT NULL DEFAULT " QUEUED ", "
                  " attempts INTEGER NOT NULL DEFAULT 0, stage TEXT, worker TEXT, deadline REAL, error TEXT, "
                  " updated REAL, out_end INTEGER, task TEXT NOT NULL DEFAULT '', meta TEXT, ident TEXT NOT NULL);"
                  "INSERT INTO items_v2(id, path, key, size, state, attempts, stage, worker, deadline, error, updated, "
@@ -138,6 +168,7 @@ static int add_task_columns(pf_jobstore *js, pf_err *err)
         sqlite3_exec(js->db, "ROLLBACK", NULL, NULL, NULL);
         return -1;
     }
+    /* items_ident is the item's identity: ST_ADD's OR IGNORE relies on it to drop a pair already in the job. */
     return exec(js, "CREATE UNIQUE INDEX IF NOT EXISTS items_ident ON items(ident, task);"
                     "CREATE INDEX IF NOT EXISTS items_state ON items(state, id);",
                 err);
@@ -162,15 +193,22 @@ int pf_jobstore_open(const char *path, pf_jobstore **out, pf_err *err)
         pf_jobstore_close(js);
         return -1;
     }
+    /* The flock above keeps other paliflow processes out, but not a reader such as the sqlite3 shell or a
+     * monitoring script: wait up to 5 s for its lock instead of failing the job on SQLITE_BUSY. */
     sqlite3_busy_timeout(js->db, 5000);
+    /* WAL: a commit appends pages to the log instead of rewriting the database, and readers never block the
+     * producer. synchronous=NORMAL: in WAL mode it still cannot corrupt the file; a power cut may lose the last
+     * commits, which only redoes those items (jobstore.h says why that is safe). */
+    /* items_state (state, id) serves ST_NEXT's "queued after id" and the counts by state without a scan. */
     if (exec(js, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", err) ||
         exec(js, "CREATE TABLE IF NOT EXISTS job(k TEXT PRIMARY KEY, v TEXT NOT NULL);"
                  "CREATE TABLE IF NOT EXISTS items(id INTEGER PRIMARY KEY, path TEXT NOT NULL, "
-                 " key TEXT NOT NULL DEFAULT '', size INTEGER NOT NULL, state INTEGER NOT NULL DEFAULT 0, "
+                 " key TEXT NOT NULL DEFAULT '', size INTEGER NOT NULL, state INTEGER NOT NULL DEFAULT " QUEUED ", "
                  " attempts INTEGER NOT NULL DEFAULT 0, stage TEXT, worker TEXT, deadline REAL, error TEXT, "
                  " updated REAL, out_end INTEGER, task TEXT NOT NULL DEFAULT '', meta TEXT, ident TEXT NOT NULL);"
                  "CREATE INDEX IF NOT EXISTS items_state ON items(state, id);",
              err) ||
+        /* out_end first: add_task_columns' rebuild copies it; then again, for the index the rebuild dropped */
         add_out_end(js, err) || add_task_columns(js, err) || add_out_end(js, err)) {
         pf_jobstore_close(js);
         return -1;
@@ -190,7 +228,7 @@ void pf_jobstore_close(pf_jobstore *js)
 {
     if (!js)
         return;
-    if (js->in_tx)
+    if (js->in_tx)   /* the group commit still held back (pf_jobstore_commit_due): closing is its due time */
         sqlite3_exec(js->db, "COMMIT", NULL, NULL, NULL);
     for (int i = 0; i < ST_COUNT; i++)
         sqlite3_finalize(js->st[i]);
@@ -205,6 +243,8 @@ int pf_jobstore_begin(pf_jobstore *js, pf_err *err)
 {
     if (js->in_tx)
         return 0;
+    /* IMMEDIATE takes the write lock now: a deferred transaction that reads first and writes later can fail
+     * with SQLITE_BUSY at its first write (not retried by the busy handler), after work was already done. */
     if (exec(js, "BEGIN IMMEDIATE", err))
         return -1;
     js->in_tx = 1;
@@ -230,6 +270,9 @@ int pf_jobstore_commit_due(pf_jobstore *js, double max_age_s, int64_t max_ops, p
 
 int pf_jobstore_in_tx(const pf_jobstore *js) { return js->in_tx; }
 
+/* A prepared statement ready for new bindings: reset (a previous step may have left it mid-row) and its old
+ * bindings cleared, so that a parameter a caller leaves unbound is NULL, not the last item's value (ST_FINISH's
+ * error and out_end, ST_REQUEUE's reason rely on it). */
 static sqlite3_stmt *stmt(pf_jobstore *js, int which)
 {
     sqlite3_stmt *s = js->st[which];
@@ -238,6 +281,7 @@ static sqlite3_stmt *stmt(pf_jobstore *js, int which)
     return s;
 }
 
+/* Step an UPDATE/INSERT once. tx_ops counts it for pf_jobstore_commit_due's size bound. */
 static int run_update(pf_jobstore *js, sqlite3_stmt *s, const char *what, int *changed, pf_err *err)
 {
     int rc = sqlite3_step(s);
@@ -309,6 +353,7 @@ int pf_jobstore_add_item(pf_jobstore *js, const char *path, const char *ident, c
     return 0;
 }
 
+/* Copy a row out of S (sqlite3_column_text pointers die at the next step or reset). -1: out of memory. */
 static int read_row(sqlite3_stmt *s, pf_item_row *r)
 {
     memset(r, 0, sizeof *r);
@@ -344,6 +389,7 @@ int pf_jobstore_next_queued(pf_jobstore *js, int64_t after_id, size_t max, pf_it
         (*n)++;
     }
     sqlite3_reset(s);
+    /* an error mid-way gives no rows at all: the caller never hands out half a page it thinks is whole */
     if (*n < max && rc != SQLITE_DONE) {
         pf_item_rows_free(rows, *n);
         *n = 0;
@@ -427,8 +473,8 @@ int pf_jobstore_requeue_beyond(pf_jobstore *js, int64_t out_size, int64_t *n_don
     *n_done = *n_failed = 0;
     /* what goes back, by final state, first (through the out_end index: no scan of the whole job) */
     sqlite3_stmt *c = NULL;
-    if (sqlite3_prepare_v2(js->db, "SELECT state, count(*) FROM items WHERE out_end > ?1 AND state IN (2, 3) "
-                                   "GROUP BY state", -1, &c, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(js->db, "SELECT state, count(*) FROM items WHERE out_end > ?1 AND state IN " FINAL_STATES
+                                   " GROUP BY state", -1, &c, NULL) != SQLITE_OK)
         return dberr(js, err, "count items missing from the output");
     sqlite3_bind_int64(c, 1, out_size);
     int rc;
@@ -465,13 +511,17 @@ int pf_jobstore_count_unplaced(pf_jobstore *js, int64_t *n, pf_err *err)
 
 int pf_jobstore_requeue_failed(pf_jobstore *js, int64_t *n, pf_err *err)
 {
-    if (exec(js, "UPDATE items SET state = 0, attempts = 0, out_end = NULL, stage = NULL, worker = NULL, "
-                 "deadline = NULL WHERE state = 3", err))
+    /* attempts back to 0: --retry-failed gives each failure the full number of attempts again. out_end cleared:
+     * a queued item has no record of its own to reconcile; its old error record is superseded (compact.c). */
+    if (exec(js, "UPDATE items SET state = " QUEUED ", attempts = 0, out_end = NULL, stage = NULL, worker = NULL, "
+                 "deadline = NULL WHERE state = " FAILED, err))
         return -1;
     *n = sqlite3_changes(js->db);
     return 0;
 }
 
+/* compact.c removed LEN bytes that ended at END from the output: every record after them moved back by LEN,
+ * so their offsets follow (else the next reconciliation would take them for lost). */
 int pf_jobstore_shift_out_end(pf_jobstore *js, int64_t end, int64_t len, pf_err *err)
 {
     sqlite3_stmt *s = NULL;
@@ -487,7 +537,10 @@ int pf_jobstore_shift_out_end(pf_jobstore *js, int64_t end, int64_t len, pf_err 
 
 int pf_jobstore_reset_leases(pf_jobstore *js, int64_t *n, pf_err *err)
 {
-    if (exec(js, "UPDATE items SET state = 0, stage = NULL, worker = NULL, deadline = NULL WHERE state = 1", err))
+    /* At startup no worker holds a lease of this process's previous life: every leased item is queued again
+     * (attempts unchanged: the crash was not the item's fault). */
+    if (exec(js, "UPDATE items SET state = " QUEUED ", stage = NULL, worker = NULL, deadline = NULL WHERE state = "
+                 LEASED, err))
         return -1;
     *n = sqlite3_changes(js->db);
     return 0;
@@ -500,7 +553,7 @@ int pf_jobstore_counts(pf_jobstore *js, int64_t counts[4], pf_err *err)
     int rc;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         int st = sqlite3_column_int(s, 0);
-        if (st >= 0 && st < 4)
+        if (st >= PF_ITEM_QUEUED && st <= PF_ITEM_FAILED)   /* a state a newer paliflow added is not counted */
             counts[st] = sqlite3_column_int64(s, 1);
     }
     sqlite3_reset(s);
@@ -512,8 +565,8 @@ int pf_jobstore_error_reasons(pf_jobstore *js, size_t max, void (*cb)(const char
 {
     sqlite3_stmt *s = NULL;
     if (sqlite3_prepare_v2(js->db,
-                           "SELECT coalesce(error, ''), count(*) AS n FROM items WHERE state = 3 GROUP BY 1 "
-                           "ORDER BY n DESC, 1 LIMIT ?1",
+                           "SELECT coalesce(error, ''), count(*) AS n FROM items WHERE state = " FAILED
+                           " GROUP BY 1 ORDER BY n DESC, 1 LIMIT ?1",
                            -1, &s, NULL) != SQLITE_OK)
         return dberr(js, err, "error reasons");
     sqlite3_bind_int64(s, 1, (sqlite3_int64)max);

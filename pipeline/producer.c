@@ -193,6 +193,7 @@ static void prod_free(prod *p)
     free(p->peers);
     free(p->prompt);
     pf_prod_tasks_free(p);
+    pf_prod_archive_free(p);
     pf_keyset_free(&p->finished);
 }
 

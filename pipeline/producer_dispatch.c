@@ -111,7 +111,8 @@ void pf_prod_dispatch_pre(prod *p, double now)
         size_t len = 0;
         char why[400];
         double t_read = pf_now();
-        if (read_item(f->path, p->o->max_file_bytes, &bytes, &len, why, sizeof why)) {
+        int member = pf_prod_archive_read(p, f, &bytes, &len, why, sizeof why);   /* 0: not a shard's */
+        if (member < 0 || (!member && read_item(f->path, p->o->max_file_bytes, &bytes, &len, why, sizeof why))) {
             unreadable(p, f, why);
             continue;
         }
@@ -122,7 +123,7 @@ void pf_prod_dispatch_pre(prod *p, double now)
         m.image_size = p->image_size;
         m.lease_s = p->o->preprocess_lease_s;
         char *canon = NULL;
-        if (p->o->path_only) {
+        if (p->o->path_only && !member) {   /* a member travels as bytes: a worker cannot open it */
             m.path_only = 1;
             /* Workers run elsewhere (another folder, another host): a relative path would be read from
              * theirs. The record keeps the path as found (the job's identity). */

@@ -124,6 +124,7 @@ typedef struct prod {
     char *task_json;        /* the job's task, canonical (a manifest line with the same task stores "") */
     struct pf_manifest *manifest;
     int files_scanned;      /* the folder/list scan is over; the manifest is being read */
+    struct pf_prod_arc *arc;   /* tar/zip shards: the one being listed, the dispatch's reader (producer_archive.c) */
     /* The inference workers the latest images went to (hash of the path -> peer), so that the other tasks of
      * an image follow it: that worker's image-feature cache then runs the vision tower once for all of them. */
     struct { uint64_t h; int peer; } affinity[64];
@@ -209,6 +210,22 @@ int pf_prod_add_path(prod *p, const char *path, int *added, pf_err *err);
 /* Read a bounded chunk of the manifest into the job; at its end the scan is complete. */
 int pf_prod_manifest_some(prod *p, double budget_s, pf_err *err);
 void pf_prod_tasks_free(prod *p);
+/* One (path, task, meta) into the job; IDENT is its identity (canonical path, or shard + member). */
+int pf_prod_add_one(prod *p, const char *path, const char *ident, int64_t size, const char *task, const char *meta,
+                    int *added, pf_err *err);
+/* PATH's realpath (or lexically absolute when it has none); *size its size, -1 when it cannot be stat'ed. */
+char *pf_prod_canonical(const char *path, int64_t *size);
+
+/* producer_archive.c: tar/zip shards. pf_prod_archive_add takes PATH when it is a shard (its listing starts:
+ * pf_prod_archive_some adds its members, TASKS each, with META's columns) or "SHARD#MEMBER" (one member):
+ * 1 taken, 0 not an archive path, -1 error. */
+int pf_prod_archive_add(prod *p, const char *path, const char *const *tasks, size_t n_tasks, const char *meta,
+                        int *added, pf_err *err);
+int pf_prod_archive_listing(const prod *p);   /* a shard is being listed */
+int pf_prod_archive_some(prod *p, double t_end, int *added, pf_err *err);
+/* The bytes of F when it is an archive item: 0 not one; 1 read (*bytes malloc'd); -1 its error (WHY). */
+int pf_prod_archive_read(prod *p, flight *f, uint8_t **bytes, size_t *len, char *why, size_t why_cap);
+void pf_prod_archive_free(prod *p);
 void pf_prod_refill(prod *p);
 
 /* producer_peers.c: connected workers and sinks, and what they send. */

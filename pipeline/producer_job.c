@@ -240,6 +240,13 @@ int pf_prod_scan_some(prod *p, double budget_s, pf_err *err)
     double t_end = pf_now() + budget_s;
     int added = 0;
     for (int k = 0; k < 2000; k++) {
+        if (pf_prod_archive_listing(p)) {   /* a shard found: its members before the next file */
+            if (pf_prod_archive_some(p, t_end, &added, err))
+                return -1;
+            if (pf_prod_archive_listing(p))
+                break;
+            continue;
+        }
         const char *path;
         int r = pf_scan_next(p->scan, &path, err);
         if (r < 0)

@@ -126,8 +126,7 @@ int pf_prod_open_manifest(prod *p, const char *path, pf_err *err)
     return 0;
 }
 
-/* One (path, task, meta) into the job; IDENT is the path's canonical form. */
-static int add_one(prod *p, const char *path, const char *ident, int64_t size, const char *task, const char *meta,
+int pf_prod_add_one(prod *p, const char *path, const char *ident, int64_t size, const char *task, const char *meta,
                    int *added, pf_err *err)
 {
     int64_t id;
@@ -157,7 +156,7 @@ static char *working_folder(void)
  * symlinked folder are one item (records still show the path as found). A path realpath cannot resolve (a
  * broken link, a file gone) is made absolute lexically instead: the working folder in front, "//", "/./" and
  * "dir/.." folded. */
-static char *canonical(const char *path, int64_t *size)
+char *pf_prod_canonical(const char *path, int64_t *size)
 {
     struct stat st;
     *size = stat(path, &st) == 0 ? (int64_t)st.st_size : -1;
@@ -206,26 +205,26 @@ static char *canonical(const char *path, int64_t *size)
 
 int pf_prod_add_path(prod *p, const char *path, int *added, pf_err *err)
 {
+    int ar = pf_prod_archive_add(p, path, (const char *const *)p->tasks, p->n_tasks, NULL, added, err);
+    if (ar)   /* a tar/zip shard or a member of one (producer_archive.c) */
+        return ar < 0 ? -1 : 0;
     int64_t size;
-    char *c = canonical(path, &size);
+    char *c = pf_prod_canonical(path, &size);
     if (!c)
         return pf_errf(err, "out of memory");
     int rc = 0;
     for (size_t i = 0; !rc && i < p->n_tasks; i++)
-        rc = add_one(p, path, c, size, p->tasks[i], NULL, added, err);
+        rc = pf_prod_add_one(p, path, c, size, p->tasks[i], NULL, added, err);
     free(c);
     return rc;
 }
 
-static int add_manifest_item(prod *p, const pf_manifest_item *it, int *added, pf_err *err)
+/* The canonical task JSON of each item a manifest line makes, into TJ (at most max(n_tasks, n_prompts)). */
+static int line_tasks(prod *p, const pf_manifest_item *it, char **tj, size_t *n, pf_err *err)
 {
-    int64_t size;
-    char *c = canonical(it->path, &size);
-    if (!c)
-        return pf_errf(err, "out of memory");
-    int rc = 0;
+    *n = 0;
     if (it->n_prompts == 0) {   /* no prompt of its own: the job's task(s), with the line's settings */
-        for (size_t i = 0; !rc && i < p->n_tasks; i++) {
+        for (size_t i = 0; i < p->n_tasks; i++) {
             char *j = NULL;
             if (*p->tasks[i]) {
                 pf_task t;
@@ -237,16 +236,43 @@ static int add_manifest_item(prod *p, const pf_manifest_item *it, int *added, pf
             } else {
                 j = item_task_json(p, NULL, &it->set);
             }
-            rc = j ? add_one(p, it->path, c, size, j, it->meta, added, err) : pf_errf(err, "out of memory");
-            free(j);
+            if (!j)
+                return pf_errf(err, "out of memory");
+            tj[(*n)++] = j;
         }
     }
-    for (size_t i = 0; !rc && i < it->n_prompts; i++) {
+    for (size_t i = 0; i < it->n_prompts; i++) {
         char *j = item_task_json(p, it->prompts[i], &it->set);
-        rc = j ? add_one(p, it->path, c, size, j, it->meta, added, err) : pf_errf(err, "out of memory");
-        free(j);
+        if (!j)
+            return pf_errf(err, "out of memory");
+        tj[(*n)++] = j;
     }
-    free(c);
+    return 0;
+}
+
+static int add_manifest_item(prod *p, const pf_manifest_item *it, int *added, pf_err *err)
+{
+    size_t cap = p->n_tasks > it->n_prompts ? p->n_tasks : it->n_prompts, n = 0;
+    char **tj = calloc(cap ? cap : 1, sizeof *tj);
+    if (!tj)
+        return pf_errf(err, "out of memory");
+    int rc = line_tasks(p, it, tj, &n, err);
+    /* a shard or "SHARD#MEMBER" (producer_archive.c): its members get the line's tasks and columns */
+    int ar = rc ? 0 : pf_prod_archive_add(p, it->path, (const char *const *)tj, n, it->meta, added, err);
+    if (ar < 0)
+        rc = -1;
+    if (!rc && !ar) {
+        int64_t size;
+        char *c = pf_prod_canonical(it->path, &size);
+        if (!c)
+            rc = pf_errf(err, "out of memory");
+        for (size_t i = 0; !rc && i < n; i++)
+            rc = pf_prod_add_one(p, it->path, c, size, tj[i], it->meta, added, err);
+        free(c);
+    }
+    for (size_t i = 0; i < n; i++)
+        free(tj[i]);
+    free(tj);
     return rc;
 }
 
@@ -254,7 +280,14 @@ int pf_prod_manifest_some(prod *p, double budget_s, pf_err *err)
 {
     double t_end = pf_now() + budget_s;
     int added = 0;
-    for (int k = 0; p->manifest && k < 2000; k++) {
+    for (int k = 0; (p->manifest || pf_prod_archive_listing(p)) && k < 2000; k++) {
+        if (pf_prod_archive_listing(p)) {   /* a shard the last line named: listed before the next line */
+            if (pf_prod_archive_some(p, t_end, &added, err))
+                return -1;
+            if (pf_prod_archive_listing(p))
+                break;
+            continue;
+        }
         pf_manifest_item it;
         int r = pf_manifest_next(p->manifest, &it, err);
         if (r < 0)

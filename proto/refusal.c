@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "base/file.h"
 #include "base/log.h"
 #include "proto/wire.h"
 
@@ -43,7 +42,6 @@ static pf_refusal_kind *kind_of(pf_refusals *r, const char *type, const char *re
     snprintf(labels, sizeof labels, "component=\"%s\",type=\"%s\",reason=\"%s\"", r->component, k->type, k->reason);
     k->metric = pf_counter("paliflow_refused_messages_total", labels,
                            "Messages dropped because their sender may not send them (PROTOCOL.md, Who may say what)");
-    k->last_log = -1e9;
     return k;
 }
 
@@ -53,37 +51,23 @@ void pf_refuse(pf_refusals *r, const char *type, const char *reason, const pf_pe
     pf_metric_add(k->metric, 1);
     k->count++;
     r->total++;
-    double now = pf_now();
-    if (now - k->last_log < PF_REFUSAL_LOG_EVERY_S) {
-        k->unsaid++;
-        return;
-    }
     char detail[700];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(detail, sizeof detail, fmt, ap);
     va_end(ap);
-    char more[96] = "";
-    if (k->unsaid)
-        snprintf(more, sizeof more, " (and %lld more %s refusals [%s] in the last %.0f s)", (long long)k->unsaid,
-                 type, reason, now - k->last_log);
-    pf_warn(r->component, "refused %s from %s: %s [%s]%s", type, from ? from->text : "an unknown peer", detail,
-            reason, more);
-    k->last_log = now;
-    k->unsaid = 0;
+    /* Keyed by the sender's description: one forging peer uses up its own bucket, not another's. */
+    pf_log_limited(&k->log, from ? from->text : NULL, PF_LOG_WARN, r->component, "refused %s from %s: %s [%s]",
+                   type, from ? from->text : "an unknown peer", detail, reason);
 }
 
 void pf_refusals_tick(pf_refusals *r)
 {
-    double now = pf_now();
     for (int i = 0; i < r->n; i++) {
         pf_refusal_kind *k = &r->kinds[i];
-        if (k->unsaid && now - k->last_log >= PF_REFUSAL_LOG_EVERY_S) {
-            pf_warn(r->component, "refused %lld more %s messages [%s] in the last %.0f s", (long long)k->unsaid,
-                    k->type, k->reason, now - k->last_log);
-            k->unsaid = 0;
-            k->last_log = now;
-        }
+        char what[80];
+        snprintf(what, sizeof what, "refused %s messages [%s]", k->type, k->reason);
+        pf_log_limit_flush(&k->log, PF_LOG_WARN, r->component, what);
     }
 }
 

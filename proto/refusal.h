@@ -1,7 +1,9 @@
 /* refusal.h - messages a role drops because their sender may not say them (PROTOCOL.md, "Who may say
  * what"): each is counted in paliflow_refused_messages_total{component, type, reason} and logged as a
- * warning naming the sender (routing id, address, CURVE key), at most once per RATE seconds per
- * (type, reason) with the number left unsaid since, so a peer flooding forged messages cannot flood the log.
+ * warning naming the sender (routing id, address, CURVE key). The log goes through base/log.h's rate limit
+ * (pf_log_limited: per (type, reason), a bucket per sender and one for them all, the number left unsaid on
+ * the next line), the one every message an outsider can trigger takes, so a peer flooding forged messages
+ * cannot flood the log nor hide another peer's refusals.
  *
  * One pf_refusals per role thread (not thread-safe: producer and sink each own theirs).
  */
@@ -12,10 +14,10 @@
 #include <stdint.h>
 #include <zmq.h>
 
+#include "base/log.h"
 #include "base/metrics.h"
 
 #define PF_REFUSAL_KINDS 32
-#define PF_REFUSAL_LOG_EVERY_S 10.0
 
 /* Who sent a message, for a log line: "routing id W (address 127.0.0.1, key Z85)". */
 typedef struct pf_peer_desc {
@@ -30,9 +32,8 @@ void pf_peer_describe(zmq_msg_t *frame, const uint8_t *ident, size_t ident_len, 
 typedef struct pf_refusal_kind {
     char type[16], reason[32];
     pf_metric *metric;
-    double last_log;
     int64_t count;
-    int64_t unsaid;      /* refusals of this kind not logged since last_log */
+    pf_log_limit log;    /* this kind's log lines, keyed by sender */
 } pf_refusal_kind;
 
 typedef struct pf_refusals {
@@ -48,8 +49,8 @@ void pf_refusals_init(pf_refusals *r, const char *component);
  * code constants, never peer text, so the metric's label set stays bounded. */
 void pf_refuse(pf_refusals *r, const char *type, const char *reason, const pf_peer_desc *from, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
-/* Say how many refusals went unlogged in each kind's window once the window is over (call now and then: a
- * flood that stops still gets its count logged). */
+/* Say how many refusals went unlogged, for each kind and sender whose rate allows a line again (call now and
+ * then: a flood that stops still gets its count logged; pf_log_limit_flush). */
 void pf_refusals_tick(pf_refusals *r);
 /* Refusals counted so far for (TYPE, REASON) (NULL matches any), for tests and summaries. */
 int64_t pf_refusals_count(const pf_refusals *r, const char *type, const char *reason);

@@ -16,21 +16,8 @@
 #include "base/file.h"
 #include "base/log.h"
 
-static char g_dir[] = "/tmp/pf_test_safeio_XXXXXX";
-
-static int setup(void **state)
-{
-    (void)state;
-    return mkdtemp(g_dir) ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
+#define PF_TEST_TMP_NAME "pf_test_safeio"
+#include "tests/support/test_tmp.h"
 
 /* A FIFO without a writer: open() without O_NONBLOCK would wait forever. Refused by name and type, at once
  * (a hang here is the test's failure: ctest's timeout). */
@@ -38,7 +25,7 @@ static void test_fifo_refused(void **state)
 {
     (void)state;
     char path[256];
-    snprintf(path, sizeof path, "%s/fifo", g_dir);
+    snprintf(path, sizeof path, "%s/fifo", g_tmp);
     assert_int_equal(mkfifo(path, 0600), 0);
     char *buf;
     size_t len;
@@ -51,18 +38,18 @@ static void test_fifo_refused(void **state)
     pf_map map;
     assert_int_equal(pf_map_file(path, &map, &err), -1);
     assert_non_null(strstr(err.msg, "is a FIFO"));
-    assert_int_equal(pf_read_file_safe(g_dir, 100, &buf, &len, &fault, &err), -1);
+    assert_int_equal(pf_read_file_safe(g_tmp, 100, &buf, &len, &fault, &err), -1);
     assert_int_equal(fault, PF_FILE_NOT_REGULAR);
     assert_non_null(strstr(err.msg, "is a directory"));
     assert_int_equal(pf_read_file_safe("/dev/null", 100, &buf, &len, &fault, &err), -1);
     assert_non_null(strstr(err.msg, "is a character device"));
     char missing[256];
-    snprintf(missing, sizeof missing, "%s/missing", g_dir);
+    snprintf(missing, sizeof missing, "%s/missing", g_tmp);
     assert_int_equal(pf_read_file_safe(missing, 100, &buf, &len, &fault, &err), -1);
     assert_int_equal(fault, PF_FILE_IO);
     /* a symlink to the FIFO is the FIFO */
     char link[256];
-    snprintf(link, sizeof link, "%s/link", g_dir);
+    snprintf(link, sizeof link, "%s/link", g_tmp);
     assert_int_equal(symlink(path, link), 0);
     assert_int_equal(pf_read_file_safe(link, 100, &buf, &len, &fault, &err), -1);
     assert_int_equal(fault, PF_FILE_NOT_REGULAR);
@@ -72,7 +59,7 @@ static void test_read_limits(void **state)
 {
     (void)state;
     char path[256];
-    snprintf(path, sizeof path, "%s/f", g_dir);
+    snprintf(path, sizeof path, "%s/f", g_tmp);
     FILE *f = fopen(path, "wb");
     assert_non_null(f);
     fputs("0123456789", f);
@@ -148,7 +135,7 @@ static void test_log_flood(void **state)
 {
     (void)state;
     char path[256];
-    snprintf(path, sizeof path, "%s/log", g_dir);
+    snprintf(path, sizeof path, "%s/log", g_tmp);
     int saved = capture_stderr(path);
     const int N = 100000;
     double t0 = now_s();
@@ -189,7 +176,7 @@ static void test_log_long_line(void **state)
 {
     (void)state;
     char path[256];
-    snprintf(path, sizeof path, "%s/log2", g_dir);
+    snprintf(path, sizeof path, "%s/log2", g_tmp);
     size_t n = 5000;
     char *big = malloc(n + 1);
     assert_non_null(big);
@@ -231,5 +218,5 @@ int main(void)
         cmocka_unit_test(test_fifo_refused), cmocka_unit_test(test_read_limits), cmocka_unit_test(test_base64),
         cmocka_unit_test(test_log_flood),    cmocka_unit_test(test_log_long_line),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup_tmp, teardown_tmp);
 }

@@ -23,13 +23,11 @@ import subprocess
 import sys
 import tempfile
 
-FAILS = []
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from pftest import Findings  # noqa: E402
 
-
-def check(cond, msg):
-    if not cond:
-        FAILS.append(msg)
-    return cond
+FINDINGS = Findings()   # every command's problems in one run
+check = FINDINGS.check
 
 
 def run(argv, stdin=""):
@@ -104,11 +102,8 @@ def main():
         r = run([pf, "tokenize", "--config", tok_conf])
         check(r.returncode == 2 and "from-file.json" in r.stderr,
               "tokenize: the file's tokenizer was not used: %r" % r.stderr[:200])
-    if FAILS:
-        print("FAIL cli commands:\n  " + "\n  ".join(FAILS))
-        return 1
-    print("PASS cli commands: %d commands take --help and --config FILE (%s)" % (len(names), " ".join(names)))
-    return 0
+    return FINDINGS.report("cli commands", "%d commands take --help and --config FILE (%s)" % (len(names),
+                                                                                                 " ".join(names)))
 
 
 if __name__ == "__main__":

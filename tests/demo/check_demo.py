@@ -12,6 +12,9 @@ import os
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from pftest import Fail, read_records  # noqa: E402
+
 IMAGE_EXT = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 
 
@@ -26,8 +29,10 @@ def main():
     if "THESE CAPTIONS ARE NOISE" not in p.stdout:
         sys.exit(f"demo.sh ran a random model without saying the captions are noise:\n{p.stdout[-2000:]}")
     images = sorted(f for f in os.listdir(os.path.join(src, "examples", "images")) if f.lower().endswith(IMAGE_EXT))
-    with open(os.path.join(build, "demo-results.jsonl"), encoding="utf-8") as f:
-        recs = [json.loads(line) for line in f if line.strip()]
+    try:
+        recs = read_records(os.path.join(build, "demo-results.jsonl"))   # whole lines only: the run has ended
+    except Fail as e:
+        sys.exit(str(e))
     got = sorted(os.path.basename(r.get("path", "")) for r in recs)
     if got != images:
         sys.exit(f"records for {got}, want one per sample image {images}")

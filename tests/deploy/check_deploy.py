@@ -40,11 +40,11 @@ import subprocess
 import sys
 import tempfile
 
-FAILS = []
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from pftest import Findings  # noqa: E402
 
-
-def fail(msg):
-    FAILS.append(msg)
+FINDINGS = Findings()   # every problem of a deploy/ check in one run
+fail = FINDINGS.fail
 
 
 def skip(msg):
@@ -722,11 +722,7 @@ def main():
     ap.add_argument("--paliflow", required=True)
     a = ap.parse_args()
     CHECKS[a.check](a)
-    if FAILS:
-        print("FAIL deploy %s:\n  %s" % (a.check, "\n  ".join(FAILS)))
-        return 1
-    print("PASS deploy %s" % a.check)
-    return 0
+    return FINDINGS.report("deploy %s" % a.check)
 
 
 if __name__ == "__main__":

@@ -21,12 +21,11 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pipeline"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 # the shared process helpers: started processes killed at exit, Fail/check, free_port below the ephemeral range
-from pipeline_test import Fail, check, cleanup, free_port, start  # noqa: E402
+from pftest import Fail, check, free_port, run_case, start, tiny_checkpoint, wait_for  # noqa: E402
 
 
 def connections_to(port):
@@ -41,15 +40,6 @@ def connections_to(port):
     except OSError:
         pass
     return n
-
-
-def wait_for(pred, timeout, what):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise Fail("timed out after %d s waiting for %s" % (timeout, what))
 
 
 def run(cmd):
@@ -87,7 +77,7 @@ def test(a, mode, d):
         f.write("not taken: no include glob matches it\n")
     n_items = len(images) + 1
     model = os.path.join(d, "model")
-    run([a.paliflow, "make-random-checkpoint", "--like", "paligemma-3b-pt-224", "--tiny", "--quiet", model])
+    tiny_checkpoint(a.paliflow, model, seed=0)
 
     out = os.path.join(d, "out.jsonl")
     hb = ["--heartbeat", "0.2", "--heartbeat-timeout", "5"]
@@ -175,11 +165,6 @@ def test(a, mode, d):
     log = open(os.path.join(d, "producer.log"), errors="replace").read()
     check("INFO scan: %d files taken; skipped: 1 matching no include glob (*.jpg *.png)" % n_items in log,
           "the producer's log has no scan summary line for %d files taken and notes.txt skipped" % n_items)
-    for f in sorted(os.listdir(d)):   # a sanitizer report in any paliflow process fails the test
-        if f.endswith(".log"):
-            text = open(os.path.join(d, f), errors="replace").read()
-            check("ERROR: AddressSanitizer" not in text and "runtime error:" not in text and
-                  "ERROR: LeakSanitizer" not in text, "sanitizer report in %s" % f)
     print("consumer output:\n" + got)
 
 
@@ -200,24 +185,9 @@ def main():
     if not os.path.isfile(a.tokenizer):
         print("SKIP: no tokenizer.json at %s (the inference worker needs PaliGemma's)" % a.tokenizer)
         return 77
-    d = tempfile.mkdtemp(prefix="pf_consume_%s_" % a.mode)
-    t0 = time.time()
-    try:
-        test(a, a.mode, d)
-    except Fail as e:
-        print("FAIL consume_records %s: %s (folder %s kept)" % (a.mode, e, d))
-        for f in sorted(os.listdir(d)):
-            if f.endswith((".log", ".err")):
-                print("---- %s (last lines)" % f)
-                print("".join(open(os.path.join(d, f), errors="replace").readlines()[-12:]))
-        cleanup()
-        return 1
-    cleanup()
-    if not a.keep:
-        shutil.rmtree(d, ignore_errors=True)
-    print("PASS consume_records %s (%.1f s)" % (a.mode, time.time() - t0))
-    return 0
-
+    # run_case: a sanitizer report in any log of the folder fails the test; on failure every log's tail
+    return run_case("consume_records %s" % a.mode, "pf_consume_%s_" % a.mode, lambda d: test(a, a.mode, d),
+                    a.keep, tail=12, logs_in_folder=True)
 
 if __name__ == "__main__":
     sys.exit(main())

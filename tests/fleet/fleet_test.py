@@ -4,7 +4,6 @@ Real producer and sink processes (build/paliflow) with workers running the test 
 
 usage: fleet_test.py TEST --paliflow PATH --worker PATH      (TEST: keygen embedded curve wire metrics drain reload)
 Exit 0 pass, 1 fail, 77 skipped. Every process started here is killed on the way out."""
-import argparse
 import json
 import os
 import signal
@@ -18,8 +17,10 @@ import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pipeline"))
-import pipeline_test as pt  # noqa: E402  (shared helpers: processes, inputs, record checks)
-from pipeline_test import Fail, check, free_port, kill9, make_inputs, read_records, start, verify, wait_exit  # noqa
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from pipeline_test import make_inputs, verify  # noqa: E402
+from pftest import (FLEET_MODULES, PROCS, case_parser, check, free_port, kill9, missing_modules,  # noqa: E402
+                    read_records, run_case, start, wait_exit, wait_for)
 
 HB = ["--heartbeat", "0.2", "--heartbeat-timeout", "1.5"]
 
@@ -98,15 +99,6 @@ class Fleet:
 
 def logtext(p):
     return open(p.log, errors="replace").read()
-
-
-def wait_for(pred, timeout, what):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise Fail("timed out waiting for %s" % what)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -193,7 +185,7 @@ def t_curve(a, d):
     check(bad.poll() is None, "the refused worker should keep retrying (it exited %s)" % bad.returncode)
     kill9(bad)
     bad_key = k.pub["bad"]
-    for p in pt.PROCS:
+    for p in PROCS:
         if "producer" in p.log or "sink" in p.log:
             text = logtext(p)
             check("refused a connection from 127.0.0.1: CURVE client key %s is not in the allow-list" % bad_key in text,
@@ -329,7 +321,7 @@ def t_wire(a, d):
     check(b"CURVE" in data, "no CURVE greeting on the wire")
     check(MARKER not in data and MARKER.hex().encode() not in data and b"marker0" not in data,
           "plaintext payload on the wire with CURVE on")
-    for p in list(pt.PROCS):   # the first run's sink is still up
+    for p in list(PROCS):   # the first run's sink is still up
         if p.poll() is None:
             kill9(p)
     data, _ = wire_run(a, os.path.join(d, "plain"), False)
@@ -463,10 +455,10 @@ def t_metrics(a, d):
     check(rep["errors"]["by_stage"].get("preprocess") == len(pre_failed), "by_stage: %s" % rep["errors"])
     check(rep["retries"]["requeued"] >= 1, "the flaky item was requeued: %s" % rep["retries"])
     check(rep["throughput"]["items_per_second"] > 0, "throughput")
-    for p in pt.PROCS:
+    for p in PROCS:
         if p.poll() is None:
             os.kill(p.pid, signal.SIGTERM)
-    for p in pt.PROCS:
+    for p in PROCS:
         check(wait_exit(p, 20, p.log) == 0, "%s did not exit 0 on SIGTERM" % p.log)
     del inf
 
@@ -607,20 +599,12 @@ TESTS = {"keygen": t_keygen, "embedded": t_embedded, "curve": t_curve, "wire": t
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("test", choices=sorted(TESTS))
-    ap.add_argument("--paliflow", required=True)
-    ap.add_argument("--worker", required=True)
-    ap.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
-    a = ap.parse_args()
-    try:
-        import msgpack  # noqa: F401
-        import prometheus_client  # noqa: F401
-        import zmq  # noqa: F401
-    except ImportError as e:
-        print("SKIP: %s (python3-zmq, python3-msgpack, python3-prometheus-client: .ci/packages)" % e)
+    a = case_parser(TESTS).parse_args()
+    skip = missing_modules(FLEET_MODULES)
+    if skip:
+        print(skip)
         return 77
-    return pt.run_case(a.test, "pf_fleet_%s_" % a.test, lambda d: TESTS[a.test](a, d), a.keep)
+    return run_case(a.test, "pf_fleet_%s_" % a.test, lambda d: TESTS[a.test](a, d), a.keep)
 
 if __name__ == "__main__":
     sys.exit(main())

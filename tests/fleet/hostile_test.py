@@ -9,7 +9,6 @@ completes with exactly one correct record per file and the producer exits 0.
 
 usage: hostile_test.py MODE --paliflow PATH --worker PATH     (MODE: insecure curve clean; clean: no rogue,
 2000 items at full speed, nothing refused). Exit 0 pass, 1 fail, 77 skipped."""
-import argparse
 import os
 import signal
 import sys
@@ -18,8 +17,10 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pipeline"))
 import fleet_test as ft  # noqa: E402
-import pipeline_test as pt  # noqa: E402
-from pipeline_test import Fail, check, free_port, make_inputs, verify, wait_exit  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from pipeline_test import make_inputs, verify  # noqa: E402
+from pftest import (FLEET_MODULES, PROCS, case_parser, check, free_port, missing_modules, run_case,  # noqa: E402
+                    wait_exit, wait_for)
 
 
 class Rogue:
@@ -140,7 +141,7 @@ def t_hostile(a, d, curve):
     rogue.pump(0.3)
     f.worker("inference", ["--exit-when-done", "--name", "inf-real"] + client("w1"))
 
-    ft.wait_for(lambda: "staying up (--stay)" in ft.logtext(prod), 90, "the job to complete")
+    wait_for(lambda: "staying up (--stay)" in ft.logtext(prod), 90, "the job to complete")
     def refused(m, component, type_, reason):
         return m.get(("paliflow_refused_messages_total", frozenset({"component": component, "type": type_,
                                                                      "reason": reason}.items())), 0)
@@ -150,7 +151,7 @@ def t_hostile(a, d, curve):
         return refused(sm, "sink", "result", "no_lease") + refused(sm, "sink", "result", "not_holder")
 
     # records a note could still make right (no lease, another holder) wait 5 s for one before they are refused
-    ft.wait_for(lambda: sink_refused_results() >= 2, 30, "the sink to refuse both fake results")
+    wait_for(lambda: sink_refused_results() >= 2, 30, "the sink to refuse both fake results")
     pm, _ = ft.parse_metrics(ft.scrape(mports["producer"])[1])
     sm, _ = ft.parse_metrics(ft.scrape(mports["sink"])[1])
 
@@ -216,7 +217,7 @@ def t_clean(a, d):
     os.kill(sink.pid, signal.SIGTERM)
     check(wait_exit(sink, 30, "sink") == 0, "sink exit status %s" % sink.returncode)
     verify(f.out, files, f.db)
-    for p in pt.PROCS:
+    for p in PROCS:
         text = ft.logtext(p)
         check(": refused " not in text, "a refusal without a hostile peer in %s: %s" %
               (p.log, [line for line in text.splitlines() if ": refused " in line][:3]))
@@ -224,25 +225,17 @@ def t_clean(a, d):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["insecure", "curve", "clean"])
-    ap.add_argument("--paliflow", required=True)
-    ap.add_argument("--worker", required=True)
-    ap.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
-    a = ap.parse_args()
-    try:
-        import msgpack  # noqa: F401
-        import prometheus_client  # noqa: F401
-        import zmq  # noqa: F401
-    except ImportError as e:
-        print("SKIP: %s (python3-zmq, python3-msgpack, python3-prometheus-client: .ci/packages)" % e)
+    a = case_parser(["insecure", "curve", "clean"], "mode").parse_args()
+    skip = missing_modules(FLEET_MODULES)
+    if skip:
+        print(skip)
         return 77
     def body(d):
         if a.mode == "clean":
             t_clean(a, d)
         else:
             t_hostile(a, d, a.mode == "curve")
-    return pt.run_case("hostile " + a.mode, "pf_hostile_%s_" % a.mode, body, a.keep, tail=20)
+    return run_case("hostile " + a.mode, "pf_hostile_%s_" % a.mode, body, a.keep, tail=20)
 
 if __name__ == "__main__":
     sys.exit(main())

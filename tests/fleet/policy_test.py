@@ -15,7 +15,6 @@ running the test stages (test_worker) and fake workers speaking the protocol by 
               `producer --image-size 300` is refused.
 
 usage: policy_test.py MODE --paliflow PATH --worker PATH. Exit 0 pass, 1 fail, 77 skipped."""
-import argparse
 import os
 import signal
 import sqlite3
@@ -26,8 +25,10 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pipeline"))
 import fleet_test as ft  # noqa: E402
-import pipeline_test as pt  # noqa: E402
-from pipeline_test import Fail, check, free_port, kill9, make_inputs, read_records, verify, wait_exit  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from pipeline_test import make_inputs, verify  # noqa: E402
+from pftest import (FLEET_MODULES, PROCS, case_parser, check, free_port, kill9, missing_modules,  # noqa: E402
+                    read_records, run_case, wait_exit, wait_for)
 
 INSECURE = ["--insecure"]
 
@@ -163,7 +164,7 @@ def start_in(cwd, cmd, log, pre=()):
     env = dict(os.environ, PALIFLOW_LOG="info")
     p = subprocess.Popen(list(pre) + cmd, stdout=f, stderr=f, start_new_session=True, env=env, cwd=cwd)
     p.log = log
-    pt.PROCS.append(p)
+    PROCS.append(p)
     return p
 
 
@@ -186,7 +187,7 @@ def t_quarantine(a, d):
     start_in("/", worker + ["--name", "blind", "--exit-when-done"], f.log("blind"),
              pre=["unshare", "-rm", "sh", "-c", hide, "sh"])
     f.worker("inference", INSECURE + ["--exit-when-done"])
-    ft.wait_for(lambda: "preprocess worker blind quarantined" in ft.logtext(prod), 60, "the blind worker's quarantine")
+    wait_for(lambda: "preprocess worker blind quarantined" in ft.logtext(prod), 60, "the blind worker's quarantine")
     time.sleep(0.5)
     check(not read_records(f.out), "records written while only the blind worker preprocessed")
     # 2. a worker that fails what succeeds elsewhere, and a good worker in another folder ("/")
@@ -255,7 +256,7 @@ def t_mismatch(a, d):
     prod = f.producer(["--metrics", "127.0.0.1:%d" % pport])   # an 8 px job (--custom-image-size)
     f.worker("preprocess", INSECURE + ["--exit-when-done"])
     wrong = f.worker("inference", INSECURE + ["--model-size", "16", "--name", "wrong-model"])
-    ft.wait_for(lambda: "inference worker wrong-model quarantined: its model takes 16 px images, the job is for 8 px"
+    wait_for(lambda: "inference worker wrong-model quarantined: its model takes 16 px images, the job is for 8 px"
                 in ft.logtext(prod), 30, "the wrong model's quarantine")
     time.sleep(1)
     check(not read_records(f.out), "records written with only the wrong model")
@@ -274,22 +275,14 @@ class Skip(Exception):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["hoard", "quarantine", "backoff", "mismatch"])
-    ap.add_argument("--paliflow", required=True)
-    ap.add_argument("--worker", required=True)
-    ap.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
-    a = ap.parse_args()
+    a = case_parser(["hoard", "quarantine", "backoff", "mismatch"], "mode").parse_args()
     a.paliflow, a.worker = os.path.abspath(a.paliflow), os.path.abspath(a.worker)
-    try:
-        import msgpack  # noqa: F401
-        import prometheus_client  # noqa: F401
-        import zmq  # noqa: F401
-    except ImportError as e:
-        print("SKIP: %s (python3-zmq, python3-msgpack, python3-prometheus-client: .ci/packages)" % e)
+    skip = missing_modules(FLEET_MODULES)
+    if skip:
+        print(skip)
         return 77
     tests = {"hoard": t_hoard, "quarantine": t_quarantine, "backoff": t_backoff, "mismatch": t_mismatch}
-    return pt.run_case("policy " + a.mode, "pf_policy_%s_" % a.mode, lambda d: tests[a.mode](a, d), a.keep,
+    return run_case("policy " + a.mode, "pf_policy_%s_" % a.mode, lambda d: tests[a.mode](a, d), a.keep,
                        tail=25, skip=Skip, cleanup_on_pass=True)
 
 if __name__ == "__main__":

@@ -22,8 +22,10 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pipeline"))
-import pipeline_test as pt  # noqa: E402
-from pipeline_test import Fail, check, read_records, start  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+import pipeline_test as pt  # noqa: E402  (the pipeline harness: Job, inputs, record checks)
+from pftest import (CLEANUP_DIRS, PROCS, Fail, check, cleanup, kill9, netns_add,  # noqa: E402
+                    no_sanitizer_report, read_records, start, wait_exit)
 
 HB = ["--heartbeat", "0.5", "--heartbeat-timeout", "3"]
 
@@ -110,11 +112,11 @@ def main():
         figures = run(a, d, rng, seed)
     except Fail as e:
         print("FAIL soak: %s (seed %d, folder %s kept)" % (e, seed, d))
-        for p in pt.PROCS[-12:]:
+        for p in PROCS[-12:]:
             if os.path.exists(p.log):
                 print("---- %s (last lines)" % p.log)
                 print("".join(open(p.log, errors="replace").readlines()[-10:]))
-        pt.cleanup()
+        cleanup()
         return 1
     figures["wall_seconds"] = round(time.time() - t_start, 1)
     print("soak figures: " + json.dumps(figures, indent=2))
@@ -122,7 +124,7 @@ def main():
         with open(a.figures, "w") as f:
             json.dump(figures, f, indent=2)
     if not a.keep:
-        pt.CLEANUP_DIRS.append(d)
+        CLEANUP_DIRS.append(d)
     print("PASS soak (%d items, %d kills, %.0f s)" % (figures["items"], figures["kills"], figures["job_seconds"]))
     return 0
 
@@ -130,10 +132,7 @@ def main():
 def run(a, d, rng, seed):
     tag = "%d" % (os.getpid() % 100000)
     hub, na, nb = "pfsh" + tag, "pfsa" + tag, "pfsb" + tag
-    for ns in (hub, na, nb):
-        r = subprocess.run(["ip", "netns", "add", ns], capture_output=True, text=True)
-        check(r.returncode == 0, "cannot create network namespace %s: %s" % (ns, r.stderr.strip()))
-        pt.NETNS.append(ns)
+    netns_add((hub, na, nb))
     # test-only addresses inside namespaces this test creates
     links = {na: ("10.231.21.1", "10.231.21.2", "sa" + tag), nb: ("10.231.22.1", "10.231.22.2", "sb" + tag)}
     sh("ip", "-n", hub, "link", "set", "lo", "up")
@@ -240,7 +239,7 @@ def run(a, d, rng, seed):
         # kill -9 a random worker now and then; restart it after a pause (like systemd's Restart=always)
         if now >= next_kill and done < 0.95 * len(files):
             s = rng.choice([s for s in slots if s["down_until"] == 0])
-            pt.kill9(s["proc"])
+            kill9(s["proc"])
             s["down_until"] = now + rng.uniform(0.5, 4)
             kills += 1
             next_kill = now + rng.uniform(3, 8)
@@ -289,10 +288,9 @@ def run(a, d, rng, seed):
     os.kill(prod.pid, signal.SIGTERM)
     os.kill(sink.pid, signal.SIGTERM)
     for p in [prod, sink] + [s["proc"] for s in slots]:
-        check(pt.wait_exit(p, 20, p.log) == 0, "%s exited %s on SIGTERM" % (p.log, p.returncode))
-    for p in pt.PROCS:
-        txt = open(p.log, errors="replace").read()
-        check("ERROR: AddressSanitizer" not in txt and "runtime error:" not in txt, "sanitizer report in " + p.log)
+        check(wait_exit(p, 20, p.log) == 0, "%s exited %s on SIGTERM" % (p.log, p.returncode))
+    for p in PROCS:
+        no_sanitizer_report(open(p.log, errors="replace").read(), p.log)
     refusals = sum(open(p.log, errors="replace").read().count("refused a connection") for p in (prod, sink))
     return {
         "seed": seed, "items": len(files), "bad_items": n_bad, "records": len(recs), "results": len(results),

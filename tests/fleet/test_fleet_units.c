@@ -22,16 +22,8 @@
 #include "pipeline/httpd.h"
 #include "proto/security.h"
 
-static char g_dir[256];
-
-static char *tmp_path(const char *name)
-{
-    static char buf[4][512];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", g_dir, name);
-    return buf[k];
-}
+#define PF_TEST_TMP_NAME "pf_fleet_units"
+#include "tests/support/test_tmp.h"
 
 static void write_text(const char *path, const char *text)
 {
@@ -39,21 +31,6 @@ static void write_text(const char *path, const char *text)
     assert_non_null(f);
     fputs(text, f);
     fclose(f);
-}
-
-static int setup_dir(void **state)
-{
-    (void)state;
-    snprintf(g_dir, sizeof g_dir, "/tmp/pf_fleet_units_XXXXXX");
-    return mkdtemp(g_dir) ? 0 : -1;
-}
-
-static int teardown_dir(void **state)
-{
-    (void)state;
-    char cmd[400];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    return system(cmd) == 0 ? 0 : -1;
 }
 
 /* ---------- certificates ---------- */
@@ -467,5 +444,5 @@ int main(void)
         cmocka_unit_test(test_zap),            cmocka_unit_test(test_metrics_render),
         cmocka_unit_test(test_health_and_rate), cmocka_unit_test(test_httpd),
     };
-    return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
+    return cmocka_run_group_tests(tests, setup_tmp, teardown_tmp);
 }

@@ -20,21 +20,8 @@
 #include "image/image.h"
 #include "workers/stages.h"
 
-static char g_dir[] = "/tmp/pf_test_safe_reads_XXXXXX";
-
-static int setup(void **state)
-{
-    (void)state;
-    return mkdtemp(g_dir) ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
+#define PF_TEST_TMP_NAME "pf_test_safe_reads"
+#include "tests/support/test_tmp.h"
 
 static void put32(uint8_t *p, uint32_t v)
 {
@@ -151,14 +138,14 @@ static void test_not_files(void **state)
     pf_preprocess_params cfg = {0};
     void *inst = make_stage(&cfg);
     char fifo[256], msg[512], missing[256];
-    snprintf(fifo, sizeof fifo, "%s/swapped.png", g_dir);
+    snprintf(fifo, sizeof fifo, "%s/swapped.png", g_tmp);
     assert_int_equal(mkfifo(fifo, 0600), 0);
     assert_int_equal(run_item(inst, fifo, msg, sizeof msg), PF_WORK_FAILED);
     assert_non_null(strstr(msg, "swapped.png"));
     assert_non_null(strstr(msg, "is a FIFO"));
-    assert_int_equal(run_item(inst, g_dir, msg, sizeof msg), PF_WORK_FAILED);
+    assert_int_equal(run_item(inst, g_tmp, msg, sizeof msg), PF_WORK_FAILED);
     assert_non_null(strstr(msg, "is a directory"));
-    snprintf(missing, sizeof missing, "%s/missing.png", g_dir);
+    snprintf(missing, sizeof missing, "%s/missing.png", g_tmp);
     assert_int_equal(run_item(inst, missing, msg, sizeof msg), PF_WORK_RETRY); /* maybe this host lacks the mount */
     /* the file API too */
     pf_img img;
@@ -207,7 +194,7 @@ static void test_truncated_while_reading(void **state)
     size_t len;
     uint8_t *png = make_png(700, 700, 2, 8, 0, 1, &len); /* ~1.5 MB of noise: decoding takes a while */
     char path[256], msg[512];
-    snprintf(path, sizeof path, "%s/churn.png", g_dir);
+    snprintf(path, sizeof path, "%s/churn.png", g_tmp);
     write_file(path, png, len);
     pf_preprocess_params cfg = {0};
     void *inst = make_stage(&cfg);
@@ -326,5 +313,5 @@ int main(void)
         cmocka_unit_test(test_budget_refuses_whole_frame),
         cmocka_unit_test(test_budget_shared_by_threads),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup_tmp, teardown_tmp);
 }

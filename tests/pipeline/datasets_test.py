@@ -19,27 +19,18 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
-import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from pftest import Fail, check, no_sanitizer_report, read_records, run_case, tiny_checkpoint  # noqa: E402
 
 HANG = 180
-
-
-class Fail(Exception):
-    pass
-
-
-def check(cond, msg):
-    if not cond:
-        raise Fail(msg)
 
 
 class Env:
     def __init__(self, a, d):
         self.a, self.d = a, d
         self.ckpt = os.path.join(d, "ckpt")
-        subprocess.run([a.paliflow, "make-random-checkpoint", "--like", "paligemma-3b-pt-224", "--tiny", "--quiet",
-                        "--seed", "19", self.ckpt], check=True)
+        tiny_checkpoint(a.paliflow, self.ckpt, seed=19)
         self.photos = os.path.join(d, "photos")
         os.makedirs(self.photos)
         self.names = sorted(n for n in os.listdir(a.images) if n.endswith((".jpg", ".png")))[:3]
@@ -54,17 +45,11 @@ class Env:
         except subprocess.TimeoutExpired:
             raise Fail("still running after %d s: %s" % (HANG, " ".join(cmd)))
         err = p.stderr.decode(errors="replace")
-        for mark in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
-            check(mark not in err, "sanitizer report: %s" % err[err.find(mark):][:1500])
+        no_sanitizer_report(err, " ".join(cmd))
         if want_rc is not None:
             check(p.returncode == want_rc, "exit %d (want %d): %s\n%s" % (p.returncode, want_rc, " ".join(cmd),
                                                                          err[-2000:]))
         return err
-
-
-def records(path):
-    with open(path) as f:
-        return [json.loads(l) for l in f if l.strip()]
 
 
 def summary(err):
@@ -89,7 +74,7 @@ def t_manifest(env):
     out = os.path.join(env.d, "m.jsonl")
     err = env.run(["--task", "caption en", "--out", out, "--manifest", csv], want_rc=3)  # done with failures
     check("m.csv:4: fewer fields" in err and "m.csv:5: 'max_new_tokens'" in err, "bad lines not named: %s" % err)
-    recs = records(out)
+    recs = read_records(out)
     check(len(recs) == 3, "%d records for 3 good lines: %s" % (len(recs), recs))
     by_id = {r["id"]: r for r in recs}
     r1, r2, r5 = by_id["img-1"], by_id["img-2"], by_id["img-5"]
@@ -109,7 +94,7 @@ def t_manifest(env):
     out2 = os.path.join(env.d, "m2.jsonl")
     err = env.run(["--task", "caption en", "--out", out2, "--manifest", jl])
     check("m.jsonl:2: not JSON" in err, "bad JSONL line not named: %s" % err)
-    recs = records(out2)
+    recs = read_records(out2)
     check(sorted(r["task"] for r in recs) == ["caption en", "ocr"] and all(r["id"] == 7 for r in recs) and
           all(r["extra"] == {"meta": {"k": [1, 2]}} for r in recs), "JSONL prompt list: %s" % recs)
     # --list with a tab: refused, pointing to --manifest
@@ -127,31 +112,31 @@ def t_multitask(env):
     for t in tasks:
         args += ["--task", t]
     err = env.run(args + ["--out", out, "photos"])
-    recs = records(out)
+    recs = read_records(out)
     pairs = sorted((os.path.basename(r["path"]), r["task"]) for r in recs)
     want = sorted((n, t) for n in env.names for t in tasks)
     check(pairs == want, "records %s, want one per (image, task) %s" % (pairs, want))
     check(summary(err) == (9, 9, 0), "summary: %s" % err[-300:])
     check(len({r["key"] for r in recs}) == 9, "keys not distinct per task")
     env.run(args + ["--out", out, "photos"])
-    check(len(records(out)) == 9, "a rerun added records")
+    check(len(read_records(out)) == 9, "a rerun added records")
     # a --config file's tasks are replaced by the command line's, not added to them ("the command line wins")
     conf = os.path.join(env.d, "run.conf")
     with open(conf, "w") as f:
         f.write("task = ocr\ntask = caption en\n")
     out2 = os.path.join(env.d, "mt2.jsonl")
     env.run(["--config", conf, "--task", "answer en why?", "--out", out2, "photos"])
-    check(sorted({r["task"] for r in records(out2)}) == ["answer en why?"], "config tasks added to the command line's")
+    check(sorted({r["task"] for r in read_records(out2)}) == ["answer en why?"], "config tasks added to the command line's")
     out3 = os.path.join(env.d, "mt3.jsonl")
     env.run(["--config", conf, "--out", out3, "photos"])
-    check(sorted({r["task"] for r in records(out3)}) == ["caption en", "ocr"], "a config file's two tasks")
+    check(sorted({r["task"] for r in read_records(out3)}) == ["caption en", "ocr"], "a config file's two tasks")
 
 
 def t_respelled(env):
     out = os.path.join(env.d, "rs.jsonl")
     for spelling in ("photos/", "./photos", env.photos, os.path.join(env.photos, "..", "photos")):
         env.run(["--task", "caption en", "--out", out, spelling])
-    recs = records(out)
+    recs = read_records(out)
     check(len(recs) == len(env.names), "%d records for %d files after 4 spellings" % (len(recs), len(env.names)))
     check(all(r["path"].startswith("photos/") for r in recs), "records do not keep the first spelling: %s" % recs)
 
@@ -166,15 +151,15 @@ def t_retry(env):
     out = os.path.join(env.d, "rt.jsonl")
     err = env.run(["--task", "caption en", "--out", out, folder], want_rc=3)  # done with failures
     check(summary(err) == (2, 1, 1), "first run: %s" % err[-300:])
-    check(sum("error" in r for r in records(out)) == 1, "no error record")
+    check(sum("error" in r for r in read_records(out)) == 1, "no error record")
     shutil.copy(os.path.join(env.photos, env.names[1]), bad)          # fixed
     err = env.run(["--task", "caption en", "--out", out, "--retry-failed", folder])
     check(summary(err) == (2, 2, 0), "retry summary: %s" % err[-300:])
-    recs = records(out)
+    recs = read_records(out)
     check(len(recs) == 2 and not any("error" in r for r in recs), "after --retry-failed: %s" % recs)
     # resume after the compaction: nothing is redone or duplicated (the job store's offsets followed)
     env.run(["--task", "caption en", "--out", out, folder])
-    check(len(records(out)) == 2, "a rerun after compaction added records")
+    check(len(read_records(out)) == 2, "a rerun after compaction added records")
     # a new --db over an old output with an error record: the success supersedes it too
     with open(bad, "wb") as f:
         f.write(b"not an image")
@@ -183,7 +168,7 @@ def t_retry(env):
     shutil.copy(os.path.join(env.photos, env.names[2]), bad)
     err = env.run(["--task", "caption en", "--out", out2, "--db", os.path.join(env.d, "new.db"), folder])
     check(summary(err) == (2, 2, 0), "new --db summary: %s" % err[-300:])
-    recs = records(out2)
+    recs = read_records(out2)
     check(len(recs) == 2 and not any("error" in r for r in recs), "after a new --db: %s" % recs)
 
 
@@ -200,16 +185,7 @@ def main():
     if not os.path.exists(a.tokenizer):
         print("SKIP: no tokenizer at %s" % a.tokenizer)
         return 77
-    d = tempfile.mkdtemp(prefix="pf_datasets_%s_" % a.test)
-    t0 = time.time()
-    try:
-        TESTS[a.test](Env(a, d))
-    except Fail as e:
-        print("FAIL %s: %s (folder %s kept)" % (a.test, e, d))
-        return 1
-    shutil.rmtree(d, ignore_errors=True)
-    print("PASS %s (%.1f s)" % (a.test, time.time() - t0))
-    return 0
+    return run_case(a.test, "pf_datasets_%s_" % a.test, lambda d: TESTS[a.test](Env(a, d)))
 
 
 if __name__ == "__main__":

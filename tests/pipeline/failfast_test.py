@@ -17,8 +17,6 @@ took is printed, not judged. Cases that need root (mount, chattr) are skipped wi
 Exit 0 pass, 1 fail, 77 skipped."""
 import argparse
 import collections
-import fcntl
-import json
 import os
 import shutil
 import signal
@@ -31,30 +29,17 @@ import time
 HANG = 120
 GOOD_IMAGES = ["chelsea.jpg", "camera.jpg", "astronaut.jpg", "coffee.jpg", "horse.png"]   # examples/images
 MOUNTS = []
-PROCS = []
+PROCS = []   # started here with Popen (some stopped with SIGSTOP): cleanup() below, not pftest's
 
-
-class Fail(Exception):
-    pass
-
-
-def check(cond, msg):
-    if not cond:
-        raise Fail(msg)
-
-
-def no_sanitizer_report(text, label):
-    """A refused run exits non-zero anyway: a sanitizer report in it must not pass unseen."""
-    for mark in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
-        check(mark not in text, "%s: sanitizer report: %s" % (label, text[text.find(mark):][:1500]))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from pftest import Fail, check, no_sanitizer_report, read_records, tiny_checkpoint  # noqa: E402
 
 
 class Env:
     def __init__(self, a, d):
         self.a, self.d = a, d
         self.ckpt = os.path.join(d, "ckpt")
-        subprocess.run([a.paliflow, "make-random-checkpoint", "--like", "paligemma-3b-pt-224", "--tiny", "--quiet",
-                        "--seed", "21", self.ckpt], check=True)
+        tiny_checkpoint(a.paliflow, self.ckpt, seed=21)
         self.tok = a.tokenizer
         self.inputs = os.path.join(d, "in")
         os.makedirs(self.inputs)
@@ -104,15 +89,8 @@ def expect_refused(env, label, out, want, extra=(), inputs=None, named=None):
     check(named in msg and want in msg, "%s: the message does not name %s and '%s': %s" % (label, named, want, msg))
 
 
-def records(out):
-    with open(out, "rb") as f:
-        data = f.read()
-    check(data == b"" or data.endswith(b"\n"), "%s does not end with a whole line" % out)
-    return [json.loads(l) for l in data.decode().splitlines()]
-
-
 def one_per_file(out, files, label):
-    recs = records(out)
+    recs = read_records(out)
     count = collections.Counter(r["path"] for r in recs)
     dup = [p for p, n in count.items() if n > 1]
     missing = [p for p in files if p not in count]
@@ -218,7 +196,7 @@ def t_outputs(env):
     # the job store elsewhere: the sink's write is what fails (with it on the full disk SQLite says so first)
     expect_refused(env, "full filesystem mid-run (%d KiB)" % (left // 1024), out, "No space left",
                    inputs=env.many(400), extra=["--db", os.path.join(d, "mid.db")])
-    recs = records(out)   # whole lines only: the failed batch was taken back
+    recs = read_records(out)   # whole lines only: the failed batch was taken back
     check(0 < len(recs) < 400, "mid-run: %d records" % len(recs))
     # room again: the rerun finishes the job, one record per file
     os.unlink(os.path.join(full, "filler"))

@@ -6,16 +6,18 @@ of the producer (crash_producer) or of the sink (crash_sink), then a resume to t
 per item, every item finished in the job store.
 
 usage: hubstore_test.py crash_producer|crash_sink --paliflow PATH --worker PATH [--keep]
-Exit 0 pass, 1 fail (the helpers of pipeline_test.py: every process started is killed on the way out)."""
-import argparse
+Exit 0 pass, 1 fail (tests/support/pftest.py: every process started is killed on the way out)."""
 import os
 import random
+import signal
 import sqlite3
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import pipeline_test as pt  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+import pipeline_test as pt  # noqa: E402  (the pipeline harness: Job, inputs, record checks)
+from pftest import Fail, case_parser, check, kill9, read_records, run_case, wait_exit  # noqa: E402
 
 ROUNDS = 6
 
@@ -30,8 +32,8 @@ def job_counts(db):
 
 def n_records(out):
     try:
-        return len(pt.read_records(out))
-    except (pt.Fail, ValueError):   # a torn last line while the sink writes
+        return len(read_records(out))
+    except (Fail, ValueError):   # a torn last line while the sink writes
         return -1
 
 
@@ -55,38 +57,33 @@ def run(a, d, victim):
             break
         time.sleep(rng.uniform(0.0, 0.4))
         if victim == "producer":
-            pt.kill9(prod)
+            kill9(prod)
             kills += 1
             time.sleep(rng.uniform(0.0, 0.3))
             prod = j.producer()
         else:
-            pt.kill9(sink)
+            kill9(sink)
             kills += 1
             time.sleep(rng.uniform(0.0, 0.3))
             sink = j.sink()
-    pt.check(kills >= 3, "the job ended after %d kills: too fast for the test to mean anything" % kills)
-    pt.check(pt.wait_exit(prod, 180, "producer") == 0, "producer exit status %s" % prod.returncode)
+    check(kills >= 3, "the job ended after %d kills: too fast for the test to mean anything" % kills)
+    check(wait_exit(prod, 180, "producer") == 0, "producer exit status %s" % prod.returncode)
     pt.verify(j.out, files, j.db)
     counts = job_counts(j.db)
-    pt.check(counts.get(0, 0) == 0 and counts.get(1, 0) == 0, "unfinished items in the job store: %s" % counts)
-    pt.check(counts.get(2, 0) + counts.get(3, 0) == len(files), "job store counts %s for %d files" %
+    check(counts.get(0, 0) == 0 and counts.get(1, 0) == 0, "unfinished items in the job store: %s" % counts)
+    check(counts.get(2, 0) + counts.get(3, 0) == len(files), "job store counts %s for %d files" %
              (counts, len(files)))
     # the sink's own count of the records it was sent again (redone items) and did not write twice
-    sink.send_signal(pt.signal.SIGTERM)
-    pt.wait_exit(sink, 30, "sink")
+    sink.send_signal(signal.SIGTERM)
+    wait_exit(sink, 30, "sink")
     dups = [ln.strip() for ln in open(sink.log, errors="replace") if "duplicates dropped" in ln]
     print("%d kills of the %s; %d records, one per file; last sink: %s" % (kills, victim, len(files),
                                                                         dups[-1] if dups else "?"))
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("test", choices=["crash_producer", "crash_sink"])
-    ap.add_argument("--paliflow", required=True)
-    ap.add_argument("--worker", required=True)
-    ap.add_argument("--keep", action="store_true")
-    a = ap.parse_args()
-    return pt.run_case(a.test, "pf_%s_" % a.test, lambda d: run(a, d, a.test.split("_")[1]), a.keep)
+    a = case_parser(["crash_producer", "crash_sink"]).parse_args()
+    return run_case(a.test, "pf_%s_" % a.test, lambda d: run(a, d, a.test.split("_")[1]), a.keep)
 
 if __name__ == "__main__":
     sys.exit(main())

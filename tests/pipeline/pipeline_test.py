@@ -6,107 +6,18 @@ item, and a multi-host run in network namespaces.
 usage: pipeline_test.py TEST --paliflow PATH --worker PATH      (TEST: e2e embedded faults restart pub
 poison netns). Exit 0 pass, 1 fail, 77 skipped. Every process started here is killed on the way out,
 whatever happens."""
-import argparse
-import atexit
 import hashlib
-import json
 import os
-import random
 import re
 import shutil
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 
-PROCS = []
-NETNS = []
-CLEANUP_DIRS = []
-
-
-def cleanup():
-    for p in PROCS:
-        if p.poll() is None:
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except OSError:
-                pass
-    for p in PROCS:
-        try:
-            p.wait(timeout=5)
-        except Exception:
-            pass
-    for ns in NETNS:
-        subprocess.run(["ip", "netns", "del", ns], stderr=subprocess.DEVNULL)
-    for d in CLEANUP_DIRS:
-        shutil.rmtree(d, ignore_errors=True)
-
-
-atexit.register(cleanup)
-signal.signal(signal.SIGTERM, lambda *a: sys.exit(1))
-
-
-class Fail(Exception):
-    pass
-
-
-def check(cond, msg):
-    if not cond:
-        raise Fail(msg)
-
-
-def start(cmd, log, netns=None, stdout=None):
-    """CMD in its own session, stderr (and stdout, unless STDOUT) appended to LOG; killed at exit (cleanup)."""
-    if netns:
-        cmd = ["ip", "netns", "exec", netns] + cmd
-    f = open(log, "ab")
-    env = dict(os.environ, PALIFLOW_LOG=os.environ.get("PALIFLOW_LOG", "info"))
-    p = subprocess.Popen(cmd, stdout=stdout or f, stderr=f, start_new_session=True, env=env)
-    p.log = log
-    PROCS.append(p)
-    return p
-
-
-def kill9(p):
-    try:
-        os.killpg(p.pid, signal.SIGKILL)
-    except OSError:
-        pass
-    p.wait(timeout=10)
-
-
-_ports_given = set()
-
-
-def free_port():
-    """A port to bind on 127.0.0.1, below the kernel's ephemeral range: a port the kernel hands out for bind(0)
-    is also one it may give to some other test's outgoing connection (ZeroMQ clients connect from ephemeral
-    ports) before our server binds it ("Address already in use")."""
-    lo = 32768
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            lo = int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        pass
-    rng = random.SystemRandom()
-    for _ in range(1000):
-        port = rng.randrange(max(1024, lo - 12000), lo)
-        if port in _ports_given:
-            continue
-        s = socket.socket()
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        finally:
-            s.close()
-        _ports_given.add(port)
-        return port
-    raise Fail("no free port below %d" % lo)
-
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from pftest import (PROCS, Fail, case_parser, check, free_port, kill9, netns_add, read_records,  # noqa: E402
+                    run_case, start, wait_exit)
 
 def make_inputs(root, n_good=30, extra=True):
     """Files with known contents; returns {path: kind} with kind 'good' or 'bad'."""
@@ -146,17 +57,6 @@ def expected_text(path):
     return "test: %s len=%d" % (rgb.hex(), len(b))
 
 
-def read_records(out):
-    recs = []
-    if not os.path.exists(out):
-        return recs
-    with open(out, "rb") as f:
-        for line in f:
-            check(line.endswith(b"\n"), "torn line in the output: %r" % line[:80])
-            recs.append(json.loads(line))
-    return recs
-
-
 def verify(out, files, db=None, detect=False):
     recs = read_records(out)
     paths = [r["path"] for r in recs]
@@ -190,13 +90,6 @@ def verify(out, files, db=None, detect=False):
         check(states.get(2, 0) == good and states.get(3, 0) == len(files) - good and
               not states.get(0) and not states.get(1), "job store states %s" % states)
     return recs
-
-
-def wait_exit(p, timeout, what):
-    try:
-        return p.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise Fail("%s did not finish within %d s (log %s)" % (what, timeout, p.log))
 
 
 def wait_records(out, n, timeout):
@@ -431,10 +324,7 @@ def t_netns(a, d):
         sys.exit(77)
     tag = "%d" % (os.getpid() % 100000)
     hub, w1, w2 = "pfh" + tag, "pfa" + tag, "pfb" + tag
-    for ns in (hub, w1, w2):
-        r = subprocess.run(["ip", "netns", "add", ns], capture_output=True, text=True)
-        check(r.returncode == 0, "running as root but cannot create network namespace %s: %s" % (ns, r.stderr.strip()))
-        NETNS.append(ns)
+    netns_add((hub, w1, w2))
     # Test-only addresses inside namespaces this test creates (never routed anywhere else).
     links = [(w1, "10.231.1.1", "10.231.1.2", "va" + tag), (w2, "10.231.2.1", "10.231.2.2", "vb" + tag)]
     sh = lambda *c: subprocess.run(list(c), check=True, capture_output=True)
@@ -468,48 +358,8 @@ TESTS = {"e2e": t_e2e, "embedded": t_embedded, "faults": t_faults, "restart": t_
          "poison": t_poison, "netns": t_netns}
 
 
-SANITIZER_MARKS = ("ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer")
-
-
-def run_case(label, prefix, body, keep=False, tail=15, skip=(), cleanup_on_pass=False):
-    """The life of one process-level test, shared by every *_test.py here and in tests/fleet: BODY(d) runs in a
-    new temporary folder d (name starting with PREFIX); a sanitizer report in any started process's log fails
-    it (even a killed one's); on failure the last TAIL lines of every log are printed and the folder kept.
-    Exceptions in SKIP end it as skipped (77). Returns the exit status."""
-    d = tempfile.mkdtemp(prefix=prefix)
-    t0 = time.time()
-    try:
-        body(d)
-        for p in PROCS:
-            text = open(p.log, errors="replace").read() if os.path.exists(p.log) else ""
-            check(not any(m in text for m in SANITIZER_MARKS), "sanitizer report in %s" % p.log)
-    except skip as e:
-        print("SKIP %s: %s" % (label, e))
-        cleanup()
-        return 77
-    except Fail as e:
-        print("FAIL %s: %s (folder %s kept)" % (label, e, d))
-        for p in PROCS:
-            if os.path.exists(p.log):
-                print("---- %s (last lines)" % p.log)
-                print("".join(open(p.log, errors="replace").readlines()[-tail:]))
-        cleanup()
-        return 1
-    if cleanup_on_pass:
-        cleanup()
-    if not keep:
-        CLEANUP_DIRS.append(d)
-    print("PASS %s (%.1f s)" % (label, time.time() - t0))
-    return 0
-
-
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("test", choices=sorted(TESTS))
-    ap.add_argument("--paliflow", required=True)
-    ap.add_argument("--worker", required=True)
-    ap.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
-    a = ap.parse_args()
+    a = case_parser(TESTS).parse_args()
     return run_case(a.test, "pf_%s_" % a.test, lambda d: TESTS[a.test](a, d), a.keep)
 
 if __name__ == "__main__":

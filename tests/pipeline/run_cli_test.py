@@ -6,7 +6,6 @@ bar that never reaches the last column, log lines that never start in the middle
 interrupted job's last bar with its true count; then a rerun resumes it."""
 import argparse
 import fcntl
-import json
 import os
 import re
 import select
@@ -19,21 +18,8 @@ import tempfile
 import termios
 import time
 
-
-class Fail(Exception):
-    pass
-
-
-def check(cond, msg):
-    if not cond:
-        raise Fail(msg)
-
-
-def records(out):
-    if not os.path.exists(out):
-        return []
-    with open(out, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.endswith("\n")]
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from pftest import Fail, check, read_records, tiny_checkpoint  # noqa: E402
 
 
 def main():
@@ -44,8 +30,7 @@ def main():
     a = ap.parse_args()
     d = tempfile.mkdtemp(prefix="pf_runcli_")
     ckpt = os.path.join(d, "ckpt")
-    subprocess.run([a.paliflow, "make-random-checkpoint", "--like", "paligemma-3b-pt-224", "--tiny", "--quiet",
-                    "--seed", "7", ckpt], check=True)
+    tiny_checkpoint(a.paliflow, ckpt, seed=7)
     base = [a.paliflow, "run", "--model", ckpt, "--tokenizer", a.tokenizer, "--task", "caption en",
             "--max-new-tokens", "3"]
     env = dict(os.environ)
@@ -69,14 +54,14 @@ def main():
         # all done: 0; the hidden files are neither items nor error records
         p, out = run("ok", [], ok)
         check(p.returncode == 0, "all done: exit %d, stderr %s" % (p.returncode, p.stderr))
-        recs = records(out)
+        recs = read_records(out)
         check(len(recs) == 3 and all("text" in r for r in recs), "all done: records %s" % recs)
         check("(3 hidden skipped)" in p.stderr, "hidden count not in the summary: %s" % p.stderr)
         check(" INFO " not in p.stderr, "INFO lines at the default level: %s" % p.stderr)
         # --include-hidden: they are items (and fail as images): done with failures
         p, out = run("hidden", ["--include-hidden"], ok)
         check(p.returncode == 3, "include-hidden: exit %d" % p.returncode)
-        check(len(records(out)) == 6, "include-hidden: %d records" % len(records(out)))
+        check(len(read_records(out)) == 6, "include-hidden: %d records" % len(read_records(out)))
         # some failed: 3, one WARN per failed file naming its path once
         some = os.path.join(d, "some")
         shutil.copytree(ok, some)
@@ -85,7 +70,7 @@ def main():
         open(os.path.join(some, "empty.png"), "wb").close()
         p, out = run("some", [], some)
         check(p.returncode == 3, "some failed: exit %d, stderr %s" % (p.returncode, p.stderr))
-        check(len(records(out)) == 5, "some failed: %d records" % len(records(out)))
+        check(len(read_records(out)) == 5, "some failed: %d records" % len(read_records(out)))
         # (the random checkpoint adds its own "RANDOM weights" warning from the model: not a per-file line)
         warns = [l for l in p.stderr.splitlines() if " WARN " in l and "RANDOM weights" not in l]
         check(len(warns) == 2, "want 2 WARN lines (one per failed file), got %s" % p.stderr)
@@ -142,7 +127,7 @@ def main():
                 if not chunk:
                     break
                 text += chunk
-            if not sent and len(records(out)) >= 150:
+            if not sent and len(read_records(out, torn_ok=True)) >= 150:
                 p.send_signal(signal.SIGINT)
                 sent = True
             if p.poll() is not None and not r:
@@ -178,7 +163,7 @@ def main():
         # resume: the rest, each file once
         p = subprocess.run(cmd[:-1] + ["--progress", "off", many], capture_output=True, text=True, timeout=600, env=env)
         check(p.returncode == 3, "resume: exit %d %s" % (p.returncode, p.stderr[-500:]))
-        paths = [r["path"] for r in records(out)]
+        paths = [r["path"] for r in read_records(out)]
         check(len(paths) == 601 and len(set(paths)) == 601, "resume: %d records, %d paths" % (len(paths), len(set(paths))))
     except Fail as e:
         print("FAIL: %s (folder %s kept)" % (e, d))

@@ -7,9 +7,8 @@ more than --decode-memory-mb is refused from its header with the worker's memory
 garbage frames is logged rate-limited with the sender's address.
 
 usage: safeio_test.py TEST --paliflow PATH --worker PATH   (TEST: nonutf8 fifo_options path_only pixels
-flood). Exit 0 pass, 1 fail, 77 skipped. Uses pipeline_test.py's process helpers (every process started
+flood). Exit 0 pass, 1 fail, 77 skipped. Uses tests/support/pftest.py's process helpers (every process started
 is killed on the way out)."""
-import argparse
 import base64
 import json
 import os
@@ -21,8 +20,9 @@ import time
 import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import pipeline_test as pt  # noqa: E402
-from pipeline_test import HB, Fail, Job, check, start, wait_exit  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from pipeline_test import HB, Job  # noqa: E402
+from pftest import case_parser, check, free_port, run_case, start, wait_exit  # noqa: E402
 
 
 def png_bytes(w, h, ctype=2, depth=8, interlace=0, seed=0):
@@ -298,7 +298,7 @@ def t_flood(a, d):
     except ImportError:
         print("SKIP: python3-zmq not installed")
         sys.exit(77)
-    j = Job(a, d, "tcp://127.0.0.1:%d" % pt.free_port(), "tcp://127.0.0.1:%d" % pt.free_port())
+    j = Job(a, d, "tcp://127.0.0.1:%d" % free_port(), "tcp://127.0.0.1:%d" % free_port())
     os.makedirs(os.path.join(d, "in"))
     with open(os.path.join(d, "in", "x.jpg"), "wb") as f:
         f.write(b"x")
@@ -352,14 +352,10 @@ TESTS = {"nonutf8": t_nonutf8, "fifo_options": t_fifo_options, "path_only": t_pa
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("test", choices=sorted(TESTS))
-    ap.add_argument("--paliflow", required=True)
-    ap.add_argument("--worker", required=True)
+    ap = case_parser(TESTS)
     ap.add_argument("--golden", help="../shared/golden (a real tokenizer for the checkpoint FIFO case)")
-    ap.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
     a = ap.parse_args()
-    return pt.run_case(a.test, "pf_safeio_%s_" % a.test, lambda d: TESTS[a.test](a, d), a.keep)
+    return run_case(a.test, "pf_safeio_%s_" % a.test, lambda d: TESTS[a.test](a, d), a.keep)
 
 if __name__ == "__main__":
     sys.exit(main())

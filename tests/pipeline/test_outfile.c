@@ -17,7 +17,7 @@
 #include "pipeline/outfile.h"
 
 #define PF_TEST_TMP_NAME "pf_outfile"
-#include "test_tmp.h"
+#include "tests/support/test_tmp.h"
 
 
 static void in_tmp(char *buf, size_t n, const char *name)

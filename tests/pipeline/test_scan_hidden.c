@@ -15,7 +15,7 @@
 #include "pipeline/scan.h"
 
 #define PF_TEST_TMP_NAME "pf_hidden"
-#include "test_tmp.h"
+#include "tests/support/test_tmp.h"
 
 
 /* Scan ROOT; the paths found (below g_tmp) joined with ' ' into OUT; returns the hidden count. */

@@ -19,7 +19,7 @@
 #include "pipeline/scan.h"
 
 #define PF_TEST_TMP_NAME "pf_units"
-#include "test_tmp.h"
+#include "tests/support/test_tmp.h"
 
 
 /* ---------- boxes ---------- */

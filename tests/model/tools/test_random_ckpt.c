@@ -16,31 +16,8 @@
 #include "model/tools/random_ckpt.h"
 #include "model/io/safetensors.h"
 
-static char g_dir[256];
-
-static int setup(void **state)
-{
-    (void)state;
-    snprintf(g_dir, sizeof g_dir, "/tmp/pf_rc_test_XXXXXX");
-    return mkdtemp(g_dir) ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
-static char *sub(const char *name)
-{
-    static char buf[4][512];
-    static int i;
-    i = (i + 1) % 4;
-    snprintf(buf[i], sizeof buf[i], "%s/%s", g_dir, name);
-    return buf[i];
-}
+#define PF_TEST_TMP_NAME "pf_rc_test"
+#include "tests/support/test_tmp.h"
 
 static json_t *load_json(const char *path)
 {
@@ -126,15 +103,15 @@ static void test_tiny_sharded_roundtrip(void **state)
     pf_err err;
     assert_int_equal(pf_rc_spec_lookup("tiny-gemma2", &s, &err), 0);
     pf_rc_params o = {.seed = 42, .max_shard_bytes = 40000};
-    if (pf_rc_write(&s, sub("sharded"), &o, &err))
+    if (pf_rc_write(&s, tmp_path("sharded"), &o, &err))
         fail_msg("%s", err.msg);
-    verify_dir(sub("sharded"), &s, 42, true);
-    assert_int_equal(access(sub("sharded/model-00001-of-00005.safetensors"), F_OK) == 0 ||
-                         access(sub("sharded/model-00001-of-00004.safetensors"), F_OK) == 0 ||
-                         access(sub("sharded/model-00001-of-00006.safetensors"), F_OK) == 0 ||
-                         access(sub("sharded/model-00001-of-00003.safetensors"), F_OK) == 0,
+    verify_dir(tmp_path("sharded"), &s, 42, true);
+    assert_int_equal(access(tmp_path("sharded/model-00001-of-00005.safetensors"), F_OK) == 0 ||
+                         access(tmp_path("sharded/model-00001-of-00004.safetensors"), F_OK) == 0 ||
+                         access(tmp_path("sharded/model-00001-of-00006.safetensors"), F_OK) == 0 ||
+                         access(tmp_path("sharded/model-00001-of-00003.safetensors"), F_OK) == 0,
                      1);
-    json_t *cfg = load_json(sub("sharded/config.json"));
+    json_t *cfg = load_json(tmp_path("sharded/config.json"));
     assert_string_equal(json_string_value(json_object_get(json_object_get(cfg, "text_config"), "model_type")), "gemma2");
     assert_int_equal(jint(cfg, "text_config.sliding_window"), 16);
     assert_int_equal(jint(cfg, "text_config.num_key_value_heads"), 2);
@@ -142,7 +119,7 @@ static void test_tiny_sharded_roundtrip(void **state)
     assert_int_equal(jint(cfg, "text_config.num_image_tokens"), 16);
     assert_int_equal(jint(cfg, "image_token_index"), 1000);
     json_decref(cfg);
-    json_t *gen = load_json(sub("sharded/generation_config.json"));
+    json_t *gen = load_json(tmp_path("sharded/generation_config.json"));
     assert_int_equal(jint(gen, "eos_token_id"), 1);
     json_decref(gen);
 }
@@ -155,17 +132,17 @@ static void test_single_file_and_determinism(void **state)
     assert_int_equal(pf_rc_spec_lookup("paligemma-3b-pt-224", &s, &err), 0);
     pf_rc_spec_tiny(&s, 8);
     pf_rc_params o = {.seed = 7};
-    if (pf_rc_write(&s, sub("a"), &o, &err) || pf_rc_write(&s, sub("b"), &o, &err))
+    if (pf_rc_write(&s, tmp_path("a"), &o, &err) || pf_rc_write(&s, tmp_path("b"), &o, &err))
         fail_msg("%s", err.msg);
     o.seed = 8;
-    if (pf_rc_write(&s, sub("c"), &o, &err))
+    if (pf_rc_write(&s, tmp_path("c"), &o, &err))
         fail_msg("%s", err.msg);
-    verify_dir(sub("a"), &s, 7, false);
+    verify_dir(tmp_path("a"), &s, 7, false);
     char *fa, *fb, *fc;
     size_t la, lb, lc;
-    if (pf_read_file(sub("a/model.safetensors"), 64u << 20, &fa, &la, &err) ||
-        pf_read_file(sub("b/model.safetensors"), 64u << 20, &fb, &lb, &err) ||
-        pf_read_file(sub("c/model.safetensors"), 64u << 20, &fc, &lc, &err))
+    if (pf_read_file(tmp_path("a/model.safetensors"), 64u << 20, &fa, &la, &err) ||
+        pf_read_file(tmp_path("b/model.safetensors"), 64u << 20, &fb, &lb, &err) ||
+        pf_read_file(tmp_path("c/model.safetensors"), 64u << 20, &fc, &lc, &err))
         fail_msg("%s", err.msg);
     assert_int_equal(la, lb);
     assert_memory_equal(fa, fb, la);
@@ -174,7 +151,7 @@ static void test_single_file_and_determinism(void **state)
     /* the demo model keeps the real vocabulary and vision geometry and stays a few MB */
     assert_true(la > 4000000 && la < 6000000);
     free(fa), free(fb), free(fc);
-    json_t *cfg = load_json(sub("a/config.json"));
+    json_t *cfg = load_json(tmp_path("a/config.json"));
     assert_int_equal(jint(cfg, "text_config.vocab_size"), 257216);
     assert_int_equal(jint(cfg, "text_config.num_image_tokens"), 256);
     assert_int_equal(jint(cfg, "vision_config.patch_size"), 14);
@@ -182,10 +159,10 @@ static void test_single_file_and_determinism(void **state)
     json_decref(cfg);
     /* rewriting with shards removes the stale single file */
     o.max_shard_bytes = 1000000;
-    if (pf_rc_write(&s, sub("a"), &o, &err))
+    if (pf_rc_write(&s, tmp_path("a"), &o, &err))
         fail_msg("%s", err.msg);
-    assert_int_not_equal(access(sub("a/model.safetensors"), F_OK), 0);
-    verify_dir(sub("a"), &s, 8, true);
+    assert_int_not_equal(access(tmp_path("a/model.safetensors"), F_OK), 0);
+    verify_dir(tmp_path("a"), &s, 8, true);
 }
 
 static const pf_rc_tensor *find(const pf_rc_tensor *ts, size_t n, const char *name)
@@ -311,5 +288,5 @@ int main(void)
         cmocka_unit_test(test_real_shapes),
         cmocka_unit_test(test_real_configs),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup_tmp, teardown_tmp);
 }
