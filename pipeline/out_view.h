@@ -40,7 +40,7 @@ void pf_view_default_params(pf_view_params *p);
                        "after every batch and is repaired and caught up after a crash):"),                          \
         PF_OPT_ROW_STR("webdataset", T, P.webdataset, PF_OPT_NONEMPTY, "DIR",                                       \
                        "WebDataset tar shards DIR/shard-000000.tar, ...: per result the original image bytes "     \
-                       "(read from the item's path: this process must see the input files), its record (.json) "   \
+                       "(read from the item's path or shard: this process must see the input), its record (.json) "   \
                        "and text (.txt); error records stay in the JSONL only"),                                    \
         PF_OPT_ROW_INT("shard-size", T, P.shard_size, 1, 1000000000, 0, "N", "samples per tar shard"),              \
         PF_OPT_ROW_FLAG("sidecar-next", T, P.sidecar_next, 0,                                                      \

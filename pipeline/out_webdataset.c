@@ -11,8 +11,8 @@
  * The image bytes are read by the sink from the record's path (resolved from the sink's working folder, as the
  * producer found it), streamed into the shard while hashed, and kept only when they hash to the record's key
  * (the bytes that were annotated); a file that is gone, changed, or not a plain file gives a sample without
- * its image and a warning. So the sink must see the input like the producer does. Archive members as sources
- * are not supported yet: refused with that reason.
+ * its image and a warning. So the sink must see the input like the producer does. An archive member
+ * ("SHARD#MEMBER", pipeline/archive/archive.h) is read from its shard the same way (whole, at most 1 GiB).
  *
  * Crash safety: the state holds the current shard's number, its size without the end-of-archive blocks, and
  * its samples. Each sync writes the two zero blocks that end a tar after the last member (so every shard is a
@@ -30,6 +30,7 @@
 #include <xxhash.h>
 
 #include "base/log.h"
+#include "pipeline/archive/archive.h"
 #include "pipeline/out_view.h"
 #include "pipeline/record.h"
 
@@ -206,6 +207,39 @@ static int put_image(wds *w, const char *name, const char *path, const char *key
     return 1;
 }
 
+/* An archive member "SHARD#MEMBER" (pipeline/archive/archive.h): read whole (bounded), kept only if it hashes to
+ * KEY's content half. 1 written, 0 not (WHY), -1 the shard could not be written. */
+static int put_archived(wds *w, const char *name, const char *ref, size_t shard_len, const char *key,
+                        const char **why, char *whybuf, size_t whycap)
+{
+    char *shard = strndup(ref, shard_len);
+    uint8_t *data = NULL;
+    size_t len = 0;
+    pf_err e = {{0}};
+    int rc = 0;
+    if (!shard) {
+        *why = "out of memory";
+        return 0;
+    }
+    if (pf_archive_read_one(shard, ref + shard_len + 1, (size_t)1 << 30, &data, &len, &e)) {
+        size_t n = strnlen(e.msg, whycap - 1);   /* the reason, cut to the buffer */
+        memcpy(whybuf, e.msg, n);
+        whybuf[n] = '\0';
+        *why = whybuf;
+    } else {
+        XXH128_hash_t h = XXH3_128bits(data, len);
+        char hex[33];
+        snprintf(hex, sizeof hex, "%016llx%016llx", (unsigned long long)h.high64, (unsigned long long)h.low64);
+        if (strncmp(hex, key, 32) != 0)
+            *why = "its bytes changed since it was annotated";
+        else
+            rc = put_member(w, name, data, len) ? -1 : 1;
+    }
+    free(data);
+    free(shard);
+    return rc;
+}
+
 /* The image's extension as a WebDataset reader expects it (lower case, a known image type), else "img". */
 static void image_ext(const char *base, char ext[8])
 {
@@ -278,7 +312,11 @@ static int wds_apply(pf_view *v, const json_t *rec, pf_err *err)
     image_ext(slash ? slash + 1 : path, ext);
     snprintf(name, sizeof name, "%s.%s", skey, ext);
     const char *why = NULL;
-    int img = put_image(w, name, path, key, &why);
+    char whybuf[sizeof(((pf_err *)0)->msg)];
+    size_t shard_len = 0;
+    int img = pf_archive_split_ref(path, &shard_len) ? put_archived(w, name, path, shard_len, key, &why, whybuf,
+                                                                    sizeof whybuf)
+                                                     : put_image(w, name, path, key, &why);
     char *line = json_dumps(rec, JSON_COMPACT);
     int rc = 0;
     if (img < 0 || !line)
@@ -295,9 +333,9 @@ static int wds_apply(pf_view *v, const json_t *rec, pf_err *err)
         pf_errf(err, "%s: writing shard %lld: %s", dir, (long long)w->shard, line ? strerror(errno) : "out of memory");
     else if (img == 0) {
         w->no_image++;
-        pf_warn("sink", "%s: WebDataset sample %s without its image: %s (the sink reads each image from its path, "
-                "like the producer: run it where the paths resolve; archive members are not supported as sources "
-                "yet)", json_string_value(json_object_get(rec, "path")), skey, why);
+        pf_warn("sink", "%s: WebDataset sample %s without its image: %s (the sink reads each image from its path "
+                "or its shard, like the producer: run it where the paths resolve)",
+                json_string_value(json_object_get(rec, "path")), skey, why);
     }
     w->count += !rc;
     free(line);

@@ -22,12 +22,15 @@ import io
 import json
 import os
 import random
+import signal
 import sys
 import tarfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import pipeline_test as pt  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+import pftest as pf  # noqa: E402  (process helpers: start, kill9, checks, run_case)
+import pipeline_test as pt  # noqa: E402  (the pipeline harness: Job, inputs, record checks)
 
 ROUNDS = 4
 
@@ -38,7 +41,7 @@ def sink_cmd(j, extra):
 
 
 def start_sink(j, extra):
-    return pt.start(sink_cmd(j, extra), j.log("sink"))
+    return pf.start(sink_cmd(j, extra), j.log("sink"))
 
 
 def start_producer(j, listed):
@@ -46,7 +49,7 @@ def start_producer(j, listed):
     cmd = [j.a.paliflow, "producer", "--bind", j.bind_prod, "--db", j.db, "--task", j.task, "--image-size", "8",
            "--custom-image-size", "--progress", "lines", "--progress-interval", "1", "--ack-timeout", "5",
            "--max-attempts", "3", "--list", listed] + pt.HB
-    return pt.start(cmd, j.log("producer"))
+    return pf.start(cmd, j.log("producer"))
 
 
 def run_job(a, d, extra, files=None, crash=True, n_good=150, listed=None, db=None):
@@ -71,23 +74,23 @@ def run_job(a, d, extra, files=None, crash=True, n_good=150, listed=None, db=Non
         if prod.poll() is not None:
             break
         time.sleep(rng.uniform(0.0, 0.1))
-        pt.kill9(sink)
+        pf.kill9(sink)
         kills += 1
         time.sleep(rng.uniform(0.0, 0.2))
         sink = start_sink(j, extra)
     if crash:
-        pt.check(kills >= 2, "the job ended after %d kills: too fast for the test to mean anything" % kills)
-    pt.check(pt.wait_exit(prod, 180, "producer") == 0, "producer exit status %s" % prod.returncode)
+        pf.check(kills >= 2, "the job ended after %d kills: too fast for the test to mean anything" % kills)
+    pf.check(pf.wait_exit(prod, 180, "producer") == 0, "producer exit status %s" % prod.returncode)
     if "--exit-when-done" not in extra:   # every record is acknowledged: the forms are synced
-        sink.send_signal(pt.signal.SIGTERM)
-    pt.check(pt.wait_exit(sink, 30, "sink") == 0, "sink exit status %s" % sink.returncode)
+        sink.send_signal(signal.SIGTERM)
+    pf.check(pf.wait_exit(sink, 30, "sink") == 0, "sink exit status %s" % sink.returncode)
     return j, files
 
 
 def safe_records(out):
     try:
-        return pt.read_records(out)
-    except (pt.Fail, ValueError):
+        return pf.read_records(out)
+    except (pf.Fail, ValueError):
         return []
 
 
@@ -95,41 +98,49 @@ def results_of(recs):
     return [r for r in recs if "error" not in r]
 
 
+def source_bytes(path):
+    """The bytes of an item: a file, or a member of a tar shard ("SHARD#MEMBER")."""
+    if ".tar#" in path:
+        shard, member = path.split(".tar#", 1)
+        with tarfile.open(shard + ".tar") as t:
+            return t.extractfile(member).read()
+    return open(path, "rb").read()
+
+
 def check_webdataset(wdir, recs, shard_size):
     shards = sorted(f for f in os.listdir(wdir) if f.endswith(".tar"))
-    pt.check(shards and shards[0] == "shard-000000.tar", "shards: %s" % shards[:3])
-    pt.check(shards == ["shard-%06d.tar" % i for i in range(len(shards))], "shard names not consecutive: %s" % shards)
+    pf.check(shards and shards[0] == "shard-000000.tar", "shards: %s" % shards[:3])
+    pf.check(shards == ["shard-%06d.tar" % i for i in range(len(shards))], "shard names not consecutive: %s" % shards)
     samples = {}
     counts = []
     for s in shards:
         with tarfile.open(os.path.join(wdir, s)) as t:   # a valid tar after every batch, also after kill -9
             keys = set()
             for m in t.getmembers():
-                pt.check("/" not in m.name and ".." not in m.name and m.isfile(), "member %r in %s" % (m.name, s))
+                pf.check("/" not in m.name and ".." not in m.name and m.isfile(), "member %r in %s" % (m.name, s))
                 key, ext = m.name.split(".", 1)
-                pt.check(key not in samples or key in keys, "sample %s in two places (%s)" % (key, s))
+                pf.check(key not in samples or key in keys, "sample %s in two places (%s)" % (key, s))
                 keys.add(key)
                 data = t.extractfile(m).read()
-                pt.check(ext not in samples.setdefault(key, {}), "member %s twice" % m.name)
+                pf.check(ext not in samples.setdefault(key, {}), "member %s twice" % m.name)
                 samples[key][ext] = data
             counts.append(len(keys))
-    pt.check(all(c == shard_size for c in counts[:-1]), "shard sample counts %s (want %d)" % (counts, shard_size))
+    pf.check(all(c == shard_size for c in counts[:-1]), "shard sample counts %s (want %d)" % (counts, shard_size))
     want = results_of(recs)
-    pt.check(len(samples) == len(want), "%d samples for %d result records" % (len(samples), len(want)))
+    pf.check(len(samples) == len(want), "%d samples for %d result records" % (len(samples), len(want)))
     by_path = {}
     for key, sm in samples.items():
-        pt.check(set(sm) >= {"json", "txt"}, "sample %s has %s" % (key, sorted(sm)))
+        pf.check(set(sm) >= {"json", "txt"}, "sample %s has %s" % (key, sorted(sm)))
         rec = json.loads(sm["json"])
-        pt.check("error" not in rec, "sample for an error record: %s" % key)
-        pt.check(sm["txt"].decode() == rec["text"], "text of %s" % key)
+        pf.check("error" not in rec, "sample for an error record: %s" % key)
+        pf.check(sm["txt"].decode() == rec["text"], "text of %s" % key)
         imgs = [e for e in sm if e not in ("json", "txt")]
-        pt.check(len(imgs) == 1, "sample %s: image members %s" % (key, imgs))
-        pt.check(sm[imgs[0]] == open(rec["path"], "rb").read(), "image bytes of %s differ from %s" %
-                 (key, rec["path"]))
-        pt.check(rec["path"] not in by_path, "two samples for %s" % rec["path"])
+        pf.check(len(imgs) == 1, "sample %s: image members %s" % (key, imgs))
+        pf.check(sm[imgs[0]] == source_bytes(rec["path"]), "image bytes of %s differ from %s" % (key, rec["path"]))
+        pf.check(rec["path"] not in by_path, "two samples for %s" % rec["path"])
         by_path[rec["path"]] = rec
     for r in want:
-        pt.check(by_path.get(r["path"], {}).get("key") == r["key"], "no sample for %s" % r["path"])
+        pf.check(by_path.get(r["path"], {}).get("key") == r["key"], "no sample for %s" % r["path"])
     return len(samples), len(shards)
 
 
@@ -139,12 +150,31 @@ def t_webdataset(a, d):
     recs = pt.verify(j.out, files, j.db)
     n, ns = check_webdataset(w, recs, 7)
     # another output over the same shard folder: refused, the shards left as they are
-    other = pt.start([a.paliflow, "sink", "--bind", "ipc://%s/s2.sock" % d, "--producer", "ipc://%s/p2.sock" % d,
+    other = pf.start([a.paliflow, "sink", "--bind", "ipc://%s/s2.sock" % d, "--producer", "ipc://%s/p2.sock" % d,
                       "--out", os.path.join(d, "other.jsonl"), "--webdataset", w] + pt.HB, j.log("sink_other"))
-    pt.check(pt.wait_exit(other, 30, "second sink") != 0, "a sink took over another output's shards")
-    pt.check("no checkpoint of this output" in open(other.log).read(), "the refusal does not say why")
+    pf.check(pf.wait_exit(other, 30, "second sink") != 0, "a sink took over another output's shards")
+    pf.check("no checkpoint of this output" in open(other.log).read(), "the refusal does not say why")
     check_webdataset(w, recs, 7)
     print("%d samples in %d shards, %d error records in the JSONL only" % (n, ns, len(recs) - n))
+
+
+def t_webdataset_tar(a, d):
+    """Items that are members of a tar shard (pipeline/archive): the sink reads their bytes from the shard."""
+    os.makedirs(os.path.join(d, "in"))
+    shard = os.path.join(d, "in", "photos.tar")
+    with tarfile.open(shard, "w") as t:
+        for i in range(9):
+            data = b"member %d " % i * (3 + i)
+            ti = tarfile.TarInfo("imgs/%03d.jpg" % i)
+            ti.size = len(data)
+            t.addfile(ti, io.BytesIO(data))
+    w = os.path.join(d, "wds")
+    j, _ = run_job(a, d, ["--webdataset", w, "--shard-size", "4"], files={}, crash=False)
+    recs = pf.read_records(j.out)
+    pf.check(len(recs) == 9 and all("#" in r["path"] and "error" not in r for r in recs),
+             "records: %s" % [r.get("path") for r in recs][:3])
+    n, ns = check_webdataset(w, recs, 4)
+    print("%d samples from tar members in %d shards" % (n, ns))
 
 
 def sidecar_of(root, path):
@@ -154,14 +184,14 @@ def sidecar_of(root, path):
 def check_sidecars(root, recs, files):
     for r in recs:
         sc = sidecar_of(root, r["path"])
-        pt.check(os.path.isfile(sc), "no sidecar %s" % sc)
+        pf.check(os.path.isfile(sc), "no sidecar %s" % sc)
         arr = json.load(open(sc))
-        pt.check(isinstance(arr, list) and len(arr) == 1, "sidecar %s holds %d records" % (sc, len(arr)))
-        pt.check(arr[0] == r, "sidecar %s differs from the JSONL record" % sc)
+        pf.check(isinstance(arr, list) and len(arr) == 1, "sidecar %s holds %d records" % (sc, len(arr)))
+        pf.check(arr[0] == r, "sidecar %s differs from the JSONL record" % sc)
     if root:
         for dp, dn, fn in os.walk(root):
             for f in fn:
-                pt.check(f.endswith(".json") and not f.startswith(".") , "stray file %s in %s" % (f, dp))
+                pf.check(f.endswith(".json") and not f.startswith(".") , "stray file %s in %s" % (f, dp))
 
 
 def t_sidecar_dir(a, d):
@@ -187,13 +217,13 @@ def t_jsonl_shards(a, d):
     lines = []
     for s in idx["shards"]:
         data = open(os.path.join(r, s["file"]), "rb").read()
-        pt.check(len(data) == s["bytes"], "%s: %d bytes, index says %d" % (s["file"], len(data), s["bytes"]))
+        pf.check(len(data) == s["bytes"], "%s: %d bytes, index says %d" % (s["file"], len(data), s["bytes"]))
         ls = data.splitlines(keepends=True)
-        pt.check(len(ls) == s["records"], "%s: %d lines, index says %d" % (s["file"], len(ls), s["records"]))
-        pt.check(len(data) <= 10485 or len(ls) == 1, "%s: %d bytes over the size" % (s["file"], len(data)))
+        pf.check(len(ls) == s["records"], "%s: %d lines, index says %d" % (s["file"], len(ls), s["records"]))
+        pf.check(len(data) <= 10485 or len(ls) == 1, "%s: %d bytes over the size" % (s["file"], len(data)))
         lines += ls
-    pt.check(lines == open(j.out, "rb").read().splitlines(keepends=True), "shards' lines are not the JSONL's")
-    pt.check(idx["records"] == len(lines), "index total %d for %d lines" % (idx["records"], len(lines)))
+    pf.check(lines == open(j.out, "rb").read().splitlines(keepends=True), "shards' lines are not the JSONL's")
+    pf.check(idx["records"] == len(lines), "index total %d for %d lines" % (idx["records"], len(lines)))
     print("%d records in %d shards" % (len(lines), len(idx["shards"])))
 
 
@@ -226,28 +256,28 @@ def t_hostile(a, d):
     w = os.path.join(d, "wds")
     j, _ = run_job(a, d, ["--webdataset", w, "--shard-size", "3", "--sidecar-dir", side], files=files, crash=False,
                    listed=lst)
-    recs = pt.read_records(j.out)
-    pt.check(len(recs) == len(files), "%d records for %d files" % (len(recs), len(files)))
-    pt.check(os.listdir(outside) == [], "written outside the output folders: %s" % os.listdir(outside))
+    recs = pf.read_records(j.out)
+    pf.check(len(recs) == len(files), "%d records for %d files" % (len(recs), len(files)))
+    pf.check(os.listdir(outside) == [], "written outside the output folders: %s" % os.listdir(outside))
     check_webdataset(w, recs, 3)
-    pt.check(open(foreign).read() == '{"photoTakenTime": 1}', "a foreign .json was overwritten")
+    pf.check(open(foreign).read() == '{"photoTakenTime": 1}', "a foreign .json was overwritten")
     for dp, dn, fn in os.walk(side):
-        pt.check(os.path.realpath(dp).startswith(os.path.realpath(side)), "sidecar folder %s outside" % dp)
+        pf.check(os.path.realpath(dp).startswith(os.path.realpath(side)), "sidecar folder %s outside" % dp)
         for n in dn + fn:
-            pt.check(n not in ("..", ".") and "/" not in n, "name %r" % n)
-    sink_log = [p.log for p in pt.PROCS if "sink" in p.log][-1]
-    pt.check("symlink" in open(sink_log, errors="replace").read(), "the planted symlink was not refused in the log")
+            pf.check(n not in ("..", ".") and "/" not in n, "name %r" % n)
+    sink_log = [p.log for p in pf.PROCS if "sink" in p.log][-1]
+    pf.check("symlink" in open(sink_log, errors="replace").read(), "the planted symlink was not refused in the log")
     # again with the symlink gone: every file gets its sidecar, '..' folded into the tree, never above it
     os.unlink(os.path.join(side, d.lstrip("/").split("/")[0]))
     os.rename(j.out, j.out + ".1")
     for f in (j.db,):
         os.unlink(f)
     j, _ = run_job(a, d, ["--sidecar-dir", side], files=files, crash=False, listed=lst)
-    for r in pt.read_records(j.out):
+    for r in pf.read_records(j.out):
         comps = [c for c in r["path"].split("/") if c not in ("", ".")]
         sc = os.path.join(side, *["_" if c == ".." else c for c in comps[:-1]])
         hits = [f for f in os.listdir(sc) if f.endswith(".json")] if os.path.isdir(sc) else []
-        pt.check(len(hits) >= 1, "no sidecar for %r under %s" % (r["path"], sc))
+        pf.check(len(hits) >= 1, "no sidecar for %r under %s" % (r["path"], sc))
     print("%d hostile names: nothing outside, foreign file kept" % len(names))
 
 
@@ -261,8 +291,8 @@ def t_compact(a, d):
         files[p] = "bad" if i < 3 else "good"
     # --exit-when-done: the sink exits after it heard "finished" and compacted
     j, _ = run_job(a, d, ["--exit-when-done"], files=files, crash=False)
-    recs = pt.read_records(j.out)
-    pt.check(sum("error" in r for r in recs) == 3, "first job: %d errors" % sum("error" in r for r in recs))
+    recs = pf.read_records(j.out)
+    pf.check(sum("error" in r for r in recs) == 3, "first job: %d errors" % sum("error" in r for r in recs))
     for p, k in list(files.items()):   # the bad files fixed; a new job store over the same output
         if k == "bad":
             with open(p, "wb") as f:
@@ -270,13 +300,13 @@ def t_compact(a, d):
             files[p] = "good"
     j, _ = run_job(a, d, ["--exit-when-done"], files=files, crash=False, db=os.path.join(d, "job2.sqlite"))
     recs = pt.verify(j.out, files)
-    pt.check(not any("error" in r for r in recs), "superseded errors stayed")
-    sink_log = [p.log for p in pt.PROCS if "sink" in p.log][-1]
-    pt.check("3 error records superseded" in open(sink_log).read(), "the sink did not say it compacted")
+    pf.check(not any("error" in r for r in recs), "superseded errors stayed")
+    sink_log = [p.log for p in pf.PROCS if "sink" in p.log][-1]
+    pf.check("3 error records superseded" in open(sink_log).read(), "the sink did not say it compacted")
     print("3 errors superseded by later successes and removed by the sink: %d records" % len(recs))
 
 
-TESTS = {"webdataset": t_webdataset, "sidecar_dir": t_sidecar_dir, "sidecar_next": t_sidecar_next,
+TESTS = {"webdataset": t_webdataset, "webdataset_tar": t_webdataset_tar, "sidecar_dir": t_sidecar_dir, "sidecar_next": t_sidecar_next,
          "jsonl_shards": t_jsonl_shards, "hostile": t_hostile, "compact": t_compact}
 
 
@@ -287,7 +317,7 @@ def main():
     ap.add_argument("--worker", required=True)
     ap.add_argument("--keep", action="store_true")
     a = ap.parse_args()
-    return pt.run_case(a.test, "pf_of_%s_" % a.test, lambda d: TESTS[a.test](a, d), a.keep)
+    return pf.run_case(a.test, "pf_of_%s_" % a.test, lambda d: TESTS[a.test](a, d), a.keep)
 
 
 if __name__ == "__main__":

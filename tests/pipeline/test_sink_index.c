@@ -18,7 +18,7 @@
 #include "pipeline/sink_index.h"
 
 #define PF_TEST_TMP_NAME "pf_sink_index"
-#include "test_tmp.h"
+#include "tests/support/test_tmp.h"
 
 #define KEY_A "00000000000000000000000000000001-00000000000000aa"
 #define KEY_A2 "00000000000000000000000000000002-00000000000000aa"   /* same settings, other bytes */

@@ -20,7 +20,7 @@
 #include "pipeline/archive/archive.h"
 
 #define PF_TEST_TMP_NAME "pf_archive"
-#include "../test_tmp.h"
+#include "tests/support/test_tmp.h"
 
 typedef struct ent {
     const char *name;
