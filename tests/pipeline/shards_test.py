@@ -28,7 +28,10 @@ import time
 import zipfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from datasets_test import HANG, Env, Fail, check, records, summary  # noqa: E402  (shared run helpers)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from datasets_test import HANG, Env, summary  # noqa: E402  (the run helpers of the datasets tests)
+from pftest import Fail, check  # noqa: E402
+from pftest import read_records as records  # noqa: E402
 
 
 def img(env, i):
