@@ -13,6 +13,7 @@
 #include "cli/commands.h"
 #include "model/seg/decoder.h"
 #include "pipeline/compact.h"
+#include "pipeline/out_view.h"
 #include "pipeline/embedded.h"
 #include "pipeline/run_exit.h"
 #include "pipeline/service.h"
@@ -78,6 +79,7 @@ static const pf_opt g_rows[] = {
     PF_OPT_ROW_STR("publish", T, eo.sink.publish, PF_OPT_NONEMPTY, "ENDPOINT",
                    "also publish every record on a PUB socket (a tcp one needs --curve-server-key and "
                    "--curve-allow, or --insecure)"),
+    PF_VIEW_OPT_ROWS(T, eo.sink.views),
     PF_OPT_ROW_STR("report", T, eo.producer.report, PF_OPT_NONEMPTY, "FILE",
                    "write the job report (JSON: counts, throughput, error reasons) at the end"),
     PF_OPT_ROW_STR("seg-decoder", T, seg_path, PF_OPT_NONEMPTY, "FILE",
@@ -121,6 +123,11 @@ static int take_tasks(run_cli *c, int argc0, char **argv0, char **db_default)
     pf_opt_list_keep_last(&c->tasks, cli_count_option(argc0, argv0, "task"));
     if (!c->model || !c->tokenizer || !c->tasks.n || !c->eo.sink.out) {
         fprintf(stderr, "paliflow run: --model, --tokenizer, --task and --out are required\n");
+        return -1;
+    }
+    pf_err err = {{0}};
+    if (pf_view_params_check(&c->eo.sink.views, &err)) {
+        fprintf(stderr, "paliflow run: %s\n", err.msg);
         return -1;
     }
     p->task.prompt = c->tasks.v[0];
@@ -226,6 +233,8 @@ int cmd_run(int argc0, char **argv0)
         int64_t dropped = 0;
         if (pf_output_compact(e->sink.out, c.db, &dropped, &err))
             fprintf(stderr, "paliflow run: %s (superseded error records stay in the output)\n", err.msg);
+        else if (dropped && pf_views_refresh(&e->sink.views, e->sink.out, &err))
+            fprintf(stderr, "paliflow run: %s (the other output forms catch up at the next run)\n", err.msg);
         char hidden[64] = "";
         if (st.hidden_skipped)
             snprintf(hidden, sizeof hidden, " (%lld hidden skipped)", (long long)st.hidden_skipped);

@@ -6,6 +6,7 @@
 #include "base/optable.h"
 #include "cli/cli_util.h"
 #include "cli/commands.h"
+#include "pipeline/out_view.h"
 #include "pipeline/service.h"
 #include "pipeline/sink.h"
 
@@ -17,6 +18,7 @@ typedef struct sink_cli {
 static void sink_init(void *obj)
 {
     *(sink_cli *)obj = (sink_cli){.o = pf_sink_default_params()};
+    ((sink_cli *)obj)->o.compact_at_end = 1;   /* a separate sink compacts at job end; run's own does it with the job store */
 }
 
 #define T sink_cli
@@ -28,7 +30,8 @@ static const pf_opt g_rows[] = {
                    "the producer, e.g. tcp://host:5555"),
     PF_OPT_ROW_STR("out", T, o.out, PF_OPT_NONEMPTY | PF_OPT_REQUIRED, "FILE",
                    "JSON-lines output, appended to; a regular file, locked while the sink runs (a second sink or "
-                   "run on it is refused)"),
+                   "run on it is refused); the identities of its records are indexed in FILE.seen (a restart "
+                   "reads only what the index lacks; delete it and it is rebuilt from FILE)"),
     PF_OPT_ROW_INT("batch", T, o.batch, 1, 1000000, PF_OPT_RELOAD, "N", "records per write+fdatasync batch"),
     {"flush-ms", 0, PF_OPT_DOUBLE, offsetof(T, o.flush_s), 0, 1e7, 0.001, .flags = PF_OPT_RELOAD, .arg = "N",
      .help = "longest a record waits for its batch, in ms"},
@@ -39,7 +42,11 @@ static const pf_opt g_rows[] = {
     PF_OPT_ROW_DOUBLE("heartbeat-timeout", T, o.hb_timeout, 0.05, 1e6, PF_OPT_RELOAD, "S",
                       "producer silent this long (seconds) is reported"),
     PF_OPT_ROW_FLAG("exit-when-done", T, o.exit_when_done, 0, "exit 0 once the producer reports the job complete"),
+    PF_OPT_ROW_FLAG("no-compact", T, o.compact_at_end, PF_OPT_CLEAR,
+                    "keep error records a later success superseded (by default they are removed when the producer "
+                    "reports the job complete: one final record per item)"),
     PF_PROTO_LIMITS_OPT_ROW(T, o.lim),
+    PF_VIEW_OPT_ROWS(T, o.views),
     PF_OPT_ROW_HEADING("security (tcp endpoints need CURVE keys or --insecure; the sink is a server on --bind and\n"
                        "--publish and a client of the producer: its server key pair doubles as its client pair, and\n"
                        "the producer always admits its own key, so a hub sharing one key pair needs no more;\n"
@@ -101,6 +108,10 @@ int cmd_sink(int argc0, char **argv0)
         goto out;
     if (!o->bind || !o->producer || !o->out) {
         fprintf(stderr, "paliflow sink: --bind, --producer and --out are required\n");
+        goto bad;
+    }
+    if (pf_view_params_check(&o->views, &err)) {
+        fprintf(stderr, "paliflow sink: %s\n", err.msg);
         goto bad;
     }
     if (pf_security_load(&c.svc.sec, &err) || pf_security_check_bind(&c.svc.sec, "--bind", o->bind, &err) ||

@@ -290,12 +290,19 @@ int pf_outfile_scan(int fd, const char *path, size_t max_line,
                     int (*cb)(const char *line, size_t len, off_t end, void *arg), void *arg, off_t *good,
                     pf_err *err)
 {
-    *good = 0;
+    return pf_outfile_scan_from(fd, path, 0, max_line, cb, arg, good, err);
+}
+
+int pf_outfile_scan_from(int fd, const char *path, off_t from, size_t max_line,
+                         int (*cb)(const char *line, size_t len, off_t end, void *arg), void *arg, off_t *good,
+                         pf_err *err)
+{
+    *good = from;
     size_t cap = max_line < (64u << 10) ? max_line + 1 : (64u << 10);
     char *buf = malloc(cap);
     if (!buf)
         return pf_errf(err, "%s: out of memory", path);
-    off_t base = 0;      /* file offset of buf[0] */
+    off_t base = from;   /* file offset of buf[0] */
     size_t have = 0;     /* bytes in buf */
     size_t start = 0;    /* the current line starts at buf[start] */
     size_t searched = 0; /* buf[start..searched) holds no '\n' */

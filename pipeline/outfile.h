@@ -60,6 +60,12 @@ int pf_outfile_scan(int fd, const char *path, size_t max_line,
                     int (*cb)(const char *line, size_t len, off_t end, void *arg), void *arg, off_t *good,
                     pf_err *err);
 
+/* The same from byte FROM of FD (the start of a line: a checkpoint), for a restart that reads only the tail
+ * written after it; line numbers in messages count from there. */
+int pf_outfile_scan_from(int fd, const char *path, off_t from, size_t max_line,
+                         int (*cb)(const char *line, size_t len, off_t end, void *arg), void *arg, off_t *good,
+                         pf_err *err);
+
 /* Cut FD (the output PATH) back to GOOD bytes when it is longer: a torn last line left by a crash, logged
  * with its size. */
 int pf_outfile_cut(int fd, const char *path, off_t good, pf_err *err);

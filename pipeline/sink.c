@@ -13,14 +13,17 @@
 
 #include "base/file.h"
 #include "base/log.h"
+#include "pipeline/compact.h"
 #include "pipeline/outfile.h"
 #include "pipeline/sink_internal.h"
 #include "proto/wire.h"
 
 pf_sink_params pf_sink_default_params(void)
 {
-    return (pf_sink_params){.batch = 64, .flush_s = 0.05, .fsync = 1, .hb_interval = 1.0, .hb_timeout = 10.0,
-                            .lim = pf_proto_default_limits()};
+    pf_sink_params p = {.batch = 64, .flush_s = 0.05, .fsync = 1, .hb_interval = 1.0, .hb_timeout = 10.0,
+                        .lim = pf_proto_default_limits()};
+    pf_view_default_params(&p.views);
+    return p;
 }
 
 static void metrics_init(sink *s)
@@ -79,7 +82,7 @@ static void send_hello(sink *s, double now)
     m.pid = getpid();
     m.path = s->o->out;
     m.out_end = s->out_end;   /* the producer redoes finished items whose records end beyond it */
-    m.out_records = (int64_t)pf_keyset_size(&s->seen);   /* or all, when fewer than it finished */
+    m.out_records = pf_sink_index_count(s->index);   /* or all, when fewer than it finished */
     m.leases = 1;   /* tell me every lease: I write a worker's record only for an item leased to it */
     pf_sink_send_prod(s, &m);
     pf_link_said_hello(&s->link, now);
@@ -92,8 +95,10 @@ static void on_producer_msg(sink *s, pf_wire_in *in, double now)
     switch (m->type) {
     case PF_MSG_WELCOME: {
         int fresh = pf_link_welcome(&s->link, m->instance);
-        if (fresh)
+        if (fresh) {
             pf_info(LOG, "connected to producer %s", m->instance);
+            s->finished = s->compacted = 0;   /* a new run of the job (or another job): it ends again */
+        }
         pf_sink_auth_welcomed(s, m, fresh);
         break;
     }
@@ -218,10 +223,39 @@ static void update_metrics(sink *s, double now)
     pf_metric_set(s->m.tps, pf_rate_update(&s->rate_tokens, now, (double)s->tokens));
 }
 
+/* The job is complete (every record acknowledged): errors a later success superseded leave the output, so it
+ * holds one final record per (item, task) (compact.h). Nothing is read when there are none. A failure leaves
+ * them in (logged); -1 only when the views cannot follow the new file. */
+static int compact(sink *s, pf_err *err)
+{
+    s->compacted = 1;
+    if (pf_sink_index_superseded(s->index) == 0)
+        return 0;
+    pf_err e = {{0}};
+    int64_t removed = 0;
+    pf_views_close(s->views);   /* their checkpoints move with the file (pf_views_compacted) */
+    s->views = NULL;
+    if (pf_output_compact_indexed(s->o->out, &s->fd, &s->out_end, s->index, NULL, &removed, &e))
+        pf_error(LOG, "%s: compaction: %s (superseded error records stay in it)", s->o->out, e.msg);
+    else if (removed)
+        pf_info(LOG, "%s: %lld error records superseded by a later success removed: one final record per item",
+                s->o->out, (long long)removed);
+    s->in_file = pf_sink_index_count(s->index);
+    return pf_views_open(&s->o->views, s->o->out, s->fd, s->out_end, &s->views, err);
+}
+
 /* Drop what was not flushed (never acknowledged: the producer redoes it), close everything. */
 static void close_run(sink *s, void *ctx)
 {
     const pf_sink_params *o = s->o;
+    /* The index up to the output's end, so that the next start reads nothing; not with records in the batch
+     * (their identities are in the open transaction, their lines not in the output): then it rolls back, and
+     * the next start reads the tail since the last commit. */
+    pf_err ie = {{0}};
+    if (s->index && (s->failed || s->n_batch))
+        pf_sink_index_rollback(s->index);
+    else if (s->index && pf_sink_index_commit(s->index, s->fd, s->out_end, &ie))
+        pf_warn(LOG, "%s (the next start reads the output's tail again)", ie.msg);
     pf_sink_batch_free(s);
     free(s->batch);
     pf_sink_auth_free(s);
@@ -243,7 +277,8 @@ static void close_run(sink *s, void *ctx)
             pf_error(LOG, "%s: fsync on close: %s", o->out, strerror(errno));
         close(s->fd);
     }
-    pf_keyset_free(&s->seen);
+    pf_views_close(s->views);
+    pf_sink_index_close(s->index);
 }
 
 int pf_sink_run(const pf_sink_params *o, pf_err *err)
@@ -251,7 +286,6 @@ int pf_sink_run(const pf_sink_params *o, pf_err *err)
     sink S = {0}, *s = &S;
     s->o = o;
     s->fd = -1;
-    pf_keyset_init(&s->seen);
     make_name(s);
     int rc = -1;
     metrics_init(s);
@@ -264,7 +298,8 @@ int pf_sink_run(const pf_sink_params *o, pf_err *err)
         goto out;
     }
     /* checked (a regular file, writable, room), locked against a second writer, then read back */
-    if (pf_outfile_open(o->out, &s->fd, err) || pf_sink_load_existing(s, err))
+    if (pf_outfile_open(o->out, &s->fd, err) || pf_sink_load_existing(s, err) ||
+        pf_views_open(&o->views, o->out, s->fd, s->out_end, &s->views, err))
         goto out;
     pf_metric_set(s->m.in_file, (double)s->in_file);
     if (open_sockets(s, ctx, err))
@@ -294,6 +329,10 @@ int pf_sink_run(const pf_sink_params *o, pf_err *err)
         int got = pf_wire_drain(s->rsock, 1, &o->lim, 1000, LOG, NULL, on_worker_msg, &c);
         if (got == -1)
             goto out;
+        if (s->failed) {   /* the record index failed: stop before acknowledging anything unchecked */
+            *err = s->fail;
+            goto out;
+        }
         if (got == -2)
             break;
         pf_sink_auth_tick(s, now);
@@ -302,6 +341,8 @@ int pf_sink_run(const pf_sink_params *o, pf_err *err)
                 goto out;
         keep_in_touch(s, now);
         update_metrics(s, now);
+        if (o->compact_at_end && s->finished && !s->compacted && s->n_batch == 0 && compact(s, err))
+            goto out;
         if (o->exit_when_done && s->finished && s->n_batch == 0) {
             pf_info(LOG, "job complete: exiting");
             break;

@@ -4,8 +4,10 @@
  * Durability: records are written in batches (--batch records or --flush-ms, whichever first), the file
  * is fdatasync'ed, and only then are the batch's records published and acknowledged. So an acknowledged
  * item is on disk; a record written but not yet synced when the sink dies may be lost, but it was never
- * acknowledged, so the producer redoes the item. On restart the sink rebuilds its dedupe set from the
- * output file (cutting off a torn last line), so redelivered items never give a second line.
+ * acknowledged, so the producer redoes the item. The dedupe set is an index on disk beside the output,
+ * caught up at start from the output's tail past its checkpoint (cutting off a torn last line): redelivered
+ * items never give a second line, and neither the sink's memory nor its start time grows with the output
+ * (sink_index.h). Other output forms (WebDataset, sidecars, rotated JSONL) follow the JSONL (out_view.h).
  *
  * The output is checked and locked before anything else (outfile.h: a regular file, writable, with room,
  * one writer). Each ack carries where the record ends in the file and each hello the file's committed size,
@@ -16,6 +18,7 @@
 
 #include "base/control.h"
 #include "base/err.h"
+#include "pipeline/out_view.h"
 #include "proto/proto.h"
 #include "proto/security.h"
 
@@ -30,6 +33,8 @@ typedef struct pf_sink_params {
     int fsync;              /* fdatasync before acknowledging (default 1) */
     double hb_interval, hb_timeout;
     int exit_when_done;     /* exit once the producer reports the job complete and all is flushed */
+    int compact_at_end;     /* drop superseded error records when the producer reports the job complete */
+    pf_view_params views;   /* WebDataset / sidecar / rotated JSONL beside the JSONL (out_view.h) */
     pf_proto_limits lim;
     void *zctx;
     const pf_security *sec;  /* CURVE keys / --insecure (NULL: plain sockets, library use) */

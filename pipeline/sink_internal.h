@@ -11,7 +11,7 @@
 #include <stdint.h>
 
 #include "base/metrics.h"
-#include "pipeline/keyset.h"
+#include "pipeline/sink_index.h"
 #include "pipeline/sink.h"
 #include "proto/link.h"
 #include "proto/wire.h"
@@ -36,7 +36,11 @@ typedef struct sink {
     const pf_sink_params *o;
     int fd;                /* the output, locked (outfile.h) */
     int64_t out_end;       /* its committed size: every byte before is whole, synced lines */
-    pf_keyset seen;
+    pf_sink_index *index;  /* the identity of every record in the output, on disk (sink_index.h) */
+    pf_views *views;       /* the other output forms, following the JSONL (out_view.h) */
+    double index_commit_t; /* when the index was last committed */
+    int failed;            /* the index failed on a record: the sink stops with FAIL */
+    pf_err fail;
     void *rsock, *psock, *pub;
     pend *batch;
     size_t n_batch, cap_batch;
@@ -45,6 +49,7 @@ typedef struct sink {
     pf_link link; /* to the producer: its instance, welcome, heartbeats, silence */
     pf_sink_auth *auth; /* which records may be written: the producer's leases (sink_auth.c) */
     int finished;
+    int compacted;         /* compaction ran since the producer reported the job complete */
     int64_t written, dups, in_file, tokens;
     pf_zap *zap;
     pf_sock_watch *watch;
@@ -56,8 +61,9 @@ typedef struct sink {
 } sink;
 
 /* sink_output.c */
-/* Rebuild the dedupe set from the output file s->fd (cutting off a torn last line left by a crash); sets
- * out_end, which the sink's hello reports to the producer (reconciliation, sink.h). */
+/* Open the record index beside the output s->fd and catch it up with the output's tail past its checkpoint
+ * (cutting off a torn last line left by a crash); sets out_end, which the sink's hello reports to the
+ * producer (reconciliation, sink.h). */
 int pf_sink_load_existing(sink *s, pf_err *err);
 /* Take a result or error record: dedupe it and add it to the batch. */
 void pf_sink_on_record(sink *s, const pf_msg *m);

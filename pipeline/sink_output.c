@@ -1,5 +1,6 @@
 /* sink_output.c - what the sink does with a record: drop it if the item already has one in the output
- * file (identity: key + path, kept in memory and rebuilt from the file at start), else add it to the batch;
+ * file (identity: key + path, kept on disk beside the output and caught up from its tail at start:
+ * sink_index.h), else add it to the batch;
  * a batch is written with one write and one fdatasync, and only then published and acknowledged, so an
  * acknowledged record is on disk (sink.h). */
 #include <errno.h>
@@ -8,7 +9,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <xxhash.h>
 #include <zmq.h>
 
 #include "base/file.h"
@@ -17,28 +17,7 @@
 #include "pipeline/record.h"
 #include "pipeline/sink_internal.h"
 
-/* Dedupe identity of a record: the item key plus the path (two files with the same bytes are two items,
- * each with its own record), plus its kind: a result and an error record of one item are two identities, so
- * that a later success (--retry-failed, a new --db) is written after an earlier error instead of being
- * dropped as its duplicate; `run` then drops the superseded error (pf_outfile_compact). An error after a
- * result is still dropped (pf_sink_on_record). */
-static XXH128_hash_t record_id_kind(const char *key, const char *path, int ok)
-{
-    XXH3_state_t *st = XXH3_createState();
-    XXH128_hash_t h = {0, 0};
-    if (!st)
-        return h;
-    XXH3_128bits_reset(st);
-    XXH3_128bits_update(st, key, strlen(key) + 1);   /* with the NUL as a separator */
-    XXH3_128bits_update(st, path, strlen(path));
-    if (!ok)
-        XXH3_128bits_update(st, "\0E", 2);   /* results keep the identity they always had */
-    h = XXH3_128bits_digest(st);
-    XXH3_freeState(st);
-    return h;
-}
-
-static XXH128_hash_t record_id(const char *key, const char *path) { return record_id_kind(key, path, 1); }
+#define INDEX_COMMIT_S 1.0   /* longest the index lags the synced output */
 
 static void observe_record(sink *s, const pf_msg *m)
 {
@@ -56,11 +35,24 @@ static void observe_record(sink *s, const pf_msg *m)
     }
 }
 
+static int note_kind(pf_sink_index *ix, const char *key, const char *path, int ok, pf_err *err);
+
+#define LOAD_CHUNK 65536   /* identities sorted and inserted together when reading an output back (1 MiB) */
+
 typedef struct load_ctx {
     sink *s;
     int64_t records, bad;
+    pf_rec_id *buf;   /* the chunk: random keys inserted in order touch each index page once, not once per key */
+    size_t n;
     pf_err *err;
 } load_ctx;
+
+static int load_flush(load_ctx *c)
+{
+    int rc = pf_sink_index_add_sorted(c->s->index, c->buf, c->n, c->err);
+    c->n = 0;
+    return rc;
+}
 
 /* One line of the existing output: its item goes into the dedupe set. */
 static int load_line(const char *line, size_t n, off_t end, void *arg)
@@ -73,10 +65,12 @@ static int load_line(const char *line, size_t n, off_t end, void *arg)
     char *path = NULL; /* the raw bytes (path_b64 when present), as the live identity uses them */
     int rc = 0;
     if (key && pf_record_path(j, &path) == 0) {
-        XXH128_hash_t h = record_id_kind(key, path, json_object_get(j, "error") == NULL);
+        int ok = json_object_get(j, "error") == NULL;
+        /* supersession in file order (an error, then its result); both notes are idempotent */
+        c->buf[c->n++] = pf_rec_identity(key, path, ok);
+        if (note_kind(c->s->index, key, path, ok, c->err) || (c->n == LOAD_CHUNK && load_flush(c)))
+            rc = -1;
         free(path);
-        if (pf_keyset_add(&c->s->seen, h.high64, h.low64) < 0)
-            rc = pf_errf(c->err, "%s: out of memory loading %lld records", c->s->o->out, (long long)c->records);
         c->records++;
     } else {
         c->bad++;
@@ -87,19 +81,32 @@ static int load_line(const char *line, size_t n, off_t end, void *arg)
 
 int pf_sink_load_existing(sink *s, pf_err *err)
 {
-    load_ctx c = {s, 0, 0, err};
+    load_ctx c = {s, 0, 0, calloc(LOAD_CHUNK, sizeof(pf_rec_id)), 0, err};
+    int64_t from = 0;
     off_t good = 0;
-    /* bounded lines (outfile.h); a crash mid-write can leave a last line without its '\n' (never
-     * acknowledged): it is cut off, so that the next record starts a line of its own */
-    if (pf_outfile_scan(s->fd, s->o->out, PF_OUT_MAX_LINE, load_line, &c, &good, err) ||
-        pf_outfile_cut(s->fd, s->o->out, good, err))
+    double t0 = pf_now();
+    if (!c.buf)
+        return pf_errf(err, "out of memory");
+    if (pf_sink_index_open(s->o->out, s->fd, &s->index, &from, err)) {
+        free(c.buf);
+        return -1;
+    }
+    /* Only the tail past the index's checkpoint is read: records synced to the output whose index commit a
+     * crash cut off (sink_index.h). Bounded lines (outfile.h); a crash mid-write can leave a last line
+     * without its '\n' (never acknowledged): it is cut off, so that the next record starts a line of its own. */
+    int rc = pf_outfile_scan_from(s->fd, s->o->out, (off_t)from, PF_OUT_MAX_LINE, load_line, &c, &good, err);
+    if (!rc)
+        rc = load_flush(&c);
+    free(c.buf);
+    if (rc || pf_outfile_cut(s->fd, s->o->out, good, err) || pf_sink_index_commit(s->index, s->fd, (int64_t)good, err))
         return -1;
     if (c.bad)
         pf_warn(LOG, "%s: %lld lines are not records of ours (ignored)", s->o->out, (long long)c.bad);
-    if (c.records)
-        pf_info(LOG, "%s: %lld records already written (kept; their items will not be written again)", s->o->out,
-                (long long)c.records);
-    s->in_file = c.records;
+    s->in_file = pf_sink_index_count(s->index);
+    if (s->in_file)
+        pf_info(LOG, "%s: %lld records already written (kept; their items will not be written again); %lld bytes "
+                "read to catch up its index in %.2f s", s->o->out, (long long)s->in_file,
+                (long long)(good - (off_t)from), pf_now() - t0);
     s->out_end = (int64_t)good;
     return 0;
 }
@@ -145,21 +152,48 @@ static char *json_line(const json_t *rec, size_t *len)
     return line;
 }
 
+/* What compaction needs: error records by item, and the errors a result superseded (sink_index.h). */
+static int note_kind(pf_sink_index *ix, const char *key, const char *path, int ok, pf_err *err)
+{
+    pf_rec_id ident = pf_rec_supersede_ident(key, path);
+    return ok ? (pf_sink_index_note_result(ix, ident, err) < 0 ? -1 : 0) : pf_sink_index_note_error(ix, ident, err);
+}
+
+/* Is the record new? 1 yes (now in the open batch of the index), 0 a duplicate, -1 the index failed. An error
+ * record is a duplicate also when the item has a result (an error after a success is dropped). */
+static int take_identity(sink *s, const pf_msg *m, int ok, pf_err *err)
+{
+    if (!ok) {
+        int r = pf_sink_index_has(s->index, pf_rec_identity(m->key, m->path, 1), err);
+        if (r != 0)
+            return r < 0 ? -1 : 0;
+    }
+    int added = pf_sink_index_add(s->index, pf_rec_identity(m->key, m->path, ok), err);
+    if (added > 0 && note_kind(s->index, m->key, m->path, ok, err))
+        return -1;
+    return added;
+}
+
 void pf_sink_on_record(sink *s, const pf_msg *m)
 {
     int ok = m->type == PF_MSG_RESULT;
-    XXH128_hash_t h = record_id_kind(m->key, m->path, ok);
+    if (s->failed)
+        return;
     pend p = {0};
     p.id = m->id;
     p.key = strdup(m->key);
     p.ok = m->type == PF_MSG_RESULT;
     if (!p.key)
         return;
-    /* Mark as seen now so a duplicate inside the same batch is caught too; a crash before the batch is
-     * synced loses the mark with the record, and the item is redone. */
-    XXH128_hash_t r = ok ? h : record_id(m->key, m->path);
-    int added = !ok && pf_keyset_has(&s->seen, r.high64, r.low64) ? 0 : pf_keyset_add(&s->seen, h.high64, h.low64);
-    if (added <= 0) {
+    /* Marked as seen now (in the index's open batch) so a duplicate inside the same batch is caught too; a
+     * crash before the batch is synced rolls the mark back with the record, and the item is redone. */
+    int added = take_identity(s, m, ok, &s->fail);
+    if (added < 0) {   /* the sink stops (sink.c): nothing of this batch is acknowledged, all of it redone */
+        s->failed = 1;
+        pend_free(&p);
+        return;
+    }
+    if (added == 0) {
         p.is_dup = 1;
         s->dups++;
         pf_debug(LOG, "%s: duplicate record dropped (acknowledged again)", m->path);
@@ -167,13 +201,14 @@ void pf_sink_on_record(sink *s, const pf_msg *m)
         observe_record(s, m);
         p.rec = pf_record_make(m);
         p.line = json_line(p.rec, &p.len);
-        if (!p.line) {
-            pend_free(&p);
-            return;
-        }
     }
-    if (batch_add(s, &p))
+    if ((!p.is_dup && !p.line) || batch_add(s, &p)) {
+        /* its identity is in the index's open batch, its line nowhere: stop before that is committed (the
+         * batch rolls back, nothing of it was acknowledged, its items are redone) */
+        pf_errf(&s->fail, "out of memory for a record of %s", m->path);
+        s->failed = 1;
         pend_free(&p);
+    }
 }
 
 static int write_all(int fd, const char *buf, size_t len)
@@ -200,7 +235,7 @@ static int write_batch(sink *s, pf_err *err)
     for (size_t i = 0; i < s->n_batch; i++)
         total += s->batch[i].len;
     if (!total)
-        return 0;
+        return 0;   /* only duplicates: the index's open batch holds nothing new */
     char *buf = malloc(total);
     if (!buf)
         return pf_errf(err, "out of memory writing %zu bytes", total);
@@ -220,9 +255,18 @@ static int write_batch(sink *s, pf_err *err)
          * restart would cut it anyway */
         if (ftruncate(s->fd, (off_t)s->out_end) != 0)
             pf_warn(LOG, "%s: cannot cut the partial batch: %s", s->o->out, strerror(errno));
+        pf_sink_index_rollback(s->index);
         return pf_errf(err, "%s: %s failed: %s", s->o->out, bad == 2 ? "fdatasync" : "write", strerror(e));
     }
     s->out_end += (int64_t)total;
+    /* The index follows the synced output, never leads it (sink_index.h); committed about once a second, not
+     * per batch: each commit rewrites the pages its random keys touched, and a crash only costs the next
+     * start a read of the records since the last commit. */
+    if (pf_now() - s->index_commit_t >= INDEX_COMMIT_S) {
+        if (pf_sink_index_commit(s->index, s->fd, s->out_end, err))
+            return -1;
+        s->index_commit_t = pf_now();
+    }
     pf_metric_add(s->m.batches, 1);
     pf_metric_observe(s->m.fsync_s, pf_now() - t_flush);
     return 0;
@@ -239,11 +283,31 @@ static void publish(sink *s, const json_t *rec)
     msgpack_sbuffer_destroy(&sb);
 }
 
+/* The batch's records into the other output forms, synced, before anything is acknowledged: a job reported
+ * complete is complete in every form. */
+static int apply_views(sink *s, pf_err *err)
+{
+    if (!s->views)
+        return 0;
+    json_t **recs = calloc(s->n_batch ? s->n_batch : 1, sizeof *recs);
+    if (!recs)
+        return pf_errf(err, "out of memory");
+    for (size_t i = 0; i < s->n_batch; i++)
+        recs[i] = s->batch[i].is_dup ? NULL : s->batch[i].rec;
+    int rc = pf_views_apply(s->views, recs, s->n_batch, s->out_end, err);
+    free(recs);
+    return rc;
+}
+
 int pf_sink_flush_batch(sink *s, pf_err *err)
 {
+    if (s->failed) {   /* the index holds an identity whose line is not in the batch: nothing more is written */
+        *err = s->fail;
+        return -1;
+    }
     if (!s->n_batch)
         return 0;
-    if (write_batch(s, err))
+    if (write_batch(s, err) || apply_views(s, err))
         return -1;
     pf_ack *acks = calloc(s->n_batch, sizeof *acks);
     for (size_t i = 0; i < s->n_batch; i++) {
@@ -270,7 +334,7 @@ int pf_sink_flush_batch(sink *s, pf_err *err)
         pf_msg_init(&m, PF_MSG_ACK);
         m.acks = acks;
         m.n_acks = s->n_batch;
-        m.out_records = (int64_t)pf_keyset_size(&s->seen);   /* every one of them is on disk now */
+        m.out_records = pf_sink_index_count(s->index);   /* every one of them is on disk now */
         pf_sink_send_prod(s, &m);
         free(acks);
     }

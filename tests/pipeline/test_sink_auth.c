@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <zmq.h>
@@ -18,6 +19,7 @@
 typedef struct fixture {
     pf_sink_params o;
     sink s;
+    char out[64];   /* an empty output, for the sink's record index (dedupe) */
 } fixture;
 
 static int setup(void **state)
@@ -25,8 +27,13 @@ static int setup(void **state)
     fixture *f = calloc(1, sizeof *f);
     f->o = pf_sink_default_params();
     f->s.o = &f->o;
-    f->s.fd = -1;
-    pf_keyset_init(&f->s.seen);
+    snprintf(f->out, sizeof f->out, "/tmp/test_sink_auth_XXXXXX");
+    f->s.fd = mkstemp(f->out);
+    assert_true(f->s.fd >= 0);
+    int64_t from = -1;
+    pf_err e = {{0}};
+    assert_int_equal(pf_sink_index_open(f->out, f->s.fd, &f->s.index, &from, &e), 0);
+    assert_int_equal(from, 0);
     assert_int_equal(pf_sink_auth_init(&f->s), 0);
     pf_msg w;
     pf_msg_init(&w, PF_MSG_WELCOME);
@@ -43,7 +50,17 @@ static int teardown(void **state)
     pf_sink_batch_free(&f->s);
     free(f->s.batch);
     pf_sink_auth_free(&f->s);
-    pf_keyset_free(&f->s.seen);
+    pf_sink_index_close(f->s.index);
+    close(f->s.fd);
+    char *ix = pf_sink_index_path(f->out);
+    static const char *const suffix[3] = {"", "-wal", "-shm"};   /* SQLite's WAL files beside it */
+    for (int i = 0; ix && i < 3; i++) {
+        char p[128];
+        snprintf(p, sizeof p, "%s%s", ix, suffix[i]);
+        unlink(p);
+    }
+    free(ix);
+    unlink(f->out);
     free(f);
     return 0;
 }
