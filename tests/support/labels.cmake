@@ -19,7 +19,7 @@ set(PF_TEST_CATEGORIES unit golden e2e fleet deploy isa slow bench soak fuzz)
 set(PF_LABEL_RULES
   "^test_fleet_units$"                                      "unit,fleet"
   "^fleet_"                                                 "fleet"
-  "^(pipeline|safeio|datasets|hubstore|hubscan|e2e|examples|demo|seg_cli|lora)_"  "e2e"
+  "^(pipeline|safeio|datasets|hubstore|hubscan|outforms|e2e|examples|demo|seg_cli|lora)_"  "e2e"
   "^(tokenizer_cli|tokenizer_fixture|cli_every_command_config|cli_bench_smoke|install_runs)$"  "e2e"
   "^cli_generate_(memory|adapter)_"                        "e2e"
   "^test_image_(vs_pillow|memlimit|cli)$"                   "e2e"
