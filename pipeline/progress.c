@@ -1,6 +1,7 @@
 /* progress.c - the job's progress: a window rate, an ETA, a bar that fits the terminal, plain lines. */
 #include "pipeline/progress.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -171,7 +172,7 @@ size_t pf_progress_render_bar(char *buf, size_t cap, int cols, const pf_progress
 int pf_progress_columns(void)
 {
     struct winsize ws;
-    if (ioctl(2, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0)
+    if (ioctl(pf_progress_stderr_fd(), TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0)   /* the terminal, also under the bar */
         return ws.ws_col;
     const char *c = getenv("COLUMNS");
     long n = c ? strtol(c, NULL, 10) : 0;
@@ -184,18 +185,33 @@ static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static char g_bar[1024];
 static int g_bar_up;
 
+/* The bar and the lines around it go to the terminal (pf_progress_stderr_fd: fd 2 is a pipe while the bar is up,
+ * progress_stderr.c), in one write each. */
+static void write_all(int fd, const char *s, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, s, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return;
+        s += w;
+        n -= (size_t)w;
+    }
+}
+
 /* pf_log's writer while a bar is up: erase it, the log line, the bar again; one write, under the lock
  * the bar is drawn with, so neither ever lands in the middle of the other. */
 static void bar_writer(const char *line)
 {
     char out[4096];
     pthread_mutex_lock(&g_mu);
+    int n;
     if (g_bar_up)
-        snprintf(out, sizeof out, "\r\x1b[K%s%s", line, g_bar);
+        n = snprintf(out, sizeof out, "\r\x1b[K%s%s", line, g_bar);
     else
-        snprintf(out, sizeof out, "%s", line);
-    fputs(out, stderr);
-    fflush(stderr);
+        n = snprintf(out, sizeof out, "%s", line);
+    write_all(pf_progress_stderr_fd(), out, n < 0 ? 0 : (size_t)n < sizeof out ? (size_t)n : sizeof out - 1);
     pthread_mutex_unlock(&g_mu);
 }
 
@@ -203,8 +219,9 @@ static void draw(const char *text, int last)
 {
     pthread_mutex_lock(&g_mu);
     snprintf(g_bar, sizeof g_bar, "%s", text);
-    fprintf(stderr, "\r%s\x1b[K%s", g_bar, last ? "\n" : "");
-    fflush(stderr);
+    char out[1100];
+    int n = snprintf(out, sizeof out, "\r%s\x1b[K%s", g_bar, last ? "\n" : "");
+    write_all(pf_progress_stderr_fd(), out, n < 0 ? 0 : (size_t)n < sizeof out ? (size_t)n : sizeof out - 1);
     g_bar_up = !last;
     pthread_mutex_unlock(&g_mu);
 }
@@ -216,8 +233,11 @@ void pf_progress_init(pf_progress *p, int mode, double interval, const char *com
     p->interval = interval > 0 ? interval : 10;
     p->t0 = p->last = pf_now();
     p->component = component;
-    if (p->mode == 2)
+    if (p->mode == 2) {
         pf_log_set_writer(bar_writer);
+        if (pf_progress_stderr_begin(bar_writer))   /* other code's stderr above the bar; else it may cut in */
+            pf_debug(p->component, "stderr stays as it is under the bar: %s", strerror(errno));
+    }
 }
 
 static pf_progress_view view_of(const pf_progress *p, int64_t total, int64_t done, int64_t failed, int n_pre,
@@ -256,6 +276,7 @@ void pf_progress_finish(pf_progress *p, int64_t total, int64_t done, int64_t fai
         p->mode = 0;
         return;
     }
+    pf_progress_stderr_end();   /* what is still in the pipe goes above the last bar */
     if (p->drawn) {
         pf_progress_view v = view_of(p, total, done, failed, 0, 0, 1, 0);
         v.stopped = done + failed < total;

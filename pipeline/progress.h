@@ -60,4 +60,11 @@ void pf_progress_eta(char *buf, size_t cap, double seconds);
 /* The terminal's width for stderr: TIOCGWINSZ, else $COLUMNS, else 80. */
 int pf_progress_columns(void);
 
+/* progress_stderr.c: while the bar is up, fd 2 is a pipe whose lines LINE() writes above the bar (a library's
+ * own stderr output, e.g. libjxl's traces); 0 on, -1 not (errno). pf_progress_stderr_fd: where the bar is drawn
+ * (the terminal kept aside, or fd 2). Both are called by pf_progress_init / pf_progress_finish. */
+int pf_progress_stderr_begin(void (*line)(const char *line));
+void pf_progress_stderr_end(void);
+int pf_progress_stderr_fd(void);
+
 #endif

@@ -154,8 +154,8 @@ static void test_interrupted(void **state)
     assert_true(strchr(bar, '.') > strchr(bar, ']'));   /* a full bar: no '.' before its end */
 }
 
-/* On a pseudo-terminal 40 columns wide: auto mode picks the bar, every drawn bar fits, a log line erases
- * the bar first and the bar comes back after it; the last line after a stop shows the true count. */
+/* On a pseudo-terminal 40 columns wide: auto mode picks the bar, every drawn bar fits, a log line (ours, or
+ * one another library writes to stderr itself) erases the bar first and the bar comes back after it; the last line after a stop shows the true count. */
 static void test_pty(void **state)
 {
     (void)state;
@@ -178,6 +178,11 @@ static void test_pty(void **state)
         pf_progress_update(&p, 5000, 100 * i, 1, 100 * i, 4, 1, 1, 0);
         if (i == 1)
             pf_warn("test", "a log line in the middle");
+        if (i == 2) {   /* a library writing to stderr itself (libjxl's JXL_FAILURE trace): above the bar too */
+            const char foreign[] = "lib/jxl/x.cc:1: JXL_FAILURE: foreign line\n";
+            assert_int_equal(write(2, foreign, sizeof foreign - 1), (ssize_t)(sizeof foreign - 1));
+            usleep(300000);   /* the reader hands it over while the bar is up (finish would flush it anyway) */
+        }
     }
     pf_progress_finish(&p, 5000, 300, 1);
     pf_progress_finish(&p, 5000, 300, 1);   /* the producer's error path may call it again: nothing drawn */
@@ -202,7 +207,7 @@ static void test_pty(void **state)
     assert_null(strstr(stop + 1, "stopped"));   /* one last bar */
     /* the tty turns "\n" into "\r\n"; split on both and drop the escape sequences to get what is drawn */
     char *save = NULL;
-    int bars = 0, logs = 0;
+    int bars = 0, logs = 0, foreign = 0;
     for (char *seg = strtok_r(out, "\r\n", &save); seg; seg = strtok_r(NULL, "\r\n", &save)) {
         char clean[4096];
         size_t k = 0;
@@ -219,6 +224,9 @@ static void test_pty(void **state)
         if (clean[0] == '[') {
             bars++;
             assert_true(strlen(clean) <= 39);
+        } else if (strstr(clean, "JXL_FAILURE")) {
+            foreign++;
+            assert_string_equal(clean, "lib/jxl/x.cc:1: JXL_FAILURE: foreign line");   /* whole, at column 0 */
         } else {
             logs++;
             assert_non_null(strstr(clean, "WARN test: "));
@@ -226,6 +234,7 @@ static void test_pty(void **state)
         }
     }
     assert_int_equal(logs, 2);
+    assert_int_equal(foreign, 1);
     assert_true(bars >= 5);   /* 4 draws, the redraw after the log line, the last one */
 }
 
