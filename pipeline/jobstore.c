@@ -557,6 +557,21 @@ int pf_jobstore_finish_at(pf_jobstore *js, int64_t id, const char *key, int ok, 
     return run_update(js, s, "finish an item", changed, err);
 }
 
+int pf_jobstore_set_reason(pf_jobstore *js, int64_t id, const char *key, const char *error, pf_err *err)
+{
+    /* rare (a race of two messages): prepared here, not at open */
+    sqlite3_stmt *s = NULL;
+    if (sqlite3_prepare_v2(js->db, "UPDATE items SET error = ?3 WHERE id = ?1 AND key = ?2 AND state = " FAILED, -1,
+                           &s, NULL) != SQLITE_OK)
+        return dberr(js, err, "set an item's error reason");
+    sqlite3_bind_int64(s, 1, id);
+    sqlite3_bind_text(s, 2, key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 3, error, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    sqlite3_finalize(s);
+    return rc == SQLITE_DONE ? 0 : dberr(js, err, "set an item's error reason");
+}
+
 int pf_jobstore_requeue_beyond(pf_jobstore *js, int64_t out_size, int64_t *n_done, int64_t *n_failed, pf_err *err)
 {
     *n_done = *n_failed = 0;

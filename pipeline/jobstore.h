@@ -94,6 +94,9 @@ int pf_jobstore_finish(pf_jobstore *js, int64_t id, const char *key, int ok, con
 /* finish, and note where the item's record ends in the output file (OUT_END bytes; -1 unknown). */
 int pf_jobstore_finish_at(pf_jobstore *js, int64_t id, const char *key, int ok, const char *error, int64_t out_end,
                           int *changed, pf_err *err);
+/* The reason of a failed item (ID, KEY) whose error record the sink acknowledged before its worker's `done`
+ * (which carries the reason) arrived: set once the `done` comes. */
+int pf_jobstore_set_reason(pf_jobstore *js, int64_t id, const char *key, const char *error, pf_err *err);
 /* Reconciliation with the output (its committed size OUT_SIZE, from the sink): every finished item whose
  * record ends beyond it is not in the output, so it goes back to queued (attempts kept) and is redone.
  * *n_done / *n_failed: how many done / failed items went back. */

@@ -38,6 +38,21 @@ void pf_prod_on_done(prod *p, int pi, pf_wire_in *in, double now)
     pf_msg *m = &in->msg;
     pf_prod_add_credit(p, pi, m);
     flight *f = pf_prod_flight_find(p, m->id);
+    if (!f && m->stage && m->message && m->key && pf_prod_item_final(p, m->id)) {
+        /* The sink acknowledged this error record before its reason arrived here: the job store gets it now
+         * (on the ack it was stored with the holder's stage only). */
+        char reason[800];
+        pf_err e = {{0}};
+        snprintf(reason, sizeof reason, "%s: %s", m->stage, m->message);
+        pf_item_row row;
+        pf_prod_tx(p);
+        if (pf_jobstore_set_reason(p->js, m->id, m->key, reason, &e))
+            pf_error(LOG, "%s", e.msg);
+        else if (pf_jobstore_get(p->js, m->id, &row, &e) == 0) {   /* the per-file WARN, with its path */
+            warn_failed(row.path, m->stage, m->message);
+            pf_item_rows_free(&row, 1);
+        }
+    }
     if (!pf_prod_from_holder(p, in, pi, f, FL_PRE, FL_INF))
         return;
     pf_metric_observe(p->m.stage_s[pf_prod_stage_index(f->stage)], now - f->t_lease);
@@ -110,8 +125,13 @@ void pf_prod_on_ack(prod *p, int pi, pf_wire_in *in)
         {
             /* the job store keeps "stage: reason" of error records (the job report groups them) */
             char reason[800];
-            snprintf(reason, sizeof reason, "%s: %s", f->err_stage ? f->err_stage : "unknown",
-                     f->err_msg ? f->err_msg : "error record");
+            /* No reason yet when the ack overtook the holder's `done`: the holder's stage now, the reason
+             * when the `done` comes (pf_prod_on_done) */
+            const char *stage = f->err_stage                ? f->err_stage
+                                : f->holder_stage == FL_PRE ? "preprocess"
+                                : f->holder_stage == FL_INF ? "inference"
+                                                            : "unknown";
+            snprintf(reason, sizeof reason, "%s: %s", stage, f->err_msg ? f->err_msg : "error record");
             finish(p, a->id, a->key, a->ok, a->ok ? NULL : reason, a->end);
             pf_prod_flight_remove(p, f);
         }
