@@ -22,7 +22,7 @@ import zlib
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 from pipeline_test import HB, Job  # noqa: E402
-from pftest import case_parser, check, free_port, run_case, start, wait_exit  # noqa: E402
+from pftest import case_parser, check, free_port, run_case, start, wait_exit, wait_for  # noqa: E402
 
 
 def png_bytes(w, h, ctype=2, depth=8, interlace=0, seed=0):
@@ -218,9 +218,12 @@ def t_path_only(a, d):
             time.sleep(0.005)
     j = Job(a, d, "ipc://%s/prod.sock" % d, "ipc://%s/sink.sock" % d)
     j.sink()
+    prod = j.producer(["--path-only", "--max-attempts", "3"])
+    # The churn starts once the scan has listed all 40 files: a file caught mid-swap by the scan (unlinked,
+    # or a FIFO) is rightly not an item, and the check below wants one record per file.
+    wait_for(lambda: "scan complete" in open(prod.log, errors="replace").read(), 60, "the producer's scan")
     th = threading.Thread(target=churn, daemon=True)
     th.start()
-    prod = j.producer(["--path-only", "--max-attempts", "3"])
     pre = start([a.paliflow, "preprocess-worker", "--producer", j.prod_ep, "--sink", j.sink_ep, "--threads", "4",
                  "--drain-timeout", "5"] + HB, j.log("preprocess-real"))
     j.worker("inference", ["--exit-when-done"])
