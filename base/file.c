@@ -144,6 +144,21 @@ int pf_read_file(const char *path, size_t max_bytes, char **out, size_t *len, pf
     return pf_read_file_safe(path, max_bytes, out, len, NULL, err);
 }
 
+int pf_write_all(int fd, const void *buf, size_t len)
+{
+    const uint8_t *p = buf;
+    while (len > 0) {
+        ssize_t w = write(fd, p, len);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return -1;
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
 int pf_write_file_atomic(const char *path, const void *buf, size_t len, pf_err *err)
 {
     size_t tl = strlen(path) + 32;
@@ -157,20 +172,12 @@ int pf_write_file_atomic(const char *path, const void *buf, size_t len, pf_err *
         free(tmp);
         return -1;
     }
-    const uint8_t *p = buf;
-    size_t done = 0;
-    while (done < len) {
-        ssize_t w = write(fd, p + done, len - done);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0) {
-            pf_errf(err, "%s: write: %s", tmp, strerror(errno));
-            close(fd);
-            unlink(tmp);
-            free(tmp);
-            return -1;
-        }
-        done += (size_t)w;
+    if (pf_write_all(fd, buf, len)) {
+        pf_errf(err, "%s: write: %s", tmp, strerror(errno));
+        close(fd);
+        unlink(tmp);
+        free(tmp);
+        return -1;
     }
     if (fsync(fd) != 0 || close(fd) != 0) {
         pf_errf(err, "%s: fsync/close: %s", tmp, strerror(errno));

@@ -52,6 +52,9 @@ int pf_read_file(const char *path, size_t max_bytes, char **out, size_t *len, pf
 int pf_read_file_safe(const char *path, size_t max_bytes, char **out, size_t *len, pf_file_fault *fault,
                       pf_err *err);
 
+/* Write all LEN bytes of BUF to FD (a short write continues, EINTR retries): 0, or -1 with errno set. */
+int pf_write_all(int fd, const void *buf, size_t len);
+
 /* Write BUF to PATH atomically: write PATH.tmp.<pid>, fsync, rename. */
 int pf_write_file_atomic(const char *path, const void *buf, size_t len, pf_err *err);
 

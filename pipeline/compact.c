@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/file.h"
 #include "base/log.h"
 #include "pipeline/jobstore.h"
 #include "pipeline/keyset.h"
@@ -89,12 +90,8 @@ static int copy_range(int fd, int out, int64_t from, int64_t to, const char *pat
         ssize_t r = pread(fd, buf, want, from);
         if (r <= 0)
             return pf_errf(err, "%s: read: %s", path, r < 0 ? strerror(errno) : "file shrank");
-        for (ssize_t w = 0; w < r;) {
-            ssize_t k = write(out, buf + w, (size_t)(r - w));
-            if (k < 0)
-                return pf_errf(err, "%s.compact: write: %s", path, strerror(errno));
-            w += k;
-        }
+        if (pf_write_all(out, buf, (size_t)r))
+            return pf_errf(err, "%s.compact: write: %s", path, strerror(errno));
         from += r;
     }
     return 0;

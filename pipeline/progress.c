@@ -185,22 +185,8 @@ static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static char g_bar[1024];
 static int g_bar_up;
 
-/* The bar and the lines around it go to the terminal (pf_progress_stderr_fd: fd 2 is a pipe while the bar is up,
- * progress_stderr.c), in one write each. */
-static void write_all(int fd, const char *s, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, s, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return;
-        s += w;
-        n -= (size_t)w;
-    }
-}
-
-/* pf_log's writer while a bar is up: erase it, the log line, the bar again; one write, under the lock
+/* pf_log's writer while a bar is up: erase it, the log line, the bar again; one write (to the terminal:
+ * pf_progress_stderr_fd, as fd 2 is a pipe while the bar is up), under the lock
  * the bar is drawn with, so neither ever lands in the middle of the other. */
 static void bar_writer(const char *line)
 {
@@ -211,7 +197,7 @@ static void bar_writer(const char *line)
         n = snprintf(out, sizeof out, "\r\x1b[K%s%s", line, g_bar);
     else
         n = snprintf(out, sizeof out, "%s", line);
-    write_all(pf_progress_stderr_fd(), out, n < 0 ? 0 : (size_t)n < sizeof out ? (size_t)n : sizeof out - 1);
+    (void)pf_write_all(pf_progress_stderr_fd(), out, n < 0 ? 0 : (size_t)n < sizeof out ? (size_t)n : sizeof out - 1);
     pthread_mutex_unlock(&g_mu);
 }
 
@@ -221,7 +207,7 @@ static void draw(const char *text, int last)
     snprintf(g_bar, sizeof g_bar, "%s", text);
     char out[1100];
     int n = snprintf(out, sizeof out, "\r%s\x1b[K%s", g_bar, last ? "\n" : "");
-    write_all(pf_progress_stderr_fd(), out, n < 0 ? 0 : (size_t)n < sizeof out ? (size_t)n : sizeof out - 1);
+    (void)pf_write_all(pf_progress_stderr_fd(), out, n < 0 ? 0 : (size_t)n < sizeof out ? (size_t)n : sizeof out - 1);
     g_bar_up = !last;
     pthread_mutex_unlock(&g_mu);
 }

@@ -211,21 +211,6 @@ void pf_sink_on_record(sink *s, const pf_msg *m)
     }
 }
 
-static int write_all(int fd, const char *buf, size_t len)
-{
-    while (len) {
-        ssize_t w = write(fd, buf, len);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        buf += w;
-        len -= (size_t)w;
-    }
-    return 0;
-}
-
 /* One write and one fdatasync for the whole batch (duplicates have no line; a batch of only them writes
  * nothing). */
 static int write_batch(sink *s, pf_err *err)
@@ -245,7 +230,7 @@ static int write_batch(sink *s, pf_err *err)
         k += s->batch[i].len;
         s->batch[i].end = s->out_end + (int64_t)k;   /* the file is ours alone (locked) and appended to */
     }
-    int bad = write_all(s->fd, buf, total);
+    int bad = pf_write_all(s->fd, buf, total);
     int e = errno;
     free(buf);
     if (!bad && s->o->fsync && fdatasync(s->fd) != 0)

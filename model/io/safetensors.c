@@ -11,6 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base/file.h"
+
 /* ---- reading ---------------------------------------------------------------------------------- */
 
 /* Tensors are kept sorted by name: a load looks up about a thousand of them by name (pf_st_find), so a
@@ -332,17 +334,7 @@ static char *build_header(const pf_st_entry *entries, size_t n, const char *meta
 
 static int write_all(int fd, const void *buf, size_t n, const char *path, pf_err *err)
 {
-    const uint8_t *p = buf;
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return pf_errf(err, "%s: write: %s", path, strerror(errno));
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
+    return pf_write_all(fd, buf, n) ? pf_errf(err, "%s: write: %s", path, strerror(errno)) : 0;
 }
 
 /* A tensor with a fill callback is produced chunk by chunk (random checkpoints): a 3B model's LM head is over
