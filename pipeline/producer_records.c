@@ -40,7 +40,8 @@ void pf_prod_on_done(prod *p, int pi, pf_wire_in *in, double now)
     flight *f = pf_prod_flight_find(p, m->id);
     if (!f && m->stage && m->message && m->key && pf_prod_item_final(p, m->id)) {
         /* The sink acknowledged this error record before its reason arrived here: the job store gets it now
-         * (on the ack it was stored with the holder's stage only). */
+         * (on the ack it was stored with the holder's stage only). Nothing else to do: the item is finished
+         * (pf_prod_from_holder would only look that up again and drop the message). */
         char reason[800];
         pf_err e = {{0}};
         snprintf(reason, sizeof reason, "%s: %s", m->stage, m->message);
@@ -52,6 +53,7 @@ void pf_prod_on_done(prod *p, int pi, pf_wire_in *in, double now)
             warn_failed(row.path, m->stage, m->message);
             pf_item_rows_free(&row, 1);
         }
+        return;
     }
     if (!pf_prod_from_holder(p, in, pi, f, FL_PRE, FL_INF))
         return;
