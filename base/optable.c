@@ -478,7 +478,7 @@ int pf_opt_reload(const pf_optcmd *cmd, void *live, const void *fresh)
         if (o->type == PF_OPT_HEADING || o->type == PF_OPT_LIST || o->type == PF_OPT_FUNC ||
             (o->flags & PF_OPT_RESTART_QUIET))
             continue;
-        double before, after;
+        double before = 0, after = 0;   /* number_of fills both for every numeric row; GCC cannot see it */
         int changed;
         if (o->type == PF_OPT_STR) {
             const char *a = *(const char *const *)((const char *)live + o->offset);

@@ -186,7 +186,7 @@ static json_t *do_decode(const pf_tokenizer *tok, json_t *in, bool skip_special,
         return NULL;
     }
     for (size_t i = 0; i < n; i++) {
-        long long x;
+        long long x = 0;
         char what[48];
         snprintf(what, sizeof what, "ids[%zu]", i);
         if (get_int(json_array_get(arr, i), what, 0, 4294967295LL, &x, err) != 0) {
@@ -215,7 +215,7 @@ static json_t *do_decode(const pf_tokenizer *tok, json_t *in, bool skip_special,
 static json_t *do_processor_single(const pf_tokenizer *tok, json_t *in, pf_err *err)
 {
     pf_proc_text prompt, suffix;
-    long long seq, nimg = 1;
+    long long seq = 0, nimg = 1;
     if (get_text(in, "prompt", true, &prompt, err) != 0 || get_text(in, "suffix", true, &suffix, err) != 0 ||
         get_int(json_object_get(in, "image_seq_len"), "\"image_seq_len\"", 0, PF_PROC_MAX_IMAGE_TOKENS, &seq,
                 err) != 0)
@@ -271,7 +271,7 @@ static json_t *do_processor_batch(const pf_tokenizer *tok, json_t *in, pf_err *e
             return NULL;
         }
     }
-    long long seq;
+    long long seq = 0;
     if (get_int(json_object_get(in, "image_seq_len"), "\"image_seq_len\"", 0, PF_PROC_MAX_IMAGE_TOKENS, &seq,
                 err) != 0)
         return NULL;

@@ -317,7 +317,7 @@ int pf_probe_cache_parse(const char *text, size_t len, const char *key, pf_probe
         }
         pf_precision p;
         pf_err perr;
-        double g, e;
+        double g = 0, e = 0;   /* the parse below fills both before use; -O3 cannot see it */
         if (!f[0][0] || strlen(f[0]) >= PF_PROBE_KEY_MAX)
             rc = pf_errf(err, "line %d: key: empty or longer than %d", lineno, PF_PROBE_KEY_MAX - 1);
         else if (pf_precision_parse(f[1], &p, &perr) != 0 || p == PF_PREC_AUTO)
