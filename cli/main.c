@@ -2,9 +2,10 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "base/log.h"
-#include "cli/commands.h"
 #include "base/config_file.h"
+#include "base/log.h"
+#include "base/malloc_tune.h"
+#include "cli/commands.h"
 
 typedef struct command {
     const char *name;
@@ -63,6 +64,7 @@ static int run_command(const command *c, int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    pf_malloc_tune();   /* before any thread: see base/malloc_tune.c */
     pf_log_init_from_env();
     if (argc < 2) {
         usage(stderr);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "base/log.h"
+#include "base/malloc_tune.h"
 #include "base/optable.h"
 #include "base/signals.h"
 #include "pipeline/embedded.h"
@@ -76,6 +77,7 @@ static const pf_optcmd g_cmd = {
 
 int main(int argc, char **argv)
 {
+    pf_malloc_tune();   /* before any thread: see base/malloc_tune.c */
     pf_log_init_from_env();
     if (argc < 2) {
         fprintf(stderr, "usage: test_worker preprocess|inference|embedded [options]\n");
