@@ -289,6 +289,7 @@ static int park(pf_sink_auth *a, pf_wire_in *in, sender *w, double now)
     parked *k = calloc(1, sizeof *k);
     if (!k)
         return -1;
+    k->from = *describe(w);   /* from the frame's metadata: before the frame moves */
     zmq_msg_init(&k->frame);
     zmq_msg_move(&k->frame, &in->frame);
     k->msg = in->msg;   /* its strings and arrays are the parked copy's now; its bin fields point into FRAME */
@@ -297,7 +298,6 @@ static int park(pf_sink_auth *a, pf_wire_in *in, sender *w, double now)
     k->id = id;
     k->t = now;
     snprintf(k->holder, sizeof k->holder, "%s", w->holder);
-    k->from = *describe(w);
     if (a->park_tail)
         a->park_tail->next = k;
     else
