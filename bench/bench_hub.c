@@ -11,11 +11,13 @@
  * near-zero-compute test stages); the relay run forks ROUTER/DEALER/PUSH/PULL loops doing nothing else.
  * Reported: items/s, producer (relay) and sink CPU per item, bytes written to storage per item
  * (/proc/PID/io write_bytes) and write syscalls per item, the hub/relay throughput ratio, and a second table
- * of CPU per item of every process (producer, sink, preprocess workers summed, inference worker).
+ * of CPU per item of every process (producer, sink, preprocess workers summed, inference worker) and the
+ * workers' context switches per item (every thread's, /proc/PID/task/TID/status).
  *
  * Usage: bench_hub [--items N] [--image-size S] [--file-bytes B] [--pre K] [--paliflow PATH]
  *                  [--worker PATH] [--dir D] [--no-relay] [--no-hub] [--keep]
  * No timing assertion anywhere: the ctest smoke run (label bench) only checks that both runs complete. */
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -51,6 +53,7 @@ typedef struct cfg {
 typedef struct cost {
     double cpu_s;
     long long write_bytes, syscw;
+    long long ctxsw;   /* context switches of all its threads (voluntary + not), -1 unknown */
 } cost;
 
 typedef struct result {
@@ -65,6 +68,36 @@ static double now_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Context switches of every thread of PID (/proc/PID/task/TID/status: a process's own status counts its
+ * main thread only), -1 when unreadable. A wake-up between threads is what a handoff costs. */
+static long long thread_switches(pid_t pid)
+{
+    char path[96];
+    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return -1;
+    long long sum = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char sp[160], line[256];
+        snprintf(sp, sizeof sp, "/proc/%d/task/%.32s/status", (int)pid, e->d_name);
+        FILE *f = fopen(sp, "r");
+        if (!f)
+            continue;   /* the thread ended meanwhile */
+        long long v;
+        while (fgets(line, sizeof line, f))
+            if (sscanf(line, "voluntary_ctxt_switches: %lld", &v) == 1 ||
+                sscanf(line, "nonvoluntary_ctxt_switches: %lld", &v) == 1)
+                sum += v;
+        fclose(f);
+    }
+    closedir(d);
+    return sum;
 }
 
 /* /proc/PID/stat utime+stime and /proc/PID/io write_bytes, syscw: 0 when readable. */
@@ -93,6 +126,7 @@ static int proc_cost(pid_t pid, cost *c)
         sscanf(line, "syscw: %lld", &c->syscw);
     }
     fclose(f);
+    c->ctxsw = thread_switches(pid);
     return 0;
 }
 
@@ -186,6 +220,7 @@ static int workers_cost(const pid_t *w, int nw, result *r)
         if (proc_cost(w[i], &c))
             return -1;
         r->pre.cpu_s += c.cpu_s;
+        r->pre.ctxsw = r->pre.ctxsw < 0 || c.ctxsw < 0 ? -1 : r->pre.ctxsw + c.ctxsw;
     }
     return nw > 0 ? proc_cost(w[nw - 1], &r->inf) : -1;
 }
@@ -465,7 +500,7 @@ static void usage(FILE *f)
                "The hub (paliflow producer + sink, test_worker near-zero-compute workers) against a raw ZeroMQ\n"
                "relay of the same messages over ipc://, in the same run: items/s, CPU and storage bytes written\n"
                "per item of the producer (relay) and of the sink; then CPU per item of every process, workers\n"
-               "included.\n\n"
+               "included, and the workers' context switches per item.\n\n"
                "  --items N         items (default 20000)\n"
                "  --image-size S    preprocessed tensor side: S*S*3 bytes per item (default 224)\n"
                "  --file-bytes B    input file size (default 20000)\n"
@@ -487,13 +522,15 @@ static void print_row(const char *name, const result *r, long items)
            (double)r->sink.write_bytes / n, (double)r->hub.syscw / n);
 }
 
-/* The second table: CPU per item of every process, workers included (us). */
+/* The second table: CPU per item of every process, workers included (us), and the workers' context switches
+ * per item (all their threads). */
 static void print_cpu_row(const char *name, const result *r, long items)
 {
     double n = (double)items;
     double all = r->hub.cpu_s + r->sink.cpu_s + r->pre.cpu_s + r->inf.cpu_s;
-    printf("%-6s %10.1f %10.1f %10.1f %10.1f %10.1f\n", name, 1e6 * r->hub.cpu_s / n, 1e6 * r->sink.cpu_s / n,
-           1e6 * r->pre.cpu_s / n, 1e6 * r->inf.cpu_s / n, 1e6 * all / n);
+    printf("%-6s %9.1f %9.1f %9.1f %9.1f %9.1f %8.2f %8.2f\n", name, 1e6 * r->hub.cpu_s / n,
+           1e6 * r->sink.cpu_s / n, 1e6 * r->pre.cpu_s / n, 1e6 * r->inf.cpu_s / n, 1e6 * all / n,
+           r->pre.ctxsw >= 0 ? (double)r->pre.ctxsw / n : -1.0, r->inf.ctxsw >= 0 ? (double)r->inf.ctxsw / n : -1.0);
 }
 
 int main(int argc, char **argv)
@@ -555,7 +592,8 @@ int main(int argc, char **argv)
         print_row("relay", &relay, c.items);
     if (hub.ok)
         print_row("hub", &hub, c.items);
-    printf("%-6s %10s %10s %10s %10s %10s\n", "cpu/it", "hub_us", "sink_us", "pre_us", "inf_us", "all_us");
+    printf("%-6s %9s %9s %9s %9s %9s %8s %8s\n", "cpu/it", "hub_us", "sink_us", "pre_us", "inf_us", "all_us",
+           "pre_cs", "inf_cs");
     if (relay.ok)
         print_cpu_row("relay", &relay, c.items);
     if (hub.ok)
