@@ -48,6 +48,10 @@ void pf_worker_work_free(pf_work *w)
         return;
     pf_msg_free(&w->in);
     free(w->buf_);
+    if (w->frame_) {
+        zmq_msg_close(w->frame_);
+        free(w->frame_);
+    }
     free(w->rgb);
     free(w->text);
     free(w->objects);

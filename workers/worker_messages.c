@@ -407,6 +407,50 @@ void pf_worker_drain_outputs(wstate *s)
         start_for_idle(s);
 }
 
+/* Make IN's message and frame the work's own without copying them (an inference item is a 150 KB tensor at
+ * 224 px): the decoded fields point into the frame, whose data stays where it is when the frame moves (a
+ * message this size is never stored inside the zmq_msg_t itself; checked). 0, or -1 with IN untouched. */
+static int take_frame(pf_work *w, pf_wire_in *in)
+{
+    if (!in->frame_open)
+        return -1;
+    zmq_msg_t *f = malloc(sizeof *f);
+    if (!f || zmq_msg_init(f) != 0) {
+        free(f);
+        return -1;
+    }
+    const void *at = zmq_msg_data(&in->frame);
+    if (zmq_msg_move(f, &in->frame) != 0 || zmq_msg_data(f) != at) {
+        if (zmq_msg_data(f) != at)   /* moved after all: move it back, the copy below decodes it again */
+            zmq_msg_move(&in->frame, f);
+        zmq_msg_close(f);
+        free(f);
+        return -1;
+    }
+    w->frame_ = f;
+    w->in = in->msg;   /* its arena, ids and pointers into the frame are the work's now */
+    pf_msg_init(&in->msg, PF_MSG_NONE);
+    return 0;
+}
+
+/* The fallback: own a copy of the frame and re-decode into it, so every pointer of w->in lives with the
+ * work. 0, or -1 (out of memory). */
+static int copy_frame(wstate *s, pf_work *w, pf_wire_in *in)
+{
+    size_t len = zmq_msg_size(&in->frame);
+    w->buf_ = malloc(len ? len : 1);
+    pf_err e = {{0}};
+    if (!w->buf_)
+        return -1;
+    memcpy(w->buf_, zmq_msg_data(&in->frame), len);
+    w->buf_len_ = len;
+    if (pf_msg_decode(w->buf_, len, &s->o->lim, &w->in, &e)) {   /* cannot fail: same bytes */
+        pf_error(pf_worker_role(s->o), "item %lld: %s", (long long)in->msg.id, e.msg);
+        return -1;
+    }
+    return 0;
+}
+
 static void on_item(wstate *s, pf_wire_in *in)
 {
     pf_msg *m = &in->msg;
@@ -425,26 +469,16 @@ static void on_item(wstate *s, pf_wire_in *in)
         pf_worker_send_nack(s, m, 1, "out of memory");
         return;
     }
-    /* Own a copy of the frame and re-decode into it, so every pointer of w->in lives with the work. */
-    size_t len = zmq_msg_size(&in->frame);
-    w->buf_ = malloc(len ? len : 1);
-    pf_err e = {{0}};
-    if (!w->buf_) {
-        free(w);
+    if (take_frame(w, in) && copy_frame(s, w, in)) {
+        pf_worker_work_free(w);
         pf_worker_send_nack(s, m, 1, "out of memory");
         return;
     }
-    memcpy(w->buf_, zmq_msg_data(&in->frame), len);
-    w->buf_len_ = len;
-    if (pf_msg_decode(w->buf_, len, &s->o->lim, &w->in, &e)) {   /* cannot fail: same bytes */
-        pf_worker_work_free(w);
-        pf_worker_send_nack(s, m, 1, e.msg);
-        return;
-    }
+    /* from here on the message is w->in (take_frame may have emptied IN's) */
     w->t_received = pf_now();
     if (held_add(s, w)) {
+        pf_worker_send_nack(s, &w->in, 1, "out of memory");
         pf_worker_work_free(w);
-        pf_worker_send_nack(s, m, 1, "out of memory");
         return;
     }
     pthread_mutex_lock(&s->r->mu);
