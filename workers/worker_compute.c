@@ -1,6 +1,7 @@
 /* worker_compute.c - the compute threads: a per-item stage runs on `threads` threads (one stage instance
- * each, handed works already started by the main thread), a batched stage on one thread that admits new items between steps (continuous batching) and, when
- * idle, waits up to --max-delay-ms for a burst of items to start together. */
+ * each, handed works already started by the main thread), a batched stage on one thread that admits new
+ * items between steps (continuous batching) and, when idle, waits up to --max-delay-ms for a burst of items
+ * to start together. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>

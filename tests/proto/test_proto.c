@@ -606,7 +606,8 @@ static void items_huge(msgpack_packer *pk)   /* declares 2^31 entries, holds non
 static void test_batches(void **state)
 {
     (void)state;
-    pf_item_ref items[3] = {{1, "k1", NULL, NULL}, {9000000000ll, "k2", "inference", "no such thing"}, {0, "k0", NULL, NULL}};
+    pf_item_ref items[3] = {
+        {1, "k1", NULL, NULL}, {9000000000ll, "k2", "inference", "no such thing"}, {0, "k0", NULL, NULL}};
     pf_msg m, d;
     pf_msg_init(&m, PF_MSG_DONE);
     m.items = items;
