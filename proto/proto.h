@@ -88,6 +88,15 @@ typedef struct pf_ack {
     int64_t end;               /* where the record ends in the sink's output file (bytes); -1 unknown */
 } pf_ack;
 
+/* One item of a batched `start` or `done` (PROTOCOL.md, "Batched start and done"): what a single message
+ * would carry. stage/message: a `done` whose record was an error record (both NULL otherwise). */
+typedef struct pf_item_ref {
+    int64_t id;
+    const char *key;
+    const char *stage;
+    const char *message;
+} pf_item_ref;
+
 /* Timings carried along an item (seconds; < 0 = absent). */
 typedef struct pf_timings {
     double read_s, preprocess_s, queue_s, prefill_s, decode_s, inference_s;
@@ -159,6 +168,10 @@ typedef struct pf_msg {
     int32_t leases;            /* hello from a sink: send me lease notes; welcome to a sink: I will */
     const char *holder;        /* lease: the holder's routing id on the producer's socket (its name) */
     const char *holder_key;    /* lease: the holder's CURVE public key (Z85), absent without CURVE */
+    /* batched start/done (PROTOCOL.md, "Batched start and done") */
+    int32_t batch;             /* welcome to a worker: I take start/done with `items` */
+    pf_item_ref *items;        /* start/done: several items in one message (heap, owned); then no id/key */
+    size_t n_items;
     /* owned memory */
     char *arena_;
     size_t arena_len_, arena_cap_;
