@@ -13,6 +13,7 @@
  * walk of the next run finds those files again (inserts of known items are ignored). */
 #define _GNU_SOURCE   /* gettid */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -47,7 +48,18 @@ struct pf_prod_feed {
 typedef struct dir_cache {
     char *dir, *real;
     size_t real_len;
+    int fd;   /* the folder, O_PATH: fstatat(fd, NAME) looks up one name instead of the whole path (-1: none) */
 } dir_cache;
+
+static void dir_cache_clear(dir_cache *c)
+{
+    free(c->dir);
+    free(c->real);
+    if (c->fd >= 0)
+        close(c->fd);
+    c->dir = c->real = NULL;
+    c->fd = -1;
+}
 
 /* One block holding the entry, PATH and its identity IDENT (IL bytes): one malloc per file found, and one
  * free on the loop thread that inserts it. NULL: out of memory. */
@@ -65,7 +77,8 @@ static pf_prod_scan_entry *entry_block(const char *path, size_t pl, const char *
 
 /* The entry of PATH (its identity is pf_prod_canonical's), cheaper for the walk: realpath() costs an lstat per
  * path component, for every file. For a file NAME that is not a symlink, realpath(DIR/NAME) is
- * realpath(DIR)/NAME, and realpath(DIR) is the same for every file of the folder: one lstat per file then.
+ * realpath(DIR)/NAME, and realpath(DIR) is the same for every file of the folder: one stat per file then,
+ * of NAME in the folder's descriptor (fstatat), not of the whole path.
  * Anything else (a symlink, a path that does not resolve, a name like "..") takes the full pf_prod_canonical.
  * NULL: out of memory. */
 static pf_prod_scan_entry *entry_new(dir_cache *c, const char *path)
@@ -74,21 +87,18 @@ static pf_prod_scan_entry *entry_new(dir_cache *c, const char *path)
     const char *slash = strrchr(path, '/');
     const char *name = slash ? slash + 1 : path;
     struct stat st;
-    int fast = slash && slash != path && *name && strcmp(name, ".") && strcmp(name, "..") &&
-               lstat(path, &st) == 0 && !S_ISLNK(st.st_mode);
+    int fast = slash && slash != path && *name && strcmp(name, ".") && strcmp(name, "..");
     size_t dl = slash ? (size_t)(slash - path) : 0;
     if (fast && (!c->dir || strlen(c->dir) != dl || memcmp(c->dir, path, dl) != 0)) {
-        free(c->dir);
-        free(c->real);
+        dir_cache_clear(c);
         c->dir = strndup(path, dl);
         c->real = c->dir ? realpath(c->dir, NULL) : NULL;
         c->real_len = c->real ? strlen(c->real) : 0;
-        if (!c->real) {
-            free(c->dir);
-            c->dir = NULL;
-            fast = 0;
-        }
+        c->fd = c->real ? open(c->real, O_PATH | O_DIRECTORY | O_CLOEXEC) : -1;
+        if (c->fd < 0)
+            dir_cache_clear(c);
     }
+    fast = fast && c->dir && fstatat(c->fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISLNK(st.st_mode);
     if (!fast) {
         int64_t size;
         char *ident = pf_prod_canonical(path, &size);
@@ -137,7 +147,7 @@ static void *feed_main(void *arg)
     pf_prod_feed *f = arg;
     pf_err e = {{0}};
     int state = 0;
-    dir_cache dc = {0};
+    dir_cache dc = {.fd = -1};
     pthread_mutex_lock(&f->mu);
     f->tid = gettid();
     pthread_cond_signal(&f->ended);
@@ -170,8 +180,7 @@ static void *feed_main(void *arg)
             break;
         }
     }
-    free(dc.dir);
-    free(dc.real);
+    dir_cache_clear(&dc);
     pthread_mutex_lock(&f->mu);
     if (!f->stop || state < 0) {
         f->state = state;
