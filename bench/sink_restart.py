@@ -10,9 +10,13 @@ real run of N items would take hours here. Then, twice (start 1: the first start
 builds the index when there is none; start 2: a later restart): a producer with a fresh job store and 20 new
 small files, the test workers (near-zero compute, tests/pipeline/test_worker.c), and the sink are started;
 reported is the time from the sink's start until the output grows (its first batch is written, synced and
-acknowledged at once) and the sink's VmRSS/VmHWM then. No assertion: a measurement.
+acknowledged at once) and the sink's VmRSS/VmHWM then. Then (--steady K, default 20000) a job of K new files
+through that sink: its bytes written to storage per record (/proc/PID/io write_bytes: output line, index
+pages and journal) and records/s, which show what the index costs once it is far larger than its page cache.
+No assertion: a measurement.
 
-usage: sink_restart.py --paliflow build/paliflow --worker build/tests/pipeline/test_worker [--records N] [--dir D]
+usage: sink_restart.py --paliflow build/paliflow --worker build/tests/pipeline/test_worker [--records N]
+                       [--steady K] [--dir D]
 """
 import argparse
 import os
@@ -48,12 +52,22 @@ def mem_kb(pid):
     return rss, hwm
 
 
-def one_start(a, d, run, out):
+def io_write_bytes(pid):
+    with open("/proc/%d/io" % pid) as f:
+        for line in f:
+            if line.startswith("write_bytes:"):
+                return int(line.split()[1])
+    return 0
+
+
+def one_start(a, d, run, out, files=20):
+    """Start producer, workers, then the sink; returns (s to first ack, RSS kB, HWM kB, steady) where steady is
+    (records, seconds, sink write_bytes) from the first ack to the job's end when FILES > 20, else None."""
     inp = os.path.join(d, "in%d" % run)
     os.makedirs(inp)
-    for i in range(20):
-        with open(os.path.join(inp, "f%02d.jpg" % i), "wb") as f:
-            f.write(os.urandom(2000) + b"%d-%d" % (run, i))
+    for i in range(files):
+        with open(os.path.join(inp, "f%06d.jpg" % i), "wb") as f:
+            f.write(os.urandom(200) + b"%d-%d" % (run, i))
     pep = "ipc://%s/p%d.sock" % (d, run)
     sep = "ipc://%s/s%d.sock" % (d, run)
     logs = []
@@ -81,6 +95,12 @@ def one_start(a, d, run, out):
             break
         time.sleep(0.005)
     rss, hwm = mem_kb(sink.pid) if sink.poll() is None else (0, 0)
+    steady = None
+    if files > 20 and first is not None:
+        w0, t1 = io_write_bytes(sink.pid), time.monotonic()
+        procs[0].wait(3600)   # the producer exits when its job is complete
+        size1 = os.path.getsize(out)
+        steady = (records_in(out, size0, size1), time.monotonic() - t1, io_write_bytes(sink.pid) - w0)
     for p in procs:
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
@@ -92,7 +112,13 @@ def one_start(a, d, run, out):
             p.wait()
     for lf in logs:
         lf.close()
-    return first, rss, hwm
+    return first, rss, hwm, steady
+
+
+def records_in(out, a, b):
+    with open(out, "rb") as f:
+        f.seek(a)
+        return f.read(b - a).count(b"\n")
 
 
 def main():
@@ -100,6 +126,7 @@ def main():
     ap.add_argument("--paliflow", required=True)
     ap.add_argument("--worker", required=True)
     ap.add_argument("--records", type=int, default=1000000)
+    ap.add_argument("--steady", type=int, default=20000)
     ap.add_argument("--dir")
     a = ap.parse_args()
     d = a.dir or tempfile.mkdtemp(prefix="sink_restart_")
@@ -107,10 +134,16 @@ def main():
     out = os.path.join(d, "out.jsonl")
     write_records(out, a.records)
     print("output: %d records, %.1f MB" % (a.records, os.path.getsize(out) / 1e6))
-    for run in (1, 2):
-        first, rss, hwm = one_start(a, d, run, out)
+    for run in (1, 2, 3):
+        if run == 3 and a.steady <= 20:
+            break
+        first, rss, hwm, steady = one_start(a, d, run, out, a.steady if run == 3 else 20)
         print("start %d: first ack after %s s; sink VmRSS %.1f MB, VmHWM %.1f MB"
               % (run, "%.2f" % first if first is not None else "(none)", rss / 1024, hwm / 1024))
+        if steady:
+            n, secs, wb = steady
+            print("then %d new records in %.1f s (%.0f/s): sink wrote %.0f bytes per record (%.1f MB)"
+                  % (n, secs, n / secs if secs else 0, wb / n if n else 0, wb / 1e6))
     if not a.dir:
         shutil.rmtree(d)
     return 0

@@ -23,10 +23,18 @@
 
 #define FP_BYTES 256   /* bytes before the checkpoint whose hash must still match */
 #define CACHE_KIB 8192 /* SQLite page cache: the sink's memory for the index, whatever its size */
+/* Page size of a new index. Identities are random, so once the index is far larger than its cache every record
+ * dirties its own leaf page, and the rollback journal copies that page first: what a record costs in writes
+ * follows the page size. `bench/sink_restart.py --records 1000000 --steady 50000`: 4673 bytes written per
+ * record with 4 KiB pages, 1998 with 1 KiB, 1979 with 512 B (the kernel dirties 4 KiB anyway); 818 on an
+ * empty output (mostly the record's own line). An index made with other pages keeps them. */
+#define PAGE_BYTES 1024
+#define VERSION 2      /* 2: `content` holds the results' content-key identities (a version 1 index is rebuilt) */
 
 struct pf_sink_index {
     sqlite3 *db;
     sqlite3_stmt *has, *add, *del;
+    sqlite3_stmt *ck_has, *ck_add;
     sqlite3_stmt *err_add, *err_has, *sup_add;
     char *path;
     int in_tx;
@@ -120,7 +128,7 @@ static int begin(pf_sink_index *ix, pf_err *err)
 static int start_over(pf_sink_index *ix, pf_err *err)
 {
     if (begin(ix, err) ||
-        exec(ix, "DELETE FROM seen; DELETE FROM meta; DELETE FROM errs; DELETE FROM superseded", err) ||
+        exec(ix, "DELETE FROM seen; DELETE FROM meta; DELETE FROM errs; DELETE FROM superseded; DELETE FROM content", err) ||
         exec(ix, "COMMIT", err))
         return -1;
     ix->in_tx = 0;
@@ -141,7 +149,9 @@ static int matches(pf_sink_index *ix, int fd, const char **why, pf_err *err)
     if (fstat(fd, &st) != 0)
         return pf_errf(err, "%s: %s", ix->path, strerror(errno));
     *why = NULL;
-    if (ver != 1 || end < 0)
+    if (ver == 1)
+        *why = "made by an older paliflow (without content keys)";
+    else if (ver != VERSION || end < 0)
         *why = "new or incomplete index";
     else if ((int64_t)st.st_ino != ino)
         *why = "the output is another file than the one indexed";
@@ -165,7 +175,9 @@ static int prepare(pf_sink_index *ix, pf_err *err)
         sqlite3_prepare_v2(ix->db, "INSERT OR IGNORE INTO errs(id) VALUES(?)", -1, &ix->err_add, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(ix->db, "SELECT 1 FROM errs WHERE id=?", -1, &ix->err_has, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(ix->db, "INSERT OR IGNORE INTO superseded(id) VALUES(?)", -1, &ix->sup_add, NULL) !=
-            SQLITE_OK)
+            SQLITE_OK ||
+        sqlite3_prepare_v2(ix->db, "SELECT 1 FROM content WHERE id=?", -1, &ix->ck_has, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(ix->db, "INSERT OR IGNORE INTO content(id) VALUES(?)", -1, &ix->ck_add, NULL) != SQLITE_OK)
         return db_err(ix, "prepare", err);
     return 0;
 }
@@ -220,9 +232,10 @@ static int open_once(const char *out, int fd, pf_sink_index **ixp, int64_t *from
         pf_sink_index_close(ix);
         return -1;
     }
-    char pragmas[160];
-    snprintf(pragmas, sizeof pragmas, "PRAGMA journal_mode=TRUNCATE; PRAGMA synchronous=OFF; PRAGMA cache_size=-%d;",
-             CACHE_KIB);
+    char pragmas[200];
+    snprintf(pragmas, sizeof pragmas,
+             "PRAGMA page_size=%d; PRAGMA journal_mode=TRUNCATE; PRAGMA synchronous=OFF; PRAGMA cache_size=-%d;",
+             PAGE_BYTES, CACHE_KIB);
     const char *why = NULL;
     int m = -1;
     if (exec(ix, pragmas, err) ||
@@ -230,7 +243,9 @@ static int open_once(const char *out, int fd, pf_sink_index **ixp, int64_t *from
                  "CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v INTEGER);"
                  /* error records (by pf_rec_supersede_ident), and those a later result superseded */
                  "CREATE TABLE IF NOT EXISTS errs(id BLOB PRIMARY KEY) WITHOUT ROWID;"
-                 "CREATE TABLE IF NOT EXISTS superseded(id BLOB PRIMARY KEY) WITHOUT ROWID", err) ||
+                 "CREATE TABLE IF NOT EXISTS superseded(id BLOB PRIMARY KEY) WITHOUT ROWID;"
+                 /* --path-only results by their content key (not counted as records: sink_index.h) */
+                 "CREATE TABLE IF NOT EXISTS content(id BLOB PRIMARY KEY) WITHOUT ROWID", err) ||
         prepare(ix, err) || (m = matches(ix, fd, &why, err)) < 0) {
         int code = sqlite3_errcode(ix->db) & 0xff;
         *corrupt = code == SQLITE_CORRUPT || code == SQLITE_NOTADB;
@@ -264,6 +279,8 @@ void pf_sink_index_close(pf_sink_index *ix)
     sqlite3_finalize(ix->err_add);
     sqlite3_finalize(ix->err_has);
     sqlite3_finalize(ix->sup_add);
+    sqlite3_finalize(ix->ck_has);
+    sqlite3_finalize(ix->ck_add);
     sqlite3_close(ix->db);
     free(ix->path);
     free(ix);
@@ -297,15 +314,22 @@ static void bind_id(sqlite3_stmt *st, pf_rec_id id)
     sqlite3_bind_blob(st, 1, b, 16, SQLITE_TRANSIENT);
 }
 
-int pf_sink_index_has(pf_sink_index *ix, pf_rec_id id, pf_err *err)
+static int lookup(pf_sink_index *ix, sqlite3_stmt *st, pf_rec_id id, pf_err *err)
 {
-    sqlite3_reset(ix->has);
-    bind_id(ix->has, id);
-    int r = sqlite3_step(ix->has);
-    sqlite3_reset(ix->has);
+    sqlite3_reset(st);
+    bind_id(st, id);
+    int r = sqlite3_step(st);
+    sqlite3_reset(st);
     if (r == SQLITE_ROW)
         return 1;
     return r == SQLITE_DONE ? 0 : db_err(ix, "lookup", err);
+}
+
+int pf_sink_index_has(pf_sink_index *ix, pf_rec_id id, pf_err *err) { return lookup(ix, ix->has, id, err); }
+
+int pf_sink_index_has_content(pf_sink_index *ix, pf_rec_id id, pf_err *err)
+{
+    return lookup(ix, ix->ck_has, id, err);
 }
 
 /* Run ST (add or del) on ID: 1 a row changed, 0 none, -1 error. */
@@ -330,6 +354,11 @@ int pf_sink_index_add(pf_sink_index *ix, pf_rec_id id, pf_err *err)
     return r;
 }
 
+int pf_sink_index_add_content(pf_sink_index *ix, pf_rec_id id, pf_err *err)
+{
+    return change(ix, ix->ck_add, id, err);
+}
+
 static int cmp_id(const void *a, const void *b)
 {
     const pf_rec_id *x = a, *y = b;
@@ -338,11 +367,12 @@ static int cmp_id(const void *a, const void *b)
     return x->lo < y->lo ? -1 : x->lo > y->lo;
 }
 
-int pf_sink_index_add_sorted(pf_sink_index *ix, pf_rec_id *ids, size_t n, pf_err *err)
+int pf_sink_index_add_sorted(pf_sink_index *ix, pf_rec_id *ids, size_t n,
+                             int (*add)(pf_sink_index *, pf_rec_id, pf_err *), pf_err *err)
 {
     qsort(ids, n, sizeof *ids, cmp_id);   /* bind_id stores big-endian: this is the B-tree's order */
     for (size_t i = 0; i < n; i++)
-        if (pf_sink_index_add(ix, ids[i], err) < 0)
+        if (add(ix, ids[i], err) < 0)
             return -1;
     return 0;
 }
@@ -361,7 +391,7 @@ int pf_sink_index_commit(pf_sink_index *ix, int fd, int64_t end, pf_err *err)
     if (fstat(fd, &st) != 0)
         return pf_errf(err, "%s: %s", ix->path, strerror(errno));
     int64_t fp = fingerprint(fd, end);
-    if (begin(ix, err) || meta_set(ix, "version", 1, err) || meta_set(ix, "end", end, err) ||
+    if (begin(ix, err) || meta_set(ix, "version", VERSION, err) || meta_set(ix, "end", end, err) ||
         meta_set(ix, "ino", (int64_t)st.st_ino, err) || meta_set(ix, "fp", fp, err) ||
         meta_set(ix, "records", ix->count + ix->tx_delta, err) ||
         meta_set(ix, "superseded", ix->superseded + ix->tx_superseded, err) || exec(ix, "COMMIT", err)) {

@@ -48,8 +48,15 @@ void pf_sink_index_close(pf_sink_index *ix);
 int pf_sink_index_has(pf_sink_index *ix, pf_rec_id id, pf_err *err);
 /* Add ID to the open batch (a transaction begun on demand): 1 added, 0 it was there, -1 error. */
 int pf_sink_index_add(pf_sink_index *ix, pf_rec_id id, pf_err *err);
-/* Add the N identities IDS (sorted here, in place) to the open batch: reading an output back. */
-int pf_sink_index_add_sorted(pf_sink_index *ix, pf_rec_id *ids, size_t n, pf_err *err);
+/* A --path-only result's identity by its content key (pf_rec_identity(content_key, path, 1)): a file only
+ * touched between two attempts gets a new `key` but keeps its bytes, and its redone record is a duplicate.
+ * Kept apart from the records (pf_sink_index_count does not count them). Same returns as has/add. */
+int pf_sink_index_has_content(pf_sink_index *ix, pf_rec_id id, pf_err *err);
+int pf_sink_index_add_content(pf_sink_index *ix, pf_rec_id id, pf_err *err);
+/* Add the N identities IDS (sorted here, in place) with ADD (pf_sink_index_add or _add_content) to the open
+ * batch: reading an output back. */
+int pf_sink_index_add_sorted(pf_sink_index *ix, pf_rec_id *ids, size_t n,
+                             int (*add)(pf_sink_index *, pf_rec_id, pf_err *), pf_err *err);
 /* Commit the open batch: the output holds every record up to END (synced), FD is the output (for the
  * fingerprint of its bytes before END). */
 int pf_sink_index_commit(pf_sink_index *ix, int fd, int64_t end, pf_err *err);

@@ -43,15 +43,17 @@ typedef struct load_ctx {
     sink *s;
     int64_t records, bad;
     pf_rec_id *buf;   /* the chunk: random keys inserted in order touch each index page once, not once per key */
-    size_t n;
+    pf_rec_id *cbuf;  /* the same for the content-key identities of --path-only results */
+    size_t n, cn;
     pf_err *err;
 } load_ctx;
 
 static int load_flush(load_ctx *c)
 {
-    int rc = pf_sink_index_add_sorted(c->s->index, c->buf, c->n, c->err);
-    c->n = 0;
-    return rc;
+    int rc = pf_sink_index_add_sorted(c->s->index, c->buf, c->n, pf_sink_index_add, c->err) ||
+             pf_sink_index_add_sorted(c->s->index, c->cbuf, c->cn, pf_sink_index_add_content, c->err);
+    c->n = c->cn = 0;
+    return rc ? -1 : 0;
 }
 
 /* One line of the existing output: its item goes into the dedupe set. */
@@ -66,9 +68,12 @@ static int load_line(const char *line, size_t n, off_t end, void *arg)
     int rc = 0;
     if (key && pf_record_path(j, &path) == 0) {
         int ok = json_object_get(j, "error") == NULL;
+        const char *ck = ok ? json_string_value(json_object_get(j, "content_key")) : NULL;
         /* supersession in file order (an error, then its result); both notes are idempotent */
         c->buf[c->n++] = pf_rec_identity(key, path, ok);
-        if (note_kind(c->s->index, key, path, ok, c->err) || (c->n == LOAD_CHUNK && load_flush(c)))
+        if (ck)   /* a --path-only result is known by its bytes too (take_identity) */
+            c->cbuf[c->cn++] = pf_rec_identity(ck, path, 1);
+        if (note_kind(c->s->index, key, path, ok, c->err) || ((c->n == LOAD_CHUNK || c->cn == LOAD_CHUNK) && load_flush(c)))
             rc = -1;
         free(path);
         c->records++;
@@ -81,15 +86,15 @@ static int load_line(const char *line, size_t n, off_t end, void *arg)
 
 int pf_sink_load_existing(sink *s, pf_err *err)
 {
-    load_ctx c = {s, 0, 0, calloc(LOAD_CHUNK, sizeof(pf_rec_id)), 0, err};
+    load_ctx c = {s, 0, 0, calloc(LOAD_CHUNK, sizeof(pf_rec_id)), calloc(LOAD_CHUNK, sizeof(pf_rec_id)), 0, 0, err};
     int64_t from = 0;
     off_t good = 0;
     double t0 = pf_now();
-    if (!c.buf)
-        return pf_errf(err, "out of memory");
-    if (pf_sink_index_open(s->o->out, s->fd, &s->index, &from, err)) {
+    int oom = !c.buf || !c.cbuf;
+    if (oom || pf_sink_index_open(s->o->out, s->fd, &s->index, &from, err)) {
         free(c.buf);
-        return -1;
+        free(c.cbuf);
+        return oom ? pf_errf(err, "out of memory") : -1;
     }
     /* Only the tail past the index's checkpoint is read: records synced to the output whose index commit a
      * crash cut off (sink_index.h). Bounded lines (outfile.h); a crash mid-write can leave a last line
@@ -98,6 +103,7 @@ int pf_sink_load_existing(sink *s, pf_err *err)
     if (!rc)
         rc = load_flush(&c);
     free(c.buf);
+    free(c.cbuf);
     if (rc || pf_outfile_cut(s->fd, s->o->out, good, err) || pf_sink_index_commit(s->index, s->fd, (int64_t)good, err))
         return -1;
     if (c.bad)
@@ -159,16 +165,25 @@ static int note_kind(pf_sink_index *ix, const char *key, const char *path, int o
     return ok ? (pf_sink_index_note_result(ix, ident, err) < 0 ? -1 : 0) : pf_sink_index_note_error(ix, ident, err);
 }
 
+
 /* Is the record new? 1 yes (now in the open batch of the index), 0 a duplicate, -1 the index failed. An error
- * record is a duplicate also when the item has a result (an error after a success is dropped). */
+ * record is a duplicate also when the item has a result (an error after a success is dropped).
+ *
+ * A --path-only record carries two keys: `key` from the file's path, size and time (the producer's), and
+ * `content_key` from its bytes (the worker's). A result is known under both: a file only touched between two
+ * attempts (same bytes, new time, so a new `key`) is then still a duplicate, while a file whose bytes changed
+ * gets its new record. */
 static int take_identity(sink *s, const pf_msg *m, int ok, pf_err *err)
 {
-    if (!ok) {
-        int r = pf_sink_index_has(s->index, pf_rec_identity(m->key, m->path, 1), err);
-        if (r != 0)
-            return r < 0 ? -1 : 0;
-    }
+    const char *ck = m->content_key;
+    int r = !ok ? pf_sink_index_has(s->index, pf_rec_identity(m->key, m->path, 1), err) : 0;
+    if (r == 0 && ck)
+        r = pf_sink_index_has_content(s->index, pf_rec_identity(ck, m->path, 1), err);
+    if (r != 0)
+        return r < 0 ? -1 : 0;
     int added = pf_sink_index_add(s->index, pf_rec_identity(m->key, m->path, ok), err);
+    if (added > 0 && ok && ck && pf_sink_index_add_content(s->index, pf_rec_identity(ck, m->path, 1), err) < 0)
+        return -1;
     if (added > 0 && note_kind(s->index, m->key, m->path, ok, err))
         return -1;
     return added;

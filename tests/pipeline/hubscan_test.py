@@ -10,8 +10,13 @@
                worker from the bytes, equals the `key` of the run that read them in the producer.
   kill_scan    kill -9 of the producer while its scan is under way (the list is a FIFO still open), then a resume
                with the whole list: exactly one record per file, every item finished in the job store.
+  touched      --path-only, the job done; then every file touched (same bytes, new time: a new stat key), one
+               rewritten with other bytes, and the job run again on a new job store (every item redone) into the
+               same output, by a new sink that rebuilt its index from the output: the touched files get no
+               second record (the sink knows results by content_key too), the rewritten one gets its new
+               record.
 
-usage: hubscan_test.py scan_thread|path_only|kill_scan --paliflow PATH --worker PATH [--keep]
+usage: hubscan_test.py scan_thread|path_only|kill_scan|touched --paliflow PATH --worker PATH [--keep]
 No timed assertion: waits have generous limits and only fail a test that would otherwise hang."""
 import argparse
 import os
@@ -192,14 +197,58 @@ def t_kill_scan(a, d):
           (before, len(files)))
 
 
+def t_touched(a, d):
+    files = small_files(d, 20)
+    paths = sorted(files)
+    j = pt.Job(a, d, "ipc://%s/prod.sock" % d, "ipc://%s/sink.sock" % d)
+    sink = j.sink()
+    keys = {}
+    for run in (1, 2):
+        if run == 2:
+            # a new sink that must rebuild its index from the output (the content keys come from the records)
+            sink.terminate()
+            pt.wait_exit(sink, 30, "sink")
+            os.unlink(j.out + ".seen")
+            sink = j.sink()
+            for p in paths:
+                st = os.stat(p)
+                os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 7_000_000_000))
+            with open(paths[0], "ab") as f:
+                f.write(b" rewritten")
+            j.db = os.path.join(d, "job2.sqlite")
+        prod = producer(a, d, j, [os.path.join(d, "in")], ["--path-only"])
+        j.worker("preprocess", ["--threads", "1", "--exit-when-done"])
+        j.worker("inference", ["--max-batch", "4", "--exit-when-done"])
+        pt.check(pt.wait_exit(prod, 120, "producer run %d" % run) == 0, "producer exit status %s" % prod.returncode)
+        con = sqlite3.connect(j.db)
+        keys[run] = dict(con.execute("SELECT path, key FROM items"))
+        con.close()
+    changed = [p for p in paths if keys[1].get(p) != keys[2].get(p)]
+    pt.check(len(changed) == len(paths), "touching should give every file a new stat key; %d of %d changed" %
+             (len(changed), len(paths)))
+    recs = pt.read_records(j.out)
+    per = {}
+    for r in recs:
+        per.setdefault(r["path"], []).append(r)
+    for p in paths:
+        want = 2 if p == paths[0] else 1
+        got = per.get(p, [])
+        pt.check(len(got) == want, "%s: %d records, want %d (%s)" % (
+            p, len(got), want, "rewritten" if want == 2 else "only touched"))
+    cks = [r.get("content_key") for r in per[paths[0]]]
+    pt.check(len(set(cks)) == 2, "the rewritten file's two records share content_key %s" % cks)
+    print("%d files touched and redone: no second record; the rewritten one: its new record" % (len(paths) - 1))
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("test", choices=["scan_thread", "path_only", "kill_scan"])
+    ap.add_argument("test", choices=["scan_thread", "path_only", "kill_scan", "touched"])
     ap.add_argument("--paliflow", required=True)
     ap.add_argument("--worker", required=True)
     ap.add_argument("--keep", action="store_true")
     a = ap.parse_args()
-    body = {"scan_thread": t_scan_thread, "path_only": t_path_only, "kill_scan": t_kill_scan}[a.test]
+    body = {"scan_thread": t_scan_thread, "path_only": t_path_only, "kill_scan": t_kill_scan,
+            "touched": t_touched}[a.test]
     return pt.run_case(a.test, "pf_%s_" % a.test, lambda d: body(a, d), a.keep)
 
 
