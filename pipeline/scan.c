@@ -22,8 +22,9 @@ typedef struct frame {
 } frame;
 
 /* The d_type readdir gave NAME (stored after its terminating '\0' by push_dir). DT_REG: a regular file and
- * no symlink, so the walk needs no stat() to know it is no folder; on a 1M-file walk that stat was a third of
- * the walk's system calls. DT_UNKNOWN (file systems that do not fill d_type) and links are stat'ed. */
+ * no symlink, so the walk needs no stat() to know it is no folder (the producer stats each file once anyway,
+ * for its size: two stats per file were half the system time of a 1M-file scan). DT_UNKNOWN (file systems
+ * that do not fill d_type), links and folders are stat'ed. */
 static unsigned char name_type(const char *name) { return (unsigned char)name[strlen(name) + 1]; }
 
 struct pf_scan {
