@@ -28,6 +28,7 @@ _Static_assert(ITEM_QUEUED == PF_ITEM_QUEUED && ITEM_LEASED == PF_ITEM_LEASED &&
 #define OPEN_STATES "(" SQL_TEXT(ITEM_QUEUED) ", " SQL_TEXT(ITEM_LEASED) ")"
 /* "finished": an item that has (or had) a record in the output */
 #define FINAL_STATES "(" SQL_TEXT(ITEM_DONE) ", " SQL_TEXT(ITEM_FAILED) ")"
+#define BUSY_MS 5000   /* how long the main connection waits for a lock held by another (a second producer is refused earlier) */
 
 /* Every statement the hot paths run is prepared once at open (sqlite3_prepare costs more than most of these
  * statements' steps); the rare ones (migrations, reports) are prepared where they run. */
@@ -77,6 +78,7 @@ struct pf_jobstore {
     sqlite3_stmt *st[ST_COUNT];
     int in_tx;
     double tx_t0;      /* when the open transaction began (monotonic), for pf_jobstore_commit_due */
+    int wal_frames;    /* frames in the WAL after the last commit (wal_hook), for pf_jobstore_commit */
     int64_t tx_ops;    /* updates in the open transaction */
     char *path;
     int lock_fd;   /* flock on <path>.lock (outfile.h): one process per job store */
@@ -209,7 +211,7 @@ int pf_jobstore_open(const char *path, pf_jobstore **out, pf_err *err)
     }
     /* The flock above keeps other paliflow processes out, but not a reader such as the sqlite3 shell or a
      * monitoring script: wait up to 5 s for its lock instead of failing the job on SQLITE_BUSY. */
-    sqlite3_busy_timeout(js->db, 5000);
+    sqlite3_busy_timeout(js->db, BUSY_MS);
     /* WAL: a commit appends pages to the log instead of rewriting the database, and readers never block the
      * producer. synchronous=NORMAL: in WAL mode it still cannot corrupt the file; a power cut may lose the last
      * commits, which only redoes those items (jobstore.h says why that is safe). */
@@ -256,8 +258,28 @@ void pf_jobstore_close(pf_jobstore *js)
     free(js);
 }
 
+/* Why the writer restarts the WAL: SQLite writes the WAL from its start again only when a write transaction
+ * begins after a checkpoint copied every frame. The producer holds a write transaction nearly all the time
+ * (group commits, the scan's inserts), so the PASSIVE checkpoints of checkpoint_main never catch up and the WAL
+ * grew for the whole job: 174 MB after a 1M-file scan, as big as the store and every page written twice. Once
+ * it holds WAL_RESTART_FRAMES (counted by the WAL hook), the writer runs a RESTART checkpoint right after a
+ * commit, when it holds no transaction: it copies the few frames the background checkpoints left and makes the
+ * next commit start the WAL over (journal_size_limit then cuts the file back). It waits at most 50 ms for a
+ * reader or a running checkpoint, else it tries after a later commit. */
+#define WAL_RESTART_FRAMES 16384   /* 64 MiB of 4 KiB pages */
+
+static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
+{
+    (void)db;
+    (void)name;
+    ((pf_jobstore *)arg)->wal_frames = frames;
+    return SQLITE_OK;
+}
+
 /* The checkpointer: a PASSIVE checkpoint every 0.5 s copies what the WAL holds into the database file and
- * syncs it, never waiting for the writer (it stops at the oldest snapshot still read) nor making it wait. */
+ * syncs it, never waiting for the writer (it stops at the oldest snapshot still read) nor making it wait.
+ *
+ * The WAL is started over by the writer itself (pf_jobstore_commit). */
 static void *checkpoint_main(void *arg)
 {
     pf_jobstore *js = arg;
@@ -304,8 +326,12 @@ int pf_jobstore_checkpoint_thread(pf_jobstore *js, pf_err *err)
         return pf_errf(err, "job store %s: cannot start the checkpoint thread: %s", js->path, strerror(rc));
     }
     js->ck_started = 1;
-    /* the writer's own commits no longer checkpoint (that is the thread's job now) */
-    return exec(js, "PRAGMA wal_autocheckpoint=0", err);
+    /* the writer's own commits no longer checkpoint (that is the thread's job now, but for the restarts of
+     * pf_jobstore_commit, whose WAL is then cut back to 64 MiB) */
+    if (exec(js, "PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit=67108864", err))
+        return -1;
+    sqlite3_wal_hook(js->db, wal_hook, js);   /* after the pragma, which clears any hook */
+    return 0;
 }
 
 static void checkpoint_stop(pf_jobstore *js)
@@ -343,7 +369,15 @@ int pf_jobstore_commit(pf_jobstore *js, pf_err *err)
     if (!js->in_tx)
         return 0;
     js->in_tx = 0;
-    return exec(js, "COMMIT", err);
+    if (exec(js, "COMMIT", err))
+        return -1;
+    if (js->ck_started && js->wal_frames >= WAL_RESTART_FRAMES) {
+        sqlite3_busy_timeout(js->db, 50);
+        if (sqlite3_wal_checkpoint_v2(js->db, NULL, SQLITE_CHECKPOINT_RESTART, NULL, NULL) == SQLITE_OK)
+            js->wal_frames = 0;
+        sqlite3_busy_timeout(js->db, BUSY_MS);
+    }
+    return 0;
 }
 
 int pf_jobstore_commit_due(pf_jobstore *js, double max_age_s, int64_t max_ops, pf_err *err)
