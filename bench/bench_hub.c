@@ -10,11 +10,14 @@
  * acknowledges it to the hub. The hub run uses the real processes (paliflow producer/sink, test_worker with
  * near-zero-compute test stages); the relay run forks ROUTER/DEALER/PUSH/PULL loops doing nothing else.
  * Reported: items/s, producer (relay) and sink CPU per item, bytes written to storage per item
- * (/proc/PID/io write_bytes) and write syscalls per item, and the hub/relay throughput ratio.
+ * (/proc/PID/io write_bytes) and write syscalls per item, the hub/relay throughput ratio, and a second table
+ * of CPU per item of every process (producer, sink, preprocess workers summed, inference worker) and the
+ * workers' context switches per item (every thread's, /proc/PID/task/TID/status).
  *
  * Usage: bench_hub [--items N] [--image-size S] [--file-bytes B] [--pre K] [--paliflow PATH]
  *                  [--worker PATH] [--dir D] [--no-relay] [--no-hub] [--keep]
  * No timing assertion anywhere: the ctest smoke run (label bench) only checks that both runs complete. */
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -50,11 +53,13 @@ typedef struct cfg {
 typedef struct cost {
     double cpu_s;
     long long write_bytes, syscw;
+    long long ctxsw;   /* context switches of all its threads (voluntary + not), -1 unknown */
 } cost;
 
 typedef struct result {
     double seconds;
     cost hub, sink;
+    cost pre, inf;   /* the workers: all preprocess workers summed, the inference worker */
     int ok;
 } result;
 
@@ -63,6 +68,36 @@ static double now_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Context switches of every thread of PID (/proc/PID/task/TID/status: a process's own status counts its
+ * main thread only), -1 when unreadable. A wake-up between threads is what a handoff costs. */
+static long long thread_switches(pid_t pid)
+{
+    char path[96];
+    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return -1;
+    long long sum = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char sp[160], line[256];
+        snprintf(sp, sizeof sp, "/proc/%d/task/%.32s/status", (int)pid, e->d_name);
+        FILE *f = fopen(sp, "r");
+        if (!f)
+            continue;   /* the thread ended meanwhile */
+        long long v;
+        while (fgets(line, sizeof line, f))
+            if (sscanf(line, "voluntary_ctxt_switches: %lld", &v) == 1 ||
+                sscanf(line, "nonvoluntary_ctxt_switches: %lld", &v) == 1)
+                sum += v;
+        fclose(f);
+    }
+    closedir(d);
+    return sum;
 }
 
 /* /proc/PID/stat utime+stime and /proc/PID/io write_bytes, syscw: 0 when readable. */
@@ -91,6 +126,7 @@ static int proc_cost(pid_t pid, cost *c)
         sscanf(line, "syscw: %lld", &c->syscw);
     }
     fclose(f);
+    c->ctxsw = thread_switches(pid);
     return 0;
 }
 
@@ -173,6 +209,22 @@ static int log_says_complete(const char *log)
 #define CREDIT_S "8"
 #define MAX_READY 64
 
+/* The workers' CPU, read while they still live (both runs kill them after the producer finished): W[0..NW-2]
+ * are the preprocess workers (summed), W[NW-1] the inference worker. Their CPU per item shows where the hub's
+ * cost beyond the relay's sits: in the producer and sink, or in the worker runtime. */
+static int workers_cost(const pid_t *w, int nw, result *r)
+{
+    cost c;
+    memset(&r->pre, 0, sizeof r->pre);
+    for (int i = 0; i < nw - 1; i++) {
+        if (proc_cost(w[i], &c))
+            return -1;
+        r->pre.cpu_s += c.cpu_s;
+        r->pre.ctxsw = r->pre.ctxsw < 0 || c.ctxsw < 0 ? -1 : r->pre.ctxsw + c.ctxsw;
+    }
+    return nw > 0 ? proc_cost(w[nw - 1], &r->inf) : -1;
+}
+
 static int run_hub(const cfg *c, result *r)
 {
     memset(r, 0, sizeof *r);
@@ -215,7 +267,7 @@ static int run_hub(const cfg *c, result *r)
         usleep(5000);
     }
     r->seconds = now_s() - t0;
-    if (r->ok && (proc_cost(prod, &r->hub) || proc_cost(sink, &r->sink)))
+    if (r->ok && (proc_cost(prod, &r->hub) || proc_cost(sink, &r->sink) || workers_cost(w, nw, r)))
         r->ok = 0;
     stop_pid(prod, SIGTERM);
     stop_pid(sink, SIGTERM);
@@ -432,9 +484,11 @@ static int run_relay(const cfg *c, result *r)
     r->seconds = now_s() - t0;
     if (wait4(sink, &st_sink, 0, &ru) == sink)
         r->sink.cpu_s = ru_cpu(&ru);
+    int w_ok = workers_cost(w, nw, r) == 0;
     for (int i = 0; i < nw; i++)
         stop_pid(w[i], SIGKILL);
-    r->ok = WIFEXITED(st_hub) && WEXITSTATUS(st_hub) == 0 && WIFEXITED(st_sink) && WEXITSTATUS(st_sink) == 0;
+    r->ok = w_ok && WIFEXITED(st_hub) && WEXITSTATUS(st_hub) == 0 && WIFEXITED(st_sink) &&
+            WEXITSTATUS(st_sink) == 0;
     if (!r->ok)
         fprintf(stderr, "bench_hub: the relay run failed\n");
     return r->ok ? 0 : -1;
@@ -445,7 +499,8 @@ static void usage(FILE *f)
     fprintf(f, "usage: bench_hub [OPTIONS]\n\n"
                "The hub (paliflow producer + sink, test_worker near-zero-compute workers) against a raw ZeroMQ\n"
                "relay of the same messages over ipc://, in the same run: items/s, CPU and storage bytes written\n"
-               "per item of the producer (relay) and of the sink.\n\n"
+               "per item of the producer (relay) and of the sink; then CPU per item of every process, workers\n"
+               "included, and the workers' context switches per item.\n\n"
                "  --items N         items (default 20000)\n"
                "  --image-size S    preprocessed tensor side: S*S*3 bytes per item (default 224)\n"
                "  --file-bytes B    input file size (default 20000)\n"
@@ -465,6 +520,17 @@ static void print_row(const char *name, const result *r, long items)
     printf("%-6s %9.0f %8.2f %12.1f %12.1f %14.1f %12.1f %10.2f\n", name, n / r->seconds, r->seconds,
            1e6 * r->hub.cpu_s / n, 1e6 * r->sink.cpu_s / n, (double)r->hub.write_bytes / n,
            (double)r->sink.write_bytes / n, (double)r->hub.syscw / n);
+}
+
+/* The second table: CPU per item of every process, workers included (us), and the workers' context switches
+ * per item (all their threads). */
+static void print_cpu_row(const char *name, const result *r, long items)
+{
+    double n = (double)items;
+    double all = r->hub.cpu_s + r->sink.cpu_s + r->pre.cpu_s + r->inf.cpu_s;
+    printf("%-6s %9.1f %9.1f %9.1f %9.1f %9.1f %8.2f %8.2f\n", name, 1e6 * r->hub.cpu_s / n,
+           1e6 * r->sink.cpu_s / n, 1e6 * r->pre.cpu_s / n, 1e6 * r->inf.cpu_s / n, 1e6 * all / n,
+           r->pre.ctxsw >= 0 ? (double)r->pre.ctxsw / n : -1.0, r->inf.ctxsw >= 0 ? (double)r->inf.ctxsw / n : -1.0);
 }
 
 int main(int argc, char **argv)
@@ -526,6 +592,12 @@ int main(int argc, char **argv)
         print_row("relay", &relay, c.items);
     if (hub.ok)
         print_row("hub", &hub, c.items);
+    printf("%-6s %9s %9s %9s %9s %9s %8s %8s\n", "cpu/it", "hub_us", "sink_us", "pre_us", "inf_us", "all_us",
+           "pre_cs", "inf_cs");
+    if (relay.ok)
+        print_cpu_row("relay", &relay, c.items);
+    if (hub.ok)
+        print_cpu_row("hub", &hub, c.items);
     if (relay.ok && hub.ok)
         printf("hub/relay throughput: %.1f%%\n", 100.0 * relay.seconds / hub.seconds);
     if (own_dir && !c.keep) {

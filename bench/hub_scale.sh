@@ -6,7 +6,8 @@
 #
 # Makes N inputs as hard links (1000 per folder, one real file each: N links cost N/1000 inodes), then:
 #  1. sink + producer + one preprocess and one inference test_worker (credit 8 each, ipc://, 224 px): output
-#     bytes and producer RSS sampled every 0.5 s until 20 s after "scan complete"; items/s during and after.
+#     bytes and producer RSS sampled every 0.5 s until 20 s after "scan complete"; items/s during and after (the
+#     whole windows, and the last 10 s of the scan against the 10 s after it).
 #  2. the producer alone on a new job store: scan time, peak RSS, store size.
 #  3. restarts of that job with workers (after SIGTERM, then after kill -9): the producer's "first item handed
 #     out N s after start" line, and RSS after 15 s of work.
@@ -70,6 +71,15 @@ if first and scan:
     d = (scan[1] - first[1]) / bpl / max(scan[0] - first[0], 1e-9)
     a = (last[1] - scan[1]) / bpl / max(last[0] - scan[0], 1e-9)
     print("scan complete at %.1f s; items/s during the scan %.0f, after it %.0f: %.0f%%" % (scan[0], d, a, 100 * d / a))
+    # The same over the last 10 s of the scan against the first 10 s after it: no workers' start-up in the first
+    # window, and on a shared machine the two windows are close enough in time to see the same other load.
+    at = lambda t: min(rows, key=lambda r: abs(r[0] - t))
+    w0, w1, w2 = at(max(scan[0] - 10, first[0])), at(scan[0] + 1), at(scan[0] + 11)
+    if w1 is not w2 and w0 is not scan:
+        nd = (scan[1] - w0[1]) / bpl / max(scan[0] - w0[0], 1e-9)
+        na = (w2[1] - w1[1]) / bpl / max(w2[0] - w1[0], 1e-9)
+        print("items/s in the last %.0f s of the scan %.0f, in the 10 s after it %.0f: %.0f%%" %
+              (scan[0] - w0[0], nd, na, 100 * nd / max(na, 1e-9)))
     print("producer RSS kB: at the scan's end %d, at the end %d (%d records)" % (scan[2], last[2], int(sys.argv[2])))
 PY
 

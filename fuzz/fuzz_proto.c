@@ -26,6 +26,18 @@ static int same_notes(const pf_msg *a, const pf_msg *b)
     return 1;
 }
 
+/* The entries of a batched start/done survive the round trip. */
+static int same_items(const pf_msg *a, const pf_msg *b)
+{
+    if (a->n_items != b->n_items || a->batch != b->batch)
+        return 0;
+    for (size_t i = 0; i < a->n_items; i++)
+        if (a->items[i].id != b->items[i].id || !same_str(a->items[i].key, b->items[i].key) ||
+            !same_str(a->items[i].stage, b->items[i].stage) || !same_str(a->items[i].message, b->items[i].message))
+            return 0;
+    return 1;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     pf_proto_limits lim = pf_proto_default_limits();
@@ -42,7 +54,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (d.type != m.type || d.id != m.id || !same_str(d.key, m.key) || !same_str(d.path, m.path) ||
                 d.n_ids != m.n_ids || d.n_acks != m.n_acks || d.data_len != m.data_len ||
                 (m.n_ids && memcmp(d.ids, m.ids, m.n_ids * sizeof *m.ids)) || !same_notes(&m, &d) ||
-                d.batch_notes != m.batch_notes)
+                d.batch_notes != m.batch_notes || !same_items(&m, &d))
                 abort();
             pf_msg_free(&d);
             free(buf);

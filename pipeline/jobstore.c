@@ -58,7 +58,13 @@ static const char *const g_sql[ST_COUNT] = {
      * lease (a stale lease before the file changed, a forged one) does not finish it */
     [ST_FINISH] = "UPDATE items SET state = ?3, error = ?4, stage = NULL, worker = NULL, deadline = NULL, "
                   "updated = ?5, out_end = ?6 WHERE id = ?1 AND key = ?2 AND state IN " OPEN_STATES,
-    [ST_COUNTS] = "SELECT state, count(*) FROM items GROUP BY state",
+    /* queued = all - the rest: count(*) of the whole table walks the smallest index without decoding a row, and
+     * the other states are ranges of items_state, so a restart of a mostly queued job does not read every
+     * entry (GROUP BY state did: 0.13 s at 1M items, linear). A state a newer paliflow added is not counted. */
+    [ST_COUNTS] = "SELECT (SELECT count(*) FROM items), (SELECT count(*) FROM items WHERE state = " LEASED "), "
+                  "(SELECT count(*) FROM items WHERE state = " SQL_TEXT(ITEM_DONE) "), "
+                  "(SELECT count(*) FROM items WHERE state = " FAILED "), "
+                  "(SELECT count(*) FROM items WHERE state < " QUEUED " OR state > " FAILED ")",
     /* finished items whose record ends beyond the output's committed size: not in the output (any more) */
     [ST_BEYOND] = "UPDATE items SET state = " QUEUED ", out_end = NULL, error = NULL, updated = ?2 "
                   "WHERE out_end > ?1 AND state IN " FINAL_STATES,
@@ -688,14 +694,17 @@ int pf_jobstore_counts(pf_jobstore *js, int64_t counts[4], pf_err *err)
 {
     memset(counts, 0, 4 * sizeof counts[0]);
     sqlite3_stmt *s = stmt(js, ST_COUNTS);
-    int rc;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        int st = sqlite3_column_int(s, 0);
-        if (st >= PF_ITEM_QUEUED && st <= PF_ITEM_FAILED)   /* a state a newer paliflow added is not counted */
-            counts[st] = sqlite3_column_int64(s, 1);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        int64_t all = sqlite3_column_int64(s, 0), other = sqlite3_column_int64(s, 4);
+        counts[PF_ITEM_LEASED] = sqlite3_column_int64(s, 1);
+        counts[PF_ITEM_DONE] = sqlite3_column_int64(s, 2);
+        counts[PF_ITEM_FAILED] = sqlite3_column_int64(s, 3);
+        counts[PF_ITEM_QUEUED] =
+            all - other - counts[PF_ITEM_LEASED] - counts[PF_ITEM_DONE] - counts[PF_ITEM_FAILED];
     }
     sqlite3_reset(s);
-    return rc == SQLITE_DONE ? 0 : dberr(js, err, "count items");
+    return rc == SQLITE_ROW ? 0 : dberr(js, err, "count items");
 }
 
 int pf_jobstore_error_reasons(pf_jobstore *js, size_t max, void (*cb)(const char *reason, int64_t n, void *arg),

@@ -259,11 +259,14 @@ int pf_producer_run(const pf_producer_params *o, pf_job_stats *stats, pf_err *er
     int complete = 0;
     while (!pf_control_stopping(&o->ctl)) {
         zmq_pollitem_t it = {p->sock, 0, ZMQ_POLLIN, 0};
-        /* Files found and not in the job store yet: poll without waiting, inserting them is work. While the
-         * scan thread walks with nothing found yet, look again every few ms. */
-        long wait_ms = !p->scanning ? 50 : pf_prod_scan_waiting(p) > 0 || !p->feed ? 0 : 5;
-        if (zmq_poll(&it, 1, wait_ms) < 0 && errno == ETERM)
+        /* Files found and not in the job store yet: poll without waiting once their chunk is due (paced while
+         * workers are connected, pf_prod_scan_some), inserting them is work. While the scan thread walks with
+         * nothing found yet, look again every few ms. A poll that waited and heard nothing: the loop is idle. */
+        long wait_ms = !p->scanning ? 50 : pf_prod_scan_wait_ms(p, pf_now());
+        int ev = zmq_poll(&it, 1, wait_ms);
+        if (ev < 0 && errno == ETERM)
             break;
+        p->scan_idle = ev == 0 && wait_ms > 0;
         double now = pf_now();
         pf_health_tick("producer");
         if (pf_control_reload(&o->ctl))

@@ -98,7 +98,7 @@ typedef struct flight {
 /* A file the scan thread found (producer_scan.c): the path as found, its identity (pf_prod_canonical) and
  * size (-1: cannot be stat'ed; the item then becomes an error record when handed out). */
 typedef struct pf_prod_scan_entry {
-    char *ident;
+    char *ident;      /* in the same block, after path: one malloc per entry */
     int64_t size;
     char path[];
 } pf_prod_scan_entry;
@@ -134,6 +134,8 @@ typedef struct prod {
     pf_prod_scan_entry *stash[PF_PROD_STASH];   /* entries taken from the feed, [stash_i, stash_n) not added yet */
     size_t stash_i, stash_n;
     int scanning;
+    double scan_next;       /* while workers are connected, the next insert chunk waits until then (scan_some) */
+    int scan_idle;          /* the loop's last poll waited and nothing came: a chunk now delays nothing */
     /* Items per file (issue 19): tasks[i] is the canonical task JSON of the i-th task every scanned file gets
      * ("" = the job's task, always first; then each further --task); the manifest, read after the scan. */
     char **tasks;
@@ -224,8 +226,9 @@ void pf_prod_dbcheck(int rc, const pf_err *e);
 int pf_prod_setup_job(prod *p, pf_err *err);
 int pf_prod_setup_scan(prod *p, pf_err *err);
 int pf_prod_scan_some(prod *p, double budget_s, pf_err *err);
-/* Files found by the scan thread and not yet in the job store (0 without a scan thread). */
-size_t pf_prod_scan_waiting(prod *p);
+/* How long the loop's poll may wait (ms) while scanning, at NOW: 0 when entries wait and their chunk is due,
+ * until it is due when it is paced, a few ms when the walk has found nothing new. */
+long pf_prod_scan_wait_ms(prod *p, double now);
 
 /* producer_scan.c: the walk in its own thread, feeding the loop through a bounded queue. */
 /* Start walking SCAN (the thread uses it alone until the walk is complete or the feed stopped). */

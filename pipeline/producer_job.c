@@ -228,18 +228,61 @@ int pf_prod_setup_scan(prod *p, pf_err *err)
 /* The files the scan thread found (producer_scan.c) go into the job store, at most SCAN_TAKE_MAX per loop
  * turn and for at most the caller's budget: the loop never waits for the walk (an empty queue is "nothing new
  * yet"), and inserting is all the walk costs it. The inserts are not committed per chunk (pf_prod_commit_due),
- * so short chunks cost no extra writes. After the files, the manifest's lines (read here: a bounded chunk). */
+ * so short chunks cost no extra writes. After the files, the manifest's lines (read here: a bounded chunk).
+ *
+ * Paced while workers are connected: a chunk of SCAN_SLICE_BUSY_S, then the loop serves the workers for
+ * (1 - SCAN_SHARE) / SCAN_SHARE times as long before the next one. Unpaced, a loop that found entries waiting
+ * on every turn inserted on every turn: a 1M-file scan went into the job store in 7-14 s and dispatch during
+ * it fell to 47-86% of the rate after it (issue 18, bench/hub_scale.sh). At SCAN_SHARE the inserts still add
+ * ~40k files/s (~2.5 us each), ten times what the fastest dispatch takes out, so the job store never runs dry
+ * ahead of the scan. A loop that waited in its poll and heard nothing (p->scan_idle: workers busy with real
+ * compute) loses nothing to a chunk: it takes one at once. */
 #define SCAN_TAKE_MAX 512
 #define SCAN_SLICE_BUSY_S 0.002
+#define SCAN_SHARE 0.1
+static int scan_busy(const prod *p)
+{
+    return pf_prod_count_role(p, ROLE_PRE) > 0 || pf_prod_count_role(p, ROLE_INF) > 0;
+}
+
+static int scan_more(prod *p, double budget_s, pf_err *err);
+
 int pf_prod_scan_some(prod *p, double budget_s, pf_err *err)
 {
-    if (budget_s > SCAN_SLICE_BUSY_S && (pf_prod_count_role(p, ROLE_PRE) > 0 || pf_prod_count_role(p, ROLE_INF) > 0))
-        budget_s = SCAN_SLICE_BUSY_S;
+    int busy = scan_busy(p), idle = p->scan_idle;
+    p->scan_idle = 0;
+    double t0 = pf_now();
+    if (!busy)
+        return scan_more(p, budget_s, err);
+    if (!idle && t0 < p->scan_next)
+        return 0;
+    int rc = scan_more(p, budget_s < SCAN_SLICE_BUSY_S ? budget_s : SCAN_SLICE_BUSY_S, err);
+    double t1 = pf_now();
+    p->scan_next = t1 + (t1 - t0) * (1 - SCAN_SHARE) / SCAN_SHARE;
+    return rc;
+}
+
+long pf_prod_scan_wait_ms(prod *p, double now)
+{
+    if (!p->feed && !p->files_scanned)
+        return 0;   /* the walk starts on the next turn */
+    int waiting = p->files_scanned || p->stash_i < p->stash_n || pf_prod_archive_listing(p) ||
+                  pf_prod_feed_waiting(p->feed) > 0;
+    if (!waiting)
+        return 5;   /* the walk goes on with nothing new yet: look again soon */
+    if (!scan_busy(p) || now >= p->scan_next)
+        return 0;
+    long ms = (long)((p->scan_next - now) * 1000) + 1;
+    return ms > 5 ? 5 : ms;
+}
+
+static int scan_more(prod *p, double budget_s, pf_err *err)
+{
     if (p->files_scanned)
         return pf_prod_manifest_some(p, budget_s, err);
     if (!p->feed && pf_prod_feed_start(p->scan, &p->feed, err))
         return -1;
-    pf_prod_feed_yield(p->feed, pf_prod_count_role(p, ROLE_PRE) > 0 || pf_prod_count_role(p, ROLE_INF) > 0);
+    pf_prod_feed_yield(p->feed, scan_busy(p));
     double t_end = pf_now() + budget_s;
     int added = 0, state = 0;
     for (size_t taken = 0; taken < SCAN_TAKE_MAX;) {
@@ -289,11 +332,6 @@ int pf_prod_scan_some(prod *p, double budget_s, pf_err *err)
     pf_info(LOG, "scan complete: %lld items in the job, %zu hidden files or folders skipped", (long long)p->total,
             pf_scan_hidden_skipped(p->scan));
     return 0;
-}
-
-size_t pf_prod_scan_waiting(prod *p)
-{
-    return p->feed ? pf_prod_feed_waiting(p->feed) : 0;
 }
 
 void pf_prod_refill(prod *p)

@@ -137,6 +137,7 @@ static void on_hello(prod *p, pf_wire_in *in, double now)
     /* Hellos queue up in a worker's socket while no producer listens; each gets a welcome. The worker takes
      * only the welcome of its latest hello (the number echoed here) and announces its free slots once. */
     w.hello_seq = m->hello_seq;
+    w.batch = p->peers[pi].role != ROLE_SINK;   /* "send start/done for several items in one message" */
     pf_prod_send_to(p, pi, &w);
     if (p->peers[pi].role == ROLE_SINK)   /* a (re)joining sink must learn the leases it may see records for */
         pf_prod_note_all_leases(p, pi);
@@ -153,6 +154,45 @@ void pf_prod_add_credit(prod *p, int pi, const pf_msg *m)
     }
 }
 
+static void on_start(prod *p, pf_wire_in *in, int pi)
+{
+    flight *f = pf_prod_flight_find(p, in->msg.id);
+    if (pf_prod_from_holder(p, in, pi, f, FL_PRE, FL_INF))
+        f->started = 1;
+}
+
+/* Present entry I of a batched start/done as the single message that would carry it (id, key, and for a
+ * `done` the error reason), so that every entry meets exactly the checks of a single message: its holder,
+ * its key, a refusal logged and counted per entry. */
+static void batch_entry(pf_msg *m, size_t i)
+{
+    m->id = m->items[i].id;
+    m->key = m->items[i].key;
+    m->stage = m->items[i].stage;
+    m->message = m->items[i].message;
+}
+
+/* A batched start/done. Its credit (one per item for a `done`) is counted once, as a single message's is:
+ * before the holder checks, which only say what happens to the item. */
+static void on_batch(prod *p, pf_wire_in *in, int pi, double now)
+{
+    pf_msg *m = &in->msg;
+    int64_t credit = m->credit;
+    if (m->type == PF_MSG_DONE)
+        pf_prod_add_credit(p, pi, m);
+    m->credit = 0;
+    for (size_t i = 0; i < m->n_items; i++) {
+        batch_entry(m, i);
+        if (m->type == PF_MSG_START)
+            on_start(p, in, pi);
+        else
+            pf_prod_on_done(p, pi, in, now);
+    }
+    m->id = -1;
+    m->key = m->stage = m->message = NULL;
+    m->credit = credit;
+}
+
 void pf_prod_handle(prod *p, pf_wire_in *in, double now)
 {
     pf_msg *m = &in->msg;
@@ -166,8 +206,14 @@ void pf_prod_handle(prod *p, pf_wire_in *in, double now)
             send_reset(p, in->ident, in->ident_len);
         /* Nothing from a peer that did not say hello acts on the job (a sink or worker of a previous run
          * says hello after the reset; what it finished meanwhile is redone, and deduplicated by the sink). */
-        if (m->type == PF_MSG_ACK || m->type == PF_MSG_TENSOR || m->type == PF_MSG_DONE || m->type == PF_MSG_NACK)
+        if (m->type == PF_MSG_DONE && m->n_items) {   /* counted per item, as single messages would be */
+            for (size_t i = 0; i < m->n_items; i++)
+                pf_prod_refuse(p, in, -1, "unknown_peer", "item %lld from a peer that did not say hello",
+                               (long long)m->items[i].id);
+        } else if (m->type == PF_MSG_ACK || m->type == PF_MSG_TENSOR || m->type == PF_MSG_DONE ||
+                   m->type == PF_MSG_NACK) {
             pf_prod_refuse(p, in, -1, "unknown_peer", "from a peer that did not say hello");
+        }
         return;
     }
     p->peers[pi].last_seen = now;
@@ -181,7 +227,10 @@ void pf_prod_handle(prod *p, pf_wire_in *in, double now)
         pf_prod_on_tensor(p, pi, in);
         break;
     case PF_MSG_DONE:
-        pf_prod_on_done(p, pi, in, now);
+        if (m->n_items)
+            on_batch(p, in, pi, now);
+        else
+            pf_prod_on_done(p, pi, in, now);
         break;
     case PF_MSG_NACK:
         pf_prod_on_nack(p, pi, in);
@@ -189,12 +238,12 @@ void pf_prod_handle(prod *p, pf_wire_in *in, double now)
     case PF_MSG_ACK:
         pf_prod_on_ack(p, pi, in);
         break;
-    case PF_MSG_START: {
-        flight *f = pf_prod_flight_find(p, m->id);
-        if (pf_prod_from_holder(p, in, pi, f, FL_PRE, FL_INF))
-            f->started = 1;
+    case PF_MSG_START:
+        if (m->n_items)
+            on_batch(p, in, pi, now);
+        else
+            on_start(p, in, pi);
         break;
-    }
     case PF_MSG_BYE:
         pf_info(LOG, "%s %s left", pf_prod_role_name(p->peers[pi].role), p->peers[pi].name);
         pf_prod_peer_gone(p, pi, "left");

@@ -13,6 +13,7 @@
  * walk of the next run finds those files again (inserts of known items are ignored). */
 #define _GNU_SOURCE   /* gettid */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -46,43 +47,79 @@ struct pf_prod_feed {
 /* The canonical path of the folder whose files come now (the walk lists a folder's files together). */
 typedef struct dir_cache {
     char *dir, *real;
+    size_t real_len;
+    int fd;   /* the folder, O_PATH: fstatat(fd, NAME) looks up one name instead of the whole path (-1: none) */
 } dir_cache;
 
-/* pf_prod_canonical, cheaper for the walk: realpath() costs an lstat per path component, for every file. For a
- * file NAME that is not a symlink, realpath(DIR/NAME) is realpath(DIR)/NAME, and realpath(DIR) is the same for
- * every file of the folder: one lstat per file then. Anything else (a symlink, a path that does not resolve, a
- * name like "..") takes the full pf_prod_canonical. */
-static char *canonical_walk(dir_cache *c, const char *path, int64_t *size)
+static void dir_cache_clear(dir_cache *c)
 {
+    free(c->dir);
+    free(c->real);
+    if (c->fd >= 0)
+        close(c->fd);
+    c->dir = c->real = NULL;
+    c->fd = -1;
+}
+
+/* One block holding the entry, PATH and its identity IDENT (IL bytes): one malloc per file found, and one
+ * free on the loop thread that inserts it. NULL: out of memory. */
+static pf_prod_scan_entry *entry_block(const char *path, size_t pl, const char *ident, size_t il)
+{
+    pf_prod_scan_entry *en = malloc(sizeof *en + pl + 1 + il + 1);
+    if (!en)
+        return NULL;
+    memcpy(en->path, path, pl + 1);
+    en->ident = en->path + pl + 1;
+    memcpy(en->ident, ident, il);
+    en->ident[il] = '\0';
+    return en;
+}
+
+/* The entry of PATH (its identity is pf_prod_canonical's), cheaper for the walk: realpath() costs an lstat per
+ * path component, for every file. For a file NAME that is not a symlink, realpath(DIR/NAME) is
+ * realpath(DIR)/NAME, and realpath(DIR) is the same for every file of the folder: one stat per file then,
+ * of NAME in the folder's descriptor (fstatat), not of the whole path.
+ * Anything else (a symlink, a path that does not resolve, a name like "..") takes the full pf_prod_canonical.
+ * NULL: out of memory. */
+static pf_prod_scan_entry *entry_new(dir_cache *c, const char *path)
+{
+    size_t pl = strlen(path);
     const char *slash = strrchr(path, '/');
     const char *name = slash ? slash + 1 : path;
     struct stat st;
-    if (!slash || slash == path || !*name || !strcmp(name, ".") || !strcmp(name, "..") || lstat(path, &st) != 0 ||
-        S_ISLNK(st.st_mode))
-        return pf_prod_canonical(path, size);
-    size_t dl = (size_t)(slash - path);
-    if (!c->dir || strlen(c->dir) != dl || memcmp(c->dir, path, dl) != 0) {
-        free(c->dir);
-        free(c->real);
+    int fast = slash && slash != path && *name && strcmp(name, ".") && strcmp(name, "..");
+    size_t dl = slash ? (size_t)(slash - path) : 0;
+    if (fast && (!c->dir || strlen(c->dir) != dl || memcmp(c->dir, path, dl) != 0)) {
+        dir_cache_clear(c);
         c->dir = strndup(path, dl);
         c->real = c->dir ? realpath(c->dir, NULL) : NULL;
-        if (!c->real) {
-            free(c->dir);
-            c->dir = NULL;
-            return pf_prod_canonical(path, size);
-        }
+        c->real_len = c->real ? strlen(c->real) : 0;
+        c->fd = c->real ? open(c->real, O_PATH | O_DIRECTORY | O_CLOEXEC) : -1;
+        if (c->fd < 0)
+            dir_cache_clear(c);
     }
-    size_t rl = strlen(c->real), nl = strlen(name);
-    char *out = malloc(rl + nl + 2);
-    if (!out)
+    fast = fast && c->dir && fstatat(c->fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISLNK(st.st_mode);
+    if (!fast) {
+        int64_t size;
+        char *ident = pf_prod_canonical(path, &size);
+        pf_prod_scan_entry *en = ident ? entry_block(path, pl, ident, strlen(ident)) : NULL;
+        free(ident);
+        if (en)
+            en->size = size;
+        return en;
+    }
+    /* realpath(DIR) "/" NAME, without a second slash after the root */
+    size_t rl = c->real_len, nl = pl - dl - 1, at = rl == 1 && c->real[0] == '/' ? rl : rl + 1;
+    pf_prod_scan_entry *en = malloc(sizeof *en + pl + 1 + at + nl + 1);
+    if (!en)
         return NULL;
-    memcpy(out, c->real, rl);
-    size_t at = rl;
-    if (!(rl == 1 && c->real[0] == '/'))
-        out[at++] = '/';
-    memcpy(out + at, name, nl + 1);
-    *size = (int64_t)st.st_size;
-    return out;
+    memcpy(en->path, path, pl + 1);
+    en->ident = en->path + pl + 1;
+    memcpy(en->ident, c->real, rl);
+    en->ident[rl] = '/';
+    memcpy(en->ident + at, name, nl + 1);
+    en->size = (int64_t)st.st_size;
+    return en;
 }
 
 /* The walk yields to the loop while there are workers to serve: on a machine with few cores, a walk at full
@@ -110,7 +147,7 @@ static void *feed_main(void *arg)
     pf_prod_feed *f = arg;
     pf_err e = {{0}};
     int state = 0;
-    dir_cache dc = {0};
+    dir_cache dc = {.fd = -1};
     pthread_mutex_lock(&f->mu);
     f->tid = gettid();
     pthread_cond_signal(&f->ended);
@@ -122,16 +159,8 @@ static void *feed_main(void *arg)
             state = r < 0 ? -1 : 1;
             break;
         }
-        size_t len = strlen(path);
-        pf_prod_scan_entry *en = malloc(sizeof *en + len + 1);
+        pf_prod_scan_entry *en = entry_new(&dc, path);
         if (!en) {
-            pf_errf(&e, "scan: out of memory");
-            state = -1;
-            break;
-        }
-        memcpy(en->path, path, len + 1);
-        if (!(en->ident = canonical_walk(&dc, path, &en->size))) {
-            free(en);
             pf_errf(&e, "scan: out of memory");
             state = -1;
             break;
@@ -147,13 +176,11 @@ static void *feed_main(void *arg)
         }
         pthread_mutex_unlock(&f->mu);
         if (stop) {
-            free(en->ident);
-            free(en);
+            pf_prod_scan_entry_free(en);
             break;
         }
     }
-    free(dc.dir);
-    free(dc.real);
+    dir_cache_clear(&dc);
     pthread_mutex_lock(&f->mu);
     if (!f->stop || state < 0) {
         f->state = state;
@@ -222,10 +249,7 @@ size_t pf_prod_feed_waiting(pf_prod_feed *f)
 
 void pf_prod_scan_entry_free(pf_prod_scan_entry *en)
 {
-    if (en) {
-        free(en->ident);
-        free(en);
-    }
+    free(en);   /* ident lives in the same block (entry_block) */
 }
 
 void pf_prod_scan_stash_free(prod *p)

@@ -17,9 +17,15 @@
 typedef struct frame {
     char *dir;        /* path as found */
     size_t rel_off;   /* where the path below the root starts in dir (0 = the root itself) */
-    char **names;
+    char **names;     /* each name is followed, after its '\0', by its d_type (readdir): see name_type */
     size_t n, next;
 } frame;
+
+/* The d_type readdir gave NAME (stored after its terminating '\0' by push_dir). DT_REG: a regular file and
+ * no symlink, so the walk needs no stat() to know it is no folder (the producer stats each file once anyway,
+ * for its size: two stats per file were half the system time of a 1M-file scan). DT_UNKNOWN (file systems
+ * that do not fill d_type), links and folders are stat'ed. */
+static unsigned char name_type(const char *name) { return (unsigned char)name[strlen(name) + 1]; }
 
 struct pf_scan {
     pf_scan_params o;     /* deep copy: the caller's strings need not outlive pf_scan_open */
@@ -96,8 +102,11 @@ static int push_dir(pf_scan *s, const char *dir, size_t rel_off, const struct st
             f.names = nn;
             cap = nc;
         }
-        if (!(f.names[f.n] = strdup(de->d_name)))
+        size_t nl = strlen(de->d_name);
+        if (!(f.names[f.n] = malloc(nl + 2)))
             goto oom;
+        memcpy(f.names[f.n], de->d_name, nl + 1);
+        f.names[f.n][nl + 1] = (char)de->d_type;
         f.n++;
     }
     closedir(d);
@@ -204,7 +213,7 @@ int pf_scan_next(pf_scan *s, const char **path, pf_err *err)
             size_t rel_off = f->rel_off ? f->rel_off : strlen(f->dir) + (f->dir[strlen(f->dir) - 1] == '/' ? 0 : 1);
             const char *rel = p + rel_off;
             struct stat st;
-            int is_dir = stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+            int is_dir = name_type(name) != DT_REG && stat(p, &st) == 0 && S_ISDIR(st.st_mode);
             long ex = match_index(s->o.exclude, s->o.n_exclude, name, rel);
             if (ex >= 0) {
                 pf_debug("scan", "%s: skipped by exclude '%s'", p, s->o.exclude[ex]);

@@ -73,6 +73,7 @@ void pf_msg_free(pf_msg *m)
     free(m->ids);
     free(m->acks);
     free(m->notes);
+    free(m->items);
     memset(m, 0, sizeof *m);
 }
 
@@ -350,6 +351,32 @@ static int decode_notes(pf_msg *m, const msgpack_object *o, const char *tname, p
     return 0;
 }
 
+/* "items" of a batched start/done: [[id, key] or [id, key, stage, message], ...]. The array's size was
+ * checked against the limits (pf_mp_validate) before msgpack-c allocated it; this allocation is that size. */
+static int decode_items(pf_msg *m, const msgpack_object *o, const char *tname, pf_err *err)
+{
+    if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size == 0)
+        BAD("items (want a non-empty array)");
+    size_t n = o->via.array.size;
+    m->items = calloc(n, sizeof *m->items);
+    if (!m->items)
+        return pf_errf(err, "%s message: out of memory for %zu items", tname, n);
+    for (size_t i = 0; i < n; i++) {
+        const msgpack_object *e = &o->via.array.ptr[i];
+        if (e->type != MSGPACK_OBJECT_ARRAY || (e->via.array.size != 2 && e->via.array.size != 4))
+            BAD("items[] (want [id, key] or [id, key, stage, message])");
+        pf_item_ref *r = &m->items[i];
+        const msgpack_object *f = e->via.array.ptr;
+        if (get_int(&f[0], 0, INT64_MAX, &r->id) || get_str(m, &f[1], &r->key) || !r->key || !*r->key)
+            BAD("items[] (id, key)");
+        if (e->via.array.size == 4 &&
+            (get_str(m, &f[2], &r->stage) || !r->stage || get_str(m, &f[3], &r->message) || !r->message))
+            BAD("items[] (stage, message)");
+    }
+    m->n_items = n;
+    return 0;
+}
+
 static int decode_field(pf_msg *m, const msgpack_object *k, const msgpack_object *v, const char *tname, pf_err *err)
 {
     int64_t iv;
@@ -411,6 +438,7 @@ static int decode_field(pf_msg *m, const msgpack_object *k, const msgpack_object
     BOOLF("stopped_by_eos", stopped_by_eos)
     BOOLF("leases", leases)
     BOOLF("batch_notes", batch_notes)
+    BOOLF("batch", batch)
     if (key_is(k, "lease_s")) {
         if (get_double(v, &m->lease_s) || m->lease_s < 0)
             BAD("lease_s");
@@ -441,6 +469,8 @@ static int decode_field(pf_msg *m, const msgpack_object *k, const msgpack_object
         return m->acks ? pf_errf(err, "%s message: duplicate field 'acks'", tname) : decode_acks(m, v, tname, err);
     if (key_is(k, "notes"))
         return m->notes ? pf_errf(err, "%s message: duplicate field 'notes'", tname) : decode_notes(m, v, tname, err);
+    if (key_is(k, "items"))
+        return m->items ? pf_errf(err, "%s message: duplicate field 'items'", tname) : decode_items(m, v, tname, err);
     return 0;   /* unknown fields are ignored: newer peers may add fields within the same version */
 #undef STRF
 #undef INTF
@@ -492,8 +522,12 @@ static int check_required(const pf_msg *m, const char *tname, pf_err *err)
             return -1;
         return check_tensor(m, tname, err);
     case PF_MSG_DONE:
-    case PF_MSG_NACK:
     case PF_MSG_START:
+        /* one item (id, key), or a batch (items): never both, so no item is read twice or missed */
+        if (m->items)
+            return m->id >= 0 || m->key ? pf_errf(err, "%s message: both 'items' and 'id'/'key'", tname) : 0;
+        return require(tname, "id/key", item, err);
+    case PF_MSG_NACK:
         return require(tname, "id/key", item, err);
     case PF_MSG_RESULT:
         if (require(tname, "id/key", item, err) || require(tname, "path", m->path != NULL, err) ||
@@ -761,6 +795,8 @@ int pf_msg_encode(const pf_msg *m, uint8_t **out, size_t *len, pf_err *err)
         KV_BOOL("leases", 1);
     if (m->batch_notes)
         KV_BOOL("batch_notes", 1);
+    if (m->batch)
+        KV_BOOL("batch", 1);
     if (m->handback)
         KV_BOOL("handback", 1);
     if (m->worker_fault)
@@ -818,6 +854,21 @@ int pf_msg_encode(const pf_msg *m, uint8_t **out, size_t *len, pf_err *err)
                 msgpack_sbuffer_destroy(&e->sb);
                 return pf_errf(err, "encode notes: notes[%zu] is not a lease or unlease note", i);
             }
+    }
+    if (m->n_items) {
+        KEY("items");
+        msgpack_pack_array(&e->pk, m->n_items);
+        for (size_t i = 0; i < m->n_items; i++) {
+            const pf_item_ref *r = &m->items[i];
+            int err_rec = r->stage && r->message;
+            msgpack_pack_array(&e->pk, err_rec ? 4 : 2);
+            msgpack_pack_int64(&e->pk, r->id);
+            pk_str(e, r->key ? r->key : "");
+            if (err_rec) {
+                pk_str(e, r->stage);
+                pk_str(e, r->message);
+            }
+        }
     }
     if (m->data) {
         KEY("data");

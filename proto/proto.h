@@ -89,6 +89,15 @@ typedef struct pf_ack {
     int64_t end;               /* where the record ends in the sink's output file (bytes); -1 unknown */
 } pf_ack;
 
+/* One item of a batched `start` or `done` (PROTOCOL.md, "Batched start and done"): what a single message
+ * would carry. stage/message: a `done` whose record was an error record (both NULL otherwise). */
+typedef struct pf_item_ref {
+    int64_t id;
+    const char *key;
+    const char *stage;
+    const char *message;
+} pf_item_ref;
+
 /* Timings carried along an item (seconds; < 0 = absent). */
 typedef struct pf_timings {
     double read_s, preprocess_s, queue_s, prefill_s, decode_s, inference_s;
@@ -171,6 +180,10 @@ typedef struct pf_msg {
     int32_t batch_notes;       /* hello from a sink: it takes `notes` messages (else one message per note) */
     pf_note *notes;            /* notes: heap, owned; strings in the arena */
     size_t n_notes;
+    /* batched start/done (PROTOCOL.md, "Batched start and done") */
+    int32_t batch;             /* welcome to a worker: I take start/done with `items` */
+    pf_item_ref *items;        /* start/done: several items in one message (heap, owned); then no id/key */
+    size_t n_items;
     /* owned memory */
     char *arena_;
     size_t arena_len_, arena_cap_;

@@ -48,6 +48,10 @@ void pf_worker_work_free(pf_work *w)
         return;
     pf_msg_free(&w->in);
     free(w->buf_);
+    if (w->frame_) {
+        zmq_msg_close(w->frame_);
+        free(w->frame_);
+    }
     free(w->rgb);
     free(w->text);
     free(w->objects);
@@ -252,6 +256,7 @@ static void teardown(wstate *s, void *ctx)
     pf_ring_free(&r->in);
     pf_ring_free(&r->out);
     pf_ring_free(&r->started);
+    pf_ring_free(&r->ready);
     pf_metric_set(s->m.held, 0);
     pf_metric_set(s->m.connected, 0);
     pf_health_unregister(s->health);
@@ -267,6 +272,7 @@ static void teardown(wstate *s, void *ctx)
         close(r->efd);
     pthread_mutex_destroy(&r->mu);
     pthread_cond_destroy(&r->cv);
+    pthread_cond_destroy(&r->cv_ready);
 }
 
 int pf_worker_run(const pf_worker_params *o, pf_err *err)
@@ -278,6 +284,7 @@ int pf_worker_run(const pf_worker_params *o, pf_err *err)
     r->o = o;
     pthread_mutex_init(&r->mu, NULL);
     pthread_cond_init(&r->cv, NULL);
+    pthread_cond_init(&r->cv_ready, NULL);
     r->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     wstate S = {0};
     wstate *s = &S;

@@ -1,6 +1,7 @@
 /* worker_compute.c - the compute threads: a per-item stage runs on `threads` threads (one stage instance
- * each), a batched stage on one thread that admits new items between steps (continuous batching) and, when
- * idle, waits up to --max-delay-ms for a burst of items to start together. */
+ * each, handed works already started by the main thread), a batched stage on one thread that admits new
+ * items between steps (continuous batching) and, when idle, waits up to --max-delay-ms for a burst of items
+ * to start together. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,51 +30,75 @@ static struct timespec deadline_after_ms(long ms)
     return dl;
 }
 
-/* Tell the main thread an item left the queue for a compute thread: the producer then knows which items
- * were being worked on if this worker dies (only those are charged an attempt). */
-static void started_work(rt *r, pf_work *w)
+/* Tell the main thread that the N items of WS left the queue for a compute thread: the producer then knows
+ * which items were being worked on if this worker dies (only those are charged an attempt). A batch's items
+ * are told together: one wake-up of the main thread, one `start` message, one wait. */
+static void started_works(rt *r, pf_work **ws, size_t n)
 {
     pthread_mutex_lock(&r->mu);
-    pf_ring_push(&r->started, w);
+    for (size_t i = 0; i < n; i++)
+        pf_ring_push(&r->started, ws[i]);
     wake_main(r);
-    /* Wait (briefly) until the main thread has sent the start: if this item crashes the process, the
-     * producer should know it was this one. */
+    /* Wait (briefly) until the main thread has sent the starts: if one of these items crashes the process,
+     * the producer should know it was among them. */
     struct timespec dl = deadline_after_ms(200);
-    while (!w->start_sent_ && !r->quit)
-        if (pthread_cond_timedwait(&r->cv, &r->mu, &dl) == ETIMEDOUT)
-            break;
+    for (size_t i = 0; i < n; i++)
+        while (!ws[i]->start_sent_ && !r->quit)
+            if (pthread_cond_timedwait(&r->cv, &r->mu, &dl) == ETIMEDOUT)
+                goto out;
+out:
     pthread_mutex_unlock(&r->mu);
 }
 
-static void finish_work(rt *r, pf_work *w)
+/* N finished works to the main thread, with one wake-up. */
+static void finish_works(rt *r, pf_work **ws, size_t n)
 {
-    w->t_end = pf_now();
+    double now = pf_now();
     pthread_mutex_lock(&r->mu);
-    if (pf_ring_push(&r->out, w))
-        pf_error("worker", "out of memory queueing a finished item (id %lld)", (long long)w->in.id);
+    for (size_t i = 0; i < n; i++) {
+        ws[i]->t_end = now;
+        if (pf_ring_push(&r->out, ws[i]))
+            pf_error("worker", "out of memory queueing a finished item (id %lld)", (long long)ws[i]->in.id);
+    }
     pthread_mutex_unlock(&r->mu);
     wake_main(r);
 }
 
+static void finish_work(rt *r, pf_work *w) { finish_works(r, &w, 1); }
+
+/* A per-item stage's thread. It never waits for its own `start`: it waits idle (counted in r->idle) until
+ * the main thread hands it a work whose `start` is sent (r->ready). A finished work and the thread being idle
+ * again are told in one critical section with one wake-up, so that the main thread sends the output and
+ * starts the next work in the same turn. */
 static void *item_thread(void *arg)
 {
     compute *c = arg;
     rt *r = c->r;
+    pf_work *done = NULL;
+    pthread_mutex_lock(&r->mu);
     for (;;) {
-        pthread_mutex_lock(&r->mu);
-        while (!r->quit && r->in.n == 0)
-            pthread_cond_wait(&r->cv, &r->mu);
-        if (r->quit) {
-            pthread_mutex_unlock(&r->mu);
-            break;
+        if (done) {
+            done->t_end = pf_now();
+            if (pf_ring_push(&r->out, done))
+                pf_error("worker", "out of memory queueing a finished item (id %lld)", (long long)done->in.id);
         }
-        pf_work *w = pf_ring_pop(&r->in);
+        r->idle++;
+        if (done || r->in.n > 0)   /* an output to send, or queued works to start for us */
+            wake_main(r);
+        done = NULL;
+        while (!r->quit && r->ready.n == 0)
+            pthread_cond_wait(&r->cv_ready, &r->mu);
+        r->idle--;
+        if (r->quit)
+            break;
+        pf_work *w = pf_ring_pop(&r->ready);
         pthread_mutex_unlock(&r->mu);
         w->t_start = pf_now();
-        started_work(r, w);
         r->o->ops->process(c->inst, w);
-        finish_work(r, w);
+        done = w;
+        pthread_mutex_lock(&r->mu);
     }
+    pthread_mutex_unlock(&r->mu);
     return NULL;
 }
 
@@ -128,10 +153,13 @@ static void *batch_thread(void *arg)
         long k = take_items(r, ops->active(c->inst), max_batch, take);
         if (k < 0)
             break;
+        double t = pf_now();
+        for (long i = 0; i < k; i++)
+            take[i]->t_start = t;
+        if (k > 0)
+            started_works(r, take, (size_t)k);
         for (long i = 0; i < k; i++) {
             pf_err e = {{0}};
-            take[i]->t_start = pf_now();
-            started_work(r, take[i]);
             if (ops->submit(c->inst, take[i], &e)) {
                 pf_work_fail(take[i], PF_WORK_RETRY, "%s", e.msg);
                 finish_work(r, take[i]);
@@ -147,8 +175,8 @@ static void *batch_thread(void *arg)
             set_fatal(r, e.msg);
             break;
         }
-        for (size_t i = 0; i < n_done; i++)
-            finish_work(r, done[i]);
+        if (n_done)
+            finish_works(r, done, n_done);
     }
     free(take);
     return NULL;
@@ -183,6 +211,7 @@ void pf_worker_stop_compute(rt *r, const pf_worker_params *o)
     pthread_mutex_lock(&r->mu);
     r->quit = 1;
     pthread_cond_broadcast(&r->cv);
+    pthread_cond_broadcast(&r->cv_ready);
     pthread_mutex_unlock(&r->mu);
     for (int i = 0; i < r->n_cs; i++) {
         compute *c = &r->cs[i];

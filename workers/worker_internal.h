@@ -2,9 +2,11 @@
  *
  * Two sides, one mutex between them. The main thread (worker.c, worker_messages.c) owns the sockets: it
  * takes items from the producer, queues them for the compute threads (`in`), and answers finished works
- * (`out`) to the sink and the producer. The compute threads (worker_compute.c) run the stage; they report
- * every item they start (`started`), so the producer learns which items a crash should be charged to, and
- * wake the main thread through an eventfd.
+ * (`out`) to the sink and the producer. The compute threads (worker_compute.c) run the stage and wake the
+ * main thread through an eventfd. The producer must learn which items a crash should be charged to, before
+ * they are worked on: a batched stage's thread reports the items it takes (`started`) and waits until their
+ * `start` was sent; a per-item stage's idle threads are counted (`idle`), and the main thread sends the
+ * `start` of the items it hands them (`ready`), so that they wait for nothing.
  */
 #ifndef PF_WORKERS_WORKER_INTERNAL_H
 #define PF_WORKERS_WORKER_INTERNAL_H
@@ -30,7 +32,10 @@ struct rt {
     const pf_worker_params *o;
     pthread_mutex_t mu;
     pthread_cond_t cv;
+    pthread_cond_t cv_ready;    /* per-item stages: `ready` got works */
     pf_ring in, out, started;   /* pf_work *: to compute, finished, begun (all under mu) */
+    pf_ring ready;              /* per-item stages: started (their `start` sent), for the idle threads */
+    int idle;                   /* per-item stages: compute threads waiting for a work in `ready` */
     int efd;
     int quit;        /* compute threads: exit */
     int fatal;       /* a batched step failed */
@@ -51,6 +56,7 @@ typedef struct wstate {
     pf_link link;           /* to the producer: its instance, welcome, heartbeats, silence */
     int64_t hello_seq;      /* number of our latest hello: only the welcome that echoes it counts */
     int image_size;         /* the model's image size, announced at hello (0: the stage has none) */
+    int peer_batch;         /* the producer's welcome said it takes start/done for several items at once */
     int capacity;
     pf_work **held;         /* works received and not yet answered */
     size_t n_held, cap_held;
@@ -81,7 +87,8 @@ void pf_worker_send_prod(wstate *s, pf_msg *m);
 void pf_worker_send_hello(wstate *s, double now);
 void pf_worker_send_nack(wstate *s, const pf_msg *in, int handback, const char *why);
 void pf_worker_held_remove(wstate *s, pf_work *w);
-/* Send the start of every work a compute thread began, and the outcome of every finished one. */
+/* Send the start of every work a compute thread began, and the outcome of every finished one; then, for a
+ * per-item stage, start queued works for the idle compute threads. */
 void pf_worker_drain_outputs(wstate *s);
 void pf_worker_on_producer_msg(wstate *s, pf_wire_in *in, double now);
 

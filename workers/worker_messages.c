@@ -185,8 +185,57 @@ static void send_tensor(wstate *s, const pf_work *w, const pf_timings *tm)
     pf_worker_send_prod(s, &m);
 }
 
-/* The item's final record (its result, or an error record) goes to the sink, then `done` to the producer. */
-static void send_record(wstate *s, const pf_work *w, const pf_timings *tm, int inference)
+/* The `done`s of one drain, sent together once every record of the drain went to the sink: one message for
+ * all of them when the producer takes batches (PROTOCOL.md, "Batched start and done"), else one each. The
+ * strings point into the works, which are freed only after pf_worker_flush_dones. */
+typedef struct batch {
+    pf_item_ref *items;
+    size_t n, cap;
+} batch;
+
+static int batch_add(batch *b, int64_t id, const char *key, const char *stage, const char *message)
+{
+    if (b->n == b->cap) {
+        size_t nc = b->cap ? 2 * b->cap : 16;
+        pf_item_ref *ni = realloc(b->items, nc * sizeof *ni);
+        if (!ni)
+            return -1;
+        b->items = ni;
+        b->cap = nc;
+    }
+    b->items[b->n++] = (pf_item_ref){id, key, stage, message};
+    return 0;
+}
+
+/* Send the items of B as `start`s or `done`s (TYPE): one message when the producer takes batches and there
+ * are several, else one message per item (an older producer, or a batch of one: the single form is the
+ * smaller message). A `done` returns one credit per item. */
+static void send_items(wstate *s, pf_msg_type type, const batch *b)
+{
+    int credit = type == PF_MSG_DONE && !s->stopping;
+    if (s->peer_batch && b->n > 1) {
+        pf_msg m;
+        pf_msg_init(&m, type);
+        m.items = b->items;
+        m.n_items = b->n;
+        m.credit = credit ? (int64_t)b->n : 0;
+        pf_worker_send_prod(s, &m);
+        return;
+    }
+    for (size_t i = 0; i < b->n; i++) {
+        pf_msg m;
+        pf_msg_init(&m, type);
+        m.id = b->items[i].id;
+        m.key = b->items[i].key;
+        m.stage = b->items[i].stage;
+        m.message = b->items[i].message;
+        m.credit = credit;
+        pf_worker_send_prod(s, &m);
+    }
+}
+
+/* The item's final record (its result, or an error record) goes to the sink; its `done` joins DONES. */
+static void send_record(wstate *s, const pf_work *w, const pf_timings *tm, int inference, batch *dones)
 {
     const pf_msg *in = &w->in;
     pf_msg r;
@@ -215,20 +264,17 @@ static void send_record(wstate *s, const pf_work *w, const pf_timings *tm, int i
     /* path-only: the key of the bytes, made where they were read (the preprocess worker), carried on */
     r.content_key = inference ? in->content_key : w->content_key[0] ? w->content_key : NULL;
     send_sink(s, &r);
-    pf_msg d;
-    pf_msg_init(&d, PF_MSG_DONE);
-    d.id = in->id;
-    d.key = in->key;
-    d.credit = s->stopping ? 0 : 1;
-    if (r.type == PF_MSG_ERROR) {   /* the reason, for the job store and the job report */
-        d.stage = r.stage;
-        d.message = r.message;
+    /* the reason, for the job store and the job report */
+    int is_err = r.type == PF_MSG_ERROR;
+    if (batch_add(dones, in->id, in->key, is_err ? r.stage : NULL, is_err ? r.message : NULL)) {
+        /* out of memory for the list: this one goes alone, now (its record is sent already) */
+        batch one = {&(pf_item_ref){in->id, in->key, is_err ? r.stage : NULL, is_err ? r.message : NULL}, 1, 1};
+        send_items(s, PF_MSG_DONE, &one);
     }
-    pf_worker_send_prod(s, &d);
 }
 
 /* A finished work: send its outcome where it belongs and return its credit. */
-static void answer(wstate *s, pf_work *w)
+static void answer(wstate *s, pf_work *w, batch *dones)
 {
     int inference = w->in.width > 0;   /* an inference item carries the preprocessed tensor */
     pf_timings tm = work_timings(w, inference);
@@ -240,8 +286,84 @@ static void answer(wstate *s, pf_work *w)
     } else if (w->status == PF_WORK_OK && !inference) {
         send_tensor(s, w, &tm);
     } else {
-        send_record(s, w, &tm, inference);
+        send_record(s, w, &tm, inference, dones);
     }
+}
+
+/* The starts of one drain: one message (or one per item, see send_items), then every compute thread waiting
+ * for one of them is told, with one broadcast. */
+static void send_starts(wstate *s, pf_ring *started)
+{
+    rt *r = s->r;
+    batch b = {0};
+    pf_work *w;
+    size_t n = started->n;
+    pf_work **ws = malloc((n ? n : 1) * sizeof *ws);
+    size_t k = 0;
+    while ((w = pf_ring_pop(started))) {
+        if (ws && batch_add(&b, w->in.id, w->in.key, NULL, NULL) == 0) {
+            ws[k++] = w;
+            continue;
+        }
+        /* out of memory for the lists: this start goes alone */
+        batch one = {&(pf_item_ref){w->in.id, w->in.key, NULL, NULL}, 1, 1};
+        send_items(s, PF_MSG_START, &one);
+        pthread_mutex_lock(&r->mu);
+        w->start_sent_ = 1;
+        pthread_mutex_unlock(&r->mu);
+    }
+    send_items(s, PF_MSG_START, &b);
+    pthread_mutex_lock(&r->mu);
+    for (size_t i = 0; i < k; i++)
+        ws[i]->start_sent_ = 1;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    free(ws);
+    free(b.items);
+}
+
+/* A per-item stage: take from the queue as many works as there are idle compute threads without one, send
+ * their `start`s (one message when the producer takes batches), then hand them over. The `start` goes before
+ * the work reaches a thread, as a batched stage's does before it is submitted: a crash while working on it is
+ * charged to it. Works stay queued (no `start`) while every thread is busy. */
+static void start_for_idle(wstate *s)
+{
+    rt *r = s->r;
+    pthread_mutex_lock(&r->mu);
+    size_t want = r->idle > (int)r->ready.n ? (size_t)(r->idle - (int)r->ready.n) : 0;
+    if (want > r->in.n)
+        want = r->in.n;
+    pf_work **ws = want ? malloc(want * sizeof *ws) : NULL;
+    batch b = {0};
+    if (ws)
+        b.items = malloc(want * sizeof *b.items);
+    if (want && (!ws || !b.items)) {
+        /* they stay queued: the next turn (a heartbeat at the latest) tries again */
+        pthread_mutex_unlock(&r->mu);
+        pf_error("worker", "out of memory starting %zu items", want);
+        free(ws);
+        free(b.items);
+        return;
+    }
+    b.cap = want;
+    for (size_t i = 0; i < want; i++) {
+        ws[i] = pf_ring_pop(&r->in);
+        b.items[b.n++] = (pf_item_ref){ws[i]->in.id, ws[i]->in.key, NULL, NULL};
+    }
+    pthread_mutex_unlock(&r->mu);
+    if (!want)
+        return;
+    send_items(s, PF_MSG_START, &b);
+    pthread_mutex_lock(&r->mu);
+    for (size_t i = 0; i < want; i++) {
+        ws[i]->start_sent_ = 1;
+        if (pf_ring_push(&r->ready, ws[i]))
+            pf_error("worker", "out of memory handing item %lld to a compute thread", (long long)ws[i]->in.id);
+    }
+    pthread_cond_broadcast(&r->cv_ready);
+    pthread_mutex_unlock(&r->mu);
+    free(ws);
+    free(b.items);
 }
 
 void pf_worker_drain_outputs(wstate *s)
@@ -255,29 +377,78 @@ void pf_worker_drain_outputs(wstate *s)
     memset(&r->started, 0, sizeof r->started);
     memset(&r->out, 0, sizeof r->out);
     pthread_mutex_unlock(&r->mu);
+    if (started.n)
+        send_starts(s, &started);
+    /* Records first, then the `done`s (in one message when the producer takes batches): a `done` still
+     * follows its record, and the works stay alive until their `done` is sent (its strings are theirs). */
+    batch dones = {0};
     pf_work *w;
-    if (started.n) {
-        while ((w = pf_ring_pop(&started))) {
-            pf_msg m;
-            pf_msg_init(&m, PF_MSG_START);
-            m.id = w->in.id;
-            m.key = w->in.key;
-            pf_worker_send_prod(s, &m);
-            pthread_mutex_lock(&r->mu);
-            w->start_sent_ = 1;
-            pthread_mutex_unlock(&r->mu);
-        }
-        pthread_mutex_lock(&r->mu);
-        pthread_cond_broadcast(&r->cv);
-        pthread_mutex_unlock(&r->mu);
-    }
+    size_t n_out = out.n, k = 0;
+    pf_work **finished = malloc((n_out ? n_out : 1) * sizeof *finished);
     while ((w = pf_ring_pop(&out))) {
-        answer(s, w);
+        answer(s, w, &dones);
         pf_worker_held_remove(s, w);
-        pf_worker_work_free(w);
+        if (finished)
+            finished[k++] = w;
+        else {   /* out of memory for the list: its `done` (if any) goes now, before the work is freed */
+            send_items(s, PF_MSG_DONE, &dones);
+            dones.n = 0;
+            pf_worker_work_free(w);
+        }
     }
+    send_items(s, PF_MSG_DONE, &dones);
+    for (size_t i = 0; i < k; i++)
+        pf_worker_work_free(finished[i]);
+    free(finished);
+    free(dones.items);
     pf_ring_free(&started);
     pf_ring_free(&out);
+    if (s->o->ops->process)
+        start_for_idle(s);
+}
+
+/* Make IN's message and frame the work's own without copying them (an inference item is a 150 KB tensor at
+ * 224 px): the decoded fields point into the frame, whose data stays where it is when the frame moves (a
+ * message this size is never stored inside the zmq_msg_t itself; checked). 0, or -1 with IN untouched. */
+static int take_frame(pf_work *w, pf_wire_in *in)
+{
+    if (!in->frame_open)
+        return -1;
+    zmq_msg_t *f = malloc(sizeof *f);
+    if (!f || zmq_msg_init(f) != 0) {
+        free(f);
+        return -1;
+    }
+    const void *at = zmq_msg_data(&in->frame);
+    if (zmq_msg_move(f, &in->frame) != 0 || zmq_msg_data(f) != at) {
+        if (zmq_msg_data(f) != at)   /* moved after all: move it back, the copy below decodes it again */
+            zmq_msg_move(&in->frame, f);
+        zmq_msg_close(f);
+        free(f);
+        return -1;
+    }
+    w->frame_ = f;
+    w->in = in->msg;   /* its arena, ids and pointers into the frame are the work's now */
+    pf_msg_init(&in->msg, PF_MSG_NONE);
+    return 0;
+}
+
+/* The fallback: own a copy of the frame and re-decode into it, so every pointer of w->in lives with the
+ * work. 0, or -1 (out of memory). */
+static int copy_frame(wstate *s, pf_work *w, pf_wire_in *in)
+{
+    size_t len = zmq_msg_size(&in->frame);
+    w->buf_ = malloc(len ? len : 1);
+    pf_err e = {{0}};
+    if (!w->buf_)
+        return -1;
+    memcpy(w->buf_, zmq_msg_data(&in->frame), len);
+    w->buf_len_ = len;
+    if (pf_msg_decode(w->buf_, len, &s->o->lim, &w->in, &e)) {   /* cannot fail: same bytes */
+        pf_error(pf_worker_role(s->o), "item %lld: %s", (long long)in->msg.id, e.msg);
+        return -1;
+    }
+    return 0;
 }
 
 static void on_item(wstate *s, pf_wire_in *in)
@@ -298,26 +469,16 @@ static void on_item(wstate *s, pf_wire_in *in)
         pf_worker_send_nack(s, m, 1, "out of memory");
         return;
     }
-    /* Own a copy of the frame and re-decode into it, so every pointer of w->in lives with the work. */
-    size_t len = zmq_msg_size(&in->frame);
-    w->buf_ = malloc(len ? len : 1);
-    pf_err e = {{0}};
-    if (!w->buf_) {
-        free(w);
+    if (take_frame(w, in) && copy_frame(s, w, in)) {
+        pf_worker_work_free(w);
         pf_worker_send_nack(s, m, 1, "out of memory");
         return;
     }
-    memcpy(w->buf_, zmq_msg_data(&in->frame), len);
-    w->buf_len_ = len;
-    if (pf_msg_decode(w->buf_, len, &s->o->lim, &w->in, &e)) {   /* cannot fail: same bytes */
-        pf_worker_work_free(w);
-        pf_worker_send_nack(s, m, 1, e.msg);
-        return;
-    }
+    /* from here on the message is w->in (take_frame may have emptied IN's) */
     w->t_received = pf_now();
     if (held_add(s, w)) {
+        pf_worker_send_nack(s, &w->in, 1, "out of memory");
         pf_worker_work_free(w);
-        pf_worker_send_nack(s, m, 1, "out of memory");
         return;
     }
     pthread_mutex_lock(&s->r->mu);
@@ -349,6 +510,7 @@ void pf_worker_on_producer_msg(wstate *s, pf_wire_in *in, double now)
             break;
         }
         int was_welcomed = s->link.welcomed;
+        s->peer_batch = m->batch;   /* each welcome says it again: a restarted producer may be older */
         if (pf_link_welcome(&s->link, m->instance) || !was_welcomed)
             pf_info(pf_worker_role(s->o), "joined producer %s as %s (%d free slots)", m->instance, s->name,
                     free_slots(s));

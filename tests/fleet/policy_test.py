@@ -13,6 +13,10 @@ running the test stages (test_worker) and fake workers speaking the protocol by 
               0.5-1.5x) and each item ends as an error record after --max-attempts.
   mismatch    an inference worker whose model takes another image size gets no item (quarantined at hello);
               `producer --image-size 300` is refused.
+  charge      a batched `start` (PROTOCOL.md, "Batched start and done") from a worker that then dies (falls
+              silent, as after kill -9): exactly the entries it holds, with their keys, are charged an
+              attempt; an entry for another worker's item and one with a wrong key are refused, each on its
+              own, and the other worker's item is not marked started.
 
 usage: policy_test.py MODE --paliflow PATH --worker PATH. Exit 0 pass, 1 fail, 77 skipped."""
 import os
@@ -49,6 +53,7 @@ class Fake:
         self.arrivals = []     # (time, id, attempt)
         self.welcomes = 0
         self.last_hb = 0
+        self.keys = {}         # item id -> key
 
     def send(self, **m):
         import msgpack
@@ -84,6 +89,7 @@ class Fake:
                 self.hello()
             elif t == "item":
                 self.got.setdefault(m.get("instance"), []).append(m["id"])
+                self.keys[m["id"]] = m["key"]
                 self.arrivals.append((time.time(), m["id"], m.get("attempt", 0)))
                 check(len(self.got[m.get("instance")]) <= self.capacity,
                       "fake %s holds %d items, capacity %d" % (self.name, len(self.got[m.get("instance")]),
@@ -270,18 +276,61 @@ def t_mismatch(a, d):
     check("px but the model takes" not in ft.logtext(wrong), "the wrong model received an item")
 
 
+def t_charge(a, d):
+    import zmq
+    make_inputs(d, n_good=8, extra=False)
+    f = ft.Fleet(a, d, "ipc://%s/prod.sock" % d, "ipc://%s/sink.sock" % d)
+    f.sink()
+    prod = f.producer(["--stay"])
+    ctx = zmq.Context()
+    fa = Fake(ctx, "fake-a", f.prod_ep, capacity=3)
+    fa.hello()
+    check(fa.pump(30, lambda: fa.held_max() == 3), "fake-a got %d items, want 3" % fa.held_max())
+    fb = Fake(ctx, "fake-b", f.prod_ep, capacity=3)
+    fb.hello()
+    check(fb.pump(30, lambda: fb.held_max() == 3), "fake-b got %d items, want 3" % fb.held_max())
+    a_ids = fa.got[fa.instance]
+    b0 = fb.got[fb.instance][0]
+    wrong = "0" * 32 + "-" + "0" * 16
+    # two entries fake-a holds, one it does not (fake-b's), one of its own with a wrong key
+    fa.send(type="start", instance=fa.instance, items=[[a_ids[0], fa.keys[a_ids[0]]], [a_ids[1], fa.keys[a_ids[1]]],
+                                                       [b0, fb.keys[b0]], [a_ids[2], wrong]])
+    log = lambda: ft.logtext(prod)
+    check(fb.pump(15, lambda: "[not_holder]" in log() and "[wrong_key]" in log()),
+          "the producer did not refuse the foreign and the wrong-key entries:\n" + log()[-2000:])
+    check("item %d " % b0 in log(), "the not_holder refusal does not name item %d" % b0)
+    # fake-a dies (nothing more from it, as after kill -9): fake-b keeps talking meanwhile
+    fa.prod.close(0)
+    gone = "preprocess worker fake-a gone"
+    check(fb.pump(30, lambda: gone in log()), "the producer did not notice fake-a's silence")
+    line = next(ln for ln in log().splitlines() if gone in ln)
+    check("3 items back in the queue (2 of them charged an attempt)" in line,
+          "want exactly the 2 started items charged: %s" % line)
+    # fake-b's item was not marked started by fake-a's entry: fake-b dies too, having started nothing, so
+    # all of its 3 items are charged (the rule for a worker that reported no start), which a stray `started`
+    # on item b0 would have made 1
+    fb.prod.close(0)
+    wait_for(lambda: "preprocess worker fake-b gone" in log(), 30, "fake-b gone")
+    line = next(ln for ln in log().splitlines() if "preprocess worker fake-b gone" in ln)
+    check("3 items back in the queue (3 of them charged an attempt)" in line, "fake-b: %s" % line)
+    prod.send_signal(signal.SIGTERM)
+    wait_exit(prod, 30, "producer")
+    ctx.term()
+
+
 class Skip(Exception):
     pass
 
 
 def main():
-    a = case_parser(["hoard", "quarantine", "backoff", "mismatch"], "mode").parse_args()
+    a = case_parser(["hoard", "quarantine", "backoff", "mismatch", "charge"], "mode").parse_args()
     a.paliflow, a.worker = os.path.abspath(a.paliflow), os.path.abspath(a.worker)
     skip = missing_modules(FLEET_MODULES)
     if skip:
         print(skip)
         return 77
-    tests = {"hoard": t_hoard, "quarantine": t_quarantine, "backoff": t_backoff, "mismatch": t_mismatch}
+    tests = {"hoard": t_hoard, "quarantine": t_quarantine, "backoff": t_backoff, "mismatch": t_mismatch,
+             "charge": t_charge}
     return run_case("policy " + a.mode, "pf_policy_%s_" % a.mode, lambda d: tests[a.mode](a, d), a.keep,
                        tail=25, skip=Skip, cleanup_on_pass=True)
 

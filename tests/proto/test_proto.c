@@ -544,6 +544,133 @@ static uint8_t *pack_fields(size_t *len, const char *type, int version, int bad_
     return (uint8_t *)msgpack_sbuffer_release(&sb);
 }
 
+/* A start/done whose "items" is ITEMS (packed by FILL), with "id" too when WITH_ID. */
+static uint8_t *pack_items(size_t *len, const char *type, int with_id, void (*fill)(msgpack_packer *))
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, with_id ? 4 : 3);
+    msgpack_pack_str_with_body(&pk, "v", 1);
+    msgpack_pack_int(&pk, 1);
+    msgpack_pack_str_with_body(&pk, "type", 4);
+    msgpack_pack_str_with_body(&pk, type, strlen(type));
+    if (with_id) {
+        msgpack_pack_str_with_body(&pk, "id", 2);
+        msgpack_pack_int(&pk, 5);
+    }
+    msgpack_pack_str_with_body(&pk, "items", 5);
+    fill(&pk);
+    *len = sb.size;
+    return (uint8_t *)msgpack_sbuffer_release(&sb);
+}
+
+static void items_good(msgpack_packer *pk)
+{
+    msgpack_pack_array(pk, 1);
+    msgpack_pack_array(pk, 2);
+    msgpack_pack_int(pk, 3);
+    msgpack_pack_str_with_body(pk, "k3", 2);
+}
+static void items_empty(msgpack_packer *pk) { msgpack_pack_array(pk, 0); }
+static void items_three(msgpack_packer *pk)   /* [id, key, stage]: neither form */
+{
+    msgpack_pack_array(pk, 1);
+    msgpack_pack_array(pk, 3);
+    msgpack_pack_int(pk, 3);
+    msgpack_pack_str_with_body(pk, "k3", 2);
+    msgpack_pack_str_with_body(pk, "inference", 9);
+}
+static void items_no_key(msgpack_packer *pk)
+{
+    msgpack_pack_array(pk, 1);
+    msgpack_pack_array(pk, 2);
+    msgpack_pack_int(pk, 3);
+    msgpack_pack_nil(pk);
+}
+static void items_negative(msgpack_packer *pk)
+{
+    msgpack_pack_array(pk, 1);
+    msgpack_pack_array(pk, 2);
+    msgpack_pack_int(pk, -3);
+    msgpack_pack_str_with_body(pk, "k3", 2);
+}
+static void items_not_array(msgpack_packer *pk) { msgpack_pack_int(pk, 3); }
+static void items_huge(msgpack_packer *pk)   /* declares 2^31 entries, holds none: refused before allocating */
+{
+    msgpack_pack_array(pk, 0x80000000u);
+}
+
+/* Batched start/done (PROTOCOL.md, "Batched start and done"): the round trip, and what is refused. */
+static void test_batches(void **state)
+{
+    (void)state;
+    pf_item_ref items[3] = {
+        {1, "k1", NULL, NULL}, {9000000000ll, "k2", "inference", "no such thing"}, {0, "k0", NULL, NULL}};
+    pf_msg m, d;
+    pf_msg_init(&m, PF_MSG_DONE);
+    m.items = items;
+    m.n_items = 3;
+    m.credit = 3;
+    uint8_t *buf = decode_ok(&m, &d);
+    assert_int_equal(d.n_items, 3);
+    assert_true(d.id == -1 && d.key == NULL && d.credit == 3);
+    assert_true(d.items[0].id == 1 && d.items[1].id == 9000000000ll && d.items[2].id == 0);
+    assert_string_equal(d.items[1].key, "k2");
+    assert_null(d.items[0].stage);
+    assert_null(d.items[0].message);
+    assert_string_equal(d.items[1].stage, "inference");
+    assert_string_equal(d.items[1].message, "no such thing");
+    release(&d, buf);
+    m.type = PF_MSG_START;
+    m.credit = 0;
+    m.n_items = 2;
+    buf = decode_ok(&m, &d);
+    assert_int_equal(d.type, PF_MSG_START);
+    assert_int_equal(d.n_items, 2);
+    release(&d, buf);
+    /* the welcome's flag */
+    pf_msg w;
+    pf_msg_init(&w, PF_MSG_WELCOME);
+    w.instance = "i";
+    buf = decode_ok(&w, &d);
+    assert_int_equal(d.batch, 0);   /* an older producer's welcome: no batches */
+    release(&d, buf);
+    w.batch = 1;
+    buf = decode_ok(&w, &d);
+    assert_int_equal(d.batch, 1);
+    release(&d, buf);
+
+    char why[PF_ERR_MAX];
+    size_t len;
+    uint8_t *b = pack_items(&len, "start", 0, items_good);
+    assert_int_equal(decode_bytes(b, len, &L, why, sizeof why), 0);
+    free(b);
+    static const struct {
+        const char *type;
+        int with_id;
+        void (*fill)(msgpack_packer *);
+        const char *why;
+    } bad[] = {
+        {"start", 1, items_good, "both 'items' and"},   /* which one counts? neither */
+        {"done", 0, items_empty, "items"},
+        {"done", 0, items_three, "items[]"},
+        {"start", 0, items_no_key, "items[]"},
+        {"start", 0, items_negative, "items[]"},
+        {"done", 0, items_not_array, "items"},
+        {"done", 0, items_huge, "array"},
+        {"nack", 0, items_good, "id/key"},   /* only start and done come in batches */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        b = pack_items(&len, bad[i].type, bad[i].with_id, bad[i].fill);
+        assert_int_equal(decode_bytes(b, len, &L, why, sizeof why), -1);
+        if (!strstr(why, bad[i].why))
+            fail_msg("case %zu: '%s' does not say '%s'", i, why, bad[i].why);
+        free(b);
+    }
+}
+
 static void test_schema(void **state)
 {
     (void)state;
@@ -667,7 +794,7 @@ int main(void)
         cmocka_unit_test(test_wants_hello),         cmocka_unit_test(test_link),
         cmocka_unit_test(test_schema),              cmocka_unit_test(test_keys),
         cmocka_unit_test(test_lease_notes),         cmocka_unit_test(test_refusals),
-        cmocka_unit_test(test_policy_fields),
+        cmocka_unit_test(test_policy_fields),       cmocka_unit_test(test_batches),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
