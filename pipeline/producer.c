@@ -191,6 +191,8 @@ static void prod_free(prod *p)
     pf_ring_free(&p->raw);
     pf_prod_delayed_free(p);
     pf_ring_free(&p->ready);
+    pf_prod_picked_free(p);
+    pf_prod_notes_free(p);
     free(p->peers);
     free(p->prompt);
     pf_prod_tasks_free(p);
@@ -279,6 +281,7 @@ int pf_producer_run(const pf_producer_params *o, pf_job_stats *stats, pf_err *er
         if (pf_prod_sink_alive(p)) {   /* no sink, no new work: its records would have nowhere to go */
             pf_prod_dispatch_pre(p, now);
             pf_prod_dispatch_inf(p, now);
+            pf_prod_send_picked(p, now);   /* the turn's lease notes to the sinks, then its items */
             pf_prod_flush_sink_queue(p, now);
         }
         if (pf_prod_commit_due(p, err))

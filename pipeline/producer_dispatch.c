@@ -1,6 +1,10 @@
 /* producer_dispatch.c - handing items out under credit: raw items (file bytes, or the path with
  * --path-only) to preprocess workers while fewer than --max-ready images are in memory, preprocessed
- * items to inference workers, round-robin over the workers with credit. Each hand-out is a lease. */
+ * items to inference workers, round-robin over the workers with credit. Each hand-out is a lease.
+ *
+ * The items of a turn are picked first (credit taken, lease noted, message encoded) and sent together by
+ * pf_prod_send_picked once every sink has the turn's lease notes: one `notes` message per sink per turn instead
+ * of a message per note, and never an item out before its lease note. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -86,11 +90,11 @@ static void item_msg(const prod *p, const flight *f, pf_msg *m)
     m->meta = f->meta;
 }
 
-/* The item went out to worker PI for one credit: it is leased to it now, in memory and in the job store. */
+/* The item went out to worker PI (its credit was taken when it was picked): it is leased to it now, in memory
+ * and in the job store. */
 static void lease_to(prod *p, flight *f, int pi, int stage, double lease_s, double now)
 {
     int k = pf_prod_stage_index(stage);
-    p->peers[pi].credit--;
     f->stage = stage;
     f->peer = pi;
     f->t_lease = now;
@@ -101,6 +105,104 @@ static void lease_to(prod *p, flight *f, int pi, int stage, double lease_s, doub
     pf_prod_dbcheck(pf_jobstore_lease(p->js, f->id, f->key, k ? "inference" : "preprocess", p->peers[pi].name,
                                       pf_prod_unix_now() + lease_s, &e),
                     &e);
+}
+
+/* An item picked for worker PI in this turn: its lease noted (the sinks' notes wait in their batches), its credit
+ * taken, its message encoded. It goes out in pf_prod_send_picked, after the notes. */
+typedef struct pf_prod_out {
+    flight *f;
+    int pi, stage;
+    uint8_t *buf;
+    size_t len;
+} pf_prod_out;
+
+/* Encoded items waiting at most (a raw item carries its file): past it they go out before more are picked. */
+#define PICKED_BYTES ((size_t)64 << 20)
+
+static int pick(prod *p, flight *f, int pi, int stage, pf_msg *m)
+{
+    if (p->n_out == p->cap_out) {
+        size_t nc = p->cap_out ? 2 * p->cap_out : 64;
+        pf_prod_out *no = realloc(p->out, nc * sizeof *no);
+        if (!no)
+            return -1;
+        p->out = no;
+        p->cap_out = nc;
+    }
+    pf_err e = {{0}};
+    uint8_t *buf;
+    size_t len;
+    m->instance = p->instance;
+    if (pf_msg_encode(m, &buf, &len, &e)) {
+        pf_error(LOG, "%s: %s", f->path, e.msg);
+        return -1;
+    }
+    p->out[p->n_out++] = (pf_prod_out){f, pi, stage, buf, len};
+    p->out_bytes += len;
+    p->peers[pi].credit--;   /* taken now: the next pick sees it */
+    return 0;
+}
+
+/* A picked item that did not go out: back in front of its queue, untouched (no attempt counted); the sinks hear
+ * that its lease ended. CREDIT: the worker gets its credit back (it never saw the item). */
+static void put_back(prod *p, pf_prod_out *o, int credit)
+{
+    flight *f = o->f;
+    free(o->buf);
+    o->buf = NULL;
+    if (credit && p->peers[o->pi].used)
+        p->peers[o->pi].credit++;
+    pf_prod_note_unlease(p, f);
+    if (o->stage == FL_INF) {
+        pf_prod_ready_push(p, f, 1);
+        return;
+    }
+    pf_prod_queue_push(p, f->id, f->path, f->attempts, 1);
+    pf_prod_flight_remove(p, f);
+}
+
+int pf_prod_send_picked(prod *p, double now)
+{
+    /* Every sink hears the leases before the items go out (one `notes` message each for the turn), so that it
+     * takes the holders' records; a sink that cannot be told is dropped, and nothing goes out this turn. */
+    if (pf_prod_notes_flush(p) || (p->n_out && !pf_prod_sink_alive(p))) {
+        for (size_t i = p->n_out; i-- > 0;)   /* backwards: each goes in front, so the order stays */
+            put_back(p, &p->out[i], 1);
+        p->n_out = p->out_bytes = 0;
+        return -1;
+    }
+    for (size_t i = 0; i < p->n_out; i++) {
+        pf_prod_out *o = &p->out[i];
+        peer *w = &p->peers[o->pi];
+        pf_err e = {{0}};
+        if (!w->used) {   /* gone since it was picked (an earlier send to it failed) */
+            put_back(p, o, 0);
+            continue;
+        }
+        uint8_t *buf = o->buf;
+        o->buf = NULL;   /* ZeroMQ owns it now, sent or not */
+        if (pf_wire_send_raw(p->sock, w->ident, w->ident_len, buf, o->len, &e)) {
+            pf_debug(LOG, "to %s (item): %s", w->name, e.msg);
+            put_back(p, o, 0);   /* the worker vanished: the item goes back untouched */
+            pf_prod_peer_gone(p, o->pi, "is unreachable");
+            continue;
+        }
+        lease_to(p, o->f, o->pi, o->stage, o->stage == FL_INF ? p->o->inference_lease_s : p->o->preprocess_lease_s,
+                 now);
+        if (!p->handed_out++)   /* how long a (re)start takes to put work out: the job store's size shows here */
+            pf_info(LOG, "first item handed out %.2f s after start", pf_now() - p->t0);
+    }
+    p->n_out = p->out_bytes = 0;
+    return 0;
+}
+
+void pf_prod_picked_free(prod *p)
+{
+    for (size_t i = 0; i < p->n_out; i++)
+        free(p->out[i].buf);
+    free(p->out);
+    p->out = NULL;
+    p->n_out = p->cap_out = p->out_bytes = 0;
 }
 
 /* A file that cannot be read ends its item here: the producer makes its error record (stage "producer"). */
@@ -174,29 +276,20 @@ void pf_prod_dispatch_pre(prod *p, double now)
         }
         m.image_size = p->image_size;
         m.lease_s = p->o->preprocess_lease_s;
-        /* The sink learns the lease first: it takes the worker's error record for the item only then. */
-        if (pf_prod_note_lease(p, f, pi, FL_PRE)) {
-            free(bytes);
-            free(canon);
+        /* The sink learns the lease first (the note goes before the item: pf_prod_send_picked): it takes the
+         * worker's error record for the item only then. */
+        int picked = pf_prod_note_lease(p, f, pi, FL_PRE) == 0 && pick(p, f, pi, FL_PRE, &m) == 0;
+        free(bytes);
+        free(canon);
+        if (!picked) {   /* a sink cannot be told (dropped), or no memory: the item stays */
             pf_prod_note_unlease(p, f);
             pf_prod_queue_push(p, f->id, f->path, f->attempts, 1);
             pf_prod_flight_remove(p, f);
             return;
         }
-        int bad = pf_prod_send_to(p, pi, &m);
-        free(bytes);
-        free(canon);
-        if (bad) {   /* the worker vanished: put the item back untouched */
-            pf_prod_note_unlease(p, f);
-            pf_prod_queue_push(p, f->id, f->path, f->attempts, 1);
-            pf_prod_flight_remove(p, f);
-            pf_prod_peer_gone(p, pi, "is unreachable");
-            continue;
-        }
-        lease_to(p, f, pi, FL_PRE, p->o->preprocess_lease_s, now);
         in_memory++;
-        if (!p->handed_out++)   /* how long a (re)start takes to put work out: the job store's size shows here */
-            pf_info(LOG, "first item handed out %.2f s after start", pf_now() - p->t0);
+        if (p->out_bytes > PICKED_BYTES && pf_prod_send_picked(p, now))
+            return;
     }
 }
 
@@ -245,17 +338,13 @@ void pf_prod_dispatch_inf(prod *p, double now)
         m.content_key = f->content_key[0] ? f->content_key : NULL;
         m.timings = f->tm;
         m.lease_s = p->o->inference_lease_s;
-        if (pf_prod_note_lease(p, f, pi, FL_INF)) {   /* the sink takes the result only from this holder */
+        /* the sink takes the result only from this holder: the note goes first (pf_prod_send_picked) */
+        if (pf_prod_note_lease(p, f, pi, FL_INF) || pick(p, f, pi, FL_INF, &m)) {
             pf_prod_note_unlease(p, f);
             pf_prod_ready_push(p, f, 1);
             return;
         }
-        if (pf_prod_send_to(p, pi, &m)) {
-            pf_prod_note_unlease(p, f);
-            pf_prod_ready_push(p, f, 1);
-            pf_prod_peer_gone(p, pi, "is unreachable");
-            continue;
-        }
-        lease_to(p, f, pi, FL_INF, p->o->inference_lease_s, now);
+        if (p->out_bytes > PICKED_BYTES && pf_prod_send_picked(p, now))
+            return;
     }
 }

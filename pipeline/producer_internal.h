@@ -48,6 +48,7 @@ typedef struct peer {
     double last_seen;
     char key[64];        /* CURVE key the peer was admitted with ("" without CURVE) */
     int leases;          /* a sink that checks records against our lease notes (said so in its hello) */
+    int batch_notes;     /* ... and takes them in `notes` messages (producer_trust.c) */
     /* Failure policy (producer_quarantine.c) */
     int64_t capacity;    /* items it holds at most (its hello): credit + leases never exceed it; 0 unknown */
     int image_size;      /* the model's image size it announced (inference workers); 0 none */
@@ -169,6 +170,11 @@ typedef struct prod {
     size_t n_delayed, cap_delayed;
     uint64_t rng;                 /* backoff jitter */
     int warned_old_sink;
+    struct pf_prod_sink_notes *sink_notes;   /* lease notes waiting for each sink, by peer slot (producer_trust.c) */
+    int n_sink_notes;
+    int64_t notes_n, notes_msgs;             /* notes batched, and the `notes` messages that carried them */
+    struct pf_prod_out *out;   /* items picked in this turn, sent after the notes of their leases (dispatch) */
+    size_t n_out, cap_out, out_bytes;
     struct {
         pf_metric *items[6], *queue[2], *job_items, *leased[2], *retried[2], *expired[2], *handed_back[2];
         pf_metric *finished[2], *errors[3], *workers[4], *joined[4], *lost[4], *hb_age[4], *stage_s[2];
@@ -289,6 +295,10 @@ void pf_prod_handle(prod *p, pf_wire_in *in, double now);
 /* producer_dispatch.c: hand raw items to preprocess workers, ready items to inference workers. */
 void pf_prod_dispatch_pre(prod *p, double now);
 void pf_prod_dispatch_inf(prod *p, double now);
+/* The items picked by the two above go out, after the sinks got the notes of their leases (one `notes` message
+ * per sink for the whole turn). -1: a sink could not be told (dropped); the items went back to their queues. */
+int pf_prod_send_picked(prod *p, double now);
+void pf_prod_picked_free(prod *p);
 
 /* producer_leases.c */
 void pf_prod_lease_lost(prod *p, flight *f, int count_attempt, const char *why);
@@ -317,6 +327,15 @@ int pf_prod_note_lease(prod *p, flight *f, int pi, int stage);
 void pf_prod_note_unlease(prod *p, flight *f);
 /* A sink (re)joined: tell it every lease it may see a record for. */
 void pf_prod_note_all_leases(prod *p, int si);
+/* Send the notes waiting for every sink (before any item goes out to a worker, and at the end of a turn): 0, or
+ * -1 when a sink could not be told, which is then dropped (no work goes out until it says hello again). */
+int pf_prod_notes_flush(prod *p);
+/* The same for sink SI alone, before anything else goes to it (one connection keeps its order); -1: it is
+ * dropped at the next pf_prod_notes_flush. */
+int pf_prod_notes_flush_sink(prod *p, int si);
+/* Sink SI said hello: its waiting notes are moot (the welcome makes it forget every lease; all are sent anew). */
+void pf_prod_notes_reset(prod *p, int si);
+void pf_prod_notes_free(prod *p);
 /* Whether IN from peer PI may act on item F (found by the message's id, may be NULL): F is leased to PI at
  * STAGE1 or STAGE2 and the key matches. Otherwise the message is refused (counted, logged) and 0 returned. */
 int pf_prod_from_holder(prod *p, pf_wire_in *in, int pi, flight *f, int stage1, int stage2);

@@ -32,6 +32,11 @@ int pf_prod_send_to(prod *p, int pi, pf_msg *m)
 {
     pf_err e = {{0}};
     m->instance = p->instance;
+    /* Notes waiting for a sink go before anything else sent to it: one connection keeps its order. */
+    if (m->type != PF_MSG_LEASE && m->type != PF_MSG_UNLEASE && p->peers[pi].role == ROLE_SINK)
+        pf_prod_notes_flush_sink(p, pi);
+    else if (m->type == PF_MSG_ITEM)   /* and every lease note before an item (dispatch sends them first) */
+        pf_prod_notes_flush(p);
     if (pf_wire_send(p->sock, p->peers[pi].ident, p->peers[pi].ident_len, m, &e)) {
         pf_debug(LOG, "to %s (%s): %s", p->peers[pi].name, pf_msg_type_name(m->type), e.msg);
         return -1;
@@ -123,6 +128,8 @@ static void on_hello(prod *p, pf_wire_in *in, double now)
     if (p->peers[pi].role == ROLE_SINK)
         pf_prod_on_sink_output(p, m);
     p->peers[pi].leases = p->peers[pi].role == ROLE_SINK && m->leases;
+    p->peers[pi].batch_notes = p->peers[pi].leases && m->batch_notes;
+    pf_prod_notes_reset(p, pi);   /* what waited for it is moot: it forgets every lease at our welcome */
     pf_prod_hello_policy(p, pi, m);
     pf_msg w;
     pf_msg_init(&w, PF_MSG_WELCOME);

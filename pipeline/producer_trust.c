@@ -7,6 +7,11 @@
  * holder's right when its lease ends without a record (tensor delivered, lease lost). The sink forgets a lease
  * once it took a record for it, so it holds no more leases than items are in flight here.
  *
+ * A sink that says so in its hello (`batch_notes`) gets the notes of a turn of the loop as one `notes` message
+ * (an item costs three notes: lease, unlease, lease): they wait in its batch until an item goes out to a worker
+ * (pf_prod_notes_flush first), anything else goes to that sink (pf_prod_send_to), or the batch is full. A sink
+ * whose batch cannot be sent is dropped, as one whose note could not be sent was.
+ *
  * Refused messages (an ack not from the sink, a tensor/done/nack not from the lease holder, ...) are counted
  * and logged rate-limited by proto/refusal.c.
  */
@@ -17,21 +22,16 @@
 
 #include "base/log.h"
 #include "pipeline/producer_internal.h"
+#include "proto/notes.h"
 
 static const char *stage_name(int stage) { return stage == FL_INF ? "inference" : "preprocess"; }
 
-static int send_note(prod *p, int si, flight *f)
-{
-    pf_msg m;
-    pf_msg_init(&m, PF_MSG_LEASE);
-    m.id = f->id;
-    m.key = f->key;
-    m.path = f->path;
-    m.stage = stage_name(f->holder_stage);
-    m.holder = f->holder;
-    m.holder_key = f->holder_key[0] ? f->holder_key : NULL;
-    return pf_prod_send_to(p, si, &m);
-}
+/* The notes waiting for one sink (by peer slot): sent as one `notes` message before the next item goes out to
+ * any worker, before anything else goes to that sink, and at the end of the loop's turn. */
+struct pf_prod_sink_notes {
+    pf_notes_batch *batch;   /* NULL until its first note */
+    int broken;              /* a note could not be sent or kept: the sink is dropped at the next flush */
+};
 
 /* Sinks that want lease notes; an older sink (no `leases` in its hello) checks nothing: said once. */
 static int wants_notes(prod *p, int si)
@@ -47,6 +47,88 @@ static int wants_notes(prod *p, int si)
     return s->leases;
 }
 
+/* Slot SI's notes (made on first use; the table follows the peer table's growth). NULL: out of memory. */
+static struct pf_prod_sink_notes *notes_of(prod *p, int si)
+{
+    if (si >= p->n_sink_notes) {
+        struct pf_prod_sink_notes *t = realloc(p->sink_notes, (size_t)p->n_peers * sizeof *t);
+        if (!t)
+            return NULL;
+        memset(t + p->n_sink_notes, 0, (size_t)(p->n_peers - p->n_sink_notes) * sizeof *t);
+        p->sink_notes = t;
+        p->n_sink_notes = p->n_peers;
+    }
+    struct pf_prod_sink_notes *sn = &p->sink_notes[si];
+    if (!sn->batch && !(sn->batch = pf_notes_batch_new(p->instance)))
+        return NULL;
+    return sn;
+}
+
+/* Send sink SI's batch now: 0, or -1 (its pipe is gone or full: marked broken). */
+static int flush_one(prod *p, int si, struct pf_prod_sink_notes *sn)
+{
+    if (sn->broken)
+        return -1;
+    if (!pf_notes_batch_count(sn->batch))
+        return 0;
+    uint8_t *buf;
+    size_t len;
+    pf_err e = {{0}};
+    if (pf_notes_batch_take(sn->batch, &buf, &len, &e) ||
+        pf_wire_send_raw(p->sock, p->peers[si].ident, p->peers[si].ident_len, buf, len, &e)) {
+        pf_debug(LOG, "to %s (notes): %s", p->peers[si].name, e.msg);
+        sn->broken = 1;
+        return -1;
+    }
+    p->notes_msgs++;
+    return 0;
+}
+
+/* One note for sink SI: into its batch (sent when full, else at the next flush), or, to a sink that did not say
+ * it takes batches (an older build), a message of its own at once. -1: it cannot be told (marked broken). */
+static int note_to(prod *p, int si, const pf_note *n)
+{
+    if (!p->peers[si].batch_notes) {
+        pf_msg m;
+        pf_msg_init(&m, n->type);
+        m.id = n->id;
+        m.key = n->key;
+        m.path = n->path;
+        m.stage = n->stage;
+        m.holder = n->holder;
+        m.holder_key = n->holder_key;
+        if (pf_prod_send_to(p, si, &m) == 0)
+            return 0;
+        struct pf_prod_sink_notes *sn = notes_of(p, si);
+        if (sn)
+            sn->broken = 1;
+        return -1;
+    }
+    struct pf_prod_sink_notes *sn = notes_of(p, si);
+    pf_err e = {{0}};
+    if (!sn) {
+        pf_error(LOG, "out of memory for the lease notes of sink %s", p->peers[si].name);
+        return -1;   /* without a batch there is nothing to mark: the caller drops it */
+    }
+    if (sn->broken)
+        return -1;
+    if (pf_notes_batch_count(sn->batch) >= PF_NOTES_BATCH_MAX && flush_one(p, si, sn))
+        return -1;
+    if (pf_notes_batch_add(sn->batch, n, &e)) {
+        pf_error(LOG, "sink %s: %s", p->peers[si].name, e.msg);
+        sn->broken = 1;
+        return -1;
+    }
+    p->notes_n++;
+    return 0;
+}
+
+static pf_note lease_note(const flight *f)
+{
+    return (pf_note){PF_MSG_LEASE, f->id, f->key, f->path, stage_name(f->holder_stage), f->holder,
+                     f->holder_key[0] ? f->holder_key : NULL};
+}
+
 int pf_prod_note_lease(prod *p, flight *f, int pi, int stage)
 {
     char id[1100];
@@ -58,10 +140,12 @@ int pf_prod_note_lease(prod *p, flight *f, int pi, int stage)
     f->holder = h;
     snprintf(f->holder_key, sizeof f->holder_key, "%s", p->peers[pi].key);
     f->holder_stage = stage;
+    pf_note n = lease_note(f);
     int rc = 0;
     for (int si = 0; si < p->n_peers; si++)
-        if (wants_notes(p, si) && send_note(p, si, f)) {
-            /* Its pipe is gone or full: until it says hello again (and hears every lease), it gets no work. */
+        if (wants_notes(p, si) && note_to(p, si, &n)) {
+            /* Its pipe is gone or full: until it says hello again (and hears every lease), it gets no work. The
+             * item must not go out (the caller keeps it). */
             pf_prod_peer_gone(p, si, "is unreachable");
             rc = -1;
         }
@@ -76,17 +160,13 @@ void pf_prod_note_unlease(prod *p, flight *f)
     free(f->holder);
     f->holder = NULL;
     f->holder_key[0] = '\0';
-    for (int si = 0; si < p->n_peers; si++) {
-        if (!wants_notes(p, si))
-            continue;
-        pf_msg m;
-        pf_msg_init(&m, PF_MSG_UNLEASE);
-        m.id = f->id;
-        m.key = f->key;
-        /* A lost note leaves the old holder able to deliver one record for the item: the record would be
-         * real work of a worker we leased it to, so this is no hole; the sink forgets the lease then. */
-        pf_prod_send_to(p, si, &m);
-    }
+    pf_note n = {PF_MSG_UNLEASE, f->id, f->key, NULL, NULL, NULL, NULL};
+    /* A lost note leaves the old holder able to deliver one record for the item: the record would be real work
+     * of a worker we leased it to, so this is no hole; the sink forgets the lease then. A batch that cannot go
+     * out drops its sink at the next flush (it may hold leases too). */
+    for (int si = 0; si < p->n_peers; si++)
+        if (wants_notes(p, si))
+            note_to(p, si, &n);
 }
 
 void pf_prod_note_all_leases(prod *p, int si)
@@ -96,11 +176,54 @@ void pf_prod_note_all_leases(prod *p, int si)
     size_t n = 0;
     for (size_t i = 0; i < p->n_fl; i++) {
         flight *f = p->fl[i];
-        if (f->holder_stage && f->holder && send_note(p, si, f) == 0)
+        pf_note note = lease_note(f);
+        if (f->holder_stage && f->holder && note_to(p, si, &note) == 0)
             n++;
     }
     if (n)
         pf_info(LOG, "told sink %s the %zu leases in flight", p->peers[si].name, n);
+}
+
+int pf_prod_notes_flush_sink(prod *p, int si)
+{
+    if (si >= p->n_sink_notes || !p->sink_notes[si].batch)
+        return 0;
+    return flush_one(p, si, &p->sink_notes[si]);
+}
+
+int pf_prod_notes_flush(prod *p)
+{
+    int rc = 0;
+    for (int si = 0; si < p->n_sink_notes && si < p->n_peers; si++) {
+        if (!p->sink_notes[si].batch || !p->peers[si].used || p->peers[si].role != ROLE_SINK)
+            continue;
+        if (flush_one(p, si, &p->sink_notes[si])) {
+            /* Until it says hello again (and hears every lease), it gets no work. */
+            pf_prod_peer_gone(p, si, "is unreachable");
+            rc = -1;
+        }
+    }
+    return rc;
+}
+
+void pf_prod_notes_reset(prod *p, int si)
+{
+    if (si < p->n_sink_notes) {
+        pf_notes_batch_clear(p->sink_notes[si].batch);
+        p->sink_notes[si].broken = 0;
+    }
+}
+
+void pf_prod_notes_free(prod *p)
+{
+    if (p->notes_msgs)
+        pf_info(LOG, "lease notes: %lld batched for sinks, sent in %lld notes messages", (long long)p->notes_n,
+                (long long)p->notes_msgs);
+    for (int si = 0; si < p->n_sink_notes; si++)
+        pf_notes_batch_free(p->sink_notes[si].batch);
+    free(p->sink_notes);
+    p->sink_notes = NULL;
+    p->n_sink_notes = 0;
 }
 
 void pf_prod_refuse(prod *p, pf_wire_in *in, int pi, const char *reason, const char *fmt, ...)

@@ -84,6 +84,7 @@ static void send_hello(sink *s, double now)
     m.out_end = s->out_end;   /* the producer redoes finished items whose records end beyond it */
     m.out_records = pf_sink_index_count(s->index);   /* or all, when fewer than it finished */
     m.leases = 1;   /* tell me every lease: I write a worker's record only for an item leased to it */
+    m.batch_notes = 1;   /* in `notes` messages: one per turn of the producer's loop, not three per item */
     pf_sink_send_prod(s, &m);
     pf_link_said_hello(&s->link, now);
 }
@@ -104,6 +105,7 @@ static void on_producer_msg(sink *s, pf_wire_in *in, double now)
     }
     case PF_MSG_LEASE:
     case PF_MSG_UNLEASE:
+    case PF_MSG_NOTES:
         pf_sink_auth_on_note(s, m, now);
         break;
     case PF_MSG_RESET:
@@ -177,6 +179,7 @@ typedef struct recv_ctx {
     sink *s;
     double now;
     pf_err *err;
+    int64_t n;   /* messages handled */
 } recv_ctx;
 
 /* From a worker: a record. A full batch is flushed at once (-1: the flush failed, err says why). */
@@ -195,7 +198,17 @@ static int on_producer(void *arg, pf_wire_in *in)
 {
     recv_ctx *c = arg;
     on_producer_msg(c->s, in, c->now);
+    c->n++;
     return 0;
+}
+
+int pf_sink_read_producer(sink *s, double now)
+{
+    if (!s->psock)
+        return 0;
+    recv_ctx c = {s, now, NULL, 0};
+    pf_wire_drain(s->psock, 0, &s->o->lim, 1 << 20, LOG, "the producer", on_producer, &c);
+    return c.n > 0;
 }
 
 /* Heartbeats to the producer, hello again until it welcomes us, and a warning when it falls silent (the sink
@@ -321,7 +334,7 @@ int pf_sink_run(const pf_sink_params *o, pf_err *err)
         pf_sock_watch_poll(s->watch);
         if (pf_control_reload(&o->ctl))
             reload(s);
-        recv_ctx c = {s, now, err};
+        recv_ctx c = {s, now, err, 0};
         /* The producer first, all of it: its lease notes let the workers' records in, and a record read before
          * the note for it must wait (sink_auth.c). Its rate is the producer's dispatch rate: no starvation. */
         if (pf_wire_drain(s->psock, 0, &o->lim, 1 << 20, LOG, "the producer", on_producer, &c) == -2)

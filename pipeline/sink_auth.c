@@ -2,7 +2,8 @@
  * written only when the producer leased its item to that worker.
  *
  * The producer sends a `lease` note (item id, key, path, stage, holder's routing id and CURVE key) before
- * it hands an item out, and an `unlease` note when the lease ends without a record. The sink keeps the notes
+ * it hands an item out, and an `unlease` note when the lease ends without a record; a sink that says so in its
+ * hello gets the notes of one turn of the producer's loop in one `notes` message, applied here in order. The sink keeps the notes
  * in a table by item id and takes a record from a worker only when: a lease is known for the record's id; the
  * key and path are the lease's (so only the job's paths get in); the sender's routing id (workers name their
  * sink connection) and CURVE key are the holder's; and the kind fits the stage (a preprocess holder may only
@@ -43,10 +44,12 @@ typedef struct lease {
     struct lease *next;
 } lease;
 
-/* A record that came before its item's lease note: the frame (re-decoded when the note arrives) and who
- * sent it. */
+/* A record that came before its item's lease note: the message as decoded (with its frame, which it may point
+ * into) and who sent it. */
 typedef struct parked {
     zmq_msg_t frame;
+    pf_msg msg;
+    size_t bytes;          /* what it holds: the frame and the decoded strings */
     int64_t id;
     double t;
     char holder[1100];
@@ -117,8 +120,9 @@ static void forget_all(pf_sink_auth *a)
 static void park_drop(pf_sink_auth *a, parked *k)
 {
     a->park_count[(uint64_t)k->id % PARK_MAX]--;
-    a->park_bytes -= zmq_msg_size(&k->frame);
+    a->park_bytes -= k->bytes;
     a->n_park--;
+    pf_msg_free(&k->msg);
     zmq_msg_close(&k->frame);
     free(k);
 }
@@ -219,16 +223,35 @@ static int may_change(const char *why)
            !strcmp(why, "wrong_stage");
 }
 
-/* Write record M (from HOLDER, described by FROM) if its lease allows, else refuse it, unless CAN_WAIT and the
- * verdict may change. 1: done with (written or refused), 0: let it wait. */
-static int settle(sink *s, const pf_msg *m, const char *holder, const pf_peer_desc *from, int can_wait)
+/* Who sent a record: its routing id (printable) and CURVE key, always; the description for a log line (address
+ * and all) only when one is needed, i.e. when the record is refused or parked, not for every record written. */
+typedef struct sender {
+    char holder[1100];
+    const char *key;
+    pf_peer_desc *from;    /* NULL until described */
+    pf_wire_in *in;        /* to describe it from (NULL when FROM is set) */
+    pf_peer_desc buf;
+} sender;
+
+static const pf_peer_desc *describe(sender *w)
+{
+    if (!w->from) {
+        pf_peer_describe(&w->in->frame, w->in->ident, w->in->ident_len, &w->buf);
+        w->from = &w->buf;
+    }
+    return w->from;
+}
+
+/* Write record M (from W) if its lease allows, else refuse it, unless CAN_WAIT and the verdict may change.
+ * 1: done with (written or refused), 0: let it wait. */
+static int settle(sink *s, const pf_msg *m, sender *w, int can_wait)
 {
     pf_sink_auth *a = s->auth;
     lease **pp = NULL;
     char detail[1200];
     const char *why = "no_notes";
     if (a->producer_notes)
-        why = judge(a, m, holder, from->key, &pp, detail, sizeof detail);
+        why = judge(a, m, w->holder, w->key, &pp, detail, sizeof detail);
     else
         snprintf(detail, sizeof detail, "the producer sends no lease notes (an older paliflow, or not welcomed yet), "
                  "so no record from a worker can be checked");
@@ -239,26 +262,42 @@ static int settle(sink *s, const pf_msg *m, const char *holder, const pf_peer_de
     }
     if (can_wait && may_change(why))
         return 0;
-    pf_refuse(&a->refused, pf_msg_type_name(m->type), why, from, "%s", detail);
+    pf_refuse(&a->refused, pf_msg_type_name(m->type), why, describe(w), "%s", detail);
     return 1;
 }
 
-/* Keep FRAME (moved here) until a note for item ID arrives or PARK_S pass. -1: no room. */
-static int park(pf_sink_auth *a, int64_t id, const char *holder, const pf_peer_desc *from, zmq_msg_t *frame,
-                double now)
+/* A parked record's sender, for settle. */
+static sender parked_sender(const parked *k)
 {
-    size_t len = zmq_msg_size(frame);
+    sender w;
+    snprintf(w.holder, sizeof w.holder, "%s", k->holder);
+    w.key = k->from.key;
+    w.from = (pf_peer_desc *)&k->from;
+    w.in = NULL;
+    return w;
+}
+
+/* Keep the record IN (its frame and decoded message, moved here) until a note for its item arrives or PARK_S
+ * pass. -1: no room. */
+static int park(pf_sink_auth *a, pf_wire_in *in, sender *w, double now)
+{
+    /* the frame, and the decoded message's strings: at most twice the frame (pf_msg_decode's arena) */
+    size_t len = 3 * zmq_msg_size(&in->frame) + 16;
+    int64_t id = in->msg.id;
     if (a->n_park >= PARK_MAX || a->park_bytes + len > PARK_BYTES)
         return -1;
     parked *k = calloc(1, sizeof *k);
     if (!k)
         return -1;
+    k->from = *describe(w);   /* from the frame's metadata: before the frame moves */
     zmq_msg_init(&k->frame);
-    zmq_msg_move(&k->frame, frame);
+    zmq_msg_move(&k->frame, &in->frame);
+    k->msg = in->msg;   /* its strings and arrays are the parked copy's now; its bin fields point into FRAME */
+    memset(&in->msg, 0, sizeof in->msg);
+    k->bytes = len;
     k->id = id;
     k->t = now;
-    snprintf(k->holder, sizeof k->holder, "%s", holder);
-    k->from = *from;
+    snprintf(k->holder, sizeof k->holder, "%s", w->holder);
     if (a->park_tail)
         a->park_tail->next = k;
     else
@@ -274,12 +313,18 @@ static int park(pf_sink_auth *a, int64_t id, const char *holder, const pf_peer_d
 
 void pf_sink_auth_worker_record(sink *s, pf_wire_in *in, double now)
 {
-    char holder[1100];
-    pf_wire_ident_str(in->ident, in->ident_len, holder, sizeof holder);
-    pf_peer_desc from;
-    pf_peer_describe(&in->frame, in->ident, in->ident_len, &from);
-    if (!settle(s, &in->msg, holder, &from, 1) && park(s->auth, in->msg.id, holder, &from, &in->frame, now))
-        settle(s, &in->msg, holder, &from, 0);   /* no room to wait: the verdict stands */
+    sender w = {.in = in};
+    pf_wire_ident_str(in->ident, in->ident_len, w.holder, sizeof w.holder);
+    const char *user = zmq_msg_gets(&in->frame, "User-Id");   /* the CURVE key its ZAP handler admitted */
+    w.key = user ? user : "";
+    if (settle(s, &in->msg, &w, 1))
+        return;
+    /* Its note was sent before the item, but may have come in after the producer's connection was read in this
+     * turn (the workers' drain takes a while): read it before making the record wait. */
+    if (pf_sink_read_producer(s, now) && settle(s, &in->msg, &w, 1))
+        return;
+    if (park(s->auth, in, &w, now))
+        settle(s, &in->msg, &w, 0);   /* no room to wait: the verdict stands */
 }
 
 void pf_sink_auth_producer_record(sink *s, const pf_msg *m)
@@ -301,12 +346,8 @@ static void unpark(sink *s, int64_t id)
         parked *k = *pp;
         int done = 0;
         if (k->id == id) {
-            pf_msg m;
-            pf_err e = {{0}};
-            done = 1;   /* a frame that does not decode again (it did once) is dropped */
-            if (pf_msg_decode(zmq_msg_data(&k->frame), zmq_msg_size(&k->frame), &s->o->lim, &m, &e) == 0)
-                done = settle(s, &m, k->holder, &k->from, 1);
-            pf_msg_free(&m);
+            sender w = parked_sender(k);
+            done = settle(s, &k->msg, &w, 1);
         }
         if (!done) {
             prev = k;
@@ -320,9 +361,9 @@ static void unpark(sink *s, int64_t id)
     }
 }
 
-void pf_sink_auth_on_note(sink *s, const pf_msg *m, double now)
+/* One note (a lease or an unlease) from the producer. */
+static void on_note(sink *s, const pf_note *m)
 {
-    (void)now;
     pf_sink_auth *a = s->auth;
     lease **pp = find(a, m->id);
     if (m->type == PF_MSG_UNLEASE) {
@@ -362,6 +403,18 @@ void pf_sink_auth_on_note(sink *s, const pf_msg *m, double now)
         unpark(s, m->id);
 }
 
+void pf_sink_auth_on_note(sink *s, const pf_msg *m, double now)
+{
+    (void)now;
+    if (m->type == PF_MSG_NOTES) {   /* in order: an unlease and the next lease of one item may share it */
+        for (size_t i = 0; i < m->n_notes; i++)
+            on_note(s, &m->notes[i]);
+        return;
+    }
+    pf_note n = {m->type, m->id, m->key, m->path, m->stage, m->holder, m->holder_key};
+    on_note(s, &n);
+}
+
 void pf_sink_auth_welcomed(sink *s, const pf_msg *welcome, int new_instance)
 {
     pf_sink_auth *a = s->auth;
@@ -386,11 +439,8 @@ void pf_sink_auth_tick(sink *s, double now)
         a->park = k->next;
         if (!a->park)
             a->park_tail = NULL;
-        pf_msg m;
-        pf_err e = {{0}};
-        if (pf_msg_decode(zmq_msg_data(&k->frame), zmq_msg_size(&k->frame), &s->o->lim, &m, &e) == 0)
-            settle(s, &m, k->holder, &k->from, 0);
-        pf_msg_free(&m);
+        sender w = parked_sender(k);
+        settle(s, &k->msg, &w, 0);
         park_drop(a, k);
     }
     pf_refusals_tick(&a->refused);

@@ -79,7 +79,7 @@ void pf_sink_auth_free(sink *s);
 void pf_sink_auth_worker_record(sink *s, pf_wire_in *in, double now);
 /* The producer's own error record: written (its lease, if any, ends). */
 void pf_sink_auth_producer_record(sink *s, const pf_msg *m);
-/* A lease or unlease note from the producer. */
+/* A lease or unlease note from the producer, or a `notes` message of several (applied in order). */
 void pf_sink_auth_on_note(sink *s, const pf_msg *m, double now);
 /* The producer welcomed us (NEW_INSTANCE: another run than before); the leases known so far are forgotten:
  * the producer sends the notes of all its leases after every welcome. */
@@ -91,5 +91,8 @@ int64_t pf_sink_auth_waited(const sink *s);   /* records that waited for their l
 
 /* sink.c */
 void pf_sink_send_prod(sink *s, pf_msg *m);
+/* Handle what waits on the connection to the producer now (a worker's record is about to wait for a lease note
+ * that may have arrived meanwhile): 1 if anything was read. */
+int pf_sink_read_producer(sink *s, double now);
 
 #endif

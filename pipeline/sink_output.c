@@ -140,22 +140,40 @@ static void pend_free(pend *p)
     free(p->key);
 }
 
-/* REC as one line of the output file, '\n' included (NULL: out of memory). */
+/* The line being dumped: one buffer, grown as jansson writes into it, with room for the '\n' (json_dumps would
+ * build its own, copy it into a fresh string, and the line be a third copy). */
+typedef struct line_buf {
+    char *p;
+    size_t n, cap;
+} line_buf;
+
+static int line_put(const char *buf, size_t size, void *data)
+{
+    line_buf *l = data;
+    if (l->n + size + 1 > l->cap) {
+        size_t nc = 2 * l->cap > l->n + size + 1 ? 2 * l->cap : l->n + size + 1;
+        char *np = realloc(l->p, nc);
+        if (!np)
+            return -1;
+        l->p = np;
+        l->cap = nc;
+    }
+    memcpy(l->p + l->n, buf, size);
+    l->n += size;
+    return 0;
+}
+
+/* REC as one line of the output file, '\n' included, not NUL-terminated (NULL: out of memory). */
 static char *json_line(const json_t *rec, size_t *len)
 {
-    char *txt = json_dumps(rec, JSON_COMPACT);
-    if (!txt)
+    line_buf l = {malloc(1024), 0, 1024};   /* a caption's record fits; a segment record's masks grow it */
+    if (!l.p || json_dump_callback(rec, line_put, &l, JSON_COMPACT)) {
+        free(l.p);
         return NULL;
-    size_t n = strlen(txt);
-    char *line = malloc(n + 2);
-    if (line) {
-        memcpy(line, txt, n);
-        line[n] = '\n';
-        line[n + 1] = '\0';
-        *len = n + 1;
     }
-    free(txt);
-    return line;
+    l.p[l.n++] = '\n';   /* line_put kept a byte for it */
+    *len = l.n;
+    return l.p;
 }
 
 /* What compaction needs: error records by item, and the errors a result superseded (sink_index.h). */

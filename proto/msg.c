@@ -1,5 +1,6 @@
 /* msg.c - encode and decode pf_msg (schemas in PROTOCOL.md). */
 #include "proto/proto.h"
+#include "proto/notes.h"
 
 #include <math.h>
 #include <msgpack.h>
@@ -14,6 +15,7 @@ static const char *const g_type_names[PF_MSG_TYPE_COUNT] = {
     [PF_MSG_NACK] = "nack",     [PF_MSG_RESULT] = "result", [PF_MSG_ERROR] = "error",
     [PF_MSG_ACK] = "ack",       [PF_MSG_BYE] = "bye",       [PF_MSG_START] = "start",
     [PF_MSG_LEASE] = "lease",   [PF_MSG_UNLEASE] = "unlease",
+    [PF_MSG_NOTES] = "notes",
 };
 
 const char *pf_msg_type_name(pf_msg_type t)
@@ -70,6 +72,7 @@ void pf_msg_free(pf_msg *m)
     free(m->arena_);
     free(m->ids);
     free(m->acks);
+    free(m->notes);
     free(m->items);
     memset(m, 0, sizeof *m);
 }
@@ -177,7 +180,10 @@ static int get_str_n(pf_msg *m, const msgpack_object *o, const char **out, size_
     return 0;
 }
 
-static int key_is(const msgpack_object *k, const char *name)
+/* Inlined: NAME is a literal, so its length is known at compile time and a field is matched against every
+ * name decode_field knows with a compare of two sizes, most of them different (this runs for every field of
+ * every message). */
+static inline __attribute__((always_inline)) int key_is(const msgpack_object *k, const char *name)
 {
     size_t n = strlen(name);
     return k->via.str.size == n && memcmp(k->via.str.ptr, name, n) == 0;
@@ -308,6 +314,43 @@ static int decode_acks(pf_msg *m, const msgpack_object *o, const char *tname, pf
     return 0;
 }
 
+static int is_stage(const char *s)
+{
+    return s && (!strcmp(s, "preprocess") || !strcmp(s, "inference"));
+}
+
+/* A `notes` message's entries (PROTOCOL.md): a lease [id, key, path, stage, holder, holder_key|nil], an
+ * unlease [id, key]; each checked as the lease and unlease messages are (an entry the sink would refuse as a
+ * message of its own refuses the whole message: the entries after it depend on it). */
+static int decode_notes(pf_msg *m, const msgpack_object *o, const char *tname, pf_err *err)
+{
+    if (o->type != MSGPACK_OBJECT_ARRAY)
+        BAD("notes");
+    size_t n = o->via.array.size;   /* bounded by the validator's limits */
+    m->notes = calloc(n ? n : 1, sizeof *m->notes);
+    if (!m->notes)
+        return pf_errf(err, "%s message: out of memory for %zu notes", tname, n);
+    for (size_t i = 0; i < n; i++) {
+        const msgpack_object *e = &o->via.array.ptr[i];
+        pf_note *t = &m->notes[i];
+        if (e->type != MSGPACK_OBJECT_ARRAY || (e->via.array.size != 2 && e->via.array.size != 6))
+            return pf_errf(err, "%s message: notes[%zu]: want [id, key] or [id, key, path, stage, holder, "
+                           "holder_key]", tname, i);
+        const msgpack_object *f = e->via.array.ptr;
+        t->type = e->via.array.size == 2 ? PF_MSG_UNLEASE : PF_MSG_LEASE;
+        if (get_int(&f[0], 0, INT64_MAX, &t->id) || get_str(m, &f[1], &t->key) || !t->key || !*t->key)
+            return pf_errf(err, "%s message: notes[%zu]: id or key wrong type or out of range", tname, i);
+        if (t->type == PF_MSG_UNLEASE)
+            continue;
+        if (get_str(m, &f[2], &t->path) || !t->path || get_str(m, &f[3], &t->stage) || !is_stage(t->stage) ||
+            get_str(m, &f[4], &t->holder) || !t->holder || !*t->holder || get_str(m, &f[5], &t->holder_key))
+            return pf_errf(err, "%s message: notes[%zu]: path, stage, holder or holder_key wrong type or out of "
+                           "range", tname, i);
+    }
+    m->n_notes = n;
+    return 0;
+}
+
 /* "items" of a batched start/done: [[id, key] or [id, key, stage, message], ...]. The array's size was
  * checked against the limits (pf_mp_validate) before msgpack-c allocated it; this allocation is that size. */
 static int decode_items(pf_msg *m, const msgpack_object *o, const char *tname, pf_err *err)
@@ -394,6 +437,7 @@ static int decode_field(pf_msg *m, const msgpack_object *k, const msgpack_object
     BOOLF("worker_fault", worker_fault)
     BOOLF("stopped_by_eos", stopped_by_eos)
     BOOLF("leases", leases)
+    BOOLF("batch_notes", batch_notes)
     BOOLF("batch", batch)
     if (key_is(k, "lease_s")) {
         if (get_double(v, &m->lease_s) || m->lease_s < 0)
@@ -423,6 +467,8 @@ static int decode_field(pf_msg *m, const msgpack_object *k, const msgpack_object
         return m->ids ? pf_errf(err, "%s message: duplicate field 'ids'", tname) : decode_ids(m, v, tname, err);
     if (key_is(k, "acks"))
         return m->acks ? pf_errf(err, "%s message: duplicate field 'acks'", tname) : decode_acks(m, v, tname, err);
+    if (key_is(k, "notes"))
+        return m->notes ? pf_errf(err, "%s message: duplicate field 'notes'", tname) : decode_notes(m, v, tname, err);
     if (key_is(k, "items"))
         return m->items ? pf_errf(err, "%s message: duplicate field 'items'", tname) : decode_items(m, v, tname, err);
     return 0;   /* unknown fields are ignored: newer peers may add fields within the same version */
@@ -499,10 +545,11 @@ static int check_required(const pf_msg *m, const char *tname, pf_err *err)
         if (require(tname, "id/key", item, err) || require(tname, "path", m->path != NULL, err) ||
             require(tname, "holder", m->holder && *m->holder, err))
             return -1;
-        return require(tname, "stage", m->stage && (!strcmp(m->stage, "preprocess") || !strcmp(m->stage, "inference")),
-                       err);
+        return require(tname, "stage", is_stage(m->stage), err);
     case PF_MSG_UNLEASE:
         return require(tname, "id/key", item, err);
+    case PF_MSG_NOTES:
+        return require(tname, "notes", m->notes != NULL, err);
     default:
         return pf_errf(err, "message of unknown type");
     }
@@ -746,6 +793,8 @@ int pf_msg_encode(const pf_msg *m, uint8_t **out, size_t *len, pf_err *err)
     KV_STR("meta", m->meta);
     if (m->leases)
         KV_BOOL("leases", 1);
+    if (m->batch_notes)
+        KV_BOOL("batch_notes", 1);
     if (m->batch)
         KV_BOOL("batch", 1);
     if (m->handback)
@@ -796,6 +845,15 @@ int pf_msg_encode(const pf_msg *m, uint8_t **out, size_t *len, pf_err *err)
             if (m->acks[i].end >= 0)
                 msgpack_pack_int64(&e->pk, m->acks[i].end);
         }
+    }
+    if (m->type == PF_MSG_NOTES || m->n_notes) {
+        KEY("notes");
+        msgpack_pack_array(&e->pk, m->n_notes);
+        for (size_t i = 0; i < m->n_notes; i++)
+            if (pf_note_pack(&e->pk, &m->notes[i])) {
+                msgpack_sbuffer_destroy(&e->sb);
+                return pf_errf(err, "encode notes: notes[%zu] is not a lease or unlease note", i);
+            }
     }
     if (m->n_items) {
         KEY("items");

@@ -61,6 +61,7 @@ typedef enum pf_msg_type {
     PF_MSG_START,     /* worker -> producer: I started working on this item (it was only queued before) */
     PF_MSG_LEASE,     /* producer -> sink: this item is leased to that worker (whose record the sink may take) */
     PF_MSG_UNLEASE,   /* producer -> sink: that lease is over (take no record for the item from its holder) */
+    PF_MSG_NOTES,     /* producer -> sink: several lease/unlease notes in one message, applied in order */
     PF_MSG_TYPE_COUNT
 } pf_msg_type;
 
@@ -107,6 +108,14 @@ typedef struct pf_timings {
 #define PF_TIMINGS_N 6
 extern const char *const pf_timing_names[PF_TIMINGS_N];
 void pf_timings_values(const pf_timings *t, double v[PF_TIMINGS_N]);
+
+/* One entry of a `notes` message (producer -> sink): a lease (type PF_MSG_LEASE: every field but holder_key,
+ * which is NULL without CURVE) or the end of one (PF_MSG_UNLEASE: id and key). Strings as in pf_msg. */
+typedef struct pf_note {
+    pf_msg_type type;
+    int64_t id;
+    const char *key, *path, *stage, *holder, *holder_key;
+} pf_note;
 
 /* One decoded (or to-be-encoded) message. Which fields matter depends on the type (PROTOCOL.md).
  * Strings are NUL-terminated and live in the message's arena; `data` (bin) points INTO the buffer that
@@ -168,6 +177,9 @@ typedef struct pf_msg {
     int32_t leases;            /* hello from a sink: send me lease notes; welcome to a sink: I will */
     const char *holder;        /* lease: the holder's routing id on the producer's socket (its name) */
     const char *holder_key;    /* lease: the holder's CURVE public key (Z85), absent without CURVE */
+    int32_t batch_notes;       /* hello from a sink: it takes `notes` messages (else one message per note) */
+    pf_note *notes;            /* notes: heap, owned; strings in the arena */
+    size_t n_notes;
     /* batched start/done (PROTOCOL.md, "Batched start and done") */
     int32_t batch;             /* welcome to a worker: I take start/done with `items` */
     pf_item_ref *items;        /* start/done: several items in one message (heap, owned); then no id/key */

@@ -1,5 +1,7 @@
 /* sink_auth: which worker records the sink writes (PROTOCOL.md, "Who may say what"), without sockets: lease
- * notes and records are fed in directly, the batch shows what would be written. */
+ * notes (one by one, or batched in a `notes` message) and records are fed in directly, the batch shows what
+ * would be written. Malformed batches go through the sink's read of its producer connection (an inproc pair). */
+#define _GNU_SOURCE   /* memmem */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,6 +15,7 @@
 
 #include "base/file.h"
 #include "pipeline/sink_internal.h"
+#include "proto/notes.h"
 
 #define KEY7 "0123456789abcdef0123456789abcdef-0123456789abcdef"
 
@@ -203,6 +206,125 @@ static void test_producer_record(void **state)
     assert_int_equal(pf_sink_auth_refused(&f->s), 1);
 }
 
+/* NOTES as one `notes` message, through the codec (what the producer's batch makes, as the sink decodes it). */
+static void notes_msg(const pf_note *notes, size_t n, uint8_t **buf, size_t *len)
+{
+    pf_notes_batch *b = pf_notes_batch_new("run1");
+    pf_err e = {{0}};
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(pf_notes_batch_add(b, &notes[i], &e), 0);
+    assert_int_equal(pf_notes_batch_take(b, buf, len, &e), 0);
+    pf_notes_batch_free(b);
+}
+
+static void batch(fixture *f, const pf_note *notes, size_t n)
+{
+    uint8_t *buf;
+    size_t len;
+    notes_msg(notes, n, &buf, &len);
+    pf_msg m;
+    pf_err e = {{0}};
+    assert_int_equal(pf_msg_decode(buf, len, &f->o.lim, &m, &e), 0);
+    pf_sink_auth_on_note(&f->s, &m, pf_now());
+    pf_msg_free(&m);
+    free(buf);
+}
+
+/* An item's whole life in one batch: preprocess lease, its end, inference lease. Applied in order: the
+ * inference holder's result is taken, the preprocess holder has no say any more. */
+static const pf_note g_life[3] = {
+    {PF_MSG_LEASE, 11, KEY7, "in/h.jpg", "preprocess", "pre-1", NULL},
+    {PF_MSG_UNLEASE, 11, KEY7, NULL, NULL, NULL, NULL},
+    {PF_MSG_LEASE, 11, KEY7, "in/h.jpg", "inference", "inf-1", NULL},
+};
+
+static void test_batch_in_order(void **state)
+{
+    fixture *f = *state;
+    double now = pf_now();
+    batch(f, g_life, 3);
+    record(f, PF_MSG_ERROR, 11, KEY7, "in/h.jpg", "preprocess", "pre-1", now);   /* its lease ended: waits */
+    assert_int_equal(f->s.n_batch, 0);
+    record(f, PF_MSG_RESULT, 11, KEY7, "in/h.jpg", NULL, "inf-1", now);
+    assert_int_equal(f->s.n_batch, 1);
+    pf_sink_auth_tick(&f->s, now + 6);   /* the preprocess holder's error: no note came for it */
+    assert_int_equal(pf_sink_auth_refused(&f->s), 1);
+    assert_int_equal(f->s.n_batch, 1);
+    /* the other order (the inference lease, then its end): nothing from the holder gets in */
+    const pf_note ended[2] = {{PF_MSG_LEASE, 12, KEY7, "in/i.jpg", "inference", "inf-1", NULL},
+                              {PF_MSG_UNLEASE, 12, KEY7, NULL, NULL, NULL, NULL}};
+    batch(f, ended, 2);
+    record(f, PF_MSG_RESULT, 12, KEY7, "in/i.jpg", NULL, "inf-1", now);
+    pf_sink_auth_tick(&f->s, now + 6);
+    assert_int_equal(f->s.n_batch, 1);
+    assert_int_equal(pf_sink_auth_refused(&f->s), 2);
+}
+
+/* The result comes before the batch that leases its item to its sender (the batch travels on the producer's
+ * connection): it waits, and the batch lets it in once, with nothing refused. */
+static void test_record_overtakes_batch(void **state)
+{
+    fixture *f = *state;
+    double now = pf_now();
+    record(f, PF_MSG_RESULT, 11, KEY7, "in/h.jpg", NULL, "inf-1", now);
+    record(f, PF_MSG_RESULT, 11, KEY7, "in/h.jpg", NULL, "rogue", now);   /* a guess beside it */
+    assert_int_equal(f->s.n_batch, 0);
+    assert_int_equal(pf_sink_auth_waited(&f->s), 2);
+    batch(f, g_life, 3);
+    assert_int_equal(f->s.n_batch, 1);
+    assert_int_equal(pf_sink_auth_refused(&f->s), 0);
+    pf_sink_auth_tick(&f->s, now + 6);   /* the guess: its verdict stands after the wait */
+    assert_int_equal(pf_sink_auth_refused(&f->s), 1);
+    assert_int_equal(f->s.n_batch, 1);
+}
+
+/* Malformed batches on the sink's connection to the producer: dropped whole by the decoder (logged), no crash,
+ * no lease taken from them; the good batch after them is applied. Through the sink's own read of that
+ * connection (pf_sink_read_producer), on an inproc pair. */
+static void test_malformed_batch(void **state)
+{
+    fixture *f = *state;
+    void *ctx = zmq_ctx_new();
+    void *feed = zmq_socket(ctx, ZMQ_PAIR);
+    f->s.psock = zmq_socket(ctx, ZMQ_PAIR);
+    assert_int_equal(zmq_bind(feed, "inproc://test_sink_auth_notes"), 0);
+    assert_int_equal(zmq_connect(f->s.psock, "inproc://test_sink_auth_notes"), 0);
+    uint8_t *good;
+    size_t len;
+    notes_msg(g_life, 3, &good, &len);
+    /* truncated in the middle of an entry */
+    assert_int_equal(zmq_send(feed, good, len - 7, 0), (int)len - 7);
+    /* an entry's stage replaced by one that is not a worker's ("preprocess" -> "producer!!"): a whole
+     * message, well formed msgpack, refused for that entry */
+    uint8_t *bad = malloc(len);
+    memcpy(bad, good, len);
+    uint8_t *at = memmem(bad, len, "preprocess", 10);
+    assert_non_null(at);
+    memcpy(at, "producer!!", 10);
+    assert_int_equal(zmq_send(feed, bad, len, 0), (int)len);
+    /* an entry count larger than the entries that follow */
+    memcpy(bad, good, len);
+    at = memmem(bad, len, "notes\xdd", 6);
+    assert_non_null(at);
+    at[6] = 0x7f;   /* 2^31 entries: more than the limit and than the bytes that follow */
+    assert_int_equal(zmq_send(feed, bad, len, 0), (int)len);
+    assert_int_equal(pf_sink_read_producer(&f->s, pf_now()), 0);   /* nothing valid came */
+    double now = pf_now();
+    record(f, PF_MSG_RESULT, 11, KEY7, "in/h.jpg", NULL, "inf-1", now);
+    assert_int_equal(f->s.n_batch, 0);   /* no lease came of them: it waits */
+    assert_int_equal(zmq_send(feed, good, len, 0), (int)len);
+    record(f, PF_MSG_RESULT, 12, KEY7, "in/i.jpg", NULL, "inf-1", now);   /* reads the good batch before waiting */
+    assert_int_equal(f->s.n_batch, 1);   /* item 11's result, let in by the batch */
+    pf_sink_auth_tick(&f->s, now + 6);
+    assert_int_equal(pf_sink_auth_refused(&f->s), 1);   /* item 12: no lease for it anywhere */
+    free(bad);
+    free(good);
+    zmq_close(feed);
+    zmq_close(f->s.psock);
+    f->s.psock = NULL;
+    zmq_ctx_term(ctx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -210,6 +332,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_overtaking, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unlease_and_welcome, setup, teardown),
         cmocka_unit_test_setup_teardown(test_producer_record, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_in_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_record_overtakes_batch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_malformed_batch, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
