@@ -205,13 +205,21 @@ void pf_prod_handle(prod *p, pf_wire_in *in, double now)
         if (m->type != PF_MSG_BYE)
             send_reset(p, in->ident, in->ident_len);
         /* Nothing from a peer that did not say hello acts on the job (a sink or worker of a previous run
-         * says hello after the reset; what it finished meanwhile is redone, and deduplicated by the sink). */
-        if (m->type == PF_MSG_DONE && m->n_items) {   /* counted per item, as single messages would be */
+         * says hello after the reset; what it finished meanwhile is redone, and deduplicated by the sink).
+         * What it addressed to a previous run of ours (its `instance`) is what a restart leaves queued: counted
+         * as refused (previous_run), not warned about. */
+        int judged = m->type == PF_MSG_ACK || m->type == PF_MSG_TENSOR || m->type == PF_MSG_DONE ||
+                     m->type == PF_MSG_NACK;
+        if (judged && m->instance && m->instance[0] && strcmp(m->instance, p->instance) != 0) {
+            size_t n = m->n_items ? m->n_items : 1;
+            for (size_t i = 0; i < n; i++)
+                pf_refuse_count(&p->refused, pf_msg_type_name(m->type), "previous_run");
+            pf_debug(LOG, "dropped a %s addressed to our previous run %s", pf_msg_type_name(m->type), m->instance);
+        } else if (m->type == PF_MSG_DONE && m->n_items) {   /* counted per item, as single messages would be */
             for (size_t i = 0; i < m->n_items; i++)
                 pf_prod_refuse(p, in, -1, "unknown_peer", "item %lld from a peer that did not say hello",
                                (long long)m->items[i].id);
-        } else if (m->type == PF_MSG_ACK || m->type == PF_MSG_TENSOR || m->type == PF_MSG_DONE ||
-                   m->type == PF_MSG_NACK) {
+        } else if (judged) {
             pf_prod_refuse(p, in, -1, "unknown_peer", "from a peer that did not say hello");
         }
         return;

@@ -45,12 +45,20 @@ static pf_refusal_kind *kind_of(pf_refusals *r, const char *type, const char *re
     return k;
 }
 
-void pf_refuse(pf_refusals *r, const char *type, const char *reason, const pf_peer_desc *from, const char *fmt, ...)
+static pf_refusal_kind *count(pf_refusals *r, const char *type, const char *reason)
 {
     pf_refusal_kind *k = kind_of(r, type, reason);
     pf_metric_add(k->metric, 1);
     k->count++;
     r->total++;
+    return k;
+}
+
+void pf_refuse_count(pf_refusals *r, const char *type, const char *reason) { count(r, type, reason); }
+
+void pf_refuse(pf_refusals *r, const char *type, const char *reason, const pf_peer_desc *from, const char *fmt, ...)
+{
+    pf_refusal_kind *k = count(r, type, reason);
     char detail[700];
     va_list ap;
     va_start(ap, fmt);

@@ -49,6 +49,9 @@ void pf_refusals_init(pf_refusals *r, const char *component);
  * code constants, never peer text, so the metric's label set stays bounded. */
 void pf_refuse(pf_refusals *r, const char *type, const char *reason, const pf_peer_desc *from, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
+/* Count one refused message of TYPE for REASON without a log line: for what is expected to arrive now and then
+ * (messages a peer addressed to a previous run of the producer, still queued when it restarted). */
+void pf_refuse_count(pf_refusals *r, const char *type, const char *reason);
 /* Say how many refusals went unlogged, for each kind and sender whose rate allows a line again (call now and
  * then: a flood that stops still gets its count logged; pf_log_limit_flush). */
 void pf_refusals_tick(pf_refusals *r);
