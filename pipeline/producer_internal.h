@@ -151,6 +151,7 @@ typedef struct prod {
     int64_t total, done, failed;
     int64_t at_start_done;
     int out_checked;        /* a sink reported its output's size (producer_reconcile.c): the job may complete */
+    int64_t out_said_end;   /* the output size last reported as holding every finished record (logged once) */
     int has_sink_records;   /* the sink's latest count of distinct records in its output (hello, ack) */
     int64_t sink_records;
     int redid_all;          /* the output held fewer records than finished items: all were redone once */

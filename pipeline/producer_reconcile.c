@@ -59,10 +59,14 @@ void pf_prod_on_sink_output(prod *p, const pf_msg *m)
             pf_warn(LOG, "%lld finished items have no output offset (finished by an older paliflow): they are "
                     "not checked against %s", (long long)unplaced, out);
     }
+    int said = p->out_checked && p->out_said_end == m->out_end;
     p->out_checked = 1;
     if (nd + nf == 0) {
-        pf_info(LOG, "output %s: %lld bytes; no record of the %lld finished items ends beyond them", out,
-                (long long)m->out_end, (long long)(p->done + p->failed));
+        /* A sink that waited for us queued a hello a second: each is checked, the same answer said once. */
+        if (!said)
+            pf_info(LOG, "output %s: %lld bytes; no record of the %lld finished items ends beyond them", out,
+                    (long long)m->out_end, (long long)(p->done + p->failed));
+        p->out_said_end = m->out_end;
         return;
     }
     pf_warn(LOG, "output %s holds %lld bytes: %lld done and %lld failed items have no record in it (the file was "
