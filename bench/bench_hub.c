@@ -100,7 +100,7 @@ static long long thread_switches(pid_t pid)
     return sum;
 }
 
-/* /proc/PID/stat utime+stime and /proc/PID/io write_bytes, syscw: 0 when readable. */
+/* /proc/PID/stat utime+stime (0 when readable) and /proc/PID/io write_bytes, syscw (-1 when unreadable). */
 static int proc_cost(pid_t pid, cost *c)
 {
     char path[64], buf[4096];
@@ -117,15 +117,18 @@ static int proc_cost(pid_t pid, cost *c)
     if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
         return -1;
     c->cpu_s = (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+    /* A process that already exited (a worker done with its items) keeps its stat, but its io is closed to
+     * anyone without CAP_SYS_PTRACE: the figures are then unknown (-1), not a failed run. */
     snprintf(path, sizeof path, "/proc/%d/io", (int)pid);
-    if (!(f = fopen(path, "r")))
-        return -1;
-    char line[256];
-    while (fgets(line, sizeof line, f)) {
-        sscanf(line, "write_bytes: %lld", &c->write_bytes);
-        sscanf(line, "syscw: %lld", &c->syscw);
+    c->write_bytes = c->syscw = -1;
+    if ((f = fopen(path, "r"))) {
+        char line[256];
+        while (fgets(line, sizeof line, f)) {
+            sscanf(line, "write_bytes: %lld", &c->write_bytes);
+            sscanf(line, "syscw: %lld", &c->syscw);
+        }
+        fclose(f);
     }
-    fclose(f);
     c->ctxsw = thread_switches(pid);
     return 0;
 }
@@ -514,12 +517,15 @@ static void usage(FILE *f)
                "  --help            this text\n");
 }
 
+/* A counter per item, -1 when it is unknown. */
+static double per_item(long long v, double n) { return v >= 0 ? (double)v / n : -1.0; }
+
 static void print_row(const char *name, const result *r, long items)
 {
     double n = (double)items;
     printf("%-6s %9.0f %8.2f %12.1f %12.1f %14.1f %12.1f %10.2f\n", name, n / r->seconds, r->seconds,
-           1e6 * r->hub.cpu_s / n, 1e6 * r->sink.cpu_s / n, (double)r->hub.write_bytes / n,
-           (double)r->sink.write_bytes / n, (double)r->hub.syscw / n);
+           1e6 * r->hub.cpu_s / n, 1e6 * r->sink.cpu_s / n, per_item(r->hub.write_bytes, n),
+           per_item(r->sink.write_bytes, n), per_item(r->hub.syscw, n));
 }
 
 /* The second table: CPU per item of every process, workers included (us), and the workers' context switches
