@@ -175,9 +175,11 @@ def t_retry(env):
 TESTS = {"manifest": t_manifest, "multitask": t_multitask, "respelled": t_respelled, "retry": t_retry}
 
 
-def main():
+def case_main(tests, prefix):
+    """The command line of a script of such cases (this one, shards_test.py): TEST --paliflow --tokenizer
+    --images; skipped without the tokenizer."""
     ap = argparse.ArgumentParser()
-    ap.add_argument("test", choices=sorted(TESTS))
+    ap.add_argument("test", choices=sorted(tests))
     ap.add_argument("--paliflow", required=True)
     ap.add_argument("--tokenizer", required=True)
     ap.add_argument("--images", required=True)
@@ -185,7 +187,11 @@ def main():
     if not os.path.exists(a.tokenizer):
         print("SKIP: no tokenizer at %s" % a.tokenizer)
         return 77
-    return run_case(a.test, "pf_datasets_%s_" % a.test, lambda d: TESTS[a.test](Env(a, d)))
+    return run_case(a.test, "%s%s_" % (prefix, a.test), lambda d: tests[a.test](Env(a, d)))
+
+
+def main():
+    return case_main(TESTS, "pf_datasets_")
 
 
 if __name__ == "__main__":

@@ -29,8 +29,8 @@ import zipfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-from datasets_test import HANG, Env, summary  # noqa: E402  (the run helpers of the datasets tests)
-from pftest import Fail, check  # noqa: E402
+from datasets_test import HANG, case_main, summary  # noqa: E402  (the run helpers of the datasets tests)
+from pftest import check  # noqa: E402
 from pftest import read_records as records  # noqa: E402
 
 
@@ -282,28 +282,7 @@ TESTS = {"tar": t_tar, "zip": t_zip, "hostile": t_hostile, "manifest": t_manifes
 
 
 def main():
-    import argparse
-    import shutil
-    import tempfile
-    ap = argparse.ArgumentParser()
-    ap.add_argument("test", choices=sorted(TESTS))
-    ap.add_argument("--paliflow", required=True)
-    ap.add_argument("--tokenizer", required=True)
-    ap.add_argument("--images", required=True)
-    a = ap.parse_args()
-    if not os.path.exists(a.tokenizer):
-        print("SKIP: no tokenizer at %s" % a.tokenizer)
-        return 77
-    d = tempfile.mkdtemp(prefix="pf_shards_%s_" % a.test)
-    t0 = time.time()
-    try:
-        TESTS[a.test](Env(a, d))
-    except Fail as e:
-        print("FAIL %s: %s (folder %s kept)" % (a.test, e, d))
-        return 1
-    shutil.rmtree(d, ignore_errors=True)
-    print("PASS %s (%.1f s)" % (a.test, time.time() - t0))
-    return 0
+    return case_main(TESTS, "pf_shards_")
 
 
 if __name__ == "__main__":
