@@ -16,6 +16,7 @@
 #include <xxhash.h>
 
 #include "base/file.h"
+#include "base/grow.h"
 #include "base/log.h"
 #include "pipeline/producer_internal.h"
 
@@ -121,14 +122,8 @@ typedef struct pf_prod_out {
 
 static int pick(prod *p, flight *f, int pi, int stage, pf_msg *m)
 {
-    if (p->n_out == p->cap_out) {
-        size_t nc = p->cap_out ? 2 * p->cap_out : 64;
-        pf_prod_out *no = realloc(p->out, nc * sizeof *no);
-        if (!no)
-            return -1;
-        p->out = no;
-        p->cap_out = nc;
-    }
+    if (PF_GROW(p->out, p->cap_out, p->n_out, 1, 64))
+        return -1;
     pf_err e = {{0}};
     uint8_t *buf;
     size_t len;

@@ -12,6 +12,7 @@
 #include <zmq.h>
 
 #include "base/file.h"
+#include "base/grow.h"
 #include "base/log.h"
 #include "pipeline/outfile.h"
 #include "pipeline/record.h"
@@ -119,14 +120,8 @@ int pf_sink_load_existing(sink *s, pf_err *err)
 
 static int batch_add(sink *s, pend *p)
 {
-    if (s->n_batch == s->cap_batch) {
-        size_t nc = s->cap_batch ? 2 * s->cap_batch : 64;
-        pend *nb = realloc(s->batch, nc * sizeof *nb);
-        if (!nb)
-            return -1;
-        s->batch = nb;
-        s->cap_batch = nc;
-    }
+    if (PF_GROW(s->batch, s->cap_batch, s->n_batch, 1, 64))
+        return -1;
     if (s->n_batch == 0)
         s->batch_t0 = pf_now();
     s->batch[s->n_batch++] = *p;
@@ -150,14 +145,8 @@ typedef struct line_buf {
 static int line_put(const char *buf, size_t size, void *data)
 {
     line_buf *l = data;
-    if (l->n + size + 1 > l->cap) {
-        size_t nc = 2 * l->cap > l->n + size + 1 ? 2 * l->cap : l->n + size + 1;
-        char *np = realloc(l->p, nc);
-        if (!np)
-            return -1;
-        l->p = np;
-        l->cap = nc;
-    }
+    if (PF_GROW(l->p, l->cap, l->n, size + 1, 256))
+        return -1;
     memcpy(l->p + l->n, buf, size);
     l->n += size;
     return 0;

@@ -10,6 +10,7 @@
 #include <zmq.h>
 
 #include "base/file.h"
+#include "base/grow.h"
 #include "base/log.h"
 #include "workers/worker_internal.h"
 
@@ -195,14 +196,8 @@ typedef struct batch {
 
 static int batch_add(batch *b, int64_t id, const char *key, const char *stage, const char *message)
 {
-    if (b->n == b->cap) {
-        size_t nc = b->cap ? 2 * b->cap : 16;
-        pf_item_ref *ni = realloc(b->items, nc * sizeof *ni);
-        if (!ni)
-            return -1;
-        b->items = ni;
-        b->cap = nc;
-    }
+    if (PF_GROW(b->items, b->cap, b->n, 1, 16))
+        return -1;
     b->items[b->n++] = (pf_item_ref){id, key, stage, message};
     return 0;
 }

@@ -10,6 +10,7 @@
 
 #include "base/err.h"
 #include "base/file.h"
+#include "base/grow.h"
 #include "base/ring.h"
 
 static void test_errf_and_prefix(void **state)
@@ -48,6 +49,28 @@ static void test_read_file_limits(void **state)
 }
 
 /* FIFO order across growth and wrap-around, push_front, remove keeping order. */
+static void test_grow(void **state)
+{
+    (void)state;
+    int *v = NULL;
+    size_t cap = 0;
+    assert_int_equal(PF_GROW(v, cap, 0, 1, 4), 0);   /* the first room: FIRST */
+    assert_int_equal(cap, 4);
+    for (int i = 0; i < 4; i++)
+        v[i] = i;
+    assert_int_equal(PF_GROW(v, cap, 4, 1, 4), 0);   /* full: doubles, keeps what it held */
+    assert_int_equal(cap, 8);
+    assert_int_equal(v[3], 3);
+    assert_int_equal(PF_GROW(v, cap, 5, 3, 4), 0);   /* fits: unchanged */
+    assert_int_equal(cap, 8);
+    assert_int_equal(PF_GROW(v, cap, 8, 20, 4), 0);  /* doubles until it fits */
+    assert_int_equal(cap, 32);
+    assert_int_equal(PF_GROW(v, cap, 8, SIZE_MAX, 4), -1);   /* overflow refused, the array kept */
+    assert_int_equal(PF_GROW(v, cap, 8, SIZE_MAX / 2, 4), -1);
+    assert_int_equal(cap, 32);
+    free(v);
+}
+
 static void test_ring(void **state)
 {
     (void)state;
@@ -82,6 +105,7 @@ int main(void)
         cmocka_unit_test(test_errf_and_prefix),
         cmocka_unit_test(test_read_file_limits),
         cmocka_unit_test(test_ring),
+        cmocka_unit_test(test_grow),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
