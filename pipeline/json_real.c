@@ -104,11 +104,15 @@ static int scaled(uint64_t m, int e, int p, uint64_t *fl, uint64_t *q)
 /* The 17 digits of Q (10^16 <= Q < 10^17) and exponent X, as "%.17g" prints them, cleaned up as jansson does. */
 static size_t spell(char *o, uint64_t q, int x)
 {
+    static const char pairs[201] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+                                   "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+                                   "8081828384858687888990919293949596979899";
     char d[17];
-    for (int i = 16; i >= 0; i--) {
-        d[i] = (char)('0' + q % 10);
-        q /= 10;
+    for (int i = 15; i >= 1; i -= 2) {   /* two digits a division */
+        memcpy(d + i, pairs + 2 * (q % 100), 2);
+        q /= 100;
     }
+    d[0] = (char)('0' + q);
     int nd = 17;   /* significant digits left after %g drops the trailing zeros */
     while (nd > 1 && d[nd - 1] == '0')
         nd--;
@@ -167,9 +171,12 @@ size_t pf_json_real(double v, char out[PF_JSON_REAL_MAX])
     double a = fabs(v);
     if (!(a >= 1e-15 && a < 1e38))
         return pf_json_real_slow(v, out);
-    /* X: the exponent of the first digit, 10^X <= a < 10^(X+1) exactly (log10 may be one off near a power of
-     * ten): the integer part of a * 10^(16-X) has 17 digits */
-    int x = (int)floor(log10(a));
+    /* X: the exponent of the first digit, 10^X <= a < 10^(X+1), i.e. the integer part of a * 10^(16-X) has 17
+     * digits. With 2^e2 <= a < 2^(e2+1), X is floor(e2 * log10(2)) or one more; the product's error (below
+     * 1e-6 here) is far smaller than the distance of e2 * log10(2) to an integer (4e-4 at least for
+     * |e2| < 1100), so the estimate is exact, and the loop moves it up when needed. */
+    int e2 = bexp - 1023;
+    int x = (int)(((int64_t)e2 * 1292913986) >> 32);   /* log10(2) * 2^32 rounded down; >> floors */
     for (int tries = 0; tries < 4; tries++) {
         uint64_t fl, q;
         if (scaled(m, e, 16 - x, &fl, &q))

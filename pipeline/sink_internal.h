@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "base/metrics.h"
+#include "pipeline/record_line.h"
 #include "pipeline/sink_index.h"
 #include "pipeline/sink.h"
 #include "proto/link.h"
@@ -20,9 +21,8 @@
 
 /* A record waiting in the batch for its write + fdatasync. */
 typedef struct pend {
-    char *line;            /* JSON + '\n' */
-    size_t len;
-    json_t *rec;
+    size_t len;            /* its line (JSON + '\n') in the batch's lines; 0 for a duplicate */
+    json_t *rec;           /* the record as JSON, only for the PUB socket and the views (else NULL) */
     int64_t id;
     char *key;
     int ok;
@@ -44,6 +44,7 @@ typedef struct sink {
     void *rsock, *psock, *pub;
     pend *batch;
     size_t n_batch, cap_batch;
+    pf_line_buf lines;     /* the batch's lines, one after another: written with one write */
     double batch_t0;
     char name[128];
     pf_link link; /* to the producer: its instance, welcome, heartbeats, silence */
