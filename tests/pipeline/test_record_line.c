@@ -199,8 +199,9 @@ static void test_line_cases(void **state)
     t.key = "k\xff";
     t.task.prompt = "caption \x80 en";
     line_same(&t);
-    t.text = "nul\0inside\x1f\"\\";
-    t.text_len = 15;
+    static const char nul_text[] = "nul\0inside\x1f\"\\";
+    t.text = nul_text;
+    t.text_len = sizeof nul_text - 1;
     line_same(&t);
     t.text = "bad \xff text";   /* json_stringn refuses it: no "text" field at all */
     t.text_len = strlen(t.text);
