@@ -293,9 +293,7 @@ static void close_run(sink *s, void *ctx)
         pf_sink_index_rollback(s->index);
     else if (s->index && pf_sink_index_commit(s->index, s->fd, s->out_end, &ie))
         pf_warn(LOG, "%s (the next start reads the output's tail again)", ie.msg);
-    pf_sink_batch_free(s);
-    free(s->batch);
-    free(s->lines.p);
+    pf_sink_batch_close(s);
     pf_sink_auth_free(s);
     pf_metric_set(s->m.in_file, (double)s->in_file);
     pf_health_ready("sink", 0);

@@ -71,6 +71,8 @@ void pf_sink_on_record(sink *s, const pf_msg *m);
 /* Write, sync, publish, acknowledge the batch. */
 int pf_sink_flush_batch(sink *s, pf_err *err);
 void pf_sink_batch_free(sink *s);
+/* The batch's records and its buffers, at the end of a run. */
+void pf_sink_batch_close(sink *s);
 
 /* sink_auth.c: a worker's record is written only when its item is leased to that worker (PROTOCOL.md,
  * "Who may say what"). */

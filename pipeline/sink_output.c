@@ -377,3 +377,13 @@ void pf_sink_batch_free(sink *s)
         s->lines = (pf_line_buf){0};
     }
 }
+
+void pf_sink_batch_close(sink *s)
+{
+    pf_sink_batch_free(s);
+    free(s->batch);
+    free(s->lines.p);
+    s->batch = NULL;
+    s->cap_batch = 0;
+    s->lines = (pf_line_buf){0};
+}
