@@ -89,7 +89,8 @@ static void two_frames(const uint8_t *data, size_t size, const pf_proto_limits *
     if (pf_msg_decode_frames(map, map_len, frame, frame_len, lim, &m, &e) == 0) {
         if (frame && (!m.data_frame || m.data != frame || m.data_len != frame_len))
             abort();   /* the data frame is the message's data, not copied */
-        resend(&m, 1, lim);
+        if (m.type == PF_MSG_ITEM || m.type == PF_MSG_TENSOR)   /* the only types that may have a data frame */
+            resend(&m, 1, lim);
         resend(&m, 0, lim);
     }
     pf_msg_free(&m);
