@@ -156,23 +156,6 @@ static void add_meta(json_t *rec, const char *meta)
     json_decref(j);
 }
 
-json_t *pf_record_boxes(const pf_msg *m)
-{
-    pf_box *b = NULL;
-    size_t nb = 0;
-    pf_err e = {{0}};
-    json_t *boxes = json_array();
-    if (pf_boxes_parse(m->text, m->width, m->height, &b, &nb, &e) == 0) {
-        for (size_t i = 0; i < nb; i++) {
-            json_array_append_new(boxes, json_pack("{s:o, s:f, s:f, s:f, s:f, s:[i,i,i,i]}", "label", jstr(b[i].label),
-                                                   "x0", b[i].x0, "y0", b[i].y0, "x1", b[i].x1, "y1", b[i].y1, "loc",
-                                                   b[i].loc[0], b[i].loc[1], b[i].loc[2], b[i].loc[3]));
-        }
-        pf_boxes_free(b, nb);
-    }
-    return boxes;
-}
-
 json_t *pf_record_make(const pf_msg *m)
 {
     json_t *rec = json_object();
@@ -183,8 +166,22 @@ json_t *pf_record_make(const pf_msg *m)
     json_object_set_new(rec, "task", jstr(m->task.prompt));
     if (m->type == PF_MSG_RESULT) {
         json_object_set_new(rec, "text", m->text ? json_stringn(m->text, m->text_len) : json_null());
-        if (pf_task_is_detect(m->task.prompt))
-            json_object_set_new(rec, "boxes", pf_record_boxes(m));
+        if (pf_task_is_detect(m->task.prompt)) {
+            pf_box *b = NULL;
+            size_t nb = 0;
+            pf_err e = {{0}};
+            json_t *boxes = json_array();
+            if (pf_boxes_parse(m->text, m->width, m->height, &b, &nb, &e) == 0) {
+                for (size_t i = 0; i < nb; i++) {
+                    json_array_append_new(
+                        boxes, json_pack("{s:o, s:f, s:f, s:f, s:f, s:[i,i,i,i]}", "label", jstr(b[i].label), "x0",
+                                         b[i].x0, "y0", b[i].y0, "x1", b[i].x1, "y1", b[i].y1, "loc", b[i].loc[0],
+                                         b[i].loc[1], b[i].loc[2], b[i].loc[3]));
+                }
+                pf_boxes_free(b, nb);
+            }
+            json_object_set_new(rec, "boxes", boxes);
+        }
         if (pf_seg_prompt_is_segment(m->task.prompt))   /* masks made by the worker, or label + box only */
             pf_seg_record_objects(rec, m->text, m->text_len, m->width, m->height, NULL, m->objects, m->objects_len);
         json_t *ids = json_array();

@@ -16,10 +16,6 @@
  * "Records"). */
 json_t *pf_record_make(const pf_msg *m);
 
-/* A detect record's "boxes" (a JSON array, empty when the text holds none): what pf_record_make puts in, and
- * what record_line.c dumps into the line. */
-json_t *pf_record_boxes(const pf_msg *m);
-
 /* The raw path bytes of a record read back (malloc'd, NUL-terminated): `path_b64` decoded when present,
  * else `path`. What every reader of records must use as the item's identity (the sink's dedupe at start,
  * the reconciliation of output and job store): `path` alone is lossy. -1 when neither is usable. */

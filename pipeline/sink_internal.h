@@ -11,7 +11,6 @@
 #include <stdint.h>
 
 #include "base/metrics.h"
-#include "pipeline/record_line.h"
 #include "pipeline/sink_index.h"
 #include "pipeline/sink.h"
 #include "proto/link.h"
@@ -32,6 +31,12 @@ typedef struct pend {
 
 typedef struct pf_sink_auth pf_sink_auth;
 
+/* A growing byte buffer (not NUL-terminated): jansson dumps each record of the batch straight into it. */
+typedef struct pf_sink_lines {
+    char *p;
+    size_t n, cap;
+} pf_sink_lines;
+
 typedef struct sink {
     const pf_sink_params *o;
     int fd;                /* the output, locked (outfile.h) */
@@ -44,7 +49,7 @@ typedef struct sink {
     void *rsock, *psock, *pub;
     pend *batch;
     size_t n_batch, cap_batch;
-    pf_line_buf lines;     /* the batch's lines, one after another: written with one write */
+    pf_sink_lines lines;   /* the batch's lines, one after another: written with one write */
     double batch_t0;
     char name[128];
     pf_link link; /* to the producer: its instance, welcome, heartbeats, silence */

@@ -134,42 +134,33 @@ static void pend_free(pend *p)
     free(p->key);
 }
 
-/* Sanitizer builds (the ASan test runs, the fuzz build) check every line they write against jansson's. */
-#if defined(__SANITIZE_ADDRESS__)
-#define CHECK_LINES 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define CHECK_LINES 1
-#endif
+#if JANSSON_VERSION_HEX < 0x020a00
+#error "jansson 2.10 or later is needed (json_dumpb)"
 #endif
 
-#ifdef CHECK_LINES
-static int dump_put(const char *buf, size_t size, void *data)
+#define LINE_ROOM 4096   /* free room kept at the lines' end: a caption's or a detect record fits in one dump */
+
+/* REC dumped by jansson straight into the batch's lines, with its '\n': no buffer of its own per line and no
+ * copy into a write buffer. json_dumpb says how long the dump is when it does not fit (a segment record's
+ * masks); the lines then grow and it dumps again. 0, or -1 out of memory (the lines unchanged). */
+static int lines_dump(pf_sink_lines *l, const json_t *rec)
 {
-    pf_line_buf *l = data;
-    if (PF_GROW(l->p, l->cap, l->n, size, 1024))
+    if (PF_GROW(l->p, l->cap, l->n, LINE_ROOM, 65536))
         return -1;
-    memcpy(l->p + l->n, buf, size);
-    l->n += size;
+    size_t room = l->cap - l->n;
+    size_t len = json_dumpb(rec, l->p + l->n, room, JSON_COMPACT);
+    if (len == 0)
+        return -1;   /* jansson failed (its own allocation) */
+    if (len >= room) {   /* too long, with its '\n': what it wrote is cut short */
+        if (PF_GROW(l->p, l->cap, l->n, len + 1, 65536))
+            return -1;
+        if (json_dumpb(rec, l->p + l->n, l->cap - l->n, JSON_COMPACT) != len)
+            return -1;
+    }
+    l->p[l->n + len] = '\n';
+    l->n += len + 1;
     return 0;
 }
-
-/* The line written from the message must be the one jansson dumps from pf_record_make (record_line.h); a
- * difference stops the sink before the line is acknowledged. */
-static void check_line(const pf_msg *m, const char *line, size_t len)
-{
-    json_t *rec = pf_record_make(m);
-    pf_line_buf want = {0};
-    int ok = rec && !json_dump_callback(rec, dump_put, &want, JSON_COMPACT) && !dump_put("\n", 1, &want);
-    if (ok && (want.n != len || memcmp(want.p, line, len) != 0)) {
-        pf_error(LOG, "record line of %s differs from jansson's:\n%.*s%.*s", m->path, (int)len, line, (int)want.n,
-                 want.p);
-        abort();
-    }
-    free(want.p);
-    json_decref(rec);
-}
-#endif
 
 /* What compaction needs: error records by item, and the errors a result superseded (sink_index.h). */
 static int note_kind(pf_sink_index *ix, const char *key, const char *path, int ok, pf_err *err)
@@ -179,19 +170,21 @@ static int note_kind(pf_sink_index *ix, const char *key, const char *path, int o
 }
 
 
-/* The record's line, appended to the batch's lines, and the record as JSON when the PUB socket or the views
- * take it. -1: out of memory. */
+/* The record's line, appended to the batch's lines; the record itself kept for the PUB socket and the views
+ * when they take it (built once for all three). -1: out of memory. */
 static int add_line(sink *s, const pf_msg *m, pend *p)
 {
     size_t at = s->lines.n;
-    if (pf_record_line(m, &s->lines))
+    json_t *rec = pf_record_make(m);
+    if (!rec || lines_dump(&s->lines, rec)) {
+        json_decref(rec);
         return -1;
+    }
     p->len = s->lines.n - at;
-#ifdef CHECK_LINES
-    check_line(m, s->lines.p + at, p->len);
-#endif
     if (s->pub || s->views)
-        return (p->rec = pf_record_make(m)) ? 0 : -1;
+        p->rec = rec;
+    else
+        json_decref(rec);
     return 0;
 }
 
@@ -374,7 +367,7 @@ void pf_sink_batch_free(sink *s)
     s->lines.n = 0;
     if (s->lines.cap > LINES_KEEP) {   /* a batch of segment records with their masks: not kept for the next */
         free(s->lines.p);
-        s->lines = (pf_line_buf){0};
+        s->lines = (pf_sink_lines){0};
     }
 }
 
@@ -385,5 +378,5 @@ void pf_sink_batch_close(sink *s)
     free(s->lines.p);
     s->batch = NULL;
     s->cap_batch = 0;
-    s->lines = (pf_line_buf){0};
+    s->lines = (pf_sink_lines){0};
 }
