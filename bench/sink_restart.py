@@ -53,11 +53,17 @@ def mem_kb(pid):
 
 
 def io_write_bytes(pid):
+    """(write_bytes, cancelled_write_bytes) of PID: bytes the process dirtied in the page cache (sent to storage
+    unless cancelled), and those of them a truncation dropped before they were written (the index's rollback
+    journal is truncated at each commit)."""
+    w = c = 0
     with open("/proc/%d/io" % pid) as f:
         for line in f:
             if line.startswith("write_bytes:"):
-                return int(line.split()[1])
-    return 0
+                w = int(line.split()[1])
+            elif line.startswith("cancelled_write_bytes:"):
+                c = int(line.split()[1])
+    return w, c
 
 
 def one_start(a, d, run, out, files=20):
@@ -100,7 +106,9 @@ def one_start(a, d, run, out, files=20):
         w0, t1 = io_write_bytes(sink.pid), time.monotonic()
         procs[0].wait(3600)   # the producer exits when its job is complete
         size1 = os.path.getsize(out)
-        steady = (records_in(out, size0, size1), time.monotonic() - t1, io_write_bytes(sink.pid) - w0)
+        w1 = io_write_bytes(sink.pid)
+        n = records_in(out, size0, size1)
+        steady = (n, time.monotonic() - t1, w1[0] - w0[0], w1[1] - w0[1], size1 - size0)
     for p in procs:
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
@@ -141,9 +149,11 @@ def main():
         print("start %d: first ack after %s s; sink VmRSS %.1f MB, VmHWM %.1f MB"
               % (run, "%.2f" % first if first is not None else "(none)", rss / 1024, hwm / 1024))
         if steady:
-            n, secs, wb = steady
-            print("then %d new records in %.1f s (%.0f/s): sink wrote %.0f bytes per record (%.1f MB)"
-                  % (n, secs, n / secs if secs else 0, wb / n if n else 0, wb / 1e6))
+            n, secs, wb, cb, ob = steady
+            n = max(n, 1)
+            print("then %d new records in %.1f s (%.0f/s): sink wrote %.0f bytes per record (%.1f MB; of which "
+                  "output lines %.0f B/record, cancelled by truncation %.0f B/record)"
+                  % (n, secs, n / secs if secs else 0, wb / n, wb / 1e6, ob / n, cb / n))
     if not a.dir:
         shutil.rmtree(d)
     return 0
