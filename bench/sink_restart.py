@@ -12,7 +12,9 @@ small files, the test workers (near-zero compute, tests/pipeline/test_worker.c),
 reported is the time from the sink's start until the output grows (its first batch is written, synced and
 acknowledged at once) and the sink's VmRSS/VmHWM then. Then (--steady K, default 20000) a job of K new files
 through that sink: its bytes written to storage per record (/proc/PID/io write_bytes: output line, index
-pages and journal) and records/s, which show what the index costs once it is far larger than its page cache.
+pages and journal; of them, the output's own bytes, and cancelled_write_bytes: dirtied then dropped by a
+truncation before reaching the disk, mostly the index's rollback journal), its CPU per record and records/s,
+which show what the index costs once it is far larger than its page cache.
 No assertion: a measurement.
 
 usage: sink_restart.py --paliflow build/paliflow --worker build/tests/pipeline/test_worker [--records N]
@@ -66,6 +68,13 @@ def io_write_bytes(pid):
     return w, c
 
 
+def cpu_s(pid):
+    """User + system CPU seconds of PID so far."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def one_start(a, d, run, out, files=20):
     """Start producer, workers, then the sink; returns (s to first ack, RSS kB, HWM kB, steady) where steady is
     (records, seconds, sink write_bytes) from the first ack to the job's end when FILES > 20, else None."""
@@ -103,12 +112,12 @@ def one_start(a, d, run, out, files=20):
     rss, hwm = mem_kb(sink.pid) if sink.poll() is None else (0, 0)
     steady = None
     if files > 20 and first is not None:
-        w0, t1 = io_write_bytes(sink.pid), time.monotonic()
+        w0, c0, t1 = io_write_bytes(sink.pid), cpu_s(sink.pid), time.monotonic()
         procs[0].wait(3600)   # the producer exits when its job is complete
         size1 = os.path.getsize(out)
-        w1 = io_write_bytes(sink.pid)
+        w1, c1 = io_write_bytes(sink.pid), cpu_s(sink.pid)
         n = records_in(out, size0, size1)
-        steady = (n, time.monotonic() - t1, w1[0] - w0[0], w1[1] - w0[1], size1 - size0)
+        steady = (n, time.monotonic() - t1, w1[0] - w0[0], w1[1] - w0[1], size1 - size0, c1 - c0)
     for p in procs:
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
@@ -149,11 +158,11 @@ def main():
         print("start %d: first ack after %s s; sink VmRSS %.1f MB, VmHWM %.1f MB"
               % (run, "%.2f" % first if first is not None else "(none)", rss / 1024, hwm / 1024))
         if steady:
-            n, secs, wb, cb, ob = steady
+            n, secs, wb, cb, ob, cpu = steady
             n = max(n, 1)
             print("then %d new records in %.1f s (%.0f/s): sink wrote %.0f bytes per record (%.1f MB; of which "
-                  "output lines %.0f B/record, cancelled by truncation %.0f B/record)"
-                  % (n, secs, n / secs if secs else 0, wb / n, wb / 1e6, ob / n, cb / n))
+                  "output lines %.0f B/record, cancelled by truncation %.0f B/record); sink CPU %.0f us/record"
+                  % (n, secs, n / secs if secs else 0, wb / n, wb / 1e6, ob / n, cb / n, cpu / n * 1e6))
     if not a.dir:
         shutil.rmtree(d)
     return 0
