@@ -13,7 +13,7 @@
 
 #define FANOUT 4         /* runs merged at once: each identity is rewritten about log4(N / BASE) + 1 times */
 #define BASE 4096        /* runs under BASE identities are level 0; level k holds BASE * 4^(k-1) .. BASE * 4^k */
-#define SPILL 65536      /* an open batch this large is written as a run at once (1 MiB of identities) */
+#define SPILL 32768      /* an open batch this large is written as a run at once (its hash set: ~2 MiB) */
 #define STEP_MIN 4096    /* merge budget of a flush that added little: merges still move on */
 #define LEVELS_MAX 40    /* 4096 * 4^39 is far beyond any output */
 #define PEND_FIRST 1024  /* first capacity of the open batch's hash set (slots, a power of two) */
