@@ -3,12 +3,15 @@
  * output's inode and a hash of its bytes before the checkpoint), plus the error records by item and the
  * superseded ones (for compaction: plain tables, one row per error record).
  *
- * Rollback journal, truncated after each commit, with synchronous=OFF: a commit costs no fsync, and the index
- * takes no more room than its rows (a WAL grows by whole pages per commit up to its checkpoint, megabytes that
- * a nearly full disk does not have, and the output must get that room first). A kill -9 is safe (the kernel
+ * Rollback journal, truncated after each commit, with synchronous=OFF: a commit costs no fsync, and the journal
+ * holds only the few pages a commit changes in place (new runs go to new or free pages, which need no copy),
+ * where a WAL grows by whole pages per commit up to its checkpoint, megabytes that a nearly full disk does not
+ * have (the output must get that room first). The file itself holds the live runs plus the pages that ended
+ * merges freed (reused by the next runs): up to about twice the identities' own size. A kill -9 is safe (the kernel
  * keeps what was written; the hot journal rolls the open transaction back at the next open); a power cut may
  * corrupt the file, which is then removed and rebuilt from the output (it holds nothing else). A bounded page
- * cache: the sink's memory for the index, whatever its size. secure_delete is off (Debian's SQLite turns it on):
+ * cache and the open batch (the identities added since the last commit, about a second's): the sink's memory
+ * for the index, whatever its size. secure_delete is off (Debian's SQLite turns it on):
  * the pages of a merged run hold only hashes, and zeroing them would write each one twice more (page and its
  * journal copy) when a merge drops it. */
 #include "pipeline/sink_index.h"
