@@ -18,7 +18,7 @@ which show what the index costs once it is far larger than its page cache.
 No assertion: a measurement.
 
 usage: sink_restart.py --paliflow build/paliflow --worker build/tests/pipeline/test_worker [--records N]
-                       [--steady K] [--dir D]
+                       [--steady K] [--dir D] [--start-timeout S]
 """
 import argparse
 import os
@@ -102,7 +102,7 @@ def one_start(a, d, run, out, files=20):
     sink = spawn([a.paliflow, "sink", "--bind", sep, "--producer", pep, "--out", out, "--log-level", "info"], "sink")
     procs.append(sink)
     first = None
-    while time.monotonic() - t0 < 600:
+    while time.monotonic() - t0 < a.start_timeout:
         if os.path.getsize(out) > size0:
             first = time.monotonic() - t0
             break
@@ -145,6 +145,8 @@ def main():
     ap.add_argument("--records", type=int, default=1000000)
     ap.add_argument("--steady", type=int, default=20000)
     ap.add_argument("--dir")
+    ap.add_argument("--start-timeout", type=float, default=600,
+                    help="seconds to wait for a start's first ack (a first start over 10M records rebuilds the index)")
     a = ap.parse_args()
     d = a.dir or tempfile.mkdtemp(prefix="sink_restart_")
     os.makedirs(d, exist_ok=True)

@@ -41,6 +41,7 @@ struct pf_idset {
     size_t n_runs, cap_runs;
     sqlite3_stmt *probe;   /* one lookup in every live run (NULL: none); rebuilt when they change */
     int probe_stale;
+    int bulk;              /* pf_idset_set_bulk */
 };
 
 static int db_err(sqlite3 *db, const char *file, const char *what, pf_err *err)
@@ -397,21 +398,25 @@ int pf_idset_has(pf_idset *s, pf_rec_id id, pf_err *err)
     return found ? 1 : probe(s, id, err);
 }
 
+static int flush_batch(pf_idset *s, pf_err *err);
+
 int pf_idset_add(pf_idset *s, pf_rec_id id, pf_err *err)
 {
-    int r = pf_idset_has(s, id, err);
+    int found = 0;
+    if (s->bulk && s->cap)
+        pend_find(s, id, &found);
+    int r = s->bulk ? found : pf_idset_has(s, id, err);
     if (r)
         return r < 0 ? -1 : 0;
     if (pend_reserve(s))
         return pf_errf(err, "%s: out of memory for the open batch", s->file);
-    int found;
     size_t i = pend_find(s, id, &found);
     if (s->slot[i] == SLOT_FREE)
         s->used++;
     s->ids[i] = id;
     s->slot[i] = SLOT_USED;
     s->n++;
-    if (s->n >= SPILL && pf_idset_flush(s, err))
+    if (s->n >= SPILL && flush_batch(s, err))
         return -1;
     return 1;
 }
@@ -589,7 +594,8 @@ static int top_level(const pf_idset *s)
     return top;
 }
 
-int pf_idset_flush(pf_idset *s, pf_err *err)
+/* The open batch as a run, and merges by a budget. */
+static int flush_batch(pf_idset *s, pf_err *err)
 {
     int64_t added = (int64_t)s->n;
     if (write_run(s, err))
@@ -615,6 +621,36 @@ int pf_idset_merge_all(pf_idset *s, pf_err *err)
             return -1;
     }
     return 0;
+}
+
+/* Every run into one (after pf_idset_merge_all no merge is under way, and the runs left are a few per level). */
+static int merge_everything(pf_idset *s, pf_err *err)
+{
+    if (pf_idset_merge_all(s, err))
+        return -1;
+    if (s->n_runs < 2)
+        return 0;
+    int64_t t;
+    if (new_run(s, 0, 1, &t, err))
+        return -1;
+    char sql[120];
+    snprintf(sql, sizeof sql, "UPDATE runs SET dst=%lld WHERE kind=%d AND t<>%lld", (long long)t, s->kind,
+             (long long)t);
+    if (exec(s, sql, err))
+        return -1;
+    for (size_t i = 0; i + 1 < s->n_runs; i++)
+        s->runs[i].dst = t;
+    int64_t budget = INT64_MAX / 2;
+    return advance(s, s->n_runs - 1, &budget, err);
+}
+
+void pf_idset_set_bulk(pf_idset *s, int bulk) { s->bulk = bulk; }
+
+int pf_idset_flush(pf_idset *s, pf_err *err)
+{
+    if (flush_batch(s, err))
+        return -1;
+    return s->bulk ? merge_everything(s, err) : 0;
 }
 
 int pf_idset_forget(pf_idset *s, pf_err *err)

@@ -52,6 +52,11 @@ int pf_idset_remove(pf_idset *s, pf_rec_id id, pf_err *err);
 /* Before the caller commits (its transaction open): the open batch becomes a run, and merges advance by a
  * budget in proportion to what the batch added. */
 int pf_idset_flush(pf_idset *s, pf_err *err);
+/* Bulk mode, for a set filled from scratch (a whole output read back, one transaction): an add does not probe
+ * the runs (at 10M records they were most of a rebuild's time), only the open batch drops the duplicates it
+ * holds; the next pf_idset_flush then merges every run into one, which drops the duplicates between them, so
+ * that pf_idset_get_stats's in_runs is the set's exact size. The caller turns it off after that commit. */
+void pf_idset_set_bulk(pf_idset *s, int bulk);
 /* The caller's transaction was rolled back: forget the open batch and read the registry again (the runs
  * this transaction wrote or merged are gone). 0, or -1 when the registry cannot be read. */
 int pf_idset_forget(pf_idset *s, pf_err *err);

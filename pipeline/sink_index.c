@@ -48,6 +48,7 @@ struct pf_sink_index {
     char *path;
     int in_tx;
     int broken;   /* a rollback left the sets' registry unread: every later call fails */
+    int bulk;     /* the index starts over: what comes before the first commit is the output read back */
     int64_t count, tx_delta, end;
     int64_t superseded, tx_superseded;
 };
@@ -268,6 +269,11 @@ static int open_once(const char *out, int fd, pf_sink_index **ixp, int64_t *from
         return -1;
     }
     *from = ix->end;
+    if (*from == 0) {   /* the whole output is read back before the first commit: a bulk load (sink_idset.h) */
+        ix->bulk = 1;
+        pf_idset_set_bulk(ix->seen, 1);
+        pf_idset_set_bulk(ix->content, 1);
+    }
     *ixp = ix;
     return 0;
 }
@@ -384,6 +390,18 @@ int pf_sink_index_remove(pf_sink_index *ix, pf_rec_id id, pf_err *err)
     return r;
 }
 
+/* After a bulk load's flush (one run of distinct identities): the record count is that run's size, not the
+ * adds counted, which took an identity found in two places of the output twice. */
+static int bulk_count(pf_sink_index *ix)
+{
+    if (ix->bulk) {
+        pf_idset_stats st;
+        pf_idset_get_stats(ix->seen, &st);
+        ix->tx_delta = st.in_runs - ix->count;
+    }
+    return 0;
+}
+
 int pf_sink_index_commit(pf_sink_index *ix, int fd, int64_t end, pf_err *err)
 {
     struct stat st;
@@ -392,7 +410,7 @@ int pf_sink_index_commit(pf_sink_index *ix, int fd, int64_t end, pf_err *err)
     int64_t fp = fingerprint(fd, end);
     /* the open batch's identities become runs, and merges take their step, in the batch's transaction */
     if (usable(ix, err) || begin(ix, err) || pf_idset_flush(ix->seen, err) || pf_idset_flush(ix->content, err) ||
-        meta_set(ix, "version", VERSION, err) || meta_set(ix, "end", end, err) ||
+        bulk_count(ix) || meta_set(ix, "version", VERSION, err) || meta_set(ix, "end", end, err) ||
         meta_set(ix, "ino", (int64_t)st.st_ino, err) || meta_set(ix, "fp", fp, err) ||
         meta_set(ix, "records", ix->count + ix->tx_delta, err) ||
         meta_set(ix, "superseded", ix->superseded + ix->tx_superseded, err) || exec(ix, "COMMIT", err)) {
@@ -400,6 +418,11 @@ int pf_sink_index_commit(pf_sink_index *ix, int fd, int64_t end, pf_err *err)
         return -1;
     }
     ix->in_tx = 0;
+    if (ix->bulk) {
+        ix->bulk = 0;
+        pf_idset_set_bulk(ix->seen, 0);
+        pf_idset_set_bulk(ix->content, 0);
+    }
     ix->count += ix->tx_delta;
     ix->superseded += ix->tx_superseded;
     ix->tx_delta = ix->tx_superseded = 0;

@@ -487,6 +487,48 @@ static void test_kill_mid_merge(void **state)
     close(fd);
 }
 
+/* Reading a whole output back (the index starts over): adds do not probe the runs, the first commit merges
+ * them all into one; an identity twice in the output, in two runs written apart (the open batch spills every
+ * 32768), is still one record, and found. */
+static void test_rebuild_bulk_load(void **state)
+{
+    (void)state;
+    char path[300];
+    int fd = open_out("bulk.jsonl", path, sizeof path);
+    pf_err e = {{0}};
+    int64_t from = -1;
+    pf_sink_index *ix = reopen(path, fd, &from);
+    assert_int_equal(from, 0);
+    const uint64_t n = 100000;
+    for (uint64_t i = 0; i < n; i++)
+        assert_true(pf_sink_index_add(ix, test_id(i), &e) >= 0);
+    for (uint64_t i = 0; i < n; i += 1000)   /* again, long after their batch was written as a run */
+        assert_true(pf_sink_index_add(ix, test_id(i), &e) >= 0);
+    append(fd, "{}\n");
+    assert_int_equal(pf_sink_index_commit(ix, fd, 3, &e), 0);
+    assert_int_equal(pf_sink_index_count(ix), (int64_t)n);
+    pf_sink_index_close(ix);
+    ix = reopen(path, fd, &from);
+    assert_int_equal(from, 3);
+    assert_int_equal(pf_sink_index_count(ix), (int64_t)n);
+    for (uint64_t i = 0; i < n; i += 3)
+        assert_int_equal(pf_sink_index_add(ix, test_id(i), &e), 0);   /* no longer bulk: every run probed */
+    assert_int_equal(pf_sink_index_add(ix, test_id(n), &e), 1);
+    pf_sink_index_rollback(ix);
+    pf_sink_index_close(ix);
+    char seen[320];
+    snprintf(seen, sizeof seen, "%s.seen", path);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(seen, &db), SQLITE_OK);
+    assert_int_equal(sql_int(db, "SELECT count(*) FROM runs WHERE kind=0"), 1);   /* one run, each id once */
+    int64_t rows, distinct;
+    live_rows(db, &rows, &distinct);
+    assert_int_equal(rows, (int64_t)n);
+    assert_int_equal(distinct, (int64_t)n);
+    sqlite3_close(db);
+    close(fd);
+}
+
 /* A run table missing (the registry no longer matches): the index is rebuilt, not trusted. */
 static void test_inconsistent_runs_rebuilt(void **state)
 {
@@ -554,6 +596,7 @@ int main(void)
         cmocka_unit_test(test_failed_flush_rolls_back),
         cmocka_unit_test(test_kill_mid_merge),
         cmocka_unit_test(test_inconsistent_runs_rebuilt),
+        cmocka_unit_test(test_rebuild_bulk_load),
         cmocka_unit_test(test_safe_names),
     };
     return cmocka_run_group_tests(tests, setup_tmp, teardown_tmp);
