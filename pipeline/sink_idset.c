@@ -17,6 +17,14 @@
 #define STEP_MIN 4096    /* merge budget of a flush that added little: merges still move on */
 #define LEVELS_MAX 40    /* 4096 * 4^39 is far beyond any output */
 #define PEND_FIRST 1024  /* first capacity of the open batch's hash set (slots, a power of two) */
+/* Runs of up to FILTER_MAX identities written or merged by this process get an in-memory Bloom filter of
+ * FILTER_BITS bits per identity (FILTER_K bits set each: ~1% false positives), so that a lookup skips the
+ * SQLite probe of nearly all of them: a new identity was probed in every run (~1 us each when cached, more
+ * when not; 13 runs at 1M). Bounded: a few runs per level below FILTER_MAX, ~1.5 MiB in all, whatever the
+ * set's size; the larger runs are probed. Not stored: runs found at open are probed until merged again. */
+#define FILTER_MAX 262144
+#define FILTER_BITS 10
+#define FILTER_K 5
 
 enum { SLOT_FREE, SLOT_USED, SLOT_GONE };
 
@@ -26,6 +34,9 @@ typedef struct run {
     int64_t dst;   /* the run a merge is building from it, 0 none */
     int lvl;       /* a live run's level; the level of its inputs for a run being built */
     int building;  /* the output of a merge under way: not probed (its inputs hold all it holds) */
+    uint64_t *filter;   /* its Bloom filter (NULL: none, probe it) */
+    uint64_t filter_bits;
+    sqlite3_stmt *one;  /* its own lookup, for a run with a filter that lets the identity through */
 } run;
 
 struct pf_idset {
@@ -80,6 +91,43 @@ static int level_of(int64_t n)
     for (int64_t b = BASE; n >= b && l < LEVELS_MAX - 1; b *= FANOUT)
         l++;
     return l;
+}
+
+/* ---- Bloom filters ---- */
+
+static void filter_new(run *u, int64_t n)
+{
+    u->filter_bits = ((uint64_t)(n > 0 ? n : 1) * FILTER_BITS + 63) / 64 * 64;
+    u->filter = calloc(u->filter_bits / 64, sizeof *u->filter);   /* none when out of memory: probed */
+}
+
+/* Identities are hashes: their two halves give the K positions (double hashing). */
+static void filter_add(run *u, pf_rec_id id)
+{
+    uint64_t h = id.lo, d = id.hi | 1;
+    for (int i = 0; i < FILTER_K; i++, h += d) {
+        uint64_t b = h % u->filter_bits;
+        u->filter[b >> 6] |= 1ull << (b & 63);
+    }
+}
+
+static int filter_maybe(const run *u, pf_rec_id id)
+{
+    uint64_t h = id.lo, d = id.hi | 1;
+    for (int i = 0; i < FILTER_K; i++, h += d) {
+        uint64_t b = h % u->filter_bits;
+        if (!(u->filter[b >> 6] & 1ull << (b & 63)))
+            return 0;
+    }
+    return 1;
+}
+
+static void run_free(run *u)
+{
+    free(u->filter);
+    u->filter = NULL;
+    sqlite3_finalize(u->one);
+    u->one = NULL;
 }
 
 /* ---- the open batch ---- */
@@ -155,6 +203,8 @@ static void pend_clear(pf_idset *s)
 static int load_runs(pf_idset *s, pf_err *err)
 {
     sqlite3_stmt *st = NULL;
+    for (size_t i = 0; i < s->n_runs; i++)   /* a rollback's runs are gone or changed: filters start over */
+        run_free(&s->runs[i]);
     s->n_runs = 0;
     s->probe_stale = 1;
     if (sqlite3_prepare_v2(s->db, "SELECT t, n, dst, lvl, building FROM runs WHERE kind=? ORDER BY t", -1, &st,
@@ -168,6 +218,7 @@ static int load_runs(pf_idset *s, pf_err *err)
             return pf_errf(err, "%s: out of memory", s->file);
         }
         run *u = &s->runs[s->n_runs++];
+        memset(u, 0, sizeof *u);
         u->t = sqlite3_column_int64(st, 0);
         u->n = sqlite3_column_int64(st, 1);
         u->dst = sqlite3_column_int64(st, 2);
@@ -243,6 +294,8 @@ void pf_idset_close(pf_idset *s)
     if (!s)
         return;
     sqlite3_finalize(s->probe);
+    for (size_t i = 0; i < s->n_runs; i++)
+        run_free(&s->runs[i]);
     free(s->ids);
     free(s->slot);
     free(s->runs);
@@ -271,7 +324,7 @@ static int new_run(pf_idset *s, int lvl, int building, int64_t *t, pf_err *err)
     snprintf(sql, sizeof sql, "CREATE TABLE run%lld(id BLOB PRIMARY KEY) WITHOUT ROWID", (long long)*t);
     if (exec(s, sql, err))
         return -1;
-    s->runs[s->n_runs++] = (run){*t, 0, 0, lvl, building};
+    s->runs[s->n_runs++] = (run){*t, 0, 0, lvl, building, NULL, 0, NULL};
     return 0;
 }
 
@@ -333,6 +386,12 @@ static int write_run(pf_idset *s, pf_err *err)
         sqlite3_reset(st);
     }
     sqlite3_finalize(st);
+    if (!rc && k <= FILTER_MAX) {
+        run *u = &s->runs[s->n_runs - 1];
+        filter_new(u, (int64_t)k);
+        for (size_t i = 0; u->filter && i < k; i++)
+            filter_add(u, v[i]);
+    }
     free(v);
     if (rc || update_run(s, t, (int64_t)k, -1, err))
         return -1;
@@ -352,7 +411,7 @@ static int build_probe(pf_idset *s, pf_err *err)
     s->probe_stale = 0;
     size_t live = 0;
     for (size_t i = 0; i < s->n_runs; i++)
-        live += !s->runs[i].building;
+        live += !s->runs[i].building && !s->runs[i].filter;
     if (!live)
         return 0;
     size_t cap = live * 64 + 16, k = 0;
@@ -360,7 +419,7 @@ static int build_probe(pf_idset *s, pf_err *err)
     if (!sql)
         return pf_errf(err, "%s: out of memory", s->file);
     for (size_t i = s->n_runs; i-- > 0;)
-        if (!s->runs[i].building)
+        if (!s->runs[i].building && !s->runs[i].filter)
             k += (size_t)snprintf(sql + k, cap - k, "%sSELECT 1 FROM run%lld WHERE id=?1", k ? " UNION ALL " : "",
                                   (long long)s->runs[i].t);
     snprintf(sql + k, cap - k, " LIMIT 1");
@@ -373,14 +432,42 @@ static int build_probe(pf_idset *s, pf_err *err)
     return 0;
 }
 
+/* The runs with a filter: only those it lets ID through are probed, each with its own statement. */
+static int probe_filtered(pf_idset *s, pf_rec_id id, const unsigned char b[16], pf_err *err)
+{
+    for (size_t i = s->n_runs; i-- > 0;) {
+        run *u = &s->runs[i];
+        if (u->building || !u->filter || !filter_maybe(u, id))
+            continue;
+        if (!u->one) {
+            char sql[64];
+            snprintf(sql, sizeof sql, "SELECT 1 FROM run%lld WHERE id=?1", (long long)u->t);
+            if (sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &u->one, NULL) != SQLITE_OK)
+                return db_err(s->db, s->file, "prepare a lookup", err);
+        }
+        sqlite3_bind_blob(u->one, 1, b, 16, SQLITE_STATIC);
+        int r = sqlite3_step(u->one);
+        sqlite3_reset(u->one);
+        sqlite3_clear_bindings(u->one);
+        if (r == SQLITE_ROW)
+            return 1;
+        if (r != SQLITE_DONE)
+            return db_err(s->db, s->file, "lookup", err);
+    }
+    return 0;
+}
+
 static int probe(pf_idset *s, pf_rec_id id, pf_err *err)
 {
+    unsigned char b[16];
+    pf_rec_id_bytes(id, b);
+    int f = probe_filtered(s, id, b, err);
+    if (f)
+        return f;
     if (s->probe_stale && build_probe(s, err))
         return -1;
     if (!s->probe)
         return 0;
-    unsigned char b[16];
-    pf_rec_id_bytes(id, b);
     sqlite3_bind_blob(s->probe, 1, b, 16, SQLITE_STATIC);
     int r = sqlite3_step(s->probe);
     sqlite3_reset(s->probe);
@@ -464,6 +551,7 @@ static int start_merge(pf_idset *s, int lvl, size_t *b, pf_err *err)
         return -1;
     *b = s->n_runs - 1;
     int taken = 0;
+    int64_t total = 0;
     for (size_t i = 0; i < s->n_runs && taken < FANOUT; i++) {
         run *u = &s->runs[i];
         if (u->building || u->dst || u->lvl != lvl)
@@ -473,8 +561,12 @@ static int start_merge(pf_idset *s, int lvl, size_t *b, pf_err *err)
         if (exec(s, sql, err))
             return -1;
         u->dst = t;
+        total += u->n;
         taken++;
     }
+    /* started here, so its output is seen whole: it gets a filter when small enough */
+    if (total <= FILTER_MAX)
+        filter_new(&s->runs[*b], total);
     return 0;
 }
 
@@ -490,6 +582,7 @@ static int finish_merge(pf_idset *s, size_t b, pf_err *err)
         if (s->runs[i].dst == out.t) {
             char sql[64];
             snprintf(sql, sizeof sql, "DROP TABLE run%lld", (long long)s->runs[i].t);
+            run_free(&s->runs[i]);
             if (exec(s, sql, err))
                 return -1;
             continue;
@@ -508,6 +601,24 @@ static int finish_merge(pf_idset *s, size_t b, pf_err *err)
             s->runs[i].lvl = lvl;
         }
     return 0;
+}
+
+/* Add to U's filter the identities of its table after LAST (N_LAST bytes: 0 from the start): those a merge
+ * step just copied (pages it just wrote, in the cache). */
+static int filter_read_back(pf_idset *s, run *u, const unsigned char *last, int n_last, pf_err *err)
+{
+    char sql[64];
+    sqlite3_stmt *st = NULL;
+    snprintf(sql, sizeof sql, "SELECT id FROM run%lld WHERE id>?1", (long long)u->t);
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return db_err(s->db, s->file, "read a merge's output", err);
+    sqlite3_bind_blob(st, 1, n_last ? (const void *)last : "", n_last, SQLITE_STATIC);
+    int r;
+    while ((r = sqlite3_step(st)) == SQLITE_ROW)
+        if (sqlite3_column_bytes(st, 0) == 16)
+            filter_add(u, pf_rec_id_from_bytes(sqlite3_column_blob(st, 0)));
+    sqlite3_finalize(st);
+    return r == SQLITE_DONE ? 0 : db_err(s->db, s->file, "read a merge's output", err);
 }
 
 /* Copy up to *BUDGET more identities, in order, from the inputs of the merge into run B (the next ones after
@@ -540,10 +651,15 @@ static int advance(pf_idset *s, size_t b, int64_t *budget, pf_err *err)
         rc = db_err(s->db, s->file, "merge runs", err);
     free(sql);
     int64_t copied = 0, limit = *budget;
+    unsigned char last[16];
+    int n_last = 0;
     if (!rc) {
         /* after the largest identity copied; an empty blob sorts before every identity */
-        const void *last = sqlite3_column_blob(cur, 0);
-        sqlite3_bind_blob(st, 1, last ? last : "", last ? sqlite3_column_bytes(cur, 0) : 0, SQLITE_TRANSIENT);
+        const void *p = sqlite3_column_blob(cur, 0);
+        n_last = p && sqlite3_column_bytes(cur, 0) == 16 ? 16 : 0;
+        if (n_last)
+            memcpy(last, p, 16);
+        sqlite3_bind_blob(st, 1, n_last ? (const void *)last : "", n_last, SQLITE_TRANSIENT);
         sqlite3_reset(cur);   /* closed before its table is written */
         sqlite3_bind_int64(st, 2, limit);
         if (sqlite3_step(st) != SQLITE_DONE)
@@ -553,6 +669,8 @@ static int advance(pf_idset *s, size_t b, int64_t *budget, pf_err *err)
     }
     sqlite3_finalize(cur);
     sqlite3_finalize(st);
+    if (!rc && copied && s->runs[b].filter)
+        rc = filter_read_back(s, &s->runs[b], last, n_last, err);
     if (rc || update_run(s, o, copied, -1, err))
         return -1;
     s->runs[b].n += copied;
@@ -671,6 +789,7 @@ void pf_idset_get_stats(const pf_idset *s, pf_idset_stats *st)
             continue;
         }
         st->runs++;
+        st->filtered += s->runs[i].filter != NULL;
         st->in_runs += s->runs[i].n;
         if (s->runs[i].lvl + 1 > st->levels)
             st->levels = s->runs[i].lvl + 1;

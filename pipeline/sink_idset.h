@@ -7,7 +7,8 @@
  * batch); the batch is written, sorted, as a new table (a "run": pages filled in order, dense, new pages
  * need no journal copy); runs of about the same size are merged, FANOUT at a time and again in sorted order,
  * into one run of the next level. Each identity is so rewritten once per level, O(log N) times at ~24 bytes,
- * never a page of its own. A lookup probes every live run: one SQL statement, a B-tree lookup per run.
+ * never a page of its own. A lookup probes every live run (a B-tree lookup each, in one SQL statement) but those
+ * whose in-memory Bloom filter rules the identity out (the smaller runs: sink_idset.c).
  *
  * Merges advance in steps inside the index's transactions (sink_index.c commits them with the batch that
  * paid for them), a budget of identities per step in proportion to the identities the step's batch added:
@@ -64,7 +65,8 @@ int pf_idset_forget(pf_idset *s, pf_err *err);
 /* Figures of the set, for tests and logs. */
 typedef struct pf_idset_stats {
     int64_t pending;   /* identities in the open batch */
-    int runs;          /* live runs (each probed by a lookup) */
+    int runs;          /* live runs (each probed by a lookup, unless its filter rules the identity out) */
+    int filtered;      /* live runs with an in-memory Bloom filter */
     int merging;       /* merges under way */
     int levels;        /* highest live level + 1 */
     int64_t in_runs;   /* identities in live runs */

@@ -325,6 +325,7 @@ static void test_runs_and_merges(void **state)
     assert_true(saw_merge_across_commits);   /* a merge larger than one step's budget went on over commits */
     assert_true(most_runs < 20);             /* merges kept the runs (probes per lookup) few: not 60 */
     assert_true(st.levels >= 3);
+    assert_true(st.filtered > 0);   /* lookups above went through the Bloom filters too */
     /* a known identity is not added again, wherever it is */
     sql_ok(db, "BEGIN");
     for (uint64_t i = 0; i < n; i += 97)
