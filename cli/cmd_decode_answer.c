@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/grow.h"
 #include "base/log.h"
 #include "base/optable.h"
 #include "cli/commands.h"
@@ -67,14 +68,8 @@ static int read_line(FILE *in, char **buf, size_t *cap, size_t *len)
             break;
         if (too_long)
             continue;
-        if (*len + 2 > *cap) {
-            size_t nc = *cap ? 2 * *cap : 4096;
-            char *nb = realloc(*buf, nc);
-            if (!nb)
-                return -2;
-            *buf = nb;
-            *cap = nc;
-        }
+        if (PF_GROW(*buf, *cap, *len, 2, 4096))
+            return -2;
         (*buf)[(*len)++] = (char)c;
         if (*len > MAX_LINE)
             too_long = 1;

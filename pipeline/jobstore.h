@@ -113,8 +113,14 @@ int pf_jobstore_requeue_failed(pf_jobstore *js, int64_t *n, pf_err *err);
 int pf_jobstore_shift_out_end(pf_jobstore *js, int64_t end, int64_t len, pf_err *err);
 /* At startup: every leased item back to queued (its workers belong to the previous run). */
 int pf_jobstore_reset_leases(pf_jobstore *js, int64_t *n, pf_err *err);
-/* counts[state] for the four states. */
+/* counts[state] for the four states. All but the leased are kept in the store (updated with every change
+ * paliflow makes, committed with it), so this costs the same at 100M items as at 10; a program other than
+ * paliflow that edits the store leaves them wrong until pf_jobstore_recount. */
 int pf_jobstore_counts(pf_jobstore *js, int64_t counts[4], pf_err *err);
+/* Count every item again into the kept counts (linear: ~0.25 s per million items). Commits first. */
+int pf_jobstore_recount(pf_jobstore *js, pf_err *err);
+/* *any = 1 when some item is queued or leased (one index lookup). */
+int pf_jobstore_any_open(pf_jobstore *js, int *any, pf_err *err);
 /* The failed items' reasons, grouped: CB(reason, count, arg) for each distinct reason, most frequent first
  * (at most MAX groups; reason "" = none stored). */
 int pf_jobstore_error_reasons(pf_jobstore *js, size_t max, void (*cb)(const char *reason, int64_t n, void *arg),

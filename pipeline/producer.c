@@ -112,12 +112,45 @@ static int on_late_hello(void *arg, pf_wire_in *in)
     return 0;
 }
 
+/* The counts come from the job store, which keeps them (jobstore.h) and could have been edited by another
+ * program: when they and what is left disagree (they say finished and an item is still queued, or nothing is
+ * left and they say unfinished), the store is looked at (one lookup) and, if they were wrong, counted again. */
+static int counts_right(prod *p, int say_finished)
+{
+    int open = 0;
+    pf_err e = {{0}};
+    if (pf_jobstore_any_open(p->js, &open, &e)) {
+        pf_error(LOG, "%s", e.msg);
+        return 1;
+    }
+    if (open != say_finished)
+        return 1;
+    int64_t c[4];
+    pf_warn(LOG, "the job store's item counts were wrong (%lld items, %lld done, %lld failed; was it edited by "
+            "another program?): counting them again", (long long)p->total, (long long)p->done, (long long)p->failed);
+    if (pf_jobstore_recount(p->js, &e) || pf_jobstore_counts(p->js, c, &e)) {
+        pf_error(LOG, "%s", e.msg);
+        return 1;
+    }
+    p->total = c[0] + c[1] + c[2] + c[3];
+    p->done = c[PF_ITEM_DONE];
+    p->failed = c[PF_ITEM_FAILED];
+    p->db_exhausted = 0;   /* items the counts hid are read from the store */
+    return 0;
+}
+
 /* Every item is done or failed, and nothing is left to scan or hand out; and a sink has confirmed that its
  * output holds their records (producer_reconcile.c). */
 static int job_finished(prod *p)
 {
-    return !p->scanning && p->total == p->done + p->failed && p->n_fl == 0 && p->raw.n == 0 &&
-           (p->total == 0 || pf_prod_output_verified(p));
+    if (p->scanning || p->n_fl || p->raw.n)
+        return 0;
+    int say = p->total == p->done + p->failed;
+    if (!say && !p->db_exhausted)
+        return 0;
+    if (!counts_right(p, say) || !say)
+        return 0;
+    return p->total == 0 || pf_prod_output_verified(p);
 }
 
 /* --stay: keep answering peers (the job is finished) and serving metrics until stopped. */

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 
 #include "base/file.h"
+#include "base/grow.h"
 #include "base/log.h"
 #include "pipeline/keyset.h"
 
@@ -94,14 +95,8 @@ static int push_dir(pf_scan *s, const char *dir, size_t rel_off, const struct st
     while ((de = readdir(d))) {
         if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
             continue;
-        if (f.n == cap) {
-            size_t nc = cap ? 2 * cap : 64;
-            char **nn = realloc(f.names, nc * sizeof *nn);
-            if (!nn)
-                goto oom;
-            f.names = nn;
-            cap = nc;
-        }
+        if (PF_GROW(f.names, cap, f.n, 1, 64))
+            goto oom;
         size_t nl = strlen(de->d_name);
         if (!(f.names[f.n] = malloc(nl + 2)))
             goto oom;
@@ -115,14 +110,8 @@ static int push_dir(pf_scan *s, const char *dir, size_t rel_off, const struct st
     if (!(f.dir = strdup(dir)))
         goto oom;
     f.rel_off = rel_off;
-    if (s->depth == s->cap) {
-        size_t nc = s->cap ? 2 * s->cap : 16;
-        frame *ns = realloc(s->stack, nc * sizeof *ns);
-        if (!ns)
-            goto oom;
-        s->stack = ns;
-        s->cap = nc;
-    }
+    if (PF_GROW(s->stack, s->cap, s->depth, 1, 16))
+        goto oom;
     s->stack[s->depth++] = f;
     return 0;
 oom:

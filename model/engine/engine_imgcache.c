@@ -5,6 +5,7 @@
 #include <string.h>
 #include <xxhash.h>
 
+#include "base/grow.h"
 #include "model/engine/engine_internal.h"
 
 void pf_eng_imgcache_hash(const float *pixels, size_t floats, uint64_t h[2])
@@ -46,14 +47,8 @@ void pf_eng_imgcache_put(eng_imgcache *c, const uint64_t h[2], const float *feat
                 old = i;
         evict(c, old);
     }
-    if (c->n == c->cap) {
-        size_t cap = c->cap ? 2 * c->cap : 8;
-        eng_img_entry *v = realloc(c->v, cap * sizeof *v);
-        if (!v)
-            return; /* a cache: failing to keep an entry is harmless */
-        c->v = v;
-        c->cap = cap;
-    }
+    if (PF_GROW(c->v, c->cap, c->n, 1, 8))
+        return; /* a cache: failing to keep an entry is harmless */
     float *copy = malloc(bytes);
     if (!copy)
         return;

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "base/file.h"
+#include "base/grow.h"
 #include "model/ref/ref.h"
 
 typedef struct gen_seq {
@@ -168,15 +169,9 @@ int pf_generator_submit(pf_generator *g, const pf_gen_request *r, pf_err *err)
     s->req.ids = s->hist;
     s->req.pixels = s->pixels;
     pf_rng_seed(&s->rng, r->params.seed);
-    if (g->n_queue == g->cap_queue) {
-        size_t cap = g->cap_queue ? 2 * g->cap_queue : 16;
-        gen_seq **q = realloc(g->queue, cap * sizeof *q);
-        if (!q) {
-            seq_free(g, s);
-            return pf_errf(err, "request %llu: out of memory", (unsigned long long)r->tag);
-        }
-        g->queue = q;
-        g->cap_queue = cap;
+    if (PF_GROW(g->queue, g->cap_queue, g->n_queue, 1, 16)) {
+        seq_free(g, s);
+        return pf_errf(err, "request %llu: out of memory", (unsigned long long)r->tag);
     }
     g->queue[g->n_queue++] = s;
     return 0;
@@ -226,14 +221,8 @@ static void finish(pf_generator *g, gen_seq *s, pf_gen_result *r)
 
 static int push_done(pf_gen_result **done, size_t *n_done, size_t *cap, pf_generator *g, gen_seq *s)
 {
-    if (*n_done == *cap) {
-        size_t nc = *cap ? 2 * *cap : 8;
-        pf_gen_result *d = realloc(*done, nc * sizeof *d);
-        if (!d)
-            return -1;
-        *done = d;
-        *cap = nc;
-    }
+    if (PF_GROW(*done, *cap, *n_done, 1, 8))
+        return -1;
     finish(g, s, &(*done)[(*n_done)++]);
     return 0;
 }

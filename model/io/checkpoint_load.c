@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/grow.h"
 #include "base/log.h"
 #include "model/io/lora.h"
 #include "model/io/model.h"
@@ -29,14 +30,8 @@ static int add(want_list *l, const float **dst, int ndim, int64_t d0, int64_t d1
 static int add(want_list *l, const float **dst, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3,
                pf_err *err, const char *fmt, ...)
 {
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 64;
-        want *v = realloc(l->v, cap * sizeof *v);
-        if (!v)
-            return pf_errf(err, "out of memory");
-        l->v = v;
-        l->cap = cap;
-    }
+    if (PF_GROW(l->v, l->cap, l->n, 1, 64))
+        return pf_errf(err, "out of memory");
     want *w = &l->v[l->n++];
     memset(w, 0, sizeof *w);
     va_list ap;

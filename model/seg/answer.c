@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/grow.h"
+
 static int is_digit(char c)
 {
     return c >= '0' && c <= '9';
@@ -86,14 +88,8 @@ int pf_seg_answer_parse(const char *text, size_t len, pf_seg_object **out, size_
         o.tokens_valid = o.box_valid && o.has_codes;
         for (int i = 0; o.tokens_valid && i < 16; i++)
             o.tokens_valid = o.codes[i] <= 127;
-        if (*n == cap) {
-            size_t nc = cap ? 2 * cap : 4;
-            pf_seg_object *no = realloc(*out, nc * sizeof *no);
-            if (!no)
-                goto oom;
-            *out = no;
-            cap = nc;
-        }
+        if (PF_GROW(*out, cap, *n, 1, 4))
+            goto oom;
         /* Labels are bytes of the answer; a NUL inside one ends it (labels are C strings downstream). */
         o.label = strndup(lab, (size_t)(lab_end - lab));
         if (!o.label)

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "base/file.h"
+#include "base/grow.h"
 
 pf_npz_limits pf_npz_default_limits(void)
 {
@@ -128,16 +129,10 @@ int pf_npz_read_memory(const void *buf, size_t len, const char *label, const pf_
             free(name);
             goto done;
         }
-        if (out->n == cap) {
-            size_t nc = cap ? 2 * cap : 32;
-            pf_npz_member *nm = realloc(out->m, nc * sizeof *nm);
-            if (!nm) {
-                free(name);
-                pf_errf(err, "%s: out of memory", label);
-                goto done;
-            }
-            out->m = nm;
-            cap = nc;
+        if (PF_GROW(out->m, cap, out->n, 1, 32)) {
+            free(name);
+            pf_errf(err, "%s: out of memory", label);
+            goto done;
         }
         pf_npz_member *m = &out->m[out->n];
         memset(m, 0, sizeof *m);

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/grow.h"
+
 void pf_rle_free(pf_rle *r)
 {
     free(r->counts);
@@ -13,14 +15,8 @@ void pf_rle_free(pf_rle *r)
 
 static int push(pf_rle *r, size_t *cap, uint64_t v)
 {
-    if (r->n == *cap) {
-        size_t nc = *cap ? 2 * *cap : 64;
-        uint64_t *c = realloc(r->counts, nc * sizeof *c);
-        if (!c)
-            return -1;
-        r->counts = c;
-        *cap = nc;
-    }
+    if (PF_GROW(r->counts, *cap, r->n, 1, 64))
+        return -1;
     r->counts[r->n++] = v;
     return 0;
 }

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/grow.h"
 #include "model/tokenizer/processor.h"
 
 static const char IMAGE[] = "<image>", BOS[] = "<bos>", EOS[] = "<eos>", PAD[] = "<pad>";
@@ -18,19 +19,8 @@ static int sb_add(sbuf *b, const char *s, size_t len, pf_err *err)
 {
     if (len == 0)
         return 0;
-    if (len > b->cap - b->n) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap - b->n < len) {
-            if (cap > SIZE_MAX / 4)
-                return pf_errf(err, "processor: prompt too large");
-            cap *= 2;
-        }
-        char *p = realloc(b->p, cap);
-        if (!p)
-            return pf_errf(err, "processor: out of memory (%zu bytes)", cap);
-        b->p = p;
-        b->cap = cap;
-    }
+    if (PF_GROW(b->p, b->cap, b->n, len, 256))
+        return pf_errf(err, "processor: out of memory for a prompt of %zu + %zu bytes", b->n, len);
     memcpy(b->p + b->n, s, len);
     b->n += len;
     return 0;

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/grow.h"
 #include "model/tokenizer/tokenizer_internal.h"
 
 size_t pf_utf8_seq(const uint8_t *s, size_t n, uint32_t *cp)
@@ -117,19 +118,8 @@ void pf_ids_free(pf_ids *ids)
 
 int pf_ids_reserve(pf_ids *ids, size_t extra, pf_err *err)
 {
-    if (extra <= ids->cap - ids->n)
-        return 0;
-    if (extra > (SIZE_MAX / sizeof(int32_t)) / 2 - ids->n)
-        return pf_errf(err, "id vector: %zu more ids is too many", extra);
-    size_t need = ids->n + extra;
-    size_t cap = ids->cap ? ids->cap : 16;
-    while (cap < need)
-        cap *= 2;
-    int32_t *v = realloc(ids->v, cap * sizeof(int32_t));
-    if (!v)
-        return pf_errf(err, "id vector: out of memory for %zu ids", cap);
-    ids->v = v;
-    ids->cap = cap;
+    if (PF_GROW(ids->v, ids->cap, ids->n, extra, 16))
+        return pf_errf(err, "id vector: out of memory for %zu more ids (%zu held)", extra, ids->n);
     return 0;
 }
 

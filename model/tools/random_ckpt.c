@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "base/file.h"
+#include "base/grow.h"
 #include "model/io/safetensors.h"
 
 /* Shapes from transformers' convert_paligemma_weights_to_hf.py / convert_paligemma2_weights_to_hf.py and the
@@ -154,15 +155,9 @@ static void add(tlist *l, float mean, float std, int ndim, int64_t d0, int64_t d
 {
     if (l->oom)
         return;
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 256;
-        pf_rc_tensor *t = realloc(l->t, cap * sizeof *t);
-        if (!t) {
-            l->oom = true;
-            return;
-        }
-        l->t = t;
-        l->cap = cap;
+    if (PF_GROW(l->t, l->cap, l->n, 1, 256)) {
+        l->oom = true;
+        return;
     }
     pf_rc_tensor *t = &l->t[l->n++];
     memset(t, 0, sizeof *t);

@@ -162,6 +162,20 @@ def t_e2e(a, d):
     p2 = j.producer()
     check(wait_exit(p2, 30, "producer rerun") == 0, "rerun exit status")
     check(open(j.out, "rb").read() == before, "rerun changed the output")
+    # the job store edited by hand (two done items queued again with the sqlite3 shell): the counts it keeps are
+    # off; the producer notices, counts again, redoes the two and finishes (the sink already holds their records)
+    con = sqlite3.connect(j.db)
+    con.execute("UPDATE items SET state = 0, out_end = NULL WHERE id IN (SELECT id FROM items WHERE state = 2 "
+                "ORDER BY id LIMIT 2)")
+    con.commit()
+    con.close()
+    p3 = j.producer()
+    j.worker("preprocess", ["--exit-when-done"])
+    j.worker("inference", ["--exit-when-done"])
+    check(wait_exit(p3, 60, "producer after a hand edit") == 0, "exit status after a hand edit %s" % p3.returncode)
+    check("item counts were wrong" in open(p3.log, errors="replace").read(), "the wrong counts were not noticed")
+    check(open(j.out, "rb").read() == before, "redoing the edited items changed the output")
+    verify(j.out, files, j.db)
 
 
 def t_embedded(a, d):

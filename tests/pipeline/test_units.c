@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <sqlite3.h>
 
 #include "base/config_file.h"
 #include "base/option.h"
@@ -199,6 +200,128 @@ static void test_jobstore(void **state)
     fclose(f);
     assert_int_equal(pf_jobstore_open(path, &js, &e), -1);
     assert_non_null(strstr(e.msg, path));
+}
+
+/* The counts kept in item_counts (jobstore.c, CNT_ALL) against counting the rows, after each kind of change
+ * that moves items: kept counts that drift would end a job early or never. */
+static int64_t sql_count(const char *path, const char *where)
+{
+    sqlite3 *db = NULL;
+    char q[256];
+    snprintf(q, sizeof q, "SELECT count(*) FROM items WHERE %s", where);
+    sqlite3_stmt *s = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, q, -1, &s, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    int64_t n = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return n;
+}
+
+static void sql_exec(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+}
+
+static void check_counts(pf_jobstore *js, const char *path)
+{
+    pf_err e = {{0}};
+    assert_int_equal(pf_jobstore_commit(js, &e), 0);   /* the other connection sees committed rows only */
+    int64_t c[4], placed = -1, unplaced = -1;
+    assert_int_equal(pf_jobstore_counts(js, c, &e), 0);
+    assert_int_equal(pf_jobstore_count_placed(js, &placed, &e), 0);
+    assert_int_equal(pf_jobstore_count_unplaced(js, &unplaced, &e), 0);
+    assert_int_equal(c[PF_ITEM_QUEUED], sql_count(path, "state = 0"));
+    assert_int_equal(c[PF_ITEM_LEASED], sql_count(path, "state = 1"));
+    assert_int_equal(c[PF_ITEM_DONE], sql_count(path, "state = 2"));
+    assert_int_equal(c[PF_ITEM_FAILED], sql_count(path, "state = 3"));
+    assert_int_equal(placed, sql_count(path, "state IN (2, 3) AND out_end IS NOT NULL"));
+    assert_int_equal(unplaced, sql_count(path, "state IN (2, 3) AND out_end IS NULL"));
+    assert_int_equal(pf_jobstore_begin(js, &e), 0);
+}
+
+static void test_jobstore_counts(void **state)
+{
+    (void)state;
+    char path[600];
+    snprintf(path, sizeof path, "%s/counts.sqlite", g_tmp);
+    pf_err e = {{0}};
+    pf_jobstore *js;
+    assert_int_equal(pf_jobstore_open(path, &js, &e), 0);
+    assert_int_equal(pf_jobstore_begin(js, &e), 0);
+    int64_t id[12];
+    for (int i = 0; i < 12; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "f%02d.jpg", i);
+        assert_int_equal(pf_jobstore_add(js, name, 10 + i, &id[i], &e), 0);
+    }
+    int64_t again;
+    assert_int_equal(pf_jobstore_add(js, "f03.jpg", 13, &again, &e), 0);   /* ignored: counted once */
+    check_counts(js, path);
+    int changed = 0;
+    for (int i = 0; i < 10; i++) {
+        char key[8];
+        snprintf(key, sizeof key, "K%d", i);
+        assert_int_equal(pf_jobstore_lease(js, id[i], key, "preprocess", "w1", 1e9, &e), 0);
+        if (i < 8)   /* 0-3 done with offsets, 4-5 failed with offsets, 6 done without, 7 failed without */
+            assert_int_equal(pf_jobstore_finish_at(js, id[i], key, i < 4 || i == 6, i < 4 || i == 6 ? NULL : "bad",
+                                                   i < 6 ? 100 * (i + 1) : -1, &changed, &e), 0);
+    }
+    assert_int_equal(pf_jobstore_finish_at(js, id[0], "K0", 0, "again", 50, &changed, &e), 0);   /* final: no-op */
+    assert_false(changed);
+    check_counts(js, path);
+    int64_t nd = 0, nf = 0, n = 0;
+    assert_int_equal(pf_jobstore_requeue_beyond(js, 450, &nd, &nf, &e), 0);   /* offsets 500, 600: f04, f05 */
+    assert_int_equal(nd + nf, 2);
+    check_counts(js, path);
+    assert_int_equal(pf_jobstore_shift_out_end(js, 200, 50, &e), 0);   /* offsets move, counts do not */
+    check_counts(js, path);
+    assert_int_equal(pf_jobstore_requeue_failed(js, &n, &e), 0);
+    check_counts(js, path);
+    assert_int_equal(pf_jobstore_requeue(js, id[8], 1, "died", &e), 0);
+    check_counts(js, path);
+    assert_int_equal(pf_jobstore_commit(js, &e), 0);
+    pf_jobstore_close(js);
+    /* a store edited by another program (rows removed with the sqlite3 shell): the kept counts are off until
+     * counted again (the producer does when they disagree with what is left, producer.c counts_right) */
+    sql_exec(path, "DELETE FROM items WHERE id IN (1, 2, 11)");
+    assert_int_equal(pf_jobstore_open(path, &js, &e), 0);
+    assert_int_equal(pf_jobstore_begin(js, &e), 0);
+    assert_int_equal(pf_jobstore_reset_leases(js, &n, &e), 0);
+    int64_t c[4];
+    assert_int_equal(pf_jobstore_counts(js, c, &e), 0);
+    assert_int_equal(c[PF_ITEM_QUEUED] + c[PF_ITEM_LEASED] + c[PF_ITEM_DONE] + c[PF_ITEM_FAILED], 12);
+    assert_int_equal(pf_jobstore_recount(js, &e), 0);
+    assert_true(pf_jobstore_in_tx(js));   /* the caller's transaction goes on */
+    check_counts(js, path);
+    int any = 0;
+    assert_int_equal(pf_jobstore_any_open(js, &any, &e), 0);
+    assert_true(any);
+    assert_int_equal(pf_jobstore_commit(js, &e), 0);
+    pf_jobstore_close(js);
+    /* a store made before the counts were kept is counted when first opened */
+    sql_exec(path, "DROP TABLE item_counts; UPDATE items SET state = 2, out_end = 7 WHERE state IN (0, 1)");
+    assert_int_equal(pf_jobstore_open(path, &js, &e), 0);
+    assert_int_equal(pf_jobstore_begin(js, &e), 0);
+    check_counts(js, path);
+    assert_int_equal(pf_jobstore_any_open(js, &any, &e), 0);
+    assert_false(any);
+    /* changes made outside a transaction carry their counts too */
+    assert_int_equal(pf_jobstore_commit(js, &e), 0);
+    int64_t idz;
+    assert_int_equal(pf_jobstore_add(js, "z.jpg", 1, &idz, &e), 0);
+    assert_int_equal(pf_jobstore_lease(js, idz, "KZ", "preprocess", "w1", 1e9, &e), 0);
+    assert_int_equal(pf_jobstore_finish_at(js, idz, "KZ", 0, "x", 900, &changed, &e), 0);
+    assert_int_equal(pf_jobstore_requeue_failed(js, &n, &e), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(pf_jobstore_begin(js, &e), 0);
+    check_counts(js, path);
+    assert_int_equal(pf_jobstore_commit(js, &e), 0);
+    pf_jobstore_close(js);
 }
 
 /* ---------- scanner ---------- */
@@ -414,7 +537,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_boxes_valid), cmocka_unit_test(test_boxes_several_and_labels),
-        cmocka_unit_test(test_boxes_broken), cmocka_unit_test(test_jobstore),
+        cmocka_unit_test(test_boxes_broken), cmocka_unit_test(test_jobstore), cmocka_unit_test(test_jobstore_counts),
         cmocka_unit_test(test_scan),         cmocka_unit_test(test_scan_case_and_counts),         cmocka_unit_test(test_keyset),
         cmocka_unit_test(test_config),
     };
