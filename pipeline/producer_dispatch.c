@@ -115,26 +115,73 @@ typedef struct pf_prod_out {
     int pi, stage;
     uint8_t *buf;
     size_t len;
+    zmq_msg_t data;   /* the item's bytes or tensor as the message's data frame, to a worker that takes one */
+    int has_data;
 } pf_prod_out;
 
 /* Encoded items waiting at most (a raw item carries its file): past it they go out before more are picked. */
 #define PICKED_BYTES ((size_t)64 << 20)
 
-static int pick(prod *p, flight *f, int pi, int stage, pf_msg *m)
+/* DATA: the item's bytes or tensor as a data frame (M's data is NULL then), consumed whatever happens; NULL:
+ * M's data goes in the map (a worker that did not say data_frames). */
+static int pick(prod *p, flight *f, int pi, int stage, pf_msg *m, zmq_msg_t *data)
 {
-    if (PF_GROW(p->out, p->cap_out, p->n_out, 1, 64))
+    if (PF_GROW(p->out, p->cap_out, p->n_out, 1, 64)) {
+        if (data)
+            zmq_msg_close(data);
         return -1;
+    }
     pf_err e = {{0}};
     uint8_t *buf;
     size_t len;
     m->instance = p->instance;
+    m->data_frame = data != NULL;
     if (pf_msg_encode(m, &buf, &len, &e)) {
         pf_error(LOG, "%s: %s", f->path, e.msg);
+        if (data)
+            zmq_msg_close(data);
         return -1;
     }
-    p->out[p->n_out++] = (pf_prod_out){f, pi, stage, buf, len};
+    pf_prod_out *o = &p->out[p->n_out++];
+    *o = (pf_prod_out){f, pi, stage, buf, len, .has_data = data != NULL};
+    if (data) {
+        zmq_msg_init(&o->data);
+        zmq_msg_move(&o->data, data);
+        len += zmq_msg_size(&o->data);
+    }
     p->out_bytes += len;
     p->peers[pi].credit--;   /* taken now: the next pick sees it */
+    return 0;
+}
+
+/* A ready item's tensor as a data frame, without a copy: the received frame's bytes are shared, not copied
+ * (ZeroMQ counts references; the flight keeps its own, the item goes back to the ready queue with its tensor if
+ * the lease is lost). A tensor that came inside a map (a worker that sends single frames) is the middle of its
+ * frame: a frame of its own is made over those bytes, holding a reference to the received frame until ZeroMQ
+ * has sent it. */
+static void release_ref(void *data, void *hint)
+{
+    (void)data;
+    zmq_msg_close(hint);
+    free(hint);
+}
+
+static int tensor_frame(flight *f, size_t len, zmq_msg_t *out)
+{
+    if (!f->has_frame)
+        return -1;
+    zmq_msg_init(out);
+    if (f->rgb == zmq_msg_data(&f->frame) && zmq_msg_size(&f->frame) == len)
+        return zmq_msg_copy(out, &f->frame);
+    zmq_msg_t *ref = malloc(sizeof *ref);
+    if (!ref)
+        return -1;
+    zmq_msg_init(ref);
+    if (zmq_msg_copy(ref, &f->frame) != 0 || zmq_msg_init_data(out, f->rgb, len, release_ref, ref) != 0) {
+        zmq_msg_close(ref);
+        free(ref);
+        return -1;
+    }
     return 0;
 }
 
@@ -145,6 +192,9 @@ static void put_back(prod *p, pf_prod_out *o, int credit)
     flight *f = o->f;
     free(o->buf);
     o->buf = NULL;
+    if (o->has_data)
+        zmq_msg_close(&o->data);
+    o->has_data = 0;
     if (credit && p->peers[o->pi].used)
         p->peers[o->pi].credit++;
     pf_prod_note_unlease(p, f);
@@ -175,8 +225,10 @@ int pf_prod_send_picked(prod *p, double now)
             continue;
         }
         uint8_t *buf = o->buf;
-        o->buf = NULL;   /* ZeroMQ owns it now, sent or not */
-        if (pf_wire_send_raw(p->sock, w->ident, w->ident_len, buf, o->len, &e)) {
+        int has_data = o->has_data;
+        o->buf = NULL;   /* ZeroMQ owns it now, sent or not, and the data frame */
+        o->has_data = 0;
+        if (pf_wire_send_frames(p->sock, w->ident, w->ident_len, buf, o->len, has_data ? &o->data : NULL, &e)) {
             pf_debug(LOG, "to %s (item): %s", w->name, e.msg);
             put_back(p, o, 0);   /* the worker vanished: the item goes back untouched */
             pf_prod_peer_gone(p, o->pi, "is unreachable");
@@ -193,8 +245,11 @@ int pf_prod_send_picked(prod *p, double now)
 
 void pf_prod_picked_free(prod *p)
 {
-    for (size_t i = 0; i < p->n_out; i++)
+    for (size_t i = 0; i < p->n_out; i++) {
         free(p->out[i].buf);
+        if (p->out[i].has_data)
+            zmq_msg_close(&p->out[i].data);
+    }
     free(p->out);
     p->out = NULL;
     p->n_out = p->cap_out = p->out_bytes = 0;
@@ -241,6 +296,8 @@ void pf_prod_dispatch_pre(prod *p, double now)
         char why[400];
         char *canon = NULL;
         pf_msg m;
+        zmq_msg_t data;
+        int has_data = 0;
         double t_read = pf_now();
         int member = pf_prod_archive_read(p, f, &bytes, &len, why, sizeof why);   /* 0: not a shard's */
         if (member < 0) {
@@ -266,14 +323,30 @@ void pf_prod_dispatch_pre(prod *p, double now)
             f->tm.read_s = pf_now() - t_read;
             pf_item_key(bytes, len, f->settings, f->key);
             item_msg(p, f, &m);
-            m.data = bytes ? bytes : (const uint8_t *)"";
-            m.data_len = len;
+            if (p->peers[pi].data_frames) {   /* the bytes read are the data frame: no copy into the map */
+                pf_err de = {{0}};
+                int bad = pf_wire_msg_own(&data, bytes, len, &de);
+                bytes = NULL;   /* the frame's now (or freed) */
+                if (bad) {
+                    pf_error(LOG, "%s: %s", f->path, de.msg);
+                    pf_prod_queue_push(p, f->id, f->path, f->attempts, 1);
+                    pf_prod_flight_remove(p, f);
+                    return;
+                }
+                has_data = 1;
+            } else {
+                m.data = bytes ? bytes : (const uint8_t *)"";
+                m.data_len = len;
+            }
         }
         m.image_size = p->image_size;
         m.lease_s = p->o->preprocess_lease_s;
         /* The sink learns the lease first (the note goes before the item: pf_prod_send_picked): it takes the
          * worker's error record for the item only then. */
-        int picked = pf_prod_note_lease(p, f, pi, FL_PRE) == 0 && pick(p, f, pi, FL_PRE, &m) == 0;
+        int noted = pf_prod_note_lease(p, f, pi, FL_PRE) == 0;
+        if (!noted && has_data)
+            zmq_msg_close(&data);   /* pick, which consumes it, is not called */
+        int picked = noted && pick(p, f, pi, FL_PRE, &m, has_data ? &data : NULL) == 0;
         free(bytes);
         free(canon);
         if (!picked) {   /* a sink cannot be told (dropped), or no memory: the item stays */
@@ -327,14 +400,24 @@ void pf_prod_dispatch_inf(prod *p, double now)
         m.image_size = f->size;
         m.width = f->width;
         m.height = f->height;
-        m.data = f->rgb;
-        m.data_len = (size_t)f->size * (size_t)f->size * 3;
+        size_t n = (size_t)f->size * (size_t)f->size * 3;
+        zmq_msg_t data;
+        int has_data = 0;
+        if (p->peers[pi].data_frames && tensor_frame(f, n, &data) == 0) {
+            has_data = 1;
+        } else {   /* a worker that takes single frames (or no memory for the reference): the tensor is copied */
+            m.data = f->rgb;
+            m.data_len = n;
+        }
         m.w_preprocess = f->w_pre;
         m.content_key = f->content_key[0] ? f->content_key : NULL;
         m.timings = f->tm;
         m.lease_s = p->o->inference_lease_s;
         /* the sink takes the result only from this holder: the note goes first (pf_prod_send_picked) */
-        if (pf_prod_note_lease(p, f, pi, FL_INF) || pick(p, f, pi, FL_INF, &m)) {
+        int noted = pf_prod_note_lease(p, f, pi, FL_INF) == 0;
+        if (!noted && has_data)
+            zmq_msg_close(&data);   /* pick, which consumes it, is not called */
+        if (!noted || pick(p, f, pi, FL_INF, &m, has_data ? &data : NULL)) {
             pf_prod_note_unlease(p, f);
             pf_prod_ready_push(p, f, 1);
             return;

@@ -49,6 +49,7 @@ typedef struct peer {
     char key[64];        /* CURVE key the peer was admitted with ("" without CURVE) */
     int leases;          /* a sink that checks records against our lease notes (said so in its hello) */
     int batch_notes;     /* ... and takes them in `notes` messages (producer_trust.c) */
+    int data_frames;     /* a worker that takes items with a data frame (its hello said so; PROTOCOL.md) */
     /* Failure policy (producer_quarantine.c) */
     int64_t capacity;    /* items it holds at most (its hello): credit + leases never exceed it; 0 unknown */
     int image_size;      /* the model's image size it announced (inference workers); 0 none */

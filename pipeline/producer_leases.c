@@ -148,11 +148,13 @@ void pf_prod_on_tensor(prod *p, int pi, pf_wire_in *in)
         lease_lost(p, f, 0, msg, 1);
         return;
     }
-    /* The received frame is kept as it is (m->data points into it): no copy of the image */
-    size_t off = (size_t)(m->data - (const uint8_t *)zmq_msg_data(&in->frame));
+    /* The received frame is kept as it is (m->data points into it): no copy of the image. From a worker that
+     * sends a data frame that frame is the image; from one that does not, the image is inside the map's frame. */
+    zmq_msg_t *src = in->data_open ? &in->data : &in->frame;
+    size_t off = (size_t)(m->data - (const uint8_t *)zmq_msg_data(src));
     pf_prod_flight_drop_tensor(f);
     zmq_msg_init(&f->frame);
-    if (zmq_msg_move(&f->frame, &in->frame) != 0) {
+    if (zmq_msg_move(&f->frame, src) != 0) {
         zmq_msg_close(&f->frame);
         pf_prod_lease_lost(p, f, 0, "cannot hold a preprocessed image");
         return;

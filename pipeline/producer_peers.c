@@ -129,6 +129,7 @@ static void on_hello(prod *p, pf_wire_in *in, double now)
         pf_prod_on_sink_output(p, m);
     p->peers[pi].leases = p->peers[pi].role == ROLE_SINK && m->leases;
     p->peers[pi].batch_notes = p->peers[pi].leases && m->batch_notes;
+    p->peers[pi].data_frames = p->peers[pi].role != ROLE_SINK && m->data_frames;
     pf_prod_notes_reset(p, pi);   /* what waited for it is moot: it forgets every lease at our welcome */
     pf_prod_hello_policy(p, pi, m);
     pf_msg w;
@@ -138,6 +139,7 @@ static void on_hello(prod *p, pf_wire_in *in, double now)
      * only the welcome of its latest hello (the number echoed here) and announces its free slots once. */
     w.hello_seq = m->hello_seq;
     w.batch = p->peers[pi].role != ROLE_SINK;   /* "send start/done for several items in one message" */
+    w.data_frames = p->peers[pi].role != ROLE_SINK;   /* "send tensors with a data frame" */
     pf_prod_send_to(p, pi, &w);
     if (p->peers[pi].role == ROLE_SINK)   /* a (re)joining sink must learn the leases it may see records for */
         pf_prod_note_all_leases(p, pi);

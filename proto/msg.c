@@ -439,6 +439,8 @@ static int decode_field(pf_msg *m, const msgpack_object *k, const msgpack_object
     BOOLF("leases", leases)
     BOOLF("batch_notes", batch_notes)
     BOOLF("batch", batch)
+    BOOLF("data_frame", data_frame)
+    BOOLF("data_frames", data_frames)
     if (key_is(k, "lease_s")) {
         if (get_double(v, &m->lease_s) || m->lease_s < 0)
             BAD("lease_s");
@@ -555,7 +557,9 @@ static int check_required(const pf_msg *m, const char *tname, pf_err *err)
     }
 }
 
-int pf_msg_decode(const uint8_t *buf, size_t len, const pf_proto_limits *lim, pf_msg *m, pf_err *err)
+/* The map's fields into M, each type- and range-checked; the required fields are not checked yet (a data frame
+ * may bring `data`). */
+static int decode_map(const uint8_t *buf, size_t len, const pf_proto_limits *lim, pf_msg *m, pf_err *err)
 {
     pf_msg_init(m, PF_MSG_NONE);
     m->version = 0;
@@ -626,12 +630,50 @@ int pf_msg_decode(const uint8_t *buf, size_t len, const pf_proto_limits *lim, pf
     for (uint32_t i = 0; i < map->size; i++)
         if (decode_field(m, &map->ptr[i].key, &map->ptr[i].val, tname, err))
             goto out;
-    if (check_required(m, tname, err))
-        goto out;
     rc = 0;
 out:
     msgpack_unpacked_destroy(&up);
     return rc;
+}
+
+/* The rules of PROTOCOL.md, "Data frames": the map says `data_frame` exactly when a second frame came, only an
+ * item or a tensor carries one, and then its bytes are not also in the map (which would say twice what the
+ * item's bytes are). */
+static int attach_data_frame(pf_msg *m, const uint8_t *data, size_t data_len, const pf_proto_limits *lim,
+                             pf_err *err)
+{
+    const char *tname = g_type_names[m->type];
+    if (!data) {
+        if (m->data_frame)
+            return pf_errf(err, "%s message: says data_frame but no data frame follows the map", tname);
+        return 0;
+    }
+    if (!m->data_frame)
+        return pf_errf(err, "%s message: a second (data) frame follows a map that does not say data_frame",
+                       tname);
+    if (m->type != PF_MSG_ITEM && m->type != PF_MSG_TENSOR)
+        return pf_errf(err, "%s message: only an item or a tensor carries a data frame", tname);
+    if (m->data)
+        return pf_errf(err, "%s message: 'data' both in the map and in a data frame", tname);
+    if (data_len > lim->max_bin)
+        return pf_errf(err, "%s message: data frame of %zu bytes exceeds the limit of %zu bytes", tname, data_len,
+                       lim->max_bin);
+    m->data = data;
+    m->data_len = data_len;
+    return 0;
+}
+
+int pf_msg_decode_frames(const uint8_t *buf, size_t len, const uint8_t *data, size_t data_len,
+                         const pf_proto_limits *lim, pf_msg *m, pf_err *err)
+{
+    if (decode_map(buf, len, lim, m, err) || attach_data_frame(m, data, data_len, lim, err))
+        return -1;
+    return check_required(m, g_type_names[m->type], err);
+}
+
+int pf_msg_decode(const uint8_t *buf, size_t len, const pf_proto_limits *lim, pf_msg *m, pf_err *err)
+{
+    return pf_msg_decode_frames(buf, len, NULL, 0, lim, m, err);
 }
 
 /* ---------- encoding ---------- */
@@ -797,6 +839,10 @@ int pf_msg_encode(const pf_msg *m, uint8_t **out, size_t *len, pf_err *err)
         KV_BOOL("batch_notes", 1);
     if (m->batch)
         KV_BOOL("batch", 1);
+    if (m->data_frame)
+        KV_BOOL("data_frame", 1);
+    if (m->data_frames)
+        KV_BOOL("data_frames", 1);
     if (m->handback)
         KV_BOOL("handback", 1);
     if (m->worker_fault)
@@ -870,7 +916,7 @@ int pf_msg_encode(const pf_msg *m, uint8_t **out, size_t *len, pf_err *err)
             }
         }
     }
-    if (m->data) {
+    if (m->data && !m->data_frame) {   /* else it goes as the second frame */
         KEY("data");
         msgpack_pack_bin(&e->pk, m->data_len);
         msgpack_pack_bin_body(&e->pk, m->data, m->data_len);

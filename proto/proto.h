@@ -1,7 +1,9 @@
 /* proto.h - the messages paliflow's roles exchange, and their bounded msgpack codec.
  *
  * Every message is one ZeroMQ frame holding one msgpack map with at least "v" (protocol version) and
- * "t" (message type). proto/PROTOCOL.md documents every field; this header is the C view of it.
+ * "t" (message type), optionally followed by a second frame holding an item's or tensor's bulk bytes (the
+ * map then says `data_frame`; PROTOCOL.md, "Data frames"). proto/PROTOCOL.md documents every field; this
+ * header is the C view of it.
  *
  * Decoding is bounded: pf_mp_validate() walks the raw bytes first and rejects a message whose declared
  * str/bin/array/map sizes exceed the bytes actually present or the configured limits, BEFORE msgpack-c
@@ -150,6 +152,10 @@ typedef struct pf_msg {
                                   worker that read them (tensor, error), carried on (inference item, result) */
     const uint8_t *data;       /* item: file bytes; tensor/item(inference): uint8 [S,S,3] HWC RGB */
     size_t data_len;
+    int32_t data_frame;        /* item/tensor: `data` travels as the message's second frame, not in the map
+                                  (decoded: the map said so; encoding: the map says so and leaves `data` out) */
+    int32_t data_frames;       /* hello from a worker: send me items with a data frame; welcome to a worker:
+                                  send me tensors with one (PROTOCOL.md, "Data frames") */
     int32_t width, height;     /* original image size (tensor, result) */
     double lease_s;            /* item: lease duration */
     /* outcome */
@@ -201,7 +207,15 @@ int pf_msg_wants_hello(const pf_msg *m, const char *instance, int *welcomed, dou
 /* Decode BUF (validated first). On success M holds the fields; M must be pf_msg_free'd either way. */
 int pf_msg_decode(const uint8_t *buf, size_t len, const pf_proto_limits *lim, pf_msg *m, pf_err *err);
 
-/* Encode M into a fresh malloc'd buffer (*out, *len); free with free(). */
+/* Decode a message of two frames when DATA != NULL: the map BUF, then DATA (DATA_LEN bytes, at most
+ * lim->max_bin), which becomes m->data (not copied: keep it alive while M is used). The map must say
+ * `data_frame` exactly when a data frame comes, only an item or a tensor may, and its `data` must then be
+ * absent; else the message is malformed (ERR says which). DATA == NULL: pf_msg_decode. */
+int pf_msg_decode_frames(const uint8_t *buf, size_t len, const uint8_t *data, size_t data_len,
+                         const pf_proto_limits *lim, pf_msg *m, pf_err *err);
+
+/* Encode M into a fresh malloc'd buffer (*out, *len); free with free(). With m->data_frame set, the map says
+ * `data_frame` and leaves m->data out: the caller sends it as the second frame (proto/wire.h). */
 int pf_msg_encode(const pf_msg *m, uint8_t **out, size_t *len, pf_err *err);
 
 /* Canonical settings hash of a task + image size (xxh3-64), and item key = content hash + settings:

@@ -71,6 +71,79 @@ int pf_wire_send_raw(void *sock, const void *ident, size_t ident_len, uint8_t *b
     return 0;
 }
 
+int pf_wire_msg_own(zmq_msg_t *msg, void *buf, size_t len, pf_err *err)
+{
+    /* zmq_msg_init_data refuses a NULL buffer; an empty file's bytes may be one */
+    if (!buf && !(buf = malloc(1)))
+        return pf_errf(err, "out of memory");
+    if (zmq_msg_init_data(msg, buf, len, free_buf, NULL) != 0) {
+        free(buf);
+        return pf_errf(err, "zmq_msg_init_data: %s", zmq_strerror(errno));
+    }
+    return 0;
+}
+
+int pf_wire_send_frames(void *sock, const void *ident, size_t ident_len, uint8_t *buf, size_t len,
+                        zmq_msg_t *data, pf_err *err)
+{
+    if (!data)
+        return pf_wire_send_raw(sock, ident, ident_len, buf, len, err);
+    zmq_msg_t msg;
+    if (ident && zmq_send(sock, ident, ident_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
+        int e = errno;
+        free(buf);
+        pf_errf(err, "send: %s", zmq_strerror(e));
+        errno = e;
+        goto out;
+    }
+    if (zmq_msg_init_data(&msg, buf, len, free_buf, NULL) != 0) {
+        int e = errno;
+        free(buf);
+        pf_errf(err, "zmq_msg_init_data: %s", zmq_strerror(e));
+        errno = e;
+        goto out;
+    }
+    /* After the first part is accepted the rest of the message is too (ZeroMQ counts a socket's high-water mark
+     * in whole messages), so DONTWAIT cannot cut a message in two: a failure here is a dead socket. */
+    if (zmq_msg_send(&msg, sock, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
+        int e = errno;
+        zmq_msg_close(&msg);   /* frees buf */
+        pf_errf(err, "send: %s", zmq_strerror(e));
+        errno = e;
+        goto out;
+    }
+    if (zmq_msg_send(data, sock, ZMQ_DONTWAIT) < 0) {
+        int e = errno;
+        pf_errf(err, "send (data frame): %s", zmq_strerror(e));
+        errno = e;
+        goto out;
+    }
+    return 0;   /* zmq_msg_send emptied DATA */
+out:
+    {
+        int e = errno;
+        zmq_msg_close(data);
+        errno = e;
+    }
+    return -1;
+}
+
+int pf_wire_send_data(void *sock, const void *ident, size_t ident_len, const pf_msg *m, zmq_msg_t *data,
+                      pf_err *err)
+{
+    pf_msg hdr = *m;
+    hdr.data = NULL;
+    hdr.data_len = 0;
+    hdr.data_frame = 1;
+    uint8_t *buf;
+    size_t len;
+    if (pf_msg_encode(&hdr, &buf, &len, err)) {
+        zmq_msg_close(data);
+        return -1;
+    }
+    return pf_wire_send_frames(sock, ident, ident_len, buf, len, data, err);
+}
+
 int pf_wire_send(void *sock, const void *ident, size_t ident_len, const pf_msg *m, pf_err *err)
 {
     uint8_t *buf;
@@ -133,13 +206,29 @@ int pf_wire_recv(void *sock, int has_ident, const pf_proto_limits *lim, pf_wire_
         pf_errf(err, "recv: %s", zmq_strerror(e));
         return e == ETERM || e == ENOTSOCK ? -2 : -1;
     }
-    if (zmq_msg_more(&in->frame)) {
-        note_peer(in);
-        drain_more(sock);
-        pf_wire_in_close(in);
-        return pf_errf(err, "message with unexpected extra frames");
+    const uint8_t *data = NULL;
+    size_t data_len = 0;
+    if (zmq_msg_more(&in->frame)) {   /* a data frame: PROTOCOL.md, "Data frames" */
+        zmq_msg_init(&in->data);
+        in->data_open = 1;
+        if (zmq_msg_recv(&in->data, sock, 0) < 0) {
+            int e = errno;
+            pf_wire_in_close(in);
+            pf_errf(err, "recv (data frame): %s", zmq_strerror(e));
+            return e == ETERM || e == ENOTSOCK ? -2 : -1;
+        }
+        if (zmq_msg_more(&in->data)) {
+            note_peer(in);
+            drain_more(sock);
+            pf_wire_in_close(in);
+            return pf_errf(err, "message with more than two frames (a map and a data frame at most)");
+        }
+        /* an empty frame's data pointer is not promised to be non-NULL; NULL means "no data frame" below */
+        data = zmq_msg_size(&in->data) ? zmq_msg_data(&in->data) : (const uint8_t *)"";
+        data_len = zmq_msg_size(&in->data);
     }
-    if (pf_msg_decode(zmq_msg_data(&in->frame), zmq_msg_size(&in->frame), lim, &in->msg, err)) {
+    if (pf_msg_decode_frames(zmq_msg_data(&in->frame), zmq_msg_size(&in->frame), data, data_len, lim, &in->msg,
+                             err)) {
         note_peer(in);
         pf_wire_in_close(in);
         return -1;
@@ -153,6 +242,9 @@ void pf_wire_in_close(pf_wire_in *in)
     if (in->frame_open)
         zmq_msg_close(&in->frame);
     in->frame_open = 0;
+    if (in->data_open)
+        zmq_msg_close(&in->data);
+    in->data_open = 0;
 }
 
 int pf_wire_drain(void *sock, int has_ident, const pf_proto_limits *lim, int max, const char *component,

@@ -23,17 +23,37 @@ int pf_wire_send(void *sock, const void *ident, size_t ident_len, const pf_msg *
 /* Send pre-encoded bytes (ownership of BUF passes to ZeroMQ, freed with free()). */
 int pf_wire_send_raw(void *sock, const void *ident, size_t ident_len, uint8_t *buf, size_t len, pf_err *err);
 
+/* Send pre-encoded map bytes BUF (owned as above), then, when DATA != NULL, DATA as the message's second frame
+ * (PROTOCOL.md, "Data frames": the map must say `data_frame`). DATA is consumed whatever happens: sent (ZeroMQ
+ * releases it once written: a zmq_msg_copy of a received frame, or a buffer given with zmq_msg_init_data, goes
+ * out without a copy), or closed on a failure. The frames go out together or not at all (ZeroMQ's multipart
+ * messages are atomic). */
+int pf_wire_send_frames(void *sock, const void *ident, size_t ident_len, uint8_t *buf, size_t len,
+                        zmq_msg_t *data, pf_err *err);
+
+/* Encode M with `data_frame` (M's own `data` must be NULL: the bytes are DATA) and send it with DATA as its
+ * second frame; DATA is consumed as by pf_wire_send_frames. */
+int pf_wire_send_data(void *sock, const void *ident, size_t ident_len, const pf_msg *m, zmq_msg_t *data,
+                      pf_err *err);
+
+/* A zmq_msg_t over BUF (LEN bytes, malloc'd) that frees BUF with free() when ZeroMQ is done with it: the way
+ * a buffer is handed to pf_wire_send_frames without a copy. -1 (BUF freed, ERR says why) on failure. */
+int pf_wire_msg_own(zmq_msg_t *msg, void *buf, size_t len, pf_err *err);
+
 typedef struct pf_wire_in {
     uint8_t ident[256];
     size_t ident_len;
-    zmq_msg_t frame;      /* the payload; msg.data points into it */
+    zmq_msg_t frame;      /* the payload (the map); msg.data points into it unless a data frame came */
     int frame_open;
+    zmq_msg_t data;       /* the data frame, when the message has one (PROTOCOL.md, "Data frames"): msg.data is
+                             all of it */
+    int data_open;
     pf_msg msg;
     char peer[200];       /* on a malformed message: "ADDRESS[ key USER-ID]" of the sender, for logs */
 } pf_wire_in;
 
-/* Receive one message without blocking. Returns 1 and fills IN (release with pf_wire_in_close) when a
- * valid message arrived; 0 when none was waiting; -1 when one arrived but was malformed (err says why;
+/* Receive one message (a map, or a map and its data frame) without blocking. Returns 1 and fills IN (release
+ * with pf_wire_in_close) when a valid message arrived; 0 when none was waiting; -1 when one arrived but was malformed (err says why;
  * IN->ident names the sender when has_ident; the frames are consumed); -2 when the socket is dead
  * (context terminated). */
 int pf_wire_recv(void *sock, int has_ident, const pf_proto_limits *lim, pf_wire_in *in, pf_err *err);

@@ -23,7 +23,8 @@ typedef struct pf_work {
     pf_msg in;
     uint8_t *buf_;
     size_t buf_len_;
-    void *frame_;             /* or the received frame itself (a zmq_msg_t, heap): `in` points into it */
+    void *frame_;             /* or the received frames themselves (zmq_msg_t[2], heap: the map and the data
+                                 frame, empty when the item came in one frame): `in` points into them */
     double t_received;
     /* outcome, set by the stage */
     int status;               /* PF_WORK_OK, PF_WORK_FAILED (final: error record), PF_WORK_RETRY (give back;

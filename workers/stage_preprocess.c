@@ -90,16 +90,12 @@ static void pre_process(void *inst, pf_work *w)
         /* bad input is final; I/O and internal trouble may pass on another try */
         pf_work_fail(w, kind == PF_IMG_IO || kind == PF_IMG_INTERNAL ? PF_WORK_RETRY : PF_WORK_FAILED, "%s", e.msg);
     } else {
-        size_t n = (size_t)img.size * (size_t)img.size * 3;
-        w->rgb = malloc(n);
-        if (!w->rgb) {
-            pf_work_fail(w, PF_WORK_RETRY, "out of memory");
-        } else {
-            memcpy(w->rgb, img.rgb, n);
-            w->size = img.size;
-            w->width = img.orig_width;
-            w->height = img.orig_height;
-        }
+        /* the image's buffer (malloc'd, S*S*3) becomes the work's: no second 150 KB buffer and copy per item */
+        w->rgb = img.rgb;
+        img.rgb = NULL;
+        w->size = img.size;
+        w->width = img.orig_width;
+        w->height = img.orig_height;
         pf_img_free(&img);
     }
     free(owned);

@@ -49,8 +49,10 @@ void pf_worker_work_free(pf_work *w)
     pf_msg_free(&w->in);
     free(w->buf_);
     if (w->frame_) {
-        zmq_msg_close(w->frame_);
-        free(w->frame_);
+        zmq_msg_t *f = w->frame_;
+        zmq_msg_close(&f[0]);
+        zmq_msg_close(&f[1]);
+        free(f);
     }
     free(w->rgb);
     free(w->text);

@@ -34,6 +34,8 @@ typedef struct pf_worker_params {
     void *zctx;                    /* optional ZeroMQ context (embedded mode: inproc endpoints) */
     const pf_security *sec;        /* CURVE keys / --insecure (NULL: plain sockets, library use) */
     pf_control ctl;                /* stop (drain) and reload (may change drain_timeout, hb_timeout) */
+    int single_frames;             /* tests: talk as a worker of an older build, which neither asks for nor sends
+                                      data frames (PROTOCOL.md, "Data frames") */
 } pf_worker_params;
 
 /* Every field at its default (the numbers --help shows): one thread, batch 8, 20 ms, heartbeat 1 s / 10 s,

@@ -57,6 +57,7 @@ typedef struct wstate {
     int64_t hello_seq;      /* number of our latest hello: only the welcome that echoes it counts */
     int image_size;         /* the model's image size, announced at hello (0: the stage has none) */
     int peer_batch;         /* the producer's welcome said it takes start/done for several items at once */
+    int peer_data_frames;   /* ... and tensors with a data frame (PROTOCOL.md, "Data frames") */
     int capacity;
     pf_work **held;         /* works received and not yet answered */
     size_t n_held, cap_held;

@@ -52,6 +52,7 @@ void pf_worker_send_hello(wstate *s, double now)
     m.pid = getpid();
     m.capacity = s->capacity;
     m.image_size = s->image_size;   /* the producer sends us only items of that size */
+    m.data_frames = !s->o->single_frames;   /* items with a data frame: their bytes are not copied into the map */
     m.hello_seq = ++s->hello_seq;
     m.instance = NULL;
     pf_err e = {{0}};
@@ -167,8 +168,9 @@ static void count_work(wstate *s, const pf_work *w, int inference)
     }
 }
 
-/* A preprocessed image goes back to the producer (which hands it to an inference worker). */
-static void send_tensor(wstate *s, const pf_work *w, const pf_timings *tm)
+/* A preprocessed image goes back to the producer (which hands it to an inference worker). To a producer that
+ * takes a data frame the image buffer itself is that frame (ZeroMQ frees it once sent): no copy into the map. */
+static void send_tensor(wstate *s, pf_work *w, const pf_timings *tm)
 {
     pf_msg m;
     pf_msg_init(&m, PF_MSG_TENSOR);
@@ -183,7 +185,20 @@ static void send_tensor(wstate *s, const pf_work *w, const pf_timings *tm)
     m.w_preprocess = s->name;
     m.content_key = w->content_key[0] ? w->content_key : NULL;   /* path-only: the producer never read the bytes */
     m.credit = s->stopping ? 0 : 1;
-    pf_worker_send_prod(s, &m);
+    if (!s->peer_data_frames) {
+        pf_worker_send_prod(s, &m);
+        return;
+    }
+    zmq_msg_t data;
+    pf_err e = {{0}};
+    int bad = pf_wire_msg_own(&data, w->rgb, m.data_len, &e);
+    w->rgb = NULL;   /* the frame's now (or freed) */
+    m.data = NULL;
+    m.name = s->name;
+    m.instance = s->link.instance[0] ? s->link.instance : NULL;
+    if (bad || pf_wire_send_data(s->prod, NULL, 0, &m, &data, &e))
+        pf_log(errno == EAGAIN ? PF_LOG_DEBUG : PF_LOG_WARN, pf_worker_role(s->o), "to producer (tensor): %s",
+               e.msg);
 }
 
 /* The `done`s of one drain, sent together once every record of the drain went to the sink: one message for
@@ -402,44 +417,53 @@ void pf_worker_drain_outputs(wstate *s)
         start_for_idle(s);
 }
 
-/* Make IN's message and frame the work's own without copying them (an inference item is a 150 KB tensor at
- * 224 px): the decoded fields point into the frame, whose data stays where it is when the frame moves (a
- * message this size is never stored inside the zmq_msg_t itself; checked). 0, or -1 with IN untouched. */
+/* Make IN's message and frames the work's own without copying them (an inference item is a 150 KB tensor at
+ * 224 px): the decoded fields point into the frames, whose data stays where it is when a frame moves (a
+ * message this size is never stored inside the zmq_msg_t itself; checked for the map, whose `data` may point
+ * into it). A data frame is all of `data`: a small one that does live inside its zmq_msg_t is pointed at
+ * again where it moved. 0, or -1 with IN untouched. */
 static int take_frame(pf_work *w, pf_wire_in *in)
 {
     if (!in->frame_open)
         return -1;
-    zmq_msg_t *f = malloc(sizeof *f);
-    if (!f || zmq_msg_init(f) != 0) {
+    zmq_msg_t *f = malloc(2 * sizeof *f);
+    if (!f || zmq_msg_init(&f[0]) != 0 || zmq_msg_init(&f[1]) != 0) {
         free(f);
         return -1;
     }
     const void *at = zmq_msg_data(&in->frame);
-    if (zmq_msg_move(f, &in->frame) != 0 || zmq_msg_data(f) != at) {
-        if (zmq_msg_data(f) != at)   /* moved after all: move it back, the copy below decodes it again */
-            zmq_msg_move(&in->frame, f);
-        zmq_msg_close(f);
+    if (zmq_msg_move(&f[0], &in->frame) != 0 || zmq_msg_data(&f[0]) != at) {
+        if (zmq_msg_data(&f[0]) != at)   /* moved after all: move it back, the copy below decodes it again */
+            zmq_msg_move(&in->frame, &f[0]);
+        zmq_msg_close(&f[0]);
         free(f);
         return -1;
     }
+    if (in->data_open) {
+        zmq_msg_move(&f[1], &in->data);   /* cannot fail: both are valid messages */
+        in->msg.data = zmq_msg_size(&f[1]) ? zmq_msg_data(&f[1]) : (const uint8_t *)"";
+    }
     w->frame_ = f;
-    w->in = in->msg;   /* its arena, ids and pointers into the frame are the work's now */
+    w->in = in->msg;   /* its arena, ids and pointers into the frames are the work's now */
     pf_msg_init(&in->msg, PF_MSG_NONE);
     return 0;
 }
 
-/* The fallback: own a copy of the frame and re-decode into it, so every pointer of w->in lives with the
- * work. 0, or -1 (out of memory). */
+/* The fallback: own a copy of the frames (the map, then the data frame if any, in one buffer) and re-decode
+ * from it, so every pointer of w->in lives with the work. 0, or -1 (out of memory). */
 static int copy_frame(wstate *s, pf_work *w, pf_wire_in *in)
 {
-    size_t len = zmq_msg_size(&in->frame);
-    w->buf_ = malloc(len ? len : 1);
+    size_t len = zmq_msg_size(&in->frame), dlen = in->data_open ? zmq_msg_size(&in->data) : 0;
+    w->buf_ = malloc(len + dlen + 1);
     pf_err e = {{0}};
     if (!w->buf_)
         return -1;
     memcpy(w->buf_, zmq_msg_data(&in->frame), len);
-    w->buf_len_ = len;
-    if (pf_msg_decode(w->buf_, len, &s->o->lim, &w->in, &e)) {   /* cannot fail: same bytes */
+    if (dlen)
+        memcpy(w->buf_ + len, zmq_msg_data(&in->data), dlen);
+    w->buf_len_ = len + dlen;
+    if (pf_msg_decode_frames(w->buf_, len, in->data_open ? w->buf_ + len : NULL, dlen, &s->o->lim, &w->in,
+                             &e)) {   /* cannot fail: same bytes */
         pf_error(pf_worker_role(s->o), "item %lld: %s", (long long)in->msg.id, e.msg);
         return -1;
     }
@@ -506,6 +530,7 @@ void pf_worker_on_producer_msg(wstate *s, pf_wire_in *in, double now)
         }
         int was_welcomed = s->link.welcomed;
         s->peer_batch = m->batch;   /* each welcome says it again: a restarted producer may be older */
+        s->peer_data_frames = m->data_frames && !s->o->single_frames;
         if (pf_link_welcome(&s->link, m->instance) || !was_welcomed)
             pf_info(pf_worker_role(s->o), "joined producer %s as %s (%d free slots)", m->instance, s->name,
                     free_slots(s));

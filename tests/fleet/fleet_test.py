@@ -471,6 +471,16 @@ def held(port):
     return sum(v for (n, l), v in m.items() if n == "paliflow_worker_items_held")
 
 
+def stepping(port):
+    """Whether a batch is in progress on the worker with metrics on PORT: a decode step began (the batch-size
+    histogram is observed as a step starts). Items held are not enough: they may all wait for the compute thread."""
+    try:
+        m, _ = parse_metrics(scrape(port)[1])
+    except Exception:
+        return False
+    return sum(v for (n, l), v in m.items() if n == "paliflow_worker_batch_size_count") >= 1
+
+
 def t_drain(a, d):
     """SIGTERM: a worker finishes what it started (or hands it back after --drain-timeout) and exits 0; the
     producer commits and closes its job store (exit 1: interrupted) and resumes; the sink flushes. Nothing
@@ -484,7 +494,7 @@ def t_drain(a, d):
     # credit 6, batch 4: while a batch decodes, two more items wait in the worker
     inf = f.worker("inference", ["--max-batch", "4", "--credit", "6", "--delay-ms", "150", "--steps", "4",
                                  "--metrics", "127.0.0.1:%d" % port])
-    wait_for(lambda: held(port) >= 5, 30, "the inference worker to hold a full batch")
+    wait_for(lambda: held(port) >= 5 and stepping(port), 30, "the inference worker to hold a full batch, decoding")
     os.kill(inf.pid, signal.SIGTERM)
     check(wait_exit(inf, 15, "inference worker (drain)") == 0, "drained worker exit status %s" % inf.returncode)
     text = logtext(inf)

@@ -60,6 +60,8 @@ static const pf_opt g_rows[] = {
     PF_OPT_ROW_INT("threads", T, o.threads, 1, 1024, 0, "N", "worker threads (embedded: preprocess threads)"),
     PF_OPT_ROW_INT("max-batch", T, o.max_batch, 1, 4096, 0, "N", "inference batch"),
     PF_OPT_ROW_INT("max-delay-ms", T, o.max_delay_ms, 0, 600000, 0, "N", "inference: wait for more items"),
+    PF_OPT_ROW_FLAG("single-frames", T, o.single_frames, 0,
+                    "talk as a worker of an older build: no data frames asked for or sent (PROTOCOL.md)"),
     PF_WORKER_OPT_ROWS(T, o),
     PF_SERVICE_OPT_ROWS(T, svc, 0, 0),
     PF_OPT_END,
