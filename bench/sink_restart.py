@@ -12,11 +12,13 @@ small files, the test workers (near-zero compute, tests/pipeline/test_worker.c),
 reported is the time from the sink's start until the output grows (its first batch is written, synced and
 acknowledged at once) and the sink's VmRSS/VmHWM then. Then (--steady K, default 20000) a job of K new files
 through that sink: its bytes written to storage per record (/proc/PID/io write_bytes: output line, index
-pages and journal) and records/s, which show what the index costs once it is far larger than its page cache.
+pages and journal; of them, the output's own bytes, and cancelled_write_bytes: dirtied then dropped by a
+truncation before reaching the disk, mostly the index's rollback journal), its CPU per record and records/s,
+which show what the index costs once it is far larger than its page cache.
 No assertion: a measurement.
 
 usage: sink_restart.py --paliflow build/paliflow --worker build/tests/pipeline/test_worker [--records N]
-                       [--steady K] [--dir D]
+                       [--steady K] [--dir D] [--start-timeout S]
 """
 import argparse
 import os
@@ -53,11 +55,24 @@ def mem_kb(pid):
 
 
 def io_write_bytes(pid):
+    """(write_bytes, cancelled_write_bytes) of PID: bytes the process dirtied in the page cache (sent to storage
+    unless cancelled), and those of them a truncation dropped before they were written (the index's rollback
+    journal is truncated at each commit)."""
+    w = c = 0
     with open("/proc/%d/io" % pid) as f:
         for line in f:
             if line.startswith("write_bytes:"):
-                return int(line.split()[1])
-    return 0
+                w = int(line.split()[1])
+            elif line.startswith("cancelled_write_bytes:"):
+                c = int(line.split()[1])
+    return w, c
+
+
+def cpu_s(pid):
+    """User + system CPU seconds of PID so far."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def one_start(a, d, run, out, files=20):
@@ -87,7 +102,7 @@ def one_start(a, d, run, out, files=20):
     sink = spawn([a.paliflow, "sink", "--bind", sep, "--producer", pep, "--out", out, "--log-level", "info"], "sink")
     procs.append(sink)
     first = None
-    while time.monotonic() - t0 < 600:
+    while time.monotonic() - t0 < a.start_timeout:
         if os.path.getsize(out) > size0:
             first = time.monotonic() - t0
             break
@@ -97,10 +112,12 @@ def one_start(a, d, run, out, files=20):
     rss, hwm = mem_kb(sink.pid) if sink.poll() is None else (0, 0)
     steady = None
     if files > 20 and first is not None:
-        w0, t1 = io_write_bytes(sink.pid), time.monotonic()
+        w0, c0, t1 = io_write_bytes(sink.pid), cpu_s(sink.pid), time.monotonic()
         procs[0].wait(3600)   # the producer exits when its job is complete
         size1 = os.path.getsize(out)
-        steady = (records_in(out, size0, size1), time.monotonic() - t1, io_write_bytes(sink.pid) - w0)
+        w1, c1 = io_write_bytes(sink.pid), cpu_s(sink.pid)
+        n = records_in(out, size0, size1)
+        steady = (n, time.monotonic() - t1, w1[0] - w0[0], w1[1] - w0[1], size1 - size0, c1 - c0)
     for p in procs:
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
@@ -128,6 +145,8 @@ def main():
     ap.add_argument("--records", type=int, default=1000000)
     ap.add_argument("--steady", type=int, default=20000)
     ap.add_argument("--dir")
+    ap.add_argument("--start-timeout", type=float, default=600,
+                    help="seconds to wait for a start's first ack (a first start over 10M records rebuilds the index)")
     a = ap.parse_args()
     d = a.dir or tempfile.mkdtemp(prefix="sink_restart_")
     os.makedirs(d, exist_ok=True)
@@ -141,9 +160,11 @@ def main():
         print("start %d: first ack after %s s; sink VmRSS %.1f MB, VmHWM %.1f MB"
               % (run, "%.2f" % first if first is not None else "(none)", rss / 1024, hwm / 1024))
         if steady:
-            n, secs, wb = steady
-            print("then %d new records in %.1f s (%.0f/s): sink wrote %.0f bytes per record (%.1f MB)"
-                  % (n, secs, n / secs if secs else 0, wb / n if n else 0, wb / 1e6))
+            n, secs, wb, cb, ob, cpu = steady
+            n = max(n, 1)
+            print("then %d new records in %.1f s (%.0f/s): sink wrote %.0f bytes per record (%.1f MB; of which "
+                  "output lines %.0f B/record, cancelled by truncation %.0f B/record); sink CPU %.0f us/record"
+                  % (n, secs, n / secs if secs else 0, wb / n, wb / 1e6, ob / n, cb / n, cpu / n * 1e6))
     if not a.dir:
         shutil.rmtree(d)
     return 0

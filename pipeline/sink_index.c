@@ -1,13 +1,19 @@
-/* sink_index.c - see sink_index.h. One WITHOUT ROWID table of 16-byte identities and a small meta table
- * (checkpoint, record count, the output's inode and a hash of its bytes before the checkpoint), plus the
- * error records by item and the superseded ones (for compaction).
+/* sink_index.c - see sink_index.h. Two sets of 16-byte identities kept as sorted runs (sink_idset.h: the
+ * records, and the content keys of --path-only results) and a small meta table (checkpoint, record count, the
+ * output's inode and a hash of its bytes before the checkpoint), plus the error records by item and the
+ * superseded ones (for compaction: plain tables, one row per error record).
  *
- * Rollback journal, truncated after each commit, with synchronous=OFF: a commit costs no fsync, and the index
- * takes no more room than its rows (a WAL grows by whole pages per commit up to its checkpoint, megabytes that
- * a nearly full disk does not have, and the output must get that room first). A kill -9 is safe (the kernel
+ * Rollback journal, truncated after each commit, with synchronous=OFF: a commit costs no fsync, and the journal
+ * holds only the few pages a commit changes in place (new runs go to new or free pages, which need no copy),
+ * where a WAL grows by whole pages per commit up to its checkpoint, megabytes that a nearly full disk does not
+ * have (the output must get that room first). The file itself holds the live runs plus the pages that ended
+ * merges freed (reused by the next runs): up to about twice the identities' own size. A kill -9 is safe (the kernel
  * keeps what was written; the hot journal rolls the open transaction back at the next open); a power cut may
  * corrupt the file, which is then removed and rebuilt from the output (it holds nothing else). A bounded page
- * cache: the sink's memory for the index, whatever its size. */
+ * cache and the open batch (the identities added since the last commit, about a second's): the sink's memory
+ * for the index, whatever its size. secure_delete is off (Debian's SQLite turns it on):
+ * the pages of a merged run hold only hashes, and zeroing them would write each one twice more (page and its
+ * journal copy) when a merge drops it. */
 #include "pipeline/sink_index.h"
 
 #include <errno.h>
@@ -20,24 +26,29 @@
 #include <xxhash.h>
 
 #include "base/log.h"
+#include "pipeline/sink_idset.h"
 
 #define FP_BYTES 256   /* bytes before the checkpoint whose hash must still match */
 #define CACHE_KIB 8192 /* SQLite page cache: the sink's memory for the index, whatever its size */
-/* Page size of a new index. Identities are random, so once the index is far larger than its cache every record
- * dirties its own leaf page, and the rollback journal copies that page first: what a record costs in writes
- * follows the page size. `bench/sink_restart.py --records 1000000 --steady 50000`: 4673 bytes written per
- * record with 4 KiB pages, 1998 with 1 KiB, 1979 with 512 B (the kernel dirties 4 KiB anyway); 818 on an
- * empty output (mostly the record's own line). An index made with other pages keeps them. */
-#define PAGE_BYTES 1024
-#define VERSION 2      /* 2: `content` holds the results' content-key identities (a version 1 index is rebuilt) */
+/* Page size of a new index. The identity sets are written in order (sorted runs, sink_idset.h), never a random
+ * page per record, so pages as large as the kernel's: fewer B-tree levels to walk per lookup in a run far
+ * larger than the cache (one leaf read), and a run's pages dense. (Version 2 kept one B-tree of random
+ * identities and took 1 KiB pages, since each record dirtied one.) An index made with other pages keeps them;
+ * the rebuild of an older version makes a new file. */
+#define PAGE_BYTES 4096
+/* 2: `content` holds the results' content-key identities (a version 1 index is rebuilt); 3: identities in
+ * sorted runs (a version 2 index is rebuilt). */
+#define VERSION 3
+enum { SET_RECORDS, SET_CONTENT };   /* the identity sets' kinds in the runs registry */
 
 struct pf_sink_index {
     sqlite3 *db;
-    sqlite3_stmt *has, *add, *del;
-    sqlite3_stmt *ck_has, *ck_add;
+    pf_idset *seen, *content;
     sqlite3_stmt *err_add, *err_has, *sup_add;
     char *path;
     int in_tx;
+    int broken;   /* a rollback left the sets' registry unread: every later call fails */
+    int bulk;     /* the index starts over: what comes before the first commit is the output read back */
     int64_t count, tx_delta, end;
     int64_t superseded, tx_superseded;
 };
@@ -124,18 +135,6 @@ static int begin(pf_sink_index *ix, pf_err *err)
     return 0;
 }
 
-/* Empty the index (it does not match the output): the caller scans the output from 0. */
-static int start_over(pf_sink_index *ix, pf_err *err)
-{
-    if (begin(ix, err) ||
-        exec(ix, "DELETE FROM seen; DELETE FROM meta; DELETE FROM errs; DELETE FROM superseded; DELETE FROM content", err) ||
-        exec(ix, "COMMIT", err))
-        return -1;
-    ix->in_tx = 0;
-    ix->count = ix->end = ix->superseded = 0;
-    return 0;
-}
-
 /* Does the committed index describe the output FD? *WHY: a reason when not. */
 static int matches(pf_sink_index *ix, int fd, const char **why, pf_err *err)
 {
@@ -151,6 +150,8 @@ static int matches(pf_sink_index *ix, int fd, const char **why, pf_err *err)
     *why = NULL;
     if (ver == 1)
         *why = "made by an older paliflow (without content keys)";
+    else if (ver == 2)
+        *why = "made by an older paliflow (one B-tree of identities, not sorted runs)";
     else if (ver != VERSION || end < 0)
         *why = "new or incomplete index";
     else if ((int64_t)st.st_ino != ino)
@@ -159,6 +160,8 @@ static int matches(pf_sink_index *ix, int fd, const char **why, pf_err *err)
         *why = "the output is shorter than what was indexed (cut or replaced)";
     else if (fingerprint(fd, end) != fp)
         *why = "the output's indexed bytes changed (edited)";
+    else if (pf_idset_consistent(ix->db, ix->path, why, err) < 0)
+        return -1;
     if (*why)
         return 0;
     ix->end = end;
@@ -169,17 +172,13 @@ static int matches(pf_sink_index *ix, int fd, const char **why, pf_err *err)
 
 static int prepare(pf_sink_index *ix, pf_err *err)
 {
-    if (sqlite3_prepare_v2(ix->db, "SELECT 1 FROM seen WHERE id=?", -1, &ix->has, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(ix->db, "INSERT OR IGNORE INTO seen(id) VALUES(?)", -1, &ix->add, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(ix->db, "DELETE FROM seen WHERE id=?", -1, &ix->del, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(ix->db, "INSERT OR IGNORE INTO errs(id) VALUES(?)", -1, &ix->err_add, NULL) != SQLITE_OK ||
+    if (sqlite3_prepare_v2(ix->db, "INSERT OR IGNORE INTO errs(id) VALUES(?)", -1, &ix->err_add, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(ix->db, "SELECT 1 FROM errs WHERE id=?", -1, &ix->err_has, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(ix->db, "INSERT OR IGNORE INTO superseded(id) VALUES(?)", -1, &ix->sup_add, NULL) !=
-            SQLITE_OK ||
-        sqlite3_prepare_v2(ix->db, "SELECT 1 FROM content WHERE id=?", -1, &ix->ck_has, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(ix->db, "INSERT OR IGNORE INTO content(id) VALUES(?)", -1, &ix->ck_add, NULL) != SQLITE_OK)
+            SQLITE_OK)
         return db_err(ix, "prepare", err);
-    return 0;
+    return pf_idset_open(ix->db, ix->path, SET_RECORDS, &ix->seen, err) ||
+           pf_idset_open(ix->db, ix->path, SET_CONTENT, &ix->content, err);
 }
 
 static int open_once(const char *out, int fd, pf_sink_index **ixp, int64_t *from, int *corrupt, pf_err *err);
@@ -217,6 +216,27 @@ int pf_sink_index_open(const char *out, int fd, pf_sink_index **ixp, int64_t *fr
     return open_once(out, fd, ixp, from, &corrupt, err);
 }
 
+/* Open (create) the file and its tables. */
+static int open_db(pf_sink_index *ix, pf_err *err)
+{
+    if (sqlite3_open_v2(ix->path, &ix->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) !=
+        SQLITE_OK)
+        return db_err(ix, "open", err);
+    char pragmas[240];
+    snprintf(pragmas, sizeof pragmas,
+             "PRAGMA page_size=%d; PRAGMA journal_mode=TRUNCATE; PRAGMA synchronous=OFF; PRAGMA cache_size=-%d;"
+             "PRAGMA secure_delete=OFF;",
+             PAGE_BYTES, CACHE_KIB);
+    if (exec(ix, pragmas, err) ||
+        exec(ix, "CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v INTEGER);"
+                 /* error records (by pf_rec_supersede_ident), and those a later result superseded */
+                 "CREATE TABLE IF NOT EXISTS errs(id BLOB PRIMARY KEY) WITHOUT ROWID;"
+                 "CREATE TABLE IF NOT EXISTS superseded(id BLOB PRIMARY KEY) WITHOUT ROWID", err))
+        return -1;
+    /* the record identities and the --path-only content keys (not counted as records: sink_index.h) */
+    return pf_idset_schema(ix->db, ix->path, err);
+}
+
 static int open_once(const char *out, int fd, pf_sink_index **ixp, int64_t *from, int *corrupt, pf_err *err)
 {
     *ixp = NULL;
@@ -226,43 +246,34 @@ static int open_once(const char *out, int fd, pf_sink_index **ixp, int64_t *from
         free(ix);
         return pf_errf(err, "%s: out of memory", out);
     }
-    if (sqlite3_open_v2(ix->path, &ix->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) !=
-        SQLITE_OK) {
-        db_err(ix, "open", err);
-        pf_sink_index_close(ix);
-        return -1;
-    }
-    char pragmas[200];
-    snprintf(pragmas, sizeof pragmas,
-             "PRAGMA page_size=%d; PRAGMA journal_mode=TRUNCATE; PRAGMA synchronous=OFF; PRAGMA cache_size=-%d;",
-             PAGE_BYTES, CACHE_KIB);
     const char *why = NULL;
     int m = -1;
-    if (exec(ix, pragmas, err) ||
-        exec(ix, "CREATE TABLE IF NOT EXISTS seen(id BLOB PRIMARY KEY) WITHOUT ROWID;"
-                 "CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v INTEGER);"
-                 /* error records (by pf_rec_supersede_ident), and those a later result superseded */
-                 "CREATE TABLE IF NOT EXISTS errs(id BLOB PRIMARY KEY) WITHOUT ROWID;"
-                 "CREATE TABLE IF NOT EXISTS superseded(id BLOB PRIMARY KEY) WITHOUT ROWID;"
-                 /* --path-only results by their content key (not counted as records: sink_index.h) */
-                 "CREATE TABLE IF NOT EXISTS content(id BLOB PRIMARY KEY) WITHOUT ROWID", err) ||
-        prepare(ix, err) || (m = matches(ix, fd, &why, err)) < 0) {
-        int code = sqlite3_errcode(ix->db) & 0xff;
-        *corrupt = code == SQLITE_CORRUPT || code == SQLITE_NOTADB;
-        pf_sink_index_close(ix);
-        return -1;
-    }
-    if (!m) {
+    if (open_db(ix, err) == 0)
+        m = matches(ix, fd, &why, err);
+    if (m == 0) {
+        /* Start over in a new file: quicker than emptying a large one, and it takes this version's page size */
         int64_t had = 0;
         meta_get(ix, "records", 0, &had, err);
         if (had || strcmp(why, "new or incomplete index"))
             pf_warn("sink", "%s: %s: rebuilding it from the whole output", ix->path, why);
-        if (start_over(ix, err)) {
-            pf_sink_index_close(ix);
-            return -1;
-        }
+        sqlite3_close(ix->db);
+        ix->db = NULL;
+        remove_files(ix->path);
+        m = open_db(ix, err) ? -1 : 1;
+        ix->end = ix->count = ix->superseded = 0;
+    }
+    if (m < 0 || prepare(ix, err)) {
+        int code = ix->db ? sqlite3_errcode(ix->db) & 0xff : SQLITE_OK;
+        *corrupt = code == SQLITE_CORRUPT || code == SQLITE_NOTADB;
+        pf_sink_index_close(ix);
+        return -1;
     }
     *from = ix->end;
+    if (*from == 0) {   /* the whole output is read back before the first commit: a bulk load (sink_idset.h) */
+        ix->bulk = 1;
+        pf_idset_set_bulk(ix->seen, 1);
+        pf_idset_set_bulk(ix->content, 1);
+    }
     *ixp = ix;
     return 0;
 }
@@ -273,14 +284,11 @@ void pf_sink_index_close(pf_sink_index *ix)
         return;
     if (ix->in_tx)
         sqlite3_exec(ix->db, "ROLLBACK", NULL, NULL, NULL);
-    sqlite3_finalize(ix->has);
-    sqlite3_finalize(ix->add);
-    sqlite3_finalize(ix->del);
+    pf_idset_close(ix->seen);
+    pf_idset_close(ix->content);
     sqlite3_finalize(ix->err_add);
     sqlite3_finalize(ix->err_has);
     sqlite3_finalize(ix->sup_add);
-    sqlite3_finalize(ix->ck_has);
-    sqlite3_finalize(ix->ck_add);
     sqlite3_close(ix->db);
     free(ix->path);
     free(ix);
@@ -307,35 +315,30 @@ pf_rec_id pf_rec_identity(const char *key, const char *path, int ok)
 static void bind_id(sqlite3_stmt *st, pf_rec_id id)
 {
     unsigned char b[16];
-    for (int i = 0; i < 8; i++) {
-        b[i] = (unsigned char)(id.hi >> (56 - 8 * i));
-        b[8 + i] = (unsigned char)(id.lo >> (56 - 8 * i));
-    }
+    pf_rec_id_bytes(id, b);
     sqlite3_bind_blob(st, 1, b, 16, SQLITE_TRANSIENT);
 }
 
-static int lookup(pf_sink_index *ix, sqlite3_stmt *st, pf_rec_id id, pf_err *err)
+static int usable(pf_sink_index *ix, pf_err *err)
 {
-    sqlite3_reset(st);
-    bind_id(st, id);
-    int r = sqlite3_step(st);
-    sqlite3_reset(st);
-    if (r == SQLITE_ROW)
-        return 1;
-    return r == SQLITE_DONE ? 0 : db_err(ix, "lookup", err);
+    return ix->broken ? pf_errf(err, "%s (the sink's record index): unusable after a failed rollback", ix->path)
+                      : 0;
 }
 
-int pf_sink_index_has(pf_sink_index *ix, pf_rec_id id, pf_err *err) { return lookup(ix, ix->has, id, err); }
+int pf_sink_index_has(pf_sink_index *ix, pf_rec_id id, pf_err *err)
+{
+    return usable(ix, err) ? -1 : pf_idset_has(ix->seen, id, err);
+}
 
 int pf_sink_index_has_content(pf_sink_index *ix, pf_rec_id id, pf_err *err)
 {
-    return lookup(ix, ix->ck_has, id, err);
+    return usable(ix, err) ? -1 : pf_idset_has(ix->content, id, err);
 }
 
-/* Run ST (add or del) on ID: 1 a row changed, 0 none, -1 error. */
+/* Run ST (an insert into errs or superseded) on ID: 1 a row changed, 0 none, -1 error. */
 static int change(pf_sink_index *ix, sqlite3_stmt *st, pf_rec_id id, pf_err *err)
 {
-    if (begin(ix, err))
+    if (usable(ix, err) || begin(ix, err))
         return -1;
     sqlite3_reset(st);
     bind_id(st, id);
@@ -346,9 +349,18 @@ static int change(pf_sink_index *ix, sqlite3_stmt *st, pf_rec_id id, pf_err *err
     return sqlite3_changes(ix->db) > 0;
 }
 
+/* A set's change inside the open batch: FN (pf_idset_add or _remove) on ID. */
+static int set_change(pf_sink_index *ix, pf_idset *set, int (*fn)(pf_idset *, pf_rec_id, pf_err *), pf_rec_id id,
+                      pf_err *err)
+{
+    if (usable(ix, err) || begin(ix, err))
+        return -1;
+    return fn(set, id, err);
+}
+
 int pf_sink_index_add(pf_sink_index *ix, pf_rec_id id, pf_err *err)
 {
-    int r = change(ix, ix->add, id, err);
+    int r = set_change(ix, ix->seen, pf_idset_add, id, err);
     if (r > 0)
         ix->tx_delta++;
     return r;
@@ -356,21 +368,14 @@ int pf_sink_index_add(pf_sink_index *ix, pf_rec_id id, pf_err *err)
 
 int pf_sink_index_add_content(pf_sink_index *ix, pf_rec_id id, pf_err *err)
 {
-    return change(ix, ix->ck_add, id, err);
-}
-
-static int cmp_id(const void *a, const void *b)
-{
-    const pf_rec_id *x = a, *y = b;
-    if (x->hi != y->hi)
-        return x->hi < y->hi ? -1 : 1;
-    return x->lo < y->lo ? -1 : x->lo > y->lo;
+    return set_change(ix, ix->content, pf_idset_add, id, err);
 }
 
 int pf_sink_index_add_sorted(pf_sink_index *ix, pf_rec_id *ids, size_t n,
                              int (*add)(pf_sink_index *, pf_rec_id, pf_err *), pf_err *err)
 {
-    qsort(ids, n, sizeof *ids, cmp_id);   /* bind_id stores big-endian: this is the B-tree's order */
+    /* Order no longer matters (the open batch is a hash set, sorted when it is written as a run); the
+     * interface keeps its name for its callers. */
     for (size_t i = 0; i < n; i++)
         if (add(ix, ids[i], err) < 0)
             return -1;
@@ -379,10 +384,22 @@ int pf_sink_index_add_sorted(pf_sink_index *ix, pf_rec_id *ids, size_t n,
 
 int pf_sink_index_remove(pf_sink_index *ix, pf_rec_id id, pf_err *err)
 {
-    int r = change(ix, ix->del, id, err);
+    int r = set_change(ix, ix->seen, pf_idset_remove, id, err);
     if (r > 0)
         ix->tx_delta--;
     return r;
+}
+
+/* After a bulk load's flush (one run of distinct identities): the record count is that run's size, not the
+ * adds counted, which took an identity found in two places of the output twice. */
+static int bulk_count(pf_sink_index *ix)
+{
+    if (ix->bulk) {
+        pf_idset_stats st;
+        pf_idset_get_stats(ix->seen, &st);
+        ix->tx_delta = st.in_runs - ix->count;
+    }
+    return 0;
 }
 
 int pf_sink_index_commit(pf_sink_index *ix, int fd, int64_t end, pf_err *err)
@@ -391,7 +408,9 @@ int pf_sink_index_commit(pf_sink_index *ix, int fd, int64_t end, pf_err *err)
     if (fstat(fd, &st) != 0)
         return pf_errf(err, "%s: %s", ix->path, strerror(errno));
     int64_t fp = fingerprint(fd, end);
-    if (begin(ix, err) || meta_set(ix, "version", VERSION, err) || meta_set(ix, "end", end, err) ||
+    /* the open batch's identities become runs, and merges take their step, in the batch's transaction */
+    if (usable(ix, err) || begin(ix, err) || pf_idset_flush(ix->seen, err) || pf_idset_flush(ix->content, err) ||
+        bulk_count(ix) || meta_set(ix, "version", VERSION, err) || meta_set(ix, "end", end, err) ||
         meta_set(ix, "ino", (int64_t)st.st_ino, err) || meta_set(ix, "fp", fp, err) ||
         meta_set(ix, "records", ix->count + ix->tx_delta, err) ||
         meta_set(ix, "superseded", ix->superseded + ix->tx_superseded, err) || exec(ix, "COMMIT", err)) {
@@ -399,6 +418,11 @@ int pf_sink_index_commit(pf_sink_index *ix, int fd, int64_t end, pf_err *err)
         return -1;
     }
     ix->in_tx = 0;
+    if (ix->bulk) {
+        ix->bulk = 0;
+        pf_idset_set_bulk(ix->seen, 0);
+        pf_idset_set_bulk(ix->content, 0);
+    }
     ix->count += ix->tx_delta;
     ix->superseded += ix->tx_superseded;
     ix->tx_delta = ix->tx_superseded = 0;
@@ -408,8 +432,15 @@ int pf_sink_index_commit(pf_sink_index *ix, int fd, int64_t end, pf_err *err)
 
 void pf_sink_index_rollback(pf_sink_index *ix)
 {
-    if (ix->in_tx)
+    if (ix->in_tx) {
         sqlite3_exec(ix->db, "ROLLBACK", NULL, NULL, NULL);
+        /* the runs this transaction wrote or merged are gone with it: read the registry again */
+        pf_err e = {{0}};
+        if (pf_idset_forget(ix->seen, &e) || pf_idset_forget(ix->content, &e)) {
+            pf_warn("sink", "%s", e.msg);
+            ix->broken = 1;
+        }
+    }
     ix->in_tx = 0;
     ix->tx_delta = ix->tx_superseded = 0;
 }
@@ -465,12 +496,7 @@ int pf_sink_index_each_superseded(pf_sink_index *ix, int (*cb)(pf_rec_id ident, 
         const unsigned char *b = sqlite3_column_blob(st, 0);
         if (!b || sqlite3_column_bytes(st, 0) != 16)
             continue;
-        pf_rec_id id = {0, 0};
-        for (int i = 0; i < 8; i++) {
-            id.hi = id.hi << 8 | b[i];
-            id.lo = id.lo << 8 | b[8 + i];
-        }
-        rc = cb(id, arg);
+        rc = cb(pf_rec_id_from_bytes(b), arg);
     }
     if (!rc && r != SQLITE_DONE)
         rc = db_err(ix, "read", err);

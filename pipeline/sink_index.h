@@ -13,7 +13,11 @@
  * hold: a kill -9 before the commit rolls the batch back, and the tail scan at the next start adds the
  * records that did reach the output. An output that no longer matches the index (shorter than the checkpoint,
  * another file, its bytes before the checkpoint changed: compared by a hash of the 256 bytes before it, and
- * the file's inode) makes the index start over from a full scan, logged. */
+ * the file's inode), or an index of an older version or whose runs do not add up, makes the index start over
+ * (a new file) from a full scan, logged.
+ *
+ * The identities are kept as sorted runs merged by levels (sink_idset.h): a new record costs a bounded
+ * number of bytes written however many the output holds, and a lookup a B-tree lookup per run. */
 #ifndef PF_PIPELINE_SINK_INDEX_H
 #define PF_PIPELINE_SINK_INDEX_H
 
@@ -53,8 +57,8 @@ int pf_sink_index_add(pf_sink_index *ix, pf_rec_id id, pf_err *err);
  * Kept apart from the records (pf_sink_index_count does not count them). Same returns as has/add. */
 int pf_sink_index_has_content(pf_sink_index *ix, pf_rec_id id, pf_err *err);
 int pf_sink_index_add_content(pf_sink_index *ix, pf_rec_id id, pf_err *err);
-/* Add the N identities IDS (sorted here, in place) with ADD (pf_sink_index_add or _add_content) to the open
- * batch: reading an output back. */
+/* Add the N identities IDS with ADD (pf_sink_index_add or _add_content) to the open batch: reading an output
+ * back (a batch grown large is written out as a sorted run inside the transaction: sink_idset.h). */
 int pf_sink_index_add_sorted(pf_sink_index *ix, pf_rec_id *ids, size_t n,
                              int (*add)(pf_sink_index *, pf_rec_id, pf_err *), pf_err *err);
 /* Commit the open batch: the output holds every record up to END (synced), FD is the output (for the

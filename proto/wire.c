@@ -47,28 +47,42 @@ static void free_buf(void *data, void *hint)
     free(data);
 }
 
+/* Send [ident][BUF][DATA] (ident when not NULL, DATA when not NULL). BUF is given to ZeroMQ (freed with free())
+ * and DATA emptied (sent or closed), whatever happens. errno says why a send failed. */
+static int send_parts(void *sock, const void *ident, size_t ident_len, uint8_t *buf, size_t len, zmq_msg_t *data,
+                      pf_err *err)
+{
+    zmq_msg_t msg;
+    int e = 0;
+    const char *what = "send";
+    if (ident && zmq_send(sock, ident, ident_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
+        e = errno;
+        free(buf);
+    } else if (zmq_msg_init_data(&msg, buf, len, free_buf, NULL) != 0) {
+        e = errno;
+        what = "zmq_msg_init_data";
+        free(buf);
+    } else if (zmq_msg_send(&msg, sock, (data ? ZMQ_SNDMORE : 0) | ZMQ_DONTWAIT) < 0) {
+        e = errno;
+        zmq_msg_close(&msg);   /* frees buf */
+    } else if (data && zmq_msg_send(data, sock, ZMQ_DONTWAIT) < 0) {
+        /* After the first part is accepted the rest of the message is too (ZeroMQ counts a socket's high-water
+         * mark in whole messages), so DONTWAIT cannot cut a message in two: a failure here is a dead socket. */
+        e = errno;
+        what = "send (data frame)";
+    } else {
+        return 0;   /* zmq_msg_send emptied DATA */
+    }
+    if (data)
+        zmq_msg_close(data);
+    pf_errf(err, "%s: %s", what, zmq_strerror(e));
+    errno = e;
+    return -1;
+}
+
 int pf_wire_send_raw(void *sock, const void *ident, size_t ident_len, uint8_t *buf, size_t len, pf_err *err)
 {
-    if (ident) {
-        if (zmq_send(sock, ident, ident_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
-            int e = errno;
-            free(buf);
-            errno = e;
-            return pf_errf(err, "send: %s", zmq_strerror(e));
-        }
-    }
-    zmq_msg_t msg;
-    if (zmq_msg_init_data(&msg, buf, len, free_buf, NULL) != 0) {
-        free(buf);
-        return pf_errf(err, "zmq_msg_init_data: %s", zmq_strerror(errno));
-    }
-    if (zmq_msg_send(&msg, sock, ZMQ_DONTWAIT) < 0) {
-        int e = errno;
-        zmq_msg_close(&msg);   /* frees buf */
-        errno = e;
-        return pf_errf(err, "send: %s", zmq_strerror(e));
-    }
-    return 0;
+    return send_parts(sock, ident, ident_len, buf, len, NULL, err);
 }
 
 int pf_wire_msg_own(zmq_msg_t *msg, void *buf, size_t len, pf_err *err)
@@ -86,46 +100,7 @@ int pf_wire_msg_own(zmq_msg_t *msg, void *buf, size_t len, pf_err *err)
 int pf_wire_send_frames(void *sock, const void *ident, size_t ident_len, uint8_t *buf, size_t len,
                         zmq_msg_t *data, pf_err *err)
 {
-    if (!data)
-        return pf_wire_send_raw(sock, ident, ident_len, buf, len, err);
-    zmq_msg_t msg;
-    if (ident && zmq_send(sock, ident, ident_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
-        int e = errno;
-        free(buf);
-        pf_errf(err, "send: %s", zmq_strerror(e));
-        errno = e;
-        goto out;
-    }
-    if (zmq_msg_init_data(&msg, buf, len, free_buf, NULL) != 0) {
-        int e = errno;
-        free(buf);
-        pf_errf(err, "zmq_msg_init_data: %s", zmq_strerror(e));
-        errno = e;
-        goto out;
-    }
-    /* After the first part is accepted the rest of the message is too (ZeroMQ counts a socket's high-water mark
-     * in whole messages), so DONTWAIT cannot cut a message in two: a failure here is a dead socket. */
-    if (zmq_msg_send(&msg, sock, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
-        int e = errno;
-        zmq_msg_close(&msg);   /* frees buf */
-        pf_errf(err, "send: %s", zmq_strerror(e));
-        errno = e;
-        goto out;
-    }
-    if (zmq_msg_send(data, sock, ZMQ_DONTWAIT) < 0) {
-        int e = errno;
-        pf_errf(err, "send (data frame): %s", zmq_strerror(e));
-        errno = e;
-        goto out;
-    }
-    return 0;   /* zmq_msg_send emptied DATA */
-out:
-    {
-        int e = errno;
-        zmq_msg_close(data);
-        errno = e;
-    }
-    return -1;
+    return send_parts(sock, ident, ident_len, buf, len, data, err);
 }
 
 int pf_wire_send_data(void *sock, const void *ident, size_t ident_len, const pf_msg *m, zmq_msg_t *data,
