@@ -8,6 +8,8 @@
  * caught up at start from the output's tail past its checkpoint (cutting off a torn last line): redelivered
  * items never give a second line, and neither the sink's memory nor its start time grows with the output
  * (sink_index.h). Other output forms (WebDataset, sidecars, rotated JSONL) follow the JSONL (out_view.h).
+ * While a batch is open and results come in a few at a time, the sink reads them every 2 ms or so rather than
+ * at each arrival (never past --flush-ms): one wake-up for several records (sink.c, gather).
  *
  * The output is checked and locked before anything else (outfile.h: a regular file, writable, with room,
  * one writer). Each ack carries where the record ends in the file and each hello the file's committed size,

@@ -35,11 +35,16 @@
 
 enum { ST_PRE = 1, ST_INF = 2 };
 
+#define HOLDER_INLINE 64   /* a holder's routing id (a worker's name) kept in the lease itself up to this size */
+#define SPARE_MAX 4096     /* ended leases kept for the next ones: no malloc and free per item */
+
 typedef struct lease {
     int64_t id;
     char key[PF_KEY_LEN + 1];
     int stage;
-    char *path, *holder;
+    char *path;            /* malloc'd; kept when the next note of the item names the same path */
+    char *holder;          /* holder_buf, or malloc'd when longer */
+    char holder_buf[HOLDER_INLINE];
     char holder_key[64];
     struct lease *next;
 } lease;
@@ -70,6 +75,8 @@ struct pf_sink_auth {
     int said_old_producer;
     pf_metric *m_leases, *m_parked, *m_waited;
     int64_t waited;
+    lease *spare;          /* ended leases, for reuse (at most SPARE_MAX) */
+    size_t n_spare;
 };
 
 static size_t slot(const pf_sink_auth *a, int64_t id)
@@ -99,11 +106,31 @@ int pf_sink_auth_init(sink *s)
     return 0;
 }
 
-static void lease_free(lease *l)
+static void lease_free(pf_sink_auth *a, lease *l)
 {
     free(l->path);
-    free(l->holder);
-    free(l);
+    if (l->holder != l->holder_buf)
+        free(l->holder);
+    if (a->n_spare >= SPARE_MAX) {
+        free(l);
+        return;
+    }
+    memset(l, 0, sizeof *l);
+    l->next = a->spare;
+    a->spare = l;
+    a->n_spare++;
+}
+
+/* A blank lease: a spare one, or a new one (NULL: out of memory). */
+static lease *lease_new(pf_sink_auth *a)
+{
+    lease *l = a->spare;
+    if (!l)
+        return calloc(1, sizeof *l);
+    a->spare = l->next;
+    a->n_spare--;
+    l->next = NULL;
+    return l;
 }
 
 static void forget_all(pf_sink_auth *a)
@@ -112,7 +139,7 @@ static void forget_all(pf_sink_auth *a)
         while (a->b[i]) {
             lease *l = a->b[i];
             a->b[i] = l->next;
-            lease_free(l);
+            lease_free(a, l);
         }
     a->n = 0;
 }
@@ -134,6 +161,11 @@ void pf_sink_auth_free(sink *s)
         return;
     forget_all(a);
     free(a->b);
+    while (a->spare) {
+        lease *l = a->spare;
+        a->spare = l->next;
+        free(l);
+    }
     while (a->park) {
         parked *k = a->park;
         a->park = k->next;
@@ -176,14 +208,34 @@ static void remove_lease(pf_sink_auth *a, lease **pp)
 {
     lease *l = *pp;
     *pp = l->next;
-    lease_free(l);
+    lease_free(a, l);
     a->n--;
 }
 
-/* The verdict on record M from HOLDER (its routing id, printable) with CURVE key KEY: NULL when it may be
- * written, else the refusal's reason (*detail says more). *PP gets the lease's slot. */
-static const char *judge(pf_sink_auth *a, const pf_msg *m, const char *holder, const char *key, lease ***pp,
-                         char *detail, size_t cap)
+/* Who sent a record: its routing id (printable), always; its CURVE key when a lease names one, and the
+ * description for a log line (address and all) only when the record is refused or parked: neither is looked
+ * up in the frame's metadata for every record written. */
+typedef struct sender {
+    char holder[1100];
+    const char *key;       /* NULL until looked up */
+    pf_peer_desc *from;    /* NULL until described */
+    pf_wire_in *in;        /* to look them up from (NULL when KEY and FROM are set) */
+    pf_peer_desc buf;
+} sender;
+
+/* The CURVE key its ZAP handler admitted ("" without CURVE). */
+static const char *sender_key(sender *w)
+{
+    if (!w->key) {
+        const char *user = zmq_msg_gets(&w->in->frame, "User-Id");
+        w->key = user ? user : "";
+    }
+    return w->key;
+}
+
+/* The verdict on record M from W: NULL when it may be written, else the refusal's reason (*detail says more).
+ * *PP gets the lease's slot. */
+static const char *judge(pf_sink_auth *a, const pf_msg *m, sender *w, lease ***pp, char *detail, size_t cap)
 {
     *pp = find(a, m->id);
     lease *l = **pp;
@@ -199,7 +251,7 @@ static const char *judge(pf_sink_auth *a, const pf_msg *m, const char *holder, c
         snprintf(detail, cap, "item %lld is %s, the record says %s", (long long)m->id, l->path, m->path);
         return "wrong_path";
     }
-    if (strcmp(l->holder, holder) != 0 || (l->holder_key[0] && strcmp(l->holder_key, key) != 0)) {
+    if (strcmp(l->holder, w->holder) != 0 || (l->holder_key[0] && strcmp(l->holder_key, sender_key(w)) != 0)) {
         snprintf(detail, cap, "item %lld (%s) is leased to %s%s%s", (long long)m->id, l->path, l->holder,
                  l->holder_key[0] ? " with key " : "", l->holder_key);
         return "not_holder";
@@ -223,16 +275,6 @@ static int may_change(const char *why)
            !strcmp(why, "wrong_stage");
 }
 
-/* Who sent a record: its routing id (printable) and CURVE key, always; the description for a log line (address
- * and all) only when one is needed, i.e. when the record is refused or parked, not for every record written. */
-typedef struct sender {
-    char holder[1100];
-    const char *key;
-    pf_peer_desc *from;    /* NULL until described */
-    pf_wire_in *in;        /* to describe it from (NULL when FROM is set) */
-    pf_peer_desc buf;
-} sender;
-
 static const pf_peer_desc *describe(sender *w)
 {
     if (!w->from) {
@@ -251,7 +293,7 @@ static int settle(sink *s, const pf_msg *m, sender *w, int can_wait)
     char detail[1200];
     const char *why = "no_notes";
     if (a->producer_notes)
-        why = judge(a, m, w->holder, w->key, &pp, detail, sizeof detail);
+        why = judge(a, m, w, &pp, detail, sizeof detail);
     else
         snprintf(detail, sizeof detail, "the producer sends no lease notes (an older paliflow, or not welcomed yet), "
                  "so no record from a worker can be checked");
@@ -315,8 +357,6 @@ void pf_sink_auth_worker_record(sink *s, pf_wire_in *in, double now)
 {
     sender w = {.in = in};
     pf_wire_ident_str(in->ident, in->ident_len, w.holder, sizeof w.holder);
-    const char *user = zmq_msg_gets(&in->frame, "User-Id");   /* the CURVE key its ZAP handler admitted */
-    w.key = user ? user : "";
     if (settle(s, &in->msg, &w, 1))
         return;
     /* Its note was sent before the item, but may have come in after the producer's connection was read in this
@@ -361,6 +401,40 @@ static void unpark(sink *s, int64_t id)
     }
 }
 
+/* SRC into DST[CAP], cut to fit (a key or CURVE key longer than ours then never matches a record's). */
+static void copy_cut(char *dst, size_t cap, const char *src)
+{
+    size_t n = strnlen(src, cap - 1);
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+/* The lease's path: kept when the note names the one it has (an item's second note, for its inference). */
+static int set_path(lease *l, const char *path)
+{
+    if (l->path && !strcmp(l->path, path))
+        return 0;
+    char *p = strdup(path);
+    if (!p)
+        return -1;
+    free(l->path);
+    l->path = p;
+    return 0;
+}
+
+static int set_holder(lease *l, const char *holder)
+{
+    size_t n = strlen(holder);
+    char *h = n < HOLDER_INLINE ? l->holder_buf : malloc(n + 1);
+    if (!h)
+        return -1;
+    if (l->holder && l->holder != l->holder_buf)
+        free(l->holder);
+    memcpy(h, holder, n + 1);
+    l->holder = h;
+    return 0;
+}
+
 /* One note (a lease or an unlease) from the producer. */
 static void on_note(sink *s, const pf_note *m)
 {
@@ -373,7 +447,7 @@ static void on_note(sink *s, const pf_note *m)
     }
     lease *l = *pp;
     if (!l) {
-        l = calloc(1, sizeof *l);
+        l = lease_new(a);
         if (!l) {
             pf_error(LOG, "out of memory noting the lease of item %lld", (long long)m->id);
             return;
@@ -382,20 +456,13 @@ static void on_note(sink *s, const pf_note *m)
         *pp = l;
         a->n++;
     }
-    char *path = strdup(m->path), *holder = strdup(m->holder);
-    if (!path || !holder) {
-        free(path);
-        free(holder);
+    if (set_path(l, m->path) || set_holder(l, m->holder)) {
         pf_error(LOG, "out of memory noting the lease of item %lld", (long long)m->id);
         remove_lease(a, find(a, m->id));
         return;
     }
-    free(l->path);
-    free(l->holder);
-    l->path = path;
-    l->holder = holder;
-    snprintf(l->key, sizeof l->key, "%s", m->key);
-    snprintf(l->holder_key, sizeof l->holder_key, "%s", m->holder_key ? m->holder_key : "");
+    copy_cut(l->key, sizeof l->key, m->key);
+    copy_cut(l->holder_key, sizeof l->holder_key, m->holder_key ? m->holder_key : "");
     l->stage = !strcmp(m->stage, "preprocess") ? ST_PRE : ST_INF;
     if (a->n > 2 * a->nb)
         grow(a);

@@ -20,9 +20,8 @@
 
 /* A record waiting in the batch for its write + fdatasync. */
 typedef struct pend {
-    char *line;            /* JSON + '\n' */
-    size_t len;
-    json_t *rec;
+    size_t len;            /* its line (JSON + '\n') in the batch's lines; 0 for a duplicate */
+    json_t *rec;           /* the record as JSON, only for the PUB socket and the views (else NULL) */
     int64_t id;
     char *key;
     int ok;
@@ -31,6 +30,12 @@ typedef struct pend {
 } pend;
 
 typedef struct pf_sink_auth pf_sink_auth;
+
+/* A growing byte buffer (not NUL-terminated): jansson dumps each record of the batch straight into it. */
+typedef struct pf_sink_lines {
+    char *p;
+    size_t n, cap;
+} pf_sink_lines;
 
 typedef struct sink {
     const pf_sink_params *o;
@@ -44,6 +49,7 @@ typedef struct sink {
     void *rsock, *psock, *pub;
     pend *batch;
     size_t n_batch, cap_batch;
+    pf_sink_lines lines;   /* the batch's lines, one after another: written with one write */
     double batch_t0;
     char name[128];
     pf_link link; /* to the producer: its instance, welcome, heartbeats, silence */
@@ -70,6 +76,8 @@ void pf_sink_on_record(sink *s, const pf_msg *m);
 /* Write, sync, publish, acknowledge the batch. */
 int pf_sink_flush_batch(sink *s, pf_err *err);
 void pf_sink_batch_free(sink *s);
+/* The batch's records and its buffers, at the end of a run. */
+void pf_sink_batch_close(sink *s);
 
 /* sink_auth.c: a worker's record is written only when its item is leased to that worker (PROTOCOL.md,
  * "Who may say what"). */

@@ -130,39 +130,36 @@ static int batch_add(sink *s, pend *p)
 
 static void pend_free(pend *p)
 {
-    free(p->line);
     json_decref(p->rec);
     free(p->key);
 }
 
-/* The line being dumped: one buffer, grown as jansson writes into it, with room for the '\n' (json_dumps would
- * build its own, copy it into a fresh string, and the line be a third copy). */
-typedef struct line_buf {
-    char *p;
-    size_t n, cap;
-} line_buf;
+#if JANSSON_VERSION_HEX < 0x020a00
+#error "jansson 2.10 or later is needed (json_dumpb)"
+#endif
 
-static int line_put(const char *buf, size_t size, void *data)
+#define LINE_ROOM 4096   /* free room kept at the lines' end: a caption's or a detect record fits in one dump */
+
+/* REC dumped by jansson straight into the batch's lines, with its '\n': no buffer of its own per line and no
+ * copy into a write buffer. json_dumpb says how long the dump is when it does not fit (a segment record's
+ * masks); the lines then grow and it dumps again. 0, or -1 out of memory (the lines unchanged). */
+static int lines_dump(pf_sink_lines *l, const json_t *rec)
 {
-    line_buf *l = data;
-    if (PF_GROW(l->p, l->cap, l->n, size + 1, 256))
+    if (PF_GROW(l->p, l->cap, l->n, LINE_ROOM, 65536))
         return -1;
-    memcpy(l->p + l->n, buf, size);
-    l->n += size;
-    return 0;
-}
-
-/* REC as one line of the output file, '\n' included, not NUL-terminated (NULL: out of memory). */
-static char *json_line(const json_t *rec, size_t *len)
-{
-    line_buf l = {malloc(1024), 0, 1024};   /* a caption's record fits; a segment record's masks grow it */
-    if (!l.p || json_dump_callback(rec, line_put, &l, JSON_COMPACT)) {
-        free(l.p);
-        return NULL;
+    size_t room = l->cap - l->n;
+    size_t len = json_dumpb(rec, l->p + l->n, room, JSON_COMPACT);
+    if (len == 0)
+        return -1;   /* jansson failed (its own allocation) */
+    if (len >= room) {   /* too long, with its '\n': what it wrote is cut short */
+        if (PF_GROW(l->p, l->cap, l->n, len + 1, 65536))
+            return -1;
+        if (json_dumpb(rec, l->p + l->n, l->cap - l->n, JSON_COMPACT) != len)
+            return -1;
     }
-    l.p[l.n++] = '\n';   /* line_put kept a byte for it */
-    *len = l.n;
-    return l.p;
+    l->p[l->n + len] = '\n';
+    l->n += len + 1;
+    return 0;
 }
 
 /* What compaction needs: error records by item, and the errors a result superseded (sink_index.h). */
@@ -172,6 +169,24 @@ static int note_kind(pf_sink_index *ix, const char *key, const char *path, int o
     return ok ? (pf_sink_index_note_result(ix, ident, err) < 0 ? -1 : 0) : pf_sink_index_note_error(ix, ident, err);
 }
 
+
+/* The record's line, appended to the batch's lines; the record itself kept for the PUB socket and the views
+ * when they take it (built once for all three). -1: out of memory. */
+static int add_line(sink *s, const pf_msg *m, pend *p)
+{
+    size_t at = s->lines.n;
+    json_t *rec = pf_record_make(m);
+    if (!rec || lines_dump(&s->lines, rec)) {
+        json_decref(rec);
+        return -1;
+    }
+    p->len = s->lines.n - at;
+    if (s->pub || s->views)
+        p->rec = rec;
+    else
+        json_decref(rec);
+    return 0;
+}
 
 /* Is the record new? 1 yes (now in the open batch of the index), 0 a duplicate, -1 the index failed. An error
  * record is a duplicate also when the item has a result (an error after a success is dropped).
@@ -221,14 +236,14 @@ void pf_sink_on_record(sink *s, const pf_msg *m)
         pf_debug(LOG, "%s: duplicate record dropped (acknowledged again)", m->path);
     } else {
         observe_record(s, m);
-        p.rec = pf_record_make(m);
-        p.line = json_line(p.rec, &p.len);
     }
-    if ((!p.is_dup && !p.line) || batch_add(s, &p)) {
+    size_t at = s->lines.n;
+    if ((!p.is_dup && add_line(s, m, &p)) || batch_add(s, &p)) {
         /* its identity is in the index's open batch, its line nowhere: stop before that is committed (the
          * batch rolls back, nothing of it was acknowledged, its items are redone) */
         pf_errf(&s->fail, "out of memory for a record of %s", m->path);
         s->failed = 1;
+        s->lines.n = at;
         pend_free(&p);
     }
 }
@@ -237,24 +252,17 @@ void pf_sink_on_record(sink *s, const pf_msg *m)
  * nothing). */
 static int write_batch(sink *s, pf_err *err)
 {
-    size_t total = 0;
+    size_t total = s->lines.n;   /* the batch's lines, in batch order */
     double t_flush = pf_now();
-    for (size_t i = 0; i < s->n_batch; i++)
-        total += s->batch[i].len;
     if (!total)
         return 0;   /* only duplicates: the index's open batch holds nothing new */
-    char *buf = malloc(total);
-    if (!buf)
-        return pf_errf(err, "out of memory writing %zu bytes", total);
     size_t k = 0;
     for (size_t i = 0; i < s->n_batch; i++) {
-        memcpy(buf + k, s->batch[i].line ? s->batch[i].line : "", s->batch[i].len);
         k += s->batch[i].len;
         s->batch[i].end = s->out_end + (int64_t)k;   /* the file is ours alone (locked) and appended to */
     }
-    int bad = pf_write_all(s->fd, buf, total);
+    int bad = pf_write_all(s->fd, s->lines.p, total);
     int e = errno;
-    free(buf);
     if (!bad && s->o->fsync && fdatasync(s->fd) != 0)
         bad = 2, e = errno;
     if (bad) {
@@ -349,9 +357,26 @@ int pf_sink_flush_batch(sink *s, pf_err *err)
     return 0;
 }
 
+#define LINES_KEEP ((size_t)4 << 20)   /* the lines' buffer kept for the next batch up to this size */
+
 void pf_sink_batch_free(sink *s)
 {
     for (size_t i = 0; i < s->n_batch; i++)
         pend_free(&s->batch[i]);
     s->n_batch = 0;
+    s->lines.n = 0;
+    if (s->lines.cap > LINES_KEEP) {   /* a batch of segment records with their masks: not kept for the next */
+        free(s->lines.p);
+        s->lines = (pf_sink_lines){0};
+    }
+}
+
+void pf_sink_batch_close(sink *s)
+{
+    pf_sink_batch_free(s);
+    free(s->batch);
+    free(s->lines.p);
+    s->batch = NULL;
+    s->cap_batch = 0;
+    s->lines = (pf_sink_lines){0};
 }

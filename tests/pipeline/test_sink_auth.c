@@ -50,8 +50,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture *f = *state;
-    pf_sink_batch_free(&f->s);
-    free(f->s.batch);
+    pf_sink_batch_close(&f->s);
     pf_sink_auth_free(&f->s);
     pf_sink_index_close(f->s.index);
     close(f->s.fd);
