@@ -91,12 +91,18 @@ def t_manifest(env):
         f.write(json.dumps({"path": os.path.join("..", a), "prompt": ["caption en", "ocr"], "id": 7,
                             "meta": {"k": [1, 2]}}) + "\n")
         f.write("{not json\n")
+        # a record longer than the sink's batch buffer (64 KiB at first): its line is dumped again into a grown one
+        f.write(json.dumps({"path": os.path.join("..", b), "prompt": "ocr", "id": 8, "big": "x" * 100000}) + "\n")
     out2 = os.path.join(env.d, "m2.jsonl")
     err = env.run(["--task", "caption en", "--out", out2, "--manifest", jl])
     check("m.jsonl:2: not JSON" in err, "bad JSONL line not named: %s" % err)
     recs = read_records(out2)
+    big = [r for r in recs if r["id"] == 8]
+    recs = [r for r in recs if r["id"] != 8]
     check(sorted(r["task"] for r in recs) == ["caption en", "ocr"] and all(r["id"] == 7 for r in recs) and
           all(r["extra"] == {"meta": {"k": [1, 2]}} for r in recs), "JSONL prompt list: %s" % recs)
+    check(len(big) == 1 and big[0]["extra"] == {"big": "x" * 100000} and big[0]["task"] == "ocr",
+          "a 100 KB record: %s" % [str(r)[:200] for r in big])
     # --list with a tab: refused, pointing to --manifest
     lst = os.path.join(env.d, "l.txt")
     with open(lst, "w") as f:
