@@ -1,4 +1,4 @@
-/* sink_idset.c - see sink_idset.h. The open batch is an open-addressing hash set in memory; runs are WITHOUT
+/* sink_idset.c - see sink_idset.h. The open batch is a pf_keyset in memory; runs are WITHOUT
  * ROWID tables "run<t>" of 16-byte identities; the registry `runs` says which are live, which are being
  * built by a merge and which merge each one feeds. Every write here happens inside the caller's transaction
  * (sink_index.c), so a run, a merge step or a merge's end is committed with the batch, or not at all. */
@@ -10,13 +10,14 @@
 #include <string.h>
 
 #include "base/grow.h"
+#include "pipeline/keyset.h"
 
 #define FANOUT 4         /* runs merged at once: each identity is rewritten about log4(N / BASE) + 1 times */
 #define BASE 4096        /* runs under BASE identities are level 0; level k holds BASE * 4^(k-1) .. BASE * 4^k */
 #define SPILL 32768      /* an open batch this large is written as a run at once (its hash set: ~2 MiB) */
 #define STEP_MIN 4096    /* merge budget of a flush that added little: merges still move on */
 #define LEVELS_MAX 40    /* 4096 * 4^39 is far beyond any output */
-#define PEND_FIRST 1024  /* first capacity of the open batch's hash set (slots, a power of two) */
+#define PEND_KEEP 16384  /* slots of the open batch's set kept between batches (a spilled rebuild's are given back) */
 /* Runs of up to FILTER_MAX identities written or merged by this process get an in-memory Bloom filter of
  * FILTER_BITS bits per identity (FILTER_K bits set each: ~1% false positives), so that a lookup skips the
  * SQLite probe of nearly all of them: a new identity was probed in every run (~1 us each when cached, more
@@ -25,8 +26,6 @@
 #define FILTER_MAX 262144
 #define FILTER_BITS 10
 #define FILTER_K 5
-
-enum { SLOT_FREE, SLOT_USED, SLOT_GONE };
 
 typedef struct run {
     int64_t t;     /* its table is run<t> */
@@ -43,10 +42,7 @@ struct pf_idset {
     sqlite3 *db;
     char *file;
     int kind;
-    /* the open batch */
-    pf_rec_id *ids;
-    unsigned char *slot;
-    size_t cap, n, used;   /* used: SLOT_USED + SLOT_GONE */
+    pf_keyset pend;        /* the open batch */
     /* the registry's rows of this set, oldest first */
     run *runs;
     size_t n_runs, cap_runs;
@@ -128,74 +124,6 @@ static void run_free(run *u)
     u->filter = NULL;
     sqlite3_finalize(u->one);
     u->one = NULL;
-}
-
-/* ---- the open batch ---- */
-
-/* ID's slot, or the slot where it would go (*FOUND 0). Identities are hashes already: their bits index. */
-static size_t pend_find(const pf_idset *s, pf_rec_id id, int *found)
-{
-    size_t i = (size_t)(id.lo ^ id.hi) & (s->cap - 1), gone = SIZE_MAX;
-    for (;;) {
-        if (s->slot[i] == SLOT_FREE) {
-            *found = 0;
-            return gone != SIZE_MAX ? gone : i;
-        }
-        if (s->slot[i] == SLOT_USED && s->ids[i].hi == id.hi && s->ids[i].lo == id.lo) {
-            *found = 1;
-            return i;
-        }
-        if (s->slot[i] == SLOT_GONE && gone == SIZE_MAX)
-            gone = i;
-        i = (i + 1) & (s->cap - 1);
-    }
-}
-
-/* Room for one more (at most half the slots taken, so that a probe always meets a free one). */
-static int pend_reserve(pf_idset *s)
-{
-    if (s->cap && (s->used + 1) * 2 <= s->cap)
-        return 0;
-    size_t cap = PEND_FIRST;
-    while (cap < (s->n + 1) * 4)
-        cap *= 2;
-    pf_rec_id *ids = malloc(cap * sizeof *ids);
-    unsigned char *slot = calloc(cap, 1);
-    if (!ids || !slot) {
-        free(ids);
-        free(slot);
-        return -1;
-    }
-    pf_idset old = *s;
-    s->ids = ids;
-    s->slot = slot;
-    s->cap = cap;
-    s->used = 0;
-    for (size_t i = 0; i < old.cap; i++)
-        if (old.slot[i] == SLOT_USED) {
-            int found;
-            size_t j = pend_find(s, old.ids[i], &found);
-            s->ids[j] = old.ids[i];
-            s->slot[j] = SLOT_USED;
-            s->used++;
-        }
-    free(old.ids);
-    free(old.slot);
-    return 0;
-}
-
-static void pend_clear(pf_idset *s)
-{
-    if (s->cap > PEND_FIRST * 16) {   /* a spilled rebuild's set: give its memory back */
-        free(s->ids);
-        free(s->slot);
-        s->ids = NULL;
-        s->slot = NULL;
-        s->cap = 0;
-    } else if (s->cap) {
-        memset(s->slot, SLOT_FREE, s->cap);
-    }
-    s->n = s->used = 0;
 }
 
 /* ---- the registry ---- */
@@ -296,8 +224,7 @@ void pf_idset_close(pf_idset *s)
     sqlite3_finalize(s->probe);
     for (size_t i = 0; i < s->n_runs; i++)
         run_free(&s->runs[i]);
-    free(s->ids);
-    free(s->slot);
+    pf_keyset_free(&s->pend);
     free(s->runs);
     free(s->file);
     free(s);
@@ -358,15 +285,15 @@ static int cmp_id(const void *a, const void *b)
 /* The open batch, sorted, as a new live run (written in order: its pages are filled one after the other). */
 static int write_run(pf_idset *s, pf_err *err)
 {
-    if (!s->n)
+    size_t k = pf_keyset_size(&s->pend);
+    if (!k)
         return 0;
-    pf_rec_id *v = malloc(s->n * sizeof *v);
+    pf_rec_id *v = malloc(k * sizeof *v);
     if (!v)
         return pf_errf(err, "%s: out of memory", s->file);
-    size_t k = 0;
-    for (size_t i = 0; i < s->cap; i++)
-        if (s->slot[i] == SLOT_USED)
-            v[k++] = s->ids[i];
+    uint64_t hi, lo;
+    for (size_t pos = 0, i = 0; pf_keyset_next(&s->pend, &pos, &hi, &lo); i++)
+        v[i] = (pf_rec_id){hi, lo};
     qsort(v, k, sizeof *v, cmp_id);   /* pf_rec_id_bytes is big-endian: this is the B-tree's order */
     int64_t t;
     sqlite3_stmt *st = NULL;
@@ -397,7 +324,7 @@ static int write_run(pf_idset *s, pf_err *err)
         return -1;
     s->runs[s->n_runs - 1].n = (int64_t)k;
     s->probe_stale = 1;
-    pend_clear(s);
+    pf_keyset_clear(&s->pend, PEND_KEEP);
     return 0;
 }
 
@@ -479,44 +406,27 @@ static int probe(pf_idset *s, pf_rec_id id, pf_err *err)
 
 int pf_idset_has(pf_idset *s, pf_rec_id id, pf_err *err)
 {
-    int found = 0;
-    if (s->cap)
-        pend_find(s, id, &found);
-    return found ? 1 : probe(s, id, err);
+    return pf_keyset_has(&s->pend, id.hi, id.lo) ? 1 : probe(s, id, err);
 }
 
 static int flush_batch(pf_idset *s, pf_err *err);
 
 int pf_idset_add(pf_idset *s, pf_rec_id id, pf_err *err)
 {
-    int found = 0;
-    if (s->bulk && s->cap)
-        pend_find(s, id, &found);
-    int r = s->bulk ? found : pf_idset_has(s, id, err);
+    int r = s->bulk ? pf_keyset_has(&s->pend, id.hi, id.lo) : pf_idset_has(s, id, err);
     if (r)
         return r < 0 ? -1 : 0;
-    if (pend_reserve(s))
+    if (pf_keyset_add(&s->pend, id.hi, id.lo) < 0)
         return pf_errf(err, "%s: out of memory for the open batch", s->file);
-    size_t i = pend_find(s, id, &found);
-    if (s->slot[i] == SLOT_FREE)
-        s->used++;
-    s->ids[i] = id;
-    s->slot[i] = SLOT_USED;
-    s->n++;
-    if (s->n >= SPILL && flush_batch(s, err))
+    if (pf_keyset_size(&s->pend) >= SPILL && flush_batch(s, err))
         return -1;
     return 1;
 }
 
 int pf_idset_remove(pf_idset *s, pf_rec_id id, pf_err *err)
 {
-    int found = 0;
-    size_t i = s->cap ? pend_find(s, id, &found) : 0;
-    if (found) {
-        s->slot[i] = SLOT_GONE;
-        s->n--;
+    if (pf_keyset_remove(&s->pend, id.hi, id.lo))
         return 1;
-    }
     unsigned char b[16];
     pf_rec_id_bytes(id, b);
     int removed = 0;
@@ -715,7 +625,7 @@ static int top_level(const pf_idset *s)
 /* The open batch as a run, and merges by a budget. */
 static int flush_batch(pf_idset *s, pf_err *err)
 {
-    int64_t added = (int64_t)s->n;
+    int64_t added = (int64_t)pf_keyset_size(&s->pend);
     if (write_run(s, err))
         return -1;
     /* Each identity is merged once per level: a budget of (levels + 2) per identity added keeps up, with room
@@ -773,7 +683,7 @@ int pf_idset_flush(pf_idset *s, pf_err *err)
 
 int pf_idset_forget(pf_idset *s, pf_err *err)
 {
-    pend_clear(s);
+    pf_keyset_clear(&s->pend, PEND_KEEP);
     sqlite3_finalize(s->probe);
     s->probe = NULL;
     return load_runs(s, err);
@@ -782,7 +692,7 @@ int pf_idset_forget(pf_idset *s, pf_err *err)
 void pf_idset_get_stats(const pf_idset *s, pf_idset_stats *st)
 {
     memset(st, 0, sizeof *st);
-    st->pending = (int64_t)s->n;
+    st->pending = (int64_t)pf_keyset_size(&s->pend);
     for (size_t i = 0; i < s->n_runs; i++) {
         if (s->runs[i].building) {
             st->merging++;

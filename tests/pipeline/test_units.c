@@ -496,6 +496,39 @@ static void test_keyset(void **state)
     pf_keyset_free(&s);
 }
 
+/* remove (backward shift: every key left stays findable), next (each key once), clear */
+static void test_keyset_remove_next(void **state)
+{
+    (void)state;
+    pf_keyset s;
+    pf_keyset_init(&s);
+    for (uint64_t i = 0; i < 3000; i++)
+        assert_int_equal(pf_keyset_add(&s, i % 64, i / 64), 1);   /* (0, 0) among them; many collisions */
+    for (uint64_t i = 0; i < 3000; i += 3)
+        assert_int_equal(pf_keyset_remove(&s, i % 64, i / 64), 1);
+    assert_int_equal(pf_keyset_remove(&s, 0, 0), 0);   /* i = 0 was removed */
+    assert_int_equal(pf_keyset_remove(&s, 99, 99), 0);
+    assert_int_equal(pf_keyset_size(&s), 2000);
+    for (uint64_t i = 0; i < 3000; i++)
+        assert_int_equal(pf_keyset_has(&s, i % 64, i / 64), i % 3 != 0);
+    static unsigned char seen[3000];
+    size_t n = 0;
+    uint64_t a, b;
+    for (size_t pos = 0; pf_keyset_next(&s, &pos, &a, &b); n++) {
+        uint64_t i = b * 64 + a;
+        assert_true(i < 3000 && i % 3 != 0 && !seen[i]);
+        seen[i] = 1;
+    }
+    assert_int_equal(n, 2000);
+    pf_keyset_clear(&s, 1u << 20);
+    assert_int_equal(pf_keyset_size(&s), 0);
+    assert_false(pf_keyset_has(&s, 1, 0));
+    assert_int_equal(pf_keyset_add(&s, 1, 0), 1);
+    pf_keyset_clear(&s, 0);   /* memory given back */
+    assert_null(s.slots);
+    pf_keyset_free(&s);
+}
+
 static void test_config(void **state)
 {
     (void)state;
@@ -538,7 +571,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_boxes_valid), cmocka_unit_test(test_boxes_several_and_labels),
         cmocka_unit_test(test_boxes_broken), cmocka_unit_test(test_jobstore), cmocka_unit_test(test_jobstore_counts),
-        cmocka_unit_test(test_scan),         cmocka_unit_test(test_scan_case_and_counts),         cmocka_unit_test(test_keyset),
+        cmocka_unit_test(test_scan),         cmocka_unit_test(test_scan_case_and_counts),         cmocka_unit_test(test_keyset), cmocka_unit_test(test_keyset_remove_next),
         cmocka_unit_test(test_config),
     };
     return cmocka_run_group_tests(tests, setup_tmp, teardown_tmp);
