@@ -51,7 +51,7 @@ struct pf_idset {
     int bulk;              /* pf_idset_set_bulk */
 };
 
-static int db_err(sqlite3 *db, const char *file, const char *what, pf_err *err)
+int pf_idset_db_err(sqlite3 *db, const char *file, const char *what, pf_err *err)
 {
     if ((sqlite3_errcode(db) & 0xff) == SQLITE_FULL)   /* say it as the output's own write would */
         return pf_errf(err, "%s (the sink's record index): %s: %s", file, what, strerror(ENOSPC));
@@ -60,7 +60,7 @@ static int db_err(sqlite3 *db, const char *file, const char *what, pf_err *err)
 
 static int exec(pf_idset *s, const char *sql, pf_err *err)
 {
-    return sqlite3_exec(s->db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : db_err(s->db, s->file, sql, err);
+    return sqlite3_exec(s->db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : pf_idset_db_err(s->db, s->file, sql, err);
 }
 
 void pf_rec_id_bytes(pf_rec_id id, unsigned char b[16])
@@ -137,7 +137,7 @@ static int load_runs(pf_idset *s, pf_err *err)
     s->probe_stale = 1;
     if (sqlite3_prepare_v2(s->db, "SELECT t, n, dst, lvl, building FROM runs WHERE kind=? ORDER BY t", -1, &st,
                            NULL) != SQLITE_OK)
-        return db_err(s->db, s->file, "read the runs", err);
+        return pf_idset_db_err(s->db, s->file, "read the runs", err);
     sqlite3_bind_int(st, 1, s->kind);
     int r;
     while ((r = sqlite3_step(st)) == SQLITE_ROW) {
@@ -156,7 +156,7 @@ static int load_runs(pf_idset *s, pf_err *err)
             u->lvl = LEVELS_MAX - 1;
     }
     sqlite3_finalize(st);
-    return r == SQLITE_DONE ? 0 : db_err(s->db, s->file, "read the runs", err);
+    return r == SQLITE_DONE ? 0 : pf_idset_db_err(s->db, s->file, "read the runs", err);
 }
 
 int pf_idset_schema(sqlite3 *db, const char *file, pf_err *err)
@@ -165,7 +165,7 @@ int pf_idset_schema(sqlite3 *db, const char *file, pf_err *err)
                      "CREATE TABLE IF NOT EXISTS runs(t INTEGER PRIMARY KEY, kind INTEGER NOT NULL, n INTEGER NOT "
                      "NULL, dst INTEGER NOT NULL, lvl INTEGER NOT NULL, building INTEGER NOT NULL)",
                      NULL, NULL, NULL) != SQLITE_OK)
-        return db_err(db, file, "create the runs registry", err);
+        return pf_idset_db_err(db, file, "create the runs registry", err);
     return 0;
 }
 
@@ -187,12 +187,12 @@ int pf_idset_consistent(sqlite3 *db, const char *file, const char **why, pf_err 
     for (size_t k = 0; k < sizeof checks / sizeof checks[0] && !*why; k++) {
         sqlite3_stmt *st = NULL;
         if (sqlite3_prepare_v2(db, checks[k][0], -1, &st, NULL) != SQLITE_OK)
-            return db_err(db, file, "check the runs", err);
+            return pf_idset_db_err(db, file, "check the runs", err);
         int r = sqlite3_step(st);
         int64_t bad = r == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
         sqlite3_finalize(st);
         if (r != SQLITE_ROW)
-            return db_err(db, file, "check the runs", err);
+            return pf_idset_db_err(db, file, "check the runs", err);
         if (bad)
             *why = checks[k][1];
     }
@@ -238,14 +238,14 @@ static int new_run(pf_idset *s, int lvl, int building, int64_t *t, pf_err *err)
         return pf_errf(err, "%s: out of memory", s->file);
     if (sqlite3_prepare_v2(s->db, "INSERT INTO runs(kind, n, dst, lvl, building) VALUES(?, 0, 0, ?, ?)", -1, &st,
                            NULL) != SQLITE_OK)
-        return db_err(s->db, s->file, "register a run", err);
+        return pf_idset_db_err(s->db, s->file, "register a run", err);
     sqlite3_bind_int(st, 1, s->kind);
     sqlite3_bind_int(st, 2, lvl);
     sqlite3_bind_int(st, 3, building);
     int r = sqlite3_step(st);
     sqlite3_finalize(st);
     if (r != SQLITE_DONE)
-        return db_err(s->db, s->file, "register a run", err);
+        return pf_idset_db_err(s->db, s->file, "register a run", err);
     *t = sqlite3_last_insert_rowid(s->db);
     char sql[96];
     snprintf(sql, sizeof sql, "CREATE TABLE run%lld(id BLOB PRIMARY KEY) WITHOUT ROWID", (long long)*t);
@@ -264,14 +264,14 @@ static int update_run(pf_idset *s, int64_t t, int64_t dn, int set_lvl, pf_err *e
                            ends ? "UPDATE runs SET n=n+?1, lvl=?3, building=0 WHERE t=?2"
                                 : "UPDATE runs SET n=n+?1 WHERE t=?2",
                            -1, &st, NULL) != SQLITE_OK)
-        return db_err(s->db, s->file, "update a run", err);
+        return pf_idset_db_err(s->db, s->file, "update a run", err);
     sqlite3_bind_int64(st, 1, dn);
     sqlite3_bind_int64(st, 2, t);
     if (ends)
         sqlite3_bind_int(st, 3, set_lvl);
     int r = sqlite3_step(st);
     sqlite3_finalize(st);
-    return r == SQLITE_DONE ? 0 : db_err(s->db, s->file, "update a run", err);
+    return r == SQLITE_DONE ? 0 : pf_idset_db_err(s->db, s->file, "update a run", err);
 }
 
 static int cmp_id(const void *a, const void *b)
@@ -302,14 +302,14 @@ static int write_run(pf_idset *s, pf_err *err)
     if (!rc) {
         snprintf(sql, sizeof sql, "INSERT INTO run%lld(id) VALUES(?)", (long long)t);
         if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
-            rc = db_err(s->db, s->file, "write a run", err);
+            rc = pf_idset_db_err(s->db, s->file, "write a run", err);
     }
     for (size_t i = 0; !rc && i < k; i++) {
         unsigned char b[16];
         pf_rec_id_bytes(v[i], b);
         sqlite3_bind_blob(st, 1, b, 16, SQLITE_STATIC);
         if (sqlite3_step(st) != SQLITE_DONE)
-            rc = db_err(s->db, s->file, "write a run", err);
+            rc = pf_idset_db_err(s->db, s->file, "write a run", err);
         sqlite3_reset(st);
     }
     sqlite3_finalize(st);
@@ -354,7 +354,7 @@ static int build_probe(pf_idset *s, pf_err *err)
     free(sql);
     if (r != SQLITE_OK) {
         s->probe_stale = 1;
-        return db_err(s->db, s->file, "prepare the lookup", err);
+        return pf_idset_db_err(s->db, s->file, "prepare the lookup", err);
     }
     return 0;
 }
@@ -370,7 +370,7 @@ static int probe_filtered(pf_idset *s, pf_rec_id id, const unsigned char b[16], 
             char sql[64];
             snprintf(sql, sizeof sql, "SELECT 1 FROM run%lld WHERE id=?1", (long long)u->t);
             if (sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &u->one, NULL) != SQLITE_OK)
-                return db_err(s->db, s->file, "prepare a lookup", err);
+                return pf_idset_db_err(s->db, s->file, "prepare a lookup", err);
         }
         sqlite3_bind_blob(u->one, 1, b, 16, SQLITE_STATIC);
         int r = sqlite3_step(u->one);
@@ -379,7 +379,7 @@ static int probe_filtered(pf_idset *s, pf_rec_id id, const unsigned char b[16], 
         if (r == SQLITE_ROW)
             return 1;
         if (r != SQLITE_DONE)
-            return db_err(s->db, s->file, "lookup", err);
+            return pf_idset_db_err(s->db, s->file, "lookup", err);
     }
     return 0;
 }
@@ -401,7 +401,7 @@ static int probe(pf_idset *s, pf_rec_id id, pf_err *err)
     sqlite3_clear_bindings(s->probe);   /* B is gone after this return */
     if (r == SQLITE_ROW)
         return 1;
-    return r == SQLITE_DONE ? 0 : db_err(s->db, s->file, "lookup", err);
+    return r == SQLITE_DONE ? 0 : pf_idset_db_err(s->db, s->file, "lookup", err);
 }
 
 int pf_idset_has(pf_idset *s, pf_rec_id id, pf_err *err)
@@ -435,12 +435,12 @@ int pf_idset_remove(pf_idset *s, pf_rec_id id, pf_err *err)
         sqlite3_stmt *st = NULL;
         snprintf(sql, sizeof sql, "DELETE FROM run%lld WHERE id=?", (long long)s->runs[k].t);
         if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
-            return db_err(s->db, s->file, "remove", err);
+            return pf_idset_db_err(s->db, s->file, "remove", err);
         sqlite3_bind_blob(st, 1, b, 16, SQLITE_STATIC);
         int r = sqlite3_step(st);
         sqlite3_finalize(st);
         if (r != SQLITE_DONE)
-            return db_err(s->db, s->file, "remove", err);
+            return pf_idset_db_err(s->db, s->file, "remove", err);
         if (sqlite3_changes(s->db) > 0) {
             if (update_run(s, s->runs[k].t, -1, -1, err))
                 return -1;
@@ -521,14 +521,14 @@ static int filter_read_back(pf_idset *s, run *u, const unsigned char *last, int 
     sqlite3_stmt *st = NULL;
     snprintf(sql, sizeof sql, "SELECT id FROM run%lld WHERE id>?1", (long long)u->t);
     if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
-        return db_err(s->db, s->file, "read a merge's output", err);
+        return pf_idset_db_err(s->db, s->file, "read a merge's output", err);
     sqlite3_bind_blob(st, 1, n_last ? (const void *)last : "", n_last, SQLITE_STATIC);
     int r;
     while ((r = sqlite3_step(st)) == SQLITE_ROW)
         if (sqlite3_column_bytes(st, 0) == 16)
             filter_add(u, pf_rec_id_from_bytes(sqlite3_column_blob(st, 0)));
     sqlite3_finalize(st);
-    return r == SQLITE_DONE ? 0 : db_err(s->db, s->file, "read a merge's output", err);
+    return r == SQLITE_DONE ? 0 : pf_idset_db_err(s->db, s->file, "read a merge's output", err);
 }
 
 /* Copy up to *BUDGET more identities, in order, from the inputs of the merge into run B (the next ones after
@@ -558,7 +558,7 @@ static int advance(pf_idset *s, size_t b, int64_t *budget, pf_err *err)
     int rc = 0;
     if (sqlite3_prepare_v2(s->db, csql, -1, &cur, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK || sqlite3_step(cur) != SQLITE_ROW)
-        rc = db_err(s->db, s->file, "merge runs", err);
+        rc = pf_idset_db_err(s->db, s->file, "merge runs", err);
     free(sql);
     int64_t copied = 0, limit = *budget;
     unsigned char last[16];
@@ -573,7 +573,7 @@ static int advance(pf_idset *s, size_t b, int64_t *budget, pf_err *err)
         sqlite3_reset(cur);   /* closed before its table is written */
         sqlite3_bind_int64(st, 2, limit);
         if (sqlite3_step(st) != SQLITE_DONE)
-            rc = db_err(s->db, s->file, "merge runs", err);
+            rc = pf_idset_db_err(s->db, s->file, "merge runs", err);
         else
             copied = sqlite3_changes64(s->db);
     }

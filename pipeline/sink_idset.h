@@ -33,6 +33,9 @@
 typedef struct pf_idset pf_idset;
 
 /* Create the registry in DB when missing (inside the caller's schema setup). */
+/* The index's error for WHAT failing on DB (FILE: the index's path), a full disk said as the output's own write
+ * would say it. -1. */
+int pf_idset_db_err(sqlite3 *db, const char *file, const char *what, pf_err *err);
 int pf_idset_schema(sqlite3 *db, const char *file, pf_err *err);
 /* Does the registry match the tables in DB (every run's table there, no table of a run it does not list,
  * every merge with inputs)? 1 yes, 0 no (*WHY says what), -1 error. */

@@ -64,9 +64,7 @@ char *pf_sink_index_path(const char *out)
 
 static int db_err(pf_sink_index *ix, const char *what, pf_err *err)
 {
-    if (sqlite3_errcode(ix->db) == SQLITE_FULL)   /* say it as the output's own write would */
-        return pf_errf(err, "%s (the sink's record index): %s: %s", ix->path, what, strerror(ENOSPC));
-    return pf_errf(err, "%s (the sink's record index): %s: %s", ix->path, what, sqlite3_errmsg(ix->db));
+    return pf_idset_db_err(ix->db, ix->path, what, err);
 }
 
 static int exec(pf_sink_index *ix, const char *sql, pf_err *err)
