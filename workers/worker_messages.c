@@ -14,13 +14,14 @@
 #include "base/log.h"
 #include "workers/worker_internal.h"
 
-void pf_worker_send_prod(wstate *s, pf_msg *m)
+/* M to the producer; with DATA (consumed, sent or not) as its data frame when not NULL. */
+static void send_prod(wstate *s, pf_msg *m, zmq_msg_t *data)
 {
     pf_err e = {{0}};
     m->name = s->name;
     if (!m->instance && s->link.instance[0])
         m->instance = s->link.instance;
-    if (pf_wire_send(s->prod, NULL, 0, m, &e)) {
+    if (data ? pf_wire_send_data(s->prod, NULL, 0, m, data, &e) : pf_wire_send(s->prod, NULL, 0, m, &e)) {
         /* EAGAIN: not connected (producer down, or our key refused: the socket watch says which) */
         if (errno == EAGAIN)
             pf_debug(pf_worker_role(s->o), "to producer (%s): %s", pf_msg_type_name(m->type), e.msg);
@@ -28,6 +29,8 @@ void pf_worker_send_prod(wstate *s, pf_msg *m)
             pf_warn(pf_worker_role(s->o), "to producer (%s): %s", pf_msg_type_name(m->type), e.msg);
     }
 }
+
+void pf_worker_send_prod(wstate *s, pf_msg *m) { send_prod(s, m, NULL); }
 
 static void send_sink(wstate *s, pf_msg *m)
 {
@@ -194,11 +197,10 @@ static void send_tensor(wstate *s, pf_work *w, const pf_timings *tm)
     int bad = pf_wire_msg_own(&data, w->rgb, m.data_len, &e);
     w->rgb = NULL;   /* the frame's now (or freed) */
     m.data = NULL;
-    m.name = s->name;
-    m.instance = s->link.instance[0] ? s->link.instance : NULL;
-    if (bad || pf_wire_send_data(s->prod, NULL, 0, &m, &data, &e))
-        pf_log(errno == EAGAIN ? PF_LOG_DEBUG : PF_LOG_WARN, pf_worker_role(s->o), "to producer (tensor): %s",
-               e.msg);
+    if (bad)
+        pf_warn(pf_worker_role(s->o), "to producer (tensor): %s", e.msg);
+    else
+        send_prod(s, &m, &data);
 }
 
 /* The `done`s of one drain, sent together once every record of the drain went to the sink: one message for
