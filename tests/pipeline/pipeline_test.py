@@ -17,7 +17,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 from pftest import (PROCS, Fail, case_parser, check, free_port, kill9, netns_add, read_records,  # noqa: E402
-                    run_case, start, wait_exit)
+                    run_case, start, wait_exit, wait_for)
 
 def make_inputs(root, n_good=30, extra=True):
     """Files with known contents; returns {path: kind} with kind 'good' or 'bad'."""
@@ -336,7 +336,9 @@ def t_poison(a, d):
 
 def t_netns(a, d):
     """Producer and sink in one network namespace, workers in two others (veth links), joining after the
-    job started."""
+    job started. The sink starts once both preprocess workers have joined (no sink, no work handed out): the
+    first hand-out then goes round both, so each namespace's worker does work however late its process started
+    (with the sink up first, one that started late on a loaded machine found the job already done)."""
     if os.geteuid() != 0 or not shutil.which("ip"):
         print("SKIP: the multi-host test needs root and iproute2 (ip netns); CI runs it as root")
         sys.exit(77)
@@ -357,15 +359,18 @@ def t_netns(a, d):
     files = make_inputs(d, n_good=40)
     j = Job(a, d, "tcp://127.0.0.1:7001", "tcp://127.0.0.1:7002", bind_prod="tcp://*:7001",
             bind_sink="tcp://*:7002")
-    j.sink(netns=hub)
     p = j.producer(netns=hub)
-    time.sleep(1.5)   # the job is running (scanned, waiting for workers) before anyone joins
-    check(p.poll() is None, "producer exited early")
+    wait_for(lambda: "scan complete" in open(p.log, errors="replace").read(), 60, "the producer's scan")
+    check(p.poll() is None, "producer exited early")   # the job is running before anyone joins
     for ns, hub_ip, ip, veth in links:
         pe, se = "tcp://%s:7001" % hub_ip, "tcp://%s:7002" % hub_ip
         j.worker("preprocess", ["--delay-ms", "10", "--exit-when-done", "--name", "pre-" + ns], netns=ns,
                  prod=pe, sink=se)
         j.worker("inference", ["--exit-when-done", "--name", "inf-" + ns], netns=ns, prod=pe, sink=se)
+    for ns in (w1, w2):
+        wait_for(lambda: "preprocess pre-%s joined" % ns in open(p.log, errors="replace").read(), 60,
+                 "pre-%s to join" % ns)
+    j.sink(netns=hub)
     check(wait_exit(p, 90, "producer") == 0, "producer exit status %s" % p.returncode)
     recs = verify(j.out, files, j.db)
     used = set(r["workers"].get("preprocess") for r in recs if "error" not in r)
