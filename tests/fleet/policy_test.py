@@ -174,32 +174,28 @@ def start_in(cwd, cmd, log, pre=()):
     return p
 
 
-# Nothing in `quarantine` is about noticing a lost peer: every peer gets a heartbeat timeout that only bounds a
-# hang. With fleet_test's 1.5 s the Python fake, stalled 1.7 s on a loaded machine, was dropped before the good
-# worker started, and its strikes went with it.
-PATIENT_HB = ["--heartbeat", "0.2", "--heartbeat-timeout", "120"]
-
-
 def t_quarantine(a, d):
     import zmq
     files = make_inputs(d, n_good=30, extra=False)
     if subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode != 0:
         raise Skip("unshare -rm (a mount namespace for the worker that lacks the files) is not permitted here")
-    f = ft.Fleet(a, d, "tcp://127.0.0.1:%d" % free_port(), "tcp://127.0.0.1:%d" % free_port(), server_args=INSECURE)
-    f.sink(["--batch", "8", "--flush-ms", "20"] + PATIENT_HB, tuned=False)
+    # Nothing here is about noticing a lost peer (ft.PATIENT_HB): with 1.5 s the Python fake, stalled 1.7 s on a
+    # loaded machine, was dropped before the good worker started, and its strikes went with it.
+    f = ft.Fleet(a, d, "tcp://127.0.0.1:%d" % free_port(), "tcp://127.0.0.1:%d" % free_port(), server_args=INSECURE,
+                 hb=ft.PATIENT_HB)
+    f.sink()
     pport = free_port()
     cmd = [a.paliflow, "producer", "--bind", f.prod_ep, "--db", f.db, "--task", "caption en", "--image-size", "8",
            "--custom-image-size", "--path-only", "--max-attempts", "20", "--retry-backoff", "0.05",
-           "--ack-timeout", "5", "--progress", "lines", "--metrics", "127.0.0.1:%d" % pport] + PATIENT_HB + \
+           "--ack-timeout", "5", "--progress", "lines", "--metrics", "127.0.0.1:%d" % pport] + f.hb + \
           INSECURE + ["in"]   # relative: workers elsewhere could not read it as such
     prod = start_in(d, cmd, f.log("producer"))
-    worker = [a.worker, "preprocess", "--producer", f.prod_ep, "--sink", f.sink_ep] + PATIENT_HB + INSECURE
+    worker = [a.worker, "preprocess", "--producer", f.prod_ep, "--sink", f.sink_ep] + f.hb + INSECURE
     # 1. a worker whose host lacks the files (the images' folder hidden by a mount): quarantined, items free
     hide = "mount -t tmpfs none %s && exec \"$@\"" % os.path.join(d, "in")
     start_in("/", worker + ["--name", "blind", "--exit-when-done"], f.log("blind"),
              pre=["unshare", "-rm", "sh", "-c", hide, "sh"])
-    start_in(d, [a.worker, "inference", "--producer", f.prod_ep, "--sink", f.sink_ep] + PATIENT_HB + INSECURE +
-             ["--exit-when-done"], f.log("inference"))
+    f.worker("inference", INSECURE + ["--exit-when-done"])
     wait_for(lambda: "preprocess worker blind quarantined" in ft.logtext(prod), 60, "the blind worker's quarantine")
     time.sleep(0.5)
     check(not read_records(f.out), "records written while only the blind worker preprocessed")
