@@ -35,6 +35,9 @@ from pftest import (FLEET_MODULES, PROCS, case_parser, check, free_port, kill9, 
                     read_records, run_case, wait_exit, wait_for)
 
 INSECURE = ["--insecure"]
+# Only `charge` is about noticing a lost peer; the other cases give every peer ft.PATIENT_HB, a heartbeat timeout
+# that only bounds a hang. A peer dropped for a stall on a loaded machine has its items charged an attempt (backoff
+# counts them), gets them again under the same instance (hoard counts them) or loses its strikes (quarantine).
 
 
 class Fake:
@@ -67,17 +70,25 @@ class Fake:
     def held_max(self):
         return max([len(v) for v in self.got.values()] or [0])
 
-    def pump(self, seconds, until=None):
-        import msgpack
+    def pump(self, seconds, until=None, also=()):
+        """Talk to the producer for SECONDS or until UNTIL(); the fakes in ALSO keep talking meanwhile (one left
+        silent for the producer's heartbeat timeout is dropped)."""
         t0 = time.time()
         while time.time() - t0 < seconds:
             if until and until():
                 return True
-            if self.instance and time.time() - self.last_hb > 0.1:
-                self.send(type="hb", instance=self.instance)
-                self.last_hb = time.time()
-            if not self.prod.poll(20):
-                continue
+            for other in also:
+                other.step(0)
+            self.step(20)
+        return bool(until and until())
+
+    def step(self, wait_ms):
+        """A heartbeat when one is due, then the next message from the producer (waiting up to WAIT_MS)."""
+        import msgpack
+        if self.instance and time.time() - self.last_hb > 0.1:
+            self.send(type="hb", instance=self.instance)
+            self.last_hb = time.time()
+        if self.prod.poll(wait_ms):
             m = msgpack.unpackb(self.prod.recv(), raw=False)
             t = m.get("type")
             if t == "welcome":
@@ -98,7 +109,6 @@ class Fake:
                     self.send(type="nack", id=m["id"], key=m["key"], credit=1, instance=self.instance,
                               stage=self.role, message="fake failure")
                     self.got[m.get("instance")].remove(m["id"])
-        return bool(until and until())
 
 
 def held(port):
@@ -111,7 +121,8 @@ def held(port):
 def t_hoard(a, d):
     import zmq
     make_inputs(d, n_good=40, extra=False)
-    f = ft.Fleet(a, d, "tcp://127.0.0.1:%d" % free_port(), "tcp://127.0.0.1:%d" % free_port(), server_args=INSECURE)
+    f = ft.Fleet(a, d, "tcp://127.0.0.1:%d" % free_port(), "tcp://127.0.0.1:%d" % free_port(), server_args=INSECURE,
+                 hb=ft.PATIENT_HB)
     ctx = zmq.Context()
     fake = Fake(ctx, "fake-naive", f.prod_ep, capacity=3)
     for _ in range(50):   # 50 hellos queued in its socket, as a worker left waiting 50 s would have
@@ -179,8 +190,8 @@ def t_quarantine(a, d):
     files = make_inputs(d, n_good=30, extra=False)
     if subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode != 0:
         raise Skip("unshare -rm (a mount namespace for the worker that lacks the files) is not permitted here")
-    # Nothing here is about noticing a lost peer (ft.PATIENT_HB): with 1.5 s the Python fake, stalled 1.7 s on a
-    # loaded machine, was dropped before the good worker started, and its strikes went with it.
+    # ft.PATIENT_HB: with 1.5 s the Python fake, stalled 1.7 s on a loaded machine, was dropped before the good
+    # worker started, and its strikes went with it
     f = ft.Fleet(a, d, "tcp://127.0.0.1:%d" % free_port(), "tcp://127.0.0.1:%d" % free_port(), server_args=INSECURE,
                  hb=ft.PATIENT_HB)
     f.sink()
@@ -230,7 +241,8 @@ def t_quarantine(a, d):
 def t_backoff(a, d):
     import zmq
     files = make_inputs(d, n_good=3, extra=False)
-    f = ft.Fleet(a, d, "tcp://127.0.0.1:%d" % free_port(), "tcp://127.0.0.1:%d" % free_port(), server_args=INSECURE)
+    f = ft.Fleet(a, d, "tcp://127.0.0.1:%d" % free_port(), "tcp://127.0.0.1:%d" % free_port(), server_args=INSECURE,
+                 hb=ft.PATIENT_HB)
     f.sink()
     prod = f.producer(["--retry-backoff", "0.4"])
     ctx = zmq.Context()
@@ -264,7 +276,8 @@ def t_mismatch(a, d):
     check(r.returncode == 2 and "--image-size 300: PaliGemma takes 224, 448 or 896" in r.stderr,
           "--image-size 300 not refused: %s %s" % (r.returncode, r.stderr))
     check(not os.path.exists(os.path.join(d, "x.sqlite")), "a job store was made for a refused image size")
-    f = ft.Fleet(a, d, "tcp://127.0.0.1:%d" % free_port(), "tcp://127.0.0.1:%d" % free_port(), server_args=INSECURE)
+    f = ft.Fleet(a, d, "tcp://127.0.0.1:%d" % free_port(), "tcp://127.0.0.1:%d" % free_port(), server_args=INSECURE,
+                 hb=ft.PATIENT_HB)
     f.sink()
     pport = free_port()
     prod = f.producer(["--metrics", "127.0.0.1:%d" % pport])   # an 8 px job (--custom-image-size)
@@ -287,7 +300,10 @@ def t_mismatch(a, d):
 def t_charge(a, d):
     import zmq
     make_inputs(d, n_good=8, extra=False)
-    f = ft.Fleet(a, d, "ipc://%s/prod.sock" % d, "ipc://%s/sink.sock" % d)
+    # The fakes' deaths are noticed by their silence: a 5 s heartbeat timeout, not fleet_test's 1.5 s, which a
+    # live Python peer has exceeded on a loaded machine (1.7 s); a fake meant to live keeps talking meanwhile
+    f = ft.Fleet(a, d, "ipc://%s/prod.sock" % d, "ipc://%s/sink.sock" % d,
+                 hb=["--heartbeat", "0.2", "--heartbeat-timeout", "5"])
     f.sink()
     prod = f.producer(["--stay"])
     ctx = zmq.Context()
@@ -296,7 +312,7 @@ def t_charge(a, d):
     check(fa.pump(30, lambda: fa.held_max() == 3), "fake-a got %d items, want 3" % fa.held_max())
     fb = Fake(ctx, "fake-b", f.prod_ep, capacity=3)
     fb.hello()
-    check(fb.pump(30, lambda: fb.held_max() == 3), "fake-b got %d items, want 3" % fb.held_max())
+    check(fb.pump(30, lambda: fb.held_max() == 3, also=[fa]), "fake-b got %d items, want 3" % fb.held_max())
     a_ids = fa.got[fa.instance]
     b0 = fb.got[fb.instance][0]
     wrong = "0" * 32 + "-" + "0" * 16
@@ -304,7 +320,7 @@ def t_charge(a, d):
     fa.send(type="start", instance=fa.instance, items=[[a_ids[0], fa.keys[a_ids[0]]], [a_ids[1], fa.keys[a_ids[1]]],
                                                        [b0, fb.keys[b0]], [a_ids[2], wrong]])
     log = lambda: ft.logtext(prod)
-    check(fb.pump(15, lambda: "[not_holder]" in log() and "[wrong_key]" in log()),
+    check(fb.pump(15, lambda: "[not_holder]" in log() and "[wrong_key]" in log(), also=[fa]),
           "the producer did not refuse the foreign and the wrong-key entries:\n" + log()[-2000:])
     check("item %d " % b0 in log(), "the not_holder refusal does not name item %d" % b0)
     # fake-a dies (nothing more from it, as after kill -9): fake-b keeps talking meanwhile
