@@ -13,6 +13,9 @@ running the test stages (test_worker) and fake workers speaking the protocol by 
               0.5-1.5x) and each item ends as an error record after --max-attempts.
   mismatch    an inference worker whose model takes another image size gets no item (quarantined at hello);
               `producer --image-size 300` is refused.
+  replaced    --path-only: a worker that cannot open a file that was replaced (unlink and create) after the
+              item was handed out is not quarantined (the item is charged); one that cannot open a file that
+              is unchanged is.
   charge      a batched `start` (PROTOCOL.md, "Batched start and done") from a worker that then dies (falls
               silent, as after kill -9): exactly the entries it holds, with their keys, are charged an
               attempt; an entry for another worker's item and one with a wrong key are refused, each on its
@@ -57,6 +60,7 @@ class Fake:
         self.welcomes = 0
         self.last_hb = 0
         self.keys = {}         # item id -> key
+        self.items = {}        # item id -> the item message
 
     def send(self, **m):
         import msgpack
@@ -101,6 +105,7 @@ class Fake:
             elif t == "item":
                 self.got.setdefault(m.get("instance"), []).append(m["id"])
                 self.keys[m["id"]] = m["key"]
+                self.items[m["id"]] = m
                 self.arrivals.append((time.time(), m["id"], m.get("attempt", 0)))
                 check(len(self.got[m.get("instance")]) <= self.capacity,
                       "fake %s holds %d items, capacity %d" % (self.name, len(self.got[m.get("instance")]),
@@ -297,6 +302,51 @@ def t_mismatch(a, d):
     check("px but the model takes" not in ft.logtext(wrong), "the wrong model received an item")
 
 
+def t_replaced(a, d):
+    import zmq
+    make_inputs(d, n_good=4, extra=False)
+    f = ft.Fleet(a, d, "ipc://%s/prod.sock" % d, "ipc://%s/sink.sock" % d, hb=ft.PATIENT_HB)
+    f.sink()
+    prod = f.producer(["--path-only", "--max-attempts", "5", "--retry-backoff", "0.05"])
+    ctx = zmq.Context()
+    fake = Fake(ctx, "viewer", f.prod_ep, capacity=1)
+    fake.hello()
+    log = lambda: ft.logtext(prod)
+
+    def take():
+        """The item the fake holds (at most one; waiting for it): its message."""
+        check(fake.pump(30, lambda: fake.got.get(fake.instance)), "the fake got no item")
+        return fake.items[fake.got[fake.instance][0]]
+
+    def cannot_open(m):
+        fake.send(type="nack", id=m["id"], key=m["key"], credit=1, instance=fake.instance, stage="preprocess",
+                  message="%s: cannot open: No such file or directory" % m["file"], worker_fault=True)
+        fake.got[fake.instance].remove(m["id"])
+
+    # 1. the file is replaced (a new inode, as after unlink and create) between the hand-out and the worker's
+    #    open: the worker may have looked while it was gone; the item is charged, the worker keeps working
+    m = take()
+    data = open(m["file"], "rb").read()
+    os.unlink(m["file"])
+    with open(m["file"], "wb") as fh:
+        fh.write(data)
+    cannot_open(m)
+    retry = "%s: preprocess worker viewer: %s: cannot open" % (m["path"], m["file"])
+    check(fake.pump(30, lambda: retry in log() and "retrying (attempt 2 of 5)" in log()),
+          "the item of the replaced file was not charged an attempt:\n" + log()[-1500:])
+    check("quarantined" not in log(), "the worker was quarantined for a replaced file")
+    # 2. the same claim for a file the producer sees unchanged: the worker's view is wrong, it is quarantined
+    #    and the item goes back free
+    m = take()
+    cannot_open(m)
+    check(fake.pump(30, lambda: "preprocess worker viewer quarantined" in log()),
+          "the worker was not quarantined for an unchanged file:\n" + log()[-1500:])
+    prod.send_signal(signal.SIGTERM)
+    check(wait_exit(prod, 30, "producer") in (0, 1), "producer exit status %s" % prod.returncode)
+    fake.prod.close(0)
+    ctx.term()
+
+
 def t_charge(a, d):
     import zmq
     make_inputs(d, n_good=8, extra=False)
@@ -347,14 +397,14 @@ class Skip(Exception):
 
 
 def main():
-    a = case_parser(["hoard", "quarantine", "backoff", "mismatch", "charge"], "mode").parse_args()
+    a = case_parser(["hoard", "quarantine", "backoff", "mismatch", "replaced", "charge"], "mode").parse_args()
     a.paliflow, a.worker = os.path.abspath(a.paliflow), os.path.abspath(a.worker)
     skip = missing_modules(FLEET_MODULES)
     if skip:
         print(skip)
         return 77
     tests = {"hoard": t_hoard, "quarantine": t_quarantine, "backoff": t_backoff, "mismatch": t_mismatch,
-             "charge": t_charge}
+             "replaced": t_replaced, "charge": t_charge}
     return run_case("policy " + a.mode, "pf_policy_%s_" % a.mode, lambda d: tests[a.mode](a, d), a.keep,
                        tail=25, skip=Skip, cleanup_on_pass=True)
 
