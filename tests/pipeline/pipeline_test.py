@@ -16,8 +16,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-from pftest import (PROCS, Fail, case_parser, check, free_port, kill9, netns_add, read_records,  # noqa: E402
-                    run_case, start, wait_exit, wait_for)
+from pftest import (PROCS, Fail, case_parser, check, connect_handshaken, free_port, kill9, netns_add,  # noqa: E402
+                    read_records, run_case, start, wait_exit, wait_for)
 
 def make_inputs(root, n_good=30, extra=True):
     """Files with known contents; returns {path: kind} with kind 'good' or 'bad'."""
@@ -287,8 +287,8 @@ def t_pub(a, d):
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.SUBSCRIBE, b"")
     sub.setsockopt(zmq.MAXMSGSIZE, 64 << 20)
-    sub.connect(pub)
-    time.sleep(0.5)   # let the subscription reach the PUB socket before the first record
+    # subscribed before the first record: the sink is up and our subscription follows the handshake
+    connect_handshaken(sub, pub, 60, "the subscriber's handshake with the sink")
     p = j.producer()
     j.worker("preprocess", ["--exit-when-done"])
     j.worker("inference", ["--exit-when-done"])
