@@ -47,7 +47,7 @@ int pf_outfile_adopt(const char *path, int held, int *fd, pf_err *err);
 
 /* Would pf_outfile_open(PATH) get the lock now? 0 yes (also when PATH does not exist yet), -1 no. For a
  * command that must refuse a busy output before it spends time (loading a model): the real lock is taken
- * later by the sink. */
+ * later (`run` takes it once the model is loaded, before its roles start). */
 int pf_outfile_probe_lock(const char *path, pf_err *err);
 
 /* The job store's lock: flock on "<DB>.lock", which holds "pid N on HOST" of the holder. *fd: close it (after
