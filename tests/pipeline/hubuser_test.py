@@ -13,8 +13,12 @@
   quarantined     the only inference worker's model takes another image size: the producer quarantines it and
                   its progress lines must say so ("+ 0 inference (+ 1 quarantined: no work)"), not count it as
                   a worker; a second inference worker with the right size then finishes the job (exit 0).
+  service         README "Service mode": a sink and two workers started without --exit-when-done outlive a
+                  job; while no producer runs each logs its "producer silent for N s" line once, and "producer
+                  is back" when the next producer (another --db) starts, which they then finish (the sink used
+                  to say nothing when the silence ended).
 
-usage: hubuser_test.py report_reasons|path_only|quarantined --paliflow PATH --worker PATH --tokenizer FILE
+usage: hubuser_test.py report_reasons|path_only|quarantined|service --paliflow PATH --worker PATH --tokenizer FILE
 No timed assertion: waits have generous limits and only fail a test that would otherwise hang."""
 import json
 import os
@@ -118,11 +122,47 @@ def t_quarantined(a, d):
     check(wait_exit(wrong, 30, "the quarantined worker") == 0, "the quarantined worker did not exit 0 on SIGTERM")
 
 
+def t_service(a, d):
+    files = pt.make_inputs(d, n_good=4, extra=False)
+    j = pt.Job(a, d, "ipc://%s/prod.sock" % d, "ipc://%s/sink.sock" % d)
+    p = j.producer()   # first: a service that never heard a producer has no silence to report yet
+    services = [j.sink(), j.worker("preprocess"), j.worker("inference")]
+    silent = "producer silent for"
+    text = {services[0]: "still collecting results", services[1]: "keeping my items and waiting for it",
+            services[2]: "keeping my items and waiting for it"}
+    check(wait_exit(p, 60, "the first producer") == 0, "first producer exit status %s" % p.returncode)
+    pt.verify(j.out, files, j.db)
+
+    def logged(s, what):
+        return what in open(s.log, errors="replace").read()
+    # no producer now: each service says so once, and keeps running
+    wait_for(lambda: all(logged(s, silent) for s in services), 60, "every service's silence line")
+    for s in services:
+        line = [l for l in open(s.log, errors="replace") if silent in l]
+        check(len(line) == 1 and text[s] in line[0], "%s: silence lines %s" % (s.log, line))
+        check(s.poll() is None, "%s exited between jobs" % s.log)
+    # the next job (another job store, same output): every service hears it, says so, and does it
+    j.db = os.path.join(d, "job2.sqlite")
+    j.task = "ocr"
+    p = j.producer()
+    check(wait_exit(p, 60, "the second producer") == 0, "second producer exit status %s" % p.returncode)
+    for s in services:
+        check(logged(s, "producer is back"), "%s: no 'producer is back' line" % s.log)
+    recs = read_records(j.out)
+    check(sorted((r["path"], r["task"]) for r in recs) ==
+          sorted((f, t) for f in files for t in ("caption en", "ocr")), "records of the two jobs: %s" %
+          [(r["path"], r["task"]) for r in recs])
+    for s in services:
+        s.terminate()
+        check(wait_exit(s, 30, s.log) == 0, "%s did not exit 0 on SIGTERM" % s.log)
+
+
 def main():
-    ap = pt.case_parser(["report_reasons", "path_only", "quarantined"])
+    ap = pt.case_parser(["report_reasons", "path_only", "quarantined", "service"])
     ap.add_argument("--tokenizer", required=True, help="PaliGemma's tokenizer.json (the build's fixture)")
     a = ap.parse_args()
-    body = {"report_reasons": t_report_reasons, "path_only": t_path_only, "quarantined": t_quarantined}[a.test]
+    body = {"report_reasons": t_report_reasons, "path_only": t_path_only, "quarantined": t_quarantined,
+            "service": t_service}[a.test]
     return pt.run_case("hubuser " + a.test, "pf_hubuser_%s_" % a.test, lambda d: body(a, d), a.keep)
 
 
