@@ -227,6 +227,34 @@ static void test_help(void **state)
     free(h);
 }
 
+/* A usage line is wrapped between options, never between an option and its argument: inference-worker's
+ * read "... --sink ENDPOINT --model" and "       DIR --tokenizer FILE [OPTIONS]" on the next line. */
+static void test_help_usage_pairs(void **state)
+{
+    (void)state;
+    pf_optcmd cmd = g_cmd;
+    cmd.synopsis = "usage: paliflow inference-worker --producer ENDPOINT --sink ENDPOINT --model DIR --tokenizer "
+                   "FILE [OPTIONS]\n";
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    assert_non_null(f);
+    pf_opt_help(&cmd, f);
+    fclose(f);
+    assert_non_null(strstr(buf, "usage: paliflow inference-worker --producer ENDPOINT --sink ENDPOINT\n"
+                                "       --model DIR --tokenizer FILE [OPTIONS]\n"));
+    free(buf);
+    cmd.synopsis = "usage: paliflow generate --model DIR [--tokenizer FILE] --prompt P [--prompt P ...] [options] "
+                   "IMAGE...\n";
+    f = open_memstream(&buf, &len);
+    assert_non_null(f);
+    pf_opt_help(&cmd, f);
+    fclose(f);
+    assert_non_null(strstr(buf, "usage: paliflow generate --model DIR [--tokenizer FILE] --prompt P\n"
+                                "       [--prompt P ...] [options] IMAGE...\n"));
+    free(buf);
+}
+
 static void test_reload(void **state)
 {
     (void)state;
@@ -290,7 +318,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_type), cmocka_unit_test(test_errors), cmocka_unit_test(test_no_operands),
-        cmocka_unit_test(test_help),       cmocka_unit_test(test_reload), cmocka_unit_test(test_config_file),
+        cmocka_unit_test(test_help),       cmocka_unit_test(test_help_usage_pairs),
+        cmocka_unit_test(test_reload),     cmocka_unit_test(test_config_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
