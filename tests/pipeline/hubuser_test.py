@@ -13,12 +13,16 @@
   quarantined     the only inference worker's model takes another image size: the producer quarantines it and
                   its progress lines must say so ("+ 0 inference (+ 1 quarantined: no work)"), not count it as
                   a worker; a second inference worker with the right size then finishes the job (exit 0).
+  blind           --path-only and a preprocess worker that cannot see the files (a tmpfs over their folder in
+                  its own mount namespace): the producer quarantines it with one line that names the worker
+                  once ("preprocess worker blind quarantined: /.../a.jpg: cannot open: ..."); a second worker
+                  that sees them finishes the job.
   service         README "Service mode": a sink and two workers started without --exit-when-done outlive a
                   job; while no producer runs each logs its "producer silent for N s" line once, and "producer
                   is back" when the next producer (another --db) starts, which they then finish (the sink used
                   to say nothing when the silence ended).
 
-usage: hubuser_test.py report_reasons|path_only|quarantined|service --paliflow PATH --worker PATH --tokenizer FILE
+usage: hubuser_test.py report_reasons|path_only|quarantined|blind|service --paliflow PATH --worker PATH --tokenizer FILE
 No timed assertion: waits have generous limits and only fail a test that would otherwise hang."""
 import json
 import os
@@ -122,6 +126,30 @@ def t_quarantined(a, d):
     check(wait_exit(wrong, 30, "the quarantined worker") == 0, "the quarantined worker did not exit 0 on SIGTERM")
 
 
+def t_blind(a, d):
+    if subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode != 0:
+        print("SKIP: unshare -rm (a mount namespace for the worker that lacks the files) is not permitted here")
+        sys.exit(77)
+    files = pt.make_inputs(d, n_good=4, extra=False)
+    j = pt.Job(a, d, "ipc://%s/prod.sock" % d, "ipc://%s/sink.sock" % d)
+    j.sink()
+    p = j.producer(["--path-only"])
+    hide = "mount -t tmpfs none %s && exec \"$@\"" % os.path.join(d, "in")
+    cmd = ["unshare", "-rm", "sh", "-c", hide, "sh", a.worker, "preprocess", "--producer", j.prod_ep, "--sink",
+           j.sink_ep, "--name", "blind"] + pt.HB
+    blind = start(cmd, j.log("blind"))
+    j.worker("inference", ["--exit-when-done"])
+    wait_for(lambda: "quarantined" in open(p.log, errors="replace").read(), 60, "the blind worker's quarantine")
+    lines = [l for l in open(p.log, errors="replace") if "quarantined" in l]
+    check(len(lines) == 1 and "preprocess worker blind quarantined: " in lines[0] and lines[0].count("worker blind") == 1
+          and "cannot open" in lines[0], "the quarantine line: %s" % lines)
+    j.worker("preprocess", ["--exit-when-done"])
+    check(wait_exit(p, 60, "producer") == 0, "producer exit status %s" % p.returncode)
+    pt.verify(j.out, files, j.db)
+    blind.terminate()
+    wait_exit(blind, 30, "the blind worker")
+
+
 def t_service(a, d):
     files = pt.make_inputs(d, n_good=4, extra=False)
     j = pt.Job(a, d, "ipc://%s/prod.sock" % d, "ipc://%s/sink.sock" % d)
@@ -158,11 +186,11 @@ def t_service(a, d):
 
 
 def main():
-    ap = pt.case_parser(["report_reasons", "path_only", "quarantined", "service"])
+    ap = pt.case_parser(["report_reasons", "path_only", "quarantined", "blind", "service"])
     ap.add_argument("--tokenizer", required=True, help="PaliGemma's tokenizer.json (the build's fixture)")
     a = ap.parse_args()
     body = {"report_reasons": t_report_reasons, "path_only": t_path_only, "quarantined": t_quarantined,
-            "service": t_service}[a.test]
+            "blind": t_blind, "service": t_service}[a.test]
     return pt.run_case("hubuser " + a.test, "pf_hubuser_%s_" % a.test, lambda d: body(a, d), a.keep)
 
 
