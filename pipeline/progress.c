@@ -120,14 +120,14 @@ size_t pf_progress_render_bar(char *buf, size_t cap, int cols, const pf_progress
     int room = cols - 1;   /* never the last column: some terminals wrap as soon as it is written */
     if (room < 1)
         return 0;
-    char count[64], rate[32], when[48], text[5][256];
+    char count[64], rate[32], when[48], text[5][320];   /* room for the longest parts: no truncation */
     snprintf(count, sizeof count, "%lld/%lld%s", (long long)v->finished, (long long)v->total,
              v->scanning ? "+" : "");
     fmt_rate(rate, sizeof rate, v->rate);
     fmt_when(when, sizeof when, v);
     /* what needs the user: a sink down, workers given no work (idle, connected: a job no worker can take
      * would otherwise look merely slow) */
-    char sink[64];
+    char sink[48];
     snprintf(sink, sizeof sink, "%s", v->sink ? "" : ", sink DOWN");
     if (v->n_quarantined)
         snprintf(sink, sizeof sink, ", %d quarantined%s", v->n_quarantined, v->sink ? "" : ", sink DOWN");
