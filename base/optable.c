@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base/log.h"
 #include "base/option.h"
@@ -214,6 +215,16 @@ static const pf_opt *row_of(const pf_optcmd *cmd, size_t n, int ch)
     return ch == 'h' ? &g_common[COMMON_HELP] : NULL;
 }
 
+/* An argument that starts with one '-' and names an existing file: getopt read it as a cluster of short
+ * options ("-leading-dash.png" is "-l ..."), where the user meant the file. */
+static const char *dash_file(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (argv[i][0] == '-' && argv[i][1] && argv[i][1] != '-' && access(argv[i], F_OK) == 0)
+            return argv[i];
+    return NULL;
+}
+
 int pf_opt_parse_args(const pf_optcmd *cmd, void *obj, int argc, char **argv, int *first, pf_err *err)
 {
     size_t n = n_rows(cmd);
@@ -230,6 +241,9 @@ int pf_opt_parse_args(const pf_optcmd *cmd, void *obj, int argc, char **argv, in
             const char *arg = argv[optind - 1];
             if (ch == ':')
                 rc = pf_errf(err, "option '%.200s' needs a value", arg);
+            else if (optopt && optopt < ROW_BASE && !(arg[0] == '-' && arg[1] == '-') && dash_file(argc, argv))
+                rc = pf_errf(err, "unknown option '-%c' ('%.200s' is a file: write ./%.200s, or put -- before the "
+                                  "file names)", optopt, dash_file(argc, argv), dash_file(argc, argv));
             else if (optopt && optopt < ROW_BASE && !(arg[0] == '-' && arg[1] == '-'))
                 rc = pf_errf(err, "unknown option '-%c'", optopt);
             else

@@ -154,6 +154,21 @@ static void test_errors(void **state)
     refused((const char *[]){"test", "--func", "no", NULL}, "--func: want yes");
     refused((const char *[]){"test", "--bogus", NULL}, "unknown or ambiguous option '--bogus'");
     refused((const char *[]){"test", "-q", NULL}, "unknown option '-q'");
+    /* a file whose name starts with '-' reads as options: the message says how to name it */
+    char dir[] = "/tmp/pf_optable_XXXXXX", cwd[4096];
+    assert_non_null(mkdtemp(dir));
+    assert_non_null(getcwd(cwd, sizeof cwd));
+    assert_int_equal(chdir(dir), 0);
+    int fd = open("-leading-dash.png", O_CREAT | O_WRONLY, 0644);
+    assert_true(fd >= 0);
+    close(fd);
+    refused((const char *[]){"test", "-leading-dash.png", NULL},
+            "unknown option '-l' ('-leading-dash.png' is a file: write ./-leading-dash.png, or put -- before the "
+            "file names)");
+    refused((const char *[]){"test", "-qz", NULL}, "unknown option '-q'");   /* no such file: no hint */
+    assert_int_equal(unlink("-leading-dash.png"), 0);
+    assert_int_equal(chdir(cwd), 0);
+    assert_int_equal(rmdir(dir), 0);
     refused((const char *[]){"test", "--count", NULL}, "needs a value");
     refused((const char *[]){"test", "--config=x", NULL}, "--config inside a config file");
     refused((const char *[]){"test", "--log-level", "loud", NULL}, "--log-level: want error|warn|info|debug");
