@@ -72,6 +72,12 @@ static void emit(pf_log_level level, const char *component, const char *suffix, 
     size_t room = sizeof line - (size_t)n > reserve ? sizeof line - (size_t)n - reserve : 1;
     int m = vsnprintf(line + n, room, fmt, ap);
     size_t len = strlen(line);
+    /* One message, one line: a control byte in it (a file named "a\nWARN ...", a worker's message) would start
+     * a forged line in every log collector or move the terminal's cursor. Shown as '?', as ls -q does; the
+     * records keep the exact names. A tab stays. */
+    for (size_t i = (size_t)n; i < len; i++)
+        if (((unsigned char)line[i] < 0x20 && line[i] != '\t') || line[i] == 0x7f)
+            line[i] = '?';
     if (m >= 0 && (size_t)m >= room) {
         memcpy(line + len, PF_LOG_CUT_MARK, sizeof PF_LOG_CUT_MARK - 1);
         len += sizeof PF_LOG_CUT_MARK - 1;

@@ -2,7 +2,8 @@
  *
  * Lines look like "2026-11-27T16:45:13.123Z paliflow[1234] WARN producer: message".
  * The level comes from --log-level or PALIFLOW_LOG (error|warn|info|debug); default info.
- * Every line ends with a newline, however long the message (cut at PF_LOG_LINE_MAX bytes, marked).
+ * Every line ends with a newline, however long the message (cut at PF_LOG_LINE_MAX bytes, marked), and holds
+ * no other line break: control bytes in a message (a file name with a newline) are written as '?'.
  */
 #ifndef PF_BASE_LOG_H
 #define PF_BASE_LOG_H

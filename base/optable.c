@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base/log.h"
 #include "base/option.h"
@@ -214,6 +215,16 @@ static const pf_opt *row_of(const pf_optcmd *cmd, size_t n, int ch)
     return ch == 'h' ? &g_common[COMMON_HELP] : NULL;
 }
 
+/* An argument that starts with one '-' and names an existing file: getopt read it as a cluster of short
+ * options ("-leading-dash.png" is "-l ..."), where the user meant the file. */
+static const char *dash_file(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (argv[i][0] == '-' && argv[i][1] && argv[i][1] != '-' && access(argv[i], F_OK) == 0)
+            return argv[i];
+    return NULL;
+}
+
 int pf_opt_parse_args(const pf_optcmd *cmd, void *obj, int argc, char **argv, int *first, pf_err *err)
 {
     size_t n = n_rows(cmd);
@@ -230,6 +241,9 @@ int pf_opt_parse_args(const pf_optcmd *cmd, void *obj, int argc, char **argv, in
             const char *arg = argv[optind - 1];
             if (ch == ':')
                 rc = pf_errf(err, "option '%.200s' needs a value", arg);
+            else if (optopt && optopt < ROW_BASE && !(arg[0] == '-' && arg[1] == '-') && dash_file(argc, argv))
+                rc = pf_errf(err, "unknown option '-%c' ('%.200s' is a file: write ./%.200s, or put -- before the "
+                                  "file names)", optopt, dash_file(argc, argv), dash_file(argc, argv));
             else if (optopt && optopt < ROW_BASE && !(arg[0] == '-' && arg[1] == '-'))
                 rc = pf_errf(err, "unknown option '-%c'", optopt);
             else
@@ -290,8 +304,9 @@ void pf_opt_list_keep_last(pf_opt_list *l, size_t n)
 /* ---- --help ---- */
 
 /* Print TEXT from column COL on, wrapped before HELP_COLS, continuation lines indented to INDENT; a word
- * wider than the screen stays whole. */
-static void wrap(FILE *out, const char *text, size_t n, int col, int indent)
+ * wider than the screen stays whole. USAGE: an option and its argument ("--model DIR", "[--prompt P ...]") are
+ * one word, so a usage line never ends in an option whose argument starts the next line. */
+static void wrap(FILE *out, const char *text, size_t n, int col, int indent, int usage)
 {
     const char *p = text, *end = text + n;
     int fresh = 1;   /* nothing written on this line since COL */
@@ -303,6 +318,13 @@ static void wrap(FILE *out, const char *text, size_t n, int col, int indent)
             w++;
         if (!w)
             break;
+        /* the option's (or redirection's) argument, upper case, and a "...": "[--prompt P ...]", "< ANSWERS" */
+        while (usage && (p[0] == '-' || p[0] == '<' || (p[0] == '[' && p[1] == '-')) && p + w + 1 < end &&
+               ((p[w + 1] >= 'A' && p[w + 1] <= 'Z') || p[w + 1] == '.')) {
+            w++;
+            while (p + w < end && p[w] != ' ')
+                w++;
+        }
         if (!fresh && col + 1 + (int)w >= HELP_COLS) {
             fprintf(out, "\n%*s", indent, "");
             col = indent;
@@ -330,9 +352,9 @@ static void fold(FILE *out, const char *text)
         } else if (text[0] == ' ') {
             int indent = (int)strspn(text, " ");
             fprintf(out, "%*s", indent, "");
-            wrap(out, text + indent, len - (size_t)indent, indent, indent + 2);
+            wrap(out, text + indent, len - (size_t)indent, indent, indent + 2, 0);
         } else if (!strncmp(text, "usage:", 6)) {
-            wrap(out, text, len, 0, 7);
+            wrap(out, text, len, 0, 7, 1);
         } else {   /* prose: up to the next empty, indented or usage line */
             size_t n = len;
             while (text[n] == '\n' && text[n + 1] && text[n + 1] != '\n' && text[n + 1] != ' ' &&
@@ -343,7 +365,7 @@ static void fold(FILE *out, const char *text)
                 for (char *q = para; *q; q++)
                     if (*q == '\n')
                         *q = ' ';
-            wrap(out, para ? para : text, para ? n : len, 0, 0);
+            wrap(out, para ? para : text, para ? n : len, 0, 0, 0);
             free(para);
             len = para ? n : len;
         }
@@ -420,7 +442,7 @@ static void help_row(FILE *out, const pf_opt *o, const void *defaults)
     char notes[256], text[1024];
     row_notes(o, defaults, notes, sizeof notes);
     snprintf(text, sizeof text, "%s%s%s", o->help ? o->help : "", *notes ? " " : "", notes);
-    wrap(out, text, strlen(text), col, HELP_INDENT);
+    wrap(out, text, strlen(text), col, HELP_INDENT, 0);
 }
 
 void pf_opt_help(const pf_optcmd *cmd, FILE *out)

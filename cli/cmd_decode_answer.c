@@ -37,7 +37,7 @@ static const pf_opt g_rows[] = {
 
 static const pf_optcmd g_cmd = {
     .name = "decode-answer",
-    .synopsis = "usage: paliflow decode-answer [--seg-decoder FILE] [--width W --height H] < answers\n"
+    .synopsis = "usage: paliflow decode-answer [--seg-decoder FILE] [--width W --height H] < ANSWERS\n"
                 "\n"
                 "Read PaliGemma answers from stdin, one per line, and print one JSON line per answer:\n"
                 "  {\"objects\": [{\"label\", \"loc\": [y0,x0,y1,x1], \"x0\", \"y0\", \"x1\", \"y1\", \"mask\"}, ...]}\n"

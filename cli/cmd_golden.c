@@ -55,8 +55,8 @@ static const pf_opt g_rows[] = {
 
 static const pf_optcmd g_cmd = {
     .name = "golden",
-    .synopsis = "usage: paliflow golden [--backend reference|engine] [--precision P] [--dump OUT.safetensors]\n"
-                "                       [--verbose] CASE_DIR...\n\n"
+    .synopsis = "usage: paliflow golden [--backend reference|engine] [--precision P] [--dump OUT.safetensors] "
+                "[--verbose] CASE_DIR...\n\n"
                 "Run golden model case directories (checkpoint/, inputs.safetensors, case.json), compare with\n"
                 "expected.safetensors under the case's tolerances and masking rules, print the worst error per\n"
                 "tensor. Exit 0 only if every case passes, 1 if a case fails, 2 on usage or setup errors, 77 if\n"

@@ -65,8 +65,8 @@ static const pf_opt g_rows[] = {
 
 static const pf_optcmd g_cmd = {
     .name = "preprocess-image",
-    .synopsis = "usage: paliflow preprocess-image --size S [--autorotate] [--max-pixels N] [--threads N]\n"
-                "                                 --out OUT.safetensors FILE...\n"
+    .synopsis = "usage: paliflow preprocess-image --size S [--autorotate] [--max-pixels N] [--threads N] "
+                "--out OUT.safetensors FILE...\n"
                 "\n"
                 "Decode image files and resize them exactly as Hugging Face's SiglipImageProcessor does for\n"
                 "PaliGemma (bicubic to S x S, rescale 1/255, normalise mean 0.5 std 0.5), writing one F32 tensor\n"

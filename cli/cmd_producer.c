@@ -84,10 +84,11 @@ static const pf_opt g_rows[] = {
                     "when the job is complete keep running (heartbeats, metrics) until SIGTERM, then exit 0 (for "
                     "service managers that restart exited processes)"),
     PF_OPT_ROW_HEADING("security (a tcp --bind needs CURVE keys or --insecure):"),
-    PF_SERVICE_OPT_ROWS(T, svc, 0, PF_OPT_HIDDEN),
+    /* before the service rows (whose --metrics has its own heading); the same field as their hidden client row */
     {"curve-sink-public", 0, PF_OPT_STR, offsetof(T, svc.sec.sink_public_arg), .flags = PF_OPT_NONEMPTY, .arg = "K",
      .def = "this producer's own key, which the sink on the hub shares",
      .help = "the only CURVE key that may say hello as the sink"},
+    PF_SERVICE_OPT_ROWS(T, svc, 0, PF_OPT_HIDDEN),
     PF_OPT_END,
 };
 #undef T

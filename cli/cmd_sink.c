@@ -60,12 +60,12 @@ static const pf_opt g_rows[] = {
 static const pf_optcmd g_cmd = {
     .name = "sink",
     .synopsis =
-        "usage: paliflow sink --bind ENDPOINT --publish ENDPOINT --producer ENDPOINT --out FILE.jsonl [OPTIONS]\n"
+        "usage: paliflow sink --bind ENDPOINT --producer ENDPOINT --out FILE.jsonl [--publish ENDPOINT] [OPTIONS]\n"
         "\n"
         "Receive results and error records from the workers on --bind, append one JSON line per item to\n"
         "FILE.jsonl (an item already in the file is never written again, also across restarts), publish every\n"
-        "record as a msgpack map on --publish (PUB), and acknowledge records to the producer once they are\n"
-        "on disk (fdatasync per batch). SIGTERM/SIGINT: the last batch is written, synced and acknowledged,\n"
+        "record as a msgpack map on --publish (PUB) when it is given, and acknowledge records to the producer\n"
+        "once they are on disk (fdatasync per batch). SIGTERM/SIGINT: the last batch is written, synced and acknowledged,\n"
         "then the sink exits 0. SIGHUP re-reads --config and applies the options marked 'reloads'.\n"
         "\n",
     .opts = g_rows,

@@ -5,6 +5,7 @@
     paliflow sink ... --publish tcp://*:5557 ...
     python3 examples/consume_records.py tcp://SINK_HOST:5557 [--count N] [--jsonl]
     # a sink with CURVE on (--curve-server-key): this consumer needs its own key pair, allowed by the sink
+    # (a key the sink refuses is said once on stderr; the consumer keeps retrying)
     python3 examples/consume_records.py tcp://SINK_HOST:5557 --client-key me.key_secret --server-public hub.key
 
 Each message is one msgpack map: {"v": 1, "type": "record", "path": ..., "key": ..., "task": ...,
@@ -22,6 +23,7 @@ import msgpack
 import zmq
 import zmq.auth   # reads paliflow's (czmq-style) certificate files. Imported here, not in main(): an import
                   # inside a function makes "zmq" a local name there, unbound before that line runs
+import zmq.utils.monitor
 
 
 def describe(rec):
@@ -53,14 +55,35 @@ def main():
     if a.client_key or a.server_public:
         if not (a.client_key and a.server_public):
             ap.error("CURVE needs both --client-key and --server-public")
-        sub.curve_publickey, sub.curve_secretkey = zmq.auth.load_certificate(a.client_key)
+        public, secret = zmq.auth.load_certificate(a.client_key)
+        sub.curve_publickey, sub.curve_secretkey = public, secret
         sub.curve_serverkey, _ = zmq.auth.load_certificate(a.server_public)
     sub.setsockopt(zmq.MAXMSGSIZE, 64 << 20)   # bound what a peer can make us buffer
     sub.setsockopt(zmq.SUBSCRIBE, b"")
+    # A sink that refuses our CURVE key answers nothing at all: without this the consumer would wait silently
+    # forever. ZeroMQ reports the refusal on the socket's monitor; say it once (and keep retrying, as the
+    # workers do: the key may be allowed later, by a SIGHUP of the sink).
+    mon = sub.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH) if a.client_key else None
     sub.connect(a.endpoint)
+    poller = zmq.Poller()
+    poller.register(sub, zmq.POLLIN)
+    if mon is not None:
+        poller.register(mon, zmq.POLLIN)
+    refused = False
     n = 0
     try:
         while not a.count or n < a.count:
+            ready = dict(poller.poll())
+            if mon is not None and mon in ready:
+                ev = zmq.utils.monitor.recv_monitor_message(mon)
+                if ev["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH and not refused:
+                    refused = True
+                    print("%s: the sink refused our CURVE key (ZAP status %s): is this consumer's public key (%s) "
+                          "in the sink's --curve-allow? retrying" % (a.endpoint, ev["value"],
+                                                                     public.decode()),
+                          file=sys.stderr, flush=True)
+            if sub not in ready:
+                continue
             # MAXMSGSIZE above bounds the frame; unpackb takes no max_buffer_size (that is Unpacker's, for
             # streams): with it Debian's msgpack 1.0.3 raises TypeError
             try:
@@ -78,6 +101,9 @@ def main():
     except KeyboardInterrupt:
         pass
     finally:
+        if mon is not None:
+            sub.disable_monitor()
+            mon.close(0)
         sub.close(0)
         ctx.term()
     return 0

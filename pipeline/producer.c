@@ -323,9 +323,12 @@ int pf_producer_run(const pf_producer_params *o, pf_job_stats *stats, pf_err *er
             pf_prod_send_heartbeats(p, complete);
             last_hb = now;
         }
-        pf_progress_update(&p->prog, p->total, p->done, p->failed, p->done - p->at_start_done,
-                           pf_prod_count_role(p, ROLE_PRE), pf_prod_count_role(p, ROLE_INF), pf_prod_sink_alive(p),
-                           p->scanning);
+        {
+            int pre = pf_prod_count_working(p, ROLE_PRE), inf = pf_prod_count_working(p, ROLE_INF);
+            int quarantined = pf_prod_count_role(p, ROLE_PRE) - pre + pf_prod_count_role(p, ROLE_INF) - inf;
+            pf_progress_update(&p->prog, p->total, p->done, p->failed, p->done - p->at_start_done, pre, inf,
+                               quarantined, pf_prod_sink_alive(p), p->scanning);
+        }
         if (now - p->last_gauges >= 0.1) {
             pf_prod_update_gauges(p, now);
             pf_refusals_tick(&p->refused);

@@ -25,8 +25,8 @@
 static char *stat_item(prod *p, flight *f, char *why, size_t why_cap)
 {
     struct stat st;
-    if (stat(f->path, &st) != 0) {
-        snprintf(why, why_cap, "%s", strerror(errno));
+    if (stat(f->path, &st) != 0) {   /* worded as the read without --path-only words it: "cannot open: ..." */
+        snprintf(why, why_cap, "cannot stat: %s", strerror(errno));
         return NULL;
     }
     if (!S_ISREG(st.st_mode)) {
@@ -39,7 +39,7 @@ static char *stat_item(prod *p, flight *f, char *why, size_t why_cap)
     }
     char *canon = realpath(f->path, NULL);
     if (!canon) {
-        snprintf(why, why_cap, "%s", strerror(errno));
+        snprintf(why, why_cap, "cannot resolve the path: %s", strerror(errno));
         return NULL;
     }
     f->seen = pf_prod_file_seen(&st);

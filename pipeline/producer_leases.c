@@ -195,8 +195,10 @@ void pf_prod_on_nack(prod *p, int pi, pf_wire_in *in)
         pf_metric_add(p->m.handed_back[pf_prod_stage_index(f->stage)], 1);
     }
     /* "Not the item's fault, mine" (no such file on my host...): believed when the producer sees the file;
-     * then the worker is quarantined and the item goes back free. */
-    if (!m->handback && m->worker_fault && pf_prod_worker_fault(p, pi, f, why)) {
+     * then the worker is quarantined and the item goes back free. The quarantine line names the worker
+     * itself: it gets the worker's own words, not WHY's "stage worker NAME: " again. */
+    if (!m->handback && m->worker_fault &&
+        pf_prod_worker_fault(p, pi, f, m->message ? m->message : "gave the item back")) {
         lease_lost(p, f, 0, why, 1);
         return;
     }

@@ -28,6 +28,14 @@ int pf_prod_count_role(const prod *p, int role)
     return n;
 }
 
+int pf_prod_count_working(const prod *p, int role)
+{
+    int n = 0;
+    for (int i = 0; i < p->n_peers; i++)
+        n += p->peers[i].used && p->peers[i].role == role && !p->peers[i].quarantined;
+    return n;
+}
+
 int pf_prod_send_to(prod *p, int pi, pf_msg *m)
 {
     pf_err e = {{0}};

@@ -8,15 +8,25 @@
 #include "base/log.h"
 #include "pipeline/producer_internal.h"
 
-/* The one line a failed item gets (WARN: the user acts on it). Stages often start their message with the
- * path already ("a.jpg: not an image ..."): the path is then not written twice. */
-static void warn_failed(const char *path, const char *stage, const char *msg)
+/* MSG without the "PATH: " a stage often starts it with ("a.jpg: not an image ..."). The log line and the
+ * record name the file anyway, and the job report groups the job store's reasons by their text: with the
+ * path left in, every failed file would be a group of its own. */
+static const char *without_path(const char *path, const char *msg)
 {
     size_t n = strlen(path);
-    if (!strncmp(msg, path, n) && msg[n] == ':')
-        pf_warn(LOG, "%s (%s failed)", msg, stage);
-    else
-        pf_warn(LOG, "%s: %s (%s failed)", path, msg, stage);
+    return !strncmp(msg, path, n) && msg[n] == ':' && msg[n + 1] == ' ' ? msg + n + 2 : msg;
+}
+
+/* The job store's reason for a failed item: "stage: message", the message without the item's path. */
+static void item_reason(char *buf, size_t cap, const char *path, const char *stage, const char *msg)
+{
+    snprintf(buf, cap, "%s: %s", stage, without_path(path, msg));
+}
+
+/* The one line a failed item gets (WARN: the user acts on it), its path written once. */
+static void warn_failed(const char *path, const char *stage, const char *msg)
+{
+    pf_warn(LOG, "%s: %s (%s failed)", path, without_path(path, msg), stage);
 }
 
 void pf_prod_make_error_record(prod *p, flight *f, const char *stage, const char *msg)
@@ -44,15 +54,18 @@ void pf_prod_on_done(prod *p, int pi, pf_wire_in *in, double now)
          * (pf_prod_from_holder would only look that up again and drop the message). */
         char reason[800];
         pf_err e = {{0}};
-        snprintf(reason, sizeof reason, "%s: %s", m->stage, m->message);
         pf_item_row row;
         pf_prod_tx(p);
+        if (pf_jobstore_get(p->js, m->id, &row, &e)) {   /* its path: left out of the reason, named in the WARN */
+            pf_error(LOG, "%s", e.msg);
+            return;
+        }
+        item_reason(reason, sizeof reason, row.path, m->stage, m->message);
         if (pf_jobstore_set_reason(p->js, m->id, m->key, reason, &e))
             pf_error(LOG, "%s", e.msg);
-        else if (pf_jobstore_get(p->js, m->id, &row, &e) == 0) {   /* the per-file WARN, with its path */
+        else
             warn_failed(row.path, m->stage, m->message);
-            pf_item_rows_free(&row, 1);
-        }
+        pf_item_rows_free(&row, 1);
         return;
     }
     if (!pf_prod_from_holder(p, in, pi, f, FL_PRE, FL_INF))
@@ -133,7 +146,7 @@ void pf_prod_on_ack(prod *p, int pi, pf_wire_in *in)
                                 : f->holder_stage == FL_PRE ? "preprocess"
                                 : f->holder_stage == FL_INF ? "inference"
                                                             : "unknown";
-            snprintf(reason, sizeof reason, "%s: %s", stage, f->err_msg ? f->err_msg : "error record");
+            item_reason(reason, sizeof reason, f->path, stage, f->err_msg ? f->err_msg : "error record");
             finish(p, a->id, a->key, a->ok, a->ok ? NULL : reason, a->end);
             pf_prod_flight_remove(p, f);
         }

@@ -98,12 +98,16 @@ static void fmt_when(char *buf, size_t cap, const pf_progress_view *v)
 
 size_t pf_progress_render_line(char *buf, size_t cap, const pf_progress_view *v)
 {
-    char rate[32], when[48];
+    char rate[32], when[48], quar[48] = "";
     fmt_rate(rate, sizeof rate, v->rate);
     fmt_when(when, sizeof when, v);
+    /* A quarantined worker is connected but idle: counted with the others it would hide a job that no worker
+     * can take ("1 inference" while the only one has the wrong model). */
+    if (v->n_quarantined)
+        snprintf(quar, sizeof quar, " (+ %d quarantined: no work)", v->n_quarantined);
     int n = snprintf(buf, cap, "progress: %lld/%lld%s finished (%lld failed), %s items/s over the last 10 s, %s, "
-                     "workers %d preprocess + %d inference, sink %s", (long long)v->finished, (long long)v->total,
-                     v->scanning ? " (scanning)" : "", (long long)v->failed, rate, when, v->n_pre, v->n_inf,
+                     "workers %d preprocess + %d inference%s, sink %s", (long long)v->finished, (long long)v->total,
+                     v->scanning ? " (scanning)" : "", (long long)v->failed, rate, when, v->n_pre, v->n_inf, quar,
                      v->sink ? "up" : "down");
     return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
 }
@@ -116,12 +120,17 @@ size_t pf_progress_render_bar(char *buf, size_t cap, int cols, const pf_progress
     int room = cols - 1;   /* never the last column: some terminals wrap as soon as it is written */
     if (room < 1)
         return 0;
-    char count[64], rate[32], when[48], text[5][256];
+    char count[64], rate[32], when[48], text[5][320];   /* room for the longest parts: no truncation */
     snprintf(count, sizeof count, "%lld/%lld%s", (long long)v->finished, (long long)v->total,
              v->scanning ? "+" : "");
     fmt_rate(rate, sizeof rate, v->rate);
     fmt_when(when, sizeof when, v);
-    const char *sink = v->sink ? "" : ", sink DOWN";
+    /* what needs the user: a sink down, workers given no work (idle, connected: a job no worker can take
+     * would otherwise look merely slow) */
+    char sink[48];
+    snprintf(sink, sizeof sink, "%s", v->sink ? "" : ", sink DOWN");
+    if (v->n_quarantined)
+        snprintf(sink, sizeof sink, ", %d quarantined%s", v->n_quarantined, v->sink ? "" : ", sink DOWN");
     char workers[48] = "";
     if (v->n_pre || v->n_inf)
         snprintf(workers, sizeof workers, ", workers %d+%d", v->n_pre, v->n_inf);
@@ -227,14 +236,15 @@ void pf_progress_init(pf_progress *p, int mode, double interval, const char *com
 }
 
 static pf_progress_view view_of(const pf_progress *p, int64_t total, int64_t done, int64_t failed, int n_pre,
-                                int n_inf, int sink, int scanning)
+                                int n_inf, int n_quarantined, int sink, int scanning)
 {
-    pf_progress_view v = {total, done + failed, failed, pf_progress_rate(p), scanning, 0, 0, n_pre, n_inf, sink};
+    pf_progress_view v = {total, done + failed, failed, pf_progress_rate(p), scanning, 0, 0, n_pre, n_inf, sink,
+                          n_quarantined};
     return v;
 }
 
 void pf_progress_update(pf_progress *p, int64_t total, int64_t done, int64_t failed, int64_t done_this_run,
-                        int n_pre, int n_inf, int sink, int scanning)
+                        int n_pre, int n_inf, int n_quarantined, int sink, int scanning)
 {
     (void)done_this_run;   /* the window counts finished items (errors too: they took work) */
     if (!p->mode)
@@ -244,7 +254,7 @@ void pf_progress_update(pf_progress *p, int64_t total, int64_t done, int64_t fai
     if (now - p->last < (p->mode == 2 ? 0.2 : p->interval))
         return;
     p->last = now;
-    pf_progress_view v = view_of(p, total, done, failed, n_pre, n_inf, sink, scanning);
+    pf_progress_view v = view_of(p, total, done, failed, n_pre, n_inf, n_quarantined, sink, scanning);
     char text[1024];
     if (p->mode == 2) {
         pf_progress_render_bar(text, sizeof text, pf_progress_columns(), &v);
@@ -264,7 +274,7 @@ void pf_progress_finish(pf_progress *p, int64_t total, int64_t done, int64_t fai
     }
     pf_progress_stderr_end();   /* what is still in the pipe goes above the last bar */
     if (p->drawn) {
-        pf_progress_view v = view_of(p, total, done, failed, 0, 0, 1, 0);
+        pf_progress_view v = view_of(p, total, done, failed, 0, 0, 0, 1, 0);
         v.stopped = done + failed < total;
         /* the whole run's average here: the job is over, "recent" no longer means anything */
         double secs = pf_now() - p->t0;

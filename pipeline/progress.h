@@ -34,13 +34,14 @@ typedef struct pf_progress_view {
     int scanning;        /* total still growing */
     int stopped;         /* the job ended before every item finished (Ctrl-C) */
     double elapsed;      /* the last bar: seconds the run took (> 0), shown instead of an ETA */
-    int n_pre, n_inf, sink;
+    int n_pre, n_inf, sink;   /* workers that get work (the quarantined ones are not counted here) */
+    int n_quarantined;        /* connected workers the producer gives no work (their faults are their own) */
 } pf_progress_view;
 
 /* mode -1: bar if stderr is a terminal, else lines. */
 void pf_progress_init(pf_progress *p, int mode, double interval, const char *component);
 void pf_progress_update(pf_progress *p, int64_t total, int64_t done, int64_t failed, int64_t done_this_run,
-                        int n_pre, int n_inf, int sink, int scanning);
+                        int n_pre, int n_inf, int n_quarantined, int sink, int scanning);
 /* The last line: the true counts (an interrupted job shows how far it got, not a full bar). Once: later
  * calls do nothing, so an error path may call it too. */
 void pf_progress_finish(pf_progress *p, int64_t total, int64_t done, int64_t failed);

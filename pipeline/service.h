@@ -27,7 +27,8 @@ typedef struct pf_service {
 
 /* The service's option rows (base/optable.h) for a command struct T whose pf_service is at path S (`svc`).
  * SERVER and CLIENT are 0 or PF_OPT_HIDDEN: every role accepts every key option (one
- * config file may serve several roles) but its --help shows the ones it uses. */
+ * config file may serve several roles) but its --help shows the ones it uses. The key options come first (under
+ * the command's "security" heading), --metrics last, under its own heading. */
 #define PF_SERVICE_OPT_ROWS(T, S, SERVER, CLIENT)                                                                  \
     PF_OPT_ROW_STR("curve-server-key", T, S.sec.server_key_file, PF_OPT_NONEMPTY | (SERVER), "FILE",              \
                    "this server's CURVE certificate with the secret key (paliflow keygen)"),                       \
@@ -42,6 +43,7 @@ typedef struct pf_service {
     PF_OPT_ROW_STR("curve-sink-public", T, S.sec.sink_public_arg, PF_OPT_NONEMPTY | (CLIENT), "K",                \
                    "the sink's public key, when it has its own key pair"),                                         \
     PF_OPT_ROW_FLAG("insecure", T, S.sec.insecure, 0, "allow plain tcp without CURVE (trusted networks only)"),   \
+    PF_OPT_ROW_HEADING("monitoring (no authentication: keep it on a private network):"),                          \
     PF_OPT_ROW_STR("metrics", T, S.metrics, PF_OPT_NONEMPTY, "HOST:PORT",                                         \
                    "serve Prometheus /metrics, /healthz and /readyz there (e.g. 0.0.0.0:9100)")
 

@@ -93,7 +93,8 @@ static void send_hello(sink *s, double now)
 static void on_producer_msg(sink *s, pf_wire_in *in, double now)
 {
     pf_msg *m = &in->msg;
-    pf_link_heard(&s->link, now);
+    if (pf_link_heard(&s->link, now))   /* the end of the silence keep_in_touch warned about (as the workers say) */
+        pf_info(LOG, "producer is back");
     switch (m->type) {
     case PF_MSG_WELCOME: {
         int fresh = pf_link_welcome(&s->link, m->instance);

@@ -6,6 +6,7 @@
 #include <zmq.h>
 
 #include "base/log.h"
+#include "proto/wire.h"
 
 #ifndef ZMQ_ZAP_ENFORCE_DOMAIN
 #define ZMQ_ZAP_ENFORCE_DOMAIN 93   /* libzmq >= 4.3 (draft API in its header, present in the library) */
@@ -106,6 +107,8 @@ int pf_secure_bind(void *sock, const char *endpoint, const pf_security *s, pf_er
         pf_warn(LOG, "%s: plain tcp (--insecure): anyone who reaches this port can join and read the traffic",
                 endpoint);
     }
+    if (pf_wire_ipc_in_use(endpoint, err))
+        return -1;
     if (zmq_bind(sock, endpoint) != 0)
         return pf_errf(err, "bind %s: %s", endpoint, zmq_strerror(errno));
     return 0;

@@ -5,6 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include "base/log.h"
 
@@ -27,8 +30,31 @@ void *pf_wire_socket(void *ctx, int type, const pf_proto_limits *lim, int linger
     return s;
 }
 
+int pf_wire_ipc_in_use(const char *endpoint, pf_err *err)
+{
+    if (strncmp(endpoint, "ipc://", 6) != 0 || endpoint[6] == '@' || !endpoint[6])   /* '@': abstract, no file */
+        return 0;
+    const char *path = endpoint + 6;
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof a.sun_path)
+        return 0;   /* zmq_bind names the problem */
+    memcpy(a.sun_path, path, strlen(path) + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return 0;
+    int live = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    close(fd);
+    if (!live)   /* no file, or a stale one (ECONNREFUSED): zmq_bind replaces it */
+        return 0;
+    return pf_errf(err, "bind %s: another process is listening on it (a producer or sink already running?); "
+                        "binding would take the endpoint from it: stop it or choose another path",
+                   endpoint);
+}
+
 int pf_wire_bind(void *sock, const char *endpoint, pf_err *err)
 {
+    if (pf_wire_ipc_in_use(endpoint, err))
+        return -1;
     if (zmq_bind(sock, endpoint) != 0)
         return pf_errf(err, "bind %s: %s", endpoint, zmq_strerror(errno));
     return 0;

@@ -14,6 +14,11 @@
  * is done with credit, not by blocking sockets). */
 void *pf_wire_socket(void *ctx, int type, const pf_proto_limits *lim, int linger_ms, pf_err *err);
 int pf_wire_bind(void *sock, const char *endpoint, pf_err *err);
+/* -1 (ERR says why) when ENDPOINT is an ipc:// path a live process listens on. ZeroMQ's ipc bind unlinks and
+ * replaces the path's socket file, so a second producer or sink on the same path would silently take it from
+ * the running one (which keeps its connections but gets no new ones). A stale file (nobody listening), a path
+ * that does not exist and every other transport: 0. pf_wire_bind and pf_secure_bind check it. */
+int pf_wire_ipc_in_use(const char *endpoint, pf_err *err);
 int pf_wire_connect(void *sock, const char *endpoint, pf_err *err);
 
 /* Encode M and send it (with a leading routing-id frame if ident != NULL). Never blocks: returns -1 with

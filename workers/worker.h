@@ -59,7 +59,7 @@ int pf_worker_name_opt_hook(const pf_opt *opt, void *field, const char *val, pf_
     {"name", 0, PF_OPT_STR, offsetof(T, S.name), .fn = pf_worker_name_opt_hook, .arg = "NAME",                     \
      .def = "host-role-pid-random", .help = "worker id in logs and records (1 to 100 characters)"},               \
     {"credit", 0, PF_OPT_INT, offsetof(T, S.capacity), 1, 1 << 16, .arg = "N",                                     \
-     .def = "2 per thread, or max batch + 2", .help = "items held at most"},                                       \
+     .def = "2 per --threads for preprocess, --max-batch + 2 for inference", .help = "items held at most"},       \
     PF_OPT_ROW_DOUBLE("heartbeat", T, S.hb_interval, 0.01, 3600, 0, "S", "heartbeat interval in seconds"),        \
     PF_OPT_ROW_DOUBLE("heartbeat-timeout", T, S.hb_timeout, 0.05, 1e6, PF_OPT_RELOAD, "S",                        \
                       "producer silent this long (seconds) is reported"),                                          \

@@ -154,6 +154,21 @@ static void test_errors(void **state)
     refused((const char *[]){"test", "--func", "no", NULL}, "--func: want yes");
     refused((const char *[]){"test", "--bogus", NULL}, "unknown or ambiguous option '--bogus'");
     refused((const char *[]){"test", "-q", NULL}, "unknown option '-q'");
+    /* a file whose name starts with '-' reads as options: the message says how to name it */
+    char dir[] = "/tmp/pf_optable_XXXXXX", cwd[4096];
+    assert_non_null(mkdtemp(dir));
+    assert_non_null(getcwd(cwd, sizeof cwd));
+    assert_int_equal(chdir(dir), 0);
+    int fd = open("-leading-dash.png", O_CREAT | O_WRONLY, 0644);
+    assert_true(fd >= 0);
+    close(fd);
+    refused((const char *[]){"test", "-leading-dash.png", NULL},
+            "unknown option '-l' ('-leading-dash.png' is a file: write ./-leading-dash.png, or put -- before the "
+            "file names)");
+    refused((const char *[]){"test", "-qz", NULL}, "unknown option '-q'");   /* no such file: no hint */
+    assert_int_equal(unlink("-leading-dash.png"), 0);
+    assert_int_equal(chdir(cwd), 0);
+    assert_int_equal(rmdir(dir), 0);
     refused((const char *[]){"test", "--count", NULL}, "needs a value");
     refused((const char *[]){"test", "--config=x", NULL}, "--config inside a config file");
     refused((const char *[]){"test", "--log-level", "loud", NULL}, "--log-level: want error|warn|info|debug");
@@ -227,6 +242,34 @@ static void test_help(void **state)
     free(h);
 }
 
+/* A usage line is wrapped between options, never between an option and its argument: inference-worker's
+ * read "... --sink ENDPOINT --model" and "       DIR --tokenizer FILE [OPTIONS]" on the next line. */
+static void test_help_usage_pairs(void **state)
+{
+    (void)state;
+    pf_optcmd cmd = g_cmd;
+    cmd.synopsis = "usage: paliflow inference-worker --producer ENDPOINT --sink ENDPOINT --model DIR --tokenizer "
+                   "FILE [OPTIONS]\n";
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    assert_non_null(f);
+    pf_opt_help(&cmd, f);
+    fclose(f);
+    assert_non_null(strstr(buf, "usage: paliflow inference-worker --producer ENDPOINT --sink ENDPOINT\n"
+                                "       --model DIR --tokenizer FILE [OPTIONS]\n"));
+    free(buf);
+    cmd.synopsis = "usage: paliflow generate --model DIR [--tokenizer FILE] --prompt P [--prompt P ...] [options] "
+                   "IMAGE...\n";
+    f = open_memstream(&buf, &len);
+    assert_non_null(f);
+    pf_opt_help(&cmd, f);
+    fclose(f);
+    assert_non_null(strstr(buf, "usage: paliflow generate --model DIR [--tokenizer FILE] --prompt P\n"
+                                "       [--prompt P ...] [options] IMAGE...\n"));
+    free(buf);
+}
+
 static void test_reload(void **state)
 {
     (void)state;
@@ -290,7 +333,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_type), cmocka_unit_test(test_errors), cmocka_unit_test(test_no_operands),
-        cmocka_unit_test(test_help),       cmocka_unit_test(test_reload), cmocka_unit_test(test_config_file),
+        cmocka_unit_test(test_help),       cmocka_unit_test(test_help_usage_pairs),
+        cmocka_unit_test(test_reload),     cmocka_unit_test(test_config_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

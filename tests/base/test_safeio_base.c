@@ -211,12 +211,36 @@ static void test_log_long_line(void **state)
     assert_true(k >= 2 + PF_LOG_LIMIT_BURST);
 }
 
+/* A message with control bytes (a file named with a newline and an escape): one line, the bytes as '?'. */
+static void test_log_control_bytes(void **state)
+{
+    (void)state;
+    char path[256];
+    snprintf(path, sizeof path, "%s/log3", g_tmp);
+    int saved = capture_stderr(path);
+    const char *name = "in/a\n2026-12-07T00:00:00.000Z paliflow[1] WARN security: x\r\x1b[2J\tb.jpg";
+    pf_warn("producer", "%s: not an image", name);
+    pf_warn("test", "after");
+    restore_stderr(saved);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    char line[8192];
+    assert_non_null(fgets(line, sizeof line, f));
+    assert_non_null(strstr(line, " WARN producer: in/a?2026-12-07T00:00:00.000Z paliflow[1] WARN security: "
+                                 "x??[2J\tb.jpg: not an image\n"));
+    assert_non_null(fgets(line, sizeof line, f));
+    assert_non_null(strstr(line, "test: after\n"));
+    assert_null(fgets(line, sizeof line, f));
+    fclose(f);
+}
+
 int main(void)
 {
     pf_log_set_level(PF_LOG_INFO);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fifo_refused), cmocka_unit_test(test_read_limits), cmocka_unit_test(test_base64),
         cmocka_unit_test(test_log_flood),    cmocka_unit_test(test_log_long_line),
+        cmocka_unit_test(test_log_control_bytes),
     };
     return cmocka_run_group_tests(tests, setup_tmp, teardown_tmp);
 }

@@ -75,6 +75,13 @@ def main():
                 wide = [l for l in r.stdout.splitlines() if len(l) > 79]
                 check(not wide, "%s --help has %d lines over 79 columns: %r" % (c, len(wide), wide[:2]))
                 check(re.search(r"^\s+--log-level LEVEL\s", r.stdout, re.M), "%s --help does not list --log-level" % c)
+                # the usage lines: continued under the command (7 blanks), never between an option and its
+                # argument ("... --model" / "       DIR ...")
+                block = r.stdout.split("\n\n", 1)[0].splitlines()
+                check(all(re.match(r" {7}\S", l) for l in block[1:]), "%s --help: usage continued oddly: %r" % (c, block))
+                split = [(l, n) for l, n in zip(block, block[1:])
+                         if re.search(r"(^|\s)(\[?--?[a-z0-9-]+|<)$", l) and re.match(r"\s+[A-Z.]", n)]
+                check(not split, "%s --help: an option's argument on the next usage line: %r" % (c, split))
             r2 = run([pf, c, "--config", help_conf])
             check(r2.returncode == 0 and r2.stdout == r.stdout,
                   "%s --config (a file saying 'help'): exit %d, not the --help text: %s" % (c, r2.returncode,

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """examples/consume_records.py against a live sink, as its docstring tells a user to run it (issue 16).
 
-usage: consume_records_test.py plain|curve --paliflow BIN --tokenizer FILE --source DIR
+usage: consume_records_test.py plain|curve|refused --paliflow BIN --tokenizer FILE --source DIR
 
 A real pipeline on this machine: producer, sink (--publish), one preprocess and one inference worker,
 all `paliflow` processes, the model a tiny random checkpoint made here by `make-random-checkpoint --tiny`,
@@ -10,6 +10,8 @@ include globs match in any case) and a file no include glob takes.
   plain  producer and sink on ipc://, the PUB socket on tcp://127.0.0.1 with --insecure
   curve  every endpoint on tcp://127.0.0.1 with CURVE (paliflow keygen): the consumer runs with
          --client-key/--server-public and its public key in the sink's --curve-allow
+  refused a CURVE sink and a consumer whose key is not on its --curve-allow: the consumer must say so on
+         stderr (once, naming its public key) instead of waiting silently, and keep running.
 Two consumers run with the Python this test runs under (Debian's python3 with python3-zmq and
 python3-msgpack): one prints lines, one --jsonl. Both must exit 0 by themselves after --count N records,
 print every record the sink wrote to its JSON-lines file (same paths, keys and texts, the broken file as
@@ -168,9 +170,41 @@ def test(a, mode, d):
     print("consumer output:\n" + got)
 
 
+def test_refused(a, d):
+    keys, allow = os.path.join(d, "keys"), os.path.join(d, "allow")
+    os.makedirs(keys)
+    os.makedirs(allow)
+    for name in ("hub", "allowed", "stranger"):
+        run([a.paliflow, "keygen", "--out", os.path.join(keys, name + ".key"), "--name", name])
+    shutil.copy(os.path.join(keys, "allowed.key"), allow)
+    stranger = run([a.paliflow, "keygen", "--show", os.path.join(keys, "stranger.key")]).stdout.strip()
+    pub = "tcp://127.0.0.1:%d" % free_port()
+    start([a.paliflow, "sink", "--bind", "tcp://127.0.0.1:%d" % free_port(), "--producer",
+           "tcp://127.0.0.1:%d" % free_port(), "--publish", pub, "--out", os.path.join(d, "out.jsonl"),
+           "--curve-server-key", os.path.join(keys, "hub.key_secret"), "--curve-allow", allow],
+          os.path.join(d, "sink.log"))
+    consumer = os.path.join(a.source, "examples", "consume_records.py")
+    c = start([sys.executable, consumer, pub, "--client-key", os.path.join(keys, "stranger.key_secret"),
+               "--server-public", os.path.join(keys, "hub.key")], os.path.join(d, "consumer.err"),
+              stdout=open(os.path.join(d, "consumer.out"), "wb"))
+
+    def said():
+        check(c.poll() is None, "the consumer exited (%s): %s" % (c.returncode, open(c.log).read()[-1500:]))
+        return "refused our CURVE key" in open(c.log, errors="replace").read()
+    wait_for(said, 60, "the consumer to say its key was refused")
+    err = open(c.log, errors="replace").read()
+    check(err.count("refused our CURVE key") == 1 and stranger in err and "--curve-allow" in err,
+          "the consumer's refusal line: %r" % err)
+    wait_for(lambda: "is not in the allow-list" in open(os.path.join(d, "sink.log"), errors="replace").read(), 30,
+             "the sink to log the refusal")
+    time.sleep(1.0)   # it keeps retrying, and says it once
+    check(c.poll() is None and open(c.log, errors="replace").read().count("refused") == 1,
+          "after a retry: %r" % open(c.log, errors="replace").read())
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=("plain", "curve"))
+    ap.add_argument("mode", choices=("plain", "curve", "refused"))
     ap.add_argument("--paliflow", required=True)
     ap.add_argument("--tokenizer", required=True, help="PaliGemma's tokenizer.json")
     ap.add_argument("--source", required=True, help="the repository (examples/ is read from it)")
@@ -186,7 +220,8 @@ def main():
         print("SKIP: no tokenizer.json at %s (the inference worker needs PaliGemma's)" % a.tokenizer)
         return 77
     # run_case: a sanitizer report in any log of the folder fails the test; on failure every log's tail
-    return run_case("consume_records %s" % a.mode, "pf_consume_%s_" % a.mode, lambda d: test(a, a.mode, d),
+    body = (lambda d: test_refused(a, d)) if a.mode == "refused" else (lambda d: test(a, a.mode, d))
+    return run_case("consume_records %s" % a.mode, "pf_consume_%s_" % a.mode, body,
                     a.keep, tail=12, logs_in_folder=True)
 
 if __name__ == "__main__":

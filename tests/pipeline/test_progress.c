@@ -1,5 +1,6 @@
-/* progress: window rate, ETA, the bar's width in 80 and 40 columns, the interrupted count, and on a real
- * pseudo-terminal that log lines erase the bar and redraw it instead of printing over it. */
+/* progress: window rate, ETA, the bar's width in 80 and 40 columns, the interrupted count, quarantined workers
+ * not counted as working, and on a real pseudo-terminal that log lines erase the bar and redraw it instead of
+ * printing over it. */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <setjmp.h>
@@ -19,7 +20,7 @@
 
 static pf_progress_view view(int64_t total, int64_t finished, int64_t failed, double rate)
 {
-    pf_progress_view v = {total, finished, failed, rate, 0, 0, 0, 4, 1, 1};
+    pf_progress_view v = {total, finished, failed, rate, 0, 0, 0, 4, 1, 1, 0};
     return v;
 }
 
@@ -130,6 +131,28 @@ static void test_bar_width(void **state)
     assert_non_null(strstr(bar, "2500/5000"));
 }
 
+/* A quarantined worker (another model, cannot see the files) is connected but idle: the line and the bar
+ * must not count it as a worker that takes work, or a job no worker can take looks merely slow. */
+static void test_quarantined(void **state)
+{
+    (void)state;
+    pf_progress_view v = view(12, 4, 4, -1);
+    v.n_pre = 1;
+    v.n_inf = 0;
+    v.n_quarantined = 1;
+    char text[512];
+    pf_progress_render_line(text, sizeof text, &v);
+    assert_non_null(strstr(text, "workers 1 preprocess + 0 inference (+ 1 quarantined: no work), sink up"));
+    size_t n = pf_progress_render_bar(text, sizeof text, 80, &v);
+    printf("80 columns, quarantined: |%s|\n", text);
+    assert_true(n <= 79);
+    assert_non_null(strstr(text, ", 1 quarantined"));
+    v.n_quarantined = 0;   /* none: the line as before */
+    pf_progress_render_line(text, sizeof text, &v);
+    assert_non_null(strstr(text, "workers 1 preprocess + 0 inference, sink up"));
+    assert_null(strstr(text, "quarantined"));
+}
+
 /* An interrupted job's last bar: its true count and "stopped", not a full bar. */
 static void test_interrupted(void **state)
 {
@@ -175,7 +198,7 @@ static void test_pty(void **state)
     int mode = p.mode;
     for (int i = 0; i < 4; i++) {
         p.last = 0;   /* draw now */
-        pf_progress_update(&p, 5000, 100 * i, 1, 100 * i, 4, 1, 1, 0);
+        pf_progress_update(&p, 5000, 100 * i, 1, 100 * i, 4, 1, 0, 1, 0);
         if (i == 1)
             pf_warn("test", "a log line in the middle");
         if (i == 2) {   /* a library writing to stderr itself (libjxl's JXL_FAILURE trace): above the bar too */
@@ -242,7 +265,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_window_rate), cmocka_unit_test(test_eta),  cmocka_unit_test(test_bar_width),
-        cmocka_unit_test(test_interrupted), cmocka_unit_test(test_pty),
+        cmocka_unit_test(test_interrupted), cmocka_unit_test(test_quarantined), cmocka_unit_test(test_pty),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
