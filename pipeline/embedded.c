@@ -61,7 +61,7 @@ static int start(role_thread *t, int kind, const char *name, void *opts, ended_s
 }
 
 /* Before the model loads (seconds to minutes): the output can be written, and neither it nor the job store
- * is held by another run. The sink and the producer take the real locks when they start. */
+ * is held by another run. The real locks are taken once the model is loaded (take_locks). */
 static int preflight(const pf_embedded_params *o, pf_err *err)
 {
     if (pf_outfile_check(o->sink.out, err) || pf_outfile_probe_lock(o->sink.out, err))
@@ -72,6 +72,23 @@ static int preflight(const pf_embedded_params *o, pf_err *err)
     if (pf_outfile_same(o->sink.out, o->producer.db))
         return pf_errf(err, "%s: the output and the job store (%s) are the same file", o->sink.out, o->producer.db);
     return pf_dbfile_check(o->producer.db, err) || pf_dblock_probe(o->producer.db, err) ? -1 : 0;
+}
+
+/* The output's lock, then the job store's, taken here by one thread before any role starts and kept until
+ * they have all ended; the sink and the producer work on copies (out_fd, db_lock_fd). Taken by the sink and
+ * producer threads each on its own, as before, two runs started together could each get one of the two and
+ * both be refused, and a run could be seen holding its output while its job store was still free. */
+static int take_locks(const pf_embedded_params *o, int *out_fd, int *db_fd, pf_err *err)
+{
+    *db_fd = -1;
+    if (pf_outfile_open(o->sink.out, out_fd, err))
+        return -1;
+    if (o->producer.db && pf_dblock_acquire(o->producer.db, db_fd, err)) {
+        close(*out_fd);
+        *out_fd = -1;
+        return -1;
+    }
+    return 0;
 }
 
 /* Wait until the producer ends, or until another role ends first (a failure: the producer is stopped and
@@ -119,6 +136,7 @@ int pf_embedded_run(pf_embedded_params *o, pf_job_stats *stats, pf_err *err)
     memset(rt, 0, sizeof rt);
     ended_signal sig = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
     role_thread *failed = NULL;
+    int out_fd = -1, db_fd = -1;
 
     /* The inference stage loads the model before anything starts: the job needs its image size. */
     void *inf_inst = o->inf_ops->create(o->inf_cfg, err);
@@ -140,16 +158,20 @@ int pf_embedded_run(pf_embedded_params *o, pf_job_stats *stats, pf_err *err)
         pf_errf(err, "the image size is unknown (give --image-size)");
         goto out;
     }
+    if (take_locks(o, &out_fd, &db_fd, err))
+        goto out;
 
     pf_producer_params po = o->producer;
     po.bind = prod_ep;
     po.zctx = ctx;
     po.ctl.stop = &prod_stop;   /* *o->stop, or a role that failed (wait_roles) */
+    po.db_lock_fd = db_fd;
     pf_sink_params so = o->sink;
     so.bind = sink_ep;
     so.producer = prod_ep;
     so.zctx = ctx;
     so.ctl.stop = &inner_stop;
+    so.out_fd = out_fd;
     so.hb_interval = po.hb_interval;
     pf_worker_params pre, inf;
     pre = pf_worker_default_params();
@@ -213,6 +235,11 @@ join:
         if (rt[i].started && &rt[i] != why && rt[i].rc < 0)
             pf_error("run", "%s: %s", rt[i].name, rt[i].err.msg);
 out:
+    /* after every role has ended: the locks go with the last copy of each */
+    if (out_fd >= 0)
+        close(out_fd);
+    if (db_fd >= 0)
+        close(db_fd);
     o->inf_ops->destroy(inf_inst);
     zmq_ctx_term(ctx);
     return rc;

@@ -236,13 +236,19 @@ static int ensure_counts(pf_jobstore *js, pf_err *err)
 
 int pf_jobstore_open(const char *path, pf_jobstore **out, pf_err *err)
 {
+    return pf_jobstore_open_held(path, -1, out, err);
+}
+
+int pf_jobstore_open_held(const char *path, int held_lock, pf_jobstore **out, pf_err *err)
+{
     *out = NULL;
     pf_jobstore *js = calloc(1, sizeof *js);
     if (!js || !(js->path = strdup(path))) {
         free(js);
         return pf_errf(err, "job store %s: out of memory", path);
     }
-    if (pf_dblock_acquire(path, &js->lock_fd, err)) {
+    if (held_lock >= 0 ? pf_dblock_adopt(path, held_lock, &js->lock_fd, err)
+                       : pf_dblock_acquire(path, &js->lock_fd, err)) {
         free(js->path);
         free(js);
         return -1;

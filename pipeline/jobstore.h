@@ -43,6 +43,9 @@ typedef struct pf_item_row {
 } pf_item_row;
 
 int pf_jobstore_open(const char *path, pf_jobstore **out, pf_err *err);
+/* The same, with the store's lock already held by the caller (HELD_LOCK from pf_dblock_acquire on PATH; -1: take
+ * it here, as pf_jobstore_open): the store keeps a copy of that descriptor. */
+int pf_jobstore_open_held(const char *path, int held_lock, pf_jobstore **out, pf_err *err);
 void pf_jobstore_close(pf_jobstore *js);
 
 /* WAL checkpoints in a thread with a connection of its own (every 0.5 s, PASSIVE), instead of inside the

@@ -175,6 +175,30 @@ int pf_outfile_open(const char *path, int *fd, pf_err *err)
     return 0;
 }
 
+/* *FD: a copy of HELD, which must be open on PATH (same device and inode): a lock handed over is for the file
+ * the taker names, not whatever descriptor it was given. */
+static int adopt(const char *path, int held, int *fd, pf_err *err)
+{
+    *fd = -1;
+    struct stat a, b;
+    if (held < 0 || fstat(held, &a) != 0)
+        return pf_errf(err, "%s: the lock handed over is not an open file", path);
+    if (stat(path, &b) != 0)
+        return pf_errf(err, "%s: %s", path, strerror(errno));
+    if (a.st_dev != b.st_dev || a.st_ino != b.st_ino)
+        return pf_errf(err, "%s: the lock handed over is on another file (was it replaced?)", path);
+    int f = fcntl(held, F_DUPFD_CLOEXEC, 0);
+    if (f < 0)
+        return pf_errf(err, "%s: cannot share its lock: %s", path, strerror(errno));
+    *fd = f;
+    return 0;
+}
+
+int pf_outfile_adopt(const char *path, int held, int *fd, pf_err *err)
+{
+    return adopt(path, held, fd, err);
+}
+
 /* Try the exclusive lock on the existing file LOCKPATH and let it go: 0 free (or absent), 1 held elsewhere,
  * -1 error (err says why). */
 static int probe(const char *lockpath, pf_err *err)
@@ -265,6 +289,17 @@ int pf_dblock_acquire(const char *db, int *fd, pf_err *err)
 out:
     if (f >= 0)
         close(f);
+    free(lp);
+    return rc;
+}
+
+int pf_dblock_adopt(const char *db, int held, int *fd, pf_err *err)
+{
+    *fd = -1;
+    char *lp = lock_path(db);
+    if (!lp)
+        return pf_errf(err, "job store %s: out of memory", db);
+    int rc = adopt(lp, held, fd, err);
     free(lp);
     return rc;
 }

@@ -40,14 +40,21 @@ int pf_outfile_same(const char *a, const char *b);
  * A lock held elsewhere is refused at once (no waiting), naming the file. Close the fd to release. */
 int pf_outfile_open(const char *path, int *fd, pf_err *err);
 
+/* The output PATH, opened and locked by someone else in this process (pf_outfile_open: `run`, which takes its
+ * locks before its roles start), shared: *fd is a copy of HELD (the lock goes with the open file, so it lasts
+ * until both are closed). Refused unless HELD is open on PATH itself. */
+int pf_outfile_adopt(const char *path, int held, int *fd, pf_err *err);
+
 /* Would pf_outfile_open(PATH) get the lock now? 0 yes (also when PATH does not exist yet), -1 no. For a
  * command that must refuse a busy output before it spends time (loading a model): the real lock is taken
- * later by the sink. */
+ * later (`run` takes it once the model is loaded, before its roles start). */
 int pf_outfile_probe_lock(const char *path, pf_err *err);
 
 /* The job store's lock: flock on "<DB>.lock", which holds "pid N on HOST" of the holder. *fd: close it (after
  * the job store) to release. A lock held elsewhere is refused at once, naming the holder. */
 int pf_dblock_acquire(const char *db, int *fd, pf_err *err);
+/* Like pf_outfile_adopt, for the job store's lock HELD (pf_dblock_acquire on DB). */
+int pf_dblock_adopt(const char *db, int held, int *fd, pf_err *err);
 /* Like pf_outfile_probe_lock, for the job store DB. */
 int pf_dblock_probe(const char *db, pf_err *err);
 

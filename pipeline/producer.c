@@ -17,9 +17,9 @@
 
 pf_producer_params pf_producer_default_params(void)
 {
-    return (pf_producer_params){.task = pf_task_default_params(), .max_attempts = 3, .retry_backoff_s = 0.5,
-                                .preprocess_lease_s = 120, .inference_lease_s = 1800, .ack_timeout_s = 60,
-                                .hb_interval = 1.0, .hb_timeout = 10.0, .max_ready = 64,
+    return (pf_producer_params){.db_lock_fd = -1, .task = pf_task_default_params(), .max_attempts = 3,
+                                .retry_backoff_s = 0.5, .preprocess_lease_s = 120, .inference_lease_s = 1800,
+                                .ack_timeout_s = 60, .hb_interval = 1.0, .hb_timeout = 10.0, .max_ready = 64,
                                 .max_file_bytes = 48u << 20, .lim = pf_proto_default_limits(), .progress = -1,
                                 .progress_interval = 10};
 }
@@ -46,7 +46,7 @@ static void make_instance(prod *p)
 static int open_job(prod *p, pf_err *err)
 {
     const pf_producer_params *o = p->o;
-    if (pf_jobstore_open(o->db, &p->js, err) || pf_jobstore_checkpoint_thread(p->js, err))
+    if (pf_jobstore_open_held(o->db, o->db_lock_fd, &p->js, err) || pf_jobstore_checkpoint_thread(p->js, err))
         return -1;
     if (pf_jobstore_begin(p->js, err) || pf_prod_setup_job(p, err) || pf_prod_setup_tasks(p, err))
         return -1;

@@ -17,6 +17,8 @@
 typedef struct pf_producer_params {
     const char *bind;                 /* endpoint */
     const char *db;                   /* job store file */
+    int db_lock_fd;                   /* its lock, already held by the caller (pf_dblock_acquire), or -1 (the
+                                       * default): taken at start. `run` takes its locks before its roles start */
     int have_task;                    /* task/image_size given (else taken from an existing job store) */
     pf_task task;
     int image_size;

@@ -42,8 +42,8 @@ static char *stat_item(prod *p, flight *f, char *why, size_t why_cap)
         snprintf(why, why_cap, "cannot resolve the path: %s", strerror(errno));
         return NULL;
     }
-    int64_t mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
-    pf_item_stat_key(canon, (int64_t)st.st_size, mtime_ns, f->settings, f->key);
+    f->seen = pf_prod_file_seen(&st);
+    pf_item_stat_key(canon, f->seen.size, f->seen.mtime_ns, f->settings, f->key);
     return canon;
 }
 

@@ -22,6 +22,7 @@
 
 #include <stdint.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "base/metrics.h"
@@ -61,12 +62,19 @@ typedef struct peer {
     int failed_pos;
 } peer;
 
+/* A --path-only item's file as the producer's stat saw it when it handed the item out (set: 1). */
+typedef struct file_seen {
+    int set;
+    int64_t dev, ino, size, mtime_ns, ctime_ns;
+} file_seen;
+
 /* An item held in memory: from its first hand-out in this run to the sink's acknowledgement. */
 typedef struct flight {
     int64_t id;
     char key[PF_KEY_LEN + 1];
     char content_key[PF_KEY_LEN + 1];   /* --path-only: the bytes' key its preprocess worker made ("" none) */
     char *path;
+    file_seen seen;      /* --path-only: its file at the latest hand-out (pf_prod_worker_fault) */
     int attempts;
     int stage;           /* FL_* */
     int peer;            /* lease holder (index into peers), -1 none */
@@ -95,6 +103,19 @@ typedef struct flight {
     uint64_t settings;   /* pf_task_hash of the item's task: part of its key */
     char *meta;          /* JSON object for its record (manifest id, extra columns), or NULL */
 } flight;
+
+static inline file_seen pf_prod_file_seen(const struct stat *st)
+{
+    return (file_seen){.set = 1, .dev = (int64_t)st->st_dev, .ino = (int64_t)st->st_ino, .size = (int64_t)st->st_size,
+                       .mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec,
+                       .ctime_ns = (int64_t)st->st_ctim.tv_sec * 1000000000 + st->st_ctim.tv_nsec};
+}
+
+static inline int pf_prod_same_file(const file_seen *a, const file_seen *b)
+{
+    return a->dev == b->dev && a->ino == b->ino && a->size == b->size && a->mtime_ns == b->mtime_ns &&
+           a->ctime_ns == b->ctime_ns;
+}
 
 /* A file the scan thread found (producer_scan.c): the path as found, its identity (pf_prod_canonical) and
  * size (-1: cannot be stat'ed; the item then becomes an error record when handed out). */

@@ -203,11 +203,22 @@ void pf_prod_clamp_credit(prod *p, int role)
 int pf_prod_worker_fault(prod *p, int pi, flight *f, const char *why)
 {
     /* A file gone from the producer's view too was deleted after the scan: the item's fault, charged as
-     * usual (else every worker in turn would be quarantined for it). An inference worker's fault (another
-     * model) does not depend on the file. */
-    struct stat st;
-    if (f->stage == FL_PRE && stat(f->path, &st) != 0)
-        return 0;
+     * usual (else every worker in turn would be quarantined for it). So is one that is not the file the item
+     * was handed out with (replaced, rewritten): the worker may have looked while it was gone, as when a file
+     * is swapped by unlink and create, and one such moment must not take a working worker out for good (the
+     * only preprocess worker of safeio_path_only was, and the job waited forever). An inference worker's
+     * fault (another model) does not depend on the file. */
+    if (f->stage == FL_PRE) {
+        struct stat st;
+        if (stat(f->path, &st) != 0)
+            return 0;
+        file_seen now = pf_prod_file_seen(&st);
+        if (f->seen.set && !pf_prod_same_file(&now, &f->seen)) {
+            pf_debug(LOG, "%s: changed since it was handed out: %s is not blamed for it", f->path,
+                     p->peers[pi].name);
+            return 0;
+        }
+    }
     pf_prod_quarantine(p, pi, why);
     return 1;
 }

@@ -21,7 +21,7 @@
 
 pf_sink_params pf_sink_default_params(void)
 {
-    pf_sink_params p = {.batch = 64, .flush_s = 0.05, .fsync = 1, .hb_interval = 1.0, .hb_timeout = 10.0,
+    pf_sink_params p = {.out_fd = -1, .batch = 64, .flush_s = 0.05, .fsync = 1, .hb_interval = 1.0, .hb_timeout = 10.0,
                         .lim = pf_proto_default_limits()};
     pf_view_default_params(&p.views);
     return p;
@@ -334,8 +334,10 @@ int pf_sink_run(const pf_sink_params *o, pf_err *err)
         pf_errf(err, "out of memory for the lease table");
         goto out;
     }
-    /* checked (a regular file, writable, room), locked against a second writer, then read back */
-    if (pf_outfile_open(o->out, &s->fd, err) || pf_sink_load_existing(s, err) ||
+    /* checked (a regular file, writable, room), locked against a second writer (or that lock, taken by the
+     * caller, shared), then read back */
+    if ((o->out_fd >= 0 ? pf_outfile_adopt(o->out, o->out_fd, &s->fd, err) : pf_outfile_open(o->out, &s->fd, err)) ||
+        pf_sink_load_existing(s, err) ||
         pf_views_open(&o->views, o->out, s->fd, s->out_end, &s->views, err))
         goto out;
     pf_metric_set(s->m.in_file, (double)s->in_file);

@@ -29,6 +29,8 @@ typedef struct pf_sink_params {
     const char *publish;    /* PUB: every record as a msgpack map (optional) */
     const char *producer;   /* DEALER: hello/heartbeats/acks to the producer, its error records back */
     const char *out;        /* JSON-lines file */
+    int out_fd;             /* OUT already opened and locked by the caller (pf_outfile_open), or -1 (the default):
+                             * opened and locked at start. `run` takes its locks before its roles start */
     const char *name;
     int batch;              /* records per fsync batch */
     double flush_s;         /* longest a record waits for its batch */

@@ -13,6 +13,9 @@ running the test stages (test_worker) and fake workers speaking the protocol by 
               0.5-1.5x) and each item ends as an error record after --max-attempts.
   mismatch    an inference worker whose model takes another image size gets no item (quarantined at hello);
               `producer --image-size 300` is refused.
+  replaced    --path-only: a worker that cannot open a file that was replaced (unlink and create) after the
+              item was handed out is not quarantined (the item is charged); one that cannot open a file that
+              is unchanged is.
   charge      a batched `start` (PROTOCOL.md, "Batched start and done") from a worker that then dies (falls
               silent, as after kill -9): exactly the entries it holds, with their keys, are charged an
               attempt; an entry for another worker's item and one with a wrong key are refused, each on its
@@ -35,6 +38,9 @@ from pftest import (FLEET_MODULES, PROCS, case_parser, check, free_port, kill9, 
                     read_records, run_case, wait_exit, wait_for)
 
 INSECURE = ["--insecure"]
+# Only `charge` is about noticing a lost peer; the other cases give every peer ft.PATIENT_HB, a heartbeat timeout
+# that only bounds a hang. A peer dropped for a stall on a loaded machine has its items charged an attempt (backoff
+# counts them), gets them again under the same instance (hoard counts them) or loses its strikes (quarantine).
 
 
 class Fake:
@@ -54,6 +60,7 @@ class Fake:
         self.welcomes = 0
         self.last_hb = 0
         self.keys = {}         # item id -> key
+        self.items = {}        # item id -> the item message
 
     def send(self, **m):
         import msgpack
@@ -67,17 +74,25 @@ class Fake:
     def held_max(self):
         return max([len(v) for v in self.got.values()] or [0])
 
-    def pump(self, seconds, until=None):
-        import msgpack
+    def pump(self, seconds, until=None, also=()):
+        """Talk to the producer for SECONDS or until UNTIL(); the fakes in ALSO keep talking meanwhile (one left
+        silent for the producer's heartbeat timeout is dropped)."""
         t0 = time.time()
         while time.time() - t0 < seconds:
             if until and until():
                 return True
-            if self.instance and time.time() - self.last_hb > 0.1:
-                self.send(type="hb", instance=self.instance)
-                self.last_hb = time.time()
-            if not self.prod.poll(20):
-                continue
+            for other in also:
+                other.step(0)
+            self.step(20)
+        return bool(until and until())
+
+    def step(self, wait_ms):
+        """A heartbeat when one is due, then the next message from the producer (waiting up to WAIT_MS)."""
+        import msgpack
+        if self.instance and time.time() - self.last_hb > 0.1:
+            self.send(type="hb", instance=self.instance)
+            self.last_hb = time.time()
+        if self.prod.poll(wait_ms):
             m = msgpack.unpackb(self.prod.recv(), raw=False)
             t = m.get("type")
             if t == "welcome":
@@ -90,6 +105,7 @@ class Fake:
             elif t == "item":
                 self.got.setdefault(m.get("instance"), []).append(m["id"])
                 self.keys[m["id"]] = m["key"]
+                self.items[m["id"]] = m
                 self.arrivals.append((time.time(), m["id"], m.get("attempt", 0)))
                 check(len(self.got[m.get("instance")]) <= self.capacity,
                       "fake %s holds %d items, capacity %d" % (self.name, len(self.got[m.get("instance")]),
@@ -98,7 +114,6 @@ class Fake:
                     self.send(type="nack", id=m["id"], key=m["key"], credit=1, instance=self.instance,
                               stage=self.role, message="fake failure")
                     self.got[m.get("instance")].remove(m["id"])
-        return bool(until and until())
 
 
 def held(port):
@@ -111,7 +126,8 @@ def held(port):
 def t_hoard(a, d):
     import zmq
     make_inputs(d, n_good=40, extra=False)
-    f = ft.Fleet(a, d, "tcp://127.0.0.1:%d" % free_port(), "tcp://127.0.0.1:%d" % free_port(), server_args=INSECURE)
+    f = ft.Fleet(a, d, "tcp://127.0.0.1:%d" % free_port(), "tcp://127.0.0.1:%d" % free_port(), server_args=INSECURE,
+                 hb=ft.PATIENT_HB)
     ctx = zmq.Context()
     fake = Fake(ctx, "fake-naive", f.prod_ep, capacity=3)
     for _ in range(50):   # 50 hellos queued in its socket, as a worker left waiting 50 s would have
@@ -179,15 +195,18 @@ def t_quarantine(a, d):
     files = make_inputs(d, n_good=30, extra=False)
     if subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode != 0:
         raise Skip("unshare -rm (a mount namespace for the worker that lacks the files) is not permitted here")
-    f = ft.Fleet(a, d, "tcp://127.0.0.1:%d" % free_port(), "tcp://127.0.0.1:%d" % free_port(), server_args=INSECURE)
+    # ft.PATIENT_HB: with 1.5 s the Python fake, stalled 1.7 s on a loaded machine, was dropped before the good
+    # worker started, and its strikes went with it
+    f = ft.Fleet(a, d, "tcp://127.0.0.1:%d" % free_port(), "tcp://127.0.0.1:%d" % free_port(), server_args=INSECURE,
+                 hb=ft.PATIENT_HB)
     f.sink()
     pport = free_port()
     cmd = [a.paliflow, "producer", "--bind", f.prod_ep, "--db", f.db, "--task", "caption en", "--image-size", "8",
            "--custom-image-size", "--path-only", "--max-attempts", "20", "--retry-backoff", "0.05",
-           "--ack-timeout", "5", "--progress", "lines", "--metrics", "127.0.0.1:%d" % pport] + ft.HB + INSECURE + \
-          ["in"]   # relative: workers elsewhere could not read it as such
+           "--ack-timeout", "5", "--progress", "lines", "--metrics", "127.0.0.1:%d" % pport] + f.hb + \
+          INSECURE + ["in"]   # relative: workers elsewhere could not read it as such
     prod = start_in(d, cmd, f.log("producer"))
-    worker = [a.worker, "preprocess", "--producer", f.prod_ep, "--sink", f.sink_ep] + ft.HB + INSECURE
+    worker = [a.worker, "preprocess", "--producer", f.prod_ep, "--sink", f.sink_ep] + f.hb + INSECURE
     # 1. a worker whose host lacks the files (the images' folder hidden by a mount): quarantined, items free
     hide = "mount -t tmpfs none %s && exec \"$@\"" % os.path.join(d, "in")
     start_in("/", worker + ["--name", "blind", "--exit-when-done"], f.log("blind"),
@@ -196,11 +215,16 @@ def t_quarantine(a, d):
     wait_for(lambda: "preprocess worker blind quarantined" in ft.logtext(prod), 60, "the blind worker's quarantine")
     time.sleep(0.5)
     check(not read_records(f.out), "records written while only the blind worker preprocessed")
-    # 2. a worker that fails what succeeds elsewhere, and a good worker in another folder ("/")
+    # 2. a worker that fails what succeeds elsewhere: alone with the work until it has failed 3 items (with the
+    # good worker already there it could get fewer before the job ended: no strike 3, no quarantine to check)
     ctx = zmq.Context()
-    start_in("/", worker + ["--name", "good", "--threads", "2", "--exit-when-done"], f.log("good"))
     fake = Fake(ctx, "failer", f.prod_ep, capacity=1, items="nack")
     fake.hello()
+    failed = lambda: len({i for _, i, _ in fake.arrivals})
+    check(fake.pump(60, lambda: failed() >= 3), "the failing worker got %d items, want 3" % failed())
+    check(not read_records(f.out), "records written while only the failing worker preprocessed")
+    # 3. a good worker in another folder ("/"): the failer's items succeed there, a strike each
+    start_in("/", worker + ["--name", "good", "--threads", "2", "--exit-when-done"], f.log("good"))
     fake.pump(120, lambda: prod.poll() is not None)
     check(wait_exit(prod, 60, "producer") == 0, "producer exit status %s" % prod.returncode)
     os.chdir(d)   # the records keep the paths as found: relative to the producer's folder
@@ -208,9 +232,9 @@ def t_quarantine(a, d):
     check(all("error" not in r for r in recs), "error records: %s" % [r for r in recs if "error" in r][:2])
     log = ft.logtext(prod)
     check(log.count("worker blind quarantined") == 1, "the blind worker's quarantine not logged exactly once")
-    if fake.arrivals:
-        check(log.count("worker failer quarantined: 3 items it failed succeeded on other workers") == 1,
-              "the failing worker was not quarantined once after 3 strikes")
+    check(log.count("worker failer quarantined: 3 items it failed succeeded on other workers") == 1,
+          "the failing worker was not quarantined once after 3 strikes")
+    check(log.count("worker failer gone") == 0, "the failing worker was dropped")
     check("retrying" not in "".join(l for l in log.splitlines() if "blind" in l),
           "the blind worker's failures were charged to the items")
     db = sqlite3.connect(f.db)
@@ -222,7 +246,8 @@ def t_quarantine(a, d):
 def t_backoff(a, d):
     import zmq
     files = make_inputs(d, n_good=3, extra=False)
-    f = ft.Fleet(a, d, "tcp://127.0.0.1:%d" % free_port(), "tcp://127.0.0.1:%d" % free_port(), server_args=INSECURE)
+    f = ft.Fleet(a, d, "tcp://127.0.0.1:%d" % free_port(), "tcp://127.0.0.1:%d" % free_port(), server_args=INSECURE,
+                 hb=ft.PATIENT_HB)
     f.sink()
     prod = f.producer(["--retry-backoff", "0.4"])
     ctx = zmq.Context()
@@ -256,7 +281,8 @@ def t_mismatch(a, d):
     check(r.returncode == 2 and "--image-size 300: PaliGemma takes 224, 448 or 896" in r.stderr,
           "--image-size 300 not refused: %s %s" % (r.returncode, r.stderr))
     check(not os.path.exists(os.path.join(d, "x.sqlite")), "a job store was made for a refused image size")
-    f = ft.Fleet(a, d, "tcp://127.0.0.1:%d" % free_port(), "tcp://127.0.0.1:%d" % free_port(), server_args=INSECURE)
+    f = ft.Fleet(a, d, "tcp://127.0.0.1:%d" % free_port(), "tcp://127.0.0.1:%d" % free_port(), server_args=INSECURE,
+                 hb=ft.PATIENT_HB)
     f.sink()
     pport = free_port()
     prod = f.producer(["--metrics", "127.0.0.1:%d" % pport])   # an 8 px job (--custom-image-size)
@@ -276,10 +302,58 @@ def t_mismatch(a, d):
     check("px but the model takes" not in ft.logtext(wrong), "the wrong model received an item")
 
 
+def t_replaced(a, d):
+    import zmq
+    make_inputs(d, n_good=4, extra=False)
+    f = ft.Fleet(a, d, "ipc://%s/prod.sock" % d, "ipc://%s/sink.sock" % d, hb=ft.PATIENT_HB)
+    f.sink()
+    prod = f.producer(["--path-only", "--max-attempts", "5", "--retry-backoff", "0.05"])
+    ctx = zmq.Context()
+    fake = Fake(ctx, "viewer", f.prod_ep, capacity=1)
+    fake.hello()
+    log = lambda: ft.logtext(prod)
+
+    def take():
+        """The item the fake holds (at most one; waiting for it): its message."""
+        check(fake.pump(30, lambda: fake.got.get(fake.instance)), "the fake got no item")
+        return fake.items[fake.got[fake.instance][0]]
+
+    def cannot_open(m):
+        fake.send(type="nack", id=m["id"], key=m["key"], credit=1, instance=fake.instance, stage="preprocess",
+                  message="%s: cannot open: No such file or directory" % m["file"], worker_fault=True)
+        fake.got[fake.instance].remove(m["id"])
+
+    # 1. the file is replaced (a new inode, as after unlink and create) between the hand-out and the worker's
+    #    open: the worker may have looked while it was gone; the item is charged, the worker keeps working
+    m = take()
+    data = open(m["file"], "rb").read()
+    os.unlink(m["file"])
+    with open(m["file"], "wb") as fh:
+        fh.write(data)
+    cannot_open(m)
+    retry = "%s: preprocess worker viewer: %s: cannot open" % (m["path"], m["file"])
+    check(fake.pump(30, lambda: retry in log() and "retrying (attempt 2 of 5)" in log()),
+          "the item of the replaced file was not charged an attempt:\n" + log()[-1500:])
+    check("quarantined" not in log(), "the worker was quarantined for a replaced file")
+    # 2. the same claim for a file the producer sees unchanged: the worker's view is wrong, it is quarantined
+    #    and the item goes back free
+    m = take()
+    cannot_open(m)
+    check(fake.pump(30, lambda: "preprocess worker viewer quarantined" in log()),
+          "the worker was not quarantined for an unchanged file:\n" + log()[-1500:])
+    prod.send_signal(signal.SIGTERM)
+    check(wait_exit(prod, 30, "producer") in (0, 1), "producer exit status %s" % prod.returncode)
+    fake.prod.close(0)
+    ctx.term()
+
+
 def t_charge(a, d):
     import zmq
     make_inputs(d, n_good=8, extra=False)
-    f = ft.Fleet(a, d, "ipc://%s/prod.sock" % d, "ipc://%s/sink.sock" % d)
+    # The fakes' deaths are noticed by their silence: a 5 s heartbeat timeout, not fleet_test's 1.5 s, which a
+    # live Python peer has exceeded on a loaded machine (1.7 s); a fake meant to live keeps talking meanwhile
+    f = ft.Fleet(a, d, "ipc://%s/prod.sock" % d, "ipc://%s/sink.sock" % d,
+                 hb=["--heartbeat", "0.2", "--heartbeat-timeout", "5"])
     f.sink()
     prod = f.producer(["--stay"])
     ctx = zmq.Context()
@@ -288,7 +362,7 @@ def t_charge(a, d):
     check(fa.pump(30, lambda: fa.held_max() == 3), "fake-a got %d items, want 3" % fa.held_max())
     fb = Fake(ctx, "fake-b", f.prod_ep, capacity=3)
     fb.hello()
-    check(fb.pump(30, lambda: fb.held_max() == 3), "fake-b got %d items, want 3" % fb.held_max())
+    check(fb.pump(30, lambda: fb.held_max() == 3, also=[fa]), "fake-b got %d items, want 3" % fb.held_max())
     a_ids = fa.got[fa.instance]
     b0 = fb.got[fb.instance][0]
     wrong = "0" * 32 + "-" + "0" * 16
@@ -296,7 +370,7 @@ def t_charge(a, d):
     fa.send(type="start", instance=fa.instance, items=[[a_ids[0], fa.keys[a_ids[0]]], [a_ids[1], fa.keys[a_ids[1]]],
                                                        [b0, fb.keys[b0]], [a_ids[2], wrong]])
     log = lambda: ft.logtext(prod)
-    check(fb.pump(15, lambda: "[not_holder]" in log() and "[wrong_key]" in log()),
+    check(fb.pump(15, lambda: "[not_holder]" in log() and "[wrong_key]" in log(), also=[fa]),
           "the producer did not refuse the foreign and the wrong-key entries:\n" + log()[-2000:])
     check("item %d " % b0 in log(), "the not_holder refusal does not name item %d" % b0)
     # fake-a dies (nothing more from it, as after kill -9): fake-b keeps talking meanwhile
@@ -323,14 +397,14 @@ class Skip(Exception):
 
 
 def main():
-    a = case_parser(["hoard", "quarantine", "backoff", "mismatch", "charge"], "mode").parse_args()
+    a = case_parser(["hoard", "quarantine", "backoff", "mismatch", "replaced", "charge"], "mode").parse_args()
     a.paliflow, a.worker = os.path.abspath(a.paliflow), os.path.abspath(a.worker)
     skip = missing_modules(FLEET_MODULES)
     if skip:
         print(skip)
         return 77
     tests = {"hoard": t_hoard, "quarantine": t_quarantine, "backoff": t_backoff, "mismatch": t_mismatch,
-             "charge": t_charge}
+             "replaced": t_replaced, "charge": t_charge}
     return run_case("policy " + a.mode, "pf_policy_%s_" % a.mode, lambda d: tests[a.mode](a, d), a.keep,
                        tail=25, skip=Skip, cleanup_on_pass=True)
 

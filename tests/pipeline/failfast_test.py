@@ -222,15 +222,30 @@ def flocked(path):
     return False
 
 
-def wait_locked(path, proc, timeout=HANG):
-    """Until PATH is flock'ed (the run's sink has it), while PROC runs."""
+def holder_note(lockfile):
+    try:
+        with open(lockfile) as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
+def wait_locked(out, proc, timeout=HANG):
+    """Until PROC (a run on OUT with the default job store OUT.db) holds both of its locks: the output's (taken
+    by its sink) and the job store's, OUT.db.lock (taken by its producer, which then writes "pid N on HOST"
+    into it). The two are taken separately: the output locked says nothing about the job store (a run frozen
+    then let a second run on the same --db take the job store, and finish)."""
+    lockfile = out + ".db.lock"
+    want = "pid %d on " % proc.pid
     t0 = time.time()
     while time.time() - t0 < timeout:
-        check(proc.poll() is None, "the first run ended (rc %s) before it locked %s" % (proc.returncode, path))
-        if flocked(path):
+        check(proc.poll() is None, "the first run ended (rc %s) before it locked %s and %s" % (proc.returncode, out,
+                                                                                             lockfile))
+        if flocked(out) and flocked(lockfile) and holder_note(lockfile).startswith(want):
             return
         time.sleep(0.02)
-    raise Fail("%s never locked" % path)
+    raise Fail("%s and %s never both locked by pid %d (holder note: %r)" % (out, lockfile, proc.pid,
+                                                                         holder_note(lockfile)))
 
 
 def t_lock(env):
@@ -238,7 +253,7 @@ def t_lock(env):
     many = env.many(60)
     files = sorted(os.path.join(many, n) for n in os.listdir(many))
     out = os.path.join(d, "a.jsonl")
-    # a running run, frozen (SIGSTOP) while it holds its locks: the second run and a sink are refused
+    # a running run, frozen (SIGSTOP) while it holds both of its locks: the second run and a sink are refused
     log = open(os.path.join(d, "first.log"), "w+")
     first = subprocess.Popen(env.cmd(out, many), stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
     PROCS.append(first)

@@ -16,7 +16,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 from pftest import (PROCS, FLEET_MODULES, Fail, case_parser, check, missing_modules, run_case,  # noqa: E402
                     wait_exit)
-from pipeline_test import HB, Job, make_inputs, verify  # noqa: E402
+from pipeline_test import PATIENT_HB, Job, make_inputs, verify  # noqa: E402
 
 SIZE = 8   # the job's image size (pipeline_test.Job: --image-size 8 --custom-image-size)
 
@@ -141,7 +141,9 @@ def t_mixed(a, d):
         raise SystemExit(77)
     import zmq
     files = make_inputs(d, n_good=16, extra=False)
-    j = Job(a, d, "ipc://%s/prod.sock" % d, "ipc://%s/sink.sock" % d)
+    # no peer is meant to be lost: the Python peers (one process) silent over a stall of 1.5 s would both be
+    # dropped, and they are the only preprocess workers
+    j = Job(a, d, "ipc://%s/prod.sock" % d, "ipc://%s/sink.sock" % d, hb=PATIENT_HB)
     ctx = zmq.Context()
     peers = [Peer(ctx, "old-pre", "preprocess", j.prod_ep, False), Peer(ctx, "new-pre", "preprocess", j.prod_ep, True),
              Peer(ctx, "old-inf", "inference", j.prod_ep, False, leave_after=2)]

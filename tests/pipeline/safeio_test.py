@@ -160,7 +160,10 @@ def t_fifo_options(a, d):
         f.write("producer = ipc://%s/nobody-p\nsink = ipc://%s/nobody-s\nheartbeat-timeout = 30\n" % (d, d))
     log = os.path.join(d, "reload.log")
     p = start([a.paliflow, "preprocess-worker", "--config", conf, "--drain-timeout", "2"], log)
-    time.sleep(1.0)
+    # its first line comes after the config is read and the signals are set (a SIGHUP before that kills it;
+    # a 1 s sleep was a guess at how long that takes on a loaded machine)
+    wait_for(lambda: ", capacity " in open(log, errors="replace").read() or p.poll() is not None, 60,
+             "the worker to start")
     check(p.poll() is None, "worker exited early: %s" % open(log).read()[-400:])
     os.unlink(conf)
     os.mkfifo(conf)

@@ -125,6 +125,47 @@ static void test_db_lock(void **state)
     pf_jobstore_close(js2);
 }
 
+/* `run` takes both locks itself and hands them to its sink and producer (pf_outfile_adopt, pf_dblock_adopt,
+ * pf_jobstore_open_held): the copy keeps the lock after the caller's descriptor is closed, a second writer is
+ * refused meanwhile, and a descriptor on another file is not taken for the lock. */
+static void test_adopt_locks(void **state)
+{
+    (void)state;
+    pf_err e = {{0}};
+    char out[400], other[400], db[400];
+    in_tmp(out, sizeof out, "adopted.jsonl");
+    in_tmp(other, sizeof other, "other.jsonl");
+    in_tmp(db, sizeof db, "adopted.sqlite");
+    int held = -1, copy = -1, fd2 = -1, ofd = -1;
+    assert_int_equal(pf_outfile_open(out, &held, &e), 0);
+    assert_int_equal(pf_outfile_open(other, &ofd, &e), 0);
+    assert_int_equal(pf_outfile_adopt(out, ofd, &copy, &e), -1);   /* another file's descriptor */
+    assert_int_equal(copy, -1);
+    assert_non_null(strstr(e.msg, out));
+    assert_non_null(strstr(e.msg, "another file"));
+    assert_int_equal(pf_outfile_adopt(out, -1, &copy, &e), -1);
+    assert_int_equal(pf_outfile_adopt(out, held, &copy, &e), 0);
+    close(held);
+    assert_int_equal(pf_outfile_open(out, &fd2, &e), -1);           /* the copy still holds it */
+    assert_non_null(strstr(e.msg, "in use"));
+    close(copy);
+    assert_int_equal(pf_outfile_open(out, &fd2, &e), 0);
+    close(fd2);
+
+    pf_jobstore *js = NULL, *js2 = NULL;
+    assert_int_equal(pf_dblock_acquire(db, &held, &e), 0);
+    assert_int_equal(pf_jobstore_open(db, &js2, &e), -1);           /* held: a store of its own is refused */
+    assert_int_equal(pf_jobstore_open_held(db, ofd, &js, &e), -1);   /* not the lock file */
+    assert_null(js);
+    assert_int_equal(pf_jobstore_open_held(db, held, &js, &e), 0);
+    close(held);
+    assert_int_equal(pf_dblock_probe(db, &e), -1);                  /* the store's copy holds it */
+    assert_int_equal(pf_jobstore_open(db, &js2, &e), -1);
+    pf_jobstore_close(js);
+    assert_int_equal(pf_dblock_probe(db, &e), 0);
+    close(ofd);
+}
+
 typedef struct lines {
     int n;
     off_t ends[8];
@@ -236,7 +277,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_check),          cmocka_unit_test(test_output_lock),
-        cmocka_unit_test(test_db_lock),        cmocka_unit_test(test_scan_and_cut),
+        cmocka_unit_test(test_db_lock),        cmocka_unit_test(test_adopt_locks),
+        cmocka_unit_test(test_scan_and_cut),
         cmocka_unit_test(test_requeue_beyond), cmocka_unit_test(test_same),
     };
     return cmocka_run_group_tests(tests, setup_tmp, teardown_tmp);

@@ -1,5 +1,6 @@
 #include "test_stages.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,9 +40,14 @@ static void t_destroy(void *inst)
     free(t);
 }
 
+static atomic_int g_pre_started;   /* items the preprocess stage took, every thread (hang_after) */
+
 static void pre_process(void *inst, pf_work *w)
 {
     tinst *t = inst;
+    if (t->cfg.hang_after > 0 && atomic_fetch_add(&g_pre_started, 1) >= t->cfg.hang_after)
+        for (;;)
+            sleep(3600);   /* until the test kills the worker */
     const uint8_t *b = w->in.data;
     size_t len = w->in.data_len;
     char *owned = NULL;

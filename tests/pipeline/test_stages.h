@@ -16,6 +16,8 @@ typedef struct pf_test_stage_params {
     int delay_ms;        /* per item (preprocess) or per step (inference) */
     int steps;           /* inference: steps per item */
     int model_size;      /* inference: the image size the "model" takes (0 = any) */
+    int hang_after;      /* preprocess: items after the first N (all threads) never finish, 0 = none: a worker
+                            that cannot end the job before a test kills it, however late the kill comes */
 } pf_test_stage_params;
 
 extern const pf_stage_ops pf_test_preprocess_ops;

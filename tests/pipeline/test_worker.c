@@ -40,7 +40,7 @@ typedef struct tw {
 static void tw_init(void *obj)
 {
     tw *t = obj;
-    *t = (tw){.cfg = {0, 3, 0}, .o = pf_worker_default_params()};
+    *t = (tw){.cfg = {0, 3, 0, 0}, .o = pf_worker_default_params()};
     t->eo.producer = pf_producer_default_params();
     t->eo.sink = pf_sink_default_params();
     t->eo.pre_threads = 2;
@@ -52,6 +52,8 @@ static const pf_opt g_rows[] = {
     PF_OPT_ROW_INT("delay-ms", T, cfg.delay_ms, 0, 1000000, 0, "N", "test stage: per-item delay"),
     PF_OPT_ROW_INT("steps", T, cfg.steps, 0, 1000000, 0, "N", "test stage: decode steps"),
     PF_OPT_ROW_INT("model-size", T, cfg.model_size, 0, 8192, 0, "S", "test stage: the model's image size"),
+    PF_OPT_ROW_INT("hang-after", T, cfg.hang_after, 0, 1000000, 0, "N",
+                   "test stage: preprocess items after the first N hang until the worker is killed"),
     PF_OPT_ROW_STR("task", T, eo.producer.task.prompt, 0, "T", "embedded: the task"),
     PF_OPT_ROW_STR("out", T, eo.sink.out, 0, "F", "embedded: the output"),
     PF_OPT_ROW_STR("db", T, eo.producer.db, 0, "F", "embedded: the job store"),

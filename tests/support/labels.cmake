@@ -37,7 +37,7 @@ set(PF_SLOW_TESTS
   test_vision_memory test_engine test_engine_avx2 test_engine_generic test_image_memlimit test_image_vs_pillow
   e2e_generate e2e_generate_reference e2e_pipeline e2e_pipeline_avx2 e2e_real_faults
   pipeline_run_cli pipeline_failfast_reconcile hubstore_crash_producer hubstore_crash_sink
-  fleet_policy_hoard fleet_hostile_curve fleet_soak)
+  fleet_policy_hoard fleet_policy_charge fleet_hostile_curve fleet_soak)
 
 # pf_tests_in(DIR OUT) - every test registered in DIR and the folders below it.
 function(pf_tests_in dir out)

@@ -89,6 +89,26 @@ def wait_for(pred, timeout, what):
     raise Fail("timed out after %d s waiting for %s" % (timeout, what))
 
 
+def connect_handshaken(sock, ep, timeout, what):
+    """Connect the ZeroMQ socket SOCK to EP and wait until its handshake with the peer is done (with CURVE, the
+    key exchange too). A SUB socket sends its subscription right after it, so a publisher started later does
+    not drop the first records for want of it (a sleep guessed how long that takes; a loaded machine took
+    longer, or started the publisher late)."""
+    import zmq
+    from zmq.utils.monitor import recv_monitor_message
+    mon = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)   # before the connect: no event missed
+    try:
+        sock.connect(ep)
+        t0 = time.time()
+        while time.time() - t0 < timeout:
+            if mon.poll(100) and recv_monitor_message(mon)["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                return
+        raise Fail("timed out after %d s waiting for %s" % (timeout, what))
+    finally:
+        sock.disable_monitor()
+        mon.close(0)
+
+
 def netns_add(names):
     """Create the network namespaces NAMES (root); cleanup() deletes them."""
     for ns in names:
