@@ -324,8 +324,9 @@ int pf_producer_run(const pf_producer_params *o, pf_job_stats *stats, pf_err *er
             last_hb = now;
         }
         {
-            int pre = pf_prod_count_working(p, ROLE_PRE), inf = pf_prod_count_working(p, ROLE_INF);
-            int quarantined = pf_prod_count_role(p, ROLE_PRE) - pre + pf_prod_count_role(p, ROLE_INF) - inf;
+            int quarantined = 0;
+            int pre = pf_prod_count_working(p, ROLE_PRE, &quarantined);
+            int inf = pf_prod_count_working(p, ROLE_INF, &quarantined);
             pf_progress_update(&p->prog, p->total, p->done, p->failed, p->done - p->at_start_done, pre, inf,
                                quarantined, pf_prod_sink_alive(p), p->scanning);
         }

@@ -309,8 +309,9 @@ void pf_prod_refill(prod *p);
 int pf_prod_peer_find(prod *p, const uint8_t *ident, size_t len);
 const char *pf_prod_role_name(int role);
 int pf_prod_count_role(const prod *p, int role);
-/* The connected workers of ROLE that get work: pf_prod_count_role less the quarantined ones. */
-int pf_prod_count_working(const prod *p, int role);
+/* The connected workers of ROLE that get work: pf_prod_count_role less the quarantined ones, which are added
+ * to *QUARANTINED (one pass over the peers: it runs every turn of the producer's loop). */
+int pf_prod_count_working(const prod *p, int role, int *quarantined);
 static inline int pf_prod_sink_alive(const prod *p) { return pf_prod_count_role(p, ROLE_SINK) > 0; }
 int pf_prod_send_to(prod *p, int pi, pf_msg *m);
 void pf_prod_send_heartbeats(prod *p, int finished);

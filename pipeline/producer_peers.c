@@ -28,11 +28,14 @@ int pf_prod_count_role(const prod *p, int role)
     return n;
 }
 
-int pf_prod_count_working(const prod *p, int role)
+int pf_prod_count_working(const prod *p, int role, int *quarantined)
 {
     int n = 0;
     for (int i = 0; i < p->n_peers; i++)
-        n += p->peers[i].used && p->peers[i].role == role && !p->peers[i].quarantined;
+        if (p->peers[i].used && p->peers[i].role == role) {
+            n += !p->peers[i].quarantined;
+            *quarantined += p->peers[i].quarantined != 0;
+        }
     return n;
 }
 
