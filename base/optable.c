@@ -241,12 +241,14 @@ int pf_opt_parse_args(const pf_optcmd *cmd, void *obj, int argc, char **argv, in
             const char *arg = argv[optind - 1];
             if (ch == ':')
                 rc = pf_errf(err, "option '%.200s' needs a value", arg);
-            else if (optopt && optopt < ROW_BASE && !(arg[0] == '-' && arg[1] == '-') && dash_file(argc, argv))
-                rc = pf_errf(err, "unknown option '-%c' ('%.200s' is a file: write ./%.200s, or put -- before the "
-                                  "file names)", optopt, dash_file(argc, argv), dash_file(argc, argv));
-            else if (optopt && optopt < ROW_BASE && !(arg[0] == '-' && arg[1] == '-'))
-                rc = pf_errf(err, "unknown option '-%c'", optopt);
-            else
+            else if (optopt && optopt < ROW_BASE && !(arg[0] == '-' && arg[1] == '-')) {
+                const char *file = dash_file(argc, argv);
+                if (file)
+                    rc = pf_errf(err, "unknown option '-%c' ('%.200s' is a file: write ./%.200s, or put -- before "
+                                      "the file names)", optopt, file, file);
+                else
+                    rc = pf_errf(err, "unknown option '-%c'", optopt);
+            } else
                 rc = pf_errf(err, "unknown or ambiguous option '%.200s'", arg);
         } else if (o == &g_common[COMMON_HELP]) {
             rc = 1;

@@ -177,7 +177,7 @@ int pf_outfile_open(const char *path, int *fd, pf_err *err)
 
 /* *FD: a copy of HELD, which must be open on PATH (same device and inode): a lock handed over is for the file
  * the taker names, not whatever descriptor it was given. */
-static int adopt(const char *path, int held, int *fd, pf_err *err)
+int pf_outfile_adopt(const char *path, int held, int *fd, pf_err *err)
 {
     *fd = -1;
     struct stat a, b;
@@ -192,11 +192,6 @@ static int adopt(const char *path, int held, int *fd, pf_err *err)
         return pf_errf(err, "%s: cannot share its lock: %s", path, strerror(errno));
     *fd = f;
     return 0;
-}
-
-int pf_outfile_adopt(const char *path, int held, int *fd, pf_err *err)
-{
-    return adopt(path, held, fd, err);
 }
 
 /* Try the exclusive lock on the existing file LOCKPATH and let it go: 0 free (or absent), 1 held elsewhere,
@@ -299,7 +294,7 @@ int pf_dblock_adopt(const char *db, int held, int *fd, pf_err *err)
     char *lp = lock_path(db);
     if (!lp)
         return pf_errf(err, "job store %s: out of memory", db);
-    int rc = adopt(lp, held, fd, err);
+    int rc = pf_outfile_adopt(lp, held, fd, err);
     free(lp);
     return rc;
 }
